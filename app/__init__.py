@@ -1,0 +1,1 @@
+"""Trimo's GitHub App: webhooks, commands, permissions, pipelines and reporting."""

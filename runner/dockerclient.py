@@ -1,0 +1,33 @@
+"""Connecting to the Docker engine, with a clear error when it is not there."""
+
+from __future__ import annotations
+
+import docker
+import docker.errors
+
+from runner.errors import DockerUnavailable, ImageMissing
+
+
+def connect(timeout: int = 60) -> docker.DockerClient:
+    """A client for the local engine; `DockerUnavailable` says how to start it."""
+    try:
+        client = docker.from_env(timeout=timeout)
+        client.ping()
+    except docker.errors.DockerException as exc:
+        raise DockerUnavailable(
+            f"Docker is not reachable: {exc}",
+            "start the Docker engine (`sudo dockerd &`, or `scripts/services.sh` on Debian), "
+            "or set DOCKER_HOST",
+        ) from exc
+    return client
+
+
+def require_image(client: docker.DockerClient, image: str) -> None:
+    """Fail early, and helpfully, when the agent image is not built."""
+    try:
+        client.images.get(image)
+    except docker.errors.ImageNotFound as exc:
+        raise ImageMissing(
+            f"The image {image!r} is not on this machine.",
+            "build it with `trimo image build` (or pass --image NAME)",
+        ) from exc

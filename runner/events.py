@@ -1,0 +1,89 @@
+"""Normalised events: what every agent adapter turns its output into.
+
+The same stream is shown in the terminal by `trimo run`, published to Redis by
+runner daemons, and rendered on GitHub by the App.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+
+class _Event(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class AssistantMessage(_Event):
+    """Text the agent said."""
+
+    type: Literal["message"] = "message"
+    text: str
+
+
+class ToolCall(_Event):
+    """The agent used a tool; `summary` is a short, one-line form of its input."""
+
+    type: Literal["tool_call"] = "tool_call"
+    name: str
+    summary: str = ""
+    call_id: str | None = None
+
+
+class ToolResult(_Event):
+    """What a tool call returned (shortened)."""
+
+    type: Literal["tool_result"] = "tool_result"
+    call_id: str | None = None
+    summary: str = ""
+    is_error: bool = False
+
+
+class Usage(_Event):
+    """Tokens and cost, when the agent reports them."""
+
+    type: Literal["usage"] = "usage"
+    model: str | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cost_usd: float | None = None
+
+
+class AgentError(_Event):
+    """The agent reported an error."""
+
+    type: Literal["error"] = "error"
+    message: str
+
+
+class FinalResult(_Event):
+    """The agent's own final word on the run."""
+
+    type: Literal["result"] = "result"
+    success: bool
+    text: str = ""
+    turns: int | None = None
+    duration_ms: int | None = None
+
+
+class RawLog(_Event):
+    """A line that was not in the agent's expected format."""
+
+    type: Literal["log"] = "log"
+    line: str
+
+
+AgentEvent = Annotated[
+    AssistantMessage | ToolCall | ToolResult | Usage | AgentError | FinalResult | RawLog,
+    Field(discriminator="type"),
+]
+
+agent_event_adapter: TypeAdapter[AgentEvent] = TypeAdapter(AgentEvent)
+
+
+def shorten(text: str, limit: int = 160) -> str:
+    """One line, at most `limit` characters, for summaries of tool input and output."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"

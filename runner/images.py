@@ -1,0 +1,80 @@
+"""Building the agent image from `sandbox/`."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import docker
+import docker.errors
+
+from runner.errors import ImageMissing, TrimoError
+
+SANDBOX_DIR = Path(__file__).resolve().parent.parent / "sandbox"
+BASE_IMAGE = "debian:bookworm-slim"
+HOST_EXTRA_CAS = Path("/usr/local/share/ca-certificates")
+
+
+def host_extra_cas() -> list[Path]:
+    """CA certificates this host added to its own trust store (corporate proxies)."""
+    return sorted(HOST_EXTRA_CAS.glob("**/*.crt")) if HOST_EXTRA_CAS.is_dir() else []
+
+
+def ensure_base_image(client: docker.DockerClient, image: str = BASE_IMAGE) -> None:
+    """Make sure the base image exists: pull it, or build it locally with mmdebstrap."""
+    try:
+        client.images.get(image)
+        return
+    except docker.errors.ImageNotFound:
+        pass
+    script = SANDBOX_DIR / "build-base.sh"
+    result = subprocess.run(["bash", str(script), image], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise ImageMissing(
+            f"The base image {image!r} could not be pulled or built: {result.stderr[-500:]}",
+            "on Debian, install mmdebstrap and run as root; elsewhere `docker pull` it",
+        )
+
+
+def build_image(
+    client: docker.DockerClient,
+    tag: str,
+    target: str = "agent",
+    ca_certs: Iterable[Path] = (),
+    build_args: dict[str, str] | None = None,
+    on_line: Callable[[str], None] = lambda _line: None,
+) -> str:
+    """Build `sandbox/Dockerfile` at `target` as `tag`; returns the image id."""
+    ensure_base_image(client)
+    with tempfile.TemporaryDirectory(prefix="trimo-build-") as tmp:
+        context = Path(tmp) / "context"
+        shutil.copytree(SANDBOX_DIR, context)
+        for cert in ca_certs:
+            if not cert.is_file():
+                raise TrimoError(f"CA certificate not found: {cert}")
+            shutil.copy(cert, context / "certs" / (cert.stem + ".crt"))
+        image_id = ""
+        try:
+            for chunk in client.api.build(
+                path=str(context),
+                tag=tag,
+                target=target,
+                buildargs=build_args or {},
+                rm=True,
+                decode=True,
+            ):
+                if "error" in chunk:
+                    raise TrimoError(
+                        f"Image build failed: {chunk['error'].strip()}",
+                        "fix the error above; network access to Debian and npm is needed",
+                    )
+                if text := chunk.get("stream", "").rstrip():
+                    on_line(text)
+                if aux := chunk.get("aux"):
+                    image_id = aux.get("ID", image_id)
+        except docker.errors.APIError as exc:
+            raise TrimoError(f"Image build failed: {exc.explanation or exc}") from exc
+    return image_id

@@ -1,0 +1,194 @@
+"""The job contract: what a run request holds and what events a run emits.
+
+`app/` builds `RunRequest`s and reads `RunEvent`s; `runner/` executes them.
+Everything here is plain data (pydantic), serialisable to JSON for Redis.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, TypeAdapter, field_validator
+
+from runner.diffsummary import DiffSummary
+from runner.events import (
+    AgentError,
+    AssistantMessage,
+    FinalResult,
+    RawLog,
+    ToolCall,
+    ToolResult,
+    Usage,
+)
+
+NetworkMode = Literal["none", "bridge"]
+
+_BRANCH_RE = re.compile(
+    r"^(?!/)(?!.*//)(?!.*\.\.)(?!.*@\{)(?!.*\.lock$)(?!.*/$)[A-Za-z0-9._/-]{1,200}$"
+)
+
+
+def is_valid_branch_name(name: str) -> bool:
+    """A conservative subset of git's ref-name rules, safe on any command line."""
+    return bool(_BRANCH_RE.match(name)) and not name.startswith("-") and not name.endswith(".")
+
+
+class Outcome(StrEnum):
+    """How a run ended."""
+
+    SUCCESS = "success"
+    FAILURE = "failure"
+    TIMED_OUT = "timed_out"
+    CANCELLED = "cancelled"
+    ERROR = "error"  # Trimo itself could not run it (image missing, Docker down, refused)
+
+
+class Resources(BaseModel):
+    """Limits for the agent's container."""
+
+    model_config = ConfigDict(frozen=True)
+
+    memory: str = "4g"
+    cpus: float = Field(default=2.0, gt=0, le=64)
+    pids: int = Field(default=1024, ge=16, le=65536)
+
+
+class CommitInfo(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    sha: str
+    subject: str
+
+
+class RunRecord(BaseModel):
+    """One finished run in a pipeline's history; given as context to later runs."""
+
+    run_id: str
+    prompt: str
+    agent: str
+    outcome: Outcome
+    reason: str = ""
+    commits: list[CommitInfo] = Field(default_factory=list)
+    diff: DiffSummary = Field(default_factory=DiffSummary)
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+class RepoRef(BaseModel):
+    """Where the repository lives. `clone_url` may be a path for local mode."""
+
+    model_config = ConfigDict(frozen=True)
+
+    full_name: str
+    clone_url: str
+
+
+class RunRequest(BaseModel):
+    """Everything a runner needs to execute one run."""
+
+    run_id: str = Field(pattern=r"^[A-Za-z0-9._-]{1,100}$")
+    pipeline: str = Field(pattern=r"^[A-Za-z0-9._-]{1,100}$")
+    repo: RepoRef
+    branch: str
+    base_branch: str
+    prompt: str
+    agent: str = "claude"
+    image: str = "trimo-agent:latest"
+    timeout_s: int = Field(default=30 * 60, ge=1, le=24 * 3600)
+    network: NetworkMode = "none"
+    resources: Resources = Field(default_factory=Resources)
+    history: list[RunRecord] = Field(default_factory=list)
+    runner_label: str = "default"
+    token: SecretStr | None = None
+    """Repository-scoped token used by the runner for fetch and push; never enters the container."""
+    secrets: dict[str, SecretStr] = Field(default_factory=dict)
+    """Environment variables given to the agent (API keys); scrubbed from all output."""
+
+    @field_validator("branch", "base_branch")
+    @classmethod
+    def _branch_ok(cls, value: str) -> str:
+        if not is_valid_branch_name(value):
+            raise ValueError(f"not a safe branch name: {value!r}")
+        return value
+
+    def secret_values(self) -> list[str]:
+        values = [s.get_secret_value() for s in self.secrets.values()]
+        if self.token is not None:
+            values.append(self.token.get_secret_value())
+        return [v for v in values if v]
+
+    def dump_for_queue(self) -> dict[str, object]:
+        """JSON-able form with secrets revealed, for the job queue only."""
+        data = self.model_dump(mode="json")
+        data["token"] = self.token.get_secret_value() if self.token else None
+        data["secrets"] = {k: v.get_secret_value() for k, v in self.secrets.items()}
+        return data
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+class _RunEvent(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class RunStarted(_RunEvent):
+    type: Literal["started"] = "started"
+    run_id: str
+    runner: str
+    agent: str
+    image: str
+    branch: str
+    base_sha: str
+    at: datetime = Field(default_factory=now)
+
+
+class Pushed(_RunEvent):
+    type: Literal["pushed"] = "pushed"
+    branch: str
+    sha: str
+    commits: int
+
+
+class Salvaged(_RunEvent):
+    """The agent rewrote published history; its work was kept on `ref`, not force-pushed."""
+
+    type: Literal["salvaged"] = "salvaged"
+    ref: str
+    sha: str
+
+
+class RunFinished(_RunEvent):
+    type: Literal["finished"] = "finished"
+    run_id: str
+    outcome: Outcome
+    reason: str = ""
+    exit_code: int | None = None
+    head_sha: str | None = None
+    commits: list[CommitInfo] = Field(default_factory=list)
+    diff: DiffSummary = Field(default_factory=DiffSummary)
+    salvage_ref: str | None = None
+    usage: Usage | None = None
+    at: datetime = Field(default_factory=now)
+
+
+RunEvent = Annotated[
+    AssistantMessage
+    | ToolCall
+    | ToolResult
+    | Usage
+    | AgentError
+    | FinalResult
+    | RawLog
+    | RunStarted
+    | Pushed
+    | Salvaged
+    | RunFinished,
+    Field(discriminator="type"),
+]
+
+run_event_adapter: TypeAdapter[RunEvent] = TypeAdapter(RunEvent)

@@ -1,0 +1,57 @@
+"""Runner and local-mode settings: environment variables prefixed `TRIMO_`, or `.env`."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_cache_dir() -> Path:
+    return Path.home() / ".cache" / "trimo"
+
+
+class RunnerSettings(BaseSettings):
+    """Settings for `trimo run` and `trimo runner`."""
+
+    model_config = SettingsConfigDict(env_prefix="TRIMO_", env_file=".env", extra="ignore")
+
+    cache_dir: Path = Field(default_factory=_default_cache_dir)
+    image: str = "trimo-agent:latest"
+    agent: str = "claude"
+    timeout_minutes: float = Field(default=30, gt=0, le=24 * 60)
+    network: Literal["none", "bridge"] = "none"
+    memory: str = "4g"
+    cpus: float = Field(default=2.0, gt=0)
+    pids: int = Field(default=1024, ge=16)
+    agent_uid: int = 1000
+    """The uid the agent runs as in its container when Trimo itself runs as root."""
+    stop_grace_seconds: float = 3.0
+
+    anthropic_api_key: SecretStr | None = None
+    openai_api_key: SecretStr | None = None
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    runner_id: str = Field(default_factory=socket.gethostname)
+    runner_labels: str = "default"
+    runner_concurrency: int = Field(default=2, ge=1, le=64)
+
+    @property
+    def mirrors_dir(self) -> Path:
+        return self.cache_dir / "mirrors"
+
+    @property
+    def workspaces_dir(self) -> Path:
+        return self.cache_dir / "workspaces"
+
+    def agent_secrets(self) -> dict[str, SecretStr]:
+        """The API keys this machine gives to agents, by the variable the agent reads."""
+        found: dict[str, SecretStr] = {}
+        if self.anthropic_api_key is not None:
+            found["ANTHROPIC_API_KEY"] = self.anthropic_api_key
+        if self.openai_api_key is not None:
+            found["OPENAI_API_KEY"] = self.openai_api_key
+        return found

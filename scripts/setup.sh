@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Shared set-up steps: system services, the Python environment, the images.
+# Sourced by scripts/test and scripts/start; every step skips what is done.
+set -euo pipefail
+# shellcheck source=scripts/services.sh
+source "$(dirname "${BASH_SOURCE[0]}")/services.sh"
+
+PYTHON="${PYTHON:-python3}"
+
+setup_venv() {
+  if [ ! -x .venv/bin/python ]; then
+    log "creating .venv"
+    "$PYTHON" -m venv .venv
+  fi
+  local stamp=.venv/.trimo-installed
+  if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+    log "installing Trimo and its dependencies into .venv"
+    .venv/bin/pip install -q --upgrade pip >/dev/null 2>&1 || true
+    .venv/bin/pip install -q -e '.[dev]'
+    touch "$stamp"
+  fi
+}
+
+setup_images() {
+  bash sandbox/build-base.sh debian:bookworm-slim
+  log "building the agent images (cached after the first time)"
+  .venv/bin/trimo image build --target base --tag trimo-agent:base --quiet
+}
+
+setup_all() {
+  install_packages
+  start_docker
+  start_redis
+  setup_venv
+  setup_images
+}
