@@ -12,6 +12,9 @@ cli = typer.Typer(
     pretty_exceptions_enable=False,
 )
 cli.add_typer(runner_cli.image_app, name="image")
+cli.command()(runner_cli.run)
+cli.command()(runner_cli.pipelines)
+cli.command()(runner_cli.doctor)
 
 
 def main() -> None:

@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import signal
+import time
 from pathlib import Path
+from secrets import token_hex as secrets_token
 from typing import Annotated
 
+import redis
 import typer
 from rich.console import Console
 
-from runner import dockerclient, images
+from runner import dockerclient, images, localstate
+from runner.agents import get_adapter
+from runner.engine import EngineConfig, RunEngine, StopSignal
 from runner.errors import TrimoError
+from runner.job import Outcome, RepoRef, Resources, RunEvent, RunRecord, RunRequest
+from runner.settings import RunnerSettings
+from runner.terminal import OUTCOME_STYLE, event_line, print_summary
 
 console = Console(stderr=True)
 image_app = typer.Typer(help="Build and inspect the agent image.", no_args_is_help=True)
@@ -64,3 +75,217 @@ def image_build(
     except TrimoError as exc:
         raise fail(exc) from exc
     console.print(f"[green]built[/] {tag} {image_id[:19]}")
+
+
+EXIT_CODES = {
+    Outcome.SUCCESS: 0,
+    Outcome.FAILURE: 1,
+    Outcome.ERROR: 3,
+    Outcome.TIMED_OUT: 124,
+    Outcome.CANCELLED: 130,
+}
+
+
+def run(
+    prompt: Annotated[
+        str, typer.Argument(help="What the agent should do (for `script`: a shell script).")
+    ],
+    repo: Annotated[Path, typer.Option(help="The git repository to work on.")] = Path("."),
+    pipeline: Annotated[
+        str | None,
+        typer.Option(help="Pipeline name; an existing one is continued. Default: from the prompt."),
+    ] = None,
+    agent: Annotated[str | None, typer.Option(help="claude, codex, aider or script.")] = None,
+    image: Annotated[str | None, typer.Option(help="Agent image.")] = None,
+    timeout: Annotated[
+        float | None, typer.Option(help="Minutes before the agent is stopped.")
+    ] = None,
+    network: Annotated[
+        str | None, typer.Option(help="Container network: none (default) or bridge.")
+    ] = None,
+    base: Annotated[
+        str | None, typer.Option(help="Base branch for a new pipeline. Default: current branch.")
+    ] = None,
+) -> None:
+    """Run one prompt in a local repository, on branch trimo/<pipeline>.
+
+    Your working tree and current branch are not touched. Exit status: 0 success,
+    1 the agent failed, 3 Trimo could not run it, 124 timed out, 130 stopped.
+    """
+    try:
+        settings = RunnerSettings()
+        root = localstate.repo_root(repo.resolve())
+        existing = localstate.load(root, localstate.validate_name(pipeline)) if pipeline else None
+        name = pipeline or localstate.unique_name(root, localstate.name_from_prompt(prompt))
+        base_branch = (
+            (existing.base_branch if existing else None) or base or localstate.current_branch(root)
+        )
+        if base_branch is None:
+            raise TrimoError("HEAD is detached, so there is no base branch.", "pass --base BRANCH")
+        record = existing or localstate.LocalPipeline(
+            name=name, branch=f"trimo/{name}", base_branch=base_branch
+        )
+        agent_name = agent or settings.agent
+        adapter = get_adapter(agent_name)
+        if network not in (None, "none", "bridge"):
+            raise TrimoError(
+                f"Unknown network mode {network!r}.", "use --network none or --network bridge"
+            )
+        secrets = {k: v for k, v in settings.agent_secrets().items() if k in adapter.secret_env}
+        request = RunRequest(
+            run_id=f"{name}-{len(record.runs) + 1}-{secrets_token(3)}",
+            pipeline=name,
+            repo=RepoRef(full_name=root.name, clone_url=str(root)),
+            branch=record.branch,
+            base_branch=record.base_branch,
+            prompt=prompt,
+            agent=agent_name,
+            image=image or settings.image,
+            timeout_s=max(1, int((timeout or settings.timeout_minutes) * 60)),
+            network=network or settings.network,  # type: ignore[arg-type]
+            resources=Resources(memory=settings.memory, cpus=settings.cpus, pids=settings.pids),
+            history=record.runs,
+            secrets=secrets,
+        )
+    except (TrimoError, ValueError) as exc:
+        raise fail(exc if isinstance(exc, TrimoError) else TrimoError(str(exc))) from exc
+
+    engine = RunEngine(
+        EngineConfig(
+            cache_dir=settings.cache_dir,
+            runner_id=f"local@{settings.runner_id}",
+            agent_uid=settings.agent_uid,
+            stop_grace_seconds=settings.stop_grace_seconds,
+        )
+    )
+    stop = StopSignal()
+    started = time.monotonic()
+    interrupted = 0
+
+    def on_sigint(_signum: int, _frame: object) -> None:
+        nonlocal interrupted
+        interrupted += 1
+        if interrupted > 1:
+            raise KeyboardInterrupt
+        stop.stop("stopped with Ctrl-C")
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    out = Console()
+    label = f"{name} · {agent_name}"
+    try:
+        with out.status(f"{label}: preparing workspace…") as status:
+
+            def on_event(event: RunEvent) -> None:
+                if (line := event_line(event)) is not None:
+                    out.print(line, highlight=False)
+                status.update(
+                    f"{label}: running {time.monotonic() - started:.0f}s  (Ctrl-C stops and saves)"
+                )
+
+            finished = engine.execute(request, on_event, stop)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    record.runs.append(
+        RunRecord(
+            run_id=request.run_id,
+            prompt=prompt,
+            agent=agent_name,
+            outcome=finished.outcome,
+            reason=finished.reason,
+            commits=finished.commits,
+            diff=finished.diff,
+            started_at=None,
+            finished_at=finished.at,
+        )
+    )
+    localstate.save(root, record)
+    print_summary(out, finished, record.branch, time.monotonic() - started)
+    out.print(f'\nContinue with: trimo run --pipeline {name} "…"', highlight=False)
+    raise typer.Exit(EXIT_CODES[finished.outcome])
+
+
+def pipelines(
+    repo: Annotated[Path, typer.Option(help="The git repository.")] = Path("."),
+) -> None:
+    """List this repository's local pipelines and their runs."""
+    try:
+        root = localstate.repo_root(repo.resolve())
+        found = localstate.list_all(root)
+    except TrimoError as exc:
+        raise fail(exc) from exc
+    out = Console()
+    if not found:
+        out.print('No pipelines yet. Start one with: trimo run "your prompt"')
+        return
+    for item in found:
+        runs = f"{len(item.runs)} run(s)"
+        out.print(f"[bold]{item.name}[/]  {item.branch}  (from {item.base_branch}, {runs})")
+        for n, record in enumerate(item.runs, 1):
+            style = OUTCOME_STYLE[record.outcome][0]
+            prompt_line = (record.prompt.strip().splitlines() or [""])[0][:70]
+            commits = f"{len(record.commits)} commit(s)"
+            out.print(
+                f"  {n}. [{style}]{record.outcome.value:<9}[/] {commits}  {prompt_line}",
+                highlight=False,
+            )
+
+
+def doctor() -> None:
+    """Check Docker, images, Redis and settings, and say how to fix what is wrong."""
+    out = Console()
+    problems = 0
+
+    def report(ok: bool, what: str, fix: str = "", required: bool = True) -> None:
+        nonlocal problems
+        if ok:
+            out.print(f"[green]✓[/] {what}")
+        else:
+            problems += int(required)
+            mark = "[red]✗[/]" if required else "[yellow]![/]"
+            out.print(f"{mark} {what}" + (f"\n    → {fix}" if fix else ""))
+
+    try:
+        settings = RunnerSettings()
+        report(True, "settings load (TRIMO_* variables and .env)")
+    except ValueError as exc:
+        report(False, f"settings are invalid: {exc}", "fix the TRIMO_* variables or .env")
+        raise typer.Exit(1) from exc
+    report(shutil.which("git") is not None, "git is installed", "install git")
+    try:
+        client = dockerclient.connect(timeout=10)
+        report(True, "Docker engine is reachable")
+        for image in (settings.image, images.BASE_IMAGE):
+            try:
+                dockerclient.require_image(client, image)
+                report(True, f"image {image} is built")
+            except TrimoError as exc:
+                report(False, exc.message, exc.hint)
+    except TrimoError as exc:
+        report(False, exc.message, exc.hint)
+    try:
+        redis.Redis.from_url(settings.redis_url, socket_connect_timeout=2).ping()
+        report(True, f"Redis is reachable at {settings.redis_url}")
+    except (redis.RedisError, ValueError) as exc:
+        report(
+            False,
+            f"Redis is not reachable at {settings.redis_url}: {exc}",
+            "`trimo serve` and `trimo runner` need it: start redis-server or set TRIMO_REDIS_URL",
+            required=False,
+        )
+    keys = settings.agent_secrets()
+    report(
+        bool(keys),
+        f"agent API keys set: {', '.join(keys) or 'none'}",
+        "set TRIMO_ANTHROPIC_API_KEY (claude) or TRIMO_OPENAI_API_KEY (codex, aider)",
+        required=False,
+    )
+    try:
+        settings.cache_dir.mkdir(parents=True, exist_ok=True)
+        report(
+            os.access(settings.cache_dir, os.W_OK),
+            f"cache directory {settings.cache_dir} is writable",
+        )
+    except OSError as exc:
+        report(False, f"cache directory {settings.cache_dir}: {exc}", "set TRIMO_CACHE_DIR")
+    out.print("\nAll good." if not problems else f"\n{problems} problem(s) to fix.")
+    raise typer.Exit(1 if problems else 0)

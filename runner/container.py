@@ -1,0 +1,142 @@
+"""One locked-down container per run, with docker-py."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+from docker.models.containers import Container
+
+from runner.errors import DockerUnavailable, TrimoError
+from runner.job import NetworkMode, Resources
+
+LABEL_RUNNER = "dev.trimo.runner"
+LABEL_RUN = "dev.trimo.run"
+LABEL_PIPELINE = "dev.trimo.pipeline"
+WORKSPACE_MOUNT = "/workspace"
+CONTEXT_MOUNT = "/trimo"
+HOME_MOUNT = "/home/agent"
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    """Everything that decides what the agent's container can do."""
+
+    image: str
+    command: list[str]
+    workspace: Path
+    context_dir: Path
+    home_volume: str
+    user: str
+    network: NetworkMode
+    resources: Resources
+    env: Mapping[str, str] = field(default_factory=dict)
+    labels: Mapping[str, str] = field(default_factory=dict)
+    name: str | None = None
+
+
+@dataclass(frozen=True)
+class ExitInfo:
+    exit_code: int
+    oom_killed: bool
+
+
+def create_kwargs(spec: ContainerSpec) -> dict[str, Any]:
+    """docker-py arguments for `spec`: pure, so the policy is testable on its own."""
+    return {
+        "image": spec.image,
+        "command": spec.command,
+        "name": spec.name,
+        "user": spec.user,
+        "working_dir": WORKSPACE_MOUNT,
+        "environment": {"HOME": HOME_MOUNT, **spec.env},
+        "labels": dict(spec.labels),
+        "volumes": {
+            str(spec.workspace): {"bind": WORKSPACE_MOUNT, "mode": "rw"},
+            str(spec.context_dir): {"bind": CONTEXT_MOUNT, "mode": "ro"},
+            spec.home_volume: {"bind": HOME_MOUNT, "mode": "rw"},
+        },
+        "network_mode": spec.network,
+        "cap_drop": ["ALL"],
+        "security_opt": ["no-new-privileges"],
+        "mem_limit": spec.resources.memory,
+        "memswap_limit": spec.resources.memory,
+        "nano_cpus": int(spec.resources.cpus * 1e9),
+        "pids_limit": spec.resources.pids,
+        "init": True,
+        "privileged": False,
+        "stdin_open": False,
+        "tty": False,
+        "detach": True,
+    }
+
+
+class AgentContainer:
+    """A started container: its output lines, its exit, stopping and removal."""
+
+    def __init__(self, client: docker.DockerClient, spec: ContainerSpec) -> None:
+        self._client = client
+        self.spec = spec
+        try:
+            self._container: Container = client.containers.create(**create_kwargs(spec))
+        except docker.errors.ImageNotFound as exc:
+            raise TrimoError(
+                f"The image {spec.image!r} is not on this machine.",
+                "build it with `trimo image build`",
+            ) from exc
+        except docker.errors.APIError as exc:
+            raise TrimoError(f"Docker refused to create the container: {exc.explanation}") from exc
+        except docker.errors.DockerException as exc:
+            raise DockerUnavailable(f"Docker is not reachable: {exc}") from exc
+
+    @property
+    def id(self) -> str:
+        return str(self._container.id)
+
+    def start(self) -> None:
+        self._container.start()
+
+    def lines(self) -> Iterator[str]:
+        """Output lines (stdout and stderr) until the container ends."""
+        pending = b""
+        stream = self._container.logs(stream=True, follow=True, stdout=True, stderr=True)
+        for chunk in stream:
+            pending += chunk
+            *complete, pending = pending.split(b"\n")
+            for raw in complete:
+                yield raw.decode("utf-8", errors="replace").rstrip("\r")
+        if pending:
+            yield pending.decode("utf-8", errors="replace").rstrip("\r")
+
+    def wait(self, timeout: float = 60) -> ExitInfo:
+        result = self._container.wait(timeout=timeout)
+        self._container.reload()
+        state = self._container.attrs.get("State", {})
+        return ExitInfo(
+            exit_code=int(result.get("StatusCode", state.get("ExitCode", -1))),
+            oom_killed=bool(state.get("OOMKilled", False)),
+        )
+
+    def stop(self, grace_seconds: float) -> None:
+        """SIGTERM, then SIGKILL after the grace period."""
+        with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
+            self._container.stop(timeout=max(0, int(grace_seconds)))
+
+    def remove(self) -> None:
+        with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
+            self._container.remove(force=True)
+
+
+def ensure_volume(client: docker.DockerClient, name: str, labels: Mapping[str, str]) -> bool:
+    """Create the named volume if missing; True when it already existed."""
+    try:
+        client.volumes.get(name)
+        return True
+    except docker.errors.NotFound:
+        client.volumes.create(name=name, labels=dict(labels))
+        return False

@@ -1,0 +1,73 @@
+"""Helpers for running the real engine (real Docker, real git) in tests."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Any
+
+from runner.engine import EngineConfig, RunEngine, StopSignal
+from runner.job import RepoRef, Resources, RunEvent, RunFinished, RunRecord, RunRequest
+
+_ids = itertools.count(1)
+
+
+def make_request(repo: Path, prompt: str, pipeline: str = "p1", **overrides: Any) -> RunRequest:
+    fields: dict[str, Any] = {
+        "run_id": f"{pipeline}-{next(_ids)}",
+        "pipeline": pipeline,
+        "repo": RepoRef(full_name="local/sample", clone_url=str(repo)),
+        "branch": f"trimo/{pipeline}",
+        "base_branch": "main",
+        "prompt": prompt,
+        "agent": "script",
+        "image": "trimo-agent:base",
+        "timeout_s": 60,
+        "network": "none",
+        "resources": Resources(memory="256m", cpus=1.0, pids=128),
+    }
+    fields.update(overrides)
+    return RunRequest(**fields)
+
+
+class Recorder:
+    """Collects the events of a run."""
+
+    def __init__(self) -> None:
+        self.events: list[RunEvent] = []
+
+    def __call__(self, event: RunEvent) -> None:
+        self.events.append(event)
+
+    def of_type(self, kind: str) -> list[RunEvent]:
+        return [e for e in self.events if e.type == kind]
+
+    def text(self) -> str:
+        parts = []
+        for event in self.events:
+            for attr in ("text", "line", "message"):
+                value = getattr(event, attr, None)
+                if isinstance(value, str):
+                    parts.append(value)
+        return "\n".join(parts)
+
+
+def run(
+    cache: Path, request: RunRequest, stop: StopSignal | None = None
+) -> tuple[RunFinished, Recorder]:
+    engine = RunEngine(EngineConfig(cache_dir=cache, runner_id="test", push_interval_seconds=0.5))
+    recorder = Recorder()
+    finished = engine.execute(request, recorder, stop)
+    return finished, recorder
+
+
+def record_of(request: RunRequest, finished: RunFinished) -> RunRecord:
+    return RunRecord(
+        run_id=request.run_id,
+        prompt=request.prompt,
+        agent=request.agent,
+        outcome=finished.outcome,
+        reason=finished.reason,
+        commits=finished.commits,
+        diff=finished.diff,
+    )
