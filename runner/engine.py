@@ -285,9 +285,8 @@ class RunEngine:
         """The container's user; as root, hand the workspace to the agent's uid first."""
         if os.geteuid() != 0:
             return f"{os.getuid()}:{os.getgid()}"
-        uid = self.config.agent_uid
-        subprocess.run(["chown", "-R", f"{uid}:{uid}", str(workspace)], check=True)
-        return f"{uid}:{uid}"
+        gitops.hand_over(workspace, self.config.agent_uid)
+        return f"{self.config.agent_uid}:{self.config.agent_uid}"
 
     def _watch(
         self,

@@ -123,6 +123,8 @@ _WORKSPACE_CONFIG = """\
 \tfilemode = true
 \tbare = false
 \tlogallrefupdates = true
+\ttrustctime = false
+\tcheckStat = minimal
 [remote "origin"]
 \turl = {mirror}
 \tfetch = +refs/heads/*:refs/remotes/origin/*
@@ -231,3 +233,11 @@ def fetch_head_into(mirror: Path, workspace: Path, run_id: str) -> str | None:
         git(mirror, "fetch", "--quiet", "--no-tags", str(workspace), f"+{gitops_head}:{ref}")
         return gitops_head
     return None
+
+
+def hand_over(workspace: Path, uid: int) -> None:
+    """Give the workspace to the agent's uid (the runner as root reads it with safe.directory).
+
+    The workspace config ignores ctime and owners, so this does not make git rehash files.
+    """
+    subprocess.run(["chown", "-R", f"{uid}:{uid}", str(workspace)], check=True)
