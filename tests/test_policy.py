@@ -1,0 +1,344 @@
+"""Roles, bots, and merging a run command with the repository config under server policy."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from app.commands import RunCommand, parse_comment
+from app.policy import (
+    ROLE_ORDER,
+    Refusal,
+    RunSettings,
+    ServerPolicy,
+    effective_run,
+    is_bot,
+    role_allows,
+)
+from app.repoconfig import RepoConfig, parse_repo_config
+from runner.job import RepoRef, Resources, RunRequest
+
+
+def test_role_order() -> None:
+    assert ROLE_ORDER == ("read", "triage", "write", "maintain", "admin")
+
+
+@pytest.mark.parametrize(
+    ("role", "minimum", "allowed"),
+    [
+        ("admin", "write", True),
+        ("maintain", "write", True),
+        ("write", "write", True),
+        ("triage", "write", False),
+        ("read", "write", False),
+        ("admin", "admin", True),
+        ("maintain", "admin", False),
+        ("write", "admin", False),
+        ("admin", "maintain", True),
+        ("maintain", "maintain", True),
+        ("write", "maintain", False),
+        ("triage", "triage", True),
+        ("read", "triage", False),
+        ("write", "triage", True),
+        ("read", "read", True),
+        ("triage", "read", True),
+        (None, "write", False),
+        (None, "read", False),
+        ("", "write", False),
+        ("none", "read", False),
+        ("Admin", "write", False),
+        ("owner", "write", False),
+        ("security-manager", "triage", False),
+        (" admin", "write", False),
+        ("admin", "Admin", False),
+        ("admin", "", False),
+        ("admin", "superuser", False),
+    ],
+)
+def test_role_allows(role: str | None, minimum: str, allowed: bool) -> None:
+    assert role_allows(role, minimum) is allowed
+
+
+@pytest.mark.parametrize(
+    ("login", "user_type", "bot"),
+    [
+        ("octocat", "User", False),
+        ("octocat", None, False),
+        ("trimo-app[bot]", "Bot", True),
+        ("dependabot[bot]", None, True),
+        ("Renovate[BOT]", "User", True),
+        ("some-app", "Bot", True),
+        ("robot", "User", False),
+        ("bot", "Organization", False),
+    ],
+)
+def test_is_bot(login: str, user_type: str | None, bot: bool) -> None:
+    assert is_bot(login, user_type) is bot
+
+
+def test_is_bot_on_real_payloads(corpora: Path) -> None:
+    human = json.loads((corpora / "webhooks/issue_comment.created.1.json").read_text())
+    assert not is_bot(human["comment"]["user"]["login"], human["comment"]["user"]["type"])
+    app_made = json.loads((corpora / "webhooks/issue_comment.created.6.json").read_text())
+    author = app_made["issue"]["user"]
+    assert is_bot(author["login"], author["type"])
+
+
+DEFAULT_POLICY = ServerPolicy()
+
+
+def run(prompt: str = "fix it", **options: Any) -> RunCommand:
+    return RunCommand(prompt=prompt, **options)
+
+
+@pytest.mark.parametrize(
+    ("config_text", "command", "policy", "expected"),
+    [
+        (
+            None,
+            run(),
+            DEFAULT_POLICY,
+            RunSettings(
+                agent="claude",
+                image="trimo-agent:latest",
+                label="default",
+                timeout_minutes=30,
+                network="none",
+                resources=Resources(memory="4g", cpus=2.0, pids=1024),
+            ),
+        ),
+        (
+            "agent: codex\nimage: ghcr.io/o/a:1\nrunner_label: gpu\ntimeout_minutes: 60\n"
+            "network: bridge\nresources: {memory: 8g, cpus: 4, pids: 2048}",
+            run(),
+            DEFAULT_POLICY,
+            RunSettings(
+                agent="codex",
+                image="ghcr.io/o/a:1",
+                label="gpu",
+                timeout_minutes=60,
+                network="bridge",
+                resources=Resources(memory="8g", cpus=4.0, pids=2048),
+            ),
+        ),
+        (
+            "agent: codex\nrunner_label: gpu\ntimeout_minutes: 60\nnetwork: bridge",
+            run(agent="aider", label="big", timeout_minutes=5, network="none"),
+            DEFAULT_POLICY,
+            RunSettings(
+                agent="aider",
+                image="trimo-agent:latest",
+                label="big",
+                timeout_minutes=5,
+                network="none",
+                resources=Resources(),
+            ),
+        ),
+        (
+            "image: null",
+            run(timeout_minutes=60),
+            ServerPolicy(default_image="registry.local/agent:2", max_timeout_minutes=60),
+            RunSettings(
+                agent="claude",
+                image="registry.local/agent:2",
+                label="default",
+                timeout_minutes=60,
+                network="none",
+                resources=Resources(),
+            ),
+        ),
+        (
+            "image: ghcr.io/o/a:1",
+            run(agent="codex"),
+            ServerPolicy(allowed_images=["ghcr.io/o/a:1"], allowed_agents=["codex", "claude"]),
+            RunSettings(
+                agent="codex",
+                image="ghcr.io/o/a:1",
+                label="default",
+                timeout_minutes=30,
+                network="none",
+                resources=Resources(),
+            ),
+        ),
+        (
+            None,
+            run(),
+            ServerPolicy(allowed_images=["ghcr.io/o/a:1"], allowed_networks=["none"]),
+            RunSettings(
+                agent="claude",
+                image="trimo-agent:latest",
+                label="default",
+                timeout_minutes=30,
+                network="none",
+                resources=Resources(),
+            ),
+        ),
+        (
+            "resources: {memory: 16g, cpus: 8, pids: 4096}",
+            run(),
+            DEFAULT_POLICY,
+            RunSettings(
+                agent="claude",
+                image="trimo-agent:latest",
+                label="default",
+                timeout_minutes=30,
+                network="none",
+                resources=Resources(memory="16g", cpus=8.0, pids=4096),
+            ),
+        ),
+    ],
+)
+def test_effective_run(
+    config_text: str | None, command: RunCommand, policy: ServerPolicy, expected: RunSettings
+) -> None:
+    assert effective_run(parse_repo_config(config_text), command, policy) == expected
+
+
+MAX_60 = ServerPolicy(max_timeout_minutes=60)
+
+
+@pytest.mark.parametrize(
+    ("config_text", "command", "policy", "message"),
+    [
+        (
+            None,
+            run(timeout_minutes=120),
+            MAX_60,
+            "This repository may run for at most 60 minutes; you asked for 120.",
+        ),
+        (
+            "timeout_minutes: 90",
+            run(),
+            MAX_60,
+            "This repository may run for at most 60 minutes; `.github/trimo.yml` asks for 90.",
+        ),
+        (
+            None,
+            run(network="bridge"),
+            ServerPolicy(allowed_networks=["none"]),
+            "This server does not allow the network `bridge` (you asked for it); allowed: `none`.",
+        ),
+        (
+            "network: bridge",
+            run(),
+            ServerPolicy(allowed_networks=["none"]),
+            "This server does not allow the network `bridge` (`.github/trimo.yml` asks for it); "
+            "allowed: `none`.",
+        ),
+        (
+            None,
+            run(),
+            ServerPolicy(allowed_networks=[]),
+            "This server does not allow the network `none` (`.github/trimo.yml` asks for it); "
+            "allowed: nothing.",
+        ),
+        (
+            None,
+            run(agent="aider"),
+            ServerPolicy(allowed_agents=["claude", "codex"]),
+            "This server does not offer the agent `aider` (you asked for it); "
+            "available: `claude`, `codex`.",
+        ),
+        (
+            "agent: aider",
+            run(),
+            ServerPolicy(allowed_agents=["claude"]),
+            "This server does not offer the agent `aider` (`.github/trimo.yml` asks for it); "
+            "available: `claude`.",
+        ),
+        (
+            "image: evil.example/miner:latest",
+            run(),
+            ServerPolicy(allowed_images=["ghcr.io/o/a:1"]),
+            "This server does not allow the image `evil.example/miner:latest` "
+            "(`.github/trimo.yml` asks for it); allowed: `trimo-agent:latest`, `ghcr.io/o/a:1`.",
+        ),
+        (
+            "resources: {memory: 32g}",
+            run(),
+            DEFAULT_POLICY,
+            "A run may use at most 16g of memory; `.github/trimo.yml` asks for 32g.",
+        ),
+        (
+            "resources: {memory: 20000m}",
+            run(),
+            DEFAULT_POLICY,
+            "A run may use at most 16g of memory; `.github/trimo.yml` asks for 20000m.",
+        ),
+        (
+            "resources: {cpus: 8.5}",
+            run(),
+            DEFAULT_POLICY,
+            "A run may use at most 8 CPUs; `.github/trimo.yml` asks for 8.5.",
+        ),
+        (
+            "resources: {pids: 5000}",
+            run(),
+            DEFAULT_POLICY,
+            "A run may start at most 4096 processes; `.github/trimo.yml` asks for 5000.",
+        ),
+    ],
+)
+def test_refusals(
+    config_text: str | None, command: RunCommand, policy: ServerPolicy, message: str
+) -> None:
+    result = effective_run(parse_repo_config(config_text), command, policy)
+    assert result == Refusal(message=message, problems=(message,))
+
+
+def test_all_refusals_reported_together() -> None:
+    config = parse_repo_config("network: bridge\nresources: {pids: 9999}")
+    policy = ServerPolicy(max_timeout_minutes=10, allowed_networks=["none"])
+    result = effective_run(config, run(timeout_minutes=20), policy)
+    assert isinstance(result, Refusal)
+    assert len(result.problems) == 3
+    assert result.message == " ".join(result.problems)
+    assert "you asked for 20" in result.message
+
+
+def test_command_from_a_comment_becomes_a_run_request() -> None:
+    command = parse_comment(
+        "/trimo run --agent codex --timeout 45 --network bridge\nFix the bug.", "trimo-app"
+    )
+    assert isinstance(command, RunCommand)
+    settings = effective_run(RepoConfig(), command, DEFAULT_POLICY)
+    assert isinstance(settings, RunSettings)
+    assert settings.timeout_s == 45 * 60
+    request = RunRequest(
+        run_id="o.r.1.1",
+        pipeline="o.r.1",
+        repo=RepoRef(full_name="o/r", clone_url="/tmp/r"),
+        branch="trimo/1-fix",
+        base_branch="main",
+        prompt=command.prompt,
+        agent=settings.agent,
+        image=settings.image,
+        timeout_s=settings.timeout_s,
+        network=settings.network,
+        resources=settings.resources,
+        runner_label=settings.label,
+    )
+    assert request.agent == "codex"
+    assert request.network == "bridge"
+    assert request.timeout_s == 2700
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"max_timeout_minutes": 0},
+        {"max_timeout_minutes": 1441},
+        {"allowed_networks": ["host"]},
+        {"max_memory": "lots"},
+        {"max_cpus": 0},
+        {"max_pids": 1},
+        {"unknown": 1},
+    ],
+)
+def test_policy_validation(fields: dict[str, Any]) -> None:
+    with pytest.raises(ValidationError):
+        ServerPolicy.model_validate(fields)

@@ -1,0 +1,236 @@
+"""`.github/trimo.yml`: defaults, valid settings, and messages for broken files."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from app.repoconfig import (
+    ConfigError,
+    RepoConfig,
+    ResourcesConfig,
+    memory_bytes,
+    parse_repo_config,
+)
+
+DEFAULTS = RepoConfig()
+
+
+def test_defaults() -> None:
+    assert DEFAULTS.agent == "claude"
+    assert DEFAULTS.image is None
+    assert DEFAULTS.runner_label == "default"
+    assert DEFAULTS.timeout_minutes == 30
+    assert DEFAULTS.network == "none"
+    assert DEFAULTS.resources == ResourcesConfig(memory="4g", cpus=2.0, pids=1024)
+    assert DEFAULTS.trigger_label == "trimo"
+    assert DEFAULTS.min_permission == "write"
+    assert DEFAULTS.branch_prefix == "trimo/"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [None, "", "   ", "\n\n", "# only a comment\n", "---\n", "---\n...\n", "~\n", "null"],
+)
+def test_empty_gives_defaults(text: str | None) -> None:
+    assert parse_repo_config(text) == DEFAULTS
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("agent: codex", {"agent": "codex"}),
+        ("image: ghcr.io/org/agent:1.2", {"image": "ghcr.io/org/agent:1.2"}),
+        ("image: reg.local:5000/a/b@sha256:abc123", {"image": "reg.local:5000/a/b@sha256:abc123"}),
+        ("image: null", {"image": None}),
+        ("runner_label: gpu-box", {"runner_label": "gpu-box"}),
+        ("timeout_minutes: 90", {"timeout_minutes": 90}),
+        ("timeout_minutes: 1", {"timeout_minutes": 1}),
+        ("timeout_minutes: 1440", {"timeout_minutes": 1440}),
+        ("network: bridge", {"network": "bridge"}),
+        ("network: none", {"network": "none"}),
+        (
+            "resources:\n  memory: 8G\n  cpus: 4\n  pids: 2048",
+            {"resources": ResourcesConfig(memory="8g", cpus=4.0, pids=2048)},
+        ),
+        ("resources: {cpus: 0.5}", {"resources": ResourcesConfig(cpus=0.5)}),
+        ("resources: {memory: 512m}", {"resources": ResourcesConfig(memory="512m")}),
+        ("resources: {memory: 64m}", {"resources": ResourcesConfig(memory="64m")}),
+        ("resources: {}", {"resources": ResourcesConfig()}),
+        ("trigger_label: 'agent: go'", {"trigger_label": "agent: go"}),
+        ("trigger_label: 🤖 robot", {"trigger_label": "🤖 robot"}),
+        ("min_permission: triage", {"min_permission": "triage"}),
+        ("min_permission: maintain", {"min_permission": "maintain"}),
+        ("min_permission: admin", {"min_permission": "admin"}),
+        ("branch_prefix: bots/trimo-", {"branch_prefix": "bots/trimo-"}),
+        ("branch_prefix: ai/", {"branch_prefix": "ai/"}),
+        (
+            "# Trimo settings\r\nagent: aider\r\ntimeout_minutes: 45\r\n",
+            {"agent": "aider", "timeout_minutes": 45},
+        ),
+        (
+            "---\nagent: codex\nnetwork: bridge\nmin_permission: admin\n",
+            {"agent": "codex", "network": "bridge", "min_permission": "admin"},
+        ),
+        (
+            "agent: claude   # the default\ntimeout_minutes: 60\n",
+            {"agent": "claude", "timeout_minutes": 60},
+        ),
+    ],
+)
+def test_valid(text: str, expected: dict[str, Any]) -> None:
+    assert parse_repo_config(text) == DEFAULTS.model_copy(update=expected)
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        # YAML syntax, with line and column
+        ("agent: [codex", ["not valid YAML", "line 1, column 14"]),
+        ("agent: codex\n  timeout_minutes: 5\n", ["not valid YAML", "line 2, column 18"]),
+        ("agent: codex\n\ttimeout_minutes: 5\n", ["not valid YAML", "line 2"]),
+        ("agent: 'open", ["not valid YAML", "line 1"]),
+        ("agent: !!python/object:os.system x", ["not valid YAML", "line 1, column 8"]),
+        ("a: *nothing", ["not valid YAML", "line 1"]),
+        # not a mapping
+        ("- agent: codex", ["should be a mapping", "a list"]),
+        ("just words", ["should be a mapping", "only text"]),
+        ("42", ["should be a mapping", "`42`"]),
+        # unknown keys, with the known ones
+        (
+            "timeout: 30",
+            [
+                "Unknown setting `timeout`",
+                "Did you mean `timeout_minutes`?",
+                "`agent`, `image`, `runner_label`, `timeout_minutes`, `network`, `resources`, "
+                "`trigger_label`, `min_permission`, `branch_prefix`",
+            ],
+        ),
+        ("Agent: codex", ["Unknown setting `Agent`", "Did you mean `agent`?"]),
+        ("colour: blue", ["Unknown setting `colour`", "Known settings:"]),
+        (
+            "resources:\n  gpus: 1",
+            ["Unknown setting `gpus` under `resources`", "`memory`, `cpus`, `pids`"],
+        ),
+        ("1: x", ["Unknown setting `1`"]),
+        # wrong types and values, with the field path
+        ("timeout_minutes: soon", ["`timeout_minutes` should be a whole number", "`soon`"]),
+        ("timeout_minutes: '30'", ["`timeout_minutes` should be a whole number"]),
+        ("timeout_minutes: 2.5", ["`timeout_minutes` should be a whole number", "`2.5`"]),
+        ("timeout_minutes: true", ["`timeout_minutes` should be a whole number"]),
+        ("timeout_minutes: 0", ["`timeout_minutes` should be greater than or equal to 1"]),
+        ("timeout_minutes: 1441", ["`timeout_minutes` should be less than or equal to 1440"]),
+        ("network: host", ["`network` should be 'none' or 'bridge'", "`host`"]),
+        ("network: no", ["`network` should be 'none' or 'bridge'", "`False`"]),
+        ("agent: 9lives", ["`agent` should be an agent name"]),
+        ("agent: Claude", ["`agent` should be an agent name"]),
+        ("agent: ../../bin/sh", ["`agent` should be an agent name"]),
+        ("agent: [a, b]", ["`agent` should be text"]),
+        ("agent: null", ["`agent` should be text"]),
+        ("image: 'ubuntu; rm -rf /'", ["`image` should be a Docker image reference"]),
+        ("image: -rf", ["`image` should be a Docker image reference"]),
+        ("runner_label: ../etc", ["`runner_label` should be up to 64"]),
+        ("resources: 4g", ["`resources` should be a mapping of settings"]),
+        ("resources: {memory: 4x}", ["`resources.memory` should be a number followed by k, m"]),
+        ("resources: {memory: 4}", ["`resources.memory` should be text"]),
+        ("resources: {memory: 6m}", ["`resources.memory` should be at least 64m"]),
+        ("resources: {cpus: 0}", ["`resources.cpus` should be greater than 0"]),
+        ("resources: {cpus: many}", ["`resources.cpus` should be a number"]),
+        ("resources: {pids: 8}", ["`resources.pids` should be greater than or equal to 16"]),
+        ("trigger_label: ''", ["`trigger_label` should not be empty", "(found nothing)"]),
+        ("trigger_label: '   '", ["`trigger_label` should be the name of a label"]),
+        ('trigger_label: "a\\nb"', ["`trigger_label` should be the name of a label"]),
+        ("min_permission: read", ["`min_permission` cannot be read", "triage, write"]),
+        ("min_permission: owner", ["`min_permission` should be 'triage', 'write', 'maintain'"]),
+        ("branch_prefix: ../", ["`branch_prefix` should be"]),
+        ("branch_prefix: refs/heads/", ["`branch_prefix` should be"]),
+        ("branch_prefix: -x/", ["`branch_prefix` should be"]),
+        ("branch_prefix: a//", ["`branch_prefix` should be"]),
+        ("branch_prefix: 'a b/'", ["`branch_prefix` should be"]),
+        ("branch_prefix: ''", ["`branch_prefix` should be"]),
+    ],
+)
+def test_errors(text: str, says: list[str]) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_repo_config(text)
+    message = caught.value.message
+    assert message.startswith("`.github/trimo.yml` ")
+    for part in says:
+        assert part in message
+    assert str(caught.value) == message
+
+
+def test_every_problem_listed() -> None:
+    text = "timeout: 3\nnetwork: host\nresources:\n  memory: lots\nmin_permission: read\n"
+    with pytest.raises(ConfigError) as caught:
+        parse_repo_config(text)
+    error = caught.value
+    assert len(error.problems) == 4
+    assert error.message.startswith("`.github/trimo.yml` has 4 problems:\n\n- ")
+    for problem in error.problems:
+        assert f"- {problem}" in error.message
+
+
+def test_known_settings_listed_once() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_repo_config("timeout: 3\ncolour: x\nresources: {gpu: 1, disk: 2}\n")
+    message = caught.value.message
+    assert len(caught.value.problems) == 4
+    assert message.count("Known settings: `agent`") == 1
+    assert message.count("Known settings under `resources`: `memory`, `cpus`, `pids`.") == 1
+    assert message.endswith("`memory`, `cpus`, `pids`.")
+
+
+def test_hostile_values_are_quoted() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_repo_config("agent: '@everyone `rm` [x](http://e.example)'")
+    assert "``@everyone `rm` [x](http://e.example)``" in caught.value.message
+
+
+def test_recursive_alias_does_not_hang() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_repo_config("agent: &a [*a]\n")
+    assert "`agent` should be text" in caught.value.message
+    assert len(caught.value.message) < 300
+
+
+def test_billion_laughs_stays_small() -> None:
+    lines = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    lines += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, 9)]
+    with pytest.raises(ConfigError) as caught:
+        parse_repo_config("\n".join(lines) + "\n")
+    assert len(caught.value.problems) == 9
+    assert len(caught.value.message) < 12_000
+
+
+def test_huge_file_refused() -> None:
+    text = "# padding\n" * 10_000 + "agent: codex\n"
+    with pytest.raises(ConfigError, match="larger than 64 KiB"):
+        parse_repo_config(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [
+        ("64m", 64 * 1024**2),
+        ("512M", 512 * 1024**2),
+        ("4g", 4 * 1024**3),
+        (" 16G ", 16 * 1024**3),
+        ("1024k", 1024**2),
+    ],
+)
+def test_memory_bytes(text: str, size: int) -> None:
+    assert memory_bytes(text) == size
+
+
+@pytest.mark.parametrize("text", ["", "4", "4gb", "0g", "-1g", "1.5g", "4 g", "g", "4t", "١g"])
+def test_memory_bytes_refuses(text: str) -> None:
+    with pytest.raises(ValueError):
+        memory_bytes(text)
+
+
+def test_config_is_frozen() -> None:
+    config = parse_repo_config("agent: codex")
+    with pytest.raises(ValueError):
+        config.agent = "aider"  # type: ignore[misc]
