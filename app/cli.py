@@ -15,6 +15,7 @@ cli.add_typer(runner_cli.image_app, name="image")
 cli.command()(runner_cli.run)
 cli.command()(runner_cli.pipelines)
 cli.command()(runner_cli.doctor)
+cli.command()(runner_cli.runner)
 
 
 def main() -> None:

@@ -142,7 +142,7 @@ def run(
             agent=agent_name,
             image=image or settings.image,
             timeout_s=max(1, int((timeout or settings.timeout_minutes) * 60)),
-            network=network or settings.network,  # type: ignore[arg-type]
+            network=network or settings.network,
             resources=Resources(memory=settings.memory, cpus=settings.cpus, pids=settings.pids),
             history=record.runs,
             secrets=secrets,
@@ -289,3 +289,31 @@ def doctor() -> None:
         report(False, f"cache directory {settings.cache_dir}: {exc}", "set TRIMO_CACHE_DIR")
     out.print("\nAll good." if not problems else f"\n{problems} problem(s) to fix.")
     raise typer.Exit(1 if problems else 0)
+
+
+def runner() -> None:
+    """Run queued jobs on this machine (an arq worker; Ctrl-C or SIGTERM drains).
+
+    Settings: TRIMO_REDIS_URL, TRIMO_RUNNER_ID, TRIMO_RUNNER_LABELS,
+    TRIMO_RUNNER_CONCURRENCY, TRIMO_DRAIN_SECONDS and the TRIMO_POLICY_* limits.
+    """
+    import asyncio
+    import logging
+
+    from rich.logging import RichHandler
+
+    from runner.daemon import RunnerDaemon
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(message)s", handlers=[RichHandler(show_path=False)]
+    )
+    logging.getLogger("arq").setLevel(logging.WARNING)
+    try:
+        settings = RunnerSettings()
+        dockerclient.connect(timeout=10)
+    except TrimoError as exc:
+        raise fail(exc) from exc
+    except ValueError as exc:
+        raise fail(TrimoError(f"invalid settings: {exc}")) from exc
+    daemon = RunnerDaemon(settings, settings.runner_policy())
+    asyncio.run(daemon.serve())

@@ -19,8 +19,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import docker
+import docker.errors
+from pydantic import BaseModel
 
 from runner import dockerclient, gitops
 from runner.agents import get_adapter
@@ -79,6 +82,8 @@ class EngineConfig:
     agent_uid: int = 1000
     stop_grace_seconds: float = 3.0
     push_interval_seconds: float = 2.0
+    keep_ledger: bool = False
+    """Record each run on disk while it goes, so a restarted runner can save abandoned work."""
 
     @property
     def mirrors_dir(self) -> Path:
@@ -87,6 +92,10 @@ class EngineConfig:
     @property
     def workspaces_dir(self) -> Path:
         return self.cache_dir / "workspaces"
+
+    @property
+    def ledger_dir(self) -> Path:
+        return self.cache_dir / "runs" / gitops.repo_key(self.runner_id)
 
 
 def workspace_path(config: EngineConfig, clone_url: str, pipeline: str) -> Path:
@@ -104,6 +113,12 @@ def autosave_message(prompt: str, outcome: Outcome, run_id: str) -> str:
     return render(
         "autosave_commit.txt.j2", summary=f"trimo: {summary}", outcome=outcome.value, run_id=run_id
     ).strip()
+
+
+class _LedgerEntry(BaseModel):
+    request: dict[str, Any]
+    base_sha: str
+    published_sha: str | None
 
 
 @dataclass
@@ -167,9 +182,77 @@ class RunEngine:
             workspace = gitops.prepare_workspace(
                 ws_path, mirror, request.branch, request.base_branch
             )
-            return self._run_in_workspace(
-                request, adapter, client, mirror, workspace, emit, stop, token
+            ledger = self._write_ledger(request, workspace)
+            try:
+                return self._run_in_workspace(
+                    request, adapter, client, mirror, workspace, emit, stop, token
+                )
+            finally:
+                if ledger is not None:
+                    ledger.unlink(missing_ok=True)
+
+    def _write_ledger(self, request: RunRequest, workspace: gitops.Workspace) -> Path | None:
+        if not self.config.keep_ledger:
+            return None
+        self.config.ledger_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        entry = _LedgerEntry(
+            request=request.dump_for_queue(),
+            base_sha=workspace.base_sha,
+            published_sha=workspace.published_sha,
+        )
+        path = self.config.ledger_dir / f"{request.run_id}.json"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(entry.model_dump_json())
+        return path
+
+    def recover_abandoned(self, on_event: EventSink) -> list[RunFinished]:
+        """Save and report the runs an earlier process of this runner left behind."""
+        recovered = []
+        for path in sorted(self.config.ledger_dir.glob("*.json")):
+            try:
+                entry = _LedgerEntry.model_validate_json(path.read_text())
+                request = RunRequest.model_validate(entry.request)
+            except ValueError:
+                path.unlink(missing_ok=True)
+                continue
+            recovered.append(self._recover(request, entry, on_event))
+            path.unlink(missing_ok=True)
+        return recovered
+
+    def _recover(
+        self, request: RunRequest, entry: _LedgerEntry, on_event: EventSink
+    ) -> RunFinished:
+        scrubber = Scrubber(request.secret_values())
+
+        def emit(event: RunEvent) -> None:
+            on_event(
+                run_event_adapter.validate_python(
+                    scrubber.scrub_json(event.model_dump(mode="json"))
+                )
             )
+
+        reason = "the runner stopped while this run was going; the work it had done was saved"
+        try:
+            for found in self.client.containers.list(
+                all=True, filters={"label": f"{LABEL_RUN}={request.run_id}"}
+            ):
+                with contextlib.suppress(docker.errors.APIError):
+                    found.remove(force=True)
+            token = request.token.get_secret_value() if request.token else None
+            mirror = gitops.ensure_mirror(self.config.mirrors_dir, request.repo.clone_url, token)
+            path = workspace_path(self.config, request.repo.clone_url, request.pipeline)
+            workspace = gitops.Workspace(path, request.branch, entry.base_sha, entry.published_sha)
+            state = _RunState(published_sha=gitops.branch_sha(mirror, request.branch))
+            finished = self._save(
+                request, mirror, workspace, state, emit, Outcome.FAILURE, reason, token
+            )
+        except TrimoError as exc:
+            finished = RunFinished(
+                run_id=request.run_id, outcome=Outcome.ERROR, reason=f"{reason}, except: {exc}"
+            )
+        emit(finished)
+        return finished
 
     def _run_in_workspace(
         self,
@@ -405,10 +488,11 @@ class RunEngine:
         salvage_ref = None
         commits: list[CommitInfo] = []
         diff = DiffSummary()
-        if head is not None and state.last_pushed is not None:
-            commits = gitops.commits_between(mirror, workspace.base_sha, state.last_pushed)
-            diff = summarize_diff(gitops.diff_text(mirror, workspace.base_sha, state.last_pushed))
-        if head is not None and head != (state.last_pushed or workspace.base_sha):
+        tip = state.last_pushed or state.published_sha or workspace.base_sha
+        if tip != workspace.base_sha:
+            commits = gitops.commits_between(mirror, workspace.base_sha, tip)
+            diff = summarize_diff(gitops.diff_text(mirror, workspace.base_sha, tip))
+        if head is not None and head != tip:
             salvage_ref = f"refs/trimo/salvage/{request.run_id}"
             reason = (reason + "; " if reason else "") + (
                 "the agent rewrote the branch's history, so its work was kept on "
@@ -421,7 +505,7 @@ class RunEngine:
             outcome=outcome,
             reason=reason,
             exit_code=exit_info.exit_code if exit_info else None,
-            head_sha=state.last_pushed or workspace.base_sha,
+            head_sha=tip,
             commits=commits,
             diff=diff,
             salvage_ref=salvage_ref,

@@ -14,9 +14,11 @@ import hashlib
 import os
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 from runner.errors import GitError
@@ -32,6 +34,29 @@ SAFE_OPTIONS = (
     "-c", "user.email=trimo@localhost",
     "-c", "commit.gpgsign=false",
 )  # fmt: skip
+
+
+_GLOBAL_CONFIG = """\
+[safe]
+\tdirectory = *
+[core]
+\thooksPath = /dev/null
+\tfsmonitor = false
+[protocol "ext"]
+\tallow = never
+"""
+
+
+@cache
+def global_config() -> str:
+    """Trimo's own global git config. Unlike `-c`, it also reaches the upload-pack that git
+    starts when fetching from a workspace (git clears GIT_CONFIG_PARAMETERS for it)."""
+    path = Path(tempfile.gettempdir()) / f"trimo-gitconfig-{os.getuid()}"
+    if not path.exists() or path.read_text() != _GLOBAL_CONFIG:
+        tmp = path.with_suffix(f".{os.getpid()}")
+        tmp.write_text(_GLOBAL_CONFIG)
+        tmp.replace(path)
+    return str(path)
 
 
 def auth_env(token: str | None) -> dict[str, str]:
@@ -58,6 +83,7 @@ def git(
         **os.environ,
         "GIT_TERMINAL_PROMPT": "0",
         "GIT_CONFIG_NOSYSTEM": "1",
+        "GIT_CONFIG_GLOBAL": global_config(),
         "LC_ALL": "C",
         **(env or {}),
     }

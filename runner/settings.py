@@ -9,6 +9,8 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from runner.policy import RunnerPolicy, split_list
+
 
 def _default_cache_dir() -> Path:
     return Path.home() / ".cache" / "trimo"
@@ -38,6 +40,12 @@ class RunnerSettings(BaseSettings):
     runner_id: str = Field(default_factory=socket.gethostname)
     runner_labels: str = "default"
     runner_concurrency: int = Field(default=2, ge=1, le=64)
+    drain_seconds: float = Field(default=60, ge=0)
+    """On SIGTERM, how long running runs may go on before they are stopped and saved."""
+    policy_allowed_repos: str = ""
+    policy_allowed_images: str = ""
+    policy_allowed_networks: str = "none,bridge"
+    policy_max_timeout_minutes: float = 24 * 60
 
     @property
     def mirrors_dir(self) -> Path:
@@ -46,6 +54,14 @@ class RunnerSettings(BaseSettings):
     @property
     def workspaces_dir(self) -> Path:
         return self.cache_dir / "workspaces"
+
+    def runner_policy(self) -> RunnerPolicy:
+        return RunnerPolicy(
+            allowed_repos=split_list(self.policy_allowed_repos),
+            allowed_images=split_list(self.policy_allowed_images),
+            allowed_networks=split_list(self.policy_allowed_networks),
+            max_timeout_minutes=self.policy_max_timeout_minutes,
+        )
 
     def agent_secrets(self) -> dict[str, SecretStr]:
         """The API keys this machine gives to agents, by the variable the agent reads."""

@@ -1,0 +1,231 @@
+"""`trimo runner`: an arq worker that executes queued runs on this machine.
+
+One arq worker per label (queue `trimo:runs:<label>`) shares one limit of runs
+at a time. The daemon announces itself with a heartbeat, publishes every run's
+events, saves the work of runs an earlier process left behind, marks runs of
+vanished runners failed, and drains on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+from typing import Any
+
+import redis
+import redis.asyncio as aioredis
+from arq.connections import RedisSettings
+from arq.worker import Worker, func
+
+from runner import __version__, keys, registry
+from runner.engine import EngineConfig, RunEngine, StopSignal
+from runner.job import Outcome, RunEvent, RunFinished, RunRequest
+from runner.policy import RunnerPolicy, refusal
+from runner.publisher import EventPublisher
+from runner.settings import RunnerSettings
+
+log = logging.getLogger("trimo.runner")
+
+REAP_INTERVAL_SECONDS = 10.0
+
+
+async def execute_run(ctx: dict[str, Any], payload: dict[str, Any]) -> str:
+    """The arq job: run one request. Returns the outcome."""
+    daemon: RunnerDaemon = ctx["daemon"]
+    return await daemon.run_job(payload)
+
+
+class RunnerDaemon:
+    def __init__(self, settings: RunnerSettings, policy: RunnerPolicy | None = None) -> None:
+        self.settings = settings
+        self.policy = policy or RunnerPolicy()
+        self.labels = [x.strip() for x in settings.runner_labels.split(",") if x.strip()]
+        self.engine = RunEngine(
+            EngineConfig(
+                cache_dir=settings.cache_dir,
+                runner_id=settings.runner_id,
+                agent_uid=settings.agent_uid,
+                stop_grace_seconds=settings.stop_grace_seconds,
+                keep_ledger=True,
+            )
+        )
+        self.publisher = EventPublisher(
+            redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=3),
+            settings.cache_dir / "spool" / settings.runner_id,
+        )
+        self.redis = aioredis.Redis.from_url(
+            settings.redis_url, socket_timeout=5, socket_connect_timeout=3
+        )
+        self.slots = asyncio.Semaphore(settings.runner_concurrency)
+        self.running: dict[str, StopSignal] = {}
+        self.started_at = registry.now()
+        self.workers: list[Worker] = []
+        self._draining = asyncio.Event()
+
+    # -- jobs ---------------------------------------------------------------
+
+    async def run_job(self, payload: dict[str, Any]) -> str:
+        try:
+            request = RunRequest.model_validate(payload)
+        except ValueError as exc:
+            run_id = str(payload.get("run_id", "unknown"))[:100]
+            return self._finish_early(run_id, Outcome.ERROR, f"the job is malformed: {exc}")
+        if why := refusal(request, self.policy):
+            return self._finish_early(
+                request.run_id, Outcome.ERROR, f"refused by runner {self.settings.runner_id}: {why}"
+            )
+        async with self.slots:
+            stop = StopSignal()
+            self.running[request.run_id] = stop
+            await self._quietly(
+                registry.mark_active(self.redis, request.run_id, self.settings.runner_id)
+            )
+            loop = asyncio.get_running_loop()
+            future = loop.run_in_executor(None, self._execute, request, stop)
+            try:
+                finished = await asyncio.shield(future)
+            except asyncio.CancelledError:
+                stop.stop(
+                    "stopped on request" if not self._draining.is_set() else "the runner shut down"
+                )
+                finished = await future
+                raise
+            finally:
+                self.running.pop(request.run_id, None)
+                await self._quietly(registry.mark_done(self.redis, request.run_id))
+        return finished.outcome.value
+
+    def _execute(self, request: RunRequest, stop: StopSignal) -> RunFinished:
+        def on_event(event: RunEvent) -> None:
+            self.publisher.publish(request.run_id, event)
+
+        finished = self.engine.execute(request, on_event, stop)
+        self.publisher.flush(timeout=10)
+        return finished
+
+    def _finish_early(self, run_id: str, outcome: Outcome, reason: str) -> str:
+        log.warning("run %s: %s", run_id, reason)
+        self.publisher.publish(run_id, RunFinished(run_id=run_id, outcome=outcome, reason=reason))
+        return outcome.value
+
+    # -- background duties --------------------------------------------------
+
+    def info(self) -> registry.RunnerInfo:
+        return registry.RunnerInfo(
+            id=self.settings.runner_id,
+            host=socket.gethostname(),
+            labels=self.labels,
+            capacity=self.settings.runner_concurrency,
+            running=sorted(self.running),
+            version=__version__,
+            pid=os.getpid(),
+            started_at=self.started_at,
+            seen_at=registry.now(),
+        )
+
+    async def heartbeat(self) -> None:
+        while True:
+            await self._quietly(registry.announce(self.redis, self.info()))
+            await asyncio.sleep(registry.HEARTBEAT_SECONDS)
+
+    async def reap(self) -> None:
+        """Mark runs failed whose runner stopped answering."""
+        while True:
+            await asyncio.sleep(REAP_INTERVAL_SECONDS)
+            with contextlib.suppress(redis.RedisError):
+                for run_id, runner_id in await registry.orphaned_runs(self.redis):
+                    if await registry.claim_orphan(self.redis, run_id):
+                        self._finish_early(
+                            run_id,
+                            Outcome.ERROR,
+                            f"runner {runner_id} stopped answering while the run was going",
+                        )
+
+    async def _quietly(self, call: Any) -> None:
+        try:
+            await call
+        except (redis.RedisError, OSError) as exc:
+            log.error("Redis is unreachable at %s: %s", self.settings.redis_url, exc)
+
+    # -- lifecycle ----------------------------------------------------------
+
+    def recover(self) -> list[RunFinished]:
+        """Runs an earlier process of this runner left behind: save, report, clean up."""
+        recovered = self.engine.recover_abandoned(
+            lambda event: self.publisher.publish(getattr(event, "run_id", "unknown"), event)
+        )
+        for finished in recovered:
+            log.warning("saved the work of abandoned run %s", finished.run_id)
+        self.publisher.flush(timeout=5)
+        return recovered
+
+    def make_worker(self, label: str) -> Worker:
+        return Worker(
+            functions=[func(execute_run, name=keys.RUN_FUNCTION, max_tries=1)],
+            queue_name=keys.run_queue(label),
+            redis_settings=RedisSettings.from_dsn(self.settings.redis_url),
+            ctx={"daemon": self},
+            max_jobs=self.settings.runner_concurrency,
+            job_timeout=25 * 3600,
+            poll_delay=0.1,
+            allow_abort_jobs=True,
+            retry_jobs=False,
+            handle_signals=False,
+            keep_result=3600,
+        )
+
+    async def serve(self) -> None:
+        """Run until SIGTERM/SIGINT, then drain."""
+        await asyncio.get_running_loop().run_in_executor(None, self.recover)
+        self.workers = [self.make_worker(label) for label in self.labels]
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._draining.set)
+        duties = [
+            asyncio.create_task(self.heartbeat()),
+            asyncio.create_task(self.reap()),
+            *(asyncio.create_task(self._keep_working(w)) for w in self.workers),
+        ]
+        log.info(
+            "runner %s ready: labels %s, %d at a time",
+            self.settings.runner_id,
+            ",".join(self.labels),
+            self.settings.runner_concurrency,
+        )
+        await self._draining.wait()
+        await self.drain(self.settings.drain_seconds)
+        for task in duties:
+            task.cancel()
+        await asyncio.gather(*duties, return_exceptions=True)
+        for worker in self.workers:
+            with contextlib.suppress(Exception):
+                await worker.close()
+        await self._quietly(registry.withdraw(self.redis, self.settings.runner_id))
+        self.publisher.close()
+        await self.redis.aclose()
+
+    async def _keep_working(self, worker: Worker) -> None:
+        """arq's loop, restarted when Redis goes away and comes back."""
+        while not self._draining.is_set():
+            try:
+                await worker.main()
+            except (redis.RedisError, OSError) as exc:
+                log.error("Redis is unreachable (%s); retrying in 2 s. Running agents go on.", exc)
+                await asyncio.sleep(2)
+
+    async def drain(self, grace_seconds: float) -> None:
+        """Take no new jobs; let running ones finish, then stop and save them."""
+        log.info("draining: %d run(s) in progress", len(self.running))
+        for worker in self.workers:
+            worker.allow_pick_jobs = False
+        deadline = asyncio.get_running_loop().time() + grace_seconds
+        while self.running and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.2)
+        for stop in list(self.running.values()):
+            stop.stop("the runner shut down")
+        while self.running:
+            await asyncio.sleep(0.2)

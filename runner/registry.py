@@ -1,0 +1,97 @@
+"""Runners announce themselves in Redis; a heartbeat that stops means the runner is gone."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable
+from datetime import UTC, datetime
+from typing import TypeVar, cast
+
+import redis.asyncio as aioredis
+from pydantic import BaseModel
+
+from runner import keys
+
+T = TypeVar("T")
+
+HEARTBEAT_SECONDS = 5.0
+HEARTBEAT_TTL_SECONDS = 20
+
+
+class RunnerInfo(BaseModel):
+    id: str
+    host: str
+    labels: list[str]
+    capacity: int
+    running: list[str]
+    version: str
+    pid: int
+    started_at: datetime
+    seen_at: datetime
+
+
+async def announce(client: aioredis.Redis, info: RunnerInfo) -> None:
+    pipe = client.pipeline(transaction=False)
+    pipe.set(keys.runner_info(info.id), info.model_dump_json(), ex=HEARTBEAT_TTL_SECONDS)
+    pipe.sadd(keys.RUNNERS, info.id)
+    await pipe.execute()
+
+
+async def withdraw(client: aioredis.Redis, runner_id: str) -> None:
+    pipe = client.pipeline(transaction=False)
+    pipe.delete(keys.runner_info(runner_id))
+    pipe.srem(keys.RUNNERS, runner_id)
+    await pipe.execute()
+
+
+async def online_runners(client: aioredis.Redis) -> list[RunnerInfo]:
+    """Runners whose heartbeat has not expired (and the registry tidied of the rest)."""
+    ids = sorted(
+        m.decode() if isinstance(m, bytes) else m
+        for m in await _awaited(client.smembers(keys.RUNNERS))
+    )
+    found = []
+    for runner_id in ids:
+        raw = await client.get(keys.runner_info(runner_id))
+        if raw is None:
+            await _awaited(client.srem(keys.RUNNERS, runner_id))
+            continue
+        found.append(RunnerInfo.model_validate_json(raw))
+    return found
+
+
+async def runners_with_label(client: aioredis.Redis, label: str) -> list[RunnerInfo]:
+    return [r for r in await online_runners(client) if label in r.labels]
+
+
+async def mark_active(client: aioredis.Redis, run_id: str, runner_id: str) -> None:
+    await _awaited(client.hset(keys.ACTIVE_RUNS, run_id, json.dumps({"runner": runner_id})))
+
+
+async def mark_done(client: aioredis.Redis, run_id: str) -> None:
+    await _awaited(client.hdel(keys.ACTIVE_RUNS, run_id))
+
+
+async def orphaned_runs(client: aioredis.Redis) -> list[tuple[str, str]]:
+    """(run id, runner id) of active runs whose runner's heartbeat expired."""
+    orphans = []
+    for run_id, raw in (await _awaited(client.hgetall(keys.ACTIVE_RUNS))).items():
+        runner_id = json.loads(raw)["runner"]
+        if not await client.exists(keys.runner_info(runner_id)):
+            rid = run_id.decode() if isinstance(run_id, bytes) else run_id
+            orphans.append((rid, runner_id))
+    return orphans
+
+
+async def _awaited(value: Awaitable[T] | T) -> T:
+    """redis-py types its async hash and set commands as `Awaitable[T] | T`."""
+    return await cast(Awaitable[T], value)
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+async def claim_orphan(client: aioredis.Redis, run_id: str) -> bool:
+    """Only one runner reports an orphaned run: the one whose HDEL removed it."""
+    return bool(await _awaited(client.hdel(keys.ACTIVE_RUNS, run_id)))
