@@ -20,3 +20,7 @@ cli.command()(runner_cli.runner)
 
 def main() -> None:
     cli()
+
+
+if __name__ == "__main__":
+    main()

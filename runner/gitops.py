@@ -92,7 +92,8 @@ def git(
         cwd=cwd,
         env=full_env,
         capture_output=True,
-        text=True,
+        encoding="utf-8",
+        errors="replace",
         timeout=timeout,
     )
     if check and proc.returncode != 0:

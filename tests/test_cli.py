@@ -1,0 +1,139 @@
+"""`trimo` as a person uses it: the real command, real git, real Docker."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import git
+
+TRIMO = [sys.executable, "-m", "app.cli"]
+
+
+def trimo(*args: str, cache: Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "TRIMO_CACHE_DIR": str(cache),
+        "TRIMO_IMAGE": "trimo-agent:base",
+        "TRIMO_AGENT": "script",
+        "COLUMNS": "200",
+        "TERM": "dumb",
+    }
+    return subprocess.run(
+        [*TRIMO, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
+
+
+@pytest.mark.docker
+def test_run_then_continue_then_list(sample_repo: Path, tmp_path: Path, test_image: str) -> None:
+    cache = tmp_path / "cache"
+    first = trimo(
+        "run", "--repo", str(sample_repo), "--pipeline", "greet",
+        "echo hi > hi.txt && git add hi.txt && git commit -qm 'Say hi'",
+        cache=cache,
+    )  # fmt: skip
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "The run succeeded" in first.stdout
+    assert "Say hi" in first.stdout
+    assert "hi.txt" in first.stdout
+
+    second = trimo(
+        "run", "--pipeline", "greet", "echo there >> hi.txt && git commit -qam 'Say more'",
+        cache=cache, cwd=sample_repo,
+    )  # fmt: skip
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert git(sample_repo, "show", "trimo/greet:hi.txt") == "hi\nthere"
+
+    listing = trimo("pipelines", "--repo", str(sample_repo), cache=cache)
+    assert listing.returncode == 0
+    assert "greet" in listing.stdout and "trimo/greet" in listing.stdout
+    assert "2 run(s)" in listing.stdout
+
+
+@pytest.mark.docker
+def test_failing_run_exits_non_zero_with_the_reason(
+    sample_repo: Path, tmp_path: Path, test_image: str
+) -> None:
+    result = trimo(
+        "run", "--repo", str(sample_repo), "echo partial > p.txt; exit 7", cache=tmp_path / "c"
+    )
+    assert result.returncode == 1
+    assert "code 7" in result.stdout
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+@pytest.mark.docker
+def test_timeout_exits_124(sample_repo: Path, tmp_path: Path, test_image: str) -> None:
+    result = trimo(
+        "run", "--repo", str(sample_repo), "--timeout", "0.05", "sleep 60", cache=tmp_path / "c"
+    )
+    assert result.returncode == 124
+    assert "timed out" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["run", "--agent", "nope", "x"], "unknown agent 'nope'"),
+        (["run", "--network", "host", "x"], "Unknown network mode"),
+        (["run", "--pipeline", "Bad Name!", "x"], "not a valid pipeline name"),
+    ],
+)
+def test_bad_input_gets_a_clear_message(
+    sample_repo: Path, tmp_path: Path, args: list[str], expected: str
+) -> None:
+    result = trimo(*args, "--repo", str(sample_repo), cache=tmp_path / "c")
+    assert result.returncode != 0
+    assert expected in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_outside_a_repository_says_what_to_do(tmp_path: Path) -> None:
+    result = trimo("run", "--repo", str(tmp_path), "x", cache=tmp_path / "c")
+    assert result.returncode == 1
+    assert "not inside a git repository" in result.stderr
+    assert "--repo" in result.stderr
+
+
+def test_help_lists_the_commands(tmp_path: Path) -> None:
+    result = trimo("--help", cache=tmp_path)
+    assert result.returncode == 0
+    for command in ("run", "pipelines", "doctor", "image", "runner"):
+        assert command in result.stdout
+
+
+@pytest.mark.docker
+def test_doctor_reports_docker_and_a_missing_image(tmp_path: Path, test_image: str) -> None:
+    env_image = "trimo-agent:does-not-exist"
+    result = subprocess.run(
+        [*TRIMO, "doctor"],
+        env={**os.environ, "TRIMO_IMAGE": env_image, "TRIMO_CACHE_DIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "Docker engine is reachable" in result.stdout
+    assert f"{env_image!r} is not on this machine" in result.stdout
+    assert "trimo image build" in result.stdout
+    assert result.returncode == 1
+
+
+def test_doctor_with_docker_unreachable(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [*TRIMO, "doctor"],
+        env={
+            **os.environ,
+            "DOCKER_HOST": "unix:///nonexistent.sock",
+            "TRIMO_CACHE_DIR": str(tmp_path),
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert "Docker is not reachable" in result.stdout
+    assert "Traceback" not in result.stdout + result.stderr
