@@ -1,0 +1,285 @@
+"""`trimo runner` processes with real Redis, real Docker and real git."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import docker
+import pytest
+
+from runner.job import Outcome
+from tests.conftest import git
+from tests.engine_helpers import make_request
+from tests.runner_helpers import RunnerProcess, abort, enqueue, events, finished_of, wait_for
+
+pytestmark = [pytest.mark.docker, pytest.mark.redis]
+
+TOKEN = "ghs_TestTokenThatMustNeverLeak0123456789"
+
+
+@pytest.fixture
+def origin(sample_repo: Path, tmp_path: Path) -> Path:
+    """A bare repository standing in for the remote."""
+    bare = tmp_path / "origin.git"
+    git(tmp_path, "clone", "-q", "--bare", str(sample_repo), str(bare))
+    return bare
+
+
+@pytest.fixture
+def runners(tmp_path: Path, redis_url: str, test_image: str) -> Iterator[list[RunnerProcess]]:
+    started: list[RunnerProcess] = []
+    yield started
+    for proc in started:
+        proc.terminate()
+
+
+def start(
+    runners: list[RunnerProcess],
+    redis_url: str,
+    tmp_path: Path,
+    runner_id: str,
+    labels: str,
+    **kw: str,
+) -> RunnerProcess:
+    proc = RunnerProcess(
+        redis_url, tmp_path / f"cache-{runner_id}", runner_id, labels, **kw
+    ).start()
+    runners.append(proc)
+    return proc
+
+
+def test_jobs_run_only_on_runners_with_their_label(
+    origin: Path, tmp_path: Path, redis_url: str, runners: list[RunnerProcess]
+) -> None:
+    start(runners, redis_url, tmp_path, "runner-gpu", "gpu")
+    start(runners, redis_url, tmp_path, "runner-cpu", "default")
+    gpu = make_request(
+        origin,
+        "echo gpu > gpu.txt && git add -A && git commit -qm gpu",
+        pipeline="g",
+        runner_label="gpu",
+    )
+    cpu = make_request(
+        origin,
+        "echo cpu > cpu.txt && git add -A && git commit -qm cpu",
+        pipeline="c",
+        runner_label="default",
+    )
+    enqueue(redis_url, gpu)
+    enqueue(redis_url, cpu)
+
+    gpu_events = wait_for(redis_url, gpu.run_id, "finished")
+    cpu_events = wait_for(redis_url, cpu.run_id, "finished")
+
+    assert next(e for e in gpu_events if e.type == "started").runner == "runner-gpu"
+    assert next(e for e in cpu_events if e.type == "started").runner == "runner-cpu"
+    assert finished_of(gpu_events).outcome is Outcome.SUCCESS
+    assert git(origin, "show", "trimo/g:gpu.txt") == "gpu"
+    assert git(origin, "show", "trimo/c:cpu.txt") == "cpu"
+
+
+def test_several_runs_at_once_on_one_runner(
+    origin: Path, tmp_path: Path, redis_url: str, runners: list[RunnerProcess]
+) -> None:
+    start(runners, redis_url, tmp_path, "runner-1", "default", concurrency=3)
+    requests = [make_request(origin, "sleep 3; echo done", pipeline=f"par{i}") for i in range(3)]
+    t0 = time.monotonic()
+    for request in requests:
+        enqueue(redis_url, request)
+    for request in requests:
+        assert (
+            finished_of(wait_for(redis_url, request.run_id, "finished")).outcome is Outcome.SUCCESS
+        )
+    assert time.monotonic() - t0 < 3 * 3  # they overlapped
+
+
+def test_stop_mid_run_saves_and_pushes_within_seconds(
+    origin: Path,
+    tmp_path: Path,
+    redis_url: str,
+    runners: list[RunnerProcess],
+    docker_client: docker.DockerClient,
+) -> None:
+    start(runners, redis_url, tmp_path, "runner-1", "default")
+    request = make_request(
+        origin,
+        "echo a > a.txt && git add -A && git commit -qm 'Commit a'; echo b > b.txt; sleep 300",
+        timeout_s=600,
+    )
+    enqueue(redis_url, request)
+    wait_for(redis_url, request.run_id, "pushed")
+    t0 = time.monotonic()
+    abort(redis_url, request)
+    found = wait_for(redis_url, request.run_id, "finished", timeout=30)
+    assert time.monotonic() - t0 < 8
+    finished = finished_of(found)
+    assert finished.outcome is Outcome.CANCELLED
+    assert git(origin, "show", "trimo/p1:a.txt") == "a"
+    assert git(origin, "show", "trimo/p1:b.txt") == "b"
+    left = docker_client.containers.list(
+        all=True, filters={"label": f"dev.trimo.run={request.run_id}"}
+    )
+    assert left == []
+
+
+def test_timeout_through_the_runner(
+    origin: Path, tmp_path: Path, redis_url: str, runners: list[RunnerProcess]
+) -> None:
+    start(runners, redis_url, tmp_path, "runner-1", "default")
+    request = make_request(origin, "echo late > late.txt; sleep 300", timeout_s=3)
+    enqueue(redis_url, request)
+    finished = finished_of(wait_for(redis_url, request.run_id, "finished", timeout=60))
+    assert finished.outcome is Outcome.TIMED_OUT
+    assert git(origin, "show", "trimo/p1:late.txt") == "late"
+
+
+def test_kill_9_then_restart_saves_and_reports_the_run(
+    origin: Path,
+    tmp_path: Path,
+    redis_url: str,
+    runners: list[RunnerProcess],
+    docker_client: docker.DockerClient,
+) -> None:
+    first = start(runners, redis_url, tmp_path, "runner-k", "default")
+    request = make_request(
+        origin,
+        "echo a > a.txt && git add -A && git commit -qm 'Commit a'; "
+        "echo unsaved > u.txt; sleep 300",
+        timeout_s=600,
+    )
+    enqueue(redis_url, request)
+    wait_for(redis_url, request.run_id, "pushed")
+    first.kill9()
+    runners.remove(first)
+
+    start(runners, redis_url, tmp_path, "runner-k", "default")
+    finished = finished_of(wait_for(redis_url, request.run_id, "finished", timeout=60))
+
+    assert finished.outcome is Outcome.FAILURE
+    assert "runner stopped" in finished.reason
+    assert git(origin, "show", "trimo/p1:a.txt") == "a"
+    assert git(origin, "show", "trimo/p1:u.txt") == "unsaved"
+    left = docker_client.containers.list(
+        all=True, filters={"label": f"dev.trimo.run={request.run_id}"}
+    )
+    assert left == []
+
+
+def test_token_never_reaches_container_or_events(
+    origin: Path, tmp_path: Path, redis_url: str, runners: list[RunnerProcess]
+) -> None:
+    runner = start(runners, redis_url, tmp_path, "runner-t", "default")
+    request = make_request(
+        origin,
+        # The token is split in the script so only what the runner adds could contain it whole.
+        "env > env.txt; grep -rl 'ghs_Test''Token' /workspace /home /trimo /tmp /etc "
+        "2>/dev/null > found.txt; "
+        f"echo 'the token is {TOKEN[:10]}''{TOKEN[10:]}'; git add -A && git commit -qm probe",
+        token=TOKEN,
+    )
+    enqueue(redis_url, request)
+    found = wait_for(redis_url, request.run_id, "finished")
+
+    assert finished_of(found).outcome is Outcome.SUCCESS
+    assert "ghs_" not in git(origin, "show", "trimo/p1:env.txt")
+    assert git(origin, "show", "trimo/p1:found.txt") == ""
+    published = "".join(e.model_dump_json() for e in events(redis_url, request.run_id))
+    assert TOKEN not in published
+    assert "the token is ***" in published
+    assert TOKEN not in runner.output()
+    for path in (tmp_path / "cache-runner-t").rglob("*"):
+        if path.is_file() and path.stat().st_size < 5_000_000:
+            assert TOKEN.encode() not in path.read_bytes(), path
+
+
+def test_runner_policy_refuses_before_anything_starts(
+    origin: Path, tmp_path: Path, redis_url: str, runners: list[RunnerProcess]
+) -> None:
+    start(runners, redis_url, tmp_path, "runner-p", "default", TRIMO_POLICY_ALLOWED_NETWORKS="none")
+    request = make_request(origin, "echo hi", network="bridge")
+    enqueue(redis_url, request)
+    found = wait_for(redis_url, request.run_id, "finished")
+    assert [e.type for e in found] == ["finished"]
+    assert "does not allow network 'bridge'" in finished_of(found).reason
+    assert git(origin, "branch", "--list", "trimo/p1") == ""
+
+
+def test_run_of_a_vanished_runner_is_marked_failed(
+    origin: Path, tmp_path: Path, redis_url: str, runners: list[RunnerProcess]
+) -> None:
+    doomed = start(runners, redis_url, tmp_path, "runner-doomed", "default")
+    request = make_request(origin, "echo started; sleep 300", timeout_s=600)
+    enqueue(redis_url, request)
+    wait_for(redis_url, request.run_id, "started")
+    doomed.kill9()
+    runners.remove(doomed)
+    start(runners, redis_url, tmp_path, "runner-survivor", "other")
+
+    finished = finished_of(wait_for(redis_url, request.run_id, "finished", timeout=60))
+    assert finished.outcome is Outcome.ERROR
+    assert "runner-doomed stopped answering" in finished.reason
+
+
+def test_sigterm_drains_running_jobs_and_takes_no_new_ones(
+    origin: Path, tmp_path: Path, redis_url: str, runners: list[RunnerProcess]
+) -> None:
+    runner = start(runners, redis_url, tmp_path, "runner-d", "default")
+    running = make_request(origin, "sleep 2; echo x > x.txt && git add -A && git commit -qm x")
+    enqueue(redis_url, running)
+    wait_for(redis_url, running.run_id, "started")
+    assert runner.proc is not None
+    runner.proc.terminate()
+    time.sleep(0.5)
+    late = make_request(origin, "echo late", pipeline="late")
+    enqueue(redis_url, late)
+
+    assert runner.proc.wait(60) == 0
+    assert finished_of(events(redis_url, running.run_id)).outcome is Outcome.SUCCESS
+    assert git(origin, "show", "trimo/p1:x.txt") == "x"
+    assert events(redis_url, late.run_id) == []
+
+
+def test_runner_rides_out_a_redis_outage(
+    origin: Path, tmp_path: Path, runners: list[RunnerProcess], test_image: str
+) -> None:
+    port = 16399
+    url = f"redis://127.0.0.1:{port}/0"
+
+    def redis_server() -> None:
+        subprocess.run(
+            ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--daemonize", "yes",
+             "--save", "", "--appendonly", "no"],
+            check=True,
+        )  # fmt: skip
+        for _ in range(50):
+            if (
+                subprocess.run(
+                    ["redis-cli", "-p", str(port), "ping"], capture_output=True
+                ).returncode
+                == 0
+            ):
+                return
+            time.sleep(0.1)
+
+    redis_server()
+    try:
+        runner = start(runners, url, tmp_path, "runner-r", "default")
+        request = make_request(
+            origin,
+            "sleep 4; echo kept > kept.txt && git add -A && git commit -qm kept",
+            timeout_s=120,
+        )
+        enqueue(url, request)
+        wait_for(url, request.run_id, "started")
+        subprocess.run(["redis-cli", "-p", str(port), "shutdown", "nosave"], capture_output=True)
+        time.sleep(6)
+        assert "Redis is unreachable" in runner.output()
+        redis_server()
+        found = wait_for(url, request.run_id, "finished", timeout=60)
+        assert finished_of(found).outcome is Outcome.SUCCESS
+        assert git(origin, "show", "trimo/p1:kept.txt") == "kept"
+    finally:
+        subprocess.run(["redis-cli", "-p", str(port), "shutdown", "nosave"], capture_output=True)
