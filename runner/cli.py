@@ -10,7 +10,6 @@ from pathlib import Path
 from secrets import token_hex as secrets_token
 from typing import Annotated
 
-import redis
 import typer
 from rich.console import Console
 
@@ -232,6 +231,7 @@ def pipelines(
 
 def doctor() -> None:
     """Check Docker, images, Redis and settings, and say how to fix what is wrong."""
+    import redis  # only doctor needs it; keeps `trimo run` quick to start
     out = Console()
     problems = 0
 

@@ -1,0 +1,117 @@
+"""From `trimo run` to the agent's first output, beside a bare `docker run` of the same image.
+
+    python bench/run_overhead.py [--image trimo-agent:base] [--repeat 10]
+
+Prints medians for: a bare docker-py run (create, start, first output line);
+the engine (`RunEngine.execute`, workspace of an existing pipeline); and the
+whole `trimo run` command (a new process, imports included). The ratios are
+Trimo's overhead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import docker
+
+from runner.engine import EngineConfig, RunEngine
+from runner.job import RepoRef, Resources, RunEvent, RunRequest
+
+MARK = "first-output-mark"
+
+
+def bare_docker(client: docker.DockerClient, image: str) -> float:
+    t0 = time.perf_counter()
+    container = client.containers.run(
+        image, ["bash", "-c", f"echo {MARK}"], detach=True, network_mode="none",
+        cap_drop=["ALL"], security_opt=["no-new-privileges"], user="1000:1000", init=True,
+        mem_limit="1g", pids_limit=256,
+    )  # fmt: skip
+    for chunk in container.logs(stream=True, follow=True):
+        if MARK.encode() in chunk:
+            break
+    elapsed = time.perf_counter() - t0
+    container.remove(force=True)
+    return elapsed
+
+
+def engine_run(engine: RunEngine, repo: Path, image: str, n: int) -> float:
+    request = RunRequest(
+        run_id=f"bench-{n}",
+        pipeline="bench",
+        repo=RepoRef(full_name="bench/repo", clone_url=str(repo)),
+        branch="trimo/bench",
+        base_branch="main",
+        prompt=f"echo {MARK}",
+        agent="script",
+        image=image,
+        resources=Resources(memory="1g", cpus=1, pids=256),
+    )
+    first: list[float] = []
+    t0 = time.perf_counter()
+
+    def on_event(event: RunEvent) -> None:
+        if not first and MARK in getattr(event, "text", ""):
+            first.append(time.perf_counter() - t0)
+
+    engine.execute(request, on_event)
+    return first[0]
+
+
+def cli_run(repo: Path, cache: Path, image: str) -> float:
+    env = {**os.environ, "TRIMO_CACHE_DIR": str(cache), "TERM": "dumb"}
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "run", "--repo", str(repo), "--pipeline", "cli",
+         "--agent", "script", "--image", image, f"echo {MARK}"],
+        stdout=subprocess.PIPE, env=env,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    elapsed = float("nan")
+    for line in proc.stdout:
+        if MARK.encode() in line:
+            elapsed = time.perf_counter() - t0
+            break
+    proc.wait()
+    return elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--image", default="trimo-agent:base")
+    parser.add_argument("--repeat", type=int, default=10)
+    args = parser.parse_args()
+    client = docker.from_env()
+    root = Path(tempfile.mkdtemp(prefix="trimo-bench-"))
+    try:
+        repo = root / "repo"
+        subprocess.run(["git", "init", "-q", "-b", "main", str(repo)], check=True)
+        subprocess.run(
+            ["git", "-C", str(repo), "-c", "user.name=b", "-c", "user.email=b@b",
+             "commit", "-q", "--allow-empty", "-m", "start"],
+            check=True,
+        )  # fmt: skip
+        engine = RunEngine(EngineConfig(cache_dir=root / "cache"), client)
+        engine_run(engine, repo, args.image, 0)  # warm: mirror, workspace, volume
+        cli_run(repo, root / "cache", args.image)
+        bare = [bare_docker(client, args.image) for _ in range(args.repeat)]
+        eng = [engine_run(engine, repo, args.image, n + 1) for n in range(args.repeat)]
+        cli = [cli_run(repo, root / "cache", args.image) for _ in range(args.repeat)]
+        b, e, c = statistics.median(bare), statistics.median(eng), statistics.median(cli)
+        print(f"bare docker run → first output:     median {b:.3f} s")
+        print(f"trimo engine → first output:        median {e:.3f} s  ({e / b:.2f}× bare)")
+        print(f"`trimo run` command → first output: median {c:.3f} s  ({c / b:.2f}× bare)")
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
