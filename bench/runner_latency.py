@@ -123,10 +123,8 @@ def main() -> None:
         time.sleep(3)
         asyncio.run(measure(args.redis, repo, args.runs))
         time.sleep(5)
-        rss = next(
-            int(line.split()[1]) for line in Path(f"/proc/{daemon.pid}/status").read_text().splitlines()
-            if line.startswith("VmRSS:")
-        )  # fmt: skip
+        status = Path(f"/proc/{daemon.pid}/status").read_text().splitlines()
+        rss = next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
         print(f"idle runner daemon resident memory: {rss / 1024:.0f} MB")
     finally:
         daemon.terminate()
