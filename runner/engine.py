@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import secrets
 import shutil
 import subprocess
 import tempfile
@@ -55,6 +56,8 @@ from runner.scrub import Scrubber
 from runner.templating import render
 
 EventSink = Callable[[RunEvent], None]
+MAX_CONTEXT_CHARS = 40_000
+MAX_PROMPT_BYTES = 120_000
 
 
 class StopSignal:
@@ -292,7 +295,7 @@ class RunEngine:
                     resources=request.resources,
                     env={k: v.get_secret_value() for k, v in request.secrets.items()},
                     labels=labels,
-                    name=f"trimo-{request.run_id}",
+                    name=f"trimo-{request.run_id}-{secrets.token_hex(3)}",
                 ),
             )
             emit(
@@ -355,14 +358,22 @@ class RunEngine:
             if request.history
             else ""
         )
+        if len(context) > MAX_CONTEXT_CHARS:  # one argv item may not exceed 128 KiB
+            context = "…(earlier runs left out)\n" + context[-MAX_CONTEXT_CHARS:]
         (context_dir / "context.md").write_text(context)
         (context_dir / "prompt.md").write_text(request.prompt)
         context_dir.chmod(0o755)
         for item in context_dir.iterdir():
             item.chmod(0o644)
-        if not adapter.takes_context:
-            return request.prompt
-        return render("agent_prompt.md.j2", context=context, prompt=request.prompt).strip()
+        prompt = request.prompt
+        if adapter.takes_context:
+            prompt = render("agent_prompt.md.j2", context=context, prompt=prompt).strip()
+        if len(prompt.encode()) > MAX_PROMPT_BYTES:
+            raise TrimoError(
+                f"The prompt is too long ({len(prompt.encode()) // 1024} KiB).",
+                f"keep it under {MAX_PROMPT_BYTES // 1024} KiB",
+            )
+        return prompt
 
     def _prepare_ownership(self, workspace: Path) -> str:
         """The container's user; as root, hand the workspace to the agent's uid first."""
