@@ -232,6 +232,7 @@ def pipelines(
 def doctor() -> None:
     """Check Docker, images, Redis and settings, and say how to fix what is wrong."""
     import redis  # only doctor needs it; keeps `trimo run` quick to start
+
     out = Console()
     problems = 0
 
