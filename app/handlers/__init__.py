@@ -1,0 +1,15 @@
+"""Webhook handlers, one per (event, action), registered on `router` when imported."""
+
+from app.handlers import checks, closing, comments, installations, labels
+from app.handlers.context import Delivery, Services, router
+
+__all__ = [
+    "Delivery",
+    "Services",
+    "checks",
+    "closing",
+    "comments",
+    "installations",
+    "labels",
+    "router",
+]

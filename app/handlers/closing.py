@@ -1,0 +1,52 @@
+"""issues.closed and pull_request.closed: stop what runs and close the pipeline."""
+
+from __future__ import annotations
+
+import logging
+
+from app.handlers.context import Delivery, router
+from app.handlers.payloads import IssueClosedEvent, PullClosedEvent, RepoEvent
+from app.handlers.runs import Source, open_conversation, report_dropped
+from app.pipelines import Stopped
+
+log = logging.getLogger("trimo.app")
+
+
+@router.on("issues", "closed")
+async def issue_closed(delivery: Delivery) -> None:
+    event = delivery.parse(IssueClosedEvent)
+    await _close(delivery, event, event.issue.number, is_pull=event.issue.pull_request is not None)
+
+
+@router.on("pull_request", "closed")
+async def pull_closed(delivery: Delivery) -> None:
+    event = delivery.parse(PullClosedEvent)
+    await _close(delivery, event, event.pull_request.number, is_pull=True)
+
+
+async def _close(delivery: Delivery, event: RepoEvent, number: int, *, is_pull: bool) -> None:
+    pipelines = delivery.services.pipelines
+    pipeline = await pipelines.for_thread(event.repository.full_name, number)
+    if pipeline is None:
+        return
+    conv = await open_conversation(
+        delivery, event, Source(user=event.sender.login), number=number, is_pull=is_pull
+    )
+    if conv is None:
+        return
+    reason = f"the {conv.thread.kind} was closed"
+    stopped = await pipelines.close(pipeline.id, reason)
+    after = await pipelines.get(pipeline.id) or pipeline
+    # Also runs dropped by an earlier attempt of this job that failed before reporting them.
+    dropped = {s.run.run_id: s for s in stopped if s.how == "dropped"}
+    for run in after.runs:
+        if run.status == "finished" and not run.started and run.reason == reason:
+            dropped.setdefault(run.run_id, Stopped(run=run, how="dropped"))
+    for item in dropped.values():
+        await report_dropped(delivery, conv.api, after, item, "closed", event.sender.login)
+    log.info(
+        "pipeline %s closed: %d run(s) dropped, %d aborting",
+        pipeline.id,
+        len(dropped),
+        sum(1 for s in stopped if s.how == "aborting"),
+    )

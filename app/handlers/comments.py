@@ -1,0 +1,122 @@
+"""issue_comment.created and pull_request_review_comment.created: commands in comments."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+from app.commands import (
+    HelpCommand,
+    Ignore,
+    ParseResult,
+    Reply,
+    RetryCommand,
+    RunCommand,
+    StatusCommand,
+    StopCommand,
+    parse_comment,
+)
+from app.handlers.context import Delivery, router
+from app.handlers.payloads import IssueCommentEvent, ReviewComment, ReviewCommentEvent
+from app.handlers.runs import (
+    Conversation,
+    Source,
+    authorise,
+    load_config,
+    open_conversation,
+    report_config_error,
+    retry_run,
+    send_status,
+    send_usage,
+    start_run,
+    stop_run,
+    thread_pipeline,
+)
+from app.repoconfig import ConfigError
+from runner.templating import render
+
+
+@router.on("issue_comment", "created")
+async def issue_comment_created(delivery: Delivery) -> None:
+    event = delivery.parse(IssueCommentEvent)
+    comment, issue = event.comment, event.issue
+    if comment.by_bot:
+        return
+    parsed = parse_comment(comment.body or "", delivery.services.settings.app_slug)
+    if isinstance(parsed, Ignore):
+        return
+    conv = await open_conversation(
+        delivery,
+        event,
+        Source(user=comment.user.login, target="issue_comment", target_id=comment.id),
+        number=issue.number,
+        is_pull=issue.pull_request is not None,
+        state=issue.state,
+        title=issue.title,
+    )
+    if conv is not None:
+        await run_command(conv, parsed)
+
+
+@router.on("pull_request_review_comment", "created")
+async def review_comment_created(delivery: Delivery) -> None:
+    event = delivery.parse(ReviewCommentEvent)
+    comment, pull = event.comment, event.pull_request
+    if comment.by_bot:
+        return
+    parsed = parse_comment(comment.body or "", delivery.services.settings.app_slug)
+    if isinstance(parsed, Ignore):
+        return
+    if isinstance(parsed, RunCommand):
+        parsed = dataclasses.replace(parsed, prompt=review_prompt(parsed.prompt, comment))
+    conv = await open_conversation(
+        delivery,
+        event,
+        Source(user=comment.user.login, target="review_comment", target_id=comment.id),
+        number=pull.number,
+        is_pull=True,
+        state=pull.state,
+        title=pull.title,
+        pull=pull.info(event.repository),
+    )
+    if conv is not None:
+        await run_command(conv, parsed)
+
+
+def review_prompt(prompt: str, comment: ReviewComment) -> str:
+    """The prompt with the file, line and diff hunk the review comment is attached to."""
+    longest = max((len(run) for run in re.findall(r"`{3,}", comment.diff_hunk)), default=0)
+    return render(
+        "github/review_prompt.md.j2",
+        prompt=prompt,
+        path=comment.path.replace("`", ""),
+        line=comment.line or comment.original_line,
+        diff_hunk=comment.diff_hunk,
+        fence="`" * max(3, longest + 1),
+    ).strip()
+
+
+async def run_command(conv: Conversation, parsed: ParseResult) -> None:
+    """Authorise the author, then do what the comment asks."""
+    config = await load_config(conv.api, conv.thread.repo.default_branch)
+    if not await authorise(conv, config):
+        return
+    match parsed:
+        case Ignore():
+            return
+        case Reply(text=text):
+            await conv.reply("reply.md.j2", text=text)
+        case HelpCommand():
+            await send_usage(conv, config)
+        case StatusCommand():
+            await send_status(conv, await thread_pipeline(conv))
+        case StopCommand():
+            pipeline = await thread_pipeline(conv)
+            await stop_run(conv, pipeline, pipeline.active() if pipeline else None)
+        case _ if isinstance(config, ConfigError):
+            await report_config_error(conv, config)
+        case RetryCommand():
+            pipeline = await thread_pipeline(conv)
+            await retry_run(conv, config, pipeline, pipeline.last_run() if pipeline else None)
+        case RunCommand():
+            await start_run(conv, config, parsed)

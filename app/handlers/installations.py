@@ -1,0 +1,110 @@
+"""installation.* and installation_repositories.*: remember which installation serves each repo.
+
+Events about a repository carry their installation's id; this bookkeeping answers when one
+does not, and tells the dashboard where the App is installed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Final
+
+import redis.asyncio as aioredis
+
+from app.events import ANY_ACTION
+from app.handlers.context import Delivery, router
+from app.handlers.payloads import InstallationEvent, InstallationRepositoriesEvent, InstalledRepo
+
+log = logging.getLogger("trimo.app")
+
+REPO_INSTALLATIONS: Final = "trimo:installation-of-repo"
+"""Hash: lowercased `owner/name` -> installation id."""
+INSTALLATIONS: Final = "trimo:installations"
+"""Hash: installation id -> JSON `{account, suspended}`."""
+
+
+def repos_key(installation_id: int) -> str:
+    """Set of the repositories (lowercased full names) an installation serves."""
+    return f"trimo:installation:{installation_id}:repos"
+
+
+async def installation_for_repo(redis: aioredis.Redis, full_name: str) -> int | None:
+    raw = await redis.hget(REPO_INSTALLATIONS, full_name.lower())  # type: ignore[misc]
+    return int(raw) if raw is not None else None
+
+
+async def _remember(
+    redis: aioredis.Redis, event: InstallationEvent | InstallationRepositoriesEvent
+) -> None:
+    inst = event.installation
+    info = {
+        "account": inst.account.login if inst.account else None,
+        "suspended": inst.suspended_at is not None,
+    }
+    await redis.hset(INSTALLATIONS, str(inst.id), json.dumps(info))  # type: ignore[misc]
+
+
+async def _add(redis: aioredis.Redis, installation_id: int, repos: list[InstalledRepo]) -> None:
+    if not repos:
+        return
+    names = [repo.full_name.lower() for repo in repos]
+    pipe = redis.pipeline(transaction=True)
+    pipe.hset(REPO_INSTALLATIONS, mapping=dict.fromkeys(names, str(installation_id)))
+    pipe.sadd(repos_key(installation_id), *names)
+    await pipe.execute()
+
+
+async def _remove(redis: aioredis.Redis, installation_id: int, names: list[str]) -> None:
+    if not names:
+        return
+    pipe = redis.pipeline(transaction=True)
+    pipe.hdel(REPO_INSTALLATIONS, *names)
+    pipe.srem(repos_key(installation_id), *names)
+    await pipe.execute()
+
+
+@router.on("installation", "created", "new_permissions_accepted", "unsuspend", "suspend")
+async def installation_changed(delivery: Delivery) -> None:
+    event = delivery.parse(InstallationEvent)
+    redis = delivery.services.redis
+    await _remember(redis, event)
+    await _add(redis, event.installation.id, event.repositories or [])
+    log.info("installation %s %s", event.installation.id, event.action)
+
+
+@router.on("installation", "deleted")
+async def installation_deleted(delivery: Delivery) -> None:
+    event = delivery.parse(InstallationEvent)
+    redis = delivery.services.redis
+    inst_id = event.installation.id
+    members = await redis.smembers(repos_key(inst_id))  # type: ignore[misc]
+    names = [m.decode() if isinstance(m, bytes) else str(m) for m in members]
+    names += [repo.full_name.lower() for repo in event.repositories or []]
+    await _remove(redis, inst_id, sorted(set(names)))
+    pipe = redis.pipeline(transaction=True)
+    pipe.hdel(INSTALLATIONS, str(inst_id))
+    pipe.delete(repos_key(inst_id))
+    await pipe.execute()
+    log.info("installation %s deleted", inst_id)
+
+
+@router.on("installation", ANY_ACTION)
+async def installation_other(delivery: Delivery) -> None:
+    """Other installation actions: keep the installation's own record fresh."""
+    await _remember(delivery.services.redis, delivery.parse(InstallationEvent))
+
+
+@router.on("installation_repositories", "added", "removed")
+async def repositories_changed(delivery: Delivery) -> None:
+    event = delivery.parse(InstallationRepositoriesEvent)
+    redis = delivery.services.redis
+    await _remember(redis, event)
+    await _add(redis, event.installation.id, event.repositories_added)
+    removed = [repo.full_name.lower() for repo in event.repositories_removed]
+    await _remove(redis, event.installation.id, removed)
+
+
+@router.on("installation_repositories", ANY_ACTION)
+async def repositories_other(delivery: Delivery) -> None:
+    await _remember(delivery.services.redis, delivery.parse(InstallationRepositoriesEvent))

@@ -1,0 +1,47 @@
+"""issues.labeled: the repository's trigger label starts a run with the issue as the prompt."""
+
+from __future__ import annotations
+
+from app.commands import RunCommand
+from app.handlers.context import Delivery, router
+from app.handlers.payloads import IssueLabeledEvent
+from app.handlers.runs import (
+    Source,
+    authorise,
+    load_config,
+    open_conversation,
+    report_config_error,
+    start_run,
+)
+from app.repoconfig import ConfigError, RepoConfig
+from runner.templating import render
+
+
+@router.on("issues", "labeled")
+async def issue_labeled(delivery: Delivery) -> None:
+    event = delivery.parse(IssueLabeledEvent)
+    issue = event.issue
+    if event.sender.is_bot or issue.pull_request is not None:
+        return
+    conv = await open_conversation(
+        delivery,
+        event,
+        Source(user=event.sender.login, target="issue", target_id=issue.number),
+        number=issue.number,
+        is_pull=False,
+        state=issue.state,
+        title=issue.title,
+    )
+    if conv is None:
+        return
+    config = await load_config(conv.api, event.repository.default_branch)
+    usable = config if isinstance(config, RepoConfig) else RepoConfig()
+    if event.label.name != usable.trigger_label:
+        return
+    if not await authorise(conv, config):
+        return
+    if isinstance(config, ConfigError):
+        await report_config_error(conv, config)
+        return
+    prompt = render("github/label_prompt.md.j2", title=issue.title, body=issue.body or "")
+    await start_run(conv, config, RunCommand(prompt=prompt.strip()))

@@ -1,0 +1,885 @@
+"""The App worker end to end: real webhook payloads in, GitHub (the stand-in) and Redis out.
+
+`handle_event` is called directly with an arq-like ctx; Redis is real, GitHub is
+`tests.fakegithub`. Payloads come from the corpora, changed to point at the stand-in.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from arq.connections import ArqRedis, RedisSettings, create_pool
+from arq.constants import abort_jobs_ss, in_progress_key_prefix, job_key_prefix
+from arq.jobs import deserialize_job
+from arq.worker import Retry
+from githubkit.exception import RequestFailed
+from githubkit_schemas.latest import models as m
+from pydantic import SecretStr
+from starlette.concurrency import run_in_threadpool
+from starlette.routing import Route
+
+from app.commands import USAGE
+from app.handlers.context import Delivery
+from app.handlers.installations import REPO_INSTALLATIONS, installation_for_repo
+from app.naming import pipeline_id
+from app.pipelines import Pipelines
+from app.repoconfig import ConfigError, parse_repo_config
+from app.settings import AppSettings
+from app.web import HANDLER_FUNCTION, QUEUE_NAME
+from app.worker import SERVICES_KEY, build_services, handle_event, worker_settings
+from runner import registry
+from runner.job import CommitInfo, Outcome, RunFinished, RunRequest
+from runner.keys import RUN_FUNCTION, run_queue
+from tests.fakegithub import AppCredentials, FakeState, RunningFakeGitHub
+from tests.fakegithub.endpoints import ENDPOINTS, Call, Endpoint
+from tests.fakegithub.gitserver import branch_sha, run_git
+from tests.fakegithub.replies import Reply, not_found
+
+OWNER = "octo-org"
+REPO = "widgets"
+FULL = f"{OWNER}/{REPO}"
+WRITER = "alice"
+READER = "bob"
+TITLE = "Fix the login page"
+SCRIPT = "/trimo run --agent script echo hi"
+
+
+@dataclass
+class World:
+    """The stand-in, the App's settings and a ctx for `handle_event`."""
+
+    gh: RunningFakeGitHub
+    state: FakeState
+    creds: AppCredentials
+    pool: ArqRedis
+    ctx: dict[str, Any]
+    corpora: Path
+
+    @property
+    def pipelines(self) -> Pipelines:
+        services = self.ctx[SERVICES_KEY]
+        assert isinstance(services.pipelines, Pipelines)
+        return services.pipelines
+
+    def head(self, branch: str = "main", repo: str = REPO) -> str:
+        sha = self.gh.fake.branch_sha(OWNER, repo, branch)
+        assert sha is not None
+        return sha
+
+    def corpus(self, name: str) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads((self.corpora / "webhooks" / name).read_text())
+        return data
+
+    def point(self, payload: dict[str, Any], repo: str = REPO) -> dict[str, Any]:
+        """Aim a corpus payload at repository `repo` of the stand-in and our installation."""
+        repository = payload["repository"]
+        repository.update(
+            name=repo,
+            full_name=f"{OWNER}/{repo}",
+            clone_url=self.gh.clone_url(OWNER, repo),
+            default_branch="main",
+        )
+        repository["owner"] = {**repository["owner"], "login": OWNER}
+        payload["installation"] = {"id": self.creds.installation_id, "node_id": "MDIz"}
+        return payload
+
+    def issue_comment(
+        self,
+        body: str,
+        *,
+        number: int,
+        title: str = TITLE,
+        login: str = WRITER,
+        user_type: str = "User",
+        pull: bool = False,
+        state: str = "open",
+        via_app: bool = False,
+        repo: str = REPO,
+    ) -> dict[str, Any]:
+        comment = self.state.add_comment(OWNER, repo, number, body, login)
+        payload = self.point(self.corpus("issue_comment.created.1.json"), repo)
+        user = {**payload["comment"]["user"], "login": login, "type": user_type}
+        payload["issue"].update(number=number, title=title, body="details", state=state)
+        if pull:
+            payload["issue"]["pull_request"] = {"url": "https://example.invalid/pull"}
+        else:
+            payload["issue"].pop("pull_request", None)
+        payload["comment"].update(id=comment.id, body=body, user=user)
+        payload["comment"]["performed_via_github_app"] = {"id": 1} if via_app else None
+        payload["sender"] = user
+        return payload
+
+    async def send(self, event: str, payload: dict[str, Any], delivery: str | None = None) -> str:
+        delivery = delivery or str(uuid.uuid4())
+        await handle_event(self.ctx, event, delivery, copy.deepcopy(payload))
+        return delivery
+
+    async def job(self, run_id: str) -> RunRequest | None:
+        raw = await self.pool.get(job_key_prefix + run_id)
+        if raw is None:
+            return None
+        job = deserialize_job(raw)
+        assert job.function == RUN_FUNCTION
+        return RunRequest.model_validate(job.args[0])
+
+    async def queued(self, label: str = "default") -> list[str]:
+        return [m.decode() for m in await self.pool.zrange(run_queue(label), 0, -1)]
+
+    def bot_comments(self, number: int) -> list[str]:
+        return [c.body for c in self.state.comments_on(number, OWNER, REPO) if c.via_app]
+
+    def reactions(self, comment_id: int) -> list[str]:
+        return [r.content for r in self.state.comments[comment_id].reactions]
+
+
+def run_id_for(number: int, delivery: str) -> str:
+    return f"{pipeline_id(FULL, number)}-{delivery[:12]}"
+
+
+async def _get_ref(call: Call) -> Reply:
+    ref = call.params["ref"]
+    sha = None
+    if ref.startswith("heads/"):
+        sha = await run_in_threadpool(branch_sha, call.bare, ref.removeprefix("heads/"))
+    if sha is None:
+        raise not_found()
+    api = f"{call.render.base}/repos/{call.owner}/{call.repo}"
+    return Reply(
+        200,
+        {
+            "ref": f"refs/{ref}",
+            "node_id": "MDM6UmVm",
+            "url": f"{api}/git/refs/{ref}",
+            "object": {"type": "commit", "sha": sha, "url": f"{api}/git/commits/{sha}"},
+        },
+    )
+
+
+GET_REF = Endpoint(
+    "GET",
+    "/repos/{owner}/{repo}/git/ref/{ref:path}",
+    _get_ref,
+    "installation",
+    (("contents", "read"),),
+    response=m.GitRef,
+)
+
+
+def serve_get_ref(gh: RunningFakeGitHub) -> None:
+    """GET /repos/{o}/{r}/git/ref/heads/{branch}, until tests/fakegithub serves it itself.
+
+    The route goes through the stand-in's own authentication, recording and model checks.
+    """
+    if any("/git/ref/" in endpoint.path for endpoint in ENDPOINTS):
+        return
+    routes = gh.fake.asgi_app.router.routes
+    routes.insert(0, Route(GET_REF.path, gh.fake._endpoint(GET_REF), methods=["GET"]))
+
+
+@pytest.fixture
+def fake() -> Iterator[RunningFakeGitHub]:
+    with RunningFakeGitHub() as gh:
+        serve_get_ref(gh)
+        yield gh
+
+
+def make_settings(gh: RunningFakeGitHub, creds: AppCredentials, redis_url: str) -> AppSettings:
+    return AppSettings(
+        github_app_id=creds.app_id,
+        github_private_key=SecretStr(creds.private_key_pem),
+        github_api_url=gh.api_url,
+        redis_url=redis_url,
+        app_slug="trimo",
+        webhook_secret=SecretStr("secret"),
+    )
+
+
+@pytest.fixture
+async def world(fake: RunningFakeGitHub, redis_url: str, corpora: Path) -> AsyncIterator[World]:
+    creds = fake.install_app(OWNER)
+    fake.create_repo(OWNER, REPO, {"README.md": "# widgets\n"})
+    fake.create_repo(
+        OWNER, "broken", {".github/trimo.yml": "agent: claude\ntimeout_minutes: lots\nfoo: 1\n"}
+    )
+    fake.state.set_role(OWNER, REPO, WRITER, "write")
+    fake.state.set_role(OWNER, "broken", WRITER, "admin")
+    fake.state.set_role(OWNER, REPO, READER, "read")
+    pool = await create_pool(RedisSettings.from_dsn(redis_url))
+    settings = make_settings(fake, creds, redis_url)
+    services = build_services(settings, pool, github_retry=False)
+    ctx = {"redis": pool, "job_try": 1, SERVICES_KEY: services}
+    yield World(fake, fake.state, creds, pool, ctx, corpora)
+    await pool.aclose()
+
+
+def assert_no_violations(world: World) -> None:
+    assert world.state.violations == []
+
+
+# --- a run from an issue comment --------------------------------------------------------------
+
+
+async def test_issue_comment_queues_a_run(world: World) -> None:
+    issue = world.state.add_issue(OWNER, REPO, TITLE, "details")
+    payload = world.issue_comment(SCRIPT, number=issue.number)
+    comment_id = payload["comment"]["id"]
+
+    delivery = await world.send("issue_comment", payload)
+
+    run_id = run_id_for(issue.number, delivery)
+    assert world.reactions(comment_id) == ["eyes"]
+    [check] = world.state.check_runs.values()
+    assert (check.name, check.status, check.external_id) == ("Trimo", "queued", run_id)
+    assert check.head_sha == world.head("main")  # the pipeline branch does not exist yet
+    assert [a["identifier"] for a in check.actions] == ["stop"]
+    [progress] = world.bot_comments(issue.number)
+    assert run_id in progress and "queued" in progress
+    assert "Waiting for a runner with label `default`" in progress
+    assert "none is online" in progress
+
+    request = await world.job(run_id)
+    assert request is not None
+    assert await world.queued() == [run_id]
+    assert request.branch == "trimo/1-fix-the-login-page"
+    assert request.base_branch == "main"
+    assert request.prompt == "echo hi"
+    assert request.agent == "script"
+    assert request.repo.clone_url == world.gh.clone_url(OWNER, REPO)
+    assert request.pipeline == pipeline_id(FULL, issue.number)
+    assert request.history == []
+    assert request.token is not None
+    token = world.state.valid_token(request.token.get_secret_value())
+    assert token is not None
+    assert token.repositories == [REPO]
+    assert token.permissions == {"contents": "write", "metadata": "read"}
+
+    found = await world.pipelines.get_run(run_id)
+    assert found is not None
+    pipeline, run = found
+    assert (pipeline.kind, pipeline.branch, pipeline.active_run) == (
+        "issue",
+        request.branch,
+        run_id,
+    )
+    assert (run.status, run.check_run_id, run.requested_by) == ("queued", check.id, WRITER)
+    assert run.progress_comment_id is not None
+    assert_no_violations(world)
+
+
+async def test_progress_comment_when_a_runner_is_online(world: World) -> None:
+    now = datetime.now(UTC)
+    info = registry.RunnerInfo(
+        id="r1", host="h", labels=["default"], capacity=1, running=[], version="0",
+        pid=1, started_at=now, seen_at=now,
+    )  # fmt: skip
+    await registry.announce(world.pool, info)
+    issue = world.state.add_issue(OWNER, REPO, TITLE, "details")
+    await world.send("issue_comment", world.issue_comment(SCRIPT, number=issue.number))
+    [progress] = world.bot_comments(issue.number)
+    assert "to pick it up" in progress and "none is online" not in progress
+
+
+async def test_same_delivery_twice_queues_one_job_and_one_comment(world: World) -> None:
+    issue = world.state.add_issue(OWNER, REPO, TITLE, "details")
+    payload = world.issue_comment(SCRIPT, number=issue.number)
+    delivery = str(uuid.uuid4())
+    await world.send("issue_comment", payload, delivery)
+    await world.send("issue_comment", payload, delivery)
+    assert await world.queued() == [run_id_for(issue.number, delivery)]
+    assert len(world.bot_comments(issue.number)) == 1
+    assert len(world.state.check_runs) == 1
+    pipeline = await world.pipelines.get(pipeline_id(FULL, issue.number))
+    assert pipeline is not None and len(pipeline.runs) == 1
+
+
+async def test_a_retried_job_repeats_no_side_effect(world: World) -> None:
+    issue = world.state.add_issue(OWNER, REPO, TITLE, "details")
+    payload = world.issue_comment(SCRIPT, number=issue.number)
+    world.state.fail_next("POST", rf"/issues/{issue.number}/comments$", 502)
+    delivery = str(uuid.uuid4())
+    with pytest.raises(Retry):
+        await world.send("issue_comment", payload, delivery)
+    assert len(world.state.check_runs) == 1
+    assert await world.queued() == []
+
+    world.ctx["job_try"] = 2
+    await world.send("issue_comment", payload, delivery)
+    assert len(world.state.check_runs) == 1
+    assert len(world.bot_comments(issue.number)) == 1
+    assert world.reactions(payload["comment"]["id"]) == ["eyes"]
+    assert await world.queued() == [run_id_for(issue.number, delivery)]
+
+
+async def test_a_client_error_is_not_retried(world: World) -> None:
+    issue = world.state.add_issue(OWNER, REPO, TITLE, "details")
+    payload = world.issue_comment(SCRIPT, number=issue.number)
+    world.state.fail_next("GET", r"/collaborators/alice/permission$", 422)
+    with pytest.raises(RequestFailed) as caught:
+        await world.send("issue_comment", payload)
+    assert caught.value.response.status_code == 422
+    assert world.reactions(payload["comment"]["id"]) == []
+
+
+# --- who may command -------------------------------------------------------------------------
+
+
+async def test_a_reader_is_refused(world: World) -> None:
+    issue = world.state.add_issue(OWNER, REPO, TITLE, "details")
+    payload = world.issue_comment(SCRIPT, number=issue.number, login=READER)
+    await world.send("issue_comment", payload)
+    assert world.reactions(payload["comment"]["id"]) == ["-1"]
+    [reply] = world.bot_comments(issue.number)
+    assert reply.startswith(f"@{READER} ") and "**write**" in reply and "**read**" in reply
+    assert world.state.check_runs == {}
+    assert await world.queued() == []
+    assert await world.pipelines.get(pipeline_id(FULL, issue.number)) is None
+
+
+@pytest.mark.parametrize(
+    ("login", "user_type", "via_app"),
+    [("trimo[bot]", "Bot", False), ("helper[bot]", "User", False), (WRITER, "User", True)],
+)
+async def test_bots_are_never_commands(
+    world: World, login: str, user_type: str, via_app: bool
+) -> None:
+    issue = world.state.add_issue(OWNER, REPO, TITLE, "details")
+    world.state.set_role(OWNER, REPO, login, "admin")
+    payload = world.issue_comment(
+        SCRIPT, number=issue.number, login=login, user_type=user_type, via_app=via_app
+    )
+    await world.send("issue_comment", payload)
+    assert world.state.requests == []
+    assert await world.pool.keys("trimo:*") == []
+
+
+async def test_a_comment_that_is_no_command_is_ignored_silently(world: World) -> None:
+    issue = world.state.add_issue(OWNER, REPO, TITLE, "details")
+    await world.send("issue_comment", world.issue_comment("Looks good to me", number=issue.number))
+    assert world.state.requests == []
+
+
+# --- what gets said instead of running ----------------------------------------------------------
+
+
+async def test_a_broken_config_is_explained_and_nothing_runs(world: World) -> None:
+    text = "agent: claude\ntimeout_minutes: lots\nfoo: 1\n"
+    with pytest.raises(ConfigError) as expected:
+        parse_repo_config(text)
+    issue = world.state.add_issue(OWNER, "broken", TITLE, "details")
+    payload = world.issue_comment(SCRIPT, number=issue.number, repo="broken")
+    await world.send("issue_comment", payload)
+    [reply] = [c.body for c in world.state.comments_on(issue.number, OWNER, "broken") if c.via_app]
+    assert expected.value.message in reply
+    assert "Unknown setting `foo`" in reply
+    assert world.state.check_runs == {}
+    assert await world.queued() == []
+
+
+async def test_a_mistyped_command_gets_usage(world: World) -> None:
+    issue = world.state.add_issue(OWNER, REPO, TITLE, "details")
+    await world.send("issue_comment", world.issue_comment("/trimo rnu fix it", number=issue.number))
+    [reply] = world.bot_comments(issue.number)
+    assert reply.startswith(f"@{WRITER} Unknown command `rnu`. Did you mean `/trimo run`?")
+    assert USAGE.strip() in reply
+    assert await world.queued() == []
+
+
+async def test_help_replies_with_usage_and_agents(world: World) -> None:
+    issue = world.state.add_issue(OWNER, REPO, TITLE, "details")
+    await world.send("issue_comment", world.issue_comment("/trimo help", number=issue.number))
+    [reply] = world.bot_comments(issue.number)
+    assert USAGE.strip() in reply
+    assert "`script`" in reply and "`claude`" in reply
+
+
+async def test_an_unknown_agent_lists_the_agents(world: World) -> None:
+    issue = world.state.add_issue(OWNER, REPO, TITLE, "details")
+    body = "/trimo run --agent gpt9 do it"
+    await world.send("issue_comment", world.issue_comment(body, number=issue.number))
+    [reply] = world.bot_comments(issue.number)
+    assert "no agent called `gpt9`" in reply and "`script`" in reply and "`aider`" in reply
+    assert await world.queued() == []
+
+
+async def test_a_policy_refusal_is_explained(world: World) -> None:
+    issue = world.state.add_issue(OWNER, REPO, TITLE, "details")
+    body = "/trimo run --agent script --timeout 600 echo slow"
+    await world.send("issue_comment", world.issue_comment(body, number=issue.number))
+    [reply] = world.bot_comments(issue.number)
+    assert "at most 120 minutes" in reply
+    assert await world.queued() == []
+
+
+async def test_a_closed_issue_runs_nothing(world: World) -> None:
+    issue = world.state.add_issue(OWNER, REPO, TITLE, "details")
+    payload = world.issue_comment(SCRIPT, number=issue.number, state="closed")
+    await world.send("issue_comment", payload)
+    [reply] = world.bot_comments(issue.number)
+    assert "closed" in reply
+    assert await world.queued() == []
+
+
+# --- pull requests ---------------------------------------------------------------------------
+
+
+def add_branch(world: World, branch: str) -> str:
+    bare = world.gh.fake.bare_path(OWNER, REPO)
+    run_git(bare, "branch", branch, "main")
+    return world.head(branch)
+
+
+def review_comment_payload(
+    world: World, *, number: int, head_ref: str, head_sha: str, head_repo: str = FULL
+) -> dict[str, Any]:
+    comment = world.state.add_review_comment(OWNER, REPO, number, SCRIPT, WRITER)
+    payload = world.point(world.corpus("pull_request_review_comment.created.1.json"))
+    user = {**payload["comment"]["user"], "login": WRITER, "type": "User"}
+    payload["comment"].update(
+        id=comment.id,
+        body=SCRIPT,
+        user=user,
+        path="README.md",
+        line=1,
+        diff_hunk="@@ -1 +1 @@\n-# widgets\n+# Widgets",
+    )
+    pull = payload["pull_request"]
+    pull.update(number=number, title="Tidy README", state="open")
+    pull["head"].update(ref=head_ref, sha=head_sha)
+    pull["head"]["repo"] = {**pull["head"]["repo"], "full_name": head_repo}
+    pull["base"].update(ref="main", sha=world.head("main"))
+    pull["base"]["repo"] = {**pull["base"]["repo"], "full_name": FULL}
+    payload["sender"] = user
+    return payload
+
+
+async def test_a_review_comment_runs_on_the_pull_request_branch(world: World) -> None:
+    head_sha = add_branch(world, "feature/readme")
+    pull = world.state.add_pull(
+        OWNER, REPO, title="Tidy README", body="", user=WRITER, head_ref="feature/readme",
+        base_ref="main", head_sha=head_sha, base_sha=world.head("main"),
+    )  # fmt: skip
+    payload = review_comment_payload(
+        world, number=pull.number, head_ref="feature/readme", head_sha=head_sha
+    )
+    delivery = await world.send("pull_request_review_comment", payload)
+
+    run_id = run_id_for(pull.number, delivery)
+    request = await world.job(run_id)
+    assert request is not None
+    assert (request.branch, request.base_branch) == ("feature/readme", "main")
+    assert request.prompt.startswith("echo hi\n")
+    assert "`README.md`, line 1" in request.prompt
+    assert "+# Widgets" in request.prompt
+    comment = world.state.review_comments[payload["comment"]["id"]]
+    assert [r.content for r in comment.reactions] == ["eyes"]
+    [check] = world.state.check_runs.values()
+    assert check.head_sha == head_sha
+    assert len(world.bot_comments(pull.number)) == 1
+    assert_no_violations(world)
+
+
+async def test_a_fork_pull_request_is_refused_with_a_way_forward(world: World) -> None:
+    head_sha = add_branch(world, "patch-1")
+    pull = world.state.add_pull(
+        OWNER, REPO, title="Tidy README", body="", user="mallory", head_ref="patch-1",
+        base_ref="main", head_sha=head_sha, base_sha=world.head("main"),
+    )  # fmt: skip
+    payload = review_comment_payload(
+        world, number=pull.number, head_ref="patch-1", head_sha=head_sha,
+        head_repo="mallory/widgets",
+    )  # fmt: skip
+    await world.send("pull_request_review_comment", payload)
+    [reply] = world.bot_comments(pull.number)
+    assert "fork" in reply and "`mallory/widgets`" in reply
+    assert "pushes the fork's branch" in reply and "on an issue" in reply
+    assert world.state.check_runs == {}
+    assert await world.queued() == []
+
+
+async def test_a_pull_request_branch_with_an_unsafe_name_is_refused(world: World) -> None:
+    pull = world.state.add_pull(
+        OWNER, REPO, title="Odd", body="", user=WRITER, head_ref="fix+plus",
+        base_ref="main", head_sha=world.head("main"), base_sha=world.head("main"),
+    )  # fmt: skip
+    payload = review_comment_payload(
+        world, number=pull.number, head_ref="fix+plus", head_sha=world.head("main")
+    )
+    await world.send("pull_request_review_comment", payload)
+    [reply] = world.bot_comments(pull.number)
+    assert "can't work on the branch `fix+plus`" in reply
+    assert await world.queued() == []
+
+
+async def test_an_issue_comment_on_a_pull_request_uses_its_head_branch(world: World) -> None:
+    head_sha = add_branch(world, "feature/x")
+    pull = world.state.add_pull(
+        OWNER, REPO, title="X", body="", user=WRITER, head_ref="feature/x",
+        base_ref="main", head_sha=head_sha, base_sha=world.head("main"),
+    )  # fmt: skip
+    payload = world.issue_comment(SCRIPT, number=pull.number, pull=True, title="X")
+    delivery = await world.send("issue_comment", payload)
+    request = await world.job(run_id_for(pull.number, delivery))
+    assert request is not None
+    assert request.branch == "feature/x"
+    assert world.state.requests_to("GET", rf"/pulls/{pull.number}$")
+    [check] = world.state.check_runs.values()
+    assert check.head_sha == head_sha
+
+
+# --- one run at a time ---------------------------------------------------------------------------
+
+
+async def test_a_second_run_waits_for_the_first(world: World) -> None:
+    issue = world.state.add_issue(OWNER, REPO, TITLE, "details")
+    first = await world.send("issue_comment", world.issue_comment(SCRIPT, number=issue.number))
+    second_body = "/trimo run --agent script echo again"
+    second = await world.send(
+        "issue_comment", world.issue_comment(second_body, number=issue.number)
+    )
+    run1, run2 = run_id_for(issue.number, first), run_id_for(issue.number, second)
+    assert await world.queued() == [run1]
+    assert await world.job(run2) is None
+    progress = world.bot_comments(issue.number)[1]
+    assert f"Waiting for run `{run1}` to finish first" in progress
+    pid = pipeline_id(FULL, issue.number)
+    assert await world.pipelines.start_next_waiting(pid) is None  # run1 still active
+
+    commit = CommitInfo(sha="a" * 40, subject="Say hi")
+    await world.pipelines.finish(
+        RunFinished(run_id=run1, outcome=Outcome.SUCCESS, commits=[commit])
+    )
+    started = await world.pipelines.start_next_waiting(pid)
+    assert started is not None and started.run_id == run2
+    request = await world.job(run2)
+    assert request is not None and request.prompt == "echo again"
+    assert [(h.run_id, h.outcome, h.commits) for h in request.history] == [
+        (run1, Outcome.SUCCESS, [commit])
+    ]
+    pipeline = await world.pipelines.get(pid)
+    assert pipeline is not None and pipeline.active_run == run2
+
+
+async def test_retry_queues_the_last_prompt_again(world: World) -> None:
+    issue = world.state.add_issue(OWNER, REPO, TITLE, "details")
+    first = await world.send("issue_comment", world.issue_comment(SCRIPT, number=issue.number))
+    run1 = run_id_for(issue.number, first)
+    await world.pipelines.finish(RunFinished(run_id=run1, outcome=Outcome.FAILURE))
+    retry = await world.send(
+        "issue_comment", world.issue_comment("/trimo retry", number=issue.number)
+    )
+    request = await world.job(run_id_for(issue.number, retry))
+    assert request is not None
+    assert (request.prompt, request.agent) == ("echo hi", "script")
+    assert [h.run_id for h in request.history] == [run1]
+
+
+async def test_retry_with_nothing_to_retry(world: World) -> None:
+    issue = world.state.add_issue(OWNER, REPO, TITLE, "details")
+    await world.send("issue_comment", world.issue_comment("/trimo retry", number=issue.number))
+    [reply] = world.bot_comments(issue.number)
+    assert "nothing to retry" in reply
+
+
+async def test_status_lists_the_runs(world: World) -> None:
+    issue = world.state.add_issue(OWNER, REPO, TITLE, "details")
+    first = await world.send("issue_comment", world.issue_comment(SCRIPT, number=issue.number))
+    await world.send("issue_comment", world.issue_comment("/trimo status", number=issue.number))
+    reply = world.bot_comments(issue.number)[-1]
+    assert f"`{run_id_for(issue.number, first)}`" in reply
+    assert (
+        "| queued |" in reply and "`echo hi`" in reply and "`trimo/1-fix-the-login-page`" in reply
+    )
+
+
+# --- stopping --------------------------------------------------------------------------------
+
+
+async def test_stop_aborts_a_run_a_runner_has_started(world: World) -> None:
+    issue = world.state.add_issue(OWNER, REPO, TITLE, "details")
+    first = await world.send("issue_comment", world.issue_comment(SCRIPT, number=issue.number))
+    run1 = run_id_for(issue.number, first)
+    await world.pool.set(in_progress_key_prefix + run1, b"1")  # as a runner's arq worker does
+    await world.pipelines.mark_running(run1, runner="r1")
+
+    await world.send("issue_comment", world.issue_comment("/trimo stop", number=issue.number))
+
+    aborting = [m.decode() for m in await world.pool.zrange(abort_jobs_ss, 0, -1)]
+    assert aborting == [run1]
+    reply = world.bot_comments(issue.number)[-1]
+    assert f"stopping run `{run1}`" in reply
+    found = await world.pipelines.get_run(run1)
+    assert found is not None and found[1].status == "running"  # until the runner reports
+
+
+async def test_stop_before_a_runner_starts_drops_the_job_and_starts_the_next(world: World) -> None:
+    issue = world.state.add_issue(OWNER, REPO, TITLE, "details")
+    first = await world.send("issue_comment", world.issue_comment(SCRIPT, number=issue.number))
+    second = await world.send(
+        "issue_comment",
+        world.issue_comment("/trimo run --agent script echo two", number=issue.number),
+    )
+    run1, run2 = run_id_for(issue.number, first), run_id_for(issue.number, second)
+
+    await world.send("issue_comment", world.issue_comment("/trimo stop", number=issue.number))
+
+    assert await world.job(run1) is None
+    assert await world.queued() == [run2]
+    found = await world.pipelines.get_run(run1)
+    assert found is not None
+    pipeline, run = found
+    assert (run.status, run.outcome, run.started) == ("finished", Outcome.CANCELLED, False)
+    assert pipeline.active_run == run2
+    check = world.state.check_runs[run.check_run_id or 0]
+    assert (check.status, check.conclusion) == ("completed", "cancelled")
+    assert run.progress_comment_id is not None
+    note = world.state.comments[run.progress_comment_id].body
+    assert "cancelled before it started" in note and f"@{WRITER}" in note
+    reply = world.bot_comments(issue.number)[-1]
+    assert f"stopped run `{run1}` before it started" in reply
+    request = await world.job(run2)
+    assert request is not None and request.history == []  # run1 never ran
+    run2_entry = pipeline.find(run2)
+    assert run2_entry is not None and run2_entry.progress_comment_id is not None
+    progress2 = world.state.comments[run2_entry.progress_comment_id].body
+    assert "Waiting for a runner with label `default`" in progress2
+    assert "to finish first" not in progress2
+
+
+async def test_stop_with_nothing_running(world: World) -> None:
+    issue = world.state.add_issue(OWNER, REPO, TITLE, "details")
+    await world.send("issue_comment", world.issue_comment("/trimo stop", number=issue.number))
+    [reply] = world.bot_comments(issue.number)
+    assert "nothing is running" in reply
+
+
+def check_run_payload(
+    world: World, name: str, *, run_id: str, check_id: int, identifier: str | None
+) -> dict[str, Any]:
+    payload = world.point(world.corpus(name))
+    check = payload["check_run"]
+    check.update(id=check_id, external_id=run_id, head_sha=world.head("main"))
+    check["app"] = {**check["app"], "id": world.creds.app_id}
+    if identifier is not None:
+        payload["requested_action"] = {"identifier": identifier}
+    payload["sender"] = {**payload["sender"], "login": WRITER, "type": "User"}
+    return payload
+
+
+async def test_the_stop_button_stops_that_run(world: World) -> None:
+    issue = world.state.add_issue(OWNER, REPO, TITLE, "details")
+    first = await world.send("issue_comment", world.issue_comment(SCRIPT, number=issue.number))
+    run1 = run_id_for(issue.number, first)
+    [check] = world.state.check_runs.values()
+    payload = check_run_payload(
+        world, "check_run.requested_action.1.json", run_id=run1, check_id=check.id,
+        identifier="stop",
+    )  # fmt: skip
+    await world.send("check_run", payload)
+    assert await world.job(run1) is None
+    assert (check.status, check.conclusion) == ("completed", "cancelled")
+
+
+async def test_the_stop_button_needs_permission(world: World) -> None:
+    issue = world.state.add_issue(OWNER, REPO, TITLE, "details")
+    first = await world.send("issue_comment", world.issue_comment(SCRIPT, number=issue.number))
+    run1 = run_id_for(issue.number, first)
+    [check] = world.state.check_runs.values()
+    payload = check_run_payload(
+        world, "check_run.requested_action.1.json", run_id=run1, check_id=check.id,
+        identifier="stop",
+    )  # fmt: skip
+    payload["sender"]["login"] = READER
+    await world.send("check_run", payload)
+    assert await world.queued() == [run1]
+    assert check.status == "queued"
+    assert f"@{READER} sorry" in world.bot_comments(issue.number)[-1]
+
+
+async def test_rerequesting_a_check_run_retries_its_run(world: World) -> None:
+    issue = world.state.add_issue(OWNER, REPO, TITLE, "details")
+    first = await world.send("issue_comment", world.issue_comment(SCRIPT, number=issue.number))
+    run1 = run_id_for(issue.number, first)
+    await world.pipelines.finish(RunFinished(run_id=run1, outcome=Outcome.ERROR))
+    [check] = world.state.check_runs.values()
+    payload = check_run_payload(
+        world, "check_run.rerequested.1.json", run_id=run1, check_id=check.id, identifier=None
+    )
+    delivery = await world.send("check_run", payload)
+    request = await world.job(run_id_for(issue.number, delivery))
+    assert request is not None and request.prompt == "echo hi"
+    assert len(world.state.check_runs) == 2
+
+
+async def test_check_runs_of_other_apps_are_ignored(world: World) -> None:
+    issue = world.state.add_issue(OWNER, REPO, TITLE, "details")
+    first = await world.send("issue_comment", world.issue_comment(SCRIPT, number=issue.number))
+    run1 = run_id_for(issue.number, first)
+    [check] = world.state.check_runs.values()
+    payload = check_run_payload(
+        world, "check_run.requested_action.1.json", run_id=run1, check_id=check.id,
+        identifier="stop",
+    )  # fmt: skip
+    payload["check_run"]["app"]["id"] = world.creds.app_id + 1
+    await world.send("check_run", payload)
+    assert await world.queued() == [run1]
+
+
+# --- labels, closing, installations ------------------------------------------------------------
+
+
+def labeled_payload(world: World, *, number: int, label: str, body: str) -> dict[str, Any]:
+    payload = world.point(world.corpus("issues.labeled.1.json"))
+    payload["issue"].update(number=number, title=TITLE, body=body, state="open")
+    payload["issue"].pop("pull_request", None)
+    payload["label"] = {**payload["label"], "name": label}
+    payload["sender"] = {**payload["sender"], "login": WRITER, "type": "User"}
+    return payload
+
+
+async def test_the_trigger_label_runs_the_issue(world: World) -> None:
+    issue = world.state.add_issue(OWNER, REPO, TITLE, "The button does nothing.")
+    payload = labeled_payload(world, number=issue.number, label="trimo", body=issue.body or "")
+    delivery = await world.send("issues", payload)
+    request = await world.job(run_id_for(issue.number, delivery))
+    assert request is not None
+    assert request.prompt == f"{TITLE}\n\nThe button does nothing."
+    assert request.agent == "claude"  # the repository's default
+    assert [r.content for r in issue.reactions] == ["eyes"]
+    assert len(world.bot_comments(issue.number)) == 1
+
+
+async def test_other_labels_do_nothing(world: World) -> None:
+    issue = world.state.add_issue(OWNER, REPO, TITLE, "details")
+    await world.send("issues", labeled_payload(world, number=issue.number, label="bug", body=""))
+    assert await world.queued() == []
+    assert world.bot_comments(issue.number) == []
+    assert issue.reactions == []
+
+
+async def test_closing_the_issue_closes_its_pipeline(world: World) -> None:
+    issue = world.state.add_issue(OWNER, REPO, TITLE, "details")
+    first = await world.send("issue_comment", world.issue_comment(SCRIPT, number=issue.number))
+    run1 = run_id_for(issue.number, first)
+    payload = world.point(world.corpus("issues.closed.1.json"))
+    payload["issue"].update(number=issue.number, state="closed")
+    payload["issue"].pop("pull_request", None)
+    await world.send("issues", payload)
+
+    pipeline = await world.pipelines.get(pipeline_id(FULL, issue.number))
+    assert pipeline is not None and pipeline.closed and pipeline.active_run is None
+    assert await world.job(run1) is None
+    [check] = world.state.check_runs.values()
+    assert check.conclusion == "cancelled"
+    [note] = world.bot_comments(issue.number)
+    assert "this issue was closed" in note
+
+
+async def test_closing_a_pull_request_aborts_its_running_run(world: World) -> None:
+    head_sha = add_branch(world, "feature/y")
+    pull = world.state.add_pull(
+        OWNER, REPO, title="Y", body="", user=WRITER, head_ref="feature/y",
+        base_ref="main", head_sha=head_sha, base_sha=world.head("main"),
+    )  # fmt: skip
+    delivery = await world.send(
+        "issue_comment", world.issue_comment(SCRIPT, number=pull.number, pull=True, title="Y")
+    )
+    run1 = run_id_for(pull.number, delivery)
+    await world.pool.set(in_progress_key_prefix + run1, b"1")
+    payload = world.point(world.corpus("pull_request.closed.1.json"))
+    payload["pull_request"].update(number=pull.number)
+    payload["number"] = pull.number
+    await world.send("pull_request", payload)
+    assert [m.decode() for m in await world.pool.zrange(abort_jobs_ss, 0, -1)] == [run1]
+    pipeline = await world.pipelines.get(pipeline_id(FULL, pull.number))
+    assert pipeline is not None and pipeline.closed
+
+
+async def test_installation_bookkeeping(world: World) -> None:
+    added = world.corpus("installation_repositories.added.1.json")
+    await world.send("installation_repositories", added)
+    inst = added["installation"]["id"]
+    names = [r["full_name"] for r in added["repositories_added"]]
+    assert names
+    for name in names:
+        assert await installation_for_repo(world.pool, name) == inst
+    removed = copy.deepcopy(added)
+    removed.update(
+        action="removed", repositories_added=[], repositories_removed=added["repositories_added"]
+    )
+    await world.send("installation_repositories", removed)
+    assert await world.pool.hgetall(REPO_INSTALLATIONS) == {}
+
+    created = world.corpus("installation.created.1.json")
+    await world.send("installation", created)
+    for repo in created["repositories"]:
+        assert (
+            await installation_for_repo(world.pool, repo["full_name"])
+            == created["installation"]["id"]
+        )
+    deleted = copy.deepcopy(created)
+    deleted["action"] = "deleted"
+    await world.send("installation", deleted)
+    assert await world.pool.hgetall(REPO_INSTALLATIONS) == {}
+
+
+async def test_an_event_without_installation_uses_the_bookkeeping(world: World) -> None:
+    issue = world.state.add_issue(OWNER, REPO, TITLE, "details")
+    await world.pool.hset(REPO_INSTALLATIONS, FULL.lower(), str(world.creds.installation_id))
+    payload = world.issue_comment(SCRIPT, number=issue.number)
+    del payload["installation"]
+    delivery = await world.send("issue_comment", payload)
+    assert await world.job(run_id_for(issue.number, delivery)) is not None
+
+
+# --- the worker's wiring ----------------------------------------------------------------------
+
+
+async def test_unknown_events_are_ignored(world: World) -> None:
+    payload = world.point(world.corpus("issues.opened.1.json"))
+    result = await handle_event(world.ctx, "issues", str(uuid.uuid4()), payload)
+    assert result == "ignored issues.opened"
+    assert world.state.requests == []
+
+
+async def test_a_malformed_payload_is_dropped(world: World) -> None:
+    payload = world.point(world.corpus("issue_comment.created.1.json"))
+    del payload["comment"]
+    result = await handle_event(world.ctx, "issue_comment", str(uuid.uuid4()), payload)
+    assert result == "malformed issue_comment.created"
+    assert world.state.requests == []
+
+
+def test_worker_settings(world: World) -> None:
+    settings = worker_settings(world.ctx[SERVICES_KEY].settings)
+    assert settings["queue_name"] == QUEUE_NAME
+    [function] = settings["functions"]
+    assert function.name == HANDLER_FUNCTION
+    assert function.max_tries == 3
+
+
+@pytest.mark.parametrize(
+    ("pid", "delivery"),
+    [
+        ("octo-org.widgets.7", "72d3162e-cc78-11e3-81ab-4c9367dc0958"),
+        (pipeline_id("o" * 39 + "/" + "r" * 100, 123456), "a" * 36),
+        ("octo-org.widgets.7", "../../etc/passwd"),
+    ],
+)
+def test_run_ids_are_safe_and_deterministic(pid: str, delivery: str) -> None:
+    services: Any = None
+    first = Delivery("issues", "labeled", delivery, {}, services).run_id(pid)
+    again = Delivery("issues", "labeled", delivery, {}, services).run_id(pid)
+    assert first == again
+    assert re.fullmatch(r"[A-Za-z0-9._-]{1,100}", first)
+    assert first.startswith(pid[:40])
+    other = Delivery("issues", "labeled", "ffffffff-0000", {}, services).run_id(pid)
+    assert other != first
