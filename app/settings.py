@@ -1,0 +1,78 @@
+"""The GitHub App's settings: environment variables prefixed `TRIMO_`, or `.env`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from runner.errors import TrimoError
+
+
+class SettingsError(TrimoError):
+    """A setting the App needs is missing or unusable."""
+
+
+def _csv(value: str) -> frozenset[str]:
+    return frozenset(item.strip() for item in value.split(",") if item.strip())
+
+
+class AppSettings(BaseSettings):
+    """Settings for the App's web edge, its worker and its server-side policy."""
+
+    model_config = SettingsConfigDict(env_prefix="TRIMO_", env_file=".env", extra="ignore")
+
+    github_app_id: int | None = None
+    github_private_key: SecretStr | None = None
+    """The PEM itself; `\\n` escapes are accepted for one-line environment variables."""
+    github_private_key_path: Path | None = None
+    webhook_secret: SecretStr | None = None
+    github_api_url: str = "https://api.github.com"
+    app_slug: str = "trimo"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    max_webhook_bytes: int = Field(default=25 * 1024 * 1024, gt=0)
+
+    policy_max_timeout_minutes: int = Field(default=120, gt=0)
+    policy_allowed_images: str = ""
+    """Comma-separated image names agents may use; empty allows any."""
+    policy_allowed_networks: str = "none,bridge"
+    default_image: str = "trimo-agent:latest"
+
+    def private_key(self) -> str:
+        """The App's PEM private key, from `github_private_key` or else the file it names."""
+        if self.github_private_key is not None and self.github_private_key.get_secret_value():
+            pem = self.github_private_key.get_secret_value()
+            return pem if "\n" in pem else pem.replace("\\n", "\n")
+        if self.github_private_key_path is not None:
+            try:
+                return self.github_private_key_path.read_text()
+            except OSError as exc:
+                raise SettingsError(
+                    f"cannot read the GitHub App private key at {self.github_private_key_path}: "
+                    f"{exc.strerror or exc}",
+                    hint="check TRIMO_GITHUB_PRIVATE_KEY_PATH",
+                ) from exc
+        raise SettingsError(
+            "the GitHub App private key is not configured",
+            hint="set TRIMO_GITHUB_PRIVATE_KEY (the PEM) or TRIMO_GITHUB_PRIVATE_KEY_PATH (a file)",
+        )
+
+    def require_webhook_secret(self) -> str:
+        """The webhook secret; the App must not serve webhooks without one."""
+        if self.webhook_secret is None or not self.webhook_secret.get_secret_value():
+            raise SettingsError(
+                "no webhook secret: refusing to accept unsigned GitHub webhooks",
+                hint="set TRIMO_WEBHOOK_SECRET to the secret configured on the GitHub App",
+            )
+        return self.webhook_secret.get_secret_value()
+
+    def allowed_images(self) -> frozenset[str]:
+        """Images a run may use; empty means any."""
+        return _csv(self.policy_allowed_images)
+
+    def allowed_networks(self) -> frozenset[str]:
+        """Network modes a run may ask for."""
+        return _csv(self.policy_allowed_networks)
