@@ -51,6 +51,7 @@ WRITER = "alice"
 READER = "bob"
 TITLE = "Fix the login page"
 SCRIPT = "/trimo run --agent script echo hi"
+STRICT_CONFIG = "# only admins\nmin_permission: admin\nagent: script\n"
 
 
 @dataclass
@@ -212,6 +213,8 @@ async def world(fake: RunningFakeGitHub, redis_url: str, corpora: Path) -> Async
     )
     fake.state.set_role(OWNER, REPO, WRITER, "write")
     fake.state.set_role(OWNER, "broken", WRITER, "admin")
+    fake.create_repo(OWNER, "strict", {".github/trimo.yml": STRICT_CONFIG})
+    fake.state.set_role(OWNER, "strict", WRITER, "write")
     fake.state.set_role(OWNER, REPO, READER, "read")
     pool = await create_pool(RedisSettings.from_dsn(redis_url))
     settings = make_settings(fake, creds, redis_url)
@@ -344,6 +347,33 @@ async def test_a_reader_is_refused(world: World) -> None:
     assert await world.pipelines.get(pipeline_id(FULL, issue.number)) is None
 
 
+async def test_the_config_can_ask_for_more_than_write(world: World) -> None:
+    issue = world.state.add_issue(OWNER, "strict", TITLE, "details")
+    payload = world.issue_comment(SCRIPT, number=issue.number, repo="strict")
+    await world.send("issue_comment", payload)
+    [reply] = [c.body for c in world.state.comments_on(issue.number, OWNER, "strict") if c.via_app]
+    assert "**admin**" in reply and "**write**" in reply
+    assert world.reactions(payload["comment"]["id"]) == ["-1"]
+    assert await world.queued() == []
+
+    world.state.set_role(OWNER, "strict", WRITER, "admin")
+    delivery = await world.send(
+        "issue_comment", world.issue_comment("/trimo run go", number=issue.number, repo="strict")
+    )
+    request = await world.job(f"{pipeline_id(f'{OWNER}/strict', issue.number)}-{delivery[:12]}")
+    assert request is not None and request.agent == "script"  # the config's agent
+
+
+async def test_the_config_file_is_cached_by_blob_sha(world: World) -> None:
+    services = world.ctx[SERVICES_KEY]
+    api = await services.github.repo(world.creds.installation_id, f"{OWNER}/strict")
+    assert await api.read_file(".github/trimo.yml", "main") == STRICT_CONFIG
+    cached = [k.decode() for k in await world.pool.keys("trimo:gh:blob:*")]
+    assert len(cached) == 1
+    assert await world.pool.get(cached[0]) == STRICT_CONFIG.encode()
+    assert await api.read_file(".github/absent.yml", "main") is None
+
+
 @pytest.mark.parametrize(
     ("login", "user_type", "via_app"),
     [("trimo[bot]", "Bot", False), ("helper[bot]", "User", False), (WRITER, "User", True)],
@@ -358,7 +388,9 @@ async def test_bots_are_never_commands(
     )
     await world.send("issue_comment", payload)
     assert world.state.requests == []
-    assert await world.pool.keys("trimo:*") == []
+    assert await world.pool.keys("trimo:pipeline*") == []
+    assert await world.pool.keys("trimo:step:*") == []
+    assert await world.queued() == []
 
 
 async def test_a_comment_that_is_no_command_is_ignored_silently(world: World) -> None:
@@ -566,6 +598,33 @@ async def test_a_second_run_waits_for_the_first(world: World) -> None:
     ]
     pipeline = await world.pipelines.get(pid)
     assert pipeline is not None and pipeline.active_run == run2
+
+
+async def test_a_pull_request_on_an_issue_branch_continues_its_pipeline(world: World) -> None:
+    issue = world.state.add_issue(OWNER, REPO, TITLE, "details")
+    first = await world.send("issue_comment", world.issue_comment(SCRIPT, number=issue.number))
+    run1 = run_id_for(issue.number, first)
+    await world.pipelines.finish(RunFinished(run_id=run1, outcome=Outcome.SUCCESS))
+    branch = "trimo/1-fix-the-login-page"
+    head_sha = add_branch(world, branch)
+    pull = world.state.add_pull(
+        OWNER, REPO, title=TITLE, body="", user="trimo[bot]", head_ref=branch,
+        base_ref="main", head_sha=head_sha, base_sha=world.head("main"),
+    )  # fmt: skip
+    body = "/trimo run --agent script echo more"
+    second = await world.send(
+        "issue_comment", world.issue_comment(body, number=pull.number, pull=True, title=TITLE)
+    )
+    run2 = run_id_for(issue.number, second)  # the issue's pipeline, not a new one
+    request = await world.job(run2)
+    assert request is not None
+    assert request.branch == branch and request.pipeline == pipeline_id(FULL, issue.number)
+    assert [h.run_id for h in request.history] == [run1]
+    assert len(world.bot_comments(pull.number)) == 1  # reported where it was asked
+
+    await world.send("issue_comment", world.issue_comment("/trimo status", number=pull.number))
+    status = world.bot_comments(pull.number)[-1]
+    assert f"`{run1}`" in status and f"`{run2}`" in status
 
 
 async def test_retry_queues_the_last_prompt_again(world: World) -> None:
@@ -829,6 +888,15 @@ async def test_installation_bookkeeping(world: World) -> None:
     deleted["action"] = "deleted"
     await world.send("installation", deleted)
     assert await world.pool.hgetall(REPO_INSTALLATIONS) == {}
+
+
+async def test_removing_a_repository_keeps_another_installations_claim(world: World) -> None:
+    removed = world.corpus("installation_repositories.removed.1.json")
+    names = [r["full_name"] for r in removed["repositories_removed"]]
+    assert names
+    await world.pool.hset(REPO_INSTALLATIONS, names[0].lower(), "999")
+    await world.send("installation_repositories", removed)
+    assert await installation_for_repo(world.pool, names[0]) == 999
 
 
 async def test_an_event_without_installation_uses_the_bookkeeping(world: World) -> None:

@@ -56,12 +56,23 @@ async def _add(redis: aioredis.Redis, installation_id: int, repos: list[Installe
 
 
 async def _remove(redis: aioredis.Redis, installation_id: int, names: list[str]) -> None:
+    """Forget `names` for this installation (a repository moved to another one stays)."""
     if not names:
         return
+    owners = await redis.hmget(REPO_INSTALLATIONS, names)  # type: ignore[misc]
+    ours = [name for name, owner in zip(names, owners, strict=True) if _is(owner, installation_id)]
     pipe = redis.pipeline(transaction=True)
-    pipe.hdel(REPO_INSTALLATIONS, *names)
+    if ours:
+        pipe.hdel(REPO_INSTALLATIONS, *ours)
     pipe.srem(repos_key(installation_id), *names)
     await pipe.execute()
+
+
+def _is(stored: bytes | str | None, installation_id: int) -> bool:
+    if stored is None:
+        return False
+    text = stored.decode() if isinstance(stored, bytes) else stored
+    return text == str(installation_id)
 
 
 @router.on("installation", "created", "new_permissions_accepted", "unsuspend", "suspend")
