@@ -6,7 +6,10 @@ A test that needs Docker or Redis fails (never skips) when they are missing.
 from __future__ import annotations
 
 import os
+import shutil
+import socket
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,7 +22,7 @@ if not CORPORA.is_dir():
     CORPORA = Path(os.environ.get("TRIMO_CORPORA", "/work/shared/corpora"))
 
 TEST_IMAGE = os.environ.get("TRIMO_TEST_IMAGE", "trimo-agent:base")
-REDIS_URL = os.environ.get("TRIMO_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+REDIS_URL_OVERRIDE = os.environ.get("TRIMO_TEST_REDIS_URL", "")
 
 
 @pytest.fixture(scope="session")
@@ -49,15 +52,55 @@ def test_image(docker_client: docker.DockerClient) -> str:
     return TEST_IMAGE
 
 
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real redis-server of this test session's own, so parallel sessions never collide."""
+    if REDIS_URL_OVERRIDE:
+        yield REDIS_URL_OVERRIDE
+        return
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail("redis-server is required: run scripts/test (it installs and starts it)")
+    port = free_port()
+    workdir = tmp_path_factory.mktemp("redis")
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", str(workdir)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"redis://127.0.0.1:{port}/0"
+    client = redis.Redis.from_url(url)
+    for _ in range(100):
+        try:
+            client.ping()
+            break
+        except redis.exceptions.ConnectionError:
+            time.sleep(0.05)
+    else:
+        proc.kill()
+        pytest.fail("redis-server did not start")
+    yield url
+    client.close()
+    proc.terminate()
+    proc.wait(10)
+
+
 @pytest.fixture
-def redis_url() -> Iterator[str]:
-    client = redis.Redis.from_url(REDIS_URL)
+def redis_url(redis_server: str) -> Iterator[str]:
+    client = redis.Redis.from_url(redis_server)
     try:
         client.ping()
     except redis.exceptions.ConnectionError as exc:
         pytest.fail(f"Redis is required (run scripts/test to start it): {exc}")
     client.flushdb()
-    yield REDIS_URL
+    yield redis_server
     client.flushdb()
     client.close()
 

@@ -28,12 +28,23 @@ def origin(sample_repo: Path, tmp_path: Path) -> Path:
     return bare
 
 
+STARTED_IDS: set[str] = set()
+
+
 @pytest.fixture
-def runners(tmp_path: Path, redis_url: str, test_image: str) -> Iterator[list[RunnerProcess]]:
+def runners(
+    tmp_path: Path, redis_url: str, test_image: str, docker_client: docker.DockerClient
+) -> Iterator[list[RunnerProcess]]:
     started: list[RunnerProcess] = []
     yield started
     for proc in started:
         proc.terminate()
+    for runner_id in STARTED_IDS:  # a killed runner's containers stay until someone recovers them
+        for leftover in docker_client.containers.list(
+            all=True, filters={"label": f"dev.trimo.runner={runner_id}"}
+        ):
+            leftover.remove(force=True)
+    STARTED_IDS.clear()
 
 
 def start(
@@ -44,6 +55,7 @@ def start(
     labels: str,
     **kw: str,
 ) -> RunnerProcess:
+    STARTED_IDS.add(runner_id)
     proc = RunnerProcess(
         redis_url, tmp_path / f"cache-{runner_id}", runner_id, labels, **kw
     ).start()
