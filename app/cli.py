@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from app.setup import setup_command
 from runner import cli as runner_cli
 
 cli = typer.Typer(
@@ -16,6 +17,7 @@ cli.command()(runner_cli.run)
 cli.command()(runner_cli.pipelines)
 cli.command()(runner_cli.doctor)
 cli.command()(runner_cli.runner)
+cli.command("setup")(setup_command)
 
 
 def main() -> None:
