@@ -14,9 +14,10 @@ from typing import Final, Literal
 import redis.asyncio as aioredis
 from githubkit import AppAuthStrategy, AppInstallationAuthStrategy, GitHub
 from githubkit.cache import MemCacheStrategy
-from githubkit.exception import RequestFailed
+from githubkit.exception import RateLimitExceeded, RequestError, RequestFailed
 from githubkit_schemas.latest.models import ContentFile
 
+from app.policy import ROLE_ORDER
 from app.settings import AppSettings
 
 log = logging.getLogger("trimo.github")
@@ -66,6 +67,25 @@ class PullInfo:
 
 def _not_found(exc: RequestFailed) -> bool:
     return exc.response.status_code == 404
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether a GitHub failure may pass if tried again later (network, limits, 5xx)."""
+    if isinstance(exc, RateLimitExceeded):
+        return True
+    if isinstance(exc, RequestFailed):
+        status = exc.response.status_code
+        return status >= 500 or status in (401, 408, 409, 429)
+    return isinstance(exc, RequestError)
+
+
+def failure_detail(exc: RequestFailed) -> str:
+    """GitHub's own words for a failed request: status and message."""
+    try:
+        message = exc.response.json().get("message", "")
+    except (ValueError, AttributeError):
+        message = ""
+    return f"{exc.response.status_code} {message}".strip()
 
 
 class GitHubApp:
@@ -178,7 +198,9 @@ class RepoAPI:
             if _not_found(exc):
                 return None
             raise
-        return response.parsed_data.role_name
+        data = response.parsed_data
+        # A custom role (GitHub Enterprise) counts as the base permission it builds on.
+        return data.role_name if data.role_name in ROLE_ORDER else data.permission
 
     async def pull(self, number: int) -> PullInfo:
         data = (await self._gh.rest.pulls.async_get(self.owner, self.name, number)).parsed_data

@@ -299,6 +299,22 @@ class Pipelines:
             await self._save(pipeline)
             return run
 
+    async def fail_start(self, pipeline_id: str, run_id: str, reason: str) -> PipelineRun | None:
+        """`run_id` could not be started (its launch failed for good): end it as an error."""
+        async with self._locked(pipeline_id):
+            pipeline = await self.get(pipeline_id)
+            run = pipeline.find(run_id) if pipeline else None
+            if pipeline is None or run is None or run.status != "waiting":
+                return None
+            run.status = "finished"
+            run.outcome = Outcome.ERROR
+            run.reason = reason
+            run.finished_at = utcnow()
+            if pipeline.active_run == run_id:
+                pipeline.active_run = None
+            await self._save(pipeline)
+            return run
+
     async def stop(self, pipeline_id: str, run_id: str, reason: str) -> Stopped | None:
         """Stop one run: drop it if no runner has it yet, else ask its runner to abort.
 

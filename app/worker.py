@@ -13,10 +13,10 @@ from typing import Any, Final, cast
 
 from arq.connections import ArqRedis, RedisSettings
 from arq.worker import Retry, Worker, func
-from githubkit.exception import GitHubException, RateLimitExceeded, RequestError, RequestFailed
+from githubkit.exception import GitHubException, RequestFailed
 from redis.exceptions import RedisError
 
-from app.github import GitHubApp
+from app.github import GitHubApp, is_transient
 from app.handlers import Delivery, Services, router
 from app.handlers.context import MalformedPayload
 from app.pipelines import Pipelines
@@ -62,12 +62,7 @@ def build_services(
 
 def retryable(exc: BaseException) -> bool:
     """Worth trying again later: network trouble, rate limits, GitHub's or Redis's errors."""
-    if isinstance(exc, RateLimitExceeded):
-        return True
-    if isinstance(exc, RequestFailed):
-        status = exc.response.status_code
-        return status >= 500 or status in (401, 408, 409, 429)
-    return isinstance(exc, RequestError | RedisError | OSError | TimeoutError)
+    return is_transient(exc) or isinstance(exc, RedisError | OSError | TimeoutError)
 
 
 def _describe(exc: BaseException) -> str:

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
 import re
@@ -16,11 +17,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from arq.connections import ArqRedis, RedisSettings, create_pool
 from arq.constants import abort_jobs_ss, in_progress_key_prefix, job_key_prefix
 from arq.jobs import deserialize_job
 from arq.worker import Retry
+from githubkit import GitHub
 from githubkit.exception import RequestFailed
 from githubkit_schemas.latest import models as m
 from pydantic import SecretStr
@@ -28,6 +31,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.routing import Route
 
 from app.commands import USAGE
+from app.github import RepoAPI
 from app.handlers.context import Delivery
 from app.handlers.installations import REPO_INSTALLATIONS, installation_for_repo
 from app.naming import pipeline_id
@@ -332,6 +336,32 @@ async def test_a_client_error_is_not_retried(world: World) -> None:
     assert world.reactions(payload["comment"]["id"]) == []
 
 
+async def test_a_run_github_gives_no_token_for_ends_as_an_error(world: World) -> None:
+    world.state.installations[world.creds.installation_id].permissions["contents"] = "read"
+    issue = world.state.add_issue(OWNER, REPO, TITLE, "details")
+    delivery = await world.send("issue_comment", world.issue_comment(SCRIPT, number=issue.number))
+    run_id = run_id_for(issue.number, delivery)
+    assert await world.job(run_id) is None
+    found = await world.pipelines.get_run(run_id)
+    assert found is not None
+    pipeline, run = found
+    assert (run.status, run.outcome, pipeline.active_run) == ("finished", Outcome.ERROR, None)
+    assert "422" in run.reason
+    [check] = world.state.check_runs.values()
+    assert (check.status, check.conclusion) == ("completed", "failure")
+    [progress] = world.bot_comments(issue.number)
+    assert "could not start" in progress and "permissions requested" in progress
+
+
+async def test_without_checks_permission_the_run_still_goes(world: World) -> None:
+    del world.state.installations[world.creds.installation_id].permissions["checks"]
+    issue = world.state.add_issue(OWNER, REPO, TITLE, "details")
+    delivery = await world.send("issue_comment", world.issue_comment(SCRIPT, number=issue.number))
+    assert await world.job(run_id_for(issue.number, delivery)) is not None
+    assert world.state.check_runs == {}
+    assert len(world.bot_comments(issue.number)) == 1
+
+
 # --- who may command -------------------------------------------------------------------------
 
 
@@ -362,6 +392,43 @@ async def test_the_config_can_ask_for_more_than_write(world: World) -> None:
     )
     request = await world.job(f"{pipeline_id(f'{OWNER}/strict', issue.number)}-{delivery[:12]}")
     assert request is not None and request.agent == "script"  # the config's agent
+
+
+async def test_an_unchanged_config_file_is_read_from_the_cache(redis_url: str) -> None:
+    """Conditional requests: GitHub's 304 (free of rate limit) serves the cached blob."""
+    text = "agent: script\n"
+    seen: list[str | None] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers.get("if-none-match"))
+        if request.headers.get("if-none-match") == '"v1"':
+            return httpx.Response(304, headers={"etag": '"v1"'})
+        content = {
+            "type": "file", "encoding": "base64", "size": len(text), "name": "trimo.yml",
+            "path": ".github/trimo.yml", "content": base64.b64encode(text.encode()).decode(),
+            "sha": "b" * 40, "url": "https://gh.test/x", "git_url": "https://gh.test/x",
+            "html_url": "https://gh.test/x", "download_url": "https://gh.test/x",
+            "_links": {"self": "https://gh.test/x", "git": None, "html": None},
+        }  # fmt: skip
+        return httpx.Response(200, json=content, headers={"etag": '"v1"'})
+
+    client = GitHub(
+        "ghs_test",
+        base_url="https://gh.test",
+        async_transport=httpx.MockTransport(answer),
+        http_cache=False,
+    )
+    pool = await create_pool(RedisSettings.from_dsn(redis_url))
+    try:
+        api = RepoAPI(client, pool, OWNER, REPO)  # type: ignore[arg-type]
+        assert await api.read_file(".github/trimo.yml", "main") == text
+        assert await api.read_file(".github/trimo.yml", "main") == text
+        assert seen == [None, '"v1"']
+        await pool.delete("trimo:gh:blob:" + "b" * 40)  # evicted: fetched whole again
+        assert await api.read_file(".github/trimo.yml", "main") == text
+        assert seen == [None, '"v1"', '"v1"', None]
+    finally:
+        await pool.aclose()
 
 
 async def test_the_config_file_is_cached_by_blob_sha(world: World) -> None:
@@ -470,14 +537,20 @@ def add_branch(world: World, branch: str) -> str:
 
 
 def review_comment_payload(
-    world: World, *, number: int, head_ref: str, head_sha: str, head_repo: str = FULL
+    world: World,
+    *,
+    number: int,
+    head_ref: str,
+    head_sha: str,
+    head_repo: str = FULL,
+    body: str = SCRIPT,
 ) -> dict[str, Any]:
-    comment = world.state.add_review_comment(OWNER, REPO, number, SCRIPT, WRITER)
+    comment = world.state.add_review_comment(OWNER, REPO, number, body, WRITER)
     payload = world.point(world.corpus("pull_request_review_comment.created.1.json"))
     user = {**payload["comment"]["user"], "login": WRITER, "type": "User"}
     payload["comment"].update(
         id=comment.id,
-        body=SCRIPT,
+        body=body,
         user=user,
         path="README.md",
         line=1,
@@ -493,14 +566,23 @@ def review_comment_payload(
     return payload
 
 
-async def test_a_review_comment_runs_on_the_pull_request_branch(world: World) -> None:
+@pytest.mark.parametrize(
+    ("body", "prompt_start", "with_context"),
+    [
+        ("/trimo run --agent claude Use an emoji here", "Use an emoji here\n", True),
+        (SCRIPT, "echo hi", False),  # a script stays a script
+    ],
+)
+async def test_a_review_comment_runs_on_the_pull_request_branch(
+    world: World, body: str, prompt_start: str, with_context: bool
+) -> None:
     head_sha = add_branch(world, "feature/readme")
     pull = world.state.add_pull(
         OWNER, REPO, title="Tidy README", body="", user=WRITER, head_ref="feature/readme",
         base_ref="main", head_sha=head_sha, base_sha=world.head("main"),
     )  # fmt: skip
     payload = review_comment_payload(
-        world, number=pull.number, head_ref="feature/readme", head_sha=head_sha
+        world, number=pull.number, head_ref="feature/readme", head_sha=head_sha, body=body
     )
     delivery = await world.send("pull_request_review_comment", payload)
 
@@ -508,9 +590,9 @@ async def test_a_review_comment_runs_on_the_pull_request_branch(world: World) ->
     request = await world.job(run_id)
     assert request is not None
     assert (request.branch, request.base_branch) == ("feature/readme", "main")
-    assert request.prompt.startswith("echo hi\n")
-    assert "`README.md`, line 1" in request.prompt
-    assert "+# Widgets" in request.prompt
+    assert request.prompt.startswith(prompt_start)
+    assert ("`README.md`, line 1" in request.prompt) is with_context
+    assert ("```diff\n@@ -1 +1 @@\n-# widgets\n+# Widgets\n```" in request.prompt) is with_context
     comment = world.state.review_comments[payload["comment"]["id"]]
     assert [r.content for r in comment.reactions] == ["eyes"]
     [check] = world.state.check_runs.values()

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-import re
-
 from app.commands import (
     HelpCommand,
     Ignore,
@@ -17,9 +14,10 @@ from app.commands import (
     parse_comment,
 )
 from app.handlers.context import Delivery, router
-from app.handlers.payloads import IssueCommentEvent, ReviewComment, ReviewCommentEvent
+from app.handlers.payloads import IssueCommentEvent, ReviewCommentEvent
 from app.handlers.runs import (
     Conversation,
+    ReviewSpot,
     Source,
     authorise,
     load_config,
@@ -33,7 +31,6 @@ from app.handlers.runs import (
     thread_pipeline,
 )
 from app.repoconfig import ConfigError
-from runner.templating import render
 
 
 @router.on("issue_comment", "created")
@@ -67,8 +64,6 @@ async def review_comment_created(delivery: Delivery) -> None:
     parsed = parse_comment(comment.body or "", delivery.services.settings.app_slug)
     if isinstance(parsed, Ignore):
         return
-    if isinstance(parsed, RunCommand):
-        parsed = dataclasses.replace(parsed, prompt=review_prompt(parsed.prompt, comment))
     conv = await open_conversation(
         delivery,
         event,
@@ -78,22 +73,14 @@ async def review_comment_created(delivery: Delivery) -> None:
         state=pull.state,
         title=pull.title,
         pull=pull.info(event.repository),
+        review=ReviewSpot(
+            path=comment.path,
+            line=comment.line or comment.original_line,
+            diff_hunk=comment.diff_hunk,
+        ),
     )
     if conv is not None:
         await run_command(conv, parsed)
-
-
-def review_prompt(prompt: str, comment: ReviewComment) -> str:
-    """The prompt with the file, line and diff hunk the review comment is attached to."""
-    longest = max((len(run) for run in re.findall(r"`{3,}", comment.diff_hunk)), default=0)
-    return render(
-        "github/review_prompt.md.j2",
-        prompt=prompt,
-        path=comment.path.replace("`", ""),
-        line=comment.line or comment.original_line,
-        diff_hunk=comment.diff_hunk,
-        fence="`" * max(3, longest + 1),
-    ).strip()
 
 
 async def run_command(conv: Conversation, parsed: ParseResult) -> None:

@@ -10,6 +10,8 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
+from githubkit.exception import RequestFailed
+
 from app.commands import USAGE, RunCommand
 from app.github import (
     CheckAction,
@@ -18,6 +20,8 @@ from app.github import (
     ReactionContent,
     ReactionTarget,
     RepoAPI,
+    failure_detail,
+    is_transient,
 )
 from app.handlers.context import Delivery, Services
 from app.handlers.installations import installation_for_repo
@@ -43,6 +47,26 @@ MAX_PROMPT_IN_STATUS = 50
 
 
 @dataclass(frozen=True)
+class ReviewSpot:
+    """The file, line and diff hunk a review comment is attached to."""
+
+    path: str
+    line: int | None
+    diff_hunk: str
+
+    def prompt(self, prompt: str) -> str:
+        """`prompt` followed by where it was asked, for agents that read prose."""
+        return render(
+            "github/review_prompt.md.j2",
+            prompt=prompt,
+            path=self.path.replace("`", ""),
+            line=self.line,
+            diff_hunk=self.diff_hunk,
+            fence=_fence_for(self.diff_hunk),
+        ).strip()
+
+
+@dataclass(frozen=True)
 class Thread:
     """The issue or pull request a command is about."""
 
@@ -54,6 +78,8 @@ class Thread:
     title: str = ""
     pull: PullInfo | None = None
     """Known from the payload (review comments); else fetched when needed."""
+    review: ReviewSpot | None = None
+    """Where a review comment points, for the prompt."""
 
     @property
     def kind(self) -> str:
@@ -115,6 +141,7 @@ async def open_conversation(
     state: str = "open",
     title: str = "",
     pull: PullInfo | None = None,
+    review: ReviewSpot | None = None,
 ) -> Conversation | None:
     """A conversation about issue or pull request `number`; None without an installation."""
     installation_id = (
@@ -139,6 +166,7 @@ async def open_conversation(
         state=state,
         title=title,
         pull=pull,
+        review=review,
     )
     return Conversation(delivery=delivery, api=api, thread=thread, source=source)
 
@@ -213,7 +241,10 @@ async def start_run(conv: Conversation, config: RepoConfig, command: RunCommand)
     settings = await _run_settings(conv, config, command)
     if settings is None:
         return
-    await accept_run(conv, seed, command.prompt, settings, head_sha)
+    prompt = command.prompt
+    if conv.thread.review is not None and ADAPTERS[settings.agent].takes_context:
+        prompt = conv.thread.review.prompt(prompt)
+    await accept_run(conv, seed, prompt, settings, head_sha)
 
 
 async def retry_run(
@@ -252,7 +283,7 @@ async def stop_run(conv: Conversation, pipeline: Pipeline | None, run: PipelineR
     await conv.react("eyes")
     if stopped.how == "dropped":
         await report_dropped(conv.delivery, conv.api, pipeline, stopped, "stop", conv.source.user)
-        await services.pipelines.start_next_waiting(pipeline.id)
+        await start_next(services, conv.api, pipeline.id)
     after = await services.pipelines.get(pipeline.id)
     if stopped.how == "dropped" and after is not None:
         await show_queued(services, conv.api, after)
@@ -333,14 +364,21 @@ async def accept_run(
                 **code,
             )
         )
-        return await api.create_check_run(
-            name=CHECK_NAME,
-            head_sha=sha,
-            external_id=run_id,
-            title=title,
-            summary=summary,
-            actions=[STOP_ACTION],
-        )
+        try:
+            return await api.create_check_run(
+                name=CHECK_NAME,
+                head_sha=sha,
+                external_id=run_id,
+                title=title,
+                summary=summary,
+                actions=[STOP_ACTION],
+            )
+        except RequestFailed as exc:
+            if is_transient(exc):
+                raise
+            # Without `checks: write` the run still goes ahead, reported by comments.
+            log.warning("run %s: no check run (%s)", run_id, failure_detail(exc))
+            return None
 
     check_run_id = await delivery.once("check-run", create_check)
     progress = await progress_text(services, pipeline, run)
@@ -348,7 +386,7 @@ async def accept_run(
     await services.pipelines.attach(
         run_id, check_run_id=check_run_id, progress_comment_id=progress_id
     )
-    started = await services.pipelines.start_next_waiting(pipeline.id)
+    started = await start_next(services, api, pipeline.id)
     log.info(
         "delivery %s: run %s accepted on %s (%s)",
         delivery.delivery_id,
@@ -356,6 +394,36 @@ async def accept_run(
         pipeline.id,
         f"started {started.run_id}" if started else "waits its turn",
     )
+
+
+async def start_next(services: Services, api: RepoAPI, pipeline_id: str) -> PipelineRun | None:
+    """`start_next_waiting`; a run GitHub will not give a token for ends as an error, said so.
+
+    The reporter can call this on a finished event too, with the pipeline's repository API.
+    """
+    pipelines = services.pipelines
+    try:
+        return await pipelines.start_next_waiting(pipeline_id)
+    except RequestFailed as exc:
+        if is_transient(exc):
+            raise
+        detail = failure_detail(exc)
+    pipeline = await pipelines.get(pipeline_id)
+    run = pipeline.active() if pipeline else None
+    failed = await pipelines.fail_start(pipeline_id, run.run_id, detail) if run else None
+    if pipeline is None or failed is None:
+        return None
+    log.warning("run %s of %s could not start: %s", failed.run_id, pipeline_id, detail)
+    context = {"run_id": inline_code(failed.run_id), "detail": inline_code(detail, 120)}
+    check_run_id, comment_id = failed.check_run_id, failed.progress_comment_id
+    if check_run_id is not None:
+        title, summary = _title_and_summary(render("github/check_not_started.md.j2", **context))
+        await api.complete_check_run(
+            check_run_id, conclusion="failure", title=title, summary=summary
+        )
+    if comment_id is not None:
+        await api.update_comment(comment_id, render("github/run_not_started.md.j2", **context))
+    return None
 
 
 async def progress_text(services: Services, pipeline: Pipeline, run: PipelineRun) -> str:
@@ -512,9 +580,13 @@ def _run_names(pipeline: Pipeline, run: PipelineRun) -> dict[str, str]:
 
 def fenced(text: str, info: str = "") -> str:
     """`text` in a fenced code block whose fence no line of it can close."""
-    longest = max((len(run) for run in re.findall(r"`{3,}", text)), default=0)
-    fence = "`" * max(3, longest + 1)
+    fence = _fence_for(text)
     return f"{fence}{info}\n{text}\n{fence}"
+
+
+def _fence_for(text: str) -> str:
+    longest = max((len(run) for run in re.findall(r"`{3,}", text)), default=0)
+    return "`" * max(3, longest + 1)
 
 
 def _shorten(text: str, limit: int) -> str:
