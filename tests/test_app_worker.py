@@ -709,6 +709,21 @@ async def test_a_pull_request_on_an_issue_branch_continues_its_pipeline(world: W
     assert f"`{run1}`" in status and f"`{run2}`" in status
 
 
+async def test_stop_on_the_pull_request_of_an_issue_pipeline(world: World) -> None:
+    issue = world.state.add_issue(OWNER, REPO, TITLE, "details")
+    first = await world.send("issue_comment", world.issue_comment(SCRIPT, number=issue.number))
+    run1 = run_id_for(issue.number, first)
+    branch = "trimo/1-fix-the-login-page"
+    pull = world.state.add_pull(
+        OWNER, REPO, title=TITLE, body="", user="trimo[bot]", head_ref=branch,
+        base_ref="main", head_sha=add_branch(world, branch), base_sha=world.head("main"),
+    )  # fmt: skip
+    stop = world.issue_comment("/trimo stop", number=pull.number, pull=True, title=TITLE)
+    await world.send("issue_comment", stop)
+    assert await world.job(run1) is None
+    assert f"stopped run `{run1}`" in world.bot_comments(pull.number)[-1]
+
+
 async def test_retry_queues_the_last_prompt_again(world: World) -> None:
     issue = world.state.add_issue(OWNER, REPO, TITLE, "details")
     first = await world.send("issue_comment", world.issue_comment(SCRIPT, number=issue.number))

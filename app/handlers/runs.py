@@ -318,8 +318,15 @@ async def send_status(conv: Conversation, pipeline: Pipeline | None) -> None:
 
 
 async def thread_pipeline(conv: Conversation) -> Pipeline | None:
-    """The pipeline that the thread's runs belong to, if any ran there."""
-    return await conv.services.pipelines.for_thread(conv.thread.repo.full_name, conv.thread.number)
+    """The pipeline of the thread's runs; for a pull request, also the one on its branch."""
+    thread, pipelines = conv.thread, conv.services.pipelines
+    found = await pipelines.for_thread(thread.repo.full_name, thread.number)
+    if found is not None or not thread.is_pull:
+        return found
+    pull = thread.pull or await conv.api.pull(thread.number)
+    if pull.is_fork:
+        return None
+    return await pipelines.find_by_branch(thread.repo.full_name, pull.head_ref)
 
 
 # --- accepting a run -------------------------------------------------------------------
