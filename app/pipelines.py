@@ -132,7 +132,9 @@ class Pipeline(BaseModel):
 
     def ahead_of(self, run_id: str) -> PipelineRun | None:
         """The run that `run_id` waits for, None when it is next (or active)."""
-        if self.active_run in (None, run_id):
+        if self.active_run == run_id:
+            return None
+        if self.active_run is None:
             line = self.waiting()
             first = line[0] if line else None
             return None if first is None or first.run_id == run_id else first

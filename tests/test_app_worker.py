@@ -35,13 +35,14 @@ from app.github import RepoAPI
 from app.handlers.context import Delivery
 from app.handlers.installations import REPO_INSTALLATIONS, installation_for_repo
 from app.naming import pipeline_id
-from app.pipelines import Pipelines
+from app.pipelines import Pipeline, PipelineRun, Pipelines
+from app.policy import RunSettings
 from app.repoconfig import ConfigError, parse_repo_config
 from app.settings import AppSettings
 from app.web import HANDLER_FUNCTION, QUEUE_NAME
 from app.worker import SERVICES_KEY, build_services, handle_event, worker_settings
 from runner import registry
-from runner.job import CommitInfo, Outcome, RunFinished, RunRequest
+from runner.job import CommitInfo, Outcome, Resources, RunFinished, RunRequest
 from runner.keys import RUN_FUNCTION, run_queue
 from tests.fakegithub import AppCredentials, FakeState, RunningFakeGitHub
 from tests.fakegithub.endpoints import ENDPOINTS, Call, Endpoint
@@ -1029,6 +1030,61 @@ def test_worker_settings(world: World) -> None:
     [function] = settings["functions"]
     assert function.name == HANDLER_FUNCTION
     assert function.max_tries == 3
+
+
+def _pipeline(active: str | None, statuses: dict[str, str]) -> Pipeline:
+    settings = RunSettings(
+        agent="script", image="i", label="default", timeout_minutes=1, network="none",
+        resources=Resources(),
+    )  # fmt: skip
+    runs = [
+        PipelineRun.model_validate(
+            {
+                "run_id": run_id,
+                "prompt": run_id,
+                "settings": settings,
+                "requested_by": WRITER,
+                "thread": 1,
+                "status": status,
+                "started": status in ("running", "finished"),
+                "outcome": Outcome.SUCCESS if status == "finished" else None,
+            }
+        )
+        for run_id, status in statuses.items()
+    ]
+    return Pipeline(
+        id="p.1", repo=FULL, number=1, kind="issue", branch="b", base_branch="main",
+        clone_url="x", installation_id=1, active_run=active, runs=runs,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("active", "statuses", "run_id", "ahead"),
+    [
+        (None, {"r1": "waiting"}, "r1", None),
+        ("r1", {"r1": "queued", "r2": "waiting"}, "r2", "r1"),
+        ("r1", {"r1": "queued", "r2": "waiting", "r3": "waiting"}, "r3", "r1"),
+        ("r2", {"r1": "finished", "r2": "running", "r3": "waiting"}, "r2", None),
+        (None, {"r1": "finished", "r2": "waiting", "r3": "waiting"}, "r2", None),
+        (None, {"r1": "finished", "r2": "waiting", "r3": "waiting"}, "r3", "r2"),
+    ],
+)
+def test_what_a_run_waits_for(
+    active: str | None, statuses: dict[str, str], run_id: str, ahead: str | None
+) -> None:
+    found = _pipeline(active, statuses).ahead_of(run_id)
+    assert (found.run_id if found else None) == ahead
+
+
+def test_history_holds_only_runs_that_ran() -> None:
+    pipeline = _pipeline("r3", {"r1": "finished", "r2": "waiting", "r3": "running"})
+    pipeline.runs.append(
+        pipeline.runs[0].model_copy(
+            update={"run_id": "r0", "started": False, "outcome": Outcome.CANCELLED}
+        )
+    )
+    assert [h.run_id for h in pipeline.history()] == ["r1"]
+    assert [r.run_id for r in pipeline.waiting()] == ["r2"]
 
 
 @pytest.mark.parametrize(
