@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import logging
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import Any, Final, Literal, cast
 
 import redis.asyncio as aioredis
 from githubkit import AppAuthStrategy, AppInstallationAuthStrategy, GitHub
@@ -30,6 +30,9 @@ FILE_CACHE_PREFIX: Final = "trimo:gh:file:"
 BLOB_CACHE_PREFIX: Final = "trimo:gh:blob:"
 BLOB_CACHE_SECONDS: Final = 7 * 24 * 3600
 HTTP_TIMEOUT_SECONDS: Final = 15.0
+MAX_CHECK_TEXT: Final = 65_000
+MAX_TITLE: Final = 250
+MAX_BODY: Final = 65_000
 
 
 class FileUnreadable(Exception):
@@ -295,6 +298,69 @@ class RepoAPI:
             },
         )
         return response.parsed_data.id
+
+    async def update_check_run(
+        self,
+        check_run_id: int,
+        *,
+        title: str,
+        summary: str,
+        actions: list[CheckAction],
+        conclusion: CheckConclusion | None = None,
+    ) -> None:
+        """In progress with a live summary, or completed with `conclusion`."""
+        checks = self._gh.rest.checks
+        if conclusion is None:
+            await checks.async_update(
+                self.owner,
+                self.name,
+                check_run_id,
+                data={
+                    "status": "in_progress",
+                    "output": {"title": title[:MAX_TITLE], "summary": summary[:MAX_CHECK_TEXT]},
+                    "actions": [
+                        {"label": a.label, "identifier": a.identifier, "description": a.description}
+                        for a in actions
+                    ],
+                },
+            )
+            return
+        await checks.async_update(
+            self.owner,
+            self.name,
+            check_run_id,
+            data={
+                "status": "completed",
+                "conclusion": conclusion,
+                "output": {"title": title[:MAX_TITLE], "summary": summary[:MAX_CHECK_TEXT]},
+                "actions": [
+                    {"label": a.label, "identifier": a.identifier, "description": a.description}
+                    for a in actions
+                ],
+            },
+        )
+
+    async def issue_title(self, number: int) -> str:
+        response = await self._gh.rest.issues.async_get(self.owner, self.name, number)
+        return response.parsed_data.title
+
+    async def open_pull_for(self, head_branch: str) -> int | None:
+        """The number of the open pull request from `head_branch` of this repository."""
+        response = await self._gh.rest.pulls.async_list(
+            self.owner, self.name, state="open", head=f"{self.owner}:{head_branch}"
+        )
+        pulls = cast(list[Any], response.parsed_data)  # mypy cannot resolve githubkit's alias
+        numbers = [int(pull.number) for pull in pulls]
+        return numbers[0] if numbers else None
+
+    async def create_pull(self, *, head: str, base: str, title: str, body: str) -> int:
+        response = await self._gh.rest.pulls.async_create(
+            self.owner, self.name, head=head, base=base, title=title, body=body[:MAX_BODY]
+        )
+        return response.parsed_data.number
+
+    async def update_pull_body(self, number: int, body: str) -> None:
+        await self._gh.rest.pulls.async_update(self.owner, self.name, number, body=body[:MAX_BODY])
 
     async def complete_check_run(
         self, check_run_id: int, *, conclusion: CheckConclusion, title: str, summary: str

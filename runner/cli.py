@@ -299,16 +299,10 @@ def runner() -> None:
     TRIMO_RUNNER_CONCURRENCY, TRIMO_DRAIN_SECONDS and the TRIMO_POLICY_* limits.
     """
     import asyncio
-    import logging
-
-    from rich.logging import RichHandler
 
     from runner.daemon import RunnerDaemon
 
-    logging.basicConfig(
-        level=logging.INFO, format="%(message)s", handlers=[RichHandler(show_path=False)]
-    )
-    logging.getLogger("arq").setLevel(logging.WARNING)
+    configure_logging()
     try:
         settings = RunnerSettings()
         dockerclient.connect(timeout=10)
@@ -318,3 +312,15 @@ def runner() -> None:
         raise fail(TrimoError(f"invalid settings: {exc}")) from exc
     daemon = RunnerDaemon(settings, settings.runner_policy())
     asyncio.run(daemon.serve())
+
+
+def configure_logging() -> None:
+    """Readable logs for the long-running commands."""
+    import logging
+
+    from rich.logging import RichHandler
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(message)s", handlers=[RichHandler(show_path=False)]
+    )
+    logging.getLogger("arq").setLevel(logging.WARNING)

@@ -178,13 +178,18 @@ class RunnerDaemon:
             keep_result=3600,
         )
 
-    async def serve(self) -> None:
-        """Run until SIGTERM/SIGINT, then drain."""
+    def request_stop(self) -> None:
+        """Begin draining (what SIGTERM does)."""
+        self._draining.set()
+
+    async def serve(self, handle_signals: bool = True) -> None:
+        """Run until SIGTERM/SIGINT (or `request_stop`), then drain."""
         await asyncio.get_running_loop().run_in_executor(None, self.recover)
         self.workers = [self.make_worker(label) for label in self.labels]
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self._draining.set)
+        if handle_signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self.request_stop)
         duties = [
             asyncio.create_task(self.heartbeat()),
             asyncio.create_task(self.reap()),
