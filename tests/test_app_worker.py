@@ -25,10 +25,7 @@ from arq.jobs import deserialize_job
 from arq.worker import Retry
 from githubkit import GitHub
 from githubkit.exception import RequestFailed
-from githubkit_schemas.latest import models as m
 from pydantic import SecretStr
-from starlette.concurrency import run_in_threadpool
-from starlette.routing import Route
 
 from app.commands import USAGE
 from app.github import RepoAPI
@@ -45,9 +42,7 @@ from runner import registry
 from runner.job import CommitInfo, Outcome, Resources, RunFinished, RunRequest
 from runner.keys import RUN_FUNCTION, run_queue
 from tests.fakegithub import AppCredentials, FakeState, RunningFakeGitHub
-from tests.fakegithub.endpoints import ENDPOINTS, Call, Endpoint
-from tests.fakegithub.gitserver import branch_sha, run_git
-from tests.fakegithub.replies import Reply, not_found
+from tests.fakegithub.gitserver import run_git
 
 OWNER = "octo-org"
 REPO = "widgets"
@@ -151,50 +146,9 @@ def run_id_for(number: int, delivery: str) -> str:
     return f"{pipeline_id(FULL, number)}-{delivery[:12]}"
 
 
-async def _get_ref(call: Call) -> Reply:
-    ref = call.params["ref"]
-    sha = None
-    if ref.startswith("heads/"):
-        sha = await run_in_threadpool(branch_sha, call.bare, ref.removeprefix("heads/"))
-    if sha is None:
-        raise not_found()
-    api = f"{call.render.base}/repos/{call.owner}/{call.repo}"
-    return Reply(
-        200,
-        {
-            "ref": f"refs/{ref}",
-            "node_id": "MDM6UmVm",
-            "url": f"{api}/git/refs/{ref}",
-            "object": {"type": "commit", "sha": sha, "url": f"{api}/git/commits/{sha}"},
-        },
-    )
-
-
-GET_REF = Endpoint(
-    "GET",
-    "/repos/{owner}/{repo}/git/ref/{ref:path}",
-    _get_ref,
-    "installation",
-    (("contents", "read"),),
-    response=m.GitRef,
-)
-
-
-def serve_get_ref(gh: RunningFakeGitHub) -> None:
-    """GET /repos/{o}/{r}/git/ref/heads/{branch}, until tests/fakegithub serves it itself.
-
-    The route goes through the stand-in's own authentication, recording and model checks.
-    """
-    if any("/git/ref/" in endpoint.path for endpoint in ENDPOINTS):
-        return
-    routes = gh.fake.asgi_app.router.routes
-    routes.insert(0, Route(GET_REF.path, gh.fake._endpoint(GET_REF), methods=["GET"]))
-
-
 @pytest.fixture
 def fake() -> Iterator[RunningFakeGitHub]:
     with RunningFakeGitHub() as gh:
-        serve_get_ref(gh)
         yield gh
 
 

@@ -134,6 +134,26 @@ async def get_repo(call: Call) -> Reply:
     return Reply(200, call.render.repo_full(repo))
 
 
+async def get_ref(call: Call) -> Reply:
+    """GET /repos/{o}/{r}/git/ref/heads/{branch}: the branch head, read from the real repository."""
+    ref = call.params["ref"]
+    sha = None
+    if ref.startswith("heads/"):
+        sha = await run_in_threadpool(gitserver.branch_sha, call.bare, ref.removeprefix("heads/"))
+    if sha is None:
+        raise not_found()
+    api = f"{call.render.base}/repos/{call.owner}/{call.repo}"
+    return Reply(
+        200,
+        {
+            "ref": f"refs/{ref}",
+            "node_id": "MDM6UmVm",
+            "url": f"{api}/git/refs/{ref}",
+            "object": {"type": "commit", "sha": sha, "url": f"{api}/git/commits/{sha}"},
+        },
+    )
+
+
 async def get_permission(call: Call) -> Reply:
     return Reply(200, call.render.permission(call.owner, call.repo, call.params["username"]))
 
@@ -681,6 +701,14 @@ ENDPOINTS: list[Endpoint] = [
         PULLS_W,
         body=m.ReposOwnerRepoPullsPullNumberPatchBody,
         response=m.PullRequest,
+    ),
+    Endpoint(
+        "GET",
+        REPO + "/git/ref/{ref:path}",
+        get_ref,
+        "installation",
+        (("contents", "read"),),
+        response=m.GitRef,
     ),
     Endpoint("GET", "/rate_limit", get_rate_limit, "none", response=m.RateLimitOverview),
 ]
