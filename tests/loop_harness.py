@@ -1,0 +1,204 @@
+"""The whole loop on one machine: a GitHub stand-in, `trimo serve` and `trimo runner`
+as real processes, real Redis, real Docker, real git. Used by the end-to-end test and
+by bench/loop_latency.py."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+
+from tests.fakegithub import AppCredentials, RunningFakeGitHub
+from tests.fakegithub.state import CheckRun, IssueComment
+from tests.webhook_helpers import free_port, sign
+
+OWNER = "octo-org"
+REPO = "widgets"
+WRITER = "alice"
+SECRET = "e2e-webhook-secret"
+CONFIG = "agent: script\nimage: trimo-agent:base\ntimeout_minutes: 10\n"
+
+T = TypeVar("T")
+
+
+class Loop:
+    """Processes and helpers; `start()` then drive it with comments."""
+
+    def __init__(self, gh: RunningFakeGitHub, redis_url: str, workdir: Path, corpora: Path) -> None:
+        self.gh = gh
+        self.state = gh.state
+        self.redis_url = redis_url
+        self.workdir = workdir
+        self.corpora = corpora
+        self.port = free_port()
+        self.creds: AppCredentials = gh.install_app(OWNER)
+        gh.create_repo(OWNER, REPO, {"README.md": "# widgets\n", ".github/trimo.yml": CONFIG})
+        self.state.set_role(OWNER, REPO, WRITER, "write")
+        self.serve: subprocess.Popen[bytes] | None = None
+        self.runner: subprocess.Popen[bytes] | None = None
+        self.http = httpx.Client(timeout=10)
+
+    # --- processes ----------------------------------------------------------------------
+
+    def _env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "TRIMO_GITHUB_APP_ID": str(self.creds.app_id),
+            "TRIMO_GITHUB_PRIVATE_KEY": self.creds.private_key_pem,
+            "TRIMO_WEBHOOK_SECRET": SECRET,
+            "TRIMO_GITHUB_API_URL": self.gh.api_url,
+            "TRIMO_APP_SLUG": "trimo",
+            "TRIMO_REDIS_URL": self.redis_url,
+            "TRIMO_HOST": "127.0.0.1",
+            "TRIMO_PORT": str(self.port),
+            "TRIMO_CACHE_DIR": str(self.workdir / "cache"),
+            "TRIMO_RUNNER_ID": "e2e-runner",
+            "TRIMO_RUNNER_CONCURRENCY": "3",
+            "TRIMO_STOP_GRACE_SECONDS": "1",
+            "COLUMNS": "200",
+        }
+
+    def _spawn(self, command: str) -> subprocess.Popen[bytes]:
+        log = (self.workdir / f"{command}.log").open("ab")
+        return subprocess.Popen(
+            [sys.executable, "-m", "app.cli", command], env=self._env(), stdout=log, stderr=log
+        )
+
+    def start_serve(self) -> None:
+        self.serve = self._spawn("serve")
+        self.wait(lambda: self._healthy(), 30, "trimo serve to answer /healthz")
+
+    def start_runner(self) -> None:
+        self.runner = self._spawn("runner")
+        import redis
+
+        client = redis.Redis.from_url(self.redis_url)
+        self.wait(lambda: client.exists("trimo:runner:e2e-runner"), 30, "the runner to announce")
+
+    def start(self) -> Loop:
+        self.start_serve()
+        self.start_runner()
+        return self
+
+    def kill_serve(self) -> None:
+        assert self.serve is not None
+        self.serve.send_signal(signal.SIGKILL)
+        self.serve.wait(10)
+
+    def stop(self) -> None:
+        for proc in (self.serve, self.runner):
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in (self.serve, self.runner):
+            if proc is not None:
+                try:
+                    proc.wait(60)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+        self.http.close()
+
+    def log(self, name: str) -> str:
+        return (self.workdir / f"{name}.log").read_text(errors="replace")
+
+    def _healthy(self) -> bool:
+        try:
+            return self.http.get(f"http://127.0.0.1:{self.port}/healthz").status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    # --- GitHub side --------------------------------------------------------------------
+
+    def new_issue(self, title: str, body: str = "") -> int:
+        return self.state.add_issue(OWNER, REPO, title, body, WRITER).number
+
+    def comment(self, number: int, body: str, login: str = WRITER) -> IssueComment:
+        """A comment on issue `number`, delivered as a signed `issue_comment` webhook."""
+        issue = self.state.issues[(OWNER, REPO, number)]
+        comment = self.state.add_comment(OWNER, REPO, number, body, login)
+        payload = json.loads(
+            (self.corpora / "webhooks" / "issue_comment.created.1.json").read_text()
+        )
+        payload["repository"].update(
+            name=REPO,
+            full_name=f"{OWNER}/{REPO}",
+            clone_url=self.gh.clone_url(OWNER, REPO),
+            default_branch="main",
+        )
+        payload["repository"]["owner"] = {**payload["repository"]["owner"], "login": OWNER}
+        payload["installation"] = {"id": self.creds.installation_id, "node_id": "MDIz"}
+        user = {**payload["comment"]["user"], "login": login, "type": "User"}
+        payload["issue"].update(number=number, title=issue.title, body=issue.body, state="open")
+        payload["issue"].pop("pull_request", None)
+        payload["comment"].update(id=comment.id, body=body, user=user)
+        payload["comment"]["performed_via_github_app"] = None
+        payload["sender"] = user
+        self.deliver("issue_comment", payload)
+        return comment
+
+    def deliver(self, event: str, payload: dict[str, Any]) -> httpx.Response:
+        body = json.dumps(copy.deepcopy(payload)).encode()
+        response = self.http.post(
+            f"http://127.0.0.1:{self.port}/webhooks/github",
+            content=body,
+            headers={
+                "Content-Type": "application/json",
+                "X-GitHub-Event": event,
+                "X-GitHub-Delivery": str(uuid.uuid4()),
+                "X-Hub-Signature-256": sign(SECRET, body),
+            },
+        )
+        assert response.status_code in (200, 202), response.text
+        return response
+
+    def check_runs(self) -> list[CheckRun]:
+        with self.state.lock:
+            return list(self.state.check_runs.values())
+
+    def check_for(self, run_hint: str) -> CheckRun | None:
+        """The check run whose external id (the run id) contains `run_hint`."""
+        return next((c for c in self.check_runs() if run_hint in (c.external_id or "")), None)
+
+    def bot_comments(self, number: int) -> list[str]:
+        return [c.body for c in self.state.comments_on(number, OWNER, REPO) if c.via_app]
+
+    def reactions(self, comment_id: int) -> list[str]:
+        return [r.content for r in self.state.comments[comment_id].reactions]
+
+    def file_on(self, branch: str, path: str) -> str | None:
+        bare = self.gh.fake.bare_path(OWNER, REPO)
+        proc = subprocess.run(
+            ["git", "-C", str(bare), "show", f"refs/heads/{branch}:{path}"],
+            capture_output=True,
+            text=True,
+        )
+        return proc.stdout if proc.returncode == 0 else None
+
+    def branches(self) -> list[str]:
+        bare = self.gh.fake.bare_path(OWNER, REPO)
+        out = subprocess.run(
+            ["git", "-C", str(bare), "for-each-ref", "--format=%(refname:short)", "refs/heads"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        return out.split()
+
+    @staticmethod
+    def wait(probe: Callable[[], T], timeout: float, what: str) -> T:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = probe()
+            if value:
+                return value
+            time.sleep(0.05)
+        raise AssertionError(f"timed out after {timeout}s waiting for {what}")
