@@ -129,6 +129,7 @@ def worker_settings(settings: AppSettings) -> dict[str, Any]:
             )
         ],
         "queue_name": QUEUE_NAME,
+        "poll_delay": 0.1,
         "redis_settings": RedisSettings.from_dsn(settings.redis_url),
         "on_startup": startup,
         "max_tries": MAX_TRIES,
