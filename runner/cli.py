@@ -130,7 +130,7 @@ def run(
             raise TrimoError(
                 f"Unknown network mode {network!r}.", "use --network none or --network bridge"
             )
-        secrets = {k: v for k, v in settings.agent_secrets().items() if k in adapter.secret_env}
+        secrets = settings.secrets_for(adapter.name)
         request = RunRequest(
             run_id=f"{name}-{len(record.runs) + 1}-{secrets_token(3)}",
             pipeline=name,

@@ -74,6 +74,10 @@ class RunnerDaemon:
         except ValueError as exc:
             run_id = str(payload.get("run_id", "unknown"))[:100]
             return self._finish_early(run_id, Outcome.ERROR, f"the job is malformed: {exc}")
+        # The agent's API keys are this machine's: the App never holds them.
+        request = request.model_copy(
+            update={"secrets": {**self.settings.secrets_for(request.agent), **request.secrets}}
+        )
         if why := refusal(request, self.policy):
             return self._finish_early(
                 request.run_id, Outcome.ERROR, f"refused by runner {self.settings.runner_id}: {why}"

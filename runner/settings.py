@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from runner.agents import ADAPTERS
 from runner.policy import RunnerPolicy, split_list
 
 
@@ -62,6 +63,12 @@ class RunnerSettings(BaseSettings):
             allowed_networks=split_list(self.policy_allowed_networks),
             max_timeout_minutes=self.policy_max_timeout_minutes,
         )
+
+    def secrets_for(self, agent: str) -> dict[str, SecretStr]:
+        """The API keys this machine gives to `agent` (only the variables it reads)."""
+        adapter = ADAPTERS.get(agent)
+        wanted = adapter.secret_env if adapter is not None else ()
+        return {k: v for k, v in self.agent_secrets().items() if k in wanted}
 
     def agent_secrets(self) -> dict[str, SecretStr]:
         """The API keys this machine gives to agents, by the variable the agent reads."""

@@ -1,0 +1,42 @@
+"""Runner settings: which API keys reach which agent, and the runner's policy."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import SecretStr
+
+from runner.settings import RunnerSettings
+
+
+@pytest.mark.parametrize(
+    ("agent", "expected"),
+    [
+        ("claude", {"ANTHROPIC_API_KEY"}),
+        ("codex", {"OPENAI_API_KEY"}),
+        ("aider", {"ANTHROPIC_API_KEY", "OPENAI_API_KEY"}),
+        ("script", set()),
+        ("unknown", set()),
+    ],
+)
+def test_each_agent_gets_only_the_keys_it_reads(agent: str, expected: set[str]) -> None:
+    settings = RunnerSettings(
+        anthropic_api_key=SecretStr("sk-ant-1234"), openai_api_key=SecretStr("sk-openai-5678")
+    )
+    assert set(settings.secrets_for(agent)) == expected
+
+
+def test_settings_come_from_trimo_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TRIMO_RUNNER_LABELS", "gpu,default")
+    monkeypatch.setenv("TRIMO_POLICY_ALLOWED_REPOS", "acme/*, other/one")
+    monkeypatch.setenv("TRIMO_POLICY_ALLOWED_NETWORKS", "none")
+    settings = RunnerSettings()
+    policy = settings.runner_policy()
+    assert settings.runner_labels == "gpu,default"
+    assert policy.allowed_repos == ["acme/*", "other/one"]
+    assert policy.allowed_networks == ["none"]
+
+
+def test_bad_settings_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TRIMO_RUNNER_CONCURRENCY", "0")
+    with pytest.raises(ValueError, match="runner_concurrency"):
+        RunnerSettings()
