@@ -43,10 +43,10 @@ class RunnerSettings(BaseSettings):
     runner_concurrency: int = Field(default=2, ge=1, le=64)
     drain_seconds: float = Field(default=60, ge=0)
     """On SIGTERM, how long running runs may go on before they are stopped and saved."""
-    policy_allowed_repos: str = ""
-    policy_allowed_images: str = ""
-    policy_allowed_networks: str = "none,bridge"
-    policy_max_timeout_minutes: float = 24 * 60
+    runner_allowed_repos: str = ""
+    runner_allowed_images: str = ""
+    runner_allowed_networks: str = "none,bridge"
+    runner_max_timeout_minutes: float = 24 * 60
 
     @property
     def mirrors_dir(self) -> Path:
@@ -58,10 +58,10 @@ class RunnerSettings(BaseSettings):
 
     def runner_policy(self) -> RunnerPolicy:
         return RunnerPolicy(
-            allowed_repos=split_list(self.policy_allowed_repos),
-            allowed_images=split_list(self.policy_allowed_images),
-            allowed_networks=split_list(self.policy_allowed_networks),
-            max_timeout_minutes=self.policy_max_timeout_minutes,
+            allowed_repos=split_list(self.runner_allowed_repos),
+            allowed_images=split_list(self.runner_allowed_images),
+            allowed_networks=split_list(self.runner_allowed_networks),
+            max_timeout_minutes=self.runner_max_timeout_minutes,
         )
 
     def secrets_for(self, agent: str) -> dict[str, SecretStr]:

@@ -210,7 +210,7 @@ def test_token_never_reaches_container_or_events(
 def test_runner_policy_refuses_before_anything_starts(
     origin: Path, tmp_path: Path, redis_url: str, runners: list[RunnerProcess]
 ) -> None:
-    start(runners, redis_url, tmp_path, "runner-p", "default", TRIMO_POLICY_ALLOWED_NETWORKS="none")
+    start(runners, redis_url, tmp_path, "runner-p", "default", TRIMO_RUNNER_ALLOWED_NETWORKS="none")
     request = make_request(origin, "echo hi", network="bridge")
     enqueue(redis_url, request)
     found = wait_for(redis_url, request.run_id, "finished")

@@ -27,8 +27,8 @@ def test_each_agent_gets_only_the_keys_it_reads(agent: str, expected: set[str]) 
 
 def test_settings_come_from_trimo_variables(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TRIMO_RUNNER_LABELS", "gpu,default")
-    monkeypatch.setenv("TRIMO_POLICY_ALLOWED_REPOS", "acme/*, other/one")
-    monkeypatch.setenv("TRIMO_POLICY_ALLOWED_NETWORKS", "none")
+    monkeypatch.setenv("TRIMO_RUNNER_ALLOWED_REPOS", "acme/*, other/one")
+    monkeypatch.setenv("TRIMO_RUNNER_ALLOWED_NETWORKS", "none")
     settings = RunnerSettings()
     policy = settings.runner_policy()
     assert settings.runner_labels == "gpu,default"
