@@ -296,7 +296,8 @@ def runner() -> None:
     """Run queued jobs on this machine (an arq worker; Ctrl-C or SIGTERM drains).
 
     Settings: TRIMO_REDIS_URL, TRIMO_RUNNER_ID, TRIMO_RUNNER_LABELS,
-    TRIMO_RUNNER_CONCURRENCY, TRIMO_DRAIN_SECONDS and the TRIMO_RUNNER_ALLOWED_*, TRIMO_RUNNER_MAX_TIMEOUT_MINUTES limits.
+    TRIMO_RUNNER_CONCURRENCY, TRIMO_DRAIN_SECONDS, and the limits
+    TRIMO_RUNNER_ALLOWED_{REPOS,IMAGES,NETWORKS} and TRIMO_RUNNER_MAX_TIMEOUT_MINUTES.
     """
     import asyncio
 
