@@ -48,14 +48,6 @@ class RunnerSettings(BaseSettings):
     runner_allowed_networks: str = "none,bridge"
     runner_max_timeout_minutes: float = 24 * 60
 
-    @property
-    def mirrors_dir(self) -> Path:
-        return self.cache_dir / "mirrors"
-
-    @property
-    def workspaces_dir(self) -> Path:
-        return self.cache_dir / "workspaces"
-
     def runner_policy(self) -> RunnerPolicy:
         return RunnerPolicy(
             allowed_repos=split_list(self.runner_allowed_repos),

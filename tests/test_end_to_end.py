@@ -138,3 +138,22 @@ def test_the_app_restarted_mid_run_loses_nothing(loop: Loop) -> None:
     assert loop.wait(
         lambda: any("finished after" in b for b in loop.bot_comments(number)), 30, "final note"
     )
+
+
+def test_github_errors_while_reporting_delay_but_never_lose_the_final_state(loop: Loop) -> None:
+    number = loop.new_issue("Flaky GitHub")
+    loop.comment(number, "/trimo run sleep 2; echo ok > ok.txt && git add -A && git commit -qm ok")
+    loop.wait(lambda: loop.check_for(f"widgets.{number}-"), 30, "the check run")
+    # Every check-run update fails for a while: server errors, then a secondary rate limit.
+    loop.state.fail_next("PATCH", r"/check-runs/\d+$", 502, times=4)
+    loop.state.fail_next(
+        "PATCH",
+        r"/check-runs/\d+$",
+        403,
+        headers={"retry-after": "1"},
+        body={"message": "You have exceeded a secondary rate limit."},
+        times=2,
+    )
+    assert finished_check(loop, number, timeout=120) == "success"
+    assert loop.state.faults == []  # every injected failure was met, and ridden out
+    assert loop.file_on(branch_of(loop, number), "ok.txt") == "ok\n"
