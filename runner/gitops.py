@@ -267,4 +267,10 @@ def hand_over(workspace: Path, uid: int) -> None:
 
     The workspace config ignores ctime and owners, so this does not make git rehash files.
     """
-    subprocess.run(["chown", "-R", f"{uid}:{uid}", str(workspace)], check=True)
+    owner = f"{uid}:{uid}"
+    not_theirs = ["(", "!", "-uid", str(uid), "-o", "!", "-gid", str(uid), ")"]
+    # Only what is not theirs yet (new objects, files git checked out), never following links.
+    subprocess.run(
+        ["find", str(workspace), *not_theirs, "-exec", "chown", "-h", owner, "{}", "+"],
+        check=True,
+    )
