@@ -247,9 +247,8 @@ class RunEngine:
             path = workspace_path(self.config, request.repo.clone_url, request.pipeline)
             workspace = gitops.Workspace(path, request.branch, entry.base_sha, entry.published_sha)
             state = _RunState(published_sha=gitops.branch_sha(mirror, request.branch))
-            finished = self._save(
-                request, mirror, workspace, state, emit, Outcome.FAILURE, reason, token
-            )
+            run = _Run(request, mirror, workspace, emit, token, state)
+            finished = run.save(Outcome.FAILURE, reason)
         except TrimoError as exc:
             finished = RunFinished(
                 run_id=request.run_id, outcome=Outcome.ERROR, reason=f"{reason}, except: {exc}"
@@ -269,6 +268,7 @@ class RunEngine:
         token: str | None,
     ) -> RunFinished:
         state = _RunState(published_sha=workspace.published_sha)
+        run = _Run(request, mirror, workspace, emit, token, state)
         labels = {
             LABEL_RUNNER: self.config.runner_id,
             LABEL_RUN: request.run_id,
@@ -318,8 +318,8 @@ class RunEngine:
                 daemon=True,
             )
             pusher = threading.Thread(
-                target=self._push_loop,
-                args=(request, mirror, workspace, state, emit, done, token),
+                target=run.push_loop,
+                args=(done, self.config.push_interval_seconds),
                 daemon=True,
             )
             watchdog.start()
@@ -339,7 +339,7 @@ class RunEngine:
                 container.stop(0)
             outcome = Outcome.CANCELLED if isinstance(exc, KeyboardInterrupt) else Outcome.ERROR
             reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else str(exc)
-            finished = self._save(request, mirror, workspace, state, emit, outcome, reason, token)
+            finished = run.save(outcome, reason)
             if isinstance(exc, TrimoError):
                 return finished
             raise
@@ -347,9 +347,7 @@ class RunEngine:
             if container is not None:
                 container.remove()
             shutil.rmtree(context_dir, ignore_errors=True)
-        return self._save(
-            request, mirror, workspace, state, emit, outcome, reason, token, exit_info
-        )
+        return run.save(outcome, reason, exit_info)
 
     def _write_context(self, context_dir: Path, request: RunRequest, adapter: AgentAdapter) -> str:
         """Files the agent can read in /trimo; returns the prompt to give the agent."""
@@ -400,51 +398,6 @@ class RunEngine:
                 container.stop(self.config.stop_grace_seconds)
                 return
 
-    def _push_loop(
-        self,
-        request: RunRequest,
-        mirror: Path,
-        workspace: gitops.Workspace,
-        state: _RunState,
-        emit: EventSink,
-        done: threading.Event,
-        token: str | None,
-    ) -> None:
-        """Publish commits as they appear, so a crash loses nothing that was committed."""
-        while not done.wait(self.config.push_interval_seconds):
-            with contextlib.suppress(TrimoError, subprocess.SubprocessError):
-                self._publish_head(request, mirror, workspace, state, emit, token, final=False)
-
-    def _publish_head(
-        self,
-        request: RunRequest,
-        mirror: Path,
-        workspace: gitops.Workspace,
-        state: _RunState,
-        emit: EventSink,
-        token: str | None,
-        final: bool,
-    ) -> str | None:
-        """Copy the workspace's HEAD into the mirror and fast-forward the pipeline branch to it."""
-        with state.lock:
-            head = gitops.fetch_head_into(mirror, workspace.path, request.run_id)
-            previous = state.last_pushed or state.published_sha or workspace.base_sha
-            if head is None or head == previous:
-                return head
-            if not gitops.is_ancestor(mirror, previous, head):
-                if not final:
-                    return head  # the agent may still be rewriting; decide at the end
-                ref = f"refs/trimo/salvage/{request.run_id}"
-                gitops.push(mirror, request.repo.clone_url, head, ref, token)
-                emit(Salvaged(ref=ref, sha=head))
-                return head
-            gitops.push(mirror, request.repo.clone_url, head, f"refs/heads/{request.branch}", token)
-            new = len(gitops.commits_between(mirror, previous, head))
-            state.last_pushed = head
-            state.pushed_commits += new
-            emit(Pushed(branch=request.branch, sha=head, commits=new))
-            return head
-
     @staticmethod
     def _observe(event: AgentEvent, state: _RunState) -> None:
         if isinstance(event, FinalResult):
@@ -478,24 +431,55 @@ class RunEngine:
             return Outcome.FAILURE, state.final_result.text or "the agent reported failure"
         return Outcome.SUCCESS, ""
 
-    def _save(
-        self,
-        request: RunRequest,
-        mirror: Path,
-        workspace: gitops.Workspace,
-        state: _RunState,
-        emit: EventSink,
-        outcome: Outcome,
-        reason: str,
-        token: str | None,
-        exit_info: ExitInfo | None = None,
-    ) -> RunFinished:
+
+@dataclass
+class _Run:
+    """One run's git side: where its work is, where it goes, and what was published."""
+
+    request: RunRequest
+    mirror: Path
+    workspace: gitops.Workspace
+    emit: EventSink
+    token: str | None
+    state: _RunState
+
+    def push_loop(self, done: threading.Event, interval: float) -> None:
+        """Publish commits as they appear, so a crash loses nothing that was committed."""
+        while not done.wait(interval):
+            with contextlib.suppress(TrimoError, subprocess.SubprocessError):
+                self.publish_head(final=False)
+
+    def publish_head(self, final: bool) -> str | None:
+        """Copy the workspace's HEAD into the mirror and fast-forward the pipeline branch to it."""
+        request, mirror, state = self.request, self.mirror, self.state
+        with state.lock:
+            head = gitops.fetch_head_into(mirror, self.workspace.path, request.run_id)
+            previous = state.last_pushed or state.published_sha or self.workspace.base_sha
+            if head is None or head == previous:
+                return head
+            if not gitops.is_ancestor(mirror, previous, head):
+                if not final:
+                    return head  # the agent may still be rewriting; decide at the end
+                ref = f"refs/trimo/salvage/{request.run_id}"
+                gitops.push(mirror, request.repo.clone_url, head, ref, self.token)
+                self.emit(Salvaged(ref=ref, sha=head))
+                return head
+            branch_ref = f"refs/heads/{request.branch}"
+            gitops.push(mirror, request.repo.clone_url, head, branch_ref, self.token)
+            new = len(gitops.commits_between(mirror, previous, head))
+            state.last_pushed = head
+            state.pushed_commits += new
+            self.emit(Pushed(branch=request.branch, sha=head, commits=new))
+            return head
+
+    def save(self, outcome: Outcome, reason: str, exit_info: ExitInfo | None = None) -> RunFinished:
         """Commit leftovers, publish (fast-forward only, or salvage), summarise the run."""
+        request, mirror, workspace, state = self.request, self.mirror, self.workspace, self.state
         gitops.sanitize(workspace.path, mirror)
         gitops.commit_leftovers(
             workspace.path, autosave_message(request.prompt, outcome, request.run_id)
         )
-        head = self._publish_head(request, mirror, workspace, state, emit, token, final=True)
+        head = self.publish_head(final=True)
         salvage_ref = None
         commits: list[CommitInfo] = []
         diff = DiffSummary()
