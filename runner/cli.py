@@ -131,6 +131,13 @@ def run(
                 f"Unknown network mode {network!r}.", "use --network none or --network bridge"
             )
         secrets = settings.secrets_for(adapter.name)
+        if adapter.secret_env and not secrets:
+            known = ("ANTHROPIC_API_KEY", "OPENAI_API_KEY")
+            wanted = " or ".join(f"TRIMO_{n}" for n in adapter.secret_env if n in known)
+            console.print(
+                f"[yellow]warning:[/] no API key for {adapter.name}: set {wanted}, "
+                "or the agent will probably fail to start"
+            )
         request = RunRequest(
             run_id=f"{name}-{len(record.runs) + 1}-{secrets_token(3)}",
             pipeline=name,
