@@ -16,6 +16,12 @@ from githubkit import AppAuthStrategy, AppInstallationAuthStrategy, GitHub
 from githubkit.cache import MemCacheStrategy
 from githubkit.exception import RateLimitExceeded, RequestError, RequestFailed
 from githubkit_schemas.latest.models import ContentFile
+from githubkit_schemas.latest.types import (
+    ReposOwnerRepoCheckRunsCheckRunIdPatchBodyPropActionsItemsType as CheckButton,
+)
+from githubkit_schemas.latest.types import (
+    ReposOwnerRepoCheckRunsCheckRunIdPatchBodyPropOutputType as CheckOutput,
+)
 
 from app.policy import ROLE_ORDER
 from app.settings import AppSettings
@@ -309,36 +315,31 @@ class RepoAPI:
         conclusion: CheckConclusion | None = None,
     ) -> None:
         """In progress with a live summary, or completed with `conclusion`."""
+        output: CheckOutput = {"title": title[:MAX_TITLE], "summary": summary[:MAX_CHECK_TEXT]}
+        buttons: list[CheckButton] = [
+            {"label": a.label, "identifier": a.identifier, "description": a.description}
+            for a in actions
+        ]
         checks = self._gh.rest.checks
         if conclusion is None:
             await checks.async_update(
                 self.owner,
                 self.name,
                 check_run_id,
+                data={"status": "in_progress", "output": output, "actions": buttons},
+            )
+        else:
+            await checks.async_update(
+                self.owner,
+                self.name,
+                check_run_id,
                 data={
-                    "status": "in_progress",
-                    "output": {"title": title[:MAX_TITLE], "summary": summary[:MAX_CHECK_TEXT]},
-                    "actions": [
-                        {"label": a.label, "identifier": a.identifier, "description": a.description}
-                        for a in actions
-                    ],
+                    "status": "completed",
+                    "conclusion": conclusion,
+                    "output": output,
+                    "actions": buttons,
                 },
             )
-            return
-        await checks.async_update(
-            self.owner,
-            self.name,
-            check_run_id,
-            data={
-                "status": "completed",
-                "conclusion": conclusion,
-                "output": {"title": title[:MAX_TITLE], "summary": summary[:MAX_CHECK_TEXT]},
-                "actions": [
-                    {"label": a.label, "identifier": a.identifier, "description": a.description}
-                    for a in actions
-                ],
-            },
-        )
 
     async def issue_title(self, number: int) -> str:
         response = await self._gh.rest.issues.async_get(self.owner, self.name, number)
@@ -366,16 +367,8 @@ class RepoAPI:
         self, check_run_id: int, *, conclusion: CheckConclusion, title: str, summary: str
     ) -> None:
         """Mark a check run completed (its buttons go away)."""
-        await self._gh.rest.checks.async_update(
-            self.owner,
-            self.name,
-            check_run_id,
-            data={
-                "status": "completed",
-                "conclusion": conclusion,
-                "output": {"title": title, "summary": summary},
-                "actions": [],
-            },
+        await self.update_check_run(
+            check_run_id, title=title, summary=summary, actions=[], conclusion=conclusion
         )
 
 

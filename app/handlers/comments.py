@@ -14,7 +14,7 @@ from app.commands import (
     parse_comment,
 )
 from app.handlers.context import Delivery, router
-from app.handlers.payloads import IssueCommentEvent, ReviewCommentEvent
+from app.handlers.payloads import Comment, IssueCommentEvent, ReviewCommentEvent
 from app.handlers.runs import (
     Conversation,
     ReviewSpot,
@@ -37,10 +37,8 @@ from app.repoconfig import ConfigError
 async def issue_comment_created(delivery: Delivery) -> None:
     event = delivery.parse(IssueCommentEvent)
     comment, issue = event.comment, event.issue
-    if comment.by_bot:
-        return
-    parsed = parse_comment(comment.body or "", delivery.services.settings.app_slug)
-    if isinstance(parsed, Ignore):
+    parsed = command_in(delivery, comment)
+    if parsed is None:
         return
     conv = await open_conversation(
         delivery,
@@ -59,10 +57,8 @@ async def issue_comment_created(delivery: Delivery) -> None:
 async def review_comment_created(delivery: Delivery) -> None:
     event = delivery.parse(ReviewCommentEvent)
     comment, pull = event.comment, event.pull_request
-    if comment.by_bot:
-        return
-    parsed = parse_comment(comment.body or "", delivery.services.settings.app_slug)
-    if isinstance(parsed, Ignore):
+    parsed = command_in(delivery, comment)
+    if parsed is None:
         return
     conv = await open_conversation(
         delivery,
@@ -81,6 +77,14 @@ async def review_comment_created(delivery: Delivery) -> None:
     )
     if conv is not None:
         await run_command(conv, parsed)
+
+
+def command_in(delivery: Delivery, comment: Comment) -> ParseResult | None:
+    """What `comment` asks of Trimo; None for a bot's comment or plain conversation."""
+    if comment.by_bot:
+        return None
+    parsed = parse_comment(comment.body or "", delivery.services.settings.app_slug)
+    return None if isinstance(parsed, Ignore) else parsed
 
 
 async def run_command(conv: Conversation, parsed: ParseResult) -> None:
