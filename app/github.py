@@ -2,6 +2,11 @@
 
 Nothing here decides anything; handlers do. `GitHubApp` talks as the App (JWT) and as an
 installation; `RepoAPI` is that installation's view of one repository.
+
+githubkit does the requests, authentication and retries; its response models do not read
+the answers. Real GitHub (and GitHub Enterprise Server more so) drifts from the OpenAPI
+description those models come from, so each answer is read as JSON through a small model
+of the few fields Trimo uses, tolerating missing, extra and null fields.
 """
 
 from __future__ import annotations
@@ -9,22 +14,18 @@ from __future__ import annotations
 import base64
 import logging
 from dataclasses import dataclass
-from typing import Any, Final, Literal, cast
+from typing import Any, Final, Literal, TypeVar
 
 import redis.asyncio as aioredis
 from githubkit import AppAuthStrategy, AppInstallationAuthStrategy, GitHub
 from githubkit.cache import MemCacheStrategy
 from githubkit.exception import RateLimitExceeded, RequestError, RequestFailed
-from githubkit_schemas.latest.models import ContentFile
-from githubkit_schemas.latest.types import (
-    ReposOwnerRepoCheckRunsCheckRunIdPatchBodyPropActionsItemsType as CheckButton,
-)
-from githubkit_schemas.latest.types import (
-    ReposOwnerRepoCheckRunsCheckRunIdPatchBodyPropOutputType as CheckOutput,
-)
+from pydantic import ValidationError
 
 from app.policy import ROLE_ORDER
+from app.redisio import as_text, hmget
 from app.settings import AppSettings
+from app.tolerant import Tolerant
 
 log = logging.getLogger("trimo.github")
 
@@ -43,6 +44,10 @@ MAX_BODY: Final = 65_000
 
 class FileUnreadable(Exception):
     """A file exists but its content cannot be had through the contents API."""
+
+
+class UnexpectedAnswer(Exception):
+    """GitHub answered without a field Trimo cannot do without (an id, a number)."""
 
 
 @dataclass(frozen=True)
@@ -74,6 +79,97 @@ class PullInfo:
         return self.head_repo is None or self.head_repo.lower() != self.base_repo.lower()
 
 
+# --- the fields of GitHub's answers that Trimo reads -----------------------------------------
+
+
+class Answer(Tolerant):
+    """Base of the answer models: unknown fields ignored, null or missing reads as default."""
+
+
+class Created(Answer):
+    id: int
+
+
+class Numbered(Answer):
+    number: int
+
+
+class Title(Answer):
+    title: str | None = None
+
+
+class AccessToken(Answer):
+    token: str
+
+
+class Permission(Answer):
+    """`GET .../collaborators/{user}/permission`: only the top-level fields (no `user.*`)."""
+
+    permission: str | None = None
+    role_name: str | None = None
+
+
+class RefObject(Answer):
+    sha: str
+
+
+class GitRef(Answer):
+    object: RefObject
+
+
+class ContentFile(Answer):
+    type: str | None = None
+    encoding: str | None = None
+    content: str | None = None
+    sha: str | None = None
+    size: int | None = None
+
+
+class RepoName(Answer):
+    full_name: str | None = None
+
+
+class PullSide(Answer):
+    ref: str
+    sha: str
+    repo: RepoName | None = None
+
+
+class PullAnswer(Answer):
+    number: int
+    state: str | None = "open"
+    title: str | None = ""
+    body: str | None = None
+    head: PullSide
+    base: PullSide
+
+
+A = TypeVar("A", bound=Answer)
+
+
+def read(model: type[A], data: object) -> A:
+    """`data` (decoded JSON) read as `model`; `UnexpectedAnswer` when a needed field is missing."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise UnexpectedAnswer(f"GitHub's answer lacks what Trimo needs: {exc}") from exc
+
+
+def _json(response: Any) -> object:
+    try:
+        data: object = response.json()
+    except ValueError as exc:
+        raise UnexpectedAnswer(f"GitHub's answer is not JSON ({response.status_code})") from exc
+    return data
+
+
+# --- failures ----------------------------------------------------------------------------------
+
+
+def status_of(exc: BaseException) -> int | None:
+    return exc.response.status_code if isinstance(exc, RequestFailed) else None
+
+
 def _not_found(exc: RequestFailed) -> bool:
     return exc.response.status_code == 404
 
@@ -86,6 +182,12 @@ def is_transient(exc: BaseException) -> bool:
         status = exc.response.status_code
         return status >= 500 or status in (401, 408, 409, 429)
     return isinstance(exc, RequestError)
+
+
+def is_gone(exc: BaseException) -> bool:
+    """The thing is no longer there for the App: deleted or moved (404, 301), disabled (410),
+    or out of reach (403: a permission removed, the App suspended or uninstalled)."""
+    return status_of(exc) in (301, 403, 404, 410) and not isinstance(exc, RateLimitExceeded)
 
 
 def failure_detail(exc: RequestFailed) -> str:
@@ -123,10 +225,6 @@ class GitHubApp:
             auto_retry=auto_retry,
         )
 
-    def app_client(self) -> GitHub[AppAuthStrategy]:
-        """A client authenticated as the App itself (JWT)."""
-        return self._app
-
     async def installation_client(
         self, installation_id: int
     ) -> GitHub[AppInstallationAuthStrategy]:
@@ -135,13 +233,16 @@ class GitHubApp:
 
     async def mint_token(self, installation_id: int, repo_name: str) -> str:
         """A fresh token for the one repository `repo_name` (no owner), able only to push."""
-        response = await self._app.rest.apps.async_create_installation_access_token(
-            installation_id,
-            repositories=[repo_name],
+        response = await self._app.arequest(
+            "POST",
+            f"/app/installations/{installation_id}/access_tokens",
             # All a runner needs: fetch and push this one repository.
-            permissions={"contents": "write", "metadata": "read"},
+            json={
+                "repositories": [repo_name],
+                "permissions": {"contents": "write", "metadata": "read"},
+            },
         )
-        return response.parsed_data.token
+        return read(AccessToken, _json(response)).token
 
     async def repo(self, installation_id: int, full_name: str) -> RepoAPI:
         """Installation `installation_id`'s view of repository `full_name`."""
@@ -169,73 +270,77 @@ class RepoAPI:
     def full_name(self) -> str:
         return f"{self.owner}/{self.name}"
 
+    def _url(self, path: str) -> str:
+        return f"/repos/{self.owner}/{self.name}/{path}"
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: object = None,
+        params: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Any:
+        """One request on this repository; the githubkit response (its JSON not validated)."""
+        return await self._gh.arequest(
+            method, self._url(path), json=json, params=params, headers=headers
+        )
+
     async def react(self, target: ReactionTarget, target_id: int, content: ReactionContent) -> None:
         """React to an issue comment, a review comment or an issue (by number)."""
-        reactions = self._gh.rest.reactions
-        if target == "issue_comment":
-            await reactions.async_create_for_issue_comment(
-                self.owner, self.name, target_id, content=content
-            )
-        elif target == "review_comment":
-            await reactions.async_create_for_pull_request_review_comment(
-                self.owner, self.name, target_id, content=content
-            )
-        else:
-            await reactions.async_create_for_issue(
-                self.owner, self.name, target_id, content=content
-            )
+        path = {
+            "issue_comment": f"issues/comments/{target_id}/reactions",
+            "review_comment": f"pulls/comments/{target_id}/reactions",
+            "issue": f"issues/{target_id}/reactions",
+        }[target]
+        await self._call("POST", path, json={"content": content})
 
     async def comment(self, number: int, body: str) -> int:
         """Post `body` on issue or pull request `number`; the new comment's id."""
-        response = await self._gh.rest.issues.async_create_comment(
-            self.owner, self.name, number, body=body
+        response = await self._call(
+            "POST", f"issues/{number}/comments", json={"body": body[:MAX_BODY]}
         )
-        return response.parsed_data.id
+        return read(Created, _json(response)).id
 
     async def update_comment(self, comment_id: int, body: str) -> None:
-        await self._gh.rest.issues.async_update_comment(
-            self.owner, self.name, comment_id, body=body
-        )
+        await self._call("PATCH", f"issues/comments/{comment_id}", json={"body": body[:MAX_BODY]})
 
     async def role_of(self, login: str) -> str | None:
         """`login`'s role on the repository (`role_name`), None when GitHub knows no such user."""
         try:
-            response = await self._gh.rest.repos.async_get_collaborator_permission_level(
-                self.owner, self.name, login
-            )
+            response = await self._call("GET", f"collaborators/{login}/permission")
         except RequestFailed as exc:
             if _not_found(exc):
                 return None
             raise
-        data = response.parsed_data
+        data = read(Permission, _json(response))
         # A custom role (GitHub Enterprise) counts as the base permission it builds on.
         return data.role_name if data.role_name in ROLE_ORDER else data.permission
 
     async def pull(self, number: int) -> PullInfo:
-        data = (await self._gh.rest.pulls.async_get(self.owner, self.name, number)).parsed_data
+        data = read(PullAnswer, _json(await self._call("GET", f"pulls/{number}")))
         return PullInfo(
             number=data.number,
-            state=data.state,
-            title=data.title,
+            state=data.state or "open",
+            title=data.title or "",
             body=data.body or "",
             head_ref=data.head.ref,
             head_sha=data.head.sha,
             head_repo=data.head.repo.full_name if data.head.repo else None,
             base_ref=data.base.ref,
-            base_repo=data.base.repo.full_name,
+            base_repo=(data.base.repo.full_name if data.base.repo else None) or self.full_name,
         )
 
     async def branch_head(self, branch: str) -> str | None:
         """The commit `branch` points at, None when there is no such branch."""
         try:
-            response = await self._gh.rest.git.async_get_ref(
-                self.owner, self.name, f"heads/{branch}"
-            )
+            response = await self._call("GET", f"git/ref/heads/{branch}")
         except RequestFailed as exc:
             if _not_found(exc):
                 return None
             raise
-        return response.parsed_data.object_.sha
+        return read(GitRef, _json(response)).object.sha
 
     async def read_file(self, path: str, ref: str) -> str | None:
         """The text of `path` at `ref`, None when absent.
@@ -244,12 +349,11 @@ class RepoAPI:
         remembered, and the text is cached in Redis under its blob sha.
         """
         file_key = f"{FILE_CACHE_PREFIX}{self.full_name.lower()}:{ref}:{path}"
-        known = await self._redis.hmget(file_key, ["etag", "sha"])  # type: ignore[misc]
-        etag, sha = (_text(value) for value in known)
+        etag, sha = await hmget(self._redis, file_key, "etag", "sha")
         headers = {"If-None-Match": etag} if etag and sha else None
         try:
-            response = await self._gh.rest.repos.async_get_content(
-                self.owner, self.name, path, ref=ref, headers=headers
+            response = await self._call(
+                "GET", f"contents/{path}", params={"ref": ref}, headers=headers
             )
         except RequestFailed as exc:
             if _not_found(exc):
@@ -258,23 +362,25 @@ class RepoAPI:
         if response.status_code == 304 and sha:
             cached = await self._redis.get(BLOB_CACHE_PREFIX + sha)
             if cached is not None:
-                return _text(cached)
-            response = await self._gh.rest.repos.async_get_content(
-                self.owner, self.name, path, ref=ref
-            )
-        data = response.parsed_data
-        if not isinstance(data, ContentFile):
+                return as_text(cached)
+            response = await self._call("GET", f"contents/{path}", params={"ref": ref})
+        raw = _json(response)
+        if not isinstance(raw, dict):
+            return None  # a directory
+        data = read(ContentFile, raw)
+        if data.type not in (None, "file"):
             return None
-        if data.encoding != "base64":
+        if data.encoding != "base64" or data.content is None:
             raise FileUnreadable(f"`{path}` is {data.size} bytes, too large to read")
         text = base64.b64decode(data.content).decode("utf-8", errors="replace")
-        pipe = self._redis.pipeline(transaction=False)
-        pipe.set(BLOB_CACHE_PREFIX + data.sha, text, ex=BLOB_CACHE_SECONDS)
-        new_etag = response.headers.get("etag")
-        if new_etag:
-            pipe.hset(file_key, mapping={"etag": new_etag, "sha": data.sha})
-            pipe.expire(file_key, BLOB_CACHE_SECONDS)
-        await pipe.execute()
+        if data.sha:
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.set(BLOB_CACHE_PREFIX + data.sha, text, ex=BLOB_CACHE_SECONDS)
+            new_etag = response.headers.get("etag")
+            if new_etag:
+                pipe.hset(file_key, mapping={"etag": new_etag, "sha": data.sha})
+                pipe.expire(file_key, BLOB_CACHE_SECONDS)
+            await pipe.execute()
         return text
 
     async def create_check_run(
@@ -288,22 +394,19 @@ class RepoAPI:
         actions: list[CheckAction],
     ) -> int:
         """A queued check run on `head_sha`; its id."""
-        response = await self._gh.rest.checks.async_create(
-            self.owner,
-            self.name,
-            data={
+        response = await self._call(
+            "POST",
+            "check-runs",
+            json={
                 "name": name,
                 "head_sha": head_sha,
                 "status": "queued",
                 "external_id": external_id,
-                "output": {"title": title, "summary": summary},
-                "actions": [
-                    {"label": a.label, "identifier": a.identifier, "description": a.description}
-                    for a in actions
-                ],
+                "output": {"title": title[:MAX_TITLE], "summary": summary[:MAX_CHECK_TEXT]},
+                "actions": _buttons(actions),
             },
         )
-        return response.parsed_data.id
+        return read(Created, _json(response)).id
 
     async def update_check_run(
         self,
@@ -315,53 +418,39 @@ class RepoAPI:
         conclusion: CheckConclusion | None = None,
     ) -> None:
         """In progress with a live summary, or completed with `conclusion`."""
-        output: CheckOutput = {"title": title[:MAX_TITLE], "summary": summary[:MAX_CHECK_TEXT]}
-        buttons: list[CheckButton] = [
-            {"label": a.label, "identifier": a.identifier, "description": a.description}
-            for a in actions
-        ]
-        checks = self._gh.rest.checks
-        if conclusion is None:
-            await checks.async_update(
-                self.owner,
-                self.name,
-                check_run_id,
-                data={"status": "in_progress", "output": output, "actions": buttons},
-            )
-        else:
-            await checks.async_update(
-                self.owner,
-                self.name,
-                check_run_id,
-                data={
-                    "status": "completed",
-                    "conclusion": conclusion,
-                    "output": output,
-                    "actions": buttons,
-                },
-            )
+        body: dict[str, object] = {
+            "status": "in_progress" if conclusion is None else "completed",
+            "output": {"title": title[:MAX_TITLE], "summary": summary[:MAX_CHECK_TEXT]},
+            "actions": _buttons(actions),
+        }
+        if conclusion is not None:
+            body["conclusion"] = conclusion
+        await self._call("PATCH", f"check-runs/{check_run_id}", json=body)
 
     async def issue_title(self, number: int) -> str:
-        response = await self._gh.rest.issues.async_get(self.owner, self.name, number)
-        return response.parsed_data.title
+        response = await self._call("GET", f"issues/{number}")
+        return read(Title, _json(response)).title or ""
 
     async def open_pull_for(self, head_branch: str) -> int | None:
         """The number of the open pull request from `head_branch` of this repository."""
-        response = await self._gh.rest.pulls.async_list(
-            self.owner, self.name, state="open", head=f"{self.owner}:{head_branch}"
+        response = await self._call(
+            "GET", "pulls", params={"state": "open", "head": f"{self.owner}:{head_branch}"}
         )
-        pulls = cast(list[Any], response.parsed_data)  # mypy cannot resolve githubkit's alias
-        numbers = [int(pull.number) for pull in pulls]
+        raw = _json(response)
+        pulls = raw if isinstance(raw, list) else []
+        numbers = [read(Numbered, pull).number for pull in pulls]
         return numbers[0] if numbers else None
 
     async def create_pull(self, *, head: str, base: str, title: str, body: str) -> int:
-        response = await self._gh.rest.pulls.async_create(
-            self.owner, self.name, head=head, base=base, title=title, body=body[:MAX_BODY]
+        response = await self._call(
+            "POST",
+            "pulls",
+            json={"head": head, "base": base, "title": title[:MAX_TITLE], "body": body[:MAX_BODY]},
         )
-        return response.parsed_data.number
+        return read(Numbered, _json(response)).number
 
     async def update_pull_body(self, number: int, body: str) -> None:
-        await self._gh.rest.pulls.async_update(self.owner, self.name, number, body=body[:MAX_BODY])
+        await self._call("PATCH", f"pulls/{number}", json={"body": body[:MAX_BODY]})
 
     async def complete_check_run(
         self, check_run_id: int, *, conclusion: CheckConclusion, title: str, summary: str
@@ -372,7 +461,8 @@ class RepoAPI:
         )
 
 
-def _text(value: bytes | str | None) -> str | None:
-    if value is None:
-        return None
-    return value.decode() if isinstance(value, bytes) else value
+def _buttons(actions: list[CheckAction]) -> list[dict[str, str]]:
+    return [
+        {"label": a.label, "identifier": a.identifier, "description": a.description}
+        for a in actions
+    ]

@@ -12,6 +12,7 @@ from typing import Final
 
 import redis.asyncio as aioredis
 
+from app import redisio
 from app.events import ANY_ACTION
 from app.handlers.context import Delivery, router
 from app.handlers.payloads import InstallationEvent, InstallationRepositoriesEvent, InstalledRepo
@@ -30,8 +31,8 @@ def repos_key(installation_id: int) -> str:
 
 
 async def installation_for_repo(redis: aioredis.Redis, full_name: str) -> int | None:
-    raw = await redis.hget(REPO_INSTALLATIONS, full_name.lower())  # type: ignore[misc]
-    return int(raw) if raw is not None else None
+    raw = await redisio.hget(redis, REPO_INSTALLATIONS, full_name.lower())
+    return int(raw) if raw is not None and raw.isdigit() else None
 
 
 async def _remember(
@@ -42,7 +43,7 @@ async def _remember(
         "account": inst.account.login if inst.account else None,
         "suspended": inst.suspended_at is not None,
     }
-    await redis.hset(INSTALLATIONS, str(inst.id), json.dumps(info))  # type: ignore[misc]
+    await redisio.hset(redis, INSTALLATIONS, {str(inst.id): json.dumps(info)})
 
 
 async def _add(redis: aioredis.Redis, installation_id: int, repos: list[InstalledRepo]) -> None:
@@ -59,20 +60,15 @@ async def _remove(redis: aioredis.Redis, installation_id: int, names: list[str])
     """Forget `names` for this installation (a repository moved to another one stays)."""
     if not names:
         return
-    owners = await redis.hmget(REPO_INSTALLATIONS, names)  # type: ignore[misc]
-    ours = [name for name, owner in zip(names, owners, strict=True) if _is(owner, installation_id)]
+    owners = await redisio.hmget(redis, REPO_INSTALLATIONS, *names)
+    ours = [
+        name for name, owner in zip(names, owners, strict=True) if owner == str(installation_id)
+    ]
     pipe = redis.pipeline(transaction=True)
     if ours:
         pipe.hdel(REPO_INSTALLATIONS, *ours)
     pipe.srem(repos_key(installation_id), *names)
     await pipe.execute()
-
-
-def _is(stored: bytes | str | None, installation_id: int) -> bool:
-    if stored is None:
-        return False
-    text = stored.decode() if isinstance(stored, bytes) else stored
-    return text == str(installation_id)
 
 
 @router.on("installation", "created", "new_permissions_accepted", "unsuspend", "suspend")
@@ -89,8 +85,7 @@ async def installation_deleted(delivery: Delivery) -> None:
     event = delivery.parse(InstallationEvent)
     redis = delivery.services.redis
     inst_id = event.installation.id
-    members = await redis.smembers(repos_key(inst_id))  # type: ignore[misc]
-    names = [m.decode() if isinstance(m, bytes) else str(m) for m in members]
+    names = list(await redisio.smembers(redis, repos_key(inst_id)))
     names += [repo.full_name.lower() for repo in event.repositories or []]
     await _remove(redis, inst_id, sorted(set(names)))
     pipe = redis.pipeline(transaction=True)

@@ -1,21 +1,26 @@
-"""The parts of webhook payloads that handlers read, as typed models (other fields ignored)."""
+"""The parts of webhook payloads that handlers read, as typed models.
+
+Liberal in what they accept (see `app.tolerant`): unknown fields are ignored, and a field
+Trimo can do without may be missing or null (it reads as its default). Only what a handler
+cannot work without (ids, numbers, the repository) is required; a payload without it is
+malformed.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import Field
 
 from app.github import PullInfo
 from app.policy import is_bot
+from app.tolerant import Tolerant
 
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
+_Model = Tolerant
 
 
 class User(_Model):
-    login: str
+    login: str = ""
     type: str | None = None
 
     @property
@@ -24,13 +29,13 @@ class User(_Model):
 
 
 class Owner(_Model):
-    login: str
+    login: str = ""
 
 
 class Repository(_Model):
     name: str
     full_name: str
-    owner: Owner
+    owner: Owner = Owner()
     clone_url: str
     default_branch: str = "main"
 
@@ -41,10 +46,10 @@ class Installation(_Model):
 
 class Issue(_Model):
     number: int
-    title: str
+    title: str = ""
     body: str | None = None
     state: str = "open"
-    user: User
+    user: User = User()
     pull_request: dict[str, Any] | None = None
     """Present when the issue is a pull request."""
 
@@ -52,7 +57,7 @@ class Issue(_Model):
 class Comment(_Model):
     id: int
     body: str | None = None
-    user: User
+    user: User = User()
     performed_via_github_app: dict[str, Any] | None = None
 
     @property
@@ -62,7 +67,7 @@ class Comment(_Model):
 
 
 class ReviewComment(Comment):
-    path: str
+    path: str = ""
     diff_hunk: str = ""
     line: int | None = None
     original_line: int | None = None
@@ -70,7 +75,7 @@ class ReviewComment(Comment):
 
 
 class BranchRepo(_Model):
-    full_name: str
+    full_name: str | None = None
 
 
 class Branch(_Model):
@@ -81,7 +86,7 @@ class Branch(_Model):
 
 class PullRequest(_Model):
     number: int
-    title: str
+    title: str = ""
     body: str | None = None
     state: str = "open"
     head: Branch
@@ -97,12 +102,13 @@ class PullRequest(_Model):
             head_sha=self.head.sha,
             head_repo=self.head.repo.full_name if self.head.repo else None,
             base_ref=self.base.ref,
-            base_repo=self.base.repo.full_name if self.base.repo else repository.full_name,
+            base_repo=(self.base.repo.full_name if self.base.repo else None)
+            or repository.full_name,
         )
 
 
 class Label(_Model):
-    name: str
+    name: str = ""
 
 
 class AppRef(_Model):
@@ -112,19 +118,19 @@ class AppRef(_Model):
 class CheckRun(_Model):
     id: int
     external_id: str | None = None
-    head_sha: str
+    head_sha: str = ""
     app: AppRef | None = None
 
 
 class RequestedAction(_Model):
-    identifier: str
+    identifier: str = ""
 
 
 class RepoEvent(_Model):
     """Fields every repository event has."""
 
     repository: Repository
-    sender: User
+    sender: User = User()
     installation: Installation | None = None
 
 
@@ -161,7 +167,7 @@ class InstalledRepo(_Model):
 
 
 class InstallationAccount(_Model):
-    login: str
+    login: str = ""
 
 
 class FullInstallation(_Model):
@@ -171,13 +177,13 @@ class FullInstallation(_Model):
 
 
 class InstallationEvent(_Model):
-    action: str
+    action: str = ""
     installation: FullInstallation
     repositories: list[InstalledRepo] | None = None
 
 
 class InstallationRepositoriesEvent(_Model):
-    action: str
+    action: str = ""
     installation: FullInstallation
-    repositories_added: list[InstalledRepo] = []
-    repositories_removed: list[InstalledRepo] = []
+    repositories_added: list[InstalledRepo] = Field(default_factory=list)
+    repositories_removed: list[InstalledRepo] = Field(default_factory=list)
