@@ -1,10 +1,25 @@
 """The reporter: run events from Redis become check runs, comments and pull requests.
 
 It reads the stream every runner writes to (`trimo:run-events`) as a consumer
-group, so several App processes share the work and an event is acknowledged
-only after GitHub accepted what it caused: when the App restarts or GitHub
-errs, the event is read again. In-progress check-run updates are throttled to
-one every few seconds per run; a run's first and last word go out at once.
+group, so several App processes share the work. An event is acknowledged once
+GitHub accepted what it caused, or once the reporter gave up on it.
+
+Each run is reported on its own: runs are handled concurrently, a run's events
+in order, and a failure holds back only that run.
+
+- GitHub busy or slow (5xx, timeouts, rate limits, no answer within 10 s): the
+  run is tried again with backoff, a bounded number of times.
+- A report object gone: a deleted progress comment or check run is made again;
+  a pull request GitHub will not open is explained in the progress comment.
+- The thread, the installation or a permission gone (403, 404, 410): after a
+  few tries the run's GitHub output is given up and logged; Trimo's own
+  bookkeeping (the pipeline, the next run) goes on.
+- Anything else, or trouble that outlasts its tries: the event is parked in the
+  dead-letter stream `trimo:report:dead` with its error, and acknowledged.
+
+Every write takes a unit of its installation's write budget (`app.budget`): a
+run's first and last words go first; live check-run updates are merged (the
+latest state wins) and paced by what the budget leaves.
 """
 
 from __future__ import annotations
@@ -14,17 +29,20 @@ import contextlib
 import json
 import logging
 import time
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any, Final, Literal, TypeVar
 
 import redis.asyncio as aioredis
-from githubkit.exception import GitHubException
+from githubkit.exception import RequestFailed
 
 from app import runview
-from app.github import RepoAPI
+from app.budget import LiveRun, Priority, WriteBudget, due_live
+from app.github import CheckAction, ReactionTarget, RepoAPI, failure_detail, is_transient
 from app.handlers.context import Services
-from app.handlers.runs import RETRY_ACTION, STOP_ACTION, show_queued, start_next
+from app.handlers.runs import CHECK_NAME, RETRY_ACTION, STOP_ACTION, show_queued, start_next
 from app.pipelines import Pipeline, PipelineRun
+from app.redisio import hdel, hget, hgetall, hset, settle, smembers, srem
 from app.runview import RunView
 from runner import keys
 from runner.job import RunEvent, RunFinished, RunStarted, run_event_adapter
@@ -33,22 +51,96 @@ log = logging.getLogger("trimo.reporter")
 
 GROUP: Final = "trimo-reporter"
 VIEW_PREFIX: Final = "trimo:report:view:"
+STEPS_PREFIX: Final = "trimo:report:steps:"
+"""Per run: the GitHub steps already done (so a retry repeats none), and its flags."""
 DIRTY: Final = "trimo:report:dirty"
+"""Runs with news since their last live update."""
+RUNNING: Final = "trimo:report:running"
+"""Running runs → their installation, for live updates."""
+TRIES: Final = "trimo:report:tries"
+"""Stream entry → failed tries so far."""
+DEAD_LETTERS: Final = "trimo:report:dead"
 PULL_OF_PIPELINE: Final = "trimo:pull-of-pipeline"
 VIEW_TTL_SECONDS: Final = 14 * 24 * 3600
-THROTTLE_SECONDS: Final = 3.0
 CLAIM_IDLE_MS: Final = 60_000
+CALL_TIMEOUT_SECONDS: Final = 10.0
+TRANSIENT_TRIES: Final = 10
+GONE_TRIES: Final = 3
+BUG_TRIES: Final = 3
+MAX_BACKOFF_SECONDS: Final = 60.0
+OVER_BUDGET_WAIT_SECONDS: Final = 2.0
+CONCURRENCY: Final = 16
+DEAD_LETTERS_MAXLEN: Final = 10_000
+
+GONE_FLAG: Final = "flag:gone"
+CHECK_OFF_FLAG: Final = "flag:check-off"
+PULL_PROBLEM: Final = "flag:pull-problem"
+
+Failure = Literal["transient", "gone", "bug"]
+T = TypeVar("T")
+
+
+class OverBudget(Exception):
+    """The installation's write budget has no room now: the run waits, no try is counted."""
+
+
+def classify(exc: BaseException) -> Failure:
+    """What a failure means for the run being reported."""
+    if isinstance(exc, TimeoutError | OSError | aioredis.RedisError):
+        return "transient"
+    if isinstance(exc, RequestFailed) and exc.response.status_code == 401:
+        return "gone"  # the installation was removed: its tokens stop working
+    if is_transient(exc):
+        return "transient"
+    if isinstance(exc, RequestFailed):
+        return "gone"  # 403 not accessible / suspended, 404 or 301 deleted or moved, 410, 422
+    return "bug"
+
+
+def describe(exc: BaseException) -> str:
+    if isinstance(exc, RequestFailed):
+        return failure_detail(exc)
+    if isinstance(exc, TimeoutError):
+        return f"no answer within {CALL_TIMEOUT_SECONDS:.0f}s"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def pull_problem(exc: RequestFailed) -> str:
+    """Why GitHub would not open a pull request, in its own words, one line."""
+    try:
+        data = exc.response.json()
+    except ValueError:
+        data = {}
+    reasons: list[str] = []
+    if isinstance(data, dict):
+        for error in data.get("errors") or []:
+            if isinstance(error, dict):
+                text = error.get("message") or " ".join(
+                    str(error[k]) for k in ("field", "code") if error.get(k)
+                )
+                if text:
+                    reasons.append(str(text))
+        if not reasons and data.get("message"):
+            reasons.append(str(data["message"]))
+    text = "; ".join(reasons) or f"HTTP {exc.response.status_code}"
+    return (text.strip().splitlines() or [""])[0][:200]
 
 
 class Reporter:
     """One consumer of the run-event stream."""
 
-    def __init__(self, services: Services, consumer: str, throttle: float = THROTTLE_SECONDS):
+    def __init__(
+        self, services: Services, consumer: str, budget: WriteBudget | None = None
+    ) -> None:
         self.services = services
         self.redis: aioredis.Redis = services.redis
         self.consumer = consumer
-        self.throttle = throttle
-        self._backoff = 1.0
+        self.budget = budget or WriteBudget(self.redis)
+        self._busy: dict[str, asyncio.Task[None]] = {}
+        self._held: dict[str, float] = {}
+        self._slots = asyncio.Semaphore(CONCURRENCY)
+        self.backoff = 1.0
+        """The first wait after a failure, doubled on each further try."""
 
     async def ensure_group(self) -> None:
         try:
@@ -58,54 +150,209 @@ class Reporter:
                 raise
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Report until `stop` is set; GitHub or Redis trouble only delays, never drops."""
+        """Report until `stop` is set. Only Redis trouble pauses everything; nothing ends it."""
+        backoff = 1.0
         group_ready = False
         while not stop.is_set():
             try:
                 if not group_ready:
                     await self.ensure_group()
                     group_ready = True
-                await self.step(block_ms=1000)
-                await self.flush_due()
-                self._backoff = 1.0
-            except (GitHubException, aioredis.RedisError, OSError) as exc:
-                log.warning("reporting paused for %.0fs: %s", self._backoff, exc)
-                await _sleep_or_stop(stop, self._backoff)
-                self._backoff = min(self._backoff * 2, 60.0)
+                await self.step(block_ms=1000, wait=False)
+                await self.flush_due(wait=False)
+                backoff = 1.0
+            except Exception as exc:  # a bug here must not end reporting for everyone
+                log.warning("reporting paused for %.0fs: %s", backoff, describe(exc))
+                await _sleep_or_stop(stop, backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+        await self.drain()
 
-    async def step(self, block_ms: int = 0) -> int:
-        """Handle this consumer's unacknowledged events, then new ones; how many were handled."""
-        handled = await self._handle_entries(await self._read("0", block_ms=None))
+    async def drain(self) -> None:
+        """Wait for the runs being reported now."""
+        if self._busy:
+            await asyncio.gather(*self._busy.values(), return_exceptions=True)
+
+    # --- reading the stream --------------------------------------------------------------
+
+    async def step(self, block_ms: int = 0, wait: bool = True) -> int:
+        """Start reporting this consumer's unacknowledged events, then new ones.
+
+        Runs are reported concurrently; a run already being reported, or waiting out a
+        backoff, keeps its events for a later step. With `wait`, returns after the runs
+        started here are done. How many events were taken up.
+        """
+        entries = await self._read("0", block_ms=None, count=1000)
         claimed = await self.redis.xautoclaim(
             keys.ALL_RUN_EVENTS, GROUP, self.consumer, CLAIM_IDLE_MS, "0-0", count=50
         )
-        handled += await self._handle_entries(claimed[1])
-        handled += await self._handle_entries(await self._read(">", block_ms=block_ms or None))
-        return handled
+        entries += claimed[1]
+        entries += await self._read(">", block_ms=block_ms or None, count=100)
+        by_run: dict[str, list[tuple[str, Any]]] = {}
+        seen: set[str] = set()
+        for raw_id, fields in entries:
+            entry_id = _text(raw_id)
+            if entry_id in seen:
+                continue
+            seen.add(entry_id)
+            if not fields:  # deleted from the stream meanwhile
+                await self._ack(entry_id)
+                continue
+            run_id = _text(fields.get(b"run_id") or fields.get("run_id"))
+            by_run.setdefault(run_id, []).append(
+                (entry_id, fields.get(b"event") or fields.get("event"))
+            )
+        now = time.monotonic()
+        started: list[asyncio.Task[None]] = []
+        taken = 0
+        for run_id, items in by_run.items():
+            if run_id in self._busy or self._held.get(run_id, 0.0) > now:
+                continue
+            started.append(self._start(run_id, self._report_run(run_id, items)))
+            taken += len(items)
+        if wait and started:
+            await asyncio.gather(*started)
+        return taken
 
-    async def _read(self, start: str, block_ms: int | None) -> list[tuple[Any, dict[Any, Any]]]:
+    def _start(self, run_id: str, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.create_task(work)
+        self._busy[run_id] = task
+        task.add_done_callback(lambda _task: self._busy.pop(run_id, None))
+        return task
+
+    async def _read(
+        self, start: str, block_ms: int | None, count: int
+    ) -> list[tuple[Any, dict[Any, Any]]]:
         reply = await self.redis.xreadgroup(
-            GROUP, self.consumer, {keys.ALL_RUN_EVENTS: start}, count=100, block=block_ms
+            GROUP, self.consumer, {keys.ALL_RUN_EVENTS: start}, count=count, block=block_ms
         )
         return [entry for _stream, entries in reply or [] for entry in entries]
 
-    async def _handle_entries(self, entries: list[tuple[Any, dict[Any, Any]]]) -> int:
-        """In order; the first failure stops the batch, so a run's events never overtake."""
-        for entry_id, fields in entries:
-            if not fields:
-                await self.redis.xack(keys.ALL_RUN_EVENTS, GROUP, entry_id)
-                continue
-            run_id = _text(fields.get(b"run_id") or fields.get("run_id"))
-            raw = fields.get(b"event") or fields.get("event")
-            try:
-                event = run_event_adapter.validate_python(json.loads(raw or "null"))
-            except ValueError:
-                log.error("dropping a malformed event %s: %r", entry_id, raw)
-                await self.redis.xack(keys.ALL_RUN_EVENTS, GROUP, entry_id)
-                continue
+    async def _ack(self, entry_id: str) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.xack(keys.ALL_RUN_EVENTS, GROUP, entry_id)
+        pipe.hdel(TRIES, entry_id)
+        await pipe.execute()
+
+    # --- one run's events, isolated ---------------------------------------------------------
+
+    async def _report_run(self, run_id: str, items: list[tuple[str, Any]]) -> None:
+        """`run_id`'s events in order; the first that must wait holds back the rest."""
+        async with self._slots:
+            for entry_id, raw in items:
+                try:
+                    if not await self._report(run_id, entry_id, raw):
+                        return
+                except Exception:  # Redis gone while settling: the entry stays pending
+                    log.exception("run %s: event %s left for later", run_id, entry_id)
+                    self._hold(run_id, 5.0)
+                    return
+
+    async def _report(self, run_id: str, entry_id: str, raw: Any) -> bool:
+        """Report one event; False when the run must wait (the event stays pending)."""
+        try:
+            event = run_event_adapter.validate_python(json.loads(_text(raw) or "null"))
+        except ValueError as exc:
+            await self._park(entry_id, run_id, raw, f"malformed event: {exc}")
+            await self._ack(entry_id)
+            return True
+        try:
             await self.handle(run_id, event)
-            await self.redis.xack(keys.ALL_RUN_EVENTS, GROUP, entry_id)
-        return len(entries)
+        except Exception as exc:  # one run's trouble, whatever it is, stays that run's
+            return await self._failed(run_id, entry_id, raw, event, exc)
+        await self._ack(entry_id)
+        self._held.pop(run_id, None)
+        return True
+
+    async def _failed(
+        self, run_id: str, entry_id: str, raw: Any, event: RunEvent, exc: Exception
+    ) -> bool:
+        if isinstance(exc, OverBudget):
+            self._hold(run_id, OVER_BUDGET_WAIT_SECONDS)
+            return False
+        kind = classify(exc)
+        detail = describe(exc)
+        tries = int(await settle(self.redis.hincrby(TRIES, entry_id, 1)))
+        limit = {"transient": TRANSIENT_TRIES, "gone": GONE_TRIES, "bug": BUG_TRIES}[kind]
+        if tries < limit:
+            delay = min(MAX_BACKOFF_SECONDS, self.backoff * 2.0 ** (tries - 1))
+            log.warning(
+                "run %s: reporting %s failed (%s; try %d of %d), again in %.0fs",
+                run_id, event.type, detail, tries, limit, delay,
+            )  # fmt: skip
+            if kind == "bug":
+                log.debug("run %s: the failure", run_id, exc_info=exc)
+            self._hold(run_id, delay)
+            return False
+        if kind == "gone":
+            log.warning("run %s: GitHub output given up: %s", run_id, detail)
+            await hset(self.redis, STEPS_PREFIX + run_id, {GONE_FLAG: detail})
+        else:
+            log.error(
+                "run %s: %s event parked after %d tries: %s", run_id, event.type, tries, detail
+            )
+            await self._park(entry_id, run_id, raw, detail)
+        await self._bookkeep(run_id, event)
+        await self._ack(entry_id)
+        return True
+
+    def _hold(self, run_id: str, seconds: float) -> None:
+        self._held[run_id] = time.monotonic() + seconds
+
+    async def _bookkeep(self, run_id: str, event: RunEvent) -> None:
+        """Trimo's own side of an event GitHub will not hear about: the pipeline goes on."""
+        try:
+            view = (await self._load(run_id) or RunView(run_id=run_id)).apply(event)
+            await self._save(view)
+            pipelines = self.services.pipelines
+            if isinstance(event, RunStarted):
+                await pipelines.mark_running(run_id, runner=event.runner, started_at=event.at)
+            elif isinstance(event, RunFinished):
+                pipeline = await pipelines.finish(event)
+                pipe = self.redis.pipeline(transaction=False)
+                pipe.srem(DIRTY, run_id)
+                pipe.hdel(RUNNING, run_id)
+                await pipe.execute()
+                if pipeline is not None:
+                    api = await self.services.github.repo(pipeline.installation_id, pipeline.repo)
+                    await self._start_next(api, pipeline)
+        except Exception as exc:
+            log.error("run %s: bookkeeping of %s failed: %s", run_id, event.type, describe(exc))
+
+    async def _park(self, entry_id: str, run_id: str, raw: Any, error: str) -> None:
+        await self.redis.xadd(
+            DEAD_LETTERS,
+            {
+                "entry": entry_id,
+                "run_id": run_id,
+                "event": _text(raw),
+                "error": error[:2000],
+                "at": datetime.now(UTC).isoformat(),
+            },
+            maxlen=DEAD_LETTERS_MAXLEN,
+            approximate=True,
+        )
+
+    async def parked(self, count: int = 100) -> list[dict[str, str]]:
+        """The latest parked events, newest first, with their dead-letter id."""
+        entries = await self.redis.xrevrange(DEAD_LETTERS, count=count)
+        return [
+            {"id": _text(entry_id), **{_text(k): _text(v) for k, v in fields.items()}}
+            for entry_id, fields in entries
+        ]
+
+    async def replay(self, dead_id: str) -> bool:
+        """Put parked event `dead_id` back on the stream; whether there was one."""
+        found = await self.redis.xrange(DEAD_LETTERS, dead_id, dead_id)
+        if not found:
+            return False
+        fields = {_text(k): _text(v) for k, v in found[0][1].items()}
+        await self.redis.xadd(
+            keys.ALL_RUN_EVENTS, {"run_id": fields.get("run_id", ""), "event": fields["event"]}
+        )
+        if fields.get("run_id"):
+            await hdel(self.redis, STEPS_PREFIX + fields["run_id"], GONE_FLAG)
+        await self.redis.xdel(DEAD_LETTERS, dead_id)
+        return True
 
     # --- one event ------------------------------------------------------------------
 
@@ -118,144 +365,331 @@ class Reporter:
             return
         pipeline, run = located
         api = await self.services.github.repo(pipeline.installation_id, pipeline.repo)
+        speak = await hget(self.redis, STEPS_PREFIX + run_id, GONE_FLAG) is None
         if run.status == "finished":
             # Over already (reported, or stopped before it started): only make sure the
             # next run in line goes, in case an earlier attempt stopped short of that.
             if isinstance(event, RunFinished):
                 await self._start_next(api, pipeline)
             return
-        if isinstance(event, RunStarted):
-            await self._started(api, pipeline, run, view, event)
-        elif isinstance(event, RunFinished):
-            await self._finished(api, pipeline, run, view, event)
+        if isinstance(event, RunFinished):
+            await self._finished(api if speak else None, pipeline, run, view, event)
+            await self._start_next(api, pipeline)
             return
-        elif event.type == "pushed" and pipeline.kind == "issue":
-            await self._ensure_pull(api, pipeline, run, view)
+        if isinstance(event, RunStarted):
+            await self.services.pipelines.mark_running(
+                run.run_id, runner=event.runner, started_at=event.at
+            )
+            if speak:
+                await self._started(api, pipeline, run, view)
+        elif event.type == "pushed" and pipeline.kind == "issue" and speak:
+            await self._ensure_pull(api, pipeline, view, Priority.FIRST, final=False)
         await self._save(view)
-        await self._mark_dirty(run_id)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hset(RUNNING, run_id, str(pipeline.installation_id))
+        pipe.sadd(DIRTY, run_id)
+        await pipe.execute()
 
     async def _started(
-        self, api: RepoAPI, pipeline: Pipeline, run: PipelineRun, view: RunView, event: RunStarted
+        self, api: RepoAPI, pipeline: Pipeline, run: PipelineRun, view: RunView
     ) -> None:
-        await self.services.pipelines.mark_running(
-            run.run_id, runner=event.runner, started_at=event.at
-        )
+        """🚀, in progress and the progress comment, all at once."""
+        target: ReactionTarget = "issue"
+        target_id = run.thread
         if run.comment_id is not None and run.comment_kind is not None:
-            await api.react(run.comment_kind, run.comment_id, "rocket")
-        else:
-            await api.react("issue", run.thread, "rocket")
-        await self._update_check(api, pipeline, run, view)
-        if run.progress_comment_id is not None:
-            await api.update_comment(
-                run.progress_comment_id,
-                runview.progress_running(view, pipeline.branch, self._check_url(pipeline, run)),
-            )
+            target, target_id = run.comment_kind, run.comment_id
+        title, summary = runview.check_running(view, pipeline.branch, datetime.now(UTC))
+        body = runview.progress_running(view, pipeline.branch, self._check_url(pipeline, run))
+        await _all(
+            self._once(
+                pipeline, run, "first:check", Priority.FIRST,
+                lambda: self._edit_check(
+                    api, pipeline, run, view, title, summary, [STOP_ACTION], None, Priority.FIRST
+                ),
+            ),
+            self._once(
+                pipeline, run, "first:react", Priority.FIRST,
+                lambda: api.react(target, target_id, "rocket"),
+            ),
+            self._once(
+                pipeline, run, "first:progress", Priority.FIRST,
+                lambda: self._edit_progress(api, pipeline, run, body, Priority.FIRST),
+            ),
+        )  # fmt: skip
+        await self._mark_sent(run.run_id)
 
     async def _finished(
         self,
-        api: RepoAPI,
+        api: RepoAPI | None,
         pipeline: Pipeline,
         run: PipelineRun,
         view: RunView,
         event: RunFinished,
     ) -> None:
-        if event.commits and pipeline.kind == "issue":
-            await self._ensure_pull(api, pipeline, run, view)
-        if run.check_run_id is not None:
-            title, summary = runview.check_finished(view, pipeline.branch)
-            await api.update_check_run(
-                run.check_run_id,
-                title=title,
-                summary=summary,
-                actions=[RETRY_ACTION],
-                conclusion=runview.conclusion_of(event),
-            )
-        pull = await self._pull_number(pipeline)
-        if run.progress_comment_id is not None:
-            await api.update_comment(
-                run.progress_comment_id,
-                runview.progress_finished(
-                    view, pipeline.branch, self._check_url(pipeline, run), pull
-                ),
-            )
-        if pull is not None and pipeline.kind == "issue":
-            run.status, run.started = "finished", True
-            run.outcome, run.commits = event.outcome, list(event.commits)
-            await api.update_pull_body(pull, runview.pull_body(pipeline, closes=True))
+        if api is not None:
+            await self._final_word(api, pipeline, run, view, event)
         await self._save(view)
         # Recorded last: a failure above leaves the event unacknowledged, to be tried again.
         await self.services.pipelines.finish(event)
-        await self.redis.srem(DIRTY, run.run_id)  # type: ignore[misc]
-        await self._start_next(api, pipeline)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.srem(DIRTY, run.run_id)
+        pipe.hdel(RUNNING, run.run_id)
+        await pipe.execute()
+
+    async def _final_word(
+        self, api: RepoAPI, pipeline: Pipeline, run: PipelineRun, view: RunView, event: RunFinished
+    ) -> None:
+        if event.commits and pipeline.kind == "issue":
+            await self._ensure_pull(api, pipeline, view, Priority.FINAL, final=True)
+        pull = await self._pull_number(pipeline)
+        problem = await hget(self.redis, STEPS_PREFIX + run.run_id, PULL_PROBLEM) or ""
+        title, summary = runview.check_finished(view, pipeline.branch)
+        body = runview.progress_finished(
+            view, pipeline.branch, self._check_url(pipeline, run), pull, problem
+        )
+        steps = [
+            self._once(
+                pipeline, run, "final:check", Priority.FINAL,
+                lambda: self._edit_check(
+                    api, pipeline, run, view, title, summary, [RETRY_ACTION],
+                    runview.conclusion_of(event), Priority.FINAL,
+                ),
+            ),
+            self._once(
+                pipeline, run, "final:progress", Priority.FINAL,
+                lambda: self._edit_progress(api, pipeline, run, body, Priority.FINAL),
+            ),
+        ]  # fmt: skip
+        if pull is not None and pipeline.kind == "issue":
+            run.status, run.started = "finished", True
+            run.outcome, run.commits = event.outcome, list(event.commits)
+            pull_body = runview.pull_body(pipeline, closes=True)
+            steps.append(
+                self._once(
+                    pipeline, run, "final:pull-body", Priority.FINAL,
+                    lambda: api.update_pull_body(pull, pull_body),
+                )
+            )  # fmt: skip
+        await _all(*steps)
 
     async def _start_next(self, api: RepoAPI, pipeline: Pipeline) -> None:
-        if await start_next(self.services, api, pipeline.id) is not None:
+        if await _timed(start_next(self.services, api, pipeline.id)) is not None:
             latest = await self.services.pipelines.get(pipeline.id)
             if latest is not None:
-                await show_queued(self.services, api, latest)
+                await _timed(show_queued(self.services, api, latest))
+
+    # --- GitHub steps, within the budget, each at most once --------------------------------
+
+    async def _spend(self, pipeline: Pipeline, priority: Priority) -> None:
+        if not await self.budget.take(pipeline.installation_id, priority):
+            raise OverBudget(f"installation {pipeline.installation_id}")
+
+    async def _once(
+        self,
+        pipeline: Pipeline,
+        run: PipelineRun,
+        step: str,
+        priority: Priority,
+        make: Callable[[], Awaitable[object]],
+    ) -> None:
+        """The write `make` unless done for this run already, within budget and 10 s."""
+        key = STEPS_PREFIX + run.run_id
+        if await hget(self.redis, key, step) is not None:
+            return
+        await self._spend(pipeline, priority)
+        await _timed(make())
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hset(key, step, "1")
+        pipe.expire(key, VIEW_TTL_SECONDS)
+        await pipe.execute()
+
+    async def _edit_progress(
+        self, api: RepoAPI, pipeline: Pipeline, run: PipelineRun, body: str, priority: Priority
+    ) -> None:
+        """Edit the progress comment; when it was deleted, post a new one."""
+        if run.progress_comment_id is None:
+            return
+        try:
+            await api.update_comment(run.progress_comment_id, body)
+            return
+        except RequestFailed as exc:
+            if exc.response.status_code != 404:
+                raise
+        log.info("run %s: the progress comment was deleted; posting a new one", run.run_id)
+        await self._spend(pipeline, priority)
+        comment_id = await _timed(api.comment(run.thread, body))
+        await self.services.pipelines.attach(run.run_id, progress_comment_id=comment_id)
+        run.progress_comment_id = comment_id
+
+    async def _edit_check(
+        self,
+        api: RepoAPI,
+        pipeline: Pipeline,
+        run: PipelineRun,
+        view: RunView,
+        title: str,
+        summary: str,
+        actions: list[CheckAction],
+        conclusion: runview.CheckConclusion | None,
+        priority: Priority,
+    ) -> None:
+        """Update the check run; make a new one when it is gone, carry on without if refused."""
+        key = STEPS_PREFIX + run.run_id
+        if run.check_run_id is None or await hget(self.redis, key, CHECK_OFF_FLAG) is not None:
+            return
+        try:
+            await api.update_check_run(
+                run.check_run_id, title=title, summary=summary, actions=actions,
+                conclusion=conclusion,
+            )  # fmt: skip
+            return
+        except RequestFailed as exc:
+            if is_transient(exc):
+                raise
+            gone = exc.response.status_code == 404
+            detail = failure_detail(exc)
+        sha = view.head_sha or view.base_sha
+        if gone and sha is not None:
+            log.info("run %s: check run %s is gone; making a new one", run.run_id, run.check_run_id)
+            await self._spend(pipeline, priority)
+            try:
+                check_id = await _timed(
+                    api.create_check_run(
+                        name=CHECK_NAME, head_sha=sha, external_id=run.run_id,
+                        title=title, summary=summary, actions=actions,
+                    )
+                )  # fmt: skip
+            except RequestFailed as again:
+                if is_transient(again):
+                    raise
+                detail = failure_detail(again)
+            else:
+                await self.services.pipelines.attach(run.run_id, check_run_id=check_id)
+                run.check_run_id = check_id
+                await self._spend(pipeline, priority)
+                await _timed(
+                    api.update_check_run(
+                        check_id, title=title, summary=summary, actions=actions,
+                        conclusion=conclusion,
+                    )
+                )  # fmt: skip
+                return
+        # Refused (no `checks: write` any more) or nothing to hang it on: comments carry on.
+        log.warning("run %s: no check run from now on (%s)", run.run_id, detail)
+        await hset(self.redis, key, {CHECK_OFF_FLAG: detail})
 
     async def _ensure_pull(
-        self, api: RepoAPI, pipeline: Pipeline, run: PipelineRun, view: RunView
+        self, api: RepoAPI, pipeline: Pipeline, view: RunView, priority: Priority, final: bool
     ) -> None:
-        """An issue pipeline's first commits get a pull request to the base branch."""
+        """An issue pipeline's first commits get a pull request to the base branch.
+
+        When GitHub will not open it (one exists that cannot be found, no diff, the base
+        branch deleted), the reason is kept for the progress comment, and nothing waits.
+        """
         if await self._pull_number(pipeline) is not None:
             return
-        number = await api.open_pull_for(pipeline.branch)
+        key = STEPS_PREFIX + view.run_id
+        if not final and await hget(self.redis, key, PULL_PROBLEM) is not None:
+            return  # said already; tried once more with the last word
+        number = await _timed(api.open_pull_for(pipeline.branch))
         if number is None:
-            issue_title = await self._issue_title(api, pipeline.number)
-            number = await api.create_pull(
-                head=pipeline.branch,
-                base=pipeline.base_branch,
-                title=runview.pull_title(issue_title),
-                body=runview.pull_body(pipeline, closes=True),
-            )
-            log.info("opened pull request #%d for %s", number, pipeline.id)
-        await self.redis.hset(PULL_OF_PIPELINE, pipeline.id, str(number))  # type: ignore[misc]
-
-    async def _issue_title(self, api: RepoAPI, number: int) -> str:
-        return await api.issue_title(number)
+            issue_title = await _timed(api.issue_title(pipeline.number))
+            await self._spend(pipeline, priority)
+            try:
+                number = await _timed(
+                    api.create_pull(
+                        head=pipeline.branch,
+                        base=pipeline.base_branch,
+                        title=runview.pull_title(issue_title),
+                        body=runview.pull_body(pipeline, closes=True),
+                    )
+                )
+                log.info("opened pull request #%d for %s", number, pipeline.id)
+            except RequestFailed as exc:
+                if is_transient(exc):
+                    raise
+                number = await _timed(api.open_pull_for(pipeline.branch))  # opened meanwhile?
+                if number is None:
+                    problem = pull_problem(exc)
+                    log.warning("%s: no pull request: %s", pipeline.id, failure_detail(exc))
+                    await hset(self.redis, key, {PULL_PROBLEM: problem})
+                    return
+        await hset(self.redis, PULL_OF_PIPELINE, {pipeline.id: str(number)})
+        await hdel(self.redis, key, PULL_PROBLEM)
 
     async def _pull_number(self, pipeline: Pipeline) -> int | None:
         if pipeline.kind == "pull":
             return pipeline.number
-        raw = await self.redis.hget(PULL_OF_PIPELINE, pipeline.id)  # type: ignore[misc]
+        raw = await hget(self.redis, PULL_OF_PIPELINE, pipeline.id)
         return int(raw) if raw is not None else None
 
-    # --- throttled check-run updates ------------------------------------------------
+    # --- live check-run updates, merged and paced ------------------------------------------
 
-    async def _mark_dirty(self, run_id: str) -> None:
-        await self.redis.sadd(DIRTY, run_id)  # type: ignore[misc]
+    async def flush_due(self, wait: bool = True) -> None:
+        """Send the live summaries the write budget lets through now (see `budget.due_live`)."""
+        running = await hgetall(self.redis, RUNNING)
+        dirty = await smembers(self.redis, DIRTY)
+        by_installation: dict[int, list[str]] = {}
+        for run_id, owner in running.items():
+            by_installation.setdefault(int(owner), []).append(run_id)
+        started: list[asyncio.Task[None]] = []
+        for installation, run_ids in by_installation.items():
+            sent = await self.redis.mget([f"{VIEW_PREFIX}{run_id}:sent" for run_id in run_ids])
+            runs = [
+                LiveRun(run_id=run_id, changed=run_id in dirty, last_sent=float(last or 0))
+                for run_id, last in zip(run_ids, sent, strict=True)
+            ]
+            usage = await self.budget.usage(installation)
+            for run_id in due_live(runs, usage, self.budget.limits, self.budget.clock()):
+                if run_id not in self._busy:
+                    started.append(self._start(run_id, self._live(run_id)))
+        if wait and started:
+            await asyncio.gather(*started)
 
-    async def flush_due(self) -> None:
-        """Send the live summary of runs that changed, at most once per throttle period."""
-        for raw in await self.redis.smembers(DIRTY):  # type: ignore[misc]
-            run_id = _text(raw)
-            view = await self._load(run_id)
-            last = float(await self.redis.get(f"{VIEW_PREFIX}{run_id}:sent") or 0)
-            if view is None:
-                await self.redis.srem(DIRTY, run_id)  # type: ignore[misc]
-                continue
-            if time.time() - last < self.throttle:
-                continue
-            located = await self.services.pipelines.get_run(run_id)
-            if located is None or located[1].status == "finished" or view.finished:
-                await self.redis.srem(DIRTY, run_id)  # type: ignore[misc]
-                continue
-            pipeline, run = located
-            api = await self.services.github.repo(pipeline.installation_id, pipeline.repo)
-            await self._update_check(api, pipeline, run, view)
-            await self.redis.srem(DIRTY, run_id)  # type: ignore[misc]
+    async def _live(self, run_id: str) -> None:
+        async with self._slots:
+            try:
+                await self._live_update(run_id)
+            except OverBudget:
+                pass  # merged into a later update
+            except Exception as exc:
+                kind = classify(exc)
+                log.warning("run %s: live update failed (%s)", run_id, describe(exc))
+                if kind != "transient":
+                    await hdel(self.redis, RUNNING, run_id)
 
-    async def _update_check(
-        self, api: RepoAPI, pipeline: Pipeline, run: PipelineRun, view: RunView
-    ) -> None:
-        if run.check_run_id is None:
+    async def _live_update(self, run_id: str) -> None:
+        located = await self.services.pipelines.get_run(run_id)
+        view = await self._load(run_id)
+        flags = await hgetall(self.redis, STEPS_PREFIX + run_id)
+        if (
+            located is None
+            or located[1].status == "finished"
+            or view is None
+            or view.finished is not None
+            or GONE_FLAG in flags
+            or CHECK_OFF_FLAG in flags
+            or located[1].check_run_id is None
+        ):
+            await hdel(self.redis, RUNNING, run_id)
+            await srem(self.redis, DIRTY, run_id)
             return
+        pipeline, run = located
+        await self._spend(pipeline, Priority.LIVE)
+        await srem(self.redis, DIRTY, run_id)  # news from now on makes it dirty again
+        await self._mark_sent(run_id)
+        api = await self.services.github.repo(pipeline.installation_id, pipeline.repo)
         title, summary = runview.check_running(view, pipeline.branch, datetime.now(UTC))
-        await api.update_check_run(
-            run.check_run_id, title=title, summary=summary, actions=[STOP_ACTION]
+        await _timed(
+            self._edit_check(
+                api, pipeline, run, view, title, summary, [STOP_ACTION], None, Priority.LIVE
+            )
         )
-        await self.redis.set(f"{VIEW_PREFIX}{run.run_id}:sent", time.time(), ex=VIEW_TTL_SECONDS)
+
+    async def _mark_sent(self, run_id: str) -> None:
+        await self.redis.set(
+            f"{VIEW_PREFIX}{run_id}:sent", self.budget.clock(), ex=VIEW_TTL_SECONDS
+        )
 
     # --- storage --------------------------------------------------------------------
 
@@ -271,6 +705,19 @@ class Reporter:
         if run.check_run_id is None:
             return ""
         return f"{runview.html_url(pipeline.clone_url)}/runs/{run.check_run_id}"
+
+
+async def _timed(call: Awaitable[T]) -> T:
+    """`call`, or TimeoutError when GitHub takes longer than `CALL_TIMEOUT_SECONDS`."""
+    return await asyncio.wait_for(call, CALL_TIMEOUT_SECONDS)
+
+
+async def _all(*steps: Awaitable[None]) -> None:
+    """Run independent steps at once; all finish, then the first failure is raised."""
+    results = await asyncio.gather(*steps, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
 
 
 async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:

@@ -54,6 +54,7 @@ class RunView(BaseModel):
     last_message: str = ""
     pushed_commits: int = 0
     head_sha: str | None = None
+    base_sha: str | None = None
     salvage_ref: str | None = None
     finished: RunFinished | None = None
     events: int = 0
@@ -65,7 +66,7 @@ class RunView(BaseModel):
         match event.type:
             case "started":
                 view.agent, view.runner, view.image = event.agent, event.runner, event.image
-                view.started_at = event.at
+                view.started_at, view.base_sha = event.at, event.base_sha
             case "tool_call":
                 view.tool_calls += 1
                 label = f"{event.name} {shorten(event.summary, 80)}".strip()
@@ -202,12 +203,16 @@ def progress_running(view: RunView, branch: str, check_url: str) -> str:
     )
 
 
-def progress_finished(view: RunView, branch: str, check_url: str, pull: int | None) -> str:
+def progress_finished(
+    view: RunView, branch: str, check_url: str, pull: int | None, pull_problem: str = ""
+) -> str:
+    """The progress comment's last word; `pull_problem`: why GitHub would not open the PR."""
     return render(
         "github/progress_finished.md.j2",
         run_id=_code(view.run_id, 100),
         check_url=check_url,
         pull=pull,
+        pull_problem=_code(pull_problem, 200) if pull_problem else "",
         **_finished(view, branch),
     )
 

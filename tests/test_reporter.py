@@ -1,0 +1,427 @@
+"""The reporter against GitHub as it really is: real Redis, the stand-in's targeted faults.
+
+Runs are accepted through the App worker (`handle_event`), their events are put on the
+real stream, and `Reporter.step` reports them. Each test breaks one thing on GitHub's
+side and checks that the run's trouble stays that run's, and that people see the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from arq.connections import ArqRedis, RedisSettings, create_pool
+from pydantic import SecretStr
+
+from app import reporter as reporter_module
+from app import runview
+from app.budget import Limits, WriteBudget
+from app.github import RepoAPI
+from app.handlers.context import Services
+from app.naming import pipeline_id
+from app.pipelines import PipelineRun
+from app.redisio import hget
+from app.reporter import DEAD_LETTERS, GONE_FLAG, STEPS_PREFIX, Reporter
+from app.settings import AppSettings
+from app.worker import SERVICES_KEY, build_services, handle_event
+from runner import keys
+from runner.job import CommitInfo, Outcome, Pushed, RunEvent, RunFinished, RunStarted
+from tests.fakegithub import FakeState, RunningFakeGitHub
+
+pytestmark = [pytest.mark.redis]
+
+OWNER = "octo-org"
+REPO = "widgets"
+FULL = f"{OWNER}/{REPO}"
+WRITER = "alice"
+
+
+@dataclass
+class World:
+    gh: RunningFakeGitHub
+    state: FakeState
+    pool: ArqRedis
+    services: Services
+    reporter: Reporter
+    corpora: Path
+    installation_id: int
+
+    async def accept(self, title: str = "Fix the login page") -> tuple[int, str]:
+        """A new issue with `/trimo run`, accepted by the App worker: (number, run id)."""
+        issue = self.state.add_issue(OWNER, REPO, title, "details", WRITER)
+        comment = self.state.add_comment(OWNER, REPO, issue.number, "/trimo run echo hi", WRITER)
+        payload = json.loads(
+            (self.corpora / "webhooks" / "issue_comment.created.1.json").read_text()
+        )
+        payload["repository"].update(
+            name=REPO, full_name=FULL, clone_url=self.gh.clone_url(OWNER, REPO),
+            default_branch="main",
+        )  # fmt: skip
+        payload["repository"]["owner"] = {**payload["repository"]["owner"], "login": OWNER}
+        payload["installation"] = {"id": self.installation_id, "node_id": "MDIz"}
+        user = {**payload["comment"]["user"], "login": WRITER, "type": "User"}
+        payload["issue"].update(number=issue.number, title=title, body="details", state="open")
+        payload["issue"].pop("pull_request", None)
+        payload["comment"].update(id=comment.id, body="/trimo run echo hi", user=user)
+        payload["comment"]["performed_via_github_app"] = None
+        payload["sender"] = user
+        delivery = str(uuid.uuid4())
+        ctx = {"redis": self.pool, "job_try": 1, SERVICES_KEY: self.services}
+        await handle_event(ctx, "issue_comment", delivery, payload)
+        return issue.number, f"{pipeline_id(FULL, issue.number)}-{delivery[:12]}"
+
+    async def emit(self, run_id: str, event: RunEvent) -> None:
+        await self.pool.xadd(
+            keys.ALL_RUN_EVENTS, {"run_id": run_id, "event": event.model_dump_json()}
+        )
+
+    async def started(self, run_id: str) -> None:
+        base = self.gh.fake.branch_sha(OWNER, REPO, "main")
+        assert base is not None
+        await self.emit(
+            run_id,
+            RunStarted(
+                run_id=run_id, runner="r1", agent="script", image="img",
+                branch="b", base_sha=base,
+            ),
+        )  # fmt: skip
+
+    async def run(self, run_id: str) -> PipelineRun:
+        found = await self.services.pipelines.get_run(run_id)
+        assert found is not None
+        return found[1]
+
+    async def branch(self, number: int) -> str:
+        pipeline = await self.services.pipelines.get(pipeline_id(FULL, number))
+        assert pipeline is not None
+        return pipeline.branch
+
+    def branch_from_main(self, branch: str) -> None:
+        """The pipeline branch exists on GitHub (the runner pushed it)."""
+        bare = self.gh.fake.bare_path(OWNER, REPO)
+        subprocess.run(["git", "-C", str(bare), "branch", branch, "main"], check=True)
+
+    def check_of(self, run_id: str) -> Any:
+        matches = [c for c in self.state.check_runs.values() if c.external_id == run_id]
+        return max(matches, key=lambda c: c.id) if matches else None
+
+    def bot_comments(self, number: int) -> list[str]:
+        return [c.body for c in self.state.comments_on(number, OWNER, REPO) if c.via_app]
+
+    async def pending(self) -> int:
+        info = await self.pool.xpending(keys.ALL_RUN_EVENTS, reporter_module.GROUP)
+        return int(info["pending"])
+
+    async def settle(self, steps: int = 12) -> None:
+        """Step until nothing is pending (or `steps` ran out)."""
+        for _ in range(steps):
+            await self.reporter.step()
+            if await self.pending() == 0:
+                return
+
+
+@pytest.fixture
+def fake() -> Iterator[RunningFakeGitHub]:
+    with RunningFakeGitHub() as gh:
+        yield gh
+
+
+@pytest.fixture
+async def world(fake: RunningFakeGitHub, redis_url: str, corpora: Path) -> AsyncIterator[World]:
+    creds = fake.install_app(OWNER)
+    fake.create_repo(
+        OWNER, REPO, {"README.md": "# widgets\n", ".github/trimo.yml": "agent: script\n"}
+    )
+    fake.state.set_role(OWNER, REPO, WRITER, "write")
+    pool = await create_pool(RedisSettings.from_dsn(redis_url))
+    settings = AppSettings(
+        github_app_id=creds.app_id,
+        github_private_key=SecretStr(creds.private_key_pem),
+        github_api_url=fake.api_url,
+        redis_url=redis_url,
+        app_slug="trimo",
+        webhook_secret=SecretStr("secret"),
+    )
+    services = build_services(settings, pool, github_retry=False)
+    reporter = Reporter(services, consumer="test")
+    reporter.backoff = 0.0
+    await reporter.ensure_group()
+    yield World(fake, fake.state, pool, services, reporter, corpora, creds.installation_id)
+    await reporter.drain()
+    await pool.aclose()
+
+
+def finished(run_id: str, outcome: Outcome = Outcome.SUCCESS, commits: int = 0) -> RunFinished:
+    return RunFinished(
+        run_id=run_id,
+        outcome=outcome,
+        commits=[CommitInfo(sha=f"{i:040x}", subject=f"change {i}") for i in range(commits)],
+    )
+
+
+# --- the happy path, concurrent first word ------------------------------------------------
+
+
+async def test_started_shows_in_progress_rocket_and_progress(world: World) -> None:
+    number, run_id = await world.accept()
+    await world.started(run_id)
+    await world.settle()
+    check = world.check_of(run_id)
+    assert check.status == "in_progress"
+    assert any("is running" in body for body in world.bot_comments(number))
+    comment_id = (await world.run(run_id)).comment_id
+    assert comment_id is not None
+    assert "rocket" in [r.content for r in world.state.comments[comment_id].reactions]
+    assert await world.pending() == 0
+
+
+# --- report objects gone ---------------------------------------------------------------------
+
+
+async def test_a_deleted_progress_comment_is_posted_again(world: World) -> None:
+    _number, run_id = await world.accept()
+    old = (await world.run(run_id)).progress_comment_id
+    assert old is not None
+    world.state.delete_comment(old)
+
+    await world.started(run_id)
+    await world.settle()
+
+    new = (await world.run(run_id)).progress_comment_id
+    assert new is not None and new != old
+    assert "is running" in world.state.comments[new].body
+    assert world.check_of(run_id).status == "in_progress"
+    assert await world.pending() == 0
+
+    await world.emit(run_id, finished(run_id))
+    await world.settle()
+    assert "finished after" in world.state.comments[new].body
+
+
+async def test_a_deleted_check_run_is_made_again(world: World) -> None:
+    _number, run_id = await world.accept()
+    old = world.check_of(run_id)
+    world.state.delete_check_run(old.id)
+
+    await world.started(run_id)
+    await world.emit(run_id, finished(run_id))
+    await world.settle()
+
+    new = world.check_of(run_id)
+    assert new is not None and new.id != old.id
+    assert (new.status, new.conclusion) == ("completed", "success")
+    assert (await world.run(run_id)).check_run_id == new.id
+
+
+@pytest.mark.parametrize("reason", ["no_diff", "base_deleted"])
+async def test_a_pull_request_github_refuses_is_explained_not_retried(
+    world: World, reason: str
+) -> None:
+    number, run_id = await world.accept()
+    world.branch_from_main(await world.branch(number))
+    world.state.refuse_pull(reason)  # type: ignore[arg-type]
+
+    await world.started(run_id)
+    await world.emit(run_id, finished(run_id, commits=1))
+    await world.settle()
+
+    assert await world.pending() == 0
+    final = [b for b in world.bot_comments(number) if "finished after" in b]
+    assert final and "GitHub would not open a pull request" in final[0]
+    assert world.check_of(run_id).conclusion == "success"
+    assert (await world.run(run_id)).status == "finished"
+
+
+async def test_a_pull_request_opened_meanwhile_is_used(world: World) -> None:
+    number, run_id = await world.accept()
+    branch = await world.branch(number)
+    world.branch_from_main(branch)
+    world.state.refuse_pull("exists")
+
+    await world.started(run_id)
+    await world.emit(run_id, finished(run_id, commits=1))
+    await world.settle()
+
+    [pull] = world.state.pulls_for(branch)
+    assert pull.title == "Opened by hand"
+    final = [b for b in world.bot_comments(number) if "finished after" in b]
+    assert final and f"pull request #{pull.number}" in final[0]
+    assert await world.pending() == 0
+
+
+# --- one run's trouble is that run's alone -----------------------------------------------------
+
+
+async def test_github_failing_one_run_holds_back_no_other(world: World) -> None:
+    number_a, run_a = await world.accept("first")
+    number_b, run_b = await world.accept("second")
+    comment_a = (await world.run(run_a)).progress_comment_id
+    world.state.fail_next("PATCH", rf"/issues/comments/{comment_a}$", 502, times=100)
+
+    await world.started(run_a)
+    await world.started(run_b)
+    await world.emit(run_b, finished(run_b))
+    await world.reporter.step()
+
+    assert world.check_of(run_b).conclusion == "success"
+    assert any("finished after" in b for b in world.bot_comments(number_b))
+    assert (await world.run(run_b)).status == "finished"
+    assert await world.pending() == 1  # run A's started event waits its turn
+
+    # A keeps failing: after a bounded number of tries it is parked and acknowledged.
+    await world.settle(steps=reporter_module.TRANSIENT_TRIES + 2)
+    assert await world.pending() == 0
+    [(_id, parked)] = await world.pool.xrange(DEAD_LETTERS)
+    assert parked[b"run_id"].decode() == run_a and b"502" in parked[b"error"]
+    assert (await world.run(run_a)).status == "running"  # its bookkeeping went on
+    assert not any("is running" in b for b in world.bot_comments(number_a))
+
+
+async def test_a_slow_answer_holds_back_only_its_run(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _number_a, run_a = await world.accept("slow")
+    _number_b, run_b = await world.accept("quick")
+    slow_comment = (await world.run(run_a)).progress_comment_id
+    monkeypatch.setattr(reporter_module, "CALL_TIMEOUT_SECONDS", 0.5)
+    real = RepoAPI.update_comment
+
+    async def sluggish(self: RepoAPI, comment_id: int, body: str) -> None:
+        if comment_id == slow_comment:
+            await asyncio.sleep(5)
+        await real(self, comment_id, body)
+
+    monkeypatch.setattr(RepoAPI, "update_comment", sluggish)
+    await world.started(run_a)
+    await world.started(run_b)
+    await world.reporter.step()
+    assert world.check_of(run_b).status == "in_progress"
+    assert await world.pending() == 1
+    info = await hget(world.pool, reporter_module.TRIES, (await _pending_ids(world))[0])
+    assert info == "1"  # counted as one failed try, retried later
+
+
+async def _pending_ids(world: World) -> list[str]:
+    rows = await world.pool.xpending_range(
+        keys.ALL_RUN_EVENTS, reporter_module.GROUP, min="-", max="+", count=10
+    )
+    return [row["message_id"].decode() for row in rows]
+
+
+async def test_a_deleted_issue_gives_up_that_runs_output_and_the_pipeline_goes_on(
+    world: World,
+) -> None:
+    number, run_id = await world.accept()
+    world.state.delete_issue(OWNER, REPO, number)
+
+    await world.started(run_id)
+    await world.emit(run_id, finished(run_id))
+    await world.settle(steps=reporter_module.GONE_TRIES + 3)
+
+    assert await world.pending() == 0
+    assert await hget(world.pool, STEPS_PREFIX + run_id, GONE_FLAG) is not None
+    assert (await world.run(run_id)).status == "finished"
+    assert await world.pool.xlen(DEAD_LETTERS) == 0  # given up, not parked
+
+
+async def test_a_suspended_installation_never_stops_the_reporter(world: World) -> None:
+    number, run_id = await world.accept()
+    world.state.suspend_installation(OWNER)
+
+    await world.started(run_id)
+    await world.emit(run_id, finished(run_id))
+    await world.settle(steps=reporter_module.GONE_TRIES + 3)
+
+    assert await world.pending() == 0
+    assert (await world.run(run_id)).status == "finished"
+    assert not any("finished after" in b for b in world.bot_comments(number))
+
+
+async def test_a_bug_parks_the_event_and_it_can_be_replayed(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _number, run_id = await world.accept()
+    await world.started(run_id)
+    await world.settle()
+
+    def broken(*_args: object) -> tuple[str, str]:
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(runview, "check_finished", broken)
+    await world.emit(run_id, finished(run_id))
+    await world.settle(steps=reporter_module.BUG_TRIES + 2)
+    assert await world.pending() == 0
+    [parked] = await world.reporter.parked()
+    assert parked["run_id"] == run_id and "KeyError" in parked["error"]
+    assert (await world.run(run_id)).status == "finished"  # the pipeline is not stuck
+
+    monkeypatch.undo()
+    assert await world.reporter.replay(parked["id"])
+    assert await world.reporter.parked() == []
+
+
+async def test_a_malformed_event_is_parked(world: World) -> None:
+    await world.pool.xadd(keys.ALL_RUN_EVENTS, {"run_id": "x", "event": "{not json"})
+    await world.settle()
+    assert await world.pending() == 0
+    [parked] = await world.reporter.parked()
+    assert parked["run_id"] == "x" and "malformed" in parked["error"]
+
+
+# --- the write budget ----------------------------------------------------------------------
+
+
+async def test_live_updates_are_merged_and_paced_by_the_budget(world: World) -> None:
+    clock = [1_000_000.0]
+    world.reporter.budget = WriteBudget(world.pool, Limits(), clock=lambda: clock[0])
+    _number, run_id = await world.accept()
+    await world.started(run_id)
+    await world.settle()
+
+    def patches() -> int:
+        return len(world.state.requests_to("PATCH", r"/check-runs/\d+$"))
+
+    after_start = patches()
+
+    for _ in range(5):  # news, but within the interval: nothing goes out
+        await world.emit(run_id, Pushed(branch="b", sha="a" * 40, commits=1))
+    await world.settle()
+    await world.reporter.flush_due()
+    assert patches() == after_start
+
+    clock[0] += 3.5  # one merged update with the latest state
+    await world.reporter.flush_due()
+    await world.reporter.flush_due()
+    assert patches() == after_start + 1
+    assert "Commits pushed | 5" in world.check_of(run_id).output["summary"]
+
+    clock[0] += 30  # nothing new: no update before the minute is up
+    await world.reporter.flush_due()
+    assert patches() == after_start + 1
+    clock[0] += 31
+    await world.reporter.flush_due()
+    assert patches() == after_start + 2
+
+
+async def test_a_full_budget_holds_the_last_word_until_there_is_room(world: World) -> None:
+    clock = [2_000_000.0]
+    limits = Limits(per_minute=4, live_per_minute=1)
+    world.reporter.budget = WriteBudget(world.pool, limits, clock=lambda: clock[0])
+    number, run_id = await world.accept()
+    await world.started(run_id)  # three writes
+    await world.emit(run_id, finished(run_id))  # two more: one must wait
+    await world.reporter.step()
+    assert await world.pending() == 1
+    clock[0] += 61
+    world.reporter._held.clear()
+    await world.settle()
+    assert await world.pending() == 0
+    assert world.check_of(run_id).conclusion == "success"
+    assert any("finished after" in b for b in world.bot_comments(number))
