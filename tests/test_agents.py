@@ -491,7 +491,7 @@ def test_claude_error_results_and_blocks() -> None:
 def test_claude_error_flag_on_a_success_subtype_fails_the_run() -> None:
     line = {"type": "result", "subtype": "success", "is_error": True, "result": "Invalid API key"}
     events = get_adapter("claude").parse_line(json.dumps(line))
-    assert AgentError(message="claude reported an error: Invalid API key") in events
+    assert AgentError(message="Invalid API key") in events
     assert of_type(events, FinalResult)[0].success is False
 
 
@@ -732,7 +732,9 @@ def test_resume_adds_continue_for_claude_only(agent: str) -> None:
     fresh, resumed = adapter.command("go", resume=False), adapter.command("go", resume=True)
     assert "--continue" not in fresh
     if agent == "claude":
-        assert resumed[:-2] == [*fresh[:-2], "--continue"] and resumed[-2:] == ["--", "go"]
+        # resumed: the session-cost launcher, then claude's own argv with --continue
+        assert resumed[:2] == ["bash", "-c"] and resumed[3] == "claude-launcher"
+        assert resumed[4:-2] == [*fresh[:-2], "--continue"] and resumed[-2:] == ["--", "go"]
     else:
         assert resumed == fresh
 
@@ -845,7 +847,7 @@ def test_registry() -> None:
         adapter = get_adapter(name)
         assert isinstance(adapter, cls) and adapter.name == name and adapter.description
         assert get_adapter(name) is not adapter  # per-run state is never shared
-    assert get_adapter("claude").secret_env == ("ANTHROPIC_API_KEY",)
+    assert get_adapter("claude").secret_env == ("ANTHROPIC_API_KEY", "CLAUDE_CODE_OAUTH_TOKEN")
     assert "OPENAI_API_KEY" in get_adapter("codex").secret_env
     assert get_adapter("aider").secret_env == ("ANTHROPIC_API_KEY", "OPENAI_API_KEY")
     assert get_adapter("script").secret_env == ()
@@ -860,3 +862,123 @@ def test_unknown_agent_lists_the_known_ones() -> None:
     assert "gpt-engineer" in caught.value.message
     for name in ADAPTERS:
         assert name in caught.value.hint and name in text
+
+
+# -- issue 10: defects found running the real CLIs ---------------------------------------------
+
+CAPTURES = Path(__file__).resolve().parent / "captures"
+CLAUDE_UNREACHABLE = CAPTURES / "claude.v2.1.332.unreachable.jsonl"
+"""Real Claude Code 2.1.332 output with its API unreachable (3 retries, then the error)."""
+
+
+def test_claude_api_retries_are_shown() -> None:
+    events = parse_file("claude", CLAUDE_UNREACHABLE)
+    retries = [e.line for e in of_type(events, RawLog)]
+    assert retries == [
+        "API unreachable, retry 1/3 in 1 s",
+        "API unreachable, retry 2/3 in 1 s",
+        "API unreachable, retry 3/3 in 2 s",
+    ]
+
+
+def test_claude_retry_names_the_api_error_when_there_is_one() -> None:
+    retry = {"type": "system", "subtype": "api_retry", "attempt": 4, "max_retries": 10,
+             "retry_delay_ms": 13000, "error_status": 529, "error": "overloaded"}  # fmt: skip
+    assert feed(get_adapter("claude"), [json.dumps(retry)]) == [
+        RawLog(line="API error 529 overloaded, retry 4/10 in 13 s")
+    ]
+
+
+def test_claude_reported_error_is_said_once_and_is_the_reason() -> None:
+    adapter = get_adapter("claude")
+    events = feed(adapter, stream_lines(CLAUDE_UNREACHABLE))
+    expected = (
+        "API Error: Connection refused — a firewall or proxy may be blocking it (ECONNREFUSED)"
+    )
+    assert of_type(events, AgentError) == [AgentError(message=expected)]
+    assert not of_type(events, AssistantMessage)  # the synthetic reply is the error, not talk
+    assert of_type(events, FinalResult)[0].success is False
+    assert adapter.reported_error == expected
+
+
+def test_claude_model_is_not_the_synthetic_placeholder() -> None:
+    events = parse_file("claude", CLAUDE_UNREACHABLE)
+    assert of_type(events, Usage)[0].model == "claude-opus-5-5"  # from init, not "<synthetic>"
+
+
+def test_claude_cost_of_a_continued_session_is_this_runs_part() -> None:
+    """With --continue, total_cost_usd is the session's: the run's cost is the difference."""
+    result = objects(AGENTS / "claude" / "gleam.result_success.json")[0]
+    total = result["total_cost_usd"]
+    baseline = {"type": "trimo_session_cost", "total_cost_usd": total / 4}
+    resumed = feed(get_adapter("claude"), [json.dumps(baseline), json.dumps(result)])
+    fresh = feed(get_adapter("claude"), [json.dumps(result)])
+    assert of_type(fresh, Usage)[0].cost_usd == pytest.approx(total)
+    assert of_type(resumed, Usage)[0].cost_usd == pytest.approx(total * 3 / 4)
+    assert not of_type(resumed, RawLog)  # the baseline line is bookkeeping, never shown
+
+
+def test_claude_session_cost_launcher_reads_claudes_record(tmp_path: Path) -> None:
+    """The launcher prints what Claude Code recorded for this directory, then runs claude."""
+    node = subprocess.run(["bash", "-c", "command -v node"], capture_output=True, text=True)
+    if not node.stdout.strip():
+        pytest.fail("node is required to run the launcher (it is in the agent image)")
+    argv = get_adapter("claude").command("go", resume=True)
+    home, work = tmp_path / "home", tmp_path / "work"
+    home.mkdir()
+    work.mkdir()
+    record = {"projects": {str(work): {"lastCost": 0.25, "lastSessionId": "s"}}}
+    (home / ".claude.json").write_text(json.dumps(record))
+    fake = [argv[0], argv[1], argv[2], argv[3], "echo", "claude-ran"]
+    out = subprocess.run(fake, cwd=work, capture_output=True, text=True,
+                         env={**os.environ, "HOME": str(home)}).stdout.splitlines()  # fmt: skip
+    assert out == ['{"type":"trimo_session_cost","total_cost_usd":0.25}', "claude-ran"]
+    (home / ".claude.json").unlink()
+    out = subprocess.run(fake, cwd=work, capture_output=True, text=True,
+                         env={**os.environ, "HOME": str(home)}).stdout.splitlines()  # fmt: skip
+    assert out[0] == '{"type":"trimo_session_cost","total_cost_usd":0}'
+
+
+def test_codex_reconnects_are_retries_not_errors() -> None:
+    """Real codex-cli 0.171.0 output with no network: it reconnects by itself."""
+    lines = stream_lines(CAPTURES / "codex.v0.171.0.unreachable.jsonl")
+    adapter = get_adapter("codex")
+    events = feed(adapter, lines)
+    retries = [e.line for e in of_type(events, RawLog)]
+    assert retries[0] == (
+        "API unreachable, retry 2/5 (stream disconnected before completion: "
+        "failed to lookup address information: Try again)"
+    )
+    assert len(retries) == sum("Reconnecting..." in line for line in lines)
+    assert all(not e.message.startswith("Reconnecting") for e in of_type(events, AgentError))
+
+
+def test_codex_summary_names_the_model() -> None:
+    path = AGENTS / "codex" / "agentcmd.exec-json.v0.46.stream-output-1.jsonl"
+    lines = [*stream_lines(path), '{"type":"trimo_codex_model","model":"gpt-5-codex"}']
+    usages = of_type(feed(get_adapter("codex"), lines), Usage)
+    assert usages[-1].model == "gpt-5-codex"
+    assert sum(u.input_tokens for u in usages) == 2946  # the model line adds no tokens
+
+
+def test_codex_model_launcher_reads_the_newest_rollout(tmp_path: Path) -> None:
+    """The launcher runs codex, then prints the model of its newest session's turn_context."""
+    argv = get_adapter("codex").command("go", resume=False)
+    day = tmp_path / ".codex" / "sessions" / "2025" / "09" / "25"
+    day.mkdir(parents=True)
+    rollout = AGENTS / "codex" / "rollout-format"
+    lines = [(rollout / n).read_text().strip() for n in
+             ("agentcmd.session-meta.jsonl", "agentcmd.turn-context.jsonl")]  # fmt: skip
+    (day / "rollout-2025-09-25T01-22-20-x.jsonl").write_text("\n".join(lines) + "\n")
+    fake = [*argv[:4], "bash", "-c", "echo ran; exit 3"]
+    done = subprocess.run(fake, capture_output=True, text=True,
+                          env={**os.environ, "HOME": str(tmp_path)})  # fmt: skip
+    assert done.stdout.splitlines() == ["ran", '{"type":"trimo_codex_model","model":"gpt-5-codex"}']
+    assert done.returncode == 3  # codex's own exit code
+
+
+def test_api_hosts_are_declared_by_each_model_agent() -> None:
+    assert "api.anthropic.com" in get_adapter("claude").api_hosts
+    assert "api.openai.com" in get_adapter("codex").api_hosts
+    assert set(get_adapter("aider").api_hosts) >= {"api.anthropic.com", "api.openai.com"}
+    assert get_adapter("script").api_hosts == ()

@@ -52,6 +52,7 @@ class AiderAdapter(AgentAdapter):
     name: ClassVar[str] = "aider"
     description: ClassVar[str] = "Aider, one non-interactive message, auto-commits"
     secret_env: ClassVar[tuple[str, ...]] = ("ANTHROPIC_API_KEY", "OPENAI_API_KEY")
+    api_hosts: ClassVar[tuple[str, ...]] = ("api.anthropic.com", "api.openai.com")
 
     def __init__(self) -> None:
         self._model: str | None = None

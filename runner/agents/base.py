@@ -12,7 +12,7 @@ from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
 from runner.errors import TrimoError
-from runner.events import AgentEvent, RawLog
+from runner.events import AgentError, AgentEvent, RawLog
 
 JsonObject = dict[str, Any]
 
@@ -26,6 +26,18 @@ class AgentAdapter(ABC):
     """Environment variables the agent can use (API keys); any one of them may be enough."""
     takes_context: ClassVar[bool] = True
     """Whether the prompt given to `command` may be wrapped with the pipeline's history."""
+    api_hosts: ClassVar[tuple[str, ...]] = ()
+    """Host names the agent must reach (its model's API), allowed on an `allowlist` network."""
+    reported_error: str | None = None
+    """The agent's own last reported error: the run's failure reason when the run fails."""
+
+    def report_error(self, message: str) -> list[AgentEvent]:
+        """An AgentError for `message`, remembered as the failure reason; a repeat is dropped."""
+        message = message.strip()
+        if not message or message == self.reported_error:
+            return []
+        self.reported_error = message
+        return [AgentError(message=message)]
 
     @abstractmethod
     def command(self, prompt: str, *, resume: bool) -> list[str]:

@@ -24,7 +24,6 @@ from runner.agents.base import (
     get_str,
 )
 from runner.events import (
-    AgentError,
     AgentEvent,
     AssistantMessage,
     FinalResult,
@@ -35,6 +34,17 @@ from runner.events import (
     shorten,
 )
 
+BASELINE_TYPE = "trimo_session_cost"
+# What the resumed session had cost so far, from Claude Code's own record of it
+# (~/.claude.json, projects[cwd].lastCost), printed as one line before claude
+# starts; 0 when there is none. The prompt stays an argument ("$@").
+_BASELINE_SHIM = (
+    'node -e \'let c=0;try{const p=JSON.parse(require("fs").readFileSync('
+    '(process.env.CLAUDE_CONFIG_DIR||process.env.HOME)+"/.claude.json"))'
+    ".projects[process.cwd()];c=Number(p&&p.lastCost)||0}catch(e){}"
+    f'console.log(JSON.stringify({{type:"{BASELINE_TYPE}",total_cost_usd:c}}))\' '
+    '2>/dev/null || true; exec "$@"'
+)
 _SESSION_LOG_KEYS = frozenset({"parentUuid", "isSidechain", "sessionId", "userType"})
 _SKIPPED_BLOCKS = frozenset({"thinking", "redacted_thinking"})
 _SUMMARY_KEYS = (
@@ -90,11 +100,13 @@ class ClaudeAdapter(JsonLinesAdapter):
 
     name: ClassVar[str] = "claude"
     description: ClassVar[str] = "Claude Code (Anthropic), stream-json output"
-    secret_env: ClassVar[tuple[str, ...]] = ("ANTHROPIC_API_KEY",)
+    secret_env: ClassVar[tuple[str, ...]] = ("ANTHROPIC_API_KEY", "CLAUDE_CODE_OAUTH_TOKEN")
+    api_hosts: ClassVar[tuple[str, ...]] = ("api.anthropic.com",)
 
     def __init__(self) -> None:
         self._init_model: str | None = None
         self._last_model: str | None = None
+        self._session_cost_before: float = 0.0
 
     def command(self, prompt: str, *, resume: bool) -> list[str]:
         argv = [
@@ -105,17 +117,21 @@ class ClaudeAdapter(JsonLinesAdapter):
             "--verbose",
             "--dangerously-skip-permissions",
         ]
-        if resume:
-            argv.append("--continue")
-        return [*argv, "--", checked_prompt(prompt)]
+        if not resume:
+            return [*argv, "--", checked_prompt(prompt)]
+        # `--continue` restores the session's cost, so its result's total_cost_usd is the
+        # session's: print what the session had cost before, to report this run's part.
+        return ["bash", "-c", _BASELINE_SHIM, "claude-launcher", *argv, "--continue", "--",
+                checked_prompt(prompt)]  # fmt: skip
 
     def parse_object(self, obj: JsonObject) -> list[AgentEvent] | None:
         if _SESSION_LOG_KEYS & obj.keys():
             return None
         kind = obj.get("type")
         if kind == "system":
-            if obj.get("subtype") == "init":
-                self._init_model = get_str(obj, "model") or self._init_model
+            return self._system(obj)
+        if kind == BASELINE_TYPE:
+            self._session_cost_before = max(get_float(obj, "total_cost_usd") or 0.0, 0.0)
             return []
         if kind == "assistant":
             return self._assistant(obj)
@@ -125,11 +141,25 @@ class ClaudeAdapter(JsonLinesAdapter):
             return self._result(obj)
         return None
 
+    def _system(self, obj: JsonObject) -> list[AgentEvent]:
+        subtype = obj.get("subtype")
+        if subtype == "init":
+            self._init_model = get_str(obj, "model") or self._init_model
+        elif subtype == "api_retry":
+            return [RawLog(line=retry_text(obj))]
+        return []
+
     def _assistant(self, obj: JsonObject) -> list[AgentEvent] | None:
         message = obj.get("message")
         if not isinstance(message, dict) or not isinstance(message.get("content"), list):
             return None
-        self._last_model = get_str(message, "model") or self._last_model
+        if obj.get("is_api_error_message") is True:
+            # Claude's own stand-in reply for a failed API call: an error, said once.
+            text = " ".join(get_str(b, "text") for b in get_list(message, "content")
+                            if isinstance(b, dict)).strip()  # fmt: skip
+            return self.report_error(text or "claude could not reach its API")
+        model = get_str(message, "model")
+        self._last_model = model if model and not model.startswith("<") else self._last_model
         if obj.get("is_partial") is True:
             return []  # the complete message follows
         events: list[AgentEvent] = []
@@ -176,6 +206,7 @@ class ClaudeAdapter(JsonLinesAdapter):
         subtype = subtype if isinstance(subtype, str) else ""
         success = subtype == "success" and obj.get("is_error") is not True
         usage = get_dict(obj, "usage")
+        total = get_float(obj, "total_cost_usd")
         events: list[AgentEvent] = [
             Usage(
                 model=self._result_model(obj),
@@ -183,11 +214,11 @@ class ClaudeAdapter(JsonLinesAdapter):
                 + get_int(usage, "cache_creation_input_tokens"),
                 output_tokens=get_int(usage, "output_tokens"),
                 cache_read_tokens=get_int(usage, "cache_read_input_tokens"),
-                cost_usd=get_float(obj, "total_cost_usd"),
+                cost_usd=None if total is None else max(total - self._session_cost_before, 0.0),
             )
         ]
         if not success:
-            events.append(AgentError(message=_error_message(obj, subtype)))
+            events.extend(self.report_error(_error_message(obj, subtype)))
         events.append(
             FinalResult(
                 success=success,
@@ -208,10 +239,24 @@ class ClaudeAdapter(JsonLinesAdapter):
 
 
 def _error_message(obj: JsonObject, subtype: str) -> str:
+    errors = [e for e in get_list(obj, "errors") if isinstance(e, str)]
+    detail = shorten("; ".join(errors) or get_str(obj, "result"), 1000)
     if subtype.startswith("error_"):
         head = "claude stopped: " + subtype.removeprefix("error_").replace("_", " ")
+        return f"{head}: {detail}" if detail else head
+    return detail or "claude reported an error"
+
+
+def retry_text(obj: JsonObject) -> str:
+    """`API unreachable, retry 4/10 in 13 s` for a `system`/`api_retry` message."""
+    status = get_opt_int(obj, "error_status")
+    error = get_str(obj, "error")
+    if status is None and error in ("", "unknown"):
+        what = "API unreachable"
     else:
-        head = "claude reported an error"
-    errors = [e for e in get_list(obj, "errors") if isinstance(e, str)]
-    detail = "; ".join(errors) or get_str(obj, "result")
-    return f"{head}: {shorten(detail, 1000)}" if detail.strip() else head
+        what = "API error " + " ".join(p for p in (str(status or ""), error) if p)
+    attempt, most = get_opt_int(obj, "attempt"), get_opt_int(obj, "max_retries")
+    count = f" {attempt}/{most}" if attempt and most else f" {attempt}" if attempt else ""
+    delay = get_float(obj, "retry_delay_ms")
+    wait = f" in {max(round(delay / 1000), 1)} s" if delay is not None else ""
+    return f"{what}, retry{count}{wait}"

@@ -24,22 +24,34 @@ from runner.agents.base import (
     get_str,
 )
 from runner.events import (
-    AgentError,
     AgentEvent,
     AssistantMessage,
     FinalResult,
+    RawLog,
     ToolCall,
     ToolResult,
     Usage,
     shorten,
 )
 
-# `codex exec` reads its API key from CODEX_API_KEY, not OPENAI_API_KEY; the prompt
-# stays an argument ("$@") of this fixed script and is never read by the shell.
-_KEY_SHIM = (
+MODEL_TYPE = "trimo_codex_model"
+# `codex exec` reads its API key from CODEX_API_KEY, not OPENAI_API_KEY. Its JSON
+# stream never names the model, so when codex ends the model of its newest session
+# (the rollout's `turn_context`) is printed as one line. The prompt stays an
+# argument ("$@") of this fixed script and is never read by the shell.
+_LAUNCHER = (
     'if [ -z "${CODEX_API_KEY:-}" ] && [ -n "${OPENAI_API_KEY:-}" ]; then '
-    'export CODEX_API_KEY="$OPENAI_API_KEY"; fi; exec "$@"'
+    'export CODEX_API_KEY="$OPENAI_API_KEY"; fi; '
+    "\"$@\" & pid=$!; trap 'kill -TERM $pid 2>/dev/null' TERM INT; "
+    "wait $pid; rc=$?; if [ $rc -gt 128 ]; then wait $pid; rc=$?; fi; "
+    'f=$(ls -t "${CODEX_HOME:-$HOME/.codex}"/sessions/*/*/*/rollout-*.jsonl 2>/dev/null '
+    "| head -n 1); "
+    'm=$(grep -m 1 \'"type":"turn_context"\' "$f" 2>/dev/null '
+    '| grep -o \'"model":"[^"]*"\' | head -n 1 | cut -d \'"\' -f 4); '
+    f'if [ -n "$m" ]; then printf \'{{"type":"{MODEL_TYPE}","model":"%s"}}\\n\' "$m"; fi; '
+    "exit $rc"
 )
+_RETRY_PREFIX = "Reconnecting..."
 
 
 class CodexAdapter(JsonLinesAdapter):
@@ -48,6 +60,7 @@ class CodexAdapter(JsonLinesAdapter):
     name: ClassVar[str] = "codex"
     description: ClassVar[str] = "Codex CLI (OpenAI), exec --json output"
     secret_env: ClassVar[tuple[str, ...]] = ("OPENAI_API_KEY", "CODEX_API_KEY")
+    api_hosts: ClassVar[tuple[str, ...]] = ("api.openai.com", "chatgpt.com", "auth.openai.com")
 
     def __init__(self) -> None:
         self._announced: set[str] = set()
@@ -57,7 +70,7 @@ class CodexAdapter(JsonLinesAdapter):
         return [
             "bash",
             "-c",
-            _KEY_SHIM,
+            _LAUNCHER,
             "codex-launcher",
             "codex",
             "exec",
@@ -74,11 +87,21 @@ class CodexAdapter(JsonLinesAdapter):
             return []
         if kind == "turn.completed":
             return self._turn_completed(get_dict(obj, "usage"))
+        if kind == MODEL_TYPE:
+            model = get_str(obj, "model")
+            return [Usage(model=model)] if model else []
         if kind == "turn.failed":
             message = get_str(get_dict(obj, "error"), "message") or "the turn failed"
-            return [AgentError(message=message), FinalResult(success=False, text=message)]
+            return [*self.report_error(message), FinalResult(success=False, text=message)]
         if kind == "error":
-            return [AgentError(message=get_str(obj, "message") or "codex reported an error")]
+            message = get_str(obj, "message") or "codex reported an error"
+            if message.startswith(_RETRY_PREFIX):  # codex retries by itself: show, go on
+                return [
+                    RawLog(
+                        line="API unreachable, retry " + message.removeprefix(_RETRY_PREFIX).strip()
+                    )
+                ]
+            return self.report_error(message)
         if kind in ("item.started", "item.updated", "item.completed"):
             item = obj.get("item")
             if not isinstance(item, dict):
@@ -109,7 +132,7 @@ class CodexAdapter(JsonLinesAdapter):
         if kind == "reasoning":
             return []
         if kind == "error":
-            return [AgentError(message=get_str(item, "message") or "codex item error")]
+            return self.report_error(get_str(item, "message") or "codex item error")
         if kind == "todo_list":
             if phase == "completed":
                 return []
