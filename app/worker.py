@@ -17,10 +17,10 @@ from githubkit.exception import GitHubException, RequestFailed
 from redis.exceptions import RedisError
 
 from app.github import GitHubApp, is_transient
-from app.handlers import Delivery, Services, router
-from app.handlers.context import MalformedPayload
+from app.handlers import router
 from app.pipelines import Pipelines
 from app.policy import ServerPolicy
+from app.services import Delivery, MalformedPayload, Services
 from app.settings import AppSettings
 from app.web import HANDLER_FUNCTION, QUEUE_NAME
 

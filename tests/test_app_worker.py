@@ -29,12 +29,12 @@ from pydantic import SecretStr
 
 from app.commands import USAGE
 from app.github import RepoAPI
-from app.handlers.context import Delivery
-from app.handlers.installations import REPO_INSTALLATIONS, installation_for_repo
+from app.installations import REPO_INSTALLATIONS, installation_for_repo
 from app.naming import pipeline_id
 from app.pipelines import Pipeline, PipelineRun, Pipelines
 from app.policy import RunSettings
 from app.repoconfig import ConfigError, parse_repo_config
+from app.services import Delivery
 from app.settings import AppSettings
 from app.web import HANDLER_FUNCTION, QUEUE_NAME
 from app.worker import SERVICES_KEY, build_services, handle_event, worker_settings

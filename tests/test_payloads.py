@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from app.handlers.payloads import (
+from app.payloads import (
     CheckRunEvent,
     InstallationEvent,
     InstallationRepositoriesEvent,

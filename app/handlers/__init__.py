@@ -1,7 +1,8 @@
 """Webhook handlers, one per (event, action), registered on `router` when imported."""
 
 from app.handlers import checks, closing, comments, installations, labels
-from app.handlers.context import Delivery, Services, router
+from app.handlers.context import router
+from app.services import Delivery, Services
 
 __all__ = [
     "Delivery",

@@ -4,20 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-from app.handlers.context import Delivery, router
-from app.handlers.payloads import CheckRunEvent
-from app.handlers.runs import (
+from app.conversation import (
     Conversation,
     Source,
     authorise,
     load_config,
     open_conversation,
     report_config_error,
-    retry_run,
-    stop_run,
 )
+from app.handlers.context import router
+from app.payloads import CheckRunEvent
 from app.pipelines import Pipeline, PipelineRun
 from app.repoconfig import ConfigError
+from app.runs import retry_run, stop_run
+from app.services import Delivery
 
 Button = Callable[[Conversation, Pipeline, PipelineRun], Awaitable[None]]
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 
-from app.handlers.context import Delivery, router
-from app.handlers.payloads import IssueClosedEvent, PullClosedEvent, RepoEvent
-from app.handlers.runs import Source, open_conversation, report_dropped
+from app.conversation import Source, open_conversation
+from app.handlers.context import router
+from app.payloads import IssueClosedEvent, PullClosedEvent, RepoEvent
 from app.pipelines import Stopped
+from app.runs import report_dropped
+from app.services import Delivery
 
 log = logging.getLogger("trimo.app")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from app.commands import (
+    USAGE,
     HelpCommand,
     Ignore,
     ParseResult,
@@ -13,9 +14,7 @@ from app.commands import (
     StopCommand,
     parse_comment,
 )
-from app.handlers.context import Delivery, router
-from app.handlers.payloads import Comment, IssueCommentEvent, ReviewCommentEvent
-from app.handlers.runs import (
+from app.conversation import (
     Conversation,
     ReviewSpot,
     Source,
@@ -23,14 +22,14 @@ from app.handlers.runs import (
     load_config,
     open_conversation,
     report_config_error,
-    retry_run,
-    send_status,
-    send_usage,
-    start_run,
-    stop_run,
-    thread_pipeline,
 )
-from app.repoconfig import ConfigError
+from app.handlers.context import router
+from app.naming import inline_code
+from app.payloads import Comment, IssueCommentEvent, ReviewCommentEvent
+from app.repoconfig import ConfigError, RepoConfig
+from app.runs import request_run, retry_run, send_status, stop_run, thread_pipeline
+from app.services import Delivery
+from runner.agents import ADAPTERS
 
 
 @router.on("issue_comment", "created")
@@ -110,4 +109,17 @@ async def run_command(conv: Conversation, parsed: ParseResult) -> None:
             pipeline = await thread_pipeline(conv)
             await retry_run(conv, config, pipeline, pipeline.last_run() if pipeline else None)
         case RunCommand():
-            await start_run(conv, config, parsed)
+            await request_run(conv, config, parsed)
+
+
+async def send_usage(conv: Conversation, config: RepoConfig | ConfigError) -> None:
+    repo_config = config if isinstance(config, RepoConfig) else RepoConfig()
+    await conv.react("eyes")
+    await conv.reply(
+        "usage.md.j2",
+        usage=USAGE,
+        agents=", ".join(inline_code(name) for name in sorted(ADAPTERS)),
+        default_agent=inline_code(repo_config.agent),
+        trigger_label=inline_code(repo_config.trigger_label),
+        min_permission=f"**{repo_config.min_permission}**",
+    )

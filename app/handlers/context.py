@@ -1,88 +1,9 @@
-"""What every handler gets: the delivery, the App's services, and the shared router."""
+"""The router every handler registers on; handlers get a `Delivery` (see `app.services`)."""
 
 from __future__ import annotations
 
-import json
-import re
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any, Final, TypeVar
-
-from arq.connections import ArqRedis
-from pydantic import BaseModel, ValidationError
-
-from app.github import GitHubApp
-from app.pipelines import Pipelines
-from app.policy import ServerPolicy
 from app.router import Router
-from app.settings import AppSettings
-
-STEP_PREFIX: Final = "trimo:step:"
-STEP_TTL_SECONDS: Final = 7 * 24 * 3600
-"""As long as the web edge remembers a delivery: a retry within it never repeats a step."""
-
-_UNSAFE_ID = re.compile(r"[^A-Za-z0-9._-]+")
-M = TypeVar("M", bound=BaseModel)
-
-
-class MalformedPayload(Exception):
-    """A delivery lacks fields its handler needs: nothing to do, and no use retrying."""
-
-
-@dataclass(frozen=True)
-class Services:
-    """The App worker's long-lived parts."""
-
-    settings: AppSettings
-    policy: ServerPolicy
-    github: GitHubApp
-    redis: ArqRedis
-    pipelines: Pipelines
-
-
-@dataclass(frozen=True)
-class Delivery:
-    """One webhook delivery being handled."""
-
-    event: str
-    action: str | None
-    delivery_id: str
-    payload: dict[str, Any]
-    services: Services
-
-    def parse(self, model: type[M]) -> M:
-        """The payload read as `model`; `MalformedPayload` if it does not fit."""
-        try:
-            return model.model_validate(self.payload)
-        except ValidationError as exc:
-            raise MalformedPayload(f"{self.event}.{self.action}: {exc}") from exc
-
-    async def once(self, step: str, make: Callable[[], Awaitable[int | None]]) -> int | None:
-        """Run the side effect `make` at most once per delivery and `step`; its result.
-
-        The result (an id, or None) is remembered in Redis after success, so a retried job
-        reuses it instead of commenting or creating a check run again.
-        """
-        key = f"{STEP_PREFIX}{self.delivery_id}:{step}"
-        redis = self.services.redis
-        known = await redis.get(key)
-        if known is not None:
-            value: int | None = json.loads(known)
-            return value
-        result = await make()
-        if not await redis.set(key, json.dumps(result), nx=True, ex=STEP_TTL_SECONDS):
-            # Another attempt finished the same step meanwhile: keep its answer.
-            raw = await redis.get(key)
-            if raw is not None:
-                stored: int | None = json.loads(raw)
-                return stored
-        return result
-
-    def run_id(self, pipeline_id: str) -> str:
-        """The id of the run this delivery asks for: the same on every retry."""
-        delivery = _UNSAFE_ID.sub("-", self.delivery_id)[:12].strip("-.") or "delivery"
-        return f"{pipeline_id[: 100 - len(delivery) - 1]}-{delivery}"
-
+from app.services import Delivery
 
 router: Router[Delivery] = Router()
 """Handlers register here (see the modules of `app.handlers`)."""

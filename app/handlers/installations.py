@@ -1,38 +1,23 @@
 """installation.* and installation_repositories.*: remember which installation serves each repo.
 
-Events about a repository carry their installation's id; this bookkeeping answers when one
-does not, and tells the dashboard where the App is installed.
+The bookkeeping itself (keys, lookups) is `app.installations`.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from typing import Final
 
 import redis.asyncio as aioredis
 
 from app import redisio
 from app.events import ANY_ACTION
-from app.handlers.context import Delivery, router
-from app.handlers.payloads import InstallationEvent, InstallationRepositoriesEvent, InstalledRepo
+from app.handlers.context import router
+from app.installations import INSTALLATIONS, REPO_INSTALLATIONS, repos_key
+from app.payloads import InstallationEvent, InstallationRepositoriesEvent, InstalledRepo
+from app.services import Delivery
 
 log = logging.getLogger("trimo.app")
-
-REPO_INSTALLATIONS: Final = "trimo:installation-of-repo"
-"""Hash: lowercased `owner/name` -> installation id."""
-INSTALLATIONS: Final = "trimo:installations"
-"""Hash: installation id -> JSON `{account, suspended}`."""
-
-
-def repos_key(installation_id: int) -> str:
-    """Set of the repositories (lowercased full names) an installation serves."""
-    return f"trimo:installation:{installation_id}:repos"
-
-
-async def installation_for_repo(redis: aioredis.Redis, full_name: str) -> int | None:
-    raw = await redisio.hget(redis, REPO_INSTALLATIONS, full_name.lower())
-    return int(raw) if raw is not None and raw.isdigit() else None
 
 
 async def _remember(

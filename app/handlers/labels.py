@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 from app.commands import RunCommand
-from app.handlers.context import Delivery, router
-from app.handlers.payloads import IssueLabeledEvent
-from app.handlers.runs import (
+from app.conversation import (
     Source,
     authorise,
     load_config,
     open_conversation,
     report_config_error,
-    start_run,
 )
+from app.handlers.context import router
+from app.payloads import IssueLabeledEvent
 from app.repoconfig import ConfigError, RepoConfig
+from app.runs import request_run
+from app.services import Delivery
 from runner.templating import render
 
 
@@ -44,4 +45,4 @@ async def issue_labeled(delivery: Delivery) -> None:
         await report_config_error(conv, config)
         return
     prompt = render("github/label_prompt.md.j2", title=issue.title, body=issue.body or "")
-    await start_run(conv, config, RunCommand(prompt=prompt.strip()))
+    await request_run(conv, config, RunCommand(prompt=prompt.strip()))
