@@ -52,7 +52,7 @@ class Limits:
     """The fastest one run is updated live, however much budget is left."""
     floor_interval: float = 60.0
     """A running run with nothing new is still refreshed this often (its elapsed time)."""
-    horizon: float = 15 * MINUTE
+    horizon: float = 30 * MINUTE
     """What is left of the hour's live budget is spread over this long."""
 
     def caps(self, priority: Priority) -> tuple[int, int]:

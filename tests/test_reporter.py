@@ -24,7 +24,7 @@ from app import reporter as reporter_module
 from app import runview
 from app.budget import Limits, WriteBudget
 from app.github import RepoAPI
-from app.handlers.context import Services
+from app.services import Services
 from app.naming import pipeline_id
 from app.pipelines import PipelineRun
 from app.redisio import hget
@@ -396,7 +396,7 @@ async def test_live_updates_are_merged_and_paced_by_the_budget(world: World) -> 
     await world.reporter.flush_due()
     assert patches() == after_start
 
-    clock[0] += 3.5  # one merged update with the latest state
+    clock[0] += 5  # one merged update with the latest state
     await world.reporter.flush_due()
     await world.reporter.flush_due()
     assert patches() == after_start + 1
