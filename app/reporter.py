@@ -39,11 +39,11 @@ from githubkit.exception import RequestFailed
 from app import runview
 from app.budget import LiveRun, Priority, WriteBudget, due_live
 from app.github import CheckAction, ReactionTarget, RepoAPI, failure_detail, is_transient
-from app.handlers.context import Services
-from app.handlers.runs import CHECK_NAME, RETRY_ACTION, STOP_ACTION, show_queued, start_next
 from app.pipelines import Pipeline, PipelineRun
 from app.redisio import hdel, hget, hgetall, hset, settle, smembers, srem
+from app.runs import CHECK_NAME, RETRY_ACTION, STOP_ACTION, show_queued, start_next
 from app.runview import RunView
+from app.services import Services
 from runner import keys
 from runner.job import RunEvent, RunFinished, RunStarted, run_event_adapter
 

@@ -24,11 +24,11 @@ from app import reporter as reporter_module
 from app import runview
 from app.budget import Limits, WriteBudget
 from app.github import RepoAPI
-from app.services import Services
 from app.naming import pipeline_id
 from app.pipelines import PipelineRun
 from app.redisio import hget
 from app.reporter import DEAD_LETTERS, GONE_FLAG, STEPS_PREFIX, Reporter
+from app.services import Services
 from app.settings import AppSettings
 from app.worker import SERVICES_KEY, build_services, handle_event
 from runner import keys
