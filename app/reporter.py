@@ -384,6 +384,8 @@ class Reporter:
                 await self._started(api, pipeline, run, view)
         elif event.type == "pushed" and pipeline.kind == "issue" and speak:
             await self._ensure_pull(api, pipeline, view, Priority.FIRST, final=False)
+        elif event.type == "push_refused":
+            await self.redis.delete(f"{VIEW_PREFIX}{run_id}:sent")  # shown with the next update
         await self._save(view)
         pipe = self.redis.pipeline(transaction=False)
         pipe.hset(RUNNING, run_id, str(pipeline.installation_id))

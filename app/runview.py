@@ -15,7 +15,7 @@ from app.naming import inline_code
 from app.pipelines import Pipeline
 from runner.diffsummary import DiffSummary
 from runner.events import shorten
-from runner.job import Outcome, RunEvent, RunFinished
+from runner.job import Outcome, PushRefused, RunEvent, RunFinished
 from runner.templating import render
 
 RECENT_TOOLS = 5
@@ -56,6 +56,7 @@ class RunView(BaseModel):
     head_sha: str | None = None
     base_sha: str | None = None
     salvage_ref: str | None = None
+    refused: PushRefused | None = None
     finished: RunFinished | None = None
     events: int = 0
 
@@ -84,8 +85,11 @@ class RunView(BaseModel):
                 view.head_sha = event.sha
             case "salvaged":
                 view.salvage_ref = event.ref
+            case "push_refused":
+                view.refused = event
             case "finished":
                 view.finished = event
+                view.refused = event.refused or view.refused
         return view
 
     def elapsed_seconds(self, now: datetime) -> float:
@@ -136,6 +140,20 @@ def _common(view: RunView, branch: str, now: datetime) -> dict[str, Any]:
         "pushed": view.pushed_commits,
         "branch": _code(branch, 100),
         "salvage": _code(view.salvage_ref, 100) if view.salvage_ref else "",
+        "refused": _refused(view.refused),
+    }
+
+
+def _refused(refused: PushRefused | None) -> dict[str, str] | None:
+    """What GitHub refused to take, for people: the commit, its files, GitHub's reason."""
+    if refused is None:
+        return None
+    reason = (refused.reason.strip().splitlines() or ["no reason given"])[0]
+    return {
+        "sha": _code(refused.sha[:7]),
+        "paths": ", ".join(_code(path, 90) for path in refused.paths[:5]),
+        "reason": _code(reason, 200),
+        "kept": _code(refused.kept_ref, 100),
     }
 
 

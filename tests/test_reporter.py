@@ -32,7 +32,15 @@ from app.services import Services
 from app.settings import AppSettings
 from app.worker import SERVICES_KEY, build_services, handle_event
 from runner import keys
-from runner.job import CommitInfo, Outcome, Pushed, RunEvent, RunFinished, RunStarted
+from runner.job import (
+    CommitInfo,
+    Outcome,
+    Pushed,
+    PushRefused,
+    RunEvent,
+    RunFinished,
+    RunStarted,
+)
 from tests.fakegithub import FakeState, RunningFakeGitHub
 
 pytestmark = [pytest.mark.redis]
@@ -425,3 +433,41 @@ async def test_a_full_budget_holds_the_last_word_until_there_is_room(world: Worl
     assert await world.pending() == 0
     assert world.check_of(run_id).conclusion == "success"
     assert any("finished after" in b for b in world.bot_comments(number))
+
+
+# --- a push GitHub refused -------------------------------------------------------------------
+
+REFUSAL = PushRefused(
+    branch="trimo/1-fix",
+    sha="c0ffee" + "0" * 34,
+    reason="refusing to allow a GitHub App to create or update workflow `.github/workflows/ci.yml`"
+    " without `workflows` permission\nmore detail GitHub gave",
+    paths=[".github/workflows/ci.yml"],
+    kept_ref="refs/trimo/kept/run-1",
+)
+
+
+async def test_a_refused_push_is_shown_at_once_and_in_the_last_word(world: World) -> None:
+    clock = [3_000_000.0]
+    world.reporter.budget = WriteBudget(world.pool, Limits(), clock=lambda: clock[0])
+    number, run_id = await world.accept()
+    await world.started(run_id)
+    await world.emit(run_id, Pushed(branch="b", sha="a" * 40, commits=1))
+    await world.emit(run_id, REFUSAL)
+    await world.settle()
+    await world.reporter.flush_due()  # no waiting for the interval
+    live = world.check_of(run_id).output["summary"]
+    assert "GitHub refused commit `c0ffee0`" in live and "more detail" not in live
+
+    await world.emit(
+        run_id, finished(run_id, Outcome.FAILURE, commits=1).model_copy(update={"refused": REFUSAL})
+    )
+    await world.settle()
+    [final] = [b for b in world.bot_comments(number) if "failed after" in b]
+    check = world.check_of(run_id)
+    for text in (final, check.output["summary"]):
+        assert "`c0ffee0`" in text and "`.github/workflows/ci.yml`" in text
+        assert "without `workflows` permission" in text.replace("\\", "")
+        assert "refs/trimo/kept/run-1" in text and "/trimo retry" in text
+        assert "more detail GitHub gave" not in text
+    assert "nothing was left to save" not in final
