@@ -1,11 +1,15 @@
-"""From a signed webhook arriving to the check run showing "in progress", whole loop.
+"""From a signed webhook arriving to 👀 and to the check run showing "in progress".
 
-    PYTHONPATH=. python bench/loop_latency.py [--runs 20]
+    PYTHONPATH=. python bench/loop_latency.py [--runs 20] [--github-delay 0.2]
 
 Starts the GitHub stand-in, a private redis-server, `trimo serve` and `trimo
 runner` (real Docker, the `script` agent), then for each run posts a signed
-`/trimo run` comment on a new issue and times the moment the stand-in receives
-the check-run update with status in_progress. Prints p50 and p95.
+`/trimo run` comment on a new issue and times the moment the stand-in has the
+👀 reaction and the check-run update with status in_progress. Prints p50 and
+p95 of both, and the GitHub API calls made on the way to in progress, in order.
+`--github-delay` makes the stand-in wait that long before every API answer
+(200 ms is typical of github.com); sequential round trips ≈ the added latency
+divided by the delay.
 """
 
 from __future__ import annotations
@@ -33,9 +37,22 @@ def in_progress_seen(loop: Loop, number: int) -> bool:
     )
 
 
+def eyes_seen(loop: Loop, comment_id: int) -> bool:
+    return "eyes" in loop.reactions(comment_id)
+
+
+def percentiles(samples: list[float]) -> str:
+    ordered = sorted(samples)
+    p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+    return f"p50 {statistics.median(samples):.3f} s, p95 {p95:.3f} s, max {max(samples):.3f} s"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument(
+        "--github-delay", type=float, default=0.0, help="seconds before each API answer"
+    )
     args = parser.parse_args()
     port = free_port()
     workdir = Path(tempfile.mkdtemp(prefix="trimo-bench-"))
@@ -52,21 +69,30 @@ def main() -> None:
                 warm = loop.new_issue("warm up")
                 loop.comment(warm, "/trimo run echo warm")
                 loop.wait(lambda: in_progress_seen(loop, warm), 60, "warm-up run")
-                samples = []
+                loop.state.delay = args.github_delay
+                eyes, in_progress, calls = [], [], []
                 for n in range(args.runs):
                     number = loop.new_issue(f"bench {n}")
+                    before = len(loop.state.requests)
                     t0 = time.perf_counter()
-                    loop.comment(number, "/trimo run echo hello")
-                    loop.wait(lambda n=number: in_progress_seen(loop, n), 60, "in progress")
-                    samples.append(time.perf_counter() - t0)
+                    comment = loop.comment(number, "/trimo run echo hello")
+                    seen_eyes: float | None = None
+                    while not in_progress_seen(loop, number):
+                        if seen_eyes is None and eyes_seen(loop, comment.id):
+                            seen_eyes = time.perf_counter() - t0
+                        if time.perf_counter() - t0 > 60:
+                            raise AssertionError(f"run {n} never showed in progress")
+                        time.sleep(0.01)
+                    in_progress.append(time.perf_counter() - t0)
+                    eyes.append(seen_eyes if seen_eyes is not None else in_progress[-1])
+                    calls = [f"{r.method} {r.path}" for r in loop.state.requests[before:]]
                     time.sleep(0.5)
-                ordered = sorted(samples)
-                p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
-                print(
-                    f"signed webhook → check run in progress, {args.runs} runs: "
-                    f"p50 {statistics.median(samples):.3f} s, p95 {p95:.3f} s, "
-                    f"max {max(samples):.3f} s"
-                )
+                print(f"GitHub answers after {args.github_delay * 1000:.0f} ms, {args.runs} runs:")
+                print(f"  signed webhook → 👀:                      {percentiles(eyes)}")
+                print(f"  signed webhook → check run in progress: {percentiles(in_progress)}")
+                print(f"  API calls of the last run up to in progress ({len(calls)}):")
+                for call in calls:
+                    print(f"    {call}")
             finally:
                 loop.stop()
     finally:
