@@ -1,23 +1,32 @@
-"""The GitHub stand-in: real git over smart HTTP, and REST answers githubkit accepts."""
+"""The GitHub stand-in: real git over smart HTTP, REST answers in GitHub's documented shape
+(not githubkit's), and its modes: canned answers, drift, chaos, delay, targeted faults.
+
+Requests go through githubkit where the App uses it; answers are read as JSON, because
+the stand-in serves what GitHub documents, which githubkit's models do not always accept.
+"""
 
 from __future__ import annotations
 
 import base64
+import json
 import os
 import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import httpx
 import jwt
 import pytest
-from githubkit import AppAuthStrategy, GitHub, TokenAuthStrategy
+from githubkit import AppAuthStrategy, GitHub, Response, TokenAuthStrategy
 from githubkit.exception import RequestFailed, SecondaryRateLimitExceeded
 from githubkit_schemas.latest import models as m
+from pydantic import ValidationError
 
 from tests.fakegithub import AppCredentials, RunningFakeGitHub, generate_key_pair
+from tests.fakegithub.modes import Chaos, Drift
+from tests.fakegithub.templates import example, host_pairs, recorded, rewrite
 
 OWNER, REPO = "acme", "widgets"
 CONFIG = "agent: claude\nnetwork: none\n"
@@ -59,6 +68,11 @@ def creds(gh: RunningFakeGitHub) -> AppCredentials:
 @pytest.fixture
 def client(gh: RunningFakeGitHub) -> GitHub[TokenAuthStrategy]:
     return GitHub(TokenAuthStrategy(gh.token_for(OWNER)), base_url=gh.api_url, auto_retry=False)
+
+
+def raw(response: Response[Any]) -> Any:
+    """The answer's JSON as GitHub sent it, not as githubkit's model would have it."""
+    return json.loads(response.content)
 
 
 def clone(gh: RunningFakeGitHub, tmp_path: Path, token: str) -> Path:
@@ -243,13 +257,14 @@ def test_permissions_of_a_token_are_enforced(gh: RunningFakeGitHub) -> None:
 def test_collaborator_permission_defaults_to_read_and_is_configurable(
     gh: RunningFakeGitHub, client: GitHub[TokenAuthStrategy]
 ) -> None:
-    stranger = client.rest.repos.get_collaborator_permission_level(OWNER, REPO, "mallory")
-    assert isinstance(stranger.parsed_data, m.RepositoryCollaboratorPermission)
-    assert (stranger.parsed_data.permission, stranger.parsed_data.role_name) == ("read", "read")
+    stranger = raw(client.rest.repos.get_collaborator_permission_level(OWNER, REPO, "mallory"))
+    assert (stranger["permission"], stranger["role_name"]) == ("read", "read")
     gh.state.set_role(OWNER, REPO, "alice", "maintain")
-    alice = client.rest.repos.get_collaborator_permission_level(OWNER, REPO, "alice").parsed_data
-    assert (alice.permission, alice.role_name) == ("write", "maintain")
-    assert alice.user is not None and alice.user.login == "alice"
+    alice = raw(client.rest.repos.get_collaborator_permission_level(OWNER, REPO, "alice"))
+    assert (alice["permission"], alice["role_name"]) == ("write", "maintain")
+    assert alice["user"]["login"] == "alice"
+    # GitHub's documented answer has no user.role_name (githubkit's model requires one)
+    assert "role_name" not in alice["user"]
 
 
 def test_contents_come_from_the_git_repository(
@@ -373,10 +388,18 @@ def test_pull_requests(
         OWNER, REPO, title="Widget", head="trimo/issue-7", base="main", body="Closes #7"
     )
     assert created.status_code == 201
-    pull = created.parsed_data
-    assert (pull.head.ref, pull.head.sha, pull.base.ref) == ("trimo/issue-7", sha, "main")
-    assert (pull.commits, pull.additions, pull.changed_files) == (1, 2, 1)
-    assert pull.user and pull.user.type == "Bot"
+    pull = created.json()
+    assert (pull["head"]["ref"], pull["head"]["sha"], pull["base"]["ref"]) == (
+        "trimo/issue-7",
+        sha,
+        "main",
+    )
+    assert (pull["commits"], pull["additions"], pull["changed_files"]) == (1, 2, 1)
+    assert pull["user"]["type"] == "Bot"
+    documented = example("pulls__create.response.201.default")
+    hosted = rewrite(documented, host_pairs(gh.api_url))
+    assert pull["labels"] == hosted["labels"]  # as GitHub documents them: no archived_by
+    assert pull["requested_teams"] == hosted["requested_teams"]
 
     with pytest.raises(RequestFailed) as raised:
         client.rest.pulls.create(OWNER, REPO, title="Again", head="trimo/issue-7", base="main")
@@ -390,27 +413,30 @@ def test_pull_requests(
         "No commits between main and main" in raised.value.response.json()["errors"][0]["message"]
     )
 
+    number = pull["number"]
     found = client.rest.pulls.list(OWNER, REPO, head=f"{OWNER}:trimo/issue-7", state="open")
-    assert [p.number for p in found.parsed_data] == [pull.number]
+    assert [p["number"] for p in found.json()] == [number]
     none = client.rest.pulls.list(OWNER, REPO, head=f"{OWNER}:other", state="open")
-    assert none.parsed_data == []
-    closed = client.rest.pulls.update(OWNER, REPO, pull.number, state="closed").parsed_data
-    assert closed.state == "closed"
-    assert client.rest.pulls.get(OWNER, REPO, pull.number).parsed_data.state == "closed"
-    issue = client.rest.issues.get(OWNER, REPO, pull.number).parsed_data
-    assert issue.pull_request and str(issue.pull_request.url).endswith(f"/pulls/{pull.number}")
+    assert none.json() == []
+    closed = client.rest.pulls.update(OWNER, REPO, number, state="closed").json()
+    assert closed["state"] == "closed"
+    assert client.rest.pulls.get(OWNER, REPO, number).json()["state"] == "closed"
+    issue = raw(client.rest.issues.get(OWNER, REPO, number))
+    assert issue["pull_request"]["url"].endswith(f"/pulls/{number}")
 
 
 def test_review_comment_replies_and_reactions(
     gh: RunningFakeGitHub, client: GitHub[TokenAuthStrategy], tmp_path: Path
 ) -> None:
     push_branch(gh, tmp_path, "trimo/pr")
-    pull = client.rest.pulls.create(OWNER, REPO, title="T", head="trimo/pr", base="main")
+    number = client.rest.pulls.create(OWNER, REPO, title="T", head="trimo/pr", base="main").json()[
+        "number"
+    ]
     review = gh.state.add_review_comment(
-        OWNER, REPO, pull.parsed_data.number, "/trimo fix this", "alice", path="feature.txt"
+        OWNER, REPO, number, "/trimo fix this", "alice", path="feature.txt"
     )
     reply = client.rest.pulls.create_reply_for_review_comment(
-        OWNER, REPO, pull.parsed_data.number, review.id, body="On it"
+        OWNER, REPO, number, review.id, body="On it"
     )
     assert reply.status_code == 201
     assert (reply.parsed_data.in_reply_to_id, reply.parsed_data.path) == (review.id, "feature.txt")
@@ -480,3 +506,371 @@ def test_injected_faults(gh: RunningFakeGitHub, client: GitHub[TokenAuthStrategy
     gh.state.fail_next("GET", r"/rate_limit$", 502)
     assert retrying.rest.rate_limit.get().status_code == 200
     assert [r.status for r in gh.state.requests_to("GET", r"/rate_limit$")] == [502, 200]
+
+
+# --- answers as GitHub gives them --------------------------------------------------------------
+
+
+def api(gh: RunningFakeGitHub) -> httpx.Client:
+    """A plain HTTP client with an installation token: answers read as they come."""
+    return httpx.Client(
+        base_url=gh.api_url, headers={"Authorization": f"token {gh.token_for(OWNER)}"}, timeout=30
+    )
+
+
+PERMISSION = (
+    "repos__get-collaborator-permission-level.response.200.response-if-user-has-admin-permissions"
+)
+
+
+def test_documented_examples_are_served_exactly_even_when_githubkit_rejects_them(
+    gh: RunningFakeGitHub, client: GitHub[TokenAuthStrategy]
+) -> None:
+    gh.state.serve_example("GET", r"/collaborators/\w+/permission$", PERMISSION)
+    answer = client.rest.repos.get_collaborator_permission_level(OWNER, REPO, "octocat")
+    assert answer.status_code == 200
+    assert answer.json() == example(PERMISSION)
+    assert answer.content == answer.content  # (bytes arrive as sent)
+    with pytest.raises(ValidationError):  # the documented answer lacks user.role_name
+        answer.parsed_data  # noqa: B018
+    gh.state.serve_example("POST", r"/pulls$", "pulls__create.response.201.default", times=1)
+    created = api(gh).post(
+        f"/repos/{OWNER}/{REPO}/pulls", json={"title": "T", "head": "x", "base": "main"}
+    )
+    assert (created.status_code, created.json()) == (
+        201,
+        example("pulls__create.response.201.default"),
+    )
+    assert gh.state.canned == [gh.state.canned[0]]  # the one-shot answer is used up
+
+
+def test_recorded_answers_are_served_as_recorded(gh: RunningFakeGitHub) -> None:
+    gh.state.serve_recorded("GET", rf"/repos/{OWNER}/{REPO}$", "rename-repository", index=1)
+    moved = api(gh).get(f"/repos/{OWNER}/{REPO}")
+    data, status = recorded("rename-repository", 1)
+    assert (moved.status_code, moved.json()) == (status, data) == (301, data)
+    assert data["message"] == "Moved Permanently"
+
+
+def test_rendered_answers_keep_every_documented_field(gh: RunningFakeGitHub) -> None:
+    issue = gh.state.add_issue(OWNER, REPO, "Bug", "Fix it", user="alice")
+    got = api(gh).get(f"/repos/{OWNER}/{REPO}/issues/{issue.number}").json()
+    documented = rewrite(example("issues__create.response.201.default"), host_pairs(gh.api_url))
+    assert set(documented) - {"pull_request"} <= set(got)  # an issue is no pull request
+    assert (got["title"], got["number"], got["user"]["login"]) == ("Bug", issue.number, "alice")
+    for untouched in ("labels", "assignee", "milestone", "closed_by", "pinned_comment"):
+        assert got[untouched] == documented[untouched], untouched
+
+
+# --- drift -----------------------------------------------------------------------------------
+
+
+def paths(data: object, prefix: str = "") -> dict[str, object]:
+    """Every dotted path of `data` and its value (`[]` for list items, first item only)."""
+    found: dict[str, object] = {}
+    if isinstance(data, dict):
+        for key, value in data.items():
+            here = f"{prefix}.{key}" if prefix else key
+            found[here] = value
+            found.update(paths(value, here))
+    elif isinstance(data, list) and data:
+        found.update(paths(data[0], f"{prefix}[]"))
+    return found
+
+
+def test_drift_removes_nulls_and_adds_fields_but_spares_what_trimo_reads(
+    gh: RunningFakeGitHub, tmp_path: Path
+) -> None:
+    push_branch(gh, tmp_path, "trimo/drift")
+    http = api(gh)
+    number = http.post(
+        f"/repos/{OWNER}/{REPO}/pulls", json={"title": "T", "head": "trimo/drift", "base": "main"}
+    ).json()["number"]
+    plain = paths(http.get(f"/repos/{OWNER}/{REPO}/pulls/{number}").json())
+
+    gh.state.drift = Drift(seed=7, remove=0.25, null=0.25, add=0.5)
+    drifted = paths(http.get(f"/repos/{OWNER}/{REPO}/pulls/{number}").json())
+    removed = [p for p in plain if p not in drifted and p.rsplit(".", 1)[0] in drifted]
+    nulled = [p for p in plain if drifted.get(p, 0) is None and plain[p] is not None]
+    added = [p for p in drifted if p not in plain]
+    assert len(removed) > 10 and len(nulled) > 10 and len(added) > 3, (removed, nulled, added)
+    for needed in ("number", "head.ref", "head.sha", "head.repo.full_name", "base.ref"):
+        assert drifted[needed] == plain[needed], needed
+    kinds = {kind for _, kind in gh.state.drift.changes}
+    assert kinds == {"removed", "nulled", "added"}
+
+    gh.state.drift = Drift(seed=7, remove=0.25, null=0.25, add=0.5)
+    again = paths(http.get(f"/repos/{OWNER}/{REPO}/pulls/{number}").json())
+    assert {p: v for p, v in again.items() if p != "updated_at"} == {
+        p: v for p, v in drifted.items() if p != "updated_at"
+    }  # the same seed drifts the same way
+
+
+# --- chaos and delay ---------------------------------------------------------------------------
+
+
+def statuses(gh: RunningFakeGitHub, count: int) -> list[int]:
+    with httpx.Client(base_url=gh.api_url, timeout=30) as http:
+        return [http.get("/rate_limit").status_code for _ in range(count)]
+
+
+def test_chaos_honours_its_rates_and_replays_with_its_seed(gh: RunningFakeGitHub) -> None:
+    rates = {"404": 0.1, "403": 0.1, "422": 0.05, "5xx": 0.2}
+    gh.state.chaos = Chaos(seed=3, rates=rates)
+    first = statuses(gh, 600)
+    share = {
+        kind: sum(1 for s in first if (s >= 500 if kind == "5xx" else s == int(kind))) / 600
+        for kind in rates
+    }
+    for kind, rate in rates.items():
+        assert abs(share[kind] - rate) < 0.05, (kind, share)
+    assert abs(first.count(200) / 600 - 0.55) < 0.06
+    assert {s for s in first if s >= 500} <= {500, 502, 503, 504}
+    assert len(gh.state.chaos_log) == sum(1 for s in first if s != 200)
+
+    gh.state.chaos = Chaos(seed=3, rates=rates)
+    assert statuses(gh, 600) == first  # one seed, one sequence
+
+
+def test_chaos_speaks_githubs_words_and_can_aim_at_one_endpoint(gh: RunningFakeGitHub) -> None:
+    gh.state.chaos = Chaos(seed=1, rates={"403": 1.0}, endpoints={"get_rate_limit": {}})
+    assert statuses(gh, 5) == [200] * 5  # exempted
+    denied = api(gh).get(f"/repos/{OWNER}/{REPO}")
+    assert denied.status_code == 403
+    assert denied.json()["message"] == "Resource not accessible by integration"
+    gh.state.chaos = Chaos(seed=1, endpoints={"get_rate_limit": {"422": 1.0}})
+    assert statuses(gh, 2) == [422, 422]
+    assert api(gh).get(f"/repos/{OWNER}/{REPO}").status_code == 200
+    with pytest.raises(ValueError, match="unknown chaos kinds"):
+        Chaos(rates={"418": 0.1})
+
+
+def test_slow_answers_and_the_per_request_delay_really_wait(gh: RunningFakeGitHub) -> None:
+    start = time.monotonic()
+    statuses(gh, 5)
+    baseline = time.monotonic() - start
+
+    gh.state.delay = 0.2
+    start = time.monotonic()
+    assert statuses(gh, 5) == [200] * 5
+    delayed = time.monotonic() - start
+    assert delayed >= 1.0 and delayed - baseline >= 0.9, (delayed, baseline)
+
+    gh.state.delay = 0
+    gh.state.chaos = Chaos(seed=1, rates={"slow": 1.0}, slow_seconds=0.6)
+    start = time.monotonic()
+    assert statuses(gh, 1) == [200]  # slow, then the real answer
+    assert time.monotonic() - start >= 0.6
+
+
+# --- targeted faults ---------------------------------------------------------------------------
+
+
+def test_a_deleted_issue_and_its_comments_answer_404(gh: RunningFakeGitHub) -> None:
+    issue = gh.state.add_issue(OWNER, REPO, "Doomed", user="alice")
+    comment = gh.state.add_comment(OWNER, REPO, issue.number, "/trimo run", "alice")
+    http = api(gh)
+    repo = f"/repos/{OWNER}/{REPO}"
+    assert http.get(f"{repo}/issues/{issue.number}").status_code == 200
+    gh.state.delete_issue(OWNER, REPO, issue.number)
+    assert http.get(f"{repo}/issues/{issue.number}").status_code == 404
+    assert http.get(f"{repo}/issues/{issue.number}/comments").status_code == 404
+    assert (
+        http.post(f"{repo}/issues/{issue.number}/comments", json={"body": "x"}).status_code == 404
+    )
+    assert http.patch(f"{repo}/issues/comments/{comment.id}", json={"body": "x"}).status_code == 404
+    reacted = http.post(f"{repo}/issues/comments/{comment.id}/reactions", json={"content": "eyes"})
+    assert reacted.status_code == 404
+
+
+def test_a_transferred_issue_redirects(gh: RunningFakeGitHub) -> None:
+    issue = gh.state.add_issue(OWNER, REPO, "Moving", user="alice")
+    comment = gh.state.add_comment(OWNER, REPO, issue.number, "hi", "alice")
+    gh.state.transfer_issue(OWNER, REPO, issue.number, ("elsewhere", "things", 9))
+    http = api(gh)
+    moved = http.get(f"/repos/{OWNER}/{REPO}/issues/{issue.number}")
+    assert moved.status_code == 301
+    assert moved.headers["location"] == f"{gh.api_url}/repos/elsewhere/things/issues/9"
+    assert moved.json()["message"] == "Moved Permanently"
+    edit = http.patch(f"/repos/{OWNER}/{REPO}/issues/comments/{comment.id}", json={"body": "x"})
+    assert edit.status_code == 307
+    followed = http.get(f"/repos/{OWNER}/{REPO}/issues/{issue.number}", follow_redirects=True)
+    assert followed.status_code == 404  # the token does not reach the new repository
+
+
+def test_deleted_comments_and_check_runs_answer_404(gh: RunningFakeGitHub) -> None:
+    http = api(gh)
+    repo = f"/repos/{OWNER}/{REPO}"
+    issue = gh.state.add_issue(OWNER, REPO, "Bug", user="alice")
+    posted = http.post(f"{repo}/issues/{issue.number}/comments", json={"body": "Working"}).json()
+    sha = gh.fake.branch_sha(OWNER, REPO, "main")
+    run = http.post(f"{repo}/check-runs", json={"name": "trimo", "head_sha": sha}).json()
+    gh.state.delete_comment(posted["id"])
+    gh.state.delete_check_run(run["id"])
+    assert http.patch(f"{repo}/issues/comments/{posted['id']}", json={"body": "x"}).status_code == (
+        404
+    )
+    gone = http.patch(f"{repo}/check-runs/{run['id']}", json={"status": "in_progress"})
+    assert gone.status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("reason", "expected"),
+    [
+        ("exists", {"code": "custom", "message": "A pull request already exists for acme:topic."}),
+        ("no_diff", {"code": "custom", "message": "No commits between main and topic"}),
+        ("base_deleted", {"code": "invalid", "field": "base"}),
+    ],
+)
+def test_opening_a_pull_request_can_get_githubs_422s(
+    gh: RunningFakeGitHub, tmp_path: Path, reason: str, expected: dict[str, str]
+) -> None:
+    push_branch(gh, tmp_path, "topic")
+    gh.state.refuse_pull(reason)  # type: ignore[arg-type]
+    http = api(gh)
+    body = {"title": "T", "head": "topic", "base": "main"}
+    refused = http.post(f"/repos/{OWNER}/{REPO}/pulls", json=body)
+    assert refused.status_code == 422
+    assert refused.json()["message"] == "Validation Failed"
+    assert refused.json()["errors"] == [{"resource": "PullRequest", **expected}]
+    by_people = [p.user for p in gh.state.pulls_for("topic")]
+    assert by_people == (["octocat"] if reason == "exists" else [])
+    if reason != "exists":
+        assert http.post(f"/repos/{OWNER}/{REPO}/pulls", json=body).status_code == 201  # once
+
+
+def test_disabled_issues_answer_410_but_pull_requests_still_talk(
+    gh: RunningFakeGitHub, tmp_path: Path
+) -> None:
+    issue = gh.state.add_issue(OWNER, REPO, "Bug", user="alice")
+    push_branch(gh, tmp_path, "topic")
+    http = api(gh)
+    number = http.post(
+        f"/repos/{OWNER}/{REPO}/pulls", json={"title": "T", "head": "topic", "base": "main"}
+    ).json()["number"]
+    gh.state.disable_issues(OWNER, REPO)
+    gone = http.post(f"/repos/{OWNER}/{REPO}/issues/{issue.number}/comments", json={"body": "x"})
+    assert gone.status_code == 410
+    assert gone.json()["message"] == "Issues are disabled for this repo"
+    on_pull = http.post(f"/repos/{OWNER}/{REPO}/issues/{number}/comments", json={"body": "x"})
+    assert on_pull.status_code == 201
+
+
+def test_removed_suspended_and_reduced_installations(
+    gh: RunningFakeGitHub, creds: AppCredentials, tmp_path: Path
+) -> None:
+    app = GitHub(
+        AppAuthStrategy(creds.app_id, creds.private_key_pem), base_url=gh.api_url, auto_retry=False
+    )
+    http = api(gh)
+    repo = f"/repos/{OWNER}/{REPO}"
+    issue = gh.state.add_issue(OWNER, REPO, "Bug", user="alice")
+    gh.state.revoke_permission(OWNER, "issues")
+    gh.state.revoke_permission(OWNER, "pull_requests")
+    denied = http.post(f"{repo}/issues/{issue.number}/comments", json={"body": "x"})
+    assert denied.status_code == 403
+    assert denied.json()["message"] == "Resource not accessible by integration"
+
+    gh.state.suspend_installation(OWNER)
+    assert http.get(repo).json()["message"] == "This installation has been suspended"
+    with pytest.raises(RequestFailed) as suspended:
+        app.rest.apps.create_installation_access_token(creds.installation_id)
+    assert suspended.value.response.status_code == 403
+
+    token = gh.token_for(OWNER)
+    gh.state.remove_installation(OWNER)
+    assert http.get(repo).status_code == 401
+    with pytest.raises(RequestFailed) as removed:
+        app.rest.apps.create_installation_access_token(creds.installation_id)
+    assert removed.value.response.status_code == 404
+    cloned = git(
+        tmp_path, "clone", "-q", authed(gh.clone_url(OWNER, REPO), token), "w", check=False
+    )
+    assert cloned.returncode != 0
+
+
+# --- pushes GitHub refuses ---------------------------------------------------------------------
+
+
+def commit_files(work: Path, files: dict[str, str | bytes], message: str) -> str:
+    for rel, content in files.items():
+        target = work / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, bytes):
+            target.write_bytes(content)
+        else:
+            target.write_text(content)
+    git(work, "add", "-A")
+    git(work, "commit", "-q", "-m", message)
+    return git(work, "rev-parse", "HEAD").stdout.strip()
+
+
+def test_a_workflow_file_needs_the_workflows_permission_and_the_rest_still_pushes(
+    gh: RunningFakeGitHub, tmp_path: Path
+) -> None:
+    work = clone(gh, tmp_path, gh.token_for(OWNER))
+    git(work, "switch", "-q", "-c", "trimo/1-ci")
+    harmless = commit_files(work, {"notes.txt": "hi\n"}, "Harmless")
+    commit_files(work, {".github/workflows/ci.yml": "on: push\n"}, "Add CI")
+    refused = git(work, "push", "origin", "trimo/1-ci", check=False)
+    assert refused.returncode != 0
+    assert (
+        "! [remote rejected] trimo/1-ci -> trimo/1-ci (refusing to allow a GitHub App to create"
+        " or update workflow `.github/workflows/ci.yml` without `workflows` permission)"
+    ) in refused.stderr
+    assert gh.fake.branch_sha(OWNER, REPO, "trimo/1-ci") is None
+    git(work, "push", "-q", "origin", f"{harmless}:refs/heads/trimo/1-ci")  # what GitHub accepts
+    assert gh.fake.branch_sha(OWNER, REPO, "trimo/1-ci") == harmless
+
+    inst = gh.state.installation_for(OWNER)
+    assert inst is not None
+    allowed = gh.state.issue_token(
+        inst.id, permissions={"contents": "write", "workflows": "write"}
+    ).token
+    url = authed(gh.clone_url(OWNER, REPO), allowed)
+    git(work, "push", "-q", url, "trimo/1-ci")
+    assert (
+        gh.fake.branch_sha(OWNER, REPO, "trimo/1-ci")
+        == git(work, "rev-parse", "HEAD").stdout.strip()
+    )
+
+
+def test_large_files_secrets_and_unsigned_commits_are_refused_in_githubs_words(
+    gh: RunningFakeGitHub, tmp_path: Path
+) -> None:
+    repo = gh.state.repo(OWNER, REPO)
+    assert repo is not None
+    repo.max_file_bytes = 1024 * 1024
+    work = clone(gh, tmp_path, gh.token_for(OWNER))
+    git(work, "switch", "-q", "-c", "big")
+    commit_files(work, {"blob.bin": b"\0" * (1024 * 1024 + 10)}, "Big")
+    big = git(work, "push", "origin", "big", check=False)
+    assert (
+        "remote: error: File blob.bin is 1.00 MB; this exceeds GitHub's file size limit of 1.00 MB"
+        in big.stderr
+    )
+    assert "remote: error: GH001: Large files detected." in big.stderr
+    assert "! [remote rejected] big -> big (pre-receive hook declined)" in big.stderr
+
+    git(work, "switch", "-q", "-c", "leak", "main")
+    secret = "ghp_" + "A1b2C3d4E5" * 3 + "f6G7h8"
+    leak = commit_files(work, {"config/env.txt": f"name=x\ntoken={secret}\n"}, "Leak")
+    refused = git(work, "push", "origin", "leak", check=False)
+    assert "remote: error: GH013: Repository rule violations found for refs/heads/leak." in (
+        refused.stderr
+    )
+    assert "Push cannot contain secrets" in refused.stderr
+    assert "GitHub Personal Access Token" in refused.stderr
+    assert f"- commit: {leak}" in refused.stderr and "path: config/env.txt:2" in refused.stderr
+    assert "! [remote rejected] leak -> leak (push declined due to repository rule violations)" in (
+        refused.stderr
+    )
+
+    repo.signed_commits = True
+    git(work, "switch", "-q", "-c", "plain", "main")
+    unsigned = commit_files(work, {"ok.txt": "ok\n"}, "Unsigned")
+    rules = git(work, "push", "origin", "plain", check=False)
+    assert "- Commits must have verified signatures." in rules.stderr
+    assert unsigned in rules.stderr
+    assert "(push declined due to repository rule violations)" in rules.stderr
+    assert {gh.fake.branch_sha(OWNER, REPO, b) for b in ("big", "leak", "plain")} == {None}

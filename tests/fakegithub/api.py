@@ -1,13 +1,20 @@
 """`FakeGitHub`: the REST endpoints and the git server as one Starlette app.
 
-Each request is recorded, may meet an injected fault, is authenticated (JWT for /app
-routes, installation token elsewhere), has its body checked against githubkit's request
-model, and its answer checked against githubkit's response model. Bodies that do not
-validate get GitHub's 422 and become entries of `state.violations`.
+Each request waits `state.delay`, is recorded, may meet an injected fault or chaos
+(modes.py), is authenticated (JWT for /app routes, installation token elsewhere), and has
+its body checked against the request shape GitHub documents. Bodies that do not fit get
+GitHub's 422 and become entries of `state.violations`.
+
+Answers are GitHub's documented examples (corpora) with the stand-in's state written in,
+or canned answers served exactly as given (`state.serve`). They are never re-validated
+with githubkit: real GitHub does not always match githubkit's models, and the App must
+cope with what GitHub sends, not with what a model accepts. Drift (modes.py) then
+removes, nulls and adds fields outside those Trimo reads.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
@@ -84,12 +91,16 @@ class FakeGitHub:
         return handle
 
     async def _unhandled(self, request: Request) -> Response:
+        if self.state.delay:
+            await asyncio.sleep(self.state.delay)
         path = request.url.path
         self.state.violate(request.method, path, "no such endpoint in the GitHub stand-in")
         self._record(request, None, 404)
         return self._respond(not_found().reply())
 
     async def _dispatch(self, endpoint: Endpoint, request: Request) -> Response:
+        if self.state.delay:
+            await asyncio.sleep(self.state.delay)
         raw = await request.body()
         body: Any = None
         try:
@@ -114,6 +125,16 @@ class FakeGitHub:
                 headers.setdefault("x-ratelimit-reset", str(int(time.time()) + 1))
             data = fault.body or default_fault_body(fault.status, headers)
             return Reply(fault.status, data, headers)
+        chaos = self.state.chaos
+        if chaos is not None:
+            with self.state.lock:
+                kind = chaos.draw(endpoint.name)
+                if kind is not None:
+                    self.state.chaos_log.append((method, path, kind))
+            if kind == "slow":
+                await asyncio.sleep(chaos.slow_seconds)
+            elif kind is not None:
+                return chaos.reply(kind)
 
         params = {k: str(v) for k, v in request.path_params.items()}
         token: Token | None = None
@@ -122,6 +143,7 @@ class FakeGitHub:
         elif endpoint.auth == "installation":
             token = self._verify_token(request.headers.get("authorization", ""))
             self._check_scope(token, params, endpoint)
+        base = str(request.base_url).rstrip("/")
 
         if endpoint.body is not None:
             body = {} if body is None else body
@@ -130,8 +152,11 @@ class FakeGitHub:
                 self.state.violate(method, path, "; ".join(problems))
                 raise GitHubError(422, "Invalid request.\n\n" + "\n".join(problems))
 
-        base = str(request.base_url).rstrip("/")
+        canned = self.state.take_canned(method, path)
+        if canned is not None:
+            return Reply(canned.status, canned.data)
         call = Call(
+            method=method,
             state=self.state,
             render=Renderer(self.state, base),
             root=self.root,
@@ -141,12 +166,10 @@ class FakeGitHub:
             token=token,
         )
         reply = await endpoint.handler(call)
-        if endpoint.response is not None and 200 <= reply.status < 300:
-            problems = validation.check(endpoint.response, reply.data)
-            if problems:
-                self.state.violate(
-                    method, path, "stand-in answer fails githubkit's model: " + "; ".join(problems)
-                )
+        drift = self.state.drift
+        if drift is not None and 200 <= reply.status < 300:
+            with self.state.lock:
+                reply.data = drift.apply(reply.data, endpoint.needs, endpoint.name)
         return reply
 
     def _verify_jwt(self, header: str) -> None:
@@ -182,6 +205,9 @@ class FakeGitHub:
             token = self.state.valid_token(value.strip())
         if token is None:
             raise GitHubError(401, "Bad credentials")
+        inst = self.state.installations.get(token.installation_id)
+        if inst is not None and inst.suspended:
+            raise GitHubError(403, "This installation has been suspended")
         return token
 
     def _check_scope(self, token: Token, params: dict[str, str], endpoint: Endpoint) -> None:

@@ -8,12 +8,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from githubkit_schemas.latest import models as m
+from githubkit_schemas.latest import models as m  # request bodies only: what Trimo sends
 from starlette.concurrency import run_in_threadpool
 
 from tests.fakegithub import gitserver
 from tests.fakegithub.render import PullStats, Renderer
-from tests.fakegithub.replies import GitHubError, Reply, not_found, validation_failed
+from tests.fakegithub.replies import GitHubError, Moved, Reply, not_found, validation_failed
 from tests.fakegithub.state import (
     CheckRun,
     FakeState,
@@ -34,6 +34,7 @@ MAX_COMMENT = 65536
 class Call:
     """One request, authenticated and with its body validated."""
 
+    method: str
     state: FakeState
     render: Renderer
     root: Path
@@ -71,8 +72,16 @@ class Endpoint:
     handler: Handler
     auth: Auth
     permissions: Sequence[tuple[str, str]] = ()  # any one of these suffices
-    body: Any = None  # githubkit's request body model
-    response: Any = None  # githubkit's response model, checked on 2xx answers
+    body: Any = None  # the documented request body (githubkit's model of GitHub's schema)
+
+    @property
+    def name(self) -> str:
+        return self.handler.__name__
+
+    @property
+    def needs(self) -> frozenset[str]:
+        """The answer's fields Trimo reads; drift leaves them alone."""
+        return NEEDS.get(self.name, frozenset())
 
 
 # --- apps -------------------------------------------------------------------------------
@@ -94,6 +103,8 @@ async def create_access_token(call: Call) -> Reply:
     inst = state.installations.get(call.number("installation_id"))
     if inst is None:
         raise not_found()
+    if inst.suspended:
+        raise GitHubError(403, "This installation has been suspended")
     names: list[str] | None = None
     if "repositories" in call.body or "repository_ids" in call.body:
         with state.lock:
@@ -173,11 +184,25 @@ async def get_content(call: Call) -> Reply:
 # --- issues and comments ---------------------------------------------------------------------
 
 
+ISSUES_DISABLED = "Issues are disabled for this repo"
+
+
+def _present(call: Call, issue: Issue | None, url: str) -> Issue:
+    """`issue` as GitHub answers for it now: gone (404), moved (301/307), disabled (410)."""
+    repo = call.state.repo(call.owner, call.repo)
+    if repo is not None and not repo.has_issues and (issue is None or not issue.is_pull):
+        raise GitHubError(410, ISSUES_DISABLED)
+    if issue is None or issue.deleted:
+        raise not_found()
+    if issue.moved_to is not None:
+        owner, name, number = issue.moved_to
+        raise Moved(url.format(api=call.render.api_repo(owner, name), number=number), call.method)
+    return issue
+
+
 def _issue(call: Call) -> Issue:
     issue = call.state.issues.get((call.owner, call.repo, call.number("issue_number")))
-    if issue is None:
-        raise not_found()
-    return issue
+    return _present(call, issue, "{api}/issues/{number}")
 
 
 def _comment_body(call: Call) -> str:
@@ -245,6 +270,8 @@ def _issue_comment(call: Call) -> IssueComment:
     comment = call.state.comments.get(call.number("comment_id"))
     if comment is None or (comment.owner, comment.repo) != (call.owner, call.repo):
         raise not_found()
+    issue = call.state.issues.get((comment.owner, comment.repo, comment.issue_number))
+    _present(call, issue, "{api}/issues/comments/" + str(comment.id))
     return comment
 
 
@@ -416,10 +443,26 @@ async def create_pull(call: Call) -> Reply:
     base_ref = call.body["base"]
     head_sha = await run_in_threadpool(gitserver.branch_sha, call.bare, head_ref)
     base_sha = await run_in_threadpool(gitserver.branch_sha, call.bare, base_ref)
+    with call.state.lock:
+        refusal = call.state.pull_refusals.pop(0) if call.state.pull_refusals else None
+    if refusal == "base_deleted":
+        base_sha = None
     if base_sha is None:
         raise validation_failed("PullRequest", "invalid", field="base")
     if head_sha is None:
         raise validation_failed("PullRequest", "invalid", field="head")
+    if refusal == "exists":  # someone opened one from this branch a moment ago
+        call.state.add_pull(
+            call.owner,
+            call.repo,
+            title="Opened by hand",
+            body=None,
+            user="octocat",
+            head_ref=head_ref,
+            base_ref=base_ref,
+            head_sha=head_sha,
+            base_sha=base_sha,
+        )
     if _open_pull_for(call, head_ref) is not None:
         raise validation_failed(
             "PullRequest",
@@ -427,7 +470,7 @@ async def create_pull(call: Call) -> Reply:
             message=f"A pull request already exists for {call.owner}:{head_ref}.",
         )
     ahead = await run_in_threadpool(gitserver.divergence, call.bare, base_sha, head_sha)
-    if head_ref == base_ref or ahead.commits == 0:
+    if head_ref == base_ref or ahead.commits == 0 or refusal == "no_diff":
         raise validation_failed(
             "PullRequest", "custom", message=f"No commits between {base_ref} and {head_ref}"
         )
@@ -529,13 +572,12 @@ CHECKS_R = (("checks", "read"),)
 META = (("metadata", "read"),)
 
 ENDPOINTS: list[Endpoint] = [
-    Endpoint("GET", "/app", get_app, "app", response=m.Integration),
+    Endpoint("GET", "/app", get_app, "app"),
     Endpoint(
         "GET",
         "/app/installations/{installation_id}",
         get_installation,
         "app",
-        response=m.Installation,
     ),
     Endpoint(
         "POST",
@@ -543,17 +585,15 @@ ENDPOINTS: list[Endpoint] = [
         create_access_token,
         "app",
         body=m.AppInstallationsInstallationIdAccessTokensPostBody,
-        response=m.InstallationToken,
     ),
-    Endpoint("GET", REPO + "/installation", get_repo_installation, "app", response=m.Installation),
-    Endpoint("GET", REPO, get_repo, "installation", META, response=m.FullRepository),
+    Endpoint("GET", REPO + "/installation", get_repo_installation, "app"),
+    Endpoint("GET", REPO, get_repo, "installation", META),
     Endpoint(
         "GET",
         REPO + "/collaborators/{username}/permission",
         get_permission,
         "installation",
         META,
-        response=m.RepositoryCollaboratorPermission,
     ),
     Endpoint(
         "GET",
@@ -561,7 +601,6 @@ ENDPOINTS: list[Endpoint] = [
         get_content,
         "installation",
         (("contents", "read"),),
-        response=m.ContentFile,
     ),
     Endpoint(
         "GET",
@@ -569,7 +608,6 @@ ENDPOINTS: list[Endpoint] = [
         get_issue,
         "installation",
         ISSUES_R,
-        response=m.Issue,
     ),
     Endpoint(
         "GET",
@@ -577,7 +615,6 @@ ENDPOINTS: list[Endpoint] = [
         list_comments,
         "installation",
         ISSUES_R,
-        response=list[m.IssueComment],
     ),
     Endpoint(
         "POST",
@@ -586,7 +623,6 @@ ENDPOINTS: list[Endpoint] = [
         "installation",
         ISSUES_W,
         body=m.ReposOwnerRepoIssuesIssueNumberCommentsPostBody,
-        response=m.IssueComment,
     ),
     Endpoint(
         "GET",
@@ -594,7 +630,6 @@ ENDPOINTS: list[Endpoint] = [
         get_comment,
         "installation",
         ISSUES_R,
-        response=m.IssueComment,
     ),
     Endpoint(
         "PATCH",
@@ -603,7 +638,6 @@ ENDPOINTS: list[Endpoint] = [
         "installation",
         ISSUES_W,
         body=m.ReposOwnerRepoIssuesCommentsCommentIdPatchBody,
-        response=m.IssueComment,
     ),
     Endpoint(
         "POST",
@@ -612,7 +646,6 @@ ENDPOINTS: list[Endpoint] = [
         "installation",
         ISSUES_W,
         body=m.ReposOwnerRepoIssuesCommentsCommentIdReactionsPostBody,
-        response=m.Reaction,
     ),
     Endpoint(
         "POST",
@@ -621,7 +654,6 @@ ENDPOINTS: list[Endpoint] = [
         "installation",
         ISSUES_W,
         body=m.ReposOwnerRepoIssuesIssueNumberReactionsPostBody,
-        response=m.Reaction,
     ),
     Endpoint(
         "POST",
@@ -630,7 +662,6 @@ ENDPOINTS: list[Endpoint] = [
         "installation",
         PULLS_W,
         body=m.ReposOwnerRepoPullsCommentsCommentIdReactionsPostBody,
-        response=m.Reaction,
     ),
     Endpoint(
         "POST",
@@ -639,7 +670,6 @@ ENDPOINTS: list[Endpoint] = [
         "installation",
         PULLS_W,
         body=m.ReposOwnerRepoPullsPullNumberCommentsCommentIdRepliesPostBody,
-        response=m.PullRequestReviewComment,
     ),
     Endpoint(
         "POST",
@@ -648,7 +678,6 @@ ENDPOINTS: list[Endpoint] = [
         "installation",
         CHECKS_W,
         body=m.ReposOwnerRepoCheckRunsPostBodyOneof0 | m.ReposOwnerRepoCheckRunsPostBodyOneof1,
-        response=m.CheckRun,
     ),
     Endpoint(
         "PATCH",
@@ -658,7 +687,6 @@ ENDPOINTS: list[Endpoint] = [
         CHECKS_W,
         body=m.ReposOwnerRepoCheckRunsCheckRunIdPatchBodyAnyof0
         | m.ReposOwnerRepoCheckRunsCheckRunIdPatchBodyAnyof1,
-        response=m.CheckRun,
     ),
     Endpoint(
         "GET",
@@ -666,7 +694,6 @@ ENDPOINTS: list[Endpoint] = [
         get_check_run,
         "installation",
         CHECKS_R,
-        response=m.CheckRun,
     ),
     Endpoint(
         "POST",
@@ -675,7 +702,6 @@ ENDPOINTS: list[Endpoint] = [
         "installation",
         PULLS_W,
         body=m.ReposOwnerRepoPullsPostBody,
-        response=m.PullRequest,
     ),
     Endpoint(
         "GET",
@@ -683,7 +709,6 @@ ENDPOINTS: list[Endpoint] = [
         list_pulls,
         "installation",
         PULLS_R,
-        response=list[m.PullRequestSimple],
     ),
     Endpoint(
         "GET",
@@ -691,7 +716,6 @@ ENDPOINTS: list[Endpoint] = [
         get_pull,
         "installation",
         PULLS_R,
-        response=m.PullRequest,
     ),
     Endpoint(
         "PATCH",
@@ -700,7 +724,6 @@ ENDPOINTS: list[Endpoint] = [
         "installation",
         PULLS_W,
         body=m.ReposOwnerRepoPullsPullNumberPatchBody,
-        response=m.PullRequest,
     ),
     Endpoint(
         "GET",
@@ -708,7 +731,39 @@ ENDPOINTS: list[Endpoint] = [
         get_ref,
         "installation",
         (("contents", "read"),),
-        response=m.GitRef,
     ),
-    Endpoint("GET", "/rate_limit", get_rate_limit, "none", response=m.RateLimitOverview),
+    Endpoint("GET", "/rate_limit", get_rate_limit, "none"),
 ]
+
+
+# The fields of each answer that Trimo reads (app/github.py): drift never touches them.
+NEEDS: dict[str, frozenset[str]] = {
+    "get_app": frozenset({"id", "slug"}),
+    "create_access_token": frozenset({"token", "expires_at"}),
+    "get_repo_installation": frozenset({"id"}),
+    "get_installation": frozenset({"id"}),
+    "get_repo": frozenset({"default_branch", "full_name"}),
+    "get_permission": frozenset({"permission", "role_name"}),
+    "get_content": frozenset({"type", "encoding", "content", "sha", "size"}),
+    "get_ref": frozenset({"object.sha"}),
+    "get_issue": frozenset({"number", "title", "state"}),
+    "create_comment": frozenset({"id"}),
+    "get_comment": frozenset({"id", "body"}),
+    "create_check_run": frozenset({"id"}),
+    "create_pull": frozenset({"number"}),
+    "list_pulls": frozenset({"[].number"}),
+    "get_pull": frozenset(
+        {
+            "number",
+            "state",
+            "title",
+            "body",
+            "head.ref",
+            "head.sha",
+            "head.repo.full_name",
+            "base.ref",
+            "base.repo.full_name",
+        }
+    ),
+    "get_rate_limit": frozenset({"resources.core", "rate"}),
+}

@@ -1,17 +1,22 @@
 """The stand-in's git side: bare repositories served over smart HTTP by `git http-backend`.
 
 Clients authenticate as GitHub Apps do: HTTP Basic, user `x-access-token`, password an
-installation token the API issued. Pushes to protected branches are refused by a
-pre-receive hook, as GitHub's branch protection refuses them.
+installation token the API issued. A pre-receive hook (prereceive.py) refuses what GitHub
+refuses, with GitHub's words: pushes to protected branches (GH006), workflow files without
+the `workflows` permission, files over 100 MB (GH001), secrets under push protection and
+unsigned commits under a ruleset (GH013). The repository's `Repo` fields set the rules.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import json
 import os
 import re
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -27,19 +32,8 @@ GIT_USER = "x-access-token"
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 REF_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._/-]{0,254}$")
 
-PRE_RECEIVE = """#!/bin/sh
-# Branch protection, as GitHub has it: protected branches change only through pull requests.
-status=0
-while read old new ref; do
-  case "$ref" in
-    {cases})
-      echo "error: GH006: Protected branch update failed for $ref." >&2
-      echo "error: Changes must be made through a pull request." >&2
-      status=1;;
-  esac
-done
-exit $status
-"""
+PRE_RECEIVE = Path(__file__).with_name("prereceive.py")
+HOOK_DECLINED = b" pre-receive hook declined"
 
 
 def _env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -97,9 +91,9 @@ def install_protection(bare: Path, branches: Iterable[str]) -> None:
     for name in names:
         if not REF_RE.match(name):
             raise ValueError(f"bad branch name {name!r}")
-    cases = "|".join(f"refs/heads/{name}" for name in names) or "refs/heads/-none-"
+    (bare / "fakegithub-protected").write_text("".join(f"refs/heads/{n}\n" for n in names))
     hook = bare / "hooks" / "pre-receive"
-    hook.write_text(PRE_RECEIVE.replace("{cases}", cases))
+    hook.write_text(f"#!{sys.executable}\n" + PRE_RECEIVE.read_text())
     hook.chmod(0o755)
 
 
@@ -232,6 +226,8 @@ class GitHttp:
         self.state = state
 
     async def handle(self, request: Request) -> Response:
+        if self.state.git_delay:
+            await asyncio.sleep(self.state.git_delay)
         body = await request.body()
         response = await self._answer(request, body)
         self.state.record(
@@ -281,13 +277,77 @@ class GitHttp:
             env["GIT_PROTOCOL"] = request.headers["git-protocol"]
         if "content-encoding" in request.headers:
             env["HTTP_CONTENT_ENCODING"] = request.headers["content-encoding"]
-        done = await run_in_threadpool(
-            subprocess.run,
-            ["git", "http-backend"],
-            input=body,
-            env=_env(env),
-            capture_output=True,
-            timeout=120,
+        web = f"{str(request.base_url).rstrip('/')}/{owner}/{name}"
+        env["FAKEGITHUB_RULES"] = json.dumps(
+            {
+                "workflows": token.allows("workflows", "write"),
+                "push_protection": repo.push_protection,
+                "signed_commits": repo.signed_commits,
+                "max_file_bytes": repo.max_file_bytes,
+                "web": web,
+            }
         )
+        with tempfile.TemporaryDirectory(prefix="fakegithub-push-") as tmp:
+            env["FAKEGITHUB_REASONS"] = str(Path(tmp) / "reasons.json")
+            done = await run_in_threadpool(
+                subprocess.run,
+                ["git", "http-backend"],
+                input=body,
+                env=_env(env),
+                capture_output=True,
+                timeout=120,
+            )
+            reasons_file = Path(env["FAKEGITHUB_REASONS"])
+            reasons = json.loads(reasons_file.read_text()) if reasons_file.exists() else {}
         status, headers, payload = _parse_cgi(done.stdout)
+        if reasons:
+            payload = _with_reasons(payload, reasons)
         return Response(payload, status_code=status, headers=headers)
+
+
+# --- GitHub's reasons in the push report ------------------------------------------------------
+
+
+def _pkts(data: bytes) -> list[bytes | None]:
+    """pkt-lines of `data`; None for a flush packet."""
+    out: list[bytes | None] = []
+    i = 0
+    while i + 4 <= len(data):
+        size = int(data[i : i + 4], 16)
+        if size < 4:
+            out.append(None)
+            i += 4
+            continue
+        out.append(data[i + 4 : i + size])
+        i += size
+    return out
+
+
+def _pkt(data: bytes | None) -> bytes:
+    return b"0000" if data is None else b"%04x" % (len(data) + 4) + data
+
+
+def _with_reasons(payload: bytes, reasons: Mapping[str, str]) -> bytes:
+    """The receive-pack report with `ng <ref> pre-receive hook declined` saying GitHub's reason.
+
+    A hook cannot choose that text; GitHub's own receive side does, e.g. `push declined due
+    to repository rule violations`.
+    """
+
+    def fix(report: bytes) -> bytes:
+        lines = []
+        for line in _pkts(report):
+            if line is not None and line.startswith(b"ng ") and HOOK_DECLINED in line:
+                ref = line[3:].split(b" ", 1)[0].decode()
+                if ref in reasons:
+                    line = b"ng " + ref.encode() + b" " + reasons[ref].encode() + b"\n"
+            lines.append(_pkt(line))
+        return b"".join(lines)
+
+    packets = _pkts(payload)
+    sideband = any(p is not None and p[:1] in (b"\x01", b"\x02", b"\x03") for p in packets)
+    if not sideband:
+        return fix(payload)
+    report = b"".join(p[1:] for p in packets if p is not None and p[:1] == b"\x01")
+    others = [_pkt(p) for p in packets if p is not None and p[:1] != b"\x01"]
+    return b"".join(others) + _pkt(b"\x01" + fix(report)) + _pkt(None)

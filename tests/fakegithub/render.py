@@ -1,4 +1,9 @@
-"""State objects as GitHub JSON: the corpora examples with the stand-in's values written in."""
+"""State objects as GitHub JSON: the corpora examples with the stand-in's values written in.
+
+Only what the stand-in's state knows is written in (ids, numbers, text, refs, states,
+addresses). Everything else (labels, milestones, teams, licences...) stays as GitHub's
+example has it, whether or not githubkit's models accept it.
+"""
 
 from __future__ import annotations
 
@@ -149,13 +154,10 @@ class Renderer:
             events=list(APP_EVENTS),
             created_at=iso(inst.created_at),
             updated_at=iso(inst.created_at),
-            single_file_name=None,
-            has_multiple_single_files=False,
-            single_file_paths=[],
             app_slug=app.slug,
-            suspended_at=None,
-            suspended_by=None,
         )
+        if not inst.suspended:
+            data.update(suspended_at=None, suspended_by=None)
         return data
 
     def token(self, token: Token) -> Json:
@@ -222,10 +224,7 @@ class Renderer:
                 "triage": True,
                 "pull": True,
             },
-            template_repository=None,
-            license=None,
         )
-        data.pop("temp_clone_token", None)
         return data
 
     def repo_simple(self, repo: Repo) -> Json:
@@ -248,18 +247,14 @@ class Renderer:
         return data
 
     def permission(self, owner: str, repo: str, login: str) -> Json:
+        """The documented shape: `user` has no `role_name` (githubkit's model wants one)."""
         role = self.state.role_of(owner, repo, login)
-        perm = role.permission
-        user = self.user(login)
-        user["permissions"] = {
-            "admin": perm == "admin",
-            "maintain": role.role_name in ("admin", "maintain"),
-            "push": perm in ("admin", "write"),
-            "triage": perm in ("admin", "write") or role.role_name == "triage",
-            "pull": perm != "none",
-        }
-        user["role_name"] = role.role_name
-        return {"permission": perm, "role_name": role.role_name, "user": user}
+        data: Json = example(
+            "repos__get-collaborator-permission-level.response.200"
+            ".response-if-user-has-admin-permissions"
+        )
+        data.update(permission=role.permission, role_name=role.role_name, user=self.user(login))
+        return data
 
     def content(
         self, owner: str, repo: str, path: str, ref: str, blob_sha: str, data: bytes
@@ -325,17 +320,10 @@ class Renderer:
             title=issue.title,
             body=issue.body,
             user=self.user(issue.user),
-            labels=[],
-            assignee=None,
-            assignees=[],
-            milestone=None,
-            locked=False,
-            active_lock_reason=None,
             comments=len(comments),
             closed_at=iso(issue.closed_at),
             created_at=iso(issue.created_at),
             updated_at=iso(issue.updated_at),
-            closed_by=None,
             author_association=self.association(issue.owner, issue.repo, issue.user),
             reactions=self.rollup(f"{api}/issues/{n}/reactions", issue.reactions),
         )
@@ -520,22 +508,14 @@ class Renderer:
             statuses_url=f"{api}/statuses/{stats.head_sha}",
             number=n,
             state=pull.state,
-            locked=False,
             title=pull.title,
             user=self.user(pull.user),
             body=pull.body,
-            labels=[],
-            milestone=None,
-            active_lock_reason=None,
             created_at=iso(pull.created_at),
             updated_at=iso(pull.updated_at),
             closed_at=iso(pull.closed_at),
             merged_at=None,
             merge_commit_sha=None,
-            assignee=None,
-            assignees=[],
-            requested_reviewers=[],
-            requested_teams=[],
             head={
                 "label": f"{pull.owner}:{pull.head_ref}",
                 "ref": pull.head_ref,
@@ -552,7 +532,6 @@ class Renderer:
             },
             _links={key: {"href": href} for key, href in links.items()},
             author_association=self.association(pull.owner, pull.repo, pull.user),
-            auto_merge=None,
             draft=pull.draft,
         )
         return data

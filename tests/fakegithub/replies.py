@@ -42,6 +42,22 @@ class GitHubError(Exception):
         return Reply(self.status, data, dict(self.headers))
 
 
+class Moved(GitHubError):
+    """301 (307 for writes) to where a transferred resource lives now, as GitHub redirects."""
+
+    def __init__(self, url: str, method: str) -> None:
+        super().__init__(301 if method in ("GET", "HEAD") else 307, "Moved Permanently")
+        self.url = url
+
+    def reply(self) -> Reply:
+        data = {
+            "message": "Moved Permanently",
+            "url": self.url,
+            "documentation_url": "https://docs.github.com/v3/#http-redirects",
+        }
+        return Reply(self.status, data, {"location": self.url})
+
+
 def not_found() -> GitHubError:
     return GitHubError(404, "Not Found")
 

@@ -14,7 +14,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
+from tests.fakegithub.modes import Chaos, Drift
+from tests.fakegithub.templates import example, recorded, status_of
+
 UserType = Literal["User", "Bot", "Organization"]
+PullRefusal = Literal["exists", "no_diff", "base_deleted"]
 
 ROLE_TO_PERMISSION = {
     "admin": "admin",
@@ -68,6 +72,7 @@ class Installation:
     account: str
     permissions: dict[str, str]
     created_at: datetime = field(default_factory=now)
+    suspended: bool = False
 
 
 @dataclass
@@ -78,6 +83,11 @@ class Repo:
     default_branch: str = "main"
     private: bool = True
     created_at: datetime = field(default_factory=now)
+    has_issues: bool = True
+    # What the git server refuses, as GitHub does (see gitserver.PUSH_RULES).
+    push_protection: bool = True  # GH013 when a pushed file holds a known secret
+    signed_commits: bool = False  # GH013 when a ruleset requires signatures
+    max_file_bytes: int = 100 * 1024 * 1024  # GH001 above this
 
     @property
     def full_name(self) -> str:
@@ -107,6 +117,8 @@ class Issue:
     created_at: datetime = field(default_factory=now)
     updated_at: datetime = field(default_factory=now)
     closed_at: datetime | None = None
+    deleted: bool = False
+    moved_to: tuple[str, str, int] | None = None  # transferred: (owner, repo, number)
 
 
 @dataclass
@@ -224,6 +236,17 @@ class Fault:
     times: int
 
 
+@dataclass
+class Canned:
+    """An answer served exactly as given, in place of the endpoint's own."""
+
+    method: str
+    path: re.Pattern[str]
+    status: int
+    data: Any
+    times: int | None
+
+
 @dataclass(frozen=True)
 class Role:
     role_name: str
@@ -250,7 +273,15 @@ class FakeState:
         self.git_requests: list[RecordedRequest] = []
         self.violations: list[Violation] = []
         self.faults: list[Fault] = []
+        self.canned: list[Canned] = []
+        self.pull_refusals: list[PullRefusal] = []
         self._next_number: dict[tuple[str, str], int] = {}
+        # Modes (see modes.py): seconds before every answer, drift, chaos.
+        self.delay: float = 0.0
+        self.git_delay: float = 0.0
+        self.drift: Drift | None = None
+        self.chaos: Chaos | None = None
+        self.chaos_log: list[tuple[str, str, str]] = []  # (method, path, kind)
 
     def next_id(self) -> int:
         with self.lock:
@@ -331,6 +362,8 @@ class FakeState:
             token = self.tokens.get(value)
             if token is None or token.expires_at <= now():
                 return None
+            if token.installation_id not in self.installations:
+                return None  # the installation was removed: its tokens are revoked
             return token
 
     def expire_tokens(self) -> None:
@@ -575,3 +608,101 @@ class FakeState:
                         self.faults.remove(fault)
                     return fault
             return None
+
+    def serve(
+        self,
+        method: str,
+        path_regex: str,
+        data: Any,
+        status: int = 200,
+        times: int | None = None,
+    ) -> None:
+        """Answer matching API requests (after authentication) with `data` exactly as given.
+
+        For GitHub's own answers: `serve("GET", r"/permission$", *example_reply(name))`.
+        `times=None` serves it until `canned` is cleared.
+        """
+        with self.lock:
+            self.canned.append(Canned(method.upper(), re.compile(path_regex), status, data, times))
+
+    def serve_example(
+        self, method: str, path_regex: str, name: str, times: int | None = None
+    ) -> None:
+        """Serve GitHub's documented example `api/openapi/<name>.json`, byte for byte."""
+        self.serve(method, path_regex, example(name), status_of(name), times)
+
+    def serve_recorded(
+        self, method: str, path_regex: str, fixture: str, index: int = 0, times: int | None = None
+    ) -> None:
+        """Serve an answer real GitHub gave (`api/octokit-fixtures/<fixture>`), as recorded."""
+        data, status = recorded(fixture, index)
+        self.serve(method, path_regex, data, status, times)
+
+    def take_canned(self, method: str, path: str) -> Canned | None:
+        with self.lock:
+            for canned in self.canned:
+                if canned.method == method and canned.path.search(path):
+                    if canned.times is not None:
+                        canned.times -= 1
+                        if canned.times <= 0:
+                            self.canned.remove(canned)
+                    return canned
+            return None
+
+    # --- what happens on GitHub while Trimo works (targeted faults) --------------------
+
+    def delete_issue(self, owner: str, repo: str, number: int) -> None:
+        """Someone deleted the issue: it and its comments answer 404 from now on."""
+        with self.lock:
+            self.issues[(owner, repo, number)].deleted = True
+
+    def transfer_issue(self, owner: str, repo: str, number: int, to: tuple[str, str, int]) -> None:
+        """The issue moved to another repository: it and its comments answer 301."""
+        with self.lock:
+            self.issues[(owner, repo, number)].moved_to = to
+
+    def delete_comment(self, comment_id: int) -> None:
+        with self.lock:
+            del self.comments[comment_id]
+
+    def delete_check_run(self, check_run_id: int) -> None:
+        with self.lock:
+            del self.check_runs[check_run_id]
+
+    def refuse_pull(self, reason: PullRefusal) -> None:
+        """The next POST /pulls gets GitHub's 422 for `reason`.
+
+        "exists": a person opens a pull request from the same branch just before;
+        "no_diff": no commits between base and head; "base_deleted": base is invalid.
+        """
+        with self.lock:
+            self.pull_refusals.append(reason)
+
+    def disable_issues(self, owner: str, repo: str) -> None:
+        """Issues turned off in the repository's settings: 410 on issue endpoints."""
+        with self.lock:
+            self.repos[(owner, repo)].has_issues = False
+
+    def remove_installation(self, account: str) -> None:
+        """The App was uninstalled from `account`: its tokens stop working (401)."""
+        with self.lock:
+            inst = self.installation_for(account)
+            if inst is not None:
+                del self.installations[inst.id]
+
+    def suspend_installation(self, account: str) -> None:
+        """The installation was suspended: every call with its tokens gets 403."""
+        with self.lock:
+            inst = self.installation_for(account)
+            assert inst is not None
+            inst.suspended = True
+
+    def revoke_permission(self, account: str, permission: str) -> None:
+        """An owner took `permission` away from the App: 403 "not accessible by integration"."""
+        with self.lock:
+            inst = self.installation_for(account)
+            assert inst is not None
+            inst.permissions.pop(permission, None)
+            for token in self.tokens.values():
+                if token.installation_id == inst.id:
+                    token.permissions.pop(permission, None)

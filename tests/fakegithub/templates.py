@@ -47,3 +47,19 @@ def host_pairs(base: str) -> list[tuple[str, str]]:
         ("https://uploads.github.com", base),
         ("https://github.com", base),
     ]
+
+
+def status_of(name: str) -> int:
+    """The status an example answers with: `pulls__create.response.201.default` → 201."""
+    parts = name.split(".")
+    return int(parts[parts.index("response") + 1])
+
+
+def recorded(fixture: str, index: int = 0) -> tuple[Any, int]:
+    """(body, status) of exchange `index` in `api/octokit-fixtures/<fixture>...json`.
+
+    These are answers real GitHub gave, recorded by octokit.
+    """
+    path = corpora_dir() / "api" / "octokit-fixtures" / f"{fixture}.normalized-fixture.json"
+    exchange = json.loads(path.read_text())[index]
+    return exchange["response"], int(exchange["status"])

@@ -1,4 +1,9 @@
-"""Checks request bodies and the stand-in's own answers against githubkit's models."""
+"""Checks what Trimo sends (request bodies) against the shapes GitHub documents.
+
+githubkit's body models are GitHub's OpenAPI description of each request. Answers are
+never checked here: the stand-in serves what GitHub documents and sends, and githubkit's
+response models do not always accept that.
+"""
 
 from __future__ import annotations
 
