@@ -10,6 +10,7 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from runner.agents import ADAPTERS
+from runner.network.egress import upstream_from_env
 from runner.policy import RunnerPolicy, split_list
 
 
@@ -26,7 +27,9 @@ class RunnerSettings(BaseSettings):
     image: str = "trimo-agent:latest"
     agent: str = "claude"
     timeout_minutes: float = Field(default=30, gt=0, le=24 * 60)
-    network: Literal["none", "bridge"] = "none"
+    network: Literal["none", "allowlist", "bridge"] = "allowlist"
+    upstream_proxy: str | None = None
+    """A proxy the egress proxy chains to (else this host's HTTPS_PROXY, if set)."""
     memory: str = "4g"
     cpus: float = Field(default=2.0, gt=0)
     pids: int = Field(default=1024, ge=16)
@@ -36,6 +39,10 @@ class RunnerSettings(BaseSettings):
 
     anthropic_api_key: SecretStr | None = None
     openai_api_key: SecretStr | None = None
+    claude_code_oauth_token: SecretStr | None = None
+    """A Claude subscription token (`claude setup-token`), given as CLAUDE_CODE_OAUTH_TOKEN."""
+    codex_auth_file: Path | None = None
+    """Codex's ChatGPT sign-in (`~/.codex/auth.json`), copied into each Codex run's home."""
 
     redis_url: str = "redis://127.0.0.1:6379/0"
     runner_id: str = Field(default_factory=socket.gethostname)
@@ -45,7 +52,8 @@ class RunnerSettings(BaseSettings):
     """On SIGTERM, how long running runs may go on before they are stopped and saved."""
     runner_allowed_repos: str = ""
     runner_allowed_images: str = ""
-    runner_allowed_networks: str = "none,bridge"
+    runner_allowed_networks: str = "none,allowlist,bridge"
+    runner_allowed_hosts: str = ""
     runner_max_timeout_minutes: float = 24 * 60
 
     def runner_policy(self) -> RunnerPolicy:
@@ -53,6 +61,7 @@ class RunnerSettings(BaseSettings):
             allowed_repos=split_list(self.runner_allowed_repos),
             allowed_images=split_list(self.runner_allowed_images),
             allowed_networks=split_list(self.runner_allowed_networks),
+            allowed_hosts=split_list(self.runner_allowed_hosts),
             max_timeout_minutes=self.runner_max_timeout_minutes,
         )
 
@@ -69,4 +78,24 @@ class RunnerSettings(BaseSettings):
             found["ANTHROPIC_API_KEY"] = self.anthropic_api_key
         if self.openai_api_key is not None:
             found["OPENAI_API_KEY"] = self.openai_api_key
+        if self.claude_code_oauth_token is not None:
+            found["CLAUDE_CODE_OAUTH_TOKEN"] = self.claude_code_oauth_token
+        return found
+
+    def upstream(self) -> str | None:
+        """The upstream proxy URL for the egress proxy, if this host must use one."""
+        return upstream_from_env(self.upstream_proxy)
+
+    def credentials(self) -> dict[str, list[str]]:
+        """For each agent, the credentials this machine gives it (for `trimo doctor`)."""
+        secrets = self.agent_secrets()
+        found: dict[str, list[str]] = {}
+        for name, adapter in sorted(ADAPTERS.items()):
+            have = [f"TRIMO_{k}" for k in adapter.secret_env if k in secrets]
+            if name == "codex" and self.codex_auth_file is not None:
+                ok = self.codex_auth_file.is_file()
+                have.append(
+                    f"ChatGPT sign-in {self.codex_auth_file}" + ("" if ok else " (missing)")
+                )
+            found[name] = have
         return found

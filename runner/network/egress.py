@@ -1,0 +1,410 @@
+"""The filtering egress proxy: one container per runner, one tinyproxy per run.
+
+    proxy = EgressProxy.ensure(client, runner_id)         # once per runner
+    attachment = proxy.attach(run_id, allowed_hosts)     # per run, ~0.1 s
+    ... create the agent's container on attachment.network with attachment.env ...
+    blocked = attachment.release()                       # {"example.org": 3}
+
+The agent's container joins an `--internal` Docker network: no route out, and
+Docker's DNS there answers nothing from outside (the container is given a dead
+upstream resolver). The proxy container sits on that network and on a normal
+bridge network of its own. Each run gets its own tinyproxy process on a port of
+its own, with its own credentials and allowlist, so runs never see each other's
+hosts. tinyproxy resolves names itself and allows HTTP and CONNECT (443 and 80)
+only to allowed names; TLS is tunnelled, never intercepted. Names resolving to
+private, loopback, link-local or metadata addresses are refused by the proxy
+container's firewall (sandbox/proxy/trimo-egress). An upstream proxy
+(TRIMO_UPSTREAM_PROXY, or this host's HTTPS_PROXY) is chained to.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import re
+import secrets
+import socket
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import quote, unquote, urlsplit
+
+import docker
+import docker.errors
+from docker.models.containers import Container
+from docker.models.networks import Network
+
+from runner.errors import TrimoError
+from runner.network.hosts import clean_hosts, tinyproxy_filter
+
+PROXY_IMAGE = "trimo-egress:latest"
+PROXY_CONTEXT = Path(__file__).resolve().parent.parent.parent / "sandbox" / "proxy"
+LABEL_EGRESS = "dev.trimo.egress"
+PORT_RANGE = (20000, 60000)
+DEAD_DNS = ["127.0.0.1"]
+"""The agent container's DNS upstream: nothing listens there, so outside names never resolve."""
+NO_PROXY = "localhost,127.0.0.1,::1"
+_BLOCKED = re.compile(r'Proxying refused on filtered (?:domain|url) "([^"]+)"')
+
+BlockedHosts = dict[str, int]
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """A proxy the egress proxy chains to."""
+
+    host: str
+    port: int
+    username: str = ""
+    password: str = ""
+
+    @property
+    def tinyproxy_line(self) -> str:
+        auth = ""
+        if self.username:
+            auth = f"{quote(self.username, safe='')}:{quote(self.password, safe='')}@"
+        return f"Upstream http {auth}{self.host}:{self.port}"
+
+
+def parse_upstream(url: str) -> Upstream:
+    """`http://[user:pass@]host:port` as an `Upstream`; TrimoError when it is not one."""
+    parts = urlsplit(url if "://" in url else f"http://{url}")
+    try:
+        port = parts.port or 3128
+    except ValueError as exc:
+        raise TrimoError(f"The upstream proxy {url!r} has a bad port.") from exc
+    if parts.scheme != "http" or not parts.hostname:
+        raise TrimoError(
+            f"The upstream proxy {url!r} is not an http:// proxy URL.",
+            "set TRIMO_UPSTREAM_PROXY=http://host:port",
+        )
+    return Upstream(
+        host=parts.hostname,
+        port=port,
+        username=unquote(parts.username or ""),
+        password=unquote(parts.password or ""),
+    )
+
+
+def upstream_from_env(explicit: str | None, environ: Mapping[str, str] = os.environ) -> str | None:
+    """The upstream proxy URL: TRIMO_UPSTREAM_PROXY first, else this host's HTTPS_PROXY."""
+    for value in (explicit, environ.get("HTTPS_PROXY"), environ.get("https_proxy")):
+        if value and value.strip():
+            return value.strip()
+    return None
+
+
+def blocked_hosts(log: str) -> BlockedHosts:
+    """Each refused host name in a tinyproxy log, with how often it was refused."""
+    return dict(Counter(match.lower() for match in _BLOCKED.findall(log)))
+
+
+def tinyproxy_config(
+    run_dir: str, port: int, listen: str, user: str, password: str, upstream: Upstream | None
+) -> str:
+    lines = [
+        "User nobody",
+        "Group nogroup",
+        f"Port {port}",
+        f"Listen {listen}",
+        "Timeout 900",
+        "MaxClients 200",
+        f'LogFile "{run_dir}/log"',
+        "LogLevel Notice",
+        f'PidFile "{run_dir}/pid"',
+        f"BasicAuth {user} {password}",
+        f'Filter "{run_dir}/filter"',
+        "FilterType ere",
+        "FilterURLs Off",
+        "FilterDefaultDeny Yes",
+        "ConnectPort 443",
+        "ConnectPort 80",
+        "DisableViaHeader Yes",
+        "XTinyproxy No",
+    ]
+    if upstream is not None:
+        lines.append(upstream.tinyproxy_line)
+    return "\n".join(lines)
+
+
+@dataclass
+class NetworkAttachment:
+    """How one run's container reaches the network, and how to let go of it afterwards."""
+
+    network: str
+    """The container's `network_mode`: `none`, `bridge`, or the proxy's internal network."""
+    env: dict[str, str] = field(default_factory=dict)
+    dns: list[str] | None = None
+    secret: str | None = None
+    """The run's proxy credential (also inside `env`): scrub it like any secret."""
+    _release: Callable[[], BlockedHosts] | None = None
+    _blocked: BlockedHosts | None = None
+
+    def release(self) -> BlockedHosts:
+        """Close the run's way out; the hosts it was refused, with counts. Idempotent."""
+        if self._blocked is None:
+            self._blocked = self._release() if self._release is not None else {}
+        return self._blocked
+
+
+def direct(mode: str) -> NetworkAttachment:
+    """`none` or `bridge`: no proxy."""
+    return NetworkAttachment(network=mode)
+
+
+def _short(runner_id: str) -> str:
+    return hashlib.sha256(runner_id.encode()).hexdigest()[:12]
+
+
+def ensure_image(client: docker.DockerClient, tag: str = PROXY_IMAGE) -> None:
+    """Build the proxy image from sandbox/proxy when it is missing (seconds, once)."""
+    try:
+        client.images.get(tag)
+        return
+    except docker.errors.ImageNotFound:
+        pass
+    from runner.images import ensure_base_image
+
+    ensure_base_image(client)
+    try:
+        client.images.build(path=str(PROXY_CONTEXT), tag=tag, rm=True)
+    except (docker.errors.BuildError, docker.errors.APIError) as exc:
+        raise TrimoError(
+            f"The egress proxy image could not be built: {exc}",
+            "network access to Debian's packages is needed once",
+        ) from exc
+
+
+class EgressProxy:
+    """This runner's egress proxy container and its two networks."""
+
+    def __init__(
+        self,
+        client: docker.DockerClient,
+        container: Container,
+        internal: Network,
+        address: str,
+        upstream: Upstream | None,
+    ) -> None:
+        self._client = client
+        self.container = container
+        self.internal = internal
+        self.address = address
+        self.upstream = upstream
+        self._lock = threading.Lock()
+
+    @classmethod
+    def ensure(
+        cls,
+        client: docker.DockerClient,
+        runner_id: str,
+        upstream_url: str | None = None,
+        image: str = PROXY_IMAGE,
+    ) -> EgressProxy:
+        """This runner's proxy, started if it is not running (about a second, once)."""
+        ensure_image(client, image)
+        key = _short(runner_id)
+        name = f"trimo-egress-{key}"
+        labels = {LABEL_EGRESS: runner_id}
+        internal = _ensure_network(client, name, labels, internal=True)
+        outward = _ensure_network(client, f"{name}-out", labels, internal=False)
+        upstream = parse_upstream(upstream_url) if upstream_url else None
+        if upstream is not None:
+            upstream = _reachable_upstream(upstream, outward)
+        exempt = f"{upstream.host}:{upstream.port}" if upstream else ""
+        config = hashlib.sha256(f"{image}\0{exempt}".encode()).hexdigest()[:12]
+        container = _running(client, name)
+        if container is not None and container.labels.get(f"{LABEL_EGRESS}.config") != config:
+            container.remove(force=True)
+            container = None
+        if container is None:
+            container = _start(client, name, image, outward, internal, exempt, labels, config)
+        container.reload()
+        address = container.attrs["NetworkSettings"]["Networks"][internal.name]["IPAddress"]
+        return cls(client, container, internal, address, upstream)
+
+    def attach(self, run_id: str, allowed_hosts: Iterable[str]) -> NetworkAttachment:
+        """A tinyproxy for this run only, allowing exactly `allowed_hosts`."""
+        hosts, errors = clean_hosts(allowed_hosts)
+        if errors:
+            raise TrimoError("Allowed hosts: " + "; ".join(errors))
+        password = secrets.token_urlsafe(18)
+        run_dir = f"/run/trimo/{run_id}"
+        for _ in range(5):
+            port = secrets.randbelow(PORT_RANGE[1] - PORT_RANGE[0]) + PORT_RANGE[0]
+            conf = tinyproxy_config(run_dir, port, self.address, "run", password, self.upstream)
+            code, output = self.container.exec_run(
+                ["trimo-egress", "start", run_id, str(port)],
+                environment={"TRIMO_CONF": conf, "TRIMO_FILTER": tinyproxy_filter(hosts) or "^$"},
+            )
+            if code == 0:
+                break
+        else:
+            text = output.decode(errors="replace").strip()
+            raise TrimoError(f"The egress proxy could not start for this run: {text[-400:]}")
+        url = f"http://run:{password}@{self.address}:{port}"
+        env = {name: url for name in ("HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy")} | {
+            "NO_PROXY": NO_PROXY,
+            "no_proxy": NO_PROXY,
+        }
+        return NetworkAttachment(
+            network=self.internal.name,
+            env=env,
+            dns=DEAD_DNS,
+            secret=password,
+            _release=lambda: self._stop(run_id),
+        )
+
+    def remove(self) -> None:
+        """Stop the proxy and remove its networks (its runs lose their way out)."""
+        with contextlib.suppress(docker.errors.APIError):
+            self.container.remove(force=True)
+        for name in (self.internal.name, f"{self.internal.name}-out"):
+            with contextlib.suppress(docker.errors.APIError):
+                self._client.networks.get(name).remove()
+
+    def _stop(self, run_id: str) -> BlockedHosts:
+        try:
+            _code, output = self.container.exec_run(["trimo-egress", "stop", run_id])
+        except docker.errors.APIError:
+            return {}
+        return blocked_hosts(output.decode(errors="replace"))
+
+
+def attach(
+    client: docker.DockerClient,
+    mode: str,
+    run_id: str,
+    allowed_hosts: Iterable[str],
+    runner_id: str,
+    upstream_url: str | None = None,
+) -> NetworkAttachment:
+    """The run's network for `mode`: `none`, `bridge`, or `allowlist` through the proxy."""
+    if mode in ("none", "bridge"):
+        return direct(mode)
+    if mode != "allowlist":
+        raise TrimoError(f"Unknown network mode {mode!r}", "use none, allowlist or bridge")
+    proxy = _proxies.get(client, runner_id, upstream_url)
+    return proxy.attach(run_id, allowed_hosts)
+
+
+class _ProxyCache:
+    """One `EgressProxy` per (engine client, runner, upstream) for this process."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._proxies: dict[tuple[int, str, str | None], EgressProxy] = {}
+
+    def get(
+        self, client: docker.DockerClient, runner_id: str, upstream_url: str | None
+    ) -> EgressProxy:
+        key = (id(client), runner_id, upstream_url)
+        with self._lock:
+            proxy = self._proxies.get(key)
+            if proxy is not None and _is_running(proxy.container):
+                return proxy
+            proxy = EgressProxy.ensure(client, runner_id, upstream_url)
+            self._proxies[key] = proxy
+            return proxy
+
+
+_proxies = _ProxyCache()
+
+
+def _is_running(container: Container) -> bool:
+    try:
+        container.reload()
+    except docker.errors.NotFound:
+        return False
+    return bool(container.status == "running")
+
+
+def _ensure_network(
+    client: docker.DockerClient, name: str, labels: Mapping[str, str], internal: bool
+) -> Network:
+    try:
+        return client.networks.get(name)
+    except docker.errors.NotFound:
+        pass
+    try:
+        return client.networks.create(
+            name, driver="bridge", internal=internal, labels=dict(labels), check_duplicate=True
+        )
+    except docker.errors.APIError:
+        return client.networks.get(name)  # another process made it first
+
+
+def _running(client: docker.DockerClient, name: str) -> Container | None:
+    try:
+        container = client.containers.get(name)
+    except docker.errors.NotFound:
+        return None
+    if container.status != "running":
+        container.remove(force=True)
+        return None
+    return container
+
+
+def _start(
+    client: docker.DockerClient,
+    name: str,
+    image: str,
+    outward: Network,
+    internal: Network,
+    exempt: str,
+    labels: Mapping[str, str],
+    config: str,
+) -> Container:
+    try:
+        container: Container = client.containers.run(
+            image,
+            name=name,
+            detach=True,
+            network=outward.name,
+            environment={"TRIMO_EGRESS_EXEMPT": exempt},
+            labels={**labels, f"{LABEL_EGRESS}.config": config},
+            cap_drop=["ALL"],
+            cap_add=["NET_ADMIN", "SETUID", "SETGID", "CHOWN", "KILL", "DAC_OVERRIDE"],
+            security_opt=["no-new-privileges"],
+            init=True,
+            mem_limit="256m",
+            pids_limit=1024,
+            restart_policy={"Name": "unless-stopped"},
+        )
+    except docker.errors.APIError as exc:
+        with contextlib.suppress(docker.errors.APIError):
+            existing = client.containers.get(name)  # another process started it first
+            if existing.status == "running":
+                return existing
+        raise TrimoError(f"The egress proxy did not start: {exc.explanation or exc}") from exc
+    internal.connect(container)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        container.reload()
+        if container.status != "running":
+            break
+        if b"trimo-egress ready" in container.logs():
+            return container
+        time.sleep(0.05)
+    logs = container.logs().decode(errors="replace")[-500:]
+    container.remove(force=True)
+    raise TrimoError(f"The egress proxy did not start: {logs}")
+
+
+def _reachable_upstream(upstream: Upstream, outward: Network) -> Upstream:
+    """The upstream by address, as the proxy container reaches it (this host's loopback
+    becomes the outward network's gateway, so such a proxy must listen there too)."""
+    try:
+        infos = socket.getaddrinfo(upstream.host, upstream.port, socket.AF_INET, socket.SOCK_STREAM)
+    except OSError as exc:
+        raise TrimoError(f"The upstream proxy {upstream.host!r} does not resolve: {exc}") from exc
+    address = str(infos[0][4][0])
+    if address.startswith("127."):
+        outward.reload()
+        configs = outward.attrs.get("IPAM", {}).get("Config") or [{}]
+        address = configs[0].get("Gateway", address)
+    return Upstream(address, upstream.port, upstream.username, upstream.password)

@@ -1,0 +1,345 @@
+"""The `allowlist` network with real Docker: the egress proxy lets through allowed names only.
+
+The registries this machine reaches (pypi.org, registry.npmjs.org) are the real
+hosts; no proxy variable is set on this machine, so the proxy's own way out is
+the one every container has.
+"""
+
+from __future__ import annotations
+
+import io
+import secrets
+import time
+from collections.abc import Iterator
+
+import docker
+import docker.errors
+import pytest
+
+from runner.errors import TrimoError
+from runner.job import RepoRef, RunRequest
+from runner.network import EgressProxy, NetworkAttachment, attach, direct
+from runner.network.egress import blocked_hosts, ensure_image, parse_upstream
+from runner.policy import RunnerPolicy, refusal
+from tests.conftest import free_port
+
+CLIENT_IMAGE = "trimo-test-netclient:latest"
+CLIENT_DOCKERFILE = """
+FROM {base}
+USER root
+RUN apt-get update && apt-get install -y --no-install-recommends curl \\
+ && rm -rf /var/lib/apt/lists/*
+USER agent
+"""
+ALLOWED = "pypi.org"
+REGISTRY_ADDRESS = "203.0.113.80"  # what the registries resolve to on these machines
+
+
+@pytest.fixture(scope="module")
+def client_image(docker_client: docker.DockerClient, test_image: str) -> str:
+    """The test image (which trusts this machine's CAs) plus curl, built once."""
+    try:
+        docker_client.images.get(CLIENT_IMAGE)
+    except docker.errors.ImageNotFound:
+        dockerfile = io.BytesIO(CLIENT_DOCKERFILE.format(base=test_image).encode())
+        docker_client.images.build(fileobj=dockerfile, tag=CLIENT_IMAGE, rm=True)
+    return CLIENT_IMAGE
+
+
+@pytest.fixture(scope="module")
+def proxy(docker_client: docker.DockerClient) -> Iterator[EgressProxy]:
+    ensure_image(docker_client)
+    started = EgressProxy.ensure(docker_client, f"test-{secrets.token_hex(4)}")
+    yield started
+    started.remove()
+
+
+def run_in(
+    client: docker.DockerClient, image: str, attachment: NetworkAttachment, script: str
+) -> str:
+    """Run `script` as the agent would: its user, its network, its proxy variables."""
+    container = client.containers.run(
+        image,
+        ["bash", "-c", script],
+        detach=True,
+        user="1000:1000",
+        network_mode=attachment.network,
+        environment=attachment.env,
+        dns=attachment.dns,
+        cap_drop=["ALL"],
+        security_opt=["no-new-privileges"],
+    )
+    try:
+        container.wait(timeout=60)
+        return str(container.logs().decode())
+    finally:
+        container.remove(force=True)
+
+
+def status(url: str, *extra: str) -> str:
+    """A shell line printing `<url> <HTTP status>` (000 when no answer came)."""
+    flags = " ".join(extra)
+    return f"echo {url} $(curl -s -m 20 -o /dev/null -w '%{{http_code}}' {flags} {url})"
+
+
+def test_an_allowed_host_is_reached_over_https_and_tls_is_not_intercepted(
+    docker_client: docker.DockerClient, client_image: str, proxy: EgressProxy
+) -> None:
+    attachment = proxy.attach("allowed", [ALLOWED])
+    out = run_in(
+        docker_client,
+        client_image,
+        attachment,
+        status(f"https://{ALLOWED}/simple/")
+        + "; curl -s -m 20 -o /dev/null -w '%{http_connect}\\n' https://pypi.org/simple/",
+    )
+    assert attachment.release() == {}
+    lines = out.split("\n")
+    assert lines[0] == f"https://{ALLOWED}/simple/ 200", out
+    assert lines[1] == "200"  # the proxy answered CONNECT: the TLS session is the client's own
+
+
+def test_a_suffix_allows_deeper_names_only(
+    docker_client: docker.DockerClient, client_image: str, proxy: EgressProxy
+) -> None:
+    attachment = proxy.attach("suffix", ["*.npmjs.org"])
+    out = run_in(
+        docker_client,
+        client_image,
+        attachment,
+        status("https://registry.npmjs.org/") + "; " + status("https://npmjs.org/"),
+    )
+    assert out.split("\n")[:2] == ["https://registry.npmjs.org/ 200", "https://npmjs.org/ 000"]
+    assert attachment.release() == {"npmjs.org": 1}
+
+
+def test_a_host_not_on_the_list_is_refused_and_reported_with_counts(
+    docker_client: docker.DockerClient, client_image: str, proxy: EgressProxy
+) -> None:
+    attachment = proxy.attach("refused", [ALLOWED])
+    out = run_in(
+        docker_client,
+        client_image,
+        attachment,
+        "; ".join(
+            [
+                status("https://example.org/"),
+                status("https://example.org/again"),
+                status("http://example.org/"),
+                status("https://registry.npmjs.org/"),
+                "curl -s -m 20 -o /dev/null -w '%{http_connect}\\n' https://example.org/",
+            ]
+        ),
+    )
+    lines = out.split("\n")
+    assert lines[:4] == [
+        "https://example.org/ 000",  # CONNECT refused: curl never got to speak HTTP
+        "https://example.org/again 000",
+        "http://example.org/ 403",
+        "https://registry.npmjs.org/ 000",
+    ], out
+    assert lines[4] == "403"
+    assert attachment.release() == {"example.org": 4, "registry.npmjs.org": 1}
+    assert attachment.release() == {"example.org": 4, "registry.npmjs.org": 1}  # idempotent
+
+
+def test_direct_connections_and_dns_fail_inside_the_container(
+    docker_client: docker.DockerClient, client_image: str, proxy: EgressProxy
+) -> None:
+    attachment = proxy.attach("direct", [ALLOWED])
+    out = run_in(
+        docker_client,
+        client_image,
+        attachment,
+        f"curl -s -m 5 --noproxy '*' -o /dev/null https://{REGISTRY_ADDRESS}/; echo ip $?; "
+        f"curl -s -m 5 --noproxy '*' -o /dev/null https://{ALLOWED}/; echo name $?; "
+        f"getent hosts {ALLOWED}; echo dns $?; "
+        "curl -s -m 5 --noproxy '*' -o /dev/null http://169.254.169.254/; echo metadata $?",
+    )
+    attachment.release()
+    results = dict(line.split() for line in out.strip().split("\n"))
+    assert results["ip"] != "0"
+    assert results["name"] in ("6", "28")  # could not resolve the host, or gave up resolving
+    assert results["dns"] == "2"  # getent: not found
+    assert results["metadata"] != "0"
+
+
+def test_the_proxy_never_connects_to_private_or_metadata_addresses(
+    docker_client: docker.DockerClient, client_image: str, proxy: EgressProxy
+) -> None:
+    """DNS rebinding: an allowed name that resolves to a private address is refused.
+
+    A web server on the proxy's own outer network under an allowed name stands in for
+    an internal service; the proxy resolves the name (to a private address) and refuses.
+    """
+    name = f"rebind-{secrets.token_hex(3)}.trimo-test.example"
+    outward = f"{proxy.internal.name}-out"
+    server = docker_client.containers.run(
+        client_image,
+        ["bash", "-c", "while true; do echo -e 'HTTP/1.0 200 OK\\r\\n\\r\\nsecret' "
+         "| timeout 2 bash -c 'cat > /dev/null' ; sleep 0.1; done"],
+        detach=True,
+    )  # fmt: skip
+    try:
+        docker_client.networks.get(outward).connect(server, aliases=[name])
+        code, resolved = proxy.container.exec_run(["getent", "hosts", name])
+        assert code == 0 and resolved.decode().startswith("172."), resolved  # private
+        attachment = proxy.attach("rebind", [name])
+        out = run_in(docker_client, client_image, attachment, status(f"http://{name}:8080/"))
+        attachment.release()
+        assert out.strip() != f"http://{name}:8080/ 200"
+        assert out.strip().endswith((" 500", " 502", " 503", " 000")), out
+    finally:
+        server.remove(force=True)
+    for address, port in (("169.254.169.254", 80), ("10.255.255.53", 53), ("127.0.0.1", 22)):
+        started = time.monotonic()
+        code, output = proxy.container.exec_run(
+            ["bash", "-c", f"timeout 5 bash -c 'echo > /dev/tcp/{address}/{port}'"]
+        )
+        assert code != 0, address
+        # refused at once by the proxy's firewall, not a timeout somewhere else
+        assert "Connection refused" in output.decode(), (address, output)
+        assert time.monotonic() - started < 2
+
+
+def test_runs_never_use_each_others_proxy(
+    docker_client: docker.DockerClient, client_image: str, proxy: EgressProxy
+) -> None:
+    first = proxy.attach("first", [ALLOWED])
+    second = proxy.attach("second", ["registry.npmjs.org"])
+    assert first.env["HTTPS_PROXY"] != second.env["HTTPS_PROXY"]
+    port = second.env["HTTPS_PROXY"].rsplit(":", 1)[1]
+    other = first.env["HTTPS_PROXY"].rsplit(":", 1)[0] + ":" + port  # first's password
+    stolen = {k: other if k.lower().endswith("_proxy") else v for k, v in first.env.items()}
+    stolen["NO_PROXY"] = stolen["no_proxy"] = first.env["NO_PROXY"]
+    borrowed = NetworkAttachment(network=first.network, env=stolen, dns=first.dns)
+    out = run_in(
+        docker_client,
+        client_image,
+        borrowed,
+        "curl -s -m 20 -o /dev/null -w '%{http_connect}' https://registry.npmjs.org/",
+    )
+    first.release()
+    second.release()
+    assert out.strip() in ("401", "407")  # the second run's proxy wants its own credentials
+
+
+def test_the_proxy_chains_to_an_upstream_proxy(
+    docker_client: docker.DockerClient, client_image: str
+) -> None:
+    """A second proxy on this host (published on a local port) sees the run's requests."""
+    port = free_port()
+    conf = 'Port 8888\\nLogFile \\"/tmp/up.log\\"\\nLogLevel Info\\n'
+    upstream = docker_client.containers.run(
+        "trimo-egress:latest",
+        ["-c", f'printf "{conf}" > /tmp/up.conf; exec tinyproxy -d -c /tmp/up.conf'],
+        entrypoint=["bash"],
+        detach=True,
+        ports={"8888/tcp": ("0.0.0.0", port)},
+    )
+    chained = None
+    try:
+        time.sleep(0.5)
+        chained = EgressProxy.ensure(
+            docker_client, f"test-up-{secrets.token_hex(4)}", f"http://127.0.0.1:{port}"
+        )
+        attachment = chained.attach("chained", [ALLOWED])
+        out = run_in(
+            docker_client,
+            client_image,
+            attachment,
+            status(f"https://{ALLOWED}/simple/") + "; " + status("https://example.org/"),
+        )
+        assert attachment.release() == {"example.org": 1}
+        _code, log = upstream.exec_run(["cat", "/tmp/up.log"])
+        assert out.split("\n")[:2] == [f"https://{ALLOWED}/simple/ 200", "https://example.org/ 000"]
+        assert f"CONNECT {ALLOWED}:443" in log.decode()
+        assert "example.org" not in log.decode()  # refused hosts never reach the upstream
+    finally:
+        upstream.remove(force=True)
+        if chained is not None:
+            chained.remove()
+
+
+def test_none_has_only_loopback_and_bridge_is_as_before(
+    docker_client: docker.DockerClient, client_image: str
+) -> None:
+    none = run_in(docker_client, client_image, direct("none"), "ls /sys/class/net")
+    assert none.split() == ["lo"]
+    bridge = run_in(
+        docker_client,
+        client_image,
+        direct("bridge"),
+        f"ls /sys/class/net | tr '\\n' ' '; echo; getent hosts {ALLOWED} >/dev/null; echo dns $?; "
+        + status(f"https://{ALLOWED}/simple/"),
+    )
+    lines = bridge.split("\n")
+    assert lines[0].split() == ["eth0", "lo"]
+    assert lines[1:3] == ["dns 0", f"https://{ALLOWED}/simple/ 200"]
+
+
+def test_attach_for_each_mode(docker_client: docker.DockerClient) -> None:
+    assert attach(docker_client, "none", "r", [], "x").network == "none"
+    assert attach(docker_client, "bridge", "r", [], "x").env == {}
+    with pytest.raises(TrimoError, match="Unknown network mode"):
+        attach(docker_client, "host", "r", [], "x")
+
+
+def test_bad_hosts_are_refused_before_anything_starts(proxy: EgressProxy) -> None:
+    with pytest.raises(TrimoError, match="address"):
+        proxy.attach("bad", ["169.254.169.254"])
+    with pytest.raises(TrimoError, match="too wide"):
+        proxy.attach("bad", ["*.com"])
+
+
+def test_blocked_hosts_are_read_from_tinyproxys_log() -> None:
+    log = (
+        'NOTICE    Dec 01 14:30:00.123 [7]: Proxying refused on filtered domain "Example.org"\n'
+        "CONNECT   Dec 01 14:30:00.124 [7]: Connect (file descriptor 5): 172.18.0.3\n"
+        'NOTICE    Dec 01 14:30:01.000 [7]: Proxying refused on filtered domain "example.org"\n'
+        'NOTICE    Dec 01 14:30:02.000 [7]: Proxying refused on filtered domain "evil.test"\n'
+    )
+    assert blocked_hosts(log) == {"example.org": 2, "evil.test": 1}
+
+
+def test_upstream_urls() -> None:
+    up = parse_upstream("http://user:p%40ss@proxy.corp:8080")
+    assert (up.host, up.port, up.username, up.password) == ("proxy.corp", 8080, "user", "p@ss")
+    assert up.tinyproxy_line == "Upstream http user:p%40ss@proxy.corp:8080"
+    assert parse_upstream("proxy.corp").port == 3128
+    with pytest.raises(TrimoError, match="http://"):
+        parse_upstream("socks5://proxy.corp:1080")
+
+
+def request(hosts: list[str], network: str = "allowlist") -> RunRequest:
+    return RunRequest.model_validate(
+        {
+            "run_id": "r1",
+            "pipeline": "p1",
+            "repo": RepoRef(full_name="o/r", clone_url="https://example.invalid/o/r.git"),
+            "branch": "trimo/x",
+            "base_branch": "main",
+            "prompt": "go",
+            "network": network,
+            "allowed_hosts": hosts,
+        }
+    )
+
+
+def test_the_runner_caps_the_hosts_a_job_may_add() -> None:
+    policy = RunnerPolicy(allowed_hosts=["*.npmjs.org", "pypi.org"])
+    assert refusal(request(["registry.npmjs.org", "pypi.org"]), policy) is None
+    assert refusal(request([]), policy) is None
+    reason = refusal(request(["evil.example", "*.npmjs.org", "files.pypi.org"]), policy)
+    assert reason is not None
+    assert "evil.example, files.pypi.org" in reason and "TRIMO_RUNNER_ALLOWED_HOSTS" in reason
+    assert refusal(request(["anything.example"]), RunnerPolicy()) is None  # no cap
+    assert "address" in (refusal(request(["10.0.0.1"]), RunnerPolicy()) or "")
+    # hosts only matter on an allowlist network
+    assert refusal(request(["evil.example"], network="none"), policy) is None
+
+
+def test_allowlist_is_the_default_network() -> None:
+    assert request([]).model_copy().network == "allowlist"
+    assert RunRequest.model_fields["network"].default == "allowlist"
+    assert "allowlist" in RunnerPolicy().allowed_networks
