@@ -35,6 +35,10 @@ class ContainerSpec:
     user: str
     network: NetworkMode
     resources: Resources
+    network_name: str | None = None
+    """The Docker network to join for `allowlist`: the egress proxy's internal network."""
+    dns: tuple[str, ...] = ()
+    """DNS upstreams for Docker's resolver; a dead one keeps outside names from resolving."""
     env: Mapping[str, str] = field(default_factory=dict)
     labels: Mapping[str, str] = field(default_factory=dict)
     name: str | None = None
@@ -61,7 +65,8 @@ def create_kwargs(spec: ContainerSpec) -> dict[str, Any]:
             str(spec.context_dir): {"bind": CONTEXT_MOUNT, "mode": "ro"},
             spec.home_volume: {"bind": HOME_MOUNT, "mode": "rw"},
         },
-        "network_mode": spec.network,
+        "network_mode": spec.network_name or spec.network,
+        **({"dns": list(spec.dns)} if spec.dns else {}),
         "cap_drop": ["ALL"],
         "security_opt": ["no-new-privileges"],
         "mem_limit": spec.resources.memory,

@@ -24,7 +24,7 @@ from runner.events import (
     Usage,
 )
 
-NetworkMode = Literal["none", "bridge"]
+NetworkMode = Literal["none", "allowlist", "bridge"]
 
 _BRANCH_RE = re.compile(
     r"^(?!/)(?!.*//)(?!.*\.\.)(?!.*@\{)(?!.*\.lock$)(?!.*/$)[A-Za-z0-9._/-]{1,200}$"
@@ -98,7 +98,9 @@ class RunRequest(BaseModel):
     agent: str = "claude"
     image: str = "trimo-agent:latest"
     timeout_s: int = Field(default=30 * 60, ge=1, le=24 * 3600)
-    network: NetworkMode = "none"
+    network: NetworkMode = "allowlist"
+    allowed_hosts: list[str] = Field(default_factory=list)
+    """Hosts the repository adds to the agent's own API hosts on an `allowlist` network."""
     resources: Resources = Field(default_factory=Resources)
     history: list[RunRecord] = Field(default_factory=list)
     runner_label: str = "default"
@@ -162,6 +164,13 @@ class Salvaged(_RunEvent):
     sha: str
 
 
+class EgressBlocked(_RunEvent):
+    """Hosts the egress proxy refused during the run, with how often each was refused."""
+
+    type: Literal["egress_blocked"] = "egress_blocked"
+    hosts: dict[str, int]
+
+
 class RunFinished(_RunEvent):
     type: Literal["finished"] = "finished"
     run_id: str
@@ -187,6 +196,7 @@ RunEvent = Annotated[
     | RunStarted
     | Pushed
     | Salvaged
+    | EgressBlocked
     | RunFinished,
     Field(discriminator="type"),
 ]
