@@ -25,6 +25,8 @@ setup_images() {
   bash sandbox/build-base.sh debian:bookworm-slim
   log "building the agent images (cached after the first time)"
   .venv/bin/trimo image build --target base --tag trimo-agent:base --quiet
+  log "building the egress proxy image (cached after the first time)"
+  .venv/bin/python -c 'import docker; from runner.network.egress import ensure_image; ensure_image(docker.from_env())'
 }
 
 setup_all() {
