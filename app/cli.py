@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import TYPE_CHECKING
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
 
@@ -16,7 +18,11 @@ from runner.errors import TrimoError
 from runner.settings import RunnerSettings
 
 if TYPE_CHECKING:
+    from arq.connections import ArqRedis
+
     from app.server import Parts
+
+T = TypeVar("T")
 
 cli = typer.Typer(
     help="Trimo runs coding agents in isolated containers on your machines, driven from GitHub.",
@@ -29,6 +35,8 @@ cli.command()(runner_cli.pipelines)
 cli.command()(runner_cli.doctor)
 cli.command()(runner_cli.runner)
 cli.command("setup")(setup_command)
+events_app = typer.Typer(help="Events the App could not handle (the dead-letter stream).")
+cli.add_typer(events_app, name="events")
 
 
 def _app_settings(need_web: bool) -> AppSettings:
@@ -106,6 +114,74 @@ def up() -> None:
             runner_settings = runner_settings.model_copy(update={"redis_url": url})
             runner_cli.console.print(f"private Redis at {url}")
         _run_parts(settings, server.Parts(runner=runner_settings))
+
+
+@events_app.command("failed")
+def events_failed(limit: int = typer.Option(50, help="How many, newest first.")) -> None:
+    """List the events the App gave up on, with their error."""
+    from app import failures
+
+    async def listed() -> list[failures.Parked]:
+        async with _pool() as pool:
+            return await failures.parked(pool, count=limit)
+
+    items = _with_redis(listed)
+    if not items:
+        runner_cli.console.print("no failed events")
+        return
+    for item in items:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(item.at))
+        action = item.payload.get("action")
+        name = f"{item.event}.{action}" if isinstance(action, str) else item.event
+        runner_cli.console.print(
+            f"{item.delivery_id}  {name}  {when} UTC  tries {item.tries}  entry {item.entry_id}",
+            highlight=False,
+        )
+        runner_cli.console.print(f"    {item.error}", highlight=False, markup=False)
+
+
+@events_app.command("retry")
+def events_retry(ref: str = typer.Argument(..., help="Delivery id (or stream entry id).")) -> None:
+    """Queue a failed event again; steps that succeeded before are not repeated."""
+    from app import failures
+    from app.web import HANDLER_FUNCTION, QUEUE_NAME
+
+    async def retried() -> failures.Parked | None:
+        async with _pool() as pool:
+            item = await failures.find(pool, ref)
+            if item is not None:
+                await failures.replay(pool, item, QUEUE_NAME, HANDLER_FUNCTION)
+            return item
+
+    item = _with_redis(retried)
+    if item is None:
+        raise runner_cli.fail(TrimoError(f"no parked event {ref}", "see `trimo events failed`"))
+    runner_cli.console.print(f"queued {item.event} {item.delivery_id} again", highlight=False)
+
+
+@contextlib.asynccontextmanager
+async def _pool() -> AsyncIterator[ArqRedis]:
+    from arq import create_pool
+    from arq.connections import RedisSettings
+
+    pool = await create_pool(RedisSettings.from_dsn(AppSettings().redis_url), retry=1)
+    try:
+        yield pool
+    finally:
+        await pool.aclose()
+
+
+def _with_redis(call: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    from redis.exceptions import RedisError
+
+    try:
+        return asyncio.run(call())
+    except (OSError, RedisError) as exc:
+        raise runner_cli.fail(
+            TrimoError(
+                f"Redis is not reachable: {exc}", "start redis-server or set TRIMO_REDIS_URL"
+            )
+        ) from exc
 
 
 def main() -> None:

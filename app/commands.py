@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal, TypeAlias
 
 from app.naming import inline_code, is_agent_name, is_runner_label
@@ -56,27 +56,26 @@ class RunCommand:
     label: str | None = None
     timeout_minutes: int | None = None
     network: NetworkMode | None = None
-    kind: Literal["run"] = field(default="run", init=False)
 
 
 @dataclass(frozen=True)
 class StopCommand:
-    kind: Literal["stop"] = field(default="stop", init=False)
+    """Stop the pipeline's active run."""
 
 
 @dataclass(frozen=True)
 class RetryCommand:
-    kind: Literal["retry"] = field(default="retry", init=False)
+    """Run the pipeline's last prompt again."""
 
 
 @dataclass(frozen=True)
 class StatusCommand:
-    kind: Literal["status"] = field(default="status", init=False)
+    """List the pipeline's runs."""
 
 
 @dataclass(frozen=True)
 class HelpCommand:
-    kind: Literal["help"] = field(default="help", init=False)
+    """Reply with the usage."""
 
 
 @dataclass(frozen=True)
@@ -85,14 +84,11 @@ class Reply:
 
     text: str
     code: ReplyCode
-    kind: Literal["reply"] = field(default="reply", init=False)
 
 
 @dataclass(frozen=True)
 class Ignore:
     """Not addressed to Trimo."""
-
-    kind: Literal["ignore"] = field(default="ignore", init=False)
 
 
 ParseResult: TypeAlias = (

@@ -228,20 +228,44 @@ async def start_next(services: Services, api: RepoAPI, pipeline_id: str) -> Pipe
         detail = failure_detail(exc)
     pipeline = await pipelines.get(pipeline_id)
     run = pipeline.active() if pipeline else None
-    failed = await pipelines.fail_start(pipeline_id, run.run_id, detail) if run else None
-    if pipeline is None or failed is None:
-        return None
-    log.warning("run %s of %s could not start: %s", failed.run_id, pipeline_id, detail)
-    context = {"run_id": inline_code(failed.run_id), "detail": inline_code(detail, 120)}
-    check_run_id, comment_id = failed.check_run_id, failed.progress_comment_id
-    if check_run_id is not None:
-        title, summary = _title_and_summary(render("github/check_not_started.md.j2", **context))
-        await api.complete_check_run(
-            check_run_id, conclusion="failure", title=title, summary=summary
-        )
-    if comment_id is not None:
-        await api.update_comment(comment_id, render("github/run_not_started.md.j2", **context))
+    if run is not None:
+        await fail_unstarted(services, api, pipeline_id, run.run_id, detail, "not_started")
     return None
+
+
+async def fail_unstarted(
+    services: Services,
+    api: RepoAPI,
+    pipeline_id: str,
+    run_id: str,
+    detail: str,
+    why: Literal["not_started", "failed_early"] = "failed_early",
+) -> PipelineRun | None:
+    """End a run no runner has taken as an error with `detail`, and say so where it reports.
+
+    The pipeline is told first (so the next run may go); GitHub's reports follow, best
+    effort: a thread that is gone does not keep the run open. `why` picks the words:
+    `not_started` when GitHub refused the run's token, else a failure before it started.
+    """
+    failed = await services.pipelines.fail_start(pipeline_id, run_id, detail)
+    if failed is None:
+        return None
+    log.warning("run %s of %s could not start: %s", run_id, pipeline_id, detail)
+    context = {"run_id": inline_code(run_id), "detail": inline_code(detail, 120)}
+    check_run_id, comment_id = failed.check_run_id, failed.progress_comment_id
+    try:
+        if check_run_id is not None:
+            title, summary = _title_and_summary(render(f"github/check_{why}.md.j2", **context))
+            await api.complete_check_run(
+                check_run_id, conclusion="failure", title=title, summary=summary
+            )
+        if comment_id is not None:
+            await api.update_comment(comment_id, render(f"github/run_{why}.md.j2", **context))
+    except RequestFailed as exc:
+        if is_transient(exc):
+            raise
+        log.warning("run %s: its failure could not be shown (%s)", run_id, failure_detail(exc))
+    return failed
 
 
 async def progress_text(services: Services, pipeline: Pipeline, run: PipelineRun) -> str:

@@ -15,17 +15,19 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Generator, Iterator
+from collections.abc import Awaitable, Callable, Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Final
 
 import redis
 import uvicorn
 from arq import create_pool
 from arq.connections import RedisSettings
+from arq.worker import Worker
 
 from app.reporter import Reporter
-from app.settings import AppSettings
+from app.settings import AppSettings, SettingsError
 from app.web import create_app
 from app.worker import build_services, create_worker
 from runner.daemon import RunnerDaemon
@@ -51,31 +53,94 @@ class Parts:
     runner: RunnerSettings | None = None
 
 
+FATAL: Final = (SettingsError, SystemExit, KeyboardInterrupt)
+"""Errors that end the process: configuration is wrong, or uvicorn could not bind."""
+MAX_BACKOFF_SECONDS: Final = 60.0
+HEALTHY_SECONDS: Final = 60.0
+"""A part that ran this long before failing starts again without waiting."""
+
+
+async def supervise(
+    name: str,
+    start: Callable[[], Awaitable[object]],
+    stop: asyncio.Event,
+    *,
+    first_backoff: float = 1.0,
+) -> None:
+    """Run `start()` until `stop` is set; an unexpected error or end restarts it with backoff.
+
+    One part failing (the web edge, the event worker, the reporter) never takes the others
+    down. Only a fatal configuration error (`FATAL`) ends the process.
+    """
+    backoff = first_backoff
+    loop = asyncio.get_running_loop()
+    while not stop.is_set():
+        began = loop.time()
+        try:
+            await start()
+            if stop.is_set():
+                return
+            log.error("%s stopped unexpectedly; restarting in %.0fs", name, backoff)
+        except FATAL:
+            raise
+        except Exception:
+            log.exception("%s failed; restarting in %.0fs", name, backoff)
+        if loop.time() - began > HEALTHY_SECONDS:
+            backoff = first_backoff
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), backoff)
+        backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+
+
 async def run(settings: AppSettings, parts: Parts) -> None:
-    """Run `parts` until SIGINT or SIGTERM, then stop them in order (the runner drains)."""
+    """Run `parts` until SIGINT or SIGTERM, then stop them in order (the runner drains).
+
+    The web edge, the event worker and the reporter are supervised (see `supervise`).
+    """
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     pool = await create_pool(RedisSettings.from_dsn(settings.redis_url))
     tasks: list[asyncio.Task[None]] = []
-    server: _Server | None = None
+    servers: list[_Server] = []
+    workers: list[Worker] = []
     daemon: RunnerDaemon | None = None
-    worker = None
+
+    async def serve_web() -> None:
+        config = uvicorn.Config(
+            create_app(settings), host=settings.host, port=settings.port, log_level="info"
+        )
+        server = _Server(config)
+        servers[:] = [server]
+        await server.serve()
+        if not server.started and not stop.is_set():
+            raise SettingsError(
+                f"the web edge could not listen on {settings.host}:{settings.port}",
+                "free the port or set TRIMO_PORT",
+            )
+
+    async def work() -> None:
+        worker = create_worker(settings, handle_signals=False)
+        workers[:] = [worker]
+        try:
+            await worker.main()
+        finally:
+            with contextlib.suppress(Exception):
+                await worker.close()
+
+    async def report() -> None:
+        services = build_services(settings, pool)
+        reporter = Reporter(services, consumer=f"{socket.gethostname()}-{os.getpid()}")
+        await reporter.run(stop)
+
     try:
         if parts.web:
-            config = uvicorn.Config(
-                create_app(settings), host=settings.host, port=settings.port, log_level="info"
-            )
-            server = _Server(config)
-            tasks.append(asyncio.create_task(server.serve()))
+            tasks.append(asyncio.create_task(supervise("web edge", serve_web, stop)))
         if parts.worker:
-            worker = create_worker(settings, handle_signals=False)
-            tasks.append(asyncio.create_task(worker.main()))
+            tasks.append(asyncio.create_task(supervise("event worker", work, stop)))
         if parts.reporter:
-            services = build_services(settings, pool)
-            reporter = Reporter(services, consumer=f"{socket.gethostname()}-{os.getpid()}")
-            tasks.append(asyncio.create_task(reporter.run(stop)))
+            tasks.append(asyncio.create_task(supervise("reporter", report, stop)))
         if parts.runner is not None:
             daemon = RunnerDaemon(parts.runner, parts.runner.runner_policy())
             tasks.append(asyncio.create_task(daemon.serve(handle_signals=False)))
@@ -83,15 +148,15 @@ async def run(settings: AppSettings, parts: Parts) -> None:
             [asyncio.create_task(stop.wait()), *tasks], return_when=asyncio.FIRST_COMPLETED
         )
         for task in done:
-            if task in tasks and task.exception() is not None:
-                raise task.exception()  # type: ignore[misc]
+            if task in tasks and (error := task.exception()) is not None:
+                raise error
     finally:
         stop.set()
-        if server is not None:
+        for server in servers:
             server.should_exit = True
         if daemon is not None:
             daemon.request_stop()
-        if worker is not None:
+        for worker in workers:
             with contextlib.suppress(Exception):
                 await worker.close()
         for task in tasks:

@@ -16,7 +16,6 @@ from contextlib import asynccontextmanager, suppress
 from typing import Any, Final, TypeVar
 from urllib.parse import parse_qs
 
-import uvicorn
 from arq.connections import ArqRedis, RedisSettings, create_pool
 from arq.constants import job_key_prefix
 from githubkit.webhooks import verify
@@ -294,8 +293,3 @@ def create_app(
 def app_from_env() -> Starlette:
     """Factory for `uvicorn --factory app.web:app_from_env`, reading `TRIMO_*` settings."""
     return create_app(AppSettings())
-
-
-def serve(settings: AppSettings) -> None:
-    """Serve the web edge with uvicorn on the configured host and port (blocks)."""
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port)

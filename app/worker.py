@@ -1,8 +1,11 @@
 """The App worker: takes webhook deliveries off arq queue `trimo:app` and handles them.
 
 `handle_event(ctx, event, delivery_id, payload)` is the arq job the web edge queues. It
-dispatches on (event, action) through `app.handlers.router`. Failures talking to GitHub or
-Redis are logged with their context and retried by arq (3 tries, growing delays); every
+dispatches on (event, action) through `app.handlers.router`. One event never stops the
+worker: a failure that may pass (network, rate limits, 5xx, Redis, a bug) is tried again
+with growing delays, `MAX_TRIES` times in all; then, or at once for a failure that cannot
+pass (GitHub's 4xx answers), the event is given up: the person who asked is told, the runs
+it created are marked failed, and it is parked in `app.failures` for the operator. Every
 side effect is idempotent per delivery, so a retry repeats none.
 """
 
@@ -13,10 +16,10 @@ from typing import Any, Final, cast
 
 from arq.connections import ArqRedis, RedisSettings
 from arq.worker import Retry, Worker, func
-from githubkit.exception import GitHubException, RequestFailed
-from redis.exceptions import RedisError
+from githubkit.exception import RequestFailed
 
-from app.github import GitHubApp, is_transient
+from app import failures
+from app.github import GitHubApp, UnexpectedAnswer, is_transient
 from app.handlers import router
 from app.pipelines import Pipelines
 from app.policy import ServerPolicy
@@ -28,8 +31,10 @@ log = logging.getLogger("trimo.app")
 
 SERVICES_KEY: Final = "trimo"
 """Where the worker's `Services` live in arq's ctx."""
-MAX_TRIES: Final = 3
+MAX_TRIES: Final = 4
 RETRY_DELAYS_SECONDS: Final = (5, 30, 120)
+ARQ_MAX_TRIES: Final = MAX_TRIES + 2
+"""arq's own limit stays above ours, so a job that killed the worker is parked by us."""
 JOB_TIMEOUT_SECONDS: Final = 300
 KEEP_RESULT_SECONDS: Final = 3600
 NETWORKS: Final = ("none", "bridge")
@@ -61,15 +66,10 @@ def build_services(
 
 
 def retryable(exc: BaseException) -> bool:
-    """Worth trying again later: network trouble, rate limits, GitHub's or Redis's errors."""
-    return is_transient(exc) or isinstance(exc, RedisError | OSError | TimeoutError)
-
-
-def _describe(exc: BaseException) -> str:
+    """Worth trying again later: anything but GitHub's or the payload's final word."""
     if isinstance(exc, RequestFailed):
-        request = exc.request
-        return f"GitHub answered {exc.response.status_code} to {request.method} {request.url}"
-    return f"{type(exc).__name__}: {exc}"
+        return is_transient(exc)
+    return not isinstance(exc, UnexpectedAnswer | MalformedPayload)
 
 
 async def handle_event(
@@ -82,33 +82,55 @@ async def handle_event(
     name = f"{event}.{action}" if action else event
     delivery = Delivery(event, action, delivery_id, payload, services)
     job_try = int(ctx.get("job_try") or 1)
+    if job_try > MAX_TRIES:
+        # Earlier tries never returned: the worker died or timed out while handling it.
+        error = RuntimeError(f"handling it never ended, {job_try - 1} times")
+        return await give_up(delivery, name, error, job_try - 1)
     try:
         handled = await router.dispatch(event, action, delivery)
     except MalformedPayload as exc:
         log.warning("delivery %s (%s): payload not understood, ignored: %s", delivery_id, name, exc)
         return f"malformed {name}"
-    except (GitHubException, RedisError, OSError, TimeoutError) as exc:
-        again = retryable(exc) and job_try < MAX_TRIES
-        log.warning(
-            "delivery %s (%s), try %d of %d: %s%s",
-            delivery_id,
-            name,
-            job_try,
-            MAX_TRIES,
-            _describe(exc),
-            "; will retry" if again else "; giving up",
-            exc_info=not again,
-        )
-        if again:
+    except Exception as exc:
+        if retryable(exc) and job_try < MAX_TRIES:
             delay = RETRY_DELAYS_SECONDS[min(job_try, len(RETRY_DELAYS_SECONDS)) - 1]
+            log.warning(
+                "delivery %s (%s), try %d of %d: %s; will retry in %ds",
+                delivery_id,
+                name,
+                job_try,
+                MAX_TRIES,
+                failures.describe(exc),
+                delay,
+            )
             raise Retry(defer=delay) from exc
-        raise
+        return await give_up(delivery, name, exc, job_try)
     return f"handled {name}" if handled else f"ignored {name}"
 
 
-async def create_context(settings: AppSettings, redis: ArqRedis) -> dict[str, Any]:
-    """An arq-like ctx for calling `handle_event` directly (tests, tools)."""
-    return {"redis": redis, "job_try": 1, SERVICES_KEY: build_services(settings, redis)}
+async def give_up(delivery: Delivery, name: str, exc: BaseException, tries: int) -> str:
+    """Tell the person, mark the delivery's runs failed, and park the event; never raises
+    (but for Redis being down, when arq keeps the job and tries it again)."""
+    log.error(
+        "delivery %s (%s) failed after %d tr%s, parked (ref %s): %s",
+        delivery.delivery_id,
+        name,
+        tries,
+        "y" if tries == 1 else "ies",
+        delivery.delivery_id,
+        failures.describe(exc),
+        exc_info=exc,
+    )
+    await failures.tell_failure(delivery, exc)
+    await failures.park(
+        delivery.services.redis,
+        event=delivery.event,
+        delivery_id=delivery.delivery_id,
+        payload=delivery.payload,
+        error=failures.describe(exc),
+        tries=tries,
+    )
+    return f"failed {name}"
 
 
 def worker_settings(settings: AppSettings) -> dict[str, Any]:
@@ -123,7 +145,7 @@ def worker_settings(settings: AppSettings) -> dict[str, Any]:
             func(
                 handle_event,
                 name=HANDLER_FUNCTION,
-                max_tries=MAX_TRIES,
+                max_tries=ARQ_MAX_TRIES,
                 timeout=JOB_TIMEOUT_SECONDS,
                 keep_result=KEEP_RESULT_SECONDS,
             )
@@ -132,7 +154,7 @@ def worker_settings(settings: AppSettings) -> dict[str, Any]:
         "poll_delay": 0.1,
         "redis_settings": RedisSettings.from_dsn(settings.redis_url),
         "on_startup": startup,
-        "max_tries": MAX_TRIES,
+        "max_tries": ARQ_MAX_TRIES,
         "handle_signals": True,
     }
 
@@ -142,19 +164,12 @@ def create_worker(settings: AppSettings, **overrides: Any) -> Worker:
     return Worker(**{**worker_settings(settings), **overrides})
 
 
-def run(settings: AppSettings) -> None:
-    """Run the App worker until interrupted (blocks)."""
-    create_worker(settings).run()
-
-
 __all__ = [
     "SERVICES_KEY",
     "build_services",
-    "create_context",
     "create_worker",
     "handle_event",
     "retryable",
-    "run",
     "server_policy",
     "worker_settings",
 ]

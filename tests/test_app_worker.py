@@ -24,9 +24,9 @@ from arq.constants import abort_jobs_ss, in_progress_key_prefix, job_key_prefix
 from arq.jobs import deserialize_job
 from arq.worker import Retry
 from githubkit import GitHub
-from githubkit.exception import RequestFailed
 from pydantic import SecretStr
 
+from app import failures
 from app.commands import USAGE
 from app.github import RepoAPI
 from app.installations import REPO_INSTALLATIONS, installation_for_repo
@@ -37,7 +37,14 @@ from app.repoconfig import ConfigError, parse_repo_config
 from app.services import Delivery
 from app.settings import AppSettings
 from app.web import HANDLER_FUNCTION, QUEUE_NAME
-from app.worker import SERVICES_KEY, build_services, handle_event, worker_settings
+from app.worker import (
+    ARQ_MAX_TRIES,
+    MAX_TRIES,
+    SERVICES_KEY,
+    build_services,
+    handle_event,
+    worker_settings,
+)
 from runner import registry
 from runner.job import CommitInfo, Outcome, Resources, RunFinished, RunRequest
 from runner.keys import RUN_FUNCTION, run_queue
@@ -281,14 +288,18 @@ async def test_a_retried_job_repeats_no_side_effect(world: World) -> None:
     assert await world.queued() == [run_id_for(issue.number, delivery)]
 
 
-async def test_a_client_error_is_not_retried(world: World) -> None:
+async def test_a_client_error_is_not_retried_and_is_told(world: World) -> None:
     issue = world.state.add_issue(OWNER, REPO, TITLE, "details")
     payload = world.issue_comment(SCRIPT, number=issue.number)
     world.state.fail_next("GET", r"/collaborators/alice/permission$", 422)
-    with pytest.raises(RequestFailed) as caught:
-        await world.send("issue_comment", payload)
-    assert caught.value.response.status_code == 422
+    delivery = await world.send("issue_comment", payload)
     assert world.reactions(payload["comment"]["id"]) == []
+    [reply] = world.bot_comments(issue.number)
+    assert reply.startswith(f"@{WRITER} ") and "GitHub answered 422" in reply
+    assert delivery in reply
+    [parked] = await failures.parked(world.pool)
+    assert (parked.delivery_id, parked.event, parked.tries) == (delivery, "issue_comment", 1)
+    assert "422" in parked.error and "/permission" in parked.error
 
 
 async def test_a_run_github_gives_no_token_for_ends_as_an_error(world: World) -> None:
@@ -983,7 +994,7 @@ def test_worker_settings(world: World) -> None:
     assert settings["queue_name"] == QUEUE_NAME
     [function] = settings["functions"]
     assert function.name == HANDLER_FUNCTION
-    assert function.max_tries == 3
+    assert function.max_tries == ARQ_MAX_TRIES > MAX_TRIES
 
 
 def _pipeline(active: str | None, statuses: dict[str, str]) -> Pipeline:
