@@ -262,12 +262,11 @@ def doctor() -> None:
     try:
         client = dockerclient.connect(timeout=10)
         report(True, "Docker engine is reachable")
-        for image in (settings.image, images.BASE_IMAGE):
-            try:
-                dockerclient.require_image(client, image)
-                report(True, f"image {image} is built")
-            except TrimoError as exc:
-                report(False, exc.message, exc.hint)
+        try:
+            dockerclient.require_image(client, settings.image)
+            report(True, f"image {settings.image} is built")
+        except TrimoError as exc:
+            report(False, exc.message, exc.hint)
     except TrimoError as exc:
         report(False, exc.message, exc.hint)
     try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,13 @@ LABEL_RUN = "dev.trimo.run"
 LABEL_PIPELINE = "dev.trimo.pipeline"
 WORKSPACE_MOUNT = "/workspace"
 CONTEXT_MOUNT = "/trimo"
+OUT_MOUNT = "/trimo/out"
 HOME_MOUNT = "/home/agent"
+SANDBOX_LABEL = "dev.trimo.sandbox"
+SANDBOX_VERSION = "2"
+"""The image's `trimo-entrypoint`, `trimo-sync` and `trimo-export` contract."""
+READY_LINE = "trimo:workspace-ready"
+EXPORT_SECONDS = 300
 
 
 @dataclass(frozen=True)
@@ -31,7 +37,10 @@ class ContainerSpec:
     command: list[str]
     workspace: Path
     context_dir: Path
-    home_volume: str
+    """Read-only at /trimo: the context files and, when there is one, sync.bundle."""
+    out_dir: Path
+    """Writable at /trimo/out: where `trimo-export` leaves the bundle for the runner."""
+    home: Path | None
     user: str
     network: NetworkMode
     resources: Resources
@@ -60,11 +69,7 @@ def create_kwargs(spec: ContainerSpec) -> dict[str, Any]:
         "working_dir": WORKSPACE_MOUNT,
         "environment": {"HOME": HOME_MOUNT, **spec.env},
         "labels": dict(spec.labels),
-        "volumes": {
-            str(spec.workspace): {"bind": WORKSPACE_MOUNT, "mode": "rw"},
-            str(spec.context_dir): {"bind": CONTEXT_MOUNT, "mode": "ro"},
-            spec.home_volume: {"bind": HOME_MOUNT, "mode": "rw"},
-        },
+        "volumes": mounts(spec),
         "network_mode": spec.network_name or spec.network,
         **({"dns": list(spec.dns)} if spec.dns else {}),
         "cap_drop": ["ALL"],
@@ -79,6 +84,51 @@ def create_kwargs(spec: ContainerSpec) -> dict[str, Any]:
         "tty": False,
         "detach": True,
     }
+
+
+def mounts(spec: ContainerSpec) -> dict[str, dict[str, str]]:
+    found = {
+        str(spec.workspace): {"bind": WORKSPACE_MOUNT, "mode": "rw"},
+        str(spec.context_dir): {"bind": CONTEXT_MOUNT, "mode": "ro"},
+        str(spec.out_dir): {"bind": OUT_MOUNT, "mode": "rw"},
+    }
+    if spec.home is not None:
+        found[str(spec.home)] = {"bind": HOME_MOUNT, "mode": "rw"}
+    return found
+
+
+def export_command(out_name: str, known: list[str], commit_message: str | None) -> list[str]:
+    """`trimo-export` in the sandbox, bounded in time so a stuck git cannot hold the runner."""
+    commit = ["--commit", commit_message] if commit_message is not None else []
+    return [
+        "timeout",
+        str(EXPORT_SECONDS),
+        "trimo-export",
+        *commit,
+        f"{OUT_MOUNT}/{out_name}",
+        *known,
+    ]
+
+
+def run_helper(client: docker.DockerClient, spec: ContainerSpec, command: list[str]) -> str:
+    """Run `command` in a short-lived sandbox on the same workspace: the agent's uid, no
+    network, no home, the same limits. Returns its output (untrusted, like the agent's)."""
+    helper = replace(
+        spec,
+        command=command,
+        home=None,
+        network="none",
+        env={},
+        name=f"{spec.name}-save" if spec.name else None,
+    )
+    container = AgentContainer(client, helper)
+    try:
+        container.start()
+        output = "\n".join(container.lines())
+        container.wait(timeout=EXPORT_SECONDS + 30)
+        return output
+    finally:
+        container.remove()
 
 
 class AgentContainer:
@@ -104,7 +154,10 @@ class AgentContainer:
         return str(self._container.id)
 
     def start(self) -> None:
-        self._container.start()
+        try:
+            self._container.start()
+        except docker.errors.APIError as exc:
+            raise TrimoError(f"Docker could not start the container: {exc.explanation}") from exc
 
     def lines(self) -> Iterator[str]:
         """Output lines (stdout and stderr) until the container ends."""
@@ -117,6 +170,15 @@ class AgentContainer:
                 yield raw.decode("utf-8", errors="replace").rstrip("\r")
         if pending:
             yield pending.decode("utf-8", errors="replace").rstrip("\r")
+
+    def exec(self, command: list[str]) -> str:
+        """Run `command` in the running container as its user; its output (untrusted)."""
+        try:
+            result = self._container.exec_run(command, user=self.spec.user, workdir=WORKSPACE_MOUNT)
+        except docker.errors.APIError:
+            return ""
+        output = result.output if isinstance(result.output, bytes) else b""
+        return output.decode("utf-8", errors="replace")
 
     def wait(self, timeout: float = 60) -> ExitInfo:
         result = self._container.wait(timeout=timeout)
@@ -135,13 +197,3 @@ class AgentContainer:
     def remove(self) -> None:
         with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
             self._container.remove(force=True)
-
-
-def ensure_volume(client: docker.DockerClient, name: str, labels: Mapping[str, str]) -> bool:
-    """Create the named volume if missing; True when it already existed."""
-    try:
-        client.volumes.get(name)
-        return True
-    except docker.errors.NotFound:
-        client.volumes.create(name=name, labels=dict(labels))
-        return False

@@ -35,6 +35,8 @@ class DiffSummary(BaseModel):
     files: list[FileChange] = Field(default_factory=list)
     parse_error: str | None = None
     """Why unidiff rejected the diff; `files` then come from a best-effort scan."""
+    truncated: str | None = None
+    """Why only part of the diff is summarised (it was over the size cap)."""
 
     @property
     def added(self) -> int:

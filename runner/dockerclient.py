@@ -5,6 +5,7 @@ from __future__ import annotations
 import docker
 import docker.errors
 
+from runner.container import SANDBOX_LABEL, SANDBOX_VERSION
 from runner.errors import DockerUnavailable, ImageMissing
 
 
@@ -25,9 +26,14 @@ def connect(timeout: int = 60) -> docker.DockerClient:
 def require_image(client: docker.DockerClient, image: str) -> None:
     """Fail early, and helpfully, when the agent image is not built."""
     try:
-        client.images.get(image)
+        found = client.images.get(image)
     except docker.errors.ImageNotFound as exc:
         raise ImageMissing(
             f"The image {image!r} is not on this machine.",
             "build it with `trimo image build` (or pass --image NAME)",
         ) from exc
+    if (found.labels or {}).get(SANDBOX_LABEL) != SANDBOX_VERSION:
+        raise ImageMissing(
+            f"The image {image!r} was not built for this version of Trimo.",
+            "rebuild it with `trimo image build` (it carries the sandbox's hand-over steps)",
+        )

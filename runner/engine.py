@@ -9,16 +9,13 @@ fails, times out or is stopped.
 from __future__ import annotations
 
 import contextlib
-import hashlib
+import logging
 import os
 import secrets
-import shutil
-import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,35 +23,29 @@ import docker
 import docker.errors
 from pydantic import BaseModel
 
-from runner import dockerclient, gitops
+from runner import disk, dockerclient, gitops
 from runner.agents import get_adapter
 from runner.agents.base import AgentAdapter
 from runner.container import (
     LABEL_PIPELINE,
     LABEL_RUN,
     LABEL_RUNNER,
+    READY_LINE,
     AgentContainer,
     ContainerSpec,
     ExitInfo,
-    ensure_volume,
+    export_command,
+    run_helper,
 )
-from runner.diffsummary import DiffSummary, summarize_diff
-from runner.errors import TrimoError
+from runner.delivery import BUNDLE_NAME, Delivery, Exporter, RunState, Start, starting_point
+from runner.errors import TrimoError, WorkspaceError
 from runner.events import AgentEvent, FinalResult, Usage
-from runner.job import (
-    CommitInfo,
-    Outcome,
-    Pushed,
-    RunEvent,
-    RunFinished,
-    RunRequest,
-    RunStarted,
-    Salvaged,
-    run_event_adapter,
-)
+from runner.job import Outcome, RunEvent, RunFinished, RunRequest, RunStarted, run_event_adapter
+from runner.pipelinedir import PipelineDir
 from runner.scrub import Scrubber
 from runner.templating import render
 
+log = logging.getLogger(__name__)
 EventSink = Callable[[RunEvent], None]
 MAX_CONTEXT_CHARS = 40_000
 MAX_PROMPT_BYTES = 120_000
@@ -87,27 +78,16 @@ class EngineConfig:
     push_interval_seconds: float = 2.0
     keep_ledger: bool = False
     """Record each run on disk while it goes, so a restarted runner can save abandoned work."""
+    disk_bytes: int = 10 * 1024**3
+    """Each pipeline's workspace and home share a filesystem of this size (0: no limit)."""
 
     @property
     def mirrors_dir(self) -> Path:
         return self.cache_dir / "mirrors"
 
     @property
-    def workspaces_dir(self) -> Path:
-        return self.cache_dir / "workspaces"
-
-    @property
     def ledger_dir(self) -> Path:
         return self.cache_dir / "runs" / gitops.repo_key(self.runner_id)
-
-
-def workspace_path(config: EngineConfig, clone_url: str, pipeline: str) -> Path:
-    return config.workspaces_dir / gitops.repo_key(clone_url) / pipeline
-
-
-def home_volume_name(clone_url: str, pipeline: str) -> str:
-    digest = hashlib.sha256(f"{clone_url}\0{pipeline}".encode()).hexdigest()[:20]
-    return f"trimo-home-{digest}"
 
 
 def autosave_message(prompt: str, outcome: Outcome, run_id: str) -> str:
@@ -122,18 +102,19 @@ class _LedgerEntry(BaseModel):
     request: dict[str, Any]
     base_sha: str
     published_sha: str | None
+    pid: int = 0
 
 
-@dataclass
-class _RunState:
-    """What the engine learns while a run is going."""
+class _WorkspaceBroken(Exception):
+    """The sandbox could not bring the workspace to the run's start (its `.git` is damaged)."""
 
-    published_sha: str | None
-    last_pushed: str | None = None
-    pushed_commits: int = 0
-    final_result: FinalResult | None = None
-    usage: Usage | None = None
-    lock: threading.Lock = field(default_factory=threading.Lock)
+
+class _Saved(BaseException):
+    """A run interrupted by a BaseException, after its work was saved."""
+
+    def __init__(self, finished: RunFinished) -> None:
+        super().__init__(finished.reason)
+        self.finished = finished
 
 
 class RunEngine:
@@ -149,25 +130,38 @@ class RunEngine:
             self._client = dockerclient.connect()
         return self._client
 
+    @property
+    def _owner(self) -> int | None:
+        """Who owns what the agent writes: its uid when the runner is root, else the runner."""
+        return self.config.agent_uid if os.geteuid() == 0 else None
+
+    @property
+    def _user(self) -> str:
+        if os.geteuid() != 0:
+            return f"{os.getuid()}:{os.getgid()}"
+        return f"{self.config.agent_uid}:{self.config.agent_uid}"
+
     def execute(
         self, request: RunRequest, on_event: EventSink, stop: StopSignal | None = None
     ) -> RunFinished:
-        """Run `request` to the end; every outcome, including Trimo's own errors, is returned."""
+        """Run `request` to the end and emit exactly one RunFinished, whatever is raised."""
         scrubber = Scrubber(request.secret_values())
 
         def emit(event: RunEvent) -> None:
-            clean = scrubber.scrub_json(event.model_dump(mode="json"))
-            on_event(run_event_adapter.validate_python(clean))
+            on_event(_scrubbed(scrubber, event))
 
         stop = stop or StopSignal()
         try:
             finished = self._execute(request, emit, stop)
         except TrimoError as exc:
             finished = RunFinished(run_id=request.run_id, outcome=Outcome.ERROR, reason=str(exc))
+        except _Saved as saved:
+            emit(saved.finished)
+            raise saved.__cause__ or KeyboardInterrupt from None
+        except Exception:
+            finished = _internal_error(request.run_id)
         emit(finished)
-        return run_event_adapter.validate_python(
-            scrubber.scrub_json(finished.model_dump(mode="json"))
-        )  # type: ignore[return-value]
+        return _scrubbed_finished(scrubber, finished)
 
     def _execute(self, request: RunRequest, emit: EventSink, stop: StopSignal) -> RunFinished:
         adapter = get_adapter(request.agent)
@@ -180,28 +174,94 @@ class RunEngine:
         dockerclient.require_image(client, request.image)
         token = request.token.get_secret_value() if request.token else None
         mirror = gitops.ensure_mirror(self.config.mirrors_dir, request.repo.clone_url, token)
-        ws_path = workspace_path(self.config, request.repo.clone_url, request.pipeline)
-        with gitops.locked(ws_path.with_name(ws_path.name + ".lock")):
-            workspace = gitops.prepare_workspace(
-                ws_path, mirror, request.branch, request.base_branch
-            )
-            ledger = self._write_ledger(request, workspace)
+        pipeline = PipelineDir.of(self.config.cache_dir, request.repo.clone_url, request.pipeline)
+        pipeline.create()
+        with (
+            gitops.locked(pipeline.lock),
+            disk.mounted(pipeline.path, self.config.disk_bytes) as root,
+        ):
+            start = starting_point(mirror, request)
+            ledger = self._write_ledger(request, start)
             try:
-                return self._run_in_workspace(
-                    request, adapter, client, mirror, workspace, emit, stop, token
-                )
+                for attempt in (1, 2):
+                    fresh = self._prepare_workspace(root, mirror, start, pipeline, request, attempt)
+                    try:
+                        return self._run_in_workspace(
+                            request,
+                            adapter,
+                            client,
+                            mirror,
+                            root,
+                            pipeline,
+                            start,
+                            emit,
+                            stop,
+                            token,
+                            fresh,
+                        )
+                    except _WorkspaceBroken:
+                        if attempt == 2:
+                            raise WorkspaceError(
+                                "the workspace could not be prepared in the sandbox",
+                                "it will be made afresh on the next run",
+                            ) from None
+                        log.warning(
+                            "workspace of %s was damaged; making it afresh", request.pipeline
+                        )
+                raise AssertionError("unreachable")
             finally:
                 if ledger is not None:
                     ledger.unlink(missing_ok=True)
 
-    def _write_ledger(self, request: RunRequest, workspace: gitops.Workspace) -> Path | None:
+    def _prepare_workspace(
+        self,
+        root: Path,
+        mirror: Path,
+        start: Start,
+        pipeline: PipelineDir,
+        request: RunRequest,
+        attempt: int,
+    ) -> bool:
+        """Make the workspace and home if they are missing (or damaged); True when made now."""
+        workspace, home = root / "workspace", root / "home"
+        if attempt > 1 or workspace.is_symlink() or not workspace.is_dir():
+            gitops.remove_tree(workspace)
+            pipeline.forget_workspace()
+            branches = [request.base_branch] + ([request.branch] if start.published_sha else [])
+            gitops.create_workspace(workspace, mirror, branches, self._owner)
+            made = True
+        else:
+            made = False
+        if home.is_symlink() or not home.is_dir():
+            gitops.remove_tree(home)
+            home.mkdir(mode=0o700)
+            if self._owner is not None:
+                os.lchown(home, self._owner, self._owner)
+        return made
+
+    def _io_dir(self, root: Path, run_id: str) -> tuple[Path, Path]:
+        """The run's /trimo (host-written, read-only in the sandbox) and its out/ directory.
+
+        On the pipeline's own filesystem, so no mount the container sees names a host path."""
+        io = root / "io" / run_id
+        gitops.remove_tree(io)
+        io.parent.mkdir(mode=0o755, exist_ok=True)
+        out = io / "out"
+        out.mkdir(parents=True, mode=0o700)
+        io.chmod(0o755)
+        if self._owner is not None:
+            os.lchown(out, self._owner, self._owner)
+        return io, out
+
+    def _write_ledger(self, request: RunRequest, start: Start) -> Path | None:
         if not self.config.keep_ledger:
             return None
         self.config.ledger_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         entry = _LedgerEntry(
             request=request.dump_for_queue(),
-            base_sha=workspace.base_sha,
-            published_sha=workspace.published_sha,
+            base_sha=start.base_sha,
+            published_sha=start.published_sha,
+            pid=os.getpid(),
         )
         path = self.config.ledger_dir / f"{request.run_id}.json"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -210,7 +270,7 @@ class RunEngine:
         return path
 
     def recover_abandoned(self, on_event: EventSink) -> list[RunFinished]:
-        """Save and report the runs an earlier process of this runner left behind."""
+        """Save and report the runs that earlier, dead processes of this runner left behind."""
         recovered = []
         for path in sorted(self.config.ledger_dir.glob("*.json")):
             try:
@@ -219,6 +279,8 @@ class RunEngine:
             except ValueError:
                 path.unlink(missing_ok=True)
                 continue
+            if entry.pid and entry.pid != os.getpid() and _alive(entry.pid):
+                continue  # another process (a second `trimo run`) is still running it
             recovered.append(self._recover(request, entry, on_event))
             path.unlink(missing_ok=True)
         return recovered
@@ -229,11 +291,7 @@ class RunEngine:
         scrubber = Scrubber(request.secret_values())
 
         def emit(event: RunEvent) -> None:
-            on_event(
-                run_event_adapter.validate_python(
-                    scrubber.scrub_json(event.model_dump(mode="json"))
-                )
-            )
+            on_event(_scrubbed(scrubber, event))
 
         reason = "the runner stopped while this run was going; the work it had done was saved"
         try:
@@ -244,17 +302,72 @@ class RunEngine:
                     found.remove(force=True)
             token = request.token.get_secret_value() if request.token else None
             mirror = gitops.ensure_mirror(self.config.mirrors_dir, request.repo.clone_url, token)
-            path = workspace_path(self.config, request.repo.clone_url, request.pipeline)
-            workspace = gitops.Workspace(path, request.branch, entry.base_sha, entry.published_sha)
-            state = _RunState(published_sha=gitops.branch_sha(mirror, request.branch))
-            run = _Run(request, mirror, workspace, emit, token, state)
-            finished = run.save(Outcome.FAILURE, reason)
+            pipeline = PipelineDir.of(
+                self.config.cache_dir, request.repo.clone_url, request.pipeline
+            )
+            pipeline.create()
+            start = Start(request.branch, entry.base_sha, entry.published_sha)
+            with (
+                gitops.locked(pipeline.lock),
+                disk.mounted(pipeline.path, self.config.disk_bytes) as root,
+            ):
+                io, out = self._io_dir(root, request.run_id)
+                spec = self._spec(request, [], root, io, out, {})
+                state = RunState(published_sha=gitops.branch_sha(mirror, request.branch))
+                delivery = Delivery(request, mirror, start, pipeline, out, emit, token, state)
+                try:
+                    finished = delivery.save(
+                        self._helper_exporter(spec),
+                        Outcome.FAILURE,
+                        reason,
+                        autosave_message(request.prompt, Outcome.FAILURE, request.run_id),
+                    )
+                finally:
+                    gitops.remove_tree(io)
         except TrimoError as exc:
             finished = RunFinished(
                 run_id=request.run_id, outcome=Outcome.ERROR, reason=f"{reason}, except: {exc}"
             )
+        except Exception:
+            finished = _internal_error(request.run_id)
         emit(finished)
         return finished
+
+    def _spec(
+        self,
+        request: RunRequest,
+        command: list[str],
+        root: Path,
+        io: Path,
+        out: Path,
+        env: dict[str, str],
+    ) -> ContainerSpec:
+        return ContainerSpec(
+            image=request.image,
+            command=command,
+            workspace=root / "workspace",
+            context_dir=io,
+            out_dir=out,
+            home=root / "home",
+            user=self._user,
+            network=request.network,
+            resources=request.resources,
+            env=env,
+            labels={
+                LABEL_RUNNER: self.config.runner_id,
+                LABEL_RUN: request.run_id,
+                LABEL_PIPELINE: request.pipeline,
+            },
+            name=f"trimo-{request.run_id}-{secrets.token_hex(3)}",
+        )
+
+    def _helper_exporter(self, spec: ContainerSpec) -> Exporter:
+        """Export from a short-lived helper sandbox (the agent's container has ended)."""
+
+        def export(known: list[str], message: str | None) -> str:
+            return run_helper(self.client, spec, export_command(BUNDLE_NAME, known, message))
+
+        return export
 
     def _run_in_workspace(
         self,
@@ -262,42 +375,74 @@ class RunEngine:
         adapter: AgentAdapter,
         client: docker.DockerClient,
         mirror: Path,
-        workspace: gitops.Workspace,
+        root: Path,
+        pipeline: PipelineDir,
+        start: Start,
         emit: EventSink,
         stop: StopSignal,
         token: str | None,
+        fresh: bool,
     ) -> RunFinished:
-        state = _RunState(published_sha=workspace.published_sha)
-        run = _Run(request, mirror, workspace, emit, token, state)
-        labels = {
-            LABEL_RUNNER: self.config.runner_id,
-            LABEL_RUN: request.run_id,
-            LABEL_PIPELINE: request.pipeline,
-        }
-        volume = home_volume_name(request.repo.clone_url, request.pipeline)
-        resumed = ensure_volume(client, volume, {LABEL_PIPELINE: request.pipeline})
-        context_dir = Path(tempfile.mkdtemp(prefix=f"trimo-{request.run_id}-"))
+        io, out = self._io_dir(root, request.run_id)
+        try:
+            return self._run_container(
+                request,
+                adapter,
+                client,
+                mirror,
+                root,
+                pipeline,
+                start,
+                emit,
+                stop,
+                token,
+                fresh,
+                io,
+                out,
+            )
+        finally:
+            gitops.remove_tree(io)
+
+    def _run_container(
+        self,
+        request: RunRequest,
+        adapter: AgentAdapter,
+        client: docker.DockerClient,
+        mirror: Path,
+        root: Path,
+        pipeline: PipelineDir,
+        start: Start,
+        emit: EventSink,
+        stop: StopSignal,
+        token: str | None,
+        fresh: bool,
+        io: Path,
+        out: Path,
+    ) -> RunFinished:
+        state = RunState(published_sha=start.published_sha)
+        resumed = not fresh and bool(pipeline.known())
         container: AgentContainer | None = None
         exit_info: ExitInfo | None = None
+        delivery = Delivery(request, mirror, start, pipeline, out, emit, token, state)
         try:
-            prompt = self._write_context(context_dir, request, adapter)
-            user = self._prepare_ownership(workspace.path)
-            container = AgentContainer(
-                client,
-                ContainerSpec(
-                    image=request.image,
-                    command=adapter.command(prompt, resume=resumed and bool(request.history)),
-                    workspace=workspace.path,
-                    context_dir=context_dir,
-                    home_volume=volume,
-                    user=user,
-                    network=request.network,
-                    resources=request.resources,
-                    env={k: v.get_secret_value() for k, v in request.secrets.items()},
-                    labels=labels,
-                    name=f"trimo-{request.run_id}-{secrets.token_hex(3)}",
-                ),
-            )
+            prompt = self._write_context(io, request, adapter)
+            branches = [request.base_branch] + ([request.branch] if start.published_sha else [])
+            if not fresh:
+                gitops.write_sync_bundle(mirror, io / "sync.bundle", branches, pipeline.known())
+            env = {k: v.get_secret_value() for k, v in request.secrets.items()}
+            env |= {"TRIMO_BRANCH": request.branch, "TRIMO_START": start.base_sha}
+            command = adapter.command(prompt, resume=resumed and bool(request.history))
+            spec = self._spec(request, command, root, io, out, env)
+            container = AgentContainer(client, spec)
+            container.start()
+            lines = container.lines()
+            if next(lines, "") != READY_LINE:
+                raise _WorkspaceBroken
+            running = container
+
+            def exec_export(known: list[str], message: str | None) -> str:
+                return running.exec(export_command(BUNDLE_NAME, known, message))
+
             emit(
                 RunStarted(
                     run_id=request.run_id,
@@ -305,10 +450,9 @@ class RunEngine:
                     agent=adapter.name,
                     image=request.image,
                     branch=request.branch,
-                    base_sha=workspace.base_sha,
+                    base_sha=start.base_sha,
                 )
             )
-            container.start()
             deadline = time.monotonic() + request.timeout_s
             done = threading.Event()
             timed_out = threading.Event()
@@ -318,14 +462,14 @@ class RunEngine:
                 daemon=True,
             )
             pusher = threading.Thread(
-                target=run.push_loop,
-                args=(done, self.config.push_interval_seconds),
+                target=delivery.push_loop,
+                args=(exec_export, done, self.config.push_interval_seconds),
                 daemon=True,
             )
             watchdog.start()
             pusher.start()
             try:
-                for line in container.lines():
+                for line in lines:
                     for event in adapter.parse_line(line):
                         self._observe(event, state)
                         emit(event)
@@ -334,20 +478,44 @@ class RunEngine:
                 done.set()
                 pusher.join()
             outcome, reason = self._outcome(exit_info, stop, timed_out.is_set(), state, request)
+        except _WorkspaceBroken:
+            raise
         except BaseException as exc:
             if container is not None:
                 container.stop(0)
-            outcome = Outcome.CANCELLED if isinstance(exc, KeyboardInterrupt) else Outcome.ERROR
-            reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else str(exc)
-            finished = run.save(outcome, reason)
+            interrupted = not isinstance(exc, Exception)
             if isinstance(exc, TrimoError):
-                return finished
-            raise
+                outcome, reason = Outcome.ERROR, str(exc)
+            elif interrupted:
+                outcome, reason = Outcome.CANCELLED, "interrupted"
+            else:
+                log.exception("run %s: unexpected error while the agent ran", request.run_id)
+                outcome, reason = Outcome.ERROR, _internal_error(request.run_id).reason
+            save_message = autosave_message(request.prompt, outcome, request.run_id)
+            started = container.spec if container is not None else None
+            finished = self._save(delivery, started, outcome, reason, save_message)
+            if interrupted:
+                raise _Saved(finished) from exc
+            return finished
         finally:
             if container is not None:
                 container.remove()
-            shutil.rmtree(context_dir, ignore_errors=True)
-        return run.save(outcome, reason, exit_info)
+        save_message = autosave_message(request.prompt, outcome, request.run_id)
+        return self._save(delivery, container.spec, outcome, reason, save_message, exit_info)
+
+    def _save(
+        self,
+        delivery: Delivery,
+        spec: ContainerSpec | None,
+        outcome: Outcome,
+        reason: str,
+        message: str,
+        exit_info: ExitInfo | None = None,
+    ) -> RunFinished:
+        if spec is None:  # the container never existed: nothing can have changed
+            return RunFinished(run_id=delivery.request.run_id, outcome=outcome, reason=reason)
+        exit_code = exit_info.exit_code if exit_info else None
+        return delivery.save(self._helper_exporter(spec), outcome, reason, message, exit_code)
 
     def _write_context(self, context_dir: Path, request: RunRequest, adapter: AgentAdapter) -> str:
         """Files the agent can read in /trimo; returns the prompt to give the agent."""
@@ -358,11 +526,9 @@ class RunEngine:
         )
         if len(context) > MAX_CONTEXT_CHARS:  # one argv item may not exceed 128 KiB
             context = "…(earlier runs left out)\n" + context[-MAX_CONTEXT_CHARS:]
-        (context_dir / "context.md").write_text(context)
-        (context_dir / "prompt.md").write_text(request.prompt)
-        context_dir.chmod(0o755)
-        for item in context_dir.iterdir():
-            item.chmod(0o644)
+        for name, text in (("context.md", context), ("prompt.md", request.prompt)):
+            (context_dir / name).write_text(text)
+            (context_dir / name).chmod(0o644)
         prompt = request.prompt
         if adapter.takes_context:
             prompt = render("agent_prompt.md.j2", context=context, prompt=prompt).strip()
@@ -372,13 +538,6 @@ class RunEngine:
                 f"keep it under {MAX_PROMPT_BYTES // 1024} KiB",
             )
         return prompt
-
-    def _prepare_ownership(self, workspace: Path) -> str:
-        """The container's user; as root, hand the workspace to the agent's uid first."""
-        if os.geteuid() != 0:
-            return f"{os.getuid()}:{os.getgid()}"
-        gitops.hand_over(workspace, self.config.agent_uid)
-        return f"{self.config.agent_uid}:{self.config.agent_uid}"
 
     def _watch(
         self,
@@ -399,7 +558,7 @@ class RunEngine:
                 return
 
     @staticmethod
-    def _observe(event: AgentEvent, state: _RunState) -> None:
+    def _observe(event: AgentEvent, state: RunState) -> None:
         if isinstance(event, FinalResult):
             state.final_result = event
         elif isinstance(event, Usage):
@@ -410,7 +569,7 @@ class RunEngine:
         exit_info: ExitInfo | None,
         stop: StopSignal,
         timed_out: bool,
-        state: _RunState,
+        state: RunState,
         request: RunRequest,
     ) -> tuple[Outcome, str]:
         if stop.is_set():
@@ -432,80 +591,35 @@ class RunEngine:
         return Outcome.SUCCESS, ""
 
 
-@dataclass
-class _Run:
-    """One run's git side: where its work is, where it goes, and what was published."""
+def _scrubbed(scrubber: Scrubber, event: RunEvent) -> RunEvent:
+    return run_event_adapter.validate_python(scrubber.scrub_json(event.model_dump(mode="json")))
 
-    request: RunRequest
-    mirror: Path
-    workspace: gitops.Workspace
-    emit: EventSink
-    token: str | None
-    state: _RunState
 
-    def push_loop(self, done: threading.Event, interval: float) -> None:
-        """Publish commits as they appear, so a crash loses nothing that was committed."""
-        while not done.wait(interval):
-            with contextlib.suppress(TrimoError, subprocess.SubprocessError):
-                self.publish_head(final=False)
+def _scrubbed_finished(scrubber: Scrubber, finished: RunFinished) -> RunFinished:
+    clean = _scrubbed(scrubber, finished)
+    assert isinstance(clean, RunFinished)
+    return clean
 
-    def publish_head(self, final: bool) -> str | None:
-        """Copy the workspace's HEAD into the mirror and fast-forward the pipeline branch to it."""
-        request, mirror, state = self.request, self.mirror, self.state
-        with state.lock:
-            head = gitops.fetch_head_into(mirror, self.workspace.path, request.run_id)
-            previous = state.last_pushed or state.published_sha or self.workspace.base_sha
-            if head is None or head == previous:
-                return head
-            if not gitops.is_ancestor(mirror, previous, head):
-                if not final:
-                    return head  # the agent may still be rewriting; decide at the end
-                ref = f"refs/trimo/salvage/{request.run_id}"
-                gitops.push(mirror, request.repo.clone_url, head, ref, self.token)
-                self.emit(Salvaged(ref=ref, sha=head))
-                return head
-            branch_ref = f"refs/heads/{request.branch}"
-            gitops.push(mirror, request.repo.clone_url, head, branch_ref, self.token)
-            new = len(gitops.commits_between(mirror, previous, head))
-            state.last_pushed = head
-            state.pushed_commits += new
-            self.emit(Pushed(branch=request.branch, sha=head, commits=new))
-            return head
 
-    def save(self, outcome: Outcome, reason: str, exit_info: ExitInfo | None = None) -> RunFinished:
-        """Commit leftovers, publish (fast-forward only, or salvage), summarise the run."""
-        request, mirror, workspace, state = self.request, self.mirror, self.workspace, self.state
-        gitops.sanitize(workspace.path, mirror)
-        gitops.commit_leftovers(
-            workspace.path, autosave_message(request.prompt, outcome, request.run_id)
-        )
-        head = self.publish_head(final=True)
-        salvage_ref = None
-        commits: list[CommitInfo] = []
-        diff = DiffSummary()
-        tip = state.last_pushed or state.published_sha or workspace.base_sha
-        if tip != workspace.base_sha:
-            commits = gitops.commits_between(mirror, workspace.base_sha, tip)
-            diff = summarize_diff(gitops.diff_text(mirror, workspace.base_sha, tip))
-        if head is not None and head != tip:
-            salvage_ref = f"refs/trimo/salvage/{request.run_id}"
-            reason = (reason + "; " if reason else "") + (
-                "the agent rewrote the branch's history, so its work was kept on "
-                f"{salvage_ref} instead of being force-pushed"
-            )
-            if outcome is Outcome.SUCCESS:
-                outcome = Outcome.FAILURE
-        return RunFinished(
-            run_id=request.run_id,
-            outcome=outcome,
-            reason=reason,
-            exit_code=exit_info.exit_code if exit_info else None,
-            head_sha=tip,
-            commits=commits,
-            diff=diff,
-            salvage_ref=salvage_ref,
-            usage=state.usage,
-        )
+def _internal_error(run_id: str) -> RunFinished:
+    """A run that Trimo itself broke: a reason for the person, the traceback for the operator."""
+    reference = secrets.token_hex(4)
+    log.exception("run %s failed inside Trimo (reference %s)", run_id, reference)
+    return RunFinished(
+        run_id=run_id,
+        outcome=Outcome.ERROR,
+        reason=f"Trimo failed on the runner (reference {reference} in the runner's log)",
+    )
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _add_usage(total: Usage | None, more: Usage) -> Usage:

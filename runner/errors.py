@@ -24,7 +24,24 @@ class ImageMissing(TrimoError):
 
 
 class GitError(TrimoError):
-    pass
+    """A git step failed. `message` is in Trimo's words; git's own text stays in `detail`,
+    which only the runner's log sees (it can quote files an agent linked to)."""
+
+    def __init__(self, message: str, hint: str = "", detail: str = "") -> None:
+        super().__init__(message, hint)
+        self.detail = detail
+
+
+class HandoffRefused(TrimoError):
+    """What the agent handed over was refused (too big, malformed, or failed verification)."""
+
+
+class PushRefused(GitError):
+    """The remote refused a push; `reason` is its first line of explanation."""
+
+    def __init__(self, message: str, reason: str, detail: str = "") -> None:
+        super().__init__(message, detail=detail)
+        self.reason = reason
 
 
 class WorkspaceError(TrimoError):

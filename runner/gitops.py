@@ -1,9 +1,12 @@
-"""Git for the runner: bare mirrors, pipeline workspaces, saving and publishing work.
+"""Git on the runner's own repositories: the bare mirrors, and new workspaces.
 
-The workspace is written by the agent, so its `.git` is untrusted: before the
-host runs git in it, its config is rewritten and its hooks removed, and every
-host command disables hooks and fsmonitor. Credentials reach git only through
-environment variables, never a URL or an argument.
+The host runs git only where nothing but Trimo has written: a repository's
+mirror, and a workspace in the moment it is made, before any agent sees it.
+Once an agent has run, its workspace is touched by git only inside a sandbox
+(`sandbox/bin/trimo-sync` and `trimo-export`), and its work reaches the mirror
+as a verified bundle (`runner.handoff`). Credentials reach git only through
+environment variables, never a URL or an argument. Git's own error text can
+quote files, so it goes to the runner's log, never into a `GitError`'s message.
 """
 
 from __future__ import annotations
@@ -11,18 +14,23 @@ from __future__ import annotations
 import base64
 import fcntl
 import hashlib
+import logging
 import os
+import re
 import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-from runner.errors import GitError
+from runner.diffsummary import DiffSummary, FileChange, summarize_diff
+from runner.errors import GitError, PushRefused
 from runner.job import CommitInfo
+from runner.printable import printable
+
+log = logging.getLogger(__name__)
 
 SAFE_OPTIONS = (
     "-c", "core.hooksPath=/dev/null",
@@ -35,6 +43,10 @@ SAFE_OPTIONS = (
     "-c", "commit.gpgsign=false",
 )  # fmt: skip
 
+MAX_COMMITS_LISTED = 500
+MAX_DIFF_BYTES = 4 * 1024 * 1024
+DIFF_BIG_FILE = "1m"
+"""Files over this size count as binary in summaries, so their text is never read."""
 
 _GLOBAL_CONFIG = """\
 [safe]
@@ -46,11 +58,24 @@ _GLOBAL_CONFIG = """\
 \tallow = never
 """
 
+WORKSPACE_CONFIG = """\
+[core]
+\trepositoryformatversion = 0
+\tfilemode = true
+\tbare = false
+\tlogallrefupdates = true
+[gc]
+\tauto = 0
+"""
+"""A new workspace's config: no remote, so nothing in it names a host path."""
+
+SHA_RE = re.compile(r"^[0-9a-f]{40}$")
+
 
 @cache
 def global_config() -> str:
     """Trimo's own global git config. Unlike `-c`, it also reaches the upload-pack that git
-    starts when fetching from a workspace (git clears GIT_CONFIG_PARAMETERS for it)."""
+    starts when fetching locally (git clears GIT_CONFIG_PARAMETERS for it)."""
     path = Path(tempfile.gettempdir()) / f"trimo-gitconfig-{os.getuid()}"
     if not path.exists() or path.read_text() != _GLOBAL_CONFIG:
         tmp = path.with_suffix(f".{os.getpid()}")
@@ -71,15 +96,8 @@ def auth_env(token: str | None) -> dict[str, str]:
     }
 
 
-def git(
-    cwd: Path | None,
-    *args: str,
-    env: Mapping[str, str] | None = None,
-    check: bool = True,
-    timeout: float = 600,
-) -> subprocess.CompletedProcess[str]:
-    """Run git with Trimo's safety options; raise GitError with git's own words on failure."""
-    full_env = {
+def git_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    return {
         **os.environ,
         "GIT_TERMINAL_PROMPT": "0",
         "GIT_CONFIG_NOSYSTEM": "1",
@@ -87,17 +105,36 @@ def git(
         "LC_ALL": "C",
         **(env or {}),
     }
+
+
+def log_excerpt(text: str) -> str:
+    """A bounded, printable excerpt of git's own words, for the runner's log only."""
+    return printable(text.strip()[-800:], one_line=True)
+
+
+def git(
+    cwd: Path | None,
+    *args: str,
+    env: Mapping[str, str] | None = None,
+    check: bool = True,
+    timeout: float = 600,
+    what: str = "",
+) -> subprocess.CompletedProcess[str]:
+    """Run git with Trimo's safety options. On failure, raise a GitError saying `what` failed;
+    git's own text goes to the log."""
     proc = subprocess.run(
         ["git", *SAFE_OPTIONS, *args],
         cwd=cwd,
-        env=full_env,
+        env=git_env(env),
         capture_output=True,
         encoding="utf-8",
         errors="replace",
         timeout=timeout,
     )
     if check and proc.returncode != 0:
-        raise GitError(f"git {args[0]} failed: {proc.stderr.strip()[-800:]}")
+        detail = log_excerpt(proc.stderr)
+        log.warning("git %s failed (exit %d): %s", args[0], proc.returncode, detail)
+        raise GitError(what or f"a git step ({args[0]}) failed on the runner", detail=detail)
     return proc
 
 
@@ -122,6 +159,7 @@ def ensure_mirror(mirrors_dir: Path, clone_url: str, token: str | None = None) -
     """A bare mirror of the repository's branches, created or brought up to date."""
     mirror = mirrors_dir / f"{repo_key(clone_url)}.git"
     env = auth_env(token)
+    fetch_failed = "could not fetch the repository from its remote"
     with locked(mirrors_dir / f"{repo_key(clone_url)}.lock"):
         if not (mirror / "HEAD").exists():
             tmp = mirror.with_suffix(".tmp")
@@ -130,147 +168,192 @@ def ensure_mirror(mirrors_dir: Path, clone_url: str, token: str | None = None) -
             git(tmp, "remote", "add", "origin", clone_url)
             git(tmp, "config", "remote.origin.fetch", "+refs/heads/*:refs/heads/*")
             git(tmp, "config", "gc.auto", "0")
-            git(tmp, "fetch", "--quiet", "--prune", "--no-tags", "origin", env=env)
+            git(
+                tmp,
+                "fetch",
+                "--quiet",
+                "--prune",
+                "--no-tags",
+                "origin",
+                env=env,
+                what=fetch_failed,
+            )
             tmp.rename(mirror)
         else:
-            git(mirror, "fetch", "--quiet", "--prune", "--no-tags", "origin", env=env)
+            git(
+                mirror,
+                "fetch",
+                "--quiet",
+                "--prune",
+                "--no-tags",
+                "origin",
+                env=env,
+                what=fetch_failed,
+            )
     return mirror
 
 
 def branch_sha(repo: Path, branch: str) -> str | None:
-    proc = git(
-        repo, "rev-parse", "--verify", "--quiet", f"refs/heads/{branch}^{{commit}}", check=False
-    )
-    return proc.stdout.strip() or None
+    return resolve(repo, f"refs/heads/{branch}")
 
 
-_WORKSPACE_CONFIG = """\
-[core]
-\trepositoryformatversion = 0
-\tfilemode = true
-\tbare = false
-\tlogallrefupdates = true
-\ttrustctime = false
-\tcheckStat = minimal
-[remote "origin"]
-\turl = {mirror}
-\tfetch = +refs/heads/*:refs/remotes/origin/*
-[gc]
-\tauto = 0
-"""
+def resolve(repo: Path, rev: str) -> str | None:
+    """The commit `rev` names in `repo`, or None."""
+    proc = git(repo, "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}", check=False)
+    sha = proc.stdout.strip()
+    return sha if SHA_RE.match(sha) else None
 
 
-def sanitize(workspace: Path, mirror: Path) -> None:
-    """Undo what an agent could have planted in `.git` to run code on the host."""
-    gitdir = workspace / ".git"
-    if not gitdir.is_dir():
-        raise GitError(f"{workspace} is not a self-contained git workspace")
-    (gitdir / "config").write_text(_WORKSPACE_CONFIG.format(mirror=mirror))
-    shutil.rmtree(gitdir / "hooks", ignore_errors=True)
-    for planted in ("info/attributes", "objects/info/alternates", "commondir"):
-        (gitdir / planted).unlink(missing_ok=True)
+def create_workspace(path: Path, mirror: Path, branches: list[str], owner: int | None) -> None:
+    """A new workspace holding `branches` of the mirror as `origin/<branch>`.
 
-
-@dataclass(frozen=True)
-class Workspace:
-    path: Path
-    branch: str
-    base_sha: str
-    """Where this run starts: the pipeline branch's published head, or the base branch's."""
-    published_sha: str | None
-    """The pipeline branch's head on the remote before the run (None on a first run)."""
-
-
-def prepare_workspace(workspace: Path, mirror: Path, branch: str, base_branch: str) -> Workspace:
-    """Check out the pipeline branch (created from the base branch on first use)."""
-    published = branch_sha(mirror, branch)
-    start = published or branch_sha(mirror, base_branch)
-    if start is None:
-        raise GitError(f"the base branch {base_branch!r} does not exist in the repository")
-    if not (workspace / ".git").is_dir():
-        shutil.rmtree(workspace, ignore_errors=True)
-        workspace.parent.mkdir(parents=True, exist_ok=True)
-        git(
-            None, "clone", "--quiet", "--no-hardlinks", "--no-checkout", str(mirror), str(workspace)
-        )
-    sanitize(workspace, mirror)
-    refspecs = [f"+refs/heads/{base_branch}:refs/remotes/origin/{base_branch}"]
-    if published:
-        refspecs.append(f"+refs/heads/{branch}:refs/remotes/origin/{branch}")
-    git(workspace, "fetch", "--quiet", "--no-tags", "origin", *refspecs)
-    for leftover in ("rebase-merge", "rebase-apply"):
-        shutil.rmtree(workspace / ".git" / leftover, ignore_errors=True)
-    for leftover in ("MERGE_HEAD", "CHERRY_PICK_HEAD", "REVERT_HEAD", "index.lock"):
-        (workspace / ".git" / leftover).unlink(missing_ok=True)
-    git(workspace, "checkout", "--quiet", "--force", "-B", branch, start)
-    git(workspace, "clean", "--quiet", "-fd")
-    return Workspace(workspace, branch, start, published)
-
-
-def head_sha(workspace: Path) -> str | None:
-    proc = git(workspace, "rev-parse", "--verify", "--quiet", "HEAD^{commit}", check=False)
-    return proc.stdout.strip() or None
-
-
-def has_changes(workspace: Path) -> bool:
-    proc = git(workspace, "status", "--porcelain", "--untracked-files=all")
-    return bool(proc.stdout.strip())
-
-
-def commit_leftovers(workspace: Path, message: str) -> str | None:
-    """Commit whatever the agent left uncommitted; returns the new commit, or None."""
-    if not has_changes(workspace):
-        return None
-    git(workspace, "add", "--all")
-    git(workspace, "commit", "--quiet", "--no-verify", "-m", message)
-    return head_sha(workspace)
-
-
-def is_ancestor(workspace: Path, older: str, newer: str) -> bool:
-    return git(workspace, "merge-base", "--is-ancestor", older, newer, check=False).returncode == 0
-
-
-def push(workspace: Path, remote_url: str, sha: str, ref: str, token: str | None) -> None:
-    """Push `sha` to `ref` without force: the remote refuses anything but a fast-forward."""
-    git(
-        workspace, "push", "--quiet", "--no-verify", remote_url, f"{sha}:{ref}", env=auth_env(token)
-    )
-
-
-def commits_between(workspace: Path, base: str, head: str) -> list[CommitInfo]:
-    out = git(workspace, "log", "--reverse", "--format=%H%x00%s", f"{base}..{head}").stdout
-    return [
-        CommitInfo(sha=s, subject=subj)
-        for s, subj in (ln.split("\0", 1) for ln in out.splitlines())
-    ]
-
-
-def diff_text(workspace: Path, base: str, head: str) -> str:
-    return git(workspace, "diff", "-M", "--no-color", "--no-ext-diff", base, head).stdout
-
-
-def fetch_head_into(mirror: Path, workspace: Path, run_id: str) -> str | None:
-    """Copy the workspace's HEAD into the (trusted) mirror; returns its sha.
-
-    Fetching from the workspace only runs upload-pack there, which ignores the
-    hooks an agent could plant; pushes then go from the mirror, whose config is ours.
+    Made by the host before any agent sees it; no remote is configured and no
+    other branch is copied. The agent's container checks out the run's start.
     """
-    if gitops_head := head_sha(workspace):
-        ref = f"refs/trimo/runs/{run_id}"
-        git(mirror, "fetch", "--quiet", "--no-tags", str(workspace), f"+{gitops_head}:{ref}")
-        return gitops_head
+    tmp = path.with_name(path.name + ".new")
+    remove_tree(tmp)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    git(None, "init", "--quiet", str(tmp))
+    (tmp / ".git" / "config").write_text(WORKSPACE_CONFIG)
+    shutil.rmtree(tmp / ".git" / "hooks", ignore_errors=True)
+    refspecs = [f"+refs/heads/{b}:refs/remotes/origin/{b}" for b in branches]
+    git(
+        tmp,
+        "fetch",
+        "--quiet",
+        "--no-tags",
+        str(mirror),
+        *refspecs,
+        what="could not copy the repository into a new workspace",
+    )
+    if owner is not None:
+        chown_tree(tmp, owner)
+    tmp.rename(path)
+
+
+def chown_tree(root: Path, uid: int) -> None:
+    """Give a tree the host made to `uid`, never following links."""
+    os.lchown(root, uid, uid)
+    for parent, dirs, files in os.walk(root):
+        for name in dirs + files:
+            os.lchown(os.path.join(parent, name), uid, uid)
+
+
+def remove_tree(path: Path) -> None:
+    """Delete a tree an agent may have written, never following a link in it."""
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.exists():
+        if not shutil.rmtree.avoids_symlink_attacks:
+            raise GitError("this platform cannot delete a directory without following links")
+        shutil.rmtree(path)
+
+
+def write_sync_bundle(mirror: Path, dest: Path, branches: list[str], known: list[str]) -> bool:
+    """A bundle of `branches` minus the commits the workspace is known to have;
+    False when there is nothing it lacks."""
+    have = [sha for sha in known if resolve(mirror, sha)]
+    refs = [f"refs/heads/{b}" for b in branches if branch_sha(mirror, b)]
+    proc = git(
+        mirror, "bundle", "create", str(dest), *refs, *[f"^{sha}" for sha in have], check=False
+    )
+    if proc.returncode == 0:
+        dest.chmod(0o644)
+        return True
+    dest.unlink(missing_ok=True)
+    if "empty bundle" in proc.stderr:
+        return False
+    log.warning("git bundle create failed: %s", log_excerpt(proc.stderr))
+    raise GitError("could not prepare the workspace's update")
+
+
+def is_ancestor(repo: Path, older: str, newer: str) -> bool:
+    return git(repo, "merge-base", "--is-ancestor", older, newer, check=False).returncode == 0
+
+
+_REJECTION = re.compile(r"^ ! \[(?:remote )?rejected\] .*?\((?P<why>.+)\)\s*$", re.M)
+_REMOTE_ERROR = re.compile(r"^remote: (?:error: )?(?P<why>GH\d{3}: .+?)\s*$", re.M)
+
+
+def push(mirror: Path, remote_url: str, sha: str, ref: str, token: str | None) -> None:
+    """Push `sha` to `ref` without force: the remote refuses anything but a fast-forward.
+
+    A refusal by the remote (rules, push protection, large files, workflow files
+    without permission) raises PushRefused with the remote's reason in one line."""
+    proc = git(
+        mirror,
+        "push", "--quiet", "--no-verify", "--porcelain", remote_url, f"{sha}:{ref}",
+        env=auth_env(token),
+        check=False,
+    )  # fmt: skip
+    if proc.returncode == 0:
+        return
+    text = proc.stderr + "\n" + proc.stdout
+    detail = log_excerpt(text)
+    log.warning("git push to %s failed: %s", ref, detail)
+    reason = refusal_reason(text)
+    if reason is None:
+        raise GitError("could not push to the repository", detail=detail)
+    raise PushRefused("the repository refused the push", reason=reason, detail=detail)
+
+
+def refusal_reason(text: str) -> str | None:
+    """The remote's own first line of why it refused a push, or None when it did not say."""
+    for pattern in (_REMOTE_ERROR, _REJECTION):
+        if match := pattern.search(text):
+            return printable(match.group("why"), limit=300, one_line=True)
+    if "non-fast-forward" in text or "fetch first" in text:
+        return "the branch moved on the remote (not a fast-forward)"
     return None
 
 
-def hand_over(workspace: Path, uid: int) -> None:
-    """Give the workspace to the agent's uid (the runner as root reads it with safe.directory).
+def commits_between(repo: Path, base: str, head: str) -> list[CommitInfo]:
+    """The commits from `base` to `head`, oldest first; at most the newest MAX_COMMITS_LISTED."""
+    out = git(
+        repo,
+        "log", f"--max-count={MAX_COMMITS_LISTED}", "--format=%H%x00%s", f"{base}..{head}",
+        what="could not list the run's commits",
+    ).stdout  # fmt: skip
+    commits = [
+        CommitInfo(sha=sha, subject=printable(subject, limit=200, one_line=True))
+        for sha, subject in (ln.split("\0", 1) for ln in out.splitlines() if "\0" in ln)
+    ]
+    return commits[::-1]
 
-    The workspace config ignores ctime and owners, so this does not make git rehash files.
-    """
-    owner = f"{uid}:{uid}"
-    not_theirs = ["(", "!", "-uid", str(uid), "-o", "!", "-gid", str(uid), ")"]
-    # Only what is not theirs yet (new objects, files git checked out), never following links.
-    subprocess.run(
-        ["find", str(workspace), *not_theirs, "-exec", "chown", "-h", owner, "{}", "+"],
-        check=True,
+
+def count_commits(repo: Path, base: str, head: str) -> int:
+    out = git(repo, "rev-list", "--count", f"{base}..{head}", check=False).stdout.strip()
+    return int(out) if out.isdigit() else 0
+
+
+def summarize(repo: Path, base: str, head: str, max_bytes: int = MAX_DIFF_BYTES) -> DiffSummary:
+    """The diff summary of `base..head`, read as a stream and cut at `max_bytes`."""
+    args = [
+        "git", *SAFE_OPTIONS, "-c", f"core.bigFileThreshold={DIFF_BIG_FILE}",
+        "diff", "-M", "--no-color", "--no-ext-diff", "--no-textconv", base, head,
+    ]  # fmt: skip
+    with subprocess.Popen(
+        args, cwd=repo, env=git_env(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+    ) as proc:
+        assert proc.stdout is not None
+        data = proc.stdout.read(max_bytes + 1)
+        cut = len(data) > max_bytes
+        if cut:
+            proc.kill()
+            data = data[: data.rfind(b"\ndiff --git ", 0, max_bytes) + 1]
+        proc.communicate()
+    summary = summarize_diff(data.decode("utf-8", errors="replace"))
+    summary = summary.model_copy(update={"files": [_printable_names(f) for f in summary.files]})
+    if cut:
+        limit = f"{max_bytes // (1024 * 1024)} MB"
+        note = f"the diff is larger than {limit}; only the files before that point are listed"
+        return summary.model_copy(update={"truncated": note})
+    return summary
+
+
+def _printable_names(change: FileChange) -> FileChange:
+    """File names are the agent's: no control characters reach a terminal or a comment."""
+    old = printable(change.old_path, limit=300, one_line=True) if change.old_path else None
+    return change.model_copy(
+        update={"path": printable(change.path, limit=300, one_line=True), "old_path": old}
     )

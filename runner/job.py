@@ -27,13 +27,20 @@ from runner.events import (
 NetworkMode = Literal["none", "allowlist", "bridge"]
 
 _BRANCH_RE = re.compile(
-    r"^(?!/)(?!.*//)(?!.*\.\.)(?!.*@\{)(?!.*\.lock$)(?!.*/$)[A-Za-z0-9._/-]{1,200}$"
+    r"^(?![/.-])(?!.*//)(?!.*\.\.)(?!.*/[.-])(?!.*\.lock(?:/|$))(?!.*[/.]$)[A-Za-z0-9._/-]{1,200}$"
 )
+_NAME_RE = re.compile(r"^(?![.-])(?!.*\.\.)[A-Za-z0-9._-]{1,100}$")
+
+
+def is_valid_name(name: str) -> bool:
+    """Run ids and pipeline names: one path component, never `.`, `..` or an option."""
+    return bool(_NAME_RE.fullmatch(name))
 
 
 def is_valid_branch_name(name: str) -> bool:
-    """A conservative subset of git's ref-name rules, safe on any command line."""
-    return bool(_BRANCH_RE.match(name)) and not name.startswith("-") and not name.endswith(".")
+    """A conservative subset of git's ref-name rules, safe on any command line: no `..`,
+    no component starting with `.` or `-`, no `.lock` component, no control characters."""
+    return bool(_BRANCH_RE.fullmatch(name))
 
 
 class Outcome(StrEnum):
@@ -89,8 +96,8 @@ class RepoRef(BaseModel):
 class RunRequest(BaseModel):
     """Everything a runner needs to execute one run."""
 
-    run_id: str = Field(pattern=r"^[A-Za-z0-9._-]{1,100}$")
-    pipeline: str = Field(pattern=r"^[A-Za-z0-9._-]{1,100}$")
+    run_id: str
+    pipeline: str
     repo: RepoRef
     branch: str
     base_branch: str
@@ -108,6 +115,13 @@ class RunRequest(BaseModel):
     """Repository-scoped token used by the runner for fetch and push; never enters the container."""
     secrets: dict[str, SecretStr] = Field(default_factory=dict)
     """Environment variables given to the agent (API keys); scrubbed from all output."""
+
+    @field_validator("run_id", "pipeline")
+    @classmethod
+    def _name_ok(cls, value: str) -> str:
+        if not is_valid_name(value):
+            raise ValueError(f"not a safe name: {value!r}")
+        return value
 
     @field_validator("branch", "base_branch")
     @classmethod
@@ -164,6 +178,21 @@ class Salvaged(_RunEvent):
     sha: str
 
 
+class PushRefused(_RunEvent):
+    """The remote refused some of the run's commits; they are kept on the runner under
+    `kept_ref` and the next run of the pipeline continues from them."""
+
+    type: Literal["push_refused"] = "push_refused"
+    branch: str
+    sha: str
+    """The first commit the remote refused."""
+    reason: str
+    """The remote's own reason, cut to its first line."""
+    paths: list[str] = Field(default_factory=list)
+    """Files that commit changed (the likely culprits), at most a few."""
+    kept_ref: str
+
+
 class EgressBlocked(_RunEvent):
     """Hosts the egress proxy refused during the run, with how often each was refused."""
 
@@ -181,6 +210,7 @@ class RunFinished(_RunEvent):
     commits: list[CommitInfo] = Field(default_factory=list)
     diff: DiffSummary = Field(default_factory=DiffSummary)
     salvage_ref: str | None = None
+    refused: PushRefused | None = None
     usage: Usage | None = None
     at: datetime = Field(default_factory=now)
 
@@ -197,6 +227,7 @@ RunEvent = Annotated[
     | Pushed
     | Salvaged
     | EgressBlocked
+    | PushRefused
     | RunFinished,
     Field(discriminator="type"),
 ]

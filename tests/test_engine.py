@@ -106,7 +106,7 @@ def test_stop_mid_run_saves_committed_and_uncommitted_work(sample_repo: Path, ca
 
     def stop_when_ready() -> None:
         for _ in range(200):
-            if (cache / "workspaces").exists() and any((cache / "workspaces").rglob("b.txt")):
+            if (cache / "pipelines").exists() and any((cache / "pipelines").rglob("b.txt")):
                 stop.stop("stopped by a test")
                 return
             threading.Event().wait(0.1)

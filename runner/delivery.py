@@ -1,0 +1,277 @@
+"""One run's work, from the sandbox to the remote.
+
+The sandbox exports the agent's commits as a bundle: during the run with
+`docker exec` in the agent's container, at the end in a helper container that
+first commits what the agent left. The host takes the bundle (`runner.handoff`)
+into the trusted mirror and pushes from there: a fast-forward of the pipeline
+branch, or a salvage ref when the agent rewrote history. Commits the remote
+refuses stay on the runner, and the pipeline's next run continues from them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from runner import gitops, handoff
+from runner.diffsummary import DiffSummary
+from runner.errors import GitError, HandoffRefused, PushRefused, TrimoError
+from runner.events import FinalResult, Usage
+from runner.job import (
+    CommitInfo,
+    Outcome,
+    Pushed,
+    RunEvent,
+    RunFinished,
+    RunRequest,
+    Salvaged,
+)
+from runner.job import PushRefused as PushRefusedEvent
+from runner.pipelinedir import PipelineDir
+from runner.printable import printable
+
+log = logging.getLogger(__name__)
+
+BUNDLE_NAME = "run.bundle"
+MAX_REFUSED_PATHS = 5
+
+Exporter = Callable[[list[str], str | None], str]
+"""Runs `trimo-export` in a sandbox with (commits the host has, commit message or None)
+and returns its output (untrusted)."""
+
+
+def run_ref(run_id: str) -> str:
+    return f"refs/trimo/runs/{run_id}"
+
+
+def salvage_ref(run_id: str) -> str:
+    return f"refs/trimo/salvage/{run_id}"
+
+
+def pending_ref(pipeline: str) -> str:
+    """Commits of the pipeline that the remote refused, kept for its next run."""
+    return f"refs/trimo/pending/{pipeline}"
+
+
+@dataclass(frozen=True)
+class Start:
+    """Where a run begins."""
+
+    branch: str
+    base_sha: str
+    """The commit the run starts from."""
+    published_sha: str | None
+    """The pipeline branch's head on the remote before the run (None on a first run)."""
+
+
+@dataclass
+class RunState:
+    """What the engine learns while a run is going."""
+
+    published_sha: str | None
+    last_pushed: str | None = None
+    pushed_commits: int = 0
+    refused: PushRefusedEvent | None = None
+    final_result: FinalResult | None = None
+    usage: Usage | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+@dataclass
+class Delivery:
+    """One run's git side: where its work is taken from, where it goes, what was published."""
+
+    request: RunRequest
+    mirror: Path
+    start: Start
+    pipeline: PipelineDir
+    out_dir: Path
+    emit: Callable[[RunEvent], None]
+    token: str | None
+    state: RunState
+    limits: handoff.Limits = field(default_factory=handoff.Limits)
+
+    @property
+    def tip(self) -> str:
+        return self.state.last_pushed or self.state.published_sha or self.start.base_sha
+
+    def known(self) -> list[str]:
+        """Commits the mirror has that the workspace may build on (bundle prerequisites)."""
+        shas = [self.state.last_pushed, self.state.published_sha, self.start.base_sha]
+        return list(dict.fromkeys([s for s in shas if s] + self.pipeline.known()))
+
+    def take(self, export: Exporter, commit_message: str | None) -> str | None:
+        """Export in the sandbox and take the bundle into the mirror; the head, or None."""
+        known = self.known()
+        output = export(known, commit_message)
+        copy = self.pipeline.incoming / f"{self.request.run_id}.bundle"
+        try:
+            if handoff.take_file(self.out_dir, BUNDLE_NAME, copy, self.limits.bundle_bytes):
+                ref = run_ref(self.request.run_id)
+                return handoff.import_bundle(self.mirror, copy, ref, known, self.limits)
+        finally:
+            copy.unlink(missing_ok=True)
+        claimed = _claimed_head(output)
+        # Nothing new was bundled: the head must be a commit the mirror already has.
+        return claimed if claimed and gitops.resolve(self.mirror, claimed) == claimed else None
+
+    def push_loop(self, export: Exporter, done: threading.Event, interval: float) -> None:
+        """Publish commits as they appear, so a crash loses nothing that was committed."""
+        while not done.wait(interval):
+            with contextlib.suppress(TrimoError, OSError):
+                self.publish(export, final=False)
+
+    def publish(
+        self, export: Exporter, final: bool, commit_message: str | None = None
+    ) -> str | None:
+        """Take the workspace's head and fast-forward the pipeline branch to it."""
+        request, mirror, state = self.request, self.mirror, self.state
+        with state.lock:
+            head = self.take(export, commit_message)
+            previous = self.tip
+            if head is None or head == previous or state.refused is not None:
+                return head
+            if not gitops.is_ancestor(mirror, previous, head):
+                if final:  # the agent may still be rewriting while it runs; decide at the end
+                    gitops.push(
+                        mirror,
+                        request.repo.clone_url,
+                        head,
+                        salvage_ref(request.run_id),
+                        self.token,
+                    )
+                    self.emit(Salvaged(ref=salvage_ref(request.run_id), sha=head))
+                return head
+            try:
+                gitops.push(
+                    mirror, request.repo.clone_url, head, f"refs/heads/{request.branch}", self.token
+                )
+                self._pushed(previous, head)
+            except PushRefused as exc:
+                self._push_what_is_accepted(previous, head, exc)
+            return head
+
+    def _pushed(self, previous: str, head: str) -> None:
+        new = gitops.count_commits(self.mirror, previous, head)
+        self.state.last_pushed = head
+        self.state.pushed_commits += new
+        self.emit(Pushed(branch=self.request.branch, sha=head, commits=new))
+
+    def _push_what_is_accepted(self, previous: str, head: str, refusal: PushRefused) -> None:
+        """Push the longest run of commits the remote accepts; keep and report the rest."""
+        request, mirror = self.request, self.mirror
+        line = gitops.git(
+            mirror, "rev-list", "--first-parent", "--reverse", f"{previous}..{head}"
+        ).stdout.split()
+        accepted, low, high = -1, 0, len(line) - 2  # line[-1] (the head) was refused
+        reason = refusal.reason
+        while low <= high:
+            middle = (low + high) // 2
+            try:
+                gitops.push(
+                    mirror,
+                    request.repo.clone_url,
+                    line[middle],
+                    f"refs/heads/{request.branch}",
+                    self.token,
+                )
+                accepted, low = middle, middle + 1
+            except PushRefused as exc:
+                reason, high = exc.reason, middle - 1
+        if accepted >= 0:
+            self._pushed(previous, line[accepted])
+        first_refused = line[accepted + 1]
+        gitops.git(mirror, "update-ref", pending_ref(request.pipeline), head)
+        paths = gitops.git(
+            mirror, "diff-tree", "--no-commit-id", "--name-only", "-r", "--root", first_refused,
+            check=False,
+        ).stdout.splitlines()[:MAX_REFUSED_PATHS]  # fmt: skip
+        event = PushRefusedEvent(
+            branch=request.branch,
+            sha=first_refused,
+            reason=reason,
+            paths=[printable(p, 200, one_line=True) for p in paths],
+            kept_ref=pending_ref(request.pipeline),
+        )
+        self.state.refused = event
+        self.emit(event)
+
+    def save(
+        self,
+        export: Exporter,
+        outcome: Outcome,
+        reason: str,
+        commit_message: str,
+        exit_code: int | None = None,
+    ) -> RunFinished:
+        """Commit leftovers in the sandbox, publish (fast-forward only, or salvage), summarise."""
+        notes = [reason] if reason else []
+        head: str | None = None
+        try:
+            head = self.publish(export, final=True, commit_message=commit_message)
+        except (HandoffRefused, GitError) as exc:
+            notes.append(exc.message)
+            outcome = Outcome.FAILURE if outcome is Outcome.SUCCESS else outcome
+        tip, base = self.tip, self.start.base_sha
+        commits: list[CommitInfo] = []
+        diff = DiffSummary()
+        if tip != base:
+            commits = gitops.commits_between(self.mirror, base, tip)
+            diff = gitops.summarize(self.mirror, base, tip)
+        self.pipeline.remember(head, tip, base)
+        salvaged = None
+        if self.state.refused is not None:
+            refused = self.state.refused
+            notes.append(
+                f"the repository refused commit {refused.sha[:7]} ({refused.reason}); "
+                "it and the commits after it are kept on the runner, and the next run "
+                "continues from them"
+            )
+            outcome = Outcome.FAILURE if outcome is Outcome.SUCCESS else outcome
+        elif head is not None and head != tip:
+            salvaged = salvage_ref(self.request.run_id)
+            notes.append(
+                "the agent rewrote the branch's history, so its work was kept on "
+                f"{salvaged} instead of being force-pushed"
+            )
+            outcome = Outcome.FAILURE if outcome is Outcome.SUCCESS else outcome
+        return RunFinished(
+            run_id=self.request.run_id,
+            outcome=outcome,
+            reason="; ".join(notes),
+            exit_code=exit_code,
+            head_sha=tip,
+            commits=commits,
+            diff=diff,
+            salvage_ref=salvaged,
+            refused=self.state.refused,
+            usage=self.state.usage,
+        )
+
+
+def _claimed_head(output: str) -> str | None:
+    for line in output.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[0] == "head" and gitops.SHA_RE.match(parts[1]):
+            return parts[1]
+    return None
+
+
+def starting_point(mirror: Path, request: RunRequest) -> Start:
+    """Where the run starts: the pipeline's refused-but-kept commits, else its published head,
+    else the base branch."""
+    published = gitops.branch_sha(mirror, request.branch)
+    base = published or gitops.branch_sha(mirror, request.base_branch)
+    if base is None:
+        raise GitError(f"the base branch {request.base_branch!r} does not exist in the repository")
+    pending = gitops.resolve(mirror, pending_ref(request.pipeline))
+    if pending is not None:
+        if gitops.is_ancestor(mirror, base, pending) and pending != base:
+            base = pending
+        else:  # the remote took them since, or the branch moved on without them
+            gitops.git(mirror, "update-ref", "-d", pending_ref(request.pipeline), check=False)
+    return Start(branch=request.branch, base_sha=base, published_sha=published)

@@ -1,0 +1,146 @@
+"""What crosses from the sandbox to the host: one regular file, a git bundle.
+
+Inside the sandbox, `trimo-export` bundles the agent's new commits into the
+run's out directory. The host opens that file without following links, takes
+it only if it is a regular file under the size cap, copies it where only the
+host can write, verifies it against the trusted mirror, fetches it with fsck
+into a ref of the run, and checks each new file against the file size cap.
+Nothing else the agent wrote is ever read by the host.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from runner import gitops
+from runner.errors import HandoffRefused
+from runner.printable import printable
+
+CHUNK = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Caps on what an agent may hand over in one run."""
+
+    bundle_bytes: int = 1024 * 1024 * 1024
+    file_bytes: int = 100 * 1024 * 1024
+    """GitHub refuses files over 100 MB; a bigger file would only fail later."""
+
+
+def size_text(n: int) -> str:
+    for unit, size in (("GB", 1 << 30), ("MB", 1 << 20), ("KB", 1 << 10)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n} bytes"
+
+
+def take_file(directory: Path, name: str, dest: Path, cap: int) -> bool:
+    """Copy `directory/name` to `dest` if it is a regular file of at most `cap` bytes.
+
+    Never follows a link; False when there is no such file. The file is removed
+    from `directory` once taken, so the next hand-over starts afresh."""
+    dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        try:
+            fd = os.open(
+                name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd
+            )
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.ENXIO, errno.EACCES):
+                raise HandoffRefused(
+                    "the agent's work was handed over as a link, not a file"
+                ) from exc
+            raise
+        with os.fdopen(fd, "rb") as source:
+            info = os.fstat(source.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                raise HandoffRefused(
+                    "the agent's work was handed over as something other than a file"
+                )
+            _refuse_over(info.st_size, cap)
+            written = 0
+            out_fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+            with os.fdopen(out_fd, "wb") as target:
+                while chunk := source.read(CHUNK):
+                    written += len(chunk)
+                    _refuse_over(written, cap)
+                    target.write(chunk)
+        os.unlink(name, dir_fd=dir_fd)
+        return True
+    finally:
+        os.close(dir_fd)
+
+
+def _refuse_over(size: int, cap: int) -> None:
+    if size > cap:
+        raise HandoffRefused(
+            f"the agent's new commits are over {size_text(cap)} as a bundle, "
+            "so they were not taken from the sandbox"
+        )
+
+
+def import_bundle(mirror: Path, bundle: Path, ref: str, known: list[str], limits: Limits) -> str:
+    """Verify `bundle` against the mirror, fetch it with fsck into `ref`, and return its head.
+
+    A bundle with a file over the cap is refused; its commits stay in the mirror
+    under `ref` (the runner keeps the work) but the caller must not publish them."""
+    if gitops.git(mirror, "bundle", "verify", "--quiet", str(bundle), check=False).returncode:
+        raise HandoffRefused("the agent's work could not be verified (a damaged or forged bundle)")
+    heads = gitops.git(mirror, "bundle", "list-heads", str(bundle), check=False).stdout.split()
+    if len(heads) != 2 or not gitops.SHA_RE.match(heads[0]):
+        raise HandoffRefused("the agent's work was handed over in an unexpected shape")
+    head = heads[0]
+    proc = gitops.git(
+        mirror,
+        "-c", "fetch.fsckObjects=true", "-c", "transfer.fsckObjects=true",
+        "fetch", "--quiet", "--no-tags", "--no-write-fetch-head", str(bundle), f"+{heads[1]}:{ref}",
+        check=False,
+    )  # fmt: skip
+    if proc.returncode != 0 or gitops.resolve(mirror, ref) != head:
+        gitops.log.warning("fetch from bundle failed: %s", gitops.log_excerpt(proc.stderr))
+        raise HandoffRefused("the agent's commits failed git's integrity checks")
+    if (big := largest_new_file(mirror, head, known, limits.file_bytes)) is not None:
+        path, size = big
+        raise HandoffRefused(
+            f"the agent's commits add `{path}` ({size_text(size)}), over the "
+            f"{size_text(limits.file_bytes)} limit for one file; they were kept on the runner "
+            "and not pushed"
+        )
+    return head
+
+
+def largest_new_file(mirror: Path, head: str, known: list[str], cap: int) -> tuple[str, int] | None:
+    """The first new file in `head` (not in `known`) larger than `cap`, streamed."""
+    have = [sha for sha in known if gitops.resolve(mirror, sha)]
+    env = gitops.git_env()
+    rev_list = subprocess.Popen(
+        ["git", *gitops.SAFE_OPTIONS, "rev-list", "--objects", head, "--not", *have],
+        cwd=mirror, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    check = subprocess.Popen(
+        ["git", *gitops.SAFE_OPTIONS, "cat-file",
+         "--batch-check=%(objecttype) %(objectsize) %(rest)"],
+        cwd=mirror, env=env, stdin=rev_list.stdout, stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert rev_list.stdout is not None and check.stdout is not None
+    rev_list.stdout.close()
+    found: tuple[str, int] | None = None
+    with check:
+        for raw in check.stdout:
+            kind, size, *rest = raw.decode("utf-8", errors="replace").rstrip("\n").split(" ", 2)
+            if kind == "blob" and size.isdigit() and int(size) > cap:
+                found = (printable(rest[0] if rest else "?", 200, one_line=True), int(size))
+                check.kill()
+                break
+    rev_list.kill()
+    rev_list.wait()
+    return found

@@ -1,0 +1,106 @@
+"""A pipeline's place on the runner: its disk, workspace, home and the host's notes.
+
+    <cache>/pipelines/<repo key>/<pipeline>/     host only (0700)
+        disk.img, root/                          the pipeline's filesystem (runner.disk)
+            workspace/  home/                    the agent's (mounted into its container)
+            io/<run>/                            /trimo (read-only) for one run
+                out/                             /trimo/out, where the sandbox leaves bundles
+        state.json                               the host's notes: commits the workspace has
+        incoming/                                host only: bundles taken from out/
+
+Only `workspace`, `home` and `io/<run>/out` are ever written by an
+agent; the host reads nothing from them but a bundle (`runner.handoff`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from runner import disk, gitops
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "state.json"
+MAX_KNOWN = 6
+
+
+@dataclass(frozen=True)
+class PipelineDir:
+    path: Path
+
+    @classmethod
+    def of(cls, cache_dir: Path, clone_url: str, pipeline: str) -> PipelineDir:
+        return cls(cache_dir / "pipelines" / gitops.repo_key(clone_url) / pipeline)
+
+    @property
+    def lock(self) -> Path:
+        return self.path.with_name(self.path.name + ".lock")
+
+    @property
+    def incoming(self) -> Path:
+        return self.path / "incoming"
+
+    def create(self) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.path.chmod(0o700)
+        self.incoming.mkdir(exist_ok=True, mode=0o700)
+
+    def known(self) -> list[str]:
+        """Commits the workspace is known to hold (the host's own notes, not the agent's)."""
+        try:
+            data = json.loads((self.path / STATE_FILE).read_text())
+        except (OSError, ValueError):
+            return []
+        found = data.get("known", []) if isinstance(data, dict) else []
+        return [sha for sha in found if isinstance(sha, str) and gitops.SHA_RE.match(sha)]
+
+    def remember(self, *shas: str | None) -> None:
+        known = list(dict.fromkeys([s for s in shas if s] + self.known()))[:MAX_KNOWN]
+        tmp = self.path / f".{STATE_FILE}.tmp"
+        tmp.write_text(json.dumps({"known": known, "used": time.time()}))
+        tmp.replace(self.path / STATE_FILE)
+
+    def forget_workspace(self) -> None:
+        (self.path / STATE_FILE).unlink(missing_ok=True)
+
+    def last_used(self) -> float:
+        try:
+            return (self.path / STATE_FILE).stat().st_mtime
+        except OSError:
+            return self.path.stat().st_mtime
+
+
+def sweep(cache_dir: Path, ttl_days: float, now: float | None = None) -> list[Path]:
+    """Delete pipelines (workspace, home, disk) unused for `ttl_days`; returns what went.
+
+    A pipeline in use is skipped: its lock is held by the run."""
+    import fcntl
+
+    removed: list[Path] = []
+    limit = (now or time.time()) - ttl_days * 86400
+    for state in sorted((cache_dir / "pipelines").glob(f"*/*/{STATE_FILE}")):
+        pipeline = PipelineDir(state.parent)
+        if pipeline.last_used() > limit:
+            continue
+        with pipeline.lock.open("a") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue
+            remove(pipeline)
+            removed.append(pipeline.path)
+    return removed
+
+
+def remove(pipeline: PipelineDir) -> None:
+    """Unmount and delete a pipeline's directory, never following a link in it."""
+    root = pipeline.path / disk.ROOT_NAME
+    if os.path.ismount(root):
+        disk.unmount(root)
+    gitops.remove_tree(pipeline.path)
+    log.info("removed pipeline directory %s", pipeline.path)

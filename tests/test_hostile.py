@@ -1,0 +1,246 @@
+"""The agent is an attacker: what it leaves in its workspace never reaches the host.
+
+Each test is an agent script that knows Trimo's layout (the host paths of the
+cache, the mirrors and the test's own files) and tries to use the runner, which
+runs as root like a default runner, against the host. Every test asserts that
+host files are untouched, nothing ran on the host, no host text reached a run
+record, and no foreign objects reached any ref.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+
+from runner.job import Outcome, RunEvent, RunFinished
+from tests.conftest import git
+from tests.engine_helpers import make_request, record_of, run
+
+pytestmark = pytest.mark.docker
+
+HOST_SECRET = "host-only-secret-4f1e9b"
+
+
+@pytest.fixture
+def cache(tmp_path: Path, test_image: str) -> Path:
+    return tmp_path / "cache"
+
+
+@pytest.fixture
+def host(tmp_path: Path) -> Path:
+    """A directory of host files the agent would like to read or change."""
+    path = tmp_path / "host"
+    path.mkdir()
+    (path / "profile").write_text(f"export SECRET={HOST_SECRET}\n")
+    (path / "config").write_text(f"[core]\n\tsecret = {HOST_SECRET}\n")
+    return path
+
+
+def snapshot(directory: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(directory.rglob("*"))
+        if p.is_file() and not p.is_symlink()
+    }
+
+
+def every_text(events: list[RunEvent], finished: RunFinished) -> str:
+    return "\n".join(e.model_dump_json() for e in events) + finished.model_dump_json()
+
+
+def assert_host_safe(host: Path, before: dict[str, str], text: str) -> None:
+    assert snapshot(host) == before, "a host file was changed"
+    assert not (host / "pwned").exists(), "a command ran on the host"
+    assert HOST_SECRET not in text, "host text reached a run record"
+
+
+def test_git_config_linked_to_a_host_file_is_not_written(
+    sample_repo: Path, cache: Path, host: Path
+) -> None:
+    before = snapshot(host)
+    request = make_request(sample_repo, f"rm .git/config && ln -s {host}/config .git/config")
+    finished, events = run(cache, request)
+    assert_host_safe(host, before, every_text(events.events, finished))
+
+
+def test_git_dir_linked_to_a_host_directory_is_not_written(
+    sample_repo: Path, cache: Path, host: Path
+) -> None:
+    before = snapshot(host)
+    request = make_request(sample_repo, f"mv .git /tmp/g && ln -s {host} .git; echo x > new.txt")
+    finished, events = run(cache, request)
+    assert_host_safe(host, before, every_text(events.events, finished))
+
+
+def test_nested_repository_filter_never_runs_on_the_host(
+    sample_repo: Path, cache: Path, host: Path
+) -> None:
+    before = snapshot(host)
+    script = f"""
+set -e
+mkdir sub && cd sub && git init -q && echo data > f.txt && git add f.txt && git commit -qm sub
+git config filter.evil.clean 'touch {host}/pwned; cat'
+echo '* filter=evil' > .gitattributes
+cd .. && git add sub && git commit -qm 'add nested repo'
+touch -d '2001-01-01' sub/f.txt; echo changed >> sub/f.txt
+git config filter.evil.clean 'touch {host}/pwned; cat'
+echo '* filter=evil' > .gitattributes
+"""
+    finished, events = run(cache, make_request(sample_repo, script))
+    assert_host_safe(host, before, every_text(events.events, finished))
+
+
+def test_linked_reflog_gets_no_attacker_line_on_the_next_run(
+    sample_repo: Path, cache: Path, host: Path
+) -> None:
+    before = snapshot(host)
+    first = make_request(
+        sample_repo, f"rm -f .git/logs/HEAD && ln -s {host}/profile .git/logs/HEAD"
+    )
+    finished1, events1 = run(cache, first)
+    second = make_request(sample_repo, "true", history=[record_of(first, finished1)])
+    finished2, events2 = run(cache, second)
+    assert_host_safe(host, before, every_text(events1.events + events2.events, finished2))
+    assert finished2.outcome is Outcome.SUCCESS, finished2.reason
+
+
+@pytest.mark.parametrize("planted", ["packed-refs", "info/grafts", "shallow"])
+def test_linked_git_files_never_leak_host_text(
+    sample_repo: Path, cache: Path, host: Path, planted: str
+) -> None:
+    before = snapshot(host)
+    script = (
+        f"mkdir -p .git/info && rm -f .git/{planted} && ln -s {host}/profile .git/{planted}; "
+        "echo more > more.txt"
+    )
+    first = make_request(sample_repo, script)
+    finished1, events1 = run(cache, first)
+    second = make_request(
+        sample_repo, "cat /trimo/context.md", history=[record_of(first, finished1)]
+    )
+    finished2, events2 = run(cache, second)
+    assert_host_safe(host, before, every_text(events1.events + events2.events, finished2))
+
+
+def test_another_repositorys_mirror_is_out_of_reach(
+    sample_repo: Path, tmp_path: Path, cache: Path, host: Path
+) -> None:
+    private = tmp_path / "private"
+    private.mkdir()
+    git(private, "init", "-q", "-b", "main")
+    (private / "secret.txt").write_text(f"{HOST_SECRET}\n")
+    git(private, "add", "-A")
+    git(private, "-c", "user.name=P", "-c", "user.email=p@x", "commit", "-qm", "private")
+    private_sha = git(private, "rev-parse", "HEAD")
+    finished, _ = run(cache, make_request(private, "true", pipeline="other"))
+    assert finished.outcome is Outcome.SUCCESS, finished.reason
+    mirror = cache / "mirrors" / f"{hashlib.sha256(str(private).encode()).hexdigest()[:16]}.git"
+    assert mirror.is_dir(), "the test's idea of the mirror layout is out of date"
+    mirror_config = (mirror / "config").read_bytes()
+
+    script = f"""
+rm -rf .git/objects .git/refs
+ln -s {mirror}/objects .git/objects
+ln -s {mirror}/refs .git/refs
+echo 'ref: refs/heads/main' > .git/HEAD
+echo work > work.txt
+"""
+    finished, events = run(cache, make_request(sample_repo, script, pipeline="thief"))
+    text = every_text(events.events, finished)
+    assert HOST_SECRET not in text and str(mirror) not in text
+    assert (mirror / "config").read_bytes() == mirror_config
+    found = subprocess_ok(sample_repo, "cat-file", "-e", f"{private_sha}^{{commit}}")
+    assert not found, "the private repository's commit reached this repository"
+
+
+def test_mirror_path_is_invisible_to_the_agent(sample_repo: Path, cache: Path) -> None:
+    request = make_request(
+        sample_repo, "cat .git/config; git remote -v; env; cat /proc/self/mountinfo"
+    )
+    _, events = run(cache, request)
+    assert str(cache) not in events.text()
+
+
+def test_pipeline_branches_of_others_are_invisible(sample_repo: Path, cache: Path) -> None:
+    run(cache, make_request(sample_repo, "echo a > a && git add a && git commit -qm a", "one"))
+    _, events = run(
+        cache, make_request(sample_repo, "git for-each-ref; git log --all --oneline", "two")
+    )
+    assert "trimo/one" not in events.text()
+
+
+def subprocess_ok(cwd: Path, *args: str) -> bool:
+    import subprocess
+
+    return subprocess.run(["git", *args], cwd=cwd, capture_output=True).returncode == 0
+
+
+def test_gitfile_pointing_at_a_host_path_is_ignored(
+    sample_repo: Path, cache: Path, host: Path
+) -> None:
+    before = snapshot(host)
+    (host / "gitdir").mkdir()
+    git(host / "gitdir", "init", "-q", "--bare")
+    before = snapshot(host)
+    request = make_request(
+        sample_repo, f"rm -rf .git && echo 'gitdir: {host}/gitdir' > .git; echo x > x.txt"
+    )
+    finished, events = run(cache, request)
+    assert_host_safe(host, before, every_text(events.events, finished))
+
+
+@pytest.mark.parametrize(
+    "setting",
+    ["core.worktree {host}", "include.path {host}/config", "core.sshCommand 'touch {host}/pwned'"],
+)
+def test_planted_config_settings_do_nothing_on_the_host(
+    sample_repo: Path, cache: Path, host: Path, setting: str
+) -> None:
+    before = snapshot(host)
+    key, value = setting.format(host=host).split(" ", 1)
+    request = make_request(sample_repo, f"git config {key} {value}; echo y > y.txt")
+    finished, events = run(cache, request)
+    assert_host_safe(host, before, every_text(events.events, finished))
+
+
+def test_special_files_and_links_in_the_tree(sample_repo: Path, cache: Path, host: Path) -> None:
+    before = snapshot(host)
+    script = f"""
+ln -s {host}/profile link-to-host
+ln -s loop1 loop2; ln -s loop2 loop1
+mkfifo fifo
+ln README.md hard-link
+printf 'x' > "$(printf 'new\\nline')"
+printf 'y' > "$(printf 'bad\\xff\\xfename')"
+echo ok
+"""
+    finished, events = run(cache, make_request(sample_repo, script))
+    assert_host_safe(host, before, every_text(events.events, finished))
+    assert finished.outcome is Outcome.SUCCESS, finished.reason
+    assert git(sample_repo, "show", "trimo/p1:link-to-host") == f"{host}/profile"
+
+
+def test_a_ref_named_like_the_base_branch_changes_nothing(sample_repo: Path, cache: Path) -> None:
+    main_before = git(sample_repo, "rev-parse", "main")
+    script = (
+        "git checkout -q -b main-evil && echo evil > evil.txt && git add -A && "
+        "git commit -qm evil && git update-ref refs/heads/main HEAD && git checkout -q main"
+    )
+    finished, _ = run(cache, make_request(sample_repo, script))
+    assert git(sample_repo, "rev-parse", "main") == main_before
+    assert finished.outcome in (Outcome.SUCCESS, Outcome.FAILURE)
+
+
+def test_many_files_are_saved(sample_repo: Path, cache: Path) -> None:
+    script = "mkdir many && cd many && seq 1 100000 | xargs touch"
+    finished, _ = run(cache, make_request(sample_repo, script, timeout_s=300))
+    assert finished.outcome is Outcome.SUCCESS, finished.reason
+    listing = git(sample_repo, "ls-tree", "-r", "--name-only", "trimo/p1", "many/")
+    assert len(listing.splitlines()) == 100_000
+
+
+def test_runner_is_root_like_a_default_runner() -> None:
+    assert os.geteuid() == 0, "the adversarial suite must run as root, like a default runner"
