@@ -343,3 +343,16 @@ def test_allowlist_is_the_default_network() -> None:
     assert request([]).model_copy().network == "allowlist"
     assert RunRequest.model_fields["network"].default == "allowlist"
     assert "allowlist" in RunnerPolicy().allowed_networks
+
+
+def test_the_check_run_text_for_blocked_hosts() -> None:
+    from runner.templating import render
+
+    text = render(
+        "github/_blocked_hosts.md.j2",
+        blocked=[{"host": "`example.org`", "count": 3}, {"host": "`evil.test`", "count": 1}],
+    )
+    assert text.strip().split("\n") == [
+        "- blocked: `example.org` ×3 — add it to `allowed_hosts` in `.github/trimo.yml`",
+        "- blocked: `evil.test` ×1 — add it to `allowed_hosts` in `.github/trimo.yml`",
+    ]
