@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from secrets import token_hex as secrets_token
 from typing import Annotated
@@ -13,9 +15,9 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from runner import dockerclient, images, localstate
+from runner import disk, dockerclient, images, localstate
 from runner.agents import get_adapter
-from runner.engine import EngineConfig, RunEngine, StopSignal
+from runner.engine import RunEngine, StopSignal
 from runner.errors import TrimoError
 from runner.job import Outcome, RepoRef, Resources, RunEvent, RunRecord, RunRequest
 from runner.settings import RunnerSettings
@@ -156,41 +158,22 @@ def run(
     except (TrimoError, ValueError) as exc:
         raise fail(exc if isinstance(exc, TrimoError) else TrimoError(str(exc))) from exc
 
-    engine = RunEngine(
-        EngineConfig(
-            cache_dir=settings.cache_dir,
-            runner_id=f"local@{settings.runner_id}",
-            agent_uid=settings.agent_uid,
-            stop_grace_seconds=settings.stop_grace_seconds,
-        )
-    )
+    engine = RunEngine(settings.engine_config(f"local@{settings.runner_id}", keep_ledger=True))
+    out = Console()
+    recover_local(engine, out)
     stop = StopSignal()
     started = time.monotonic()
-    interrupted = 0
-
-    def on_sigint(_signum: int, _frame: object) -> None:
-        nonlocal interrupted
-        interrupted += 1
-        if interrupted > 1:
-            raise KeyboardInterrupt
-        stop.stop("stopped with Ctrl-C")
-
-    previous = signal.signal(signal.SIGINT, on_sigint)
-    out = Console()
     label = f"{name} · {agent_name}"
-    try:
-        with out.status(f"{label}: preparing workspace…") as status:
+    with stop_on_signals(stop), out.status(f"{label}: preparing workspace…") as status:
 
-            def on_event(event: RunEvent) -> None:
-                if (line := event_line(event)) is not None:
-                    out.print(line, highlight=False)
-                status.update(
-                    f"{label}: running {time.monotonic() - started:.0f}s  (Ctrl-C stops and saves)"
-                )
+        def on_event(event: RunEvent) -> None:
+            if (line := event_line(event)) is not None:
+                out.print(line, highlight=False, markup=False)
+            status.update(
+                f"{label}: running {time.monotonic() - started:.0f}s  (Ctrl-C stops and saves)"
+            )
 
-            finished = engine.execute(request, on_event, stop)
-    finally:
-        signal.signal(signal.SIGINT, previous)
+        finished = engine.execute(request, on_event, stop)
     record.runs.append(
         RunRecord(
             run_id=request.run_id,
@@ -208,6 +191,44 @@ def run(
     print_summary(out, finished, record.branch, time.monotonic() - started)
     out.print(f'\nContinue with: trimo run --pipeline {name} "…"', highlight=False)
     raise typer.Exit(EXIT_CODES[finished.outcome])
+
+
+STOPPING_SIGNALS = {
+    signal.SIGINT: "stopped with Ctrl-C",
+    signal.SIGTERM: "stopped by SIGTERM",
+    signal.SIGHUP: "stopped: the terminal went away (SIGHUP)",
+}
+
+
+@contextlib.contextmanager
+def stop_on_signals(stop: StopSignal) -> Iterator[None]:
+    """Ctrl-C, SIGTERM and SIGHUP stop the agent and save its work; a second one interrupts."""
+    received = 0
+
+    def on_signal(signum: int, _frame: object) -> None:
+        nonlocal received
+        received += 1
+        if received > 1:
+            raise KeyboardInterrupt
+        stop.stop(STOPPING_SIGNALS[signal.Signals(signum)])
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in STOPPING_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def recover_local(engine: RunEngine, out: Console) -> None:
+    """Save and clean up what a killed `trimo run` left behind (its container, its work)."""
+    for finished in engine.recover_abandoned(lambda _event: None):
+        out.print(
+            f"Saved the work of run {finished.run_id}, which a killed `trimo run` left behind "
+            f"({finished.outcome.value}).",
+            highlight=False,
+            markup=False,
+        )
 
 
 def pipelines(
@@ -267,8 +288,19 @@ def doctor() -> None:
             report(True, f"image {settings.image} is built")
         except TrimoError as exc:
             report(False, exc.message, exc.hint)
+        recover_local(RunEngine(settings.engine_config(f"local@{settings.runner_id}", True)), out)
     except TrimoError as exc:
         report(False, exc.message, exc.hint)
+    limited = disk.parse_size(settings.disk) > 0 and disk.can_limit()
+    report(
+        limited,
+        f"each pipeline's disk is limited to {settings.disk}"
+        if limited
+        else "pipelines have no disk limit: an agent can fill this machine's disk",
+        "run Trimo as root on a machine with loop devices (/dev/loop-control), "
+        "and keep TRIMO_DISK above 0",
+        required=False,
+    )
     try:
         redis.Redis.from_url(settings.redis_url, socket_connect_timeout=2).ping()
         report(True, f"Redis is reachable at {settings.redis_url}")

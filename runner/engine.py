@@ -15,7 +15,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,7 @@ from runner.container import (
 from runner.delivery import BUNDLE_NAME, Delivery, Exporter, RunState, Start, starting_point
 from runner.errors import TrimoError, WorkspaceError
 from runner.events import AgentEvent, FinalResult, Usage
+from runner.handoff import Limits
 from runner.job import Outcome, RunEvent, RunFinished, RunRequest, RunStarted, run_event_adapter
 from runner.pipelinedir import PipelineDir
 from runner.scrub import Scrubber
@@ -80,6 +81,7 @@ class EngineConfig:
     """Record each run on disk while it goes, so a restarted runner can save abandoned work."""
     disk_bytes: int = 10 * 1024**3
     """Each pipeline's workspace and home share a filesystem of this size (0: no limit)."""
+    limits: Limits = field(default_factory=Limits)
 
     @property
     def mirrors_dir(self) -> Path:
@@ -314,7 +316,9 @@ class RunEngine:
                 io, out = self._io_dir(root, request.run_id)
                 spec = self._spec(request, [], root, io, out, {})
                 state = RunState(published_sha=gitops.branch_sha(mirror, request.branch))
-                delivery = Delivery(request, mirror, start, pipeline, out, emit, token, state)
+                delivery = Delivery(
+                    request, mirror, start, pipeline, out, emit, token, state, self.config.limits
+                )
                 try:
                     finished = delivery.save(
                         self._helper_exporter(spec),
@@ -423,7 +427,9 @@ class RunEngine:
         resumed = not fresh and bool(pipeline.known())
         container: AgentContainer | None = None
         exit_info: ExitInfo | None = None
-        delivery = Delivery(request, mirror, start, pipeline, out, emit, token, state)
+        delivery = Delivery(
+            request, mirror, start, pipeline, out, emit, token, state, self.config.limits
+        )
         try:
             prompt = self._write_context(io, request, adapter)
             branches = [request.base_branch] + ([request.branch] if start.published_sha else [])

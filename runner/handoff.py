@@ -59,12 +59,11 @@ def take_file(directory: Path, name: str, dest: Path, cap: int) -> bool:
                     "the agent's work was handed over as a link, not a file"
                 ) from exc
             raise
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            os.close(fd)
+            raise HandoffRefused("the agent's work was handed over as something other than a file")
         with os.fdopen(fd, "rb") as source:
-            info = os.fstat(source.fileno())
-            if not stat.S_ISREG(info.st_mode):
-                raise HandoffRefused(
-                    "the agent's work was handed over as something other than a file"
-                )
             _refuse_over(info.st_size, cap)
             written = 0
             out_fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)

@@ -6,10 +6,13 @@ import socket
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from runner.agents import ADAPTERS
+from runner.disk import parse_size
+from runner.engine import EngineConfig
+from runner.handoff import Limits
 from runner.network.egress import upstream_from_env
 from runner.policy import RunnerPolicy, split_list
 
@@ -36,6 +39,13 @@ class RunnerSettings(BaseSettings):
     agent_uid: int = 1000
     """The uid the agent runs as in its container when Trimo itself runs as root."""
     stop_grace_seconds: float = 3.0
+    disk: str = "10g"
+    """Each pipeline's disk (workspace, home and run files) as a filesystem of this size;
+    0 for none. Needs root and loop devices."""
+    home_ttl_days: float = Field(default=14, gt=0)
+    """Pipelines (workspace, home, disk) unused for this long are deleted."""
+    max_bundle: str = "1g"
+    """The most an agent may hand over from one run, as a git bundle."""
 
     anthropic_api_key: SecretStr | None = None
     openai_api_key: SecretStr | None = None
@@ -55,6 +65,23 @@ class RunnerSettings(BaseSettings):
     runner_allowed_networks: str = "none,allowlist,bridge"
     runner_allowed_hosts: str = ""
     runner_max_timeout_minutes: float = 24 * 60
+
+    @field_validator("disk", "max_bundle")
+    @classmethod
+    def _size_ok(cls, value: str) -> str:
+        parse_size(value)
+        return value
+
+    def engine_config(self, runner_id: str, keep_ledger: bool) -> EngineConfig:
+        return EngineConfig(
+            cache_dir=self.cache_dir,
+            runner_id=runner_id,
+            agent_uid=self.agent_uid,
+            stop_grace_seconds=self.stop_grace_seconds,
+            keep_ledger=keep_ledger,
+            disk_bytes=parse_size(self.disk),
+            limits=Limits(bundle_bytes=parse_size(self.max_bundle)),
+        )
 
     def runner_policy(self) -> RunnerPolicy:
         return RunnerPolicy(

@@ -16,7 +16,16 @@ from runner.events import (
     Usage,
     shorten,
 )
-from runner.job import Outcome, Pushed, RunEvent, RunFinished, RunStarted, Salvaged
+from runner.job import (
+    Outcome,
+    Pushed,
+    PushRefused,
+    RunEvent,
+    RunFinished,
+    RunStarted,
+    Salvaged,
+)
+from runner.printable import printable
 
 OUTCOME_STYLE = {
     Outcome.SUCCESS: ("bold green", "succeeded"),
@@ -27,23 +36,36 @@ OUTCOME_STYLE = {
 }
 
 
+def safe(text: str, width: int | None = None) -> str:
+    """Agent-derived text for one terminal line: no escape sequences or control characters."""
+    clean = printable(text, one_line=True)
+    return shorten(clean, width) if width is not None else clean
+
+
 def event_line(event: RunEvent, width: int = 160) -> Text | None:
-    """A one-line rendering of `event`, or None for events not worth a line."""
+    """A one-line rendering of `event`, or None for events not worth a line.
+
+    Every text that came from the agent goes through `safe`; Text never parses markup."""
     match event:
         case RunStarted():
             return Text(f"▶ {event.agent} started in {event.image} on {event.branch}", "bold")
         case AssistantMessage():
-            return Text(f"  {shorten(event.text, width)}")
+            return Text(f"  {safe(event.text, width)}")
         case ToolCall():
             return Text.assemble(
-                ("  ⚙ ", "cyan"), (event.name, "cyan"), f" {shorten(event.summary, width)}"
+                ("  ⚙ ", "cyan"), (safe(event.name, 40), "cyan"), f" {safe(event.summary, width)}"
             )
         case ToolResult() if event.is_error:
-            return Text(f"    ✗ {shorten(event.summary, width)}", "red")
+            return Text(f"    ✗ {safe(event.summary, width)}", "red")
         case AgentError():
-            return Text(f"  ! {shorten(event.message, width)}", "red")
+            return Text(f"  ! {safe(event.message, width)}", "red")
         case RawLog():
-            return Text(f"  {shorten(event.line, width)}", "dim") if event.line.strip() else None
+            return Text(f"  {safe(event.line, width)}", "dim") if event.line.strip() else None
+        case PushRefused():
+            return Text(
+                f"⚠ the repository refused commit {event.sha[:7]}: {safe(event.reason, width)}",
+                "yellow",
+            )
         case Pushed():
             plural = "s" if event.commits != 1 else ""
             return Text(
@@ -60,28 +82,32 @@ def event_line(event: RunEvent, width: int = 160) -> Text | None:
 
 
 def print_summary(console: Console, finished: RunFinished, branch: str, elapsed: float) -> None:
+    """The end of a run. Reasons, subjects and file names can carry the agent's text, so
+    they are printed as plain Text (no markup) and without control characters."""
     style, verb = OUTCOME_STYLE[finished.outcome]
     console.print()
     console.print(Text(f"The run {verb} after {elapsed:.1f}s.", style))
     if finished.reason:
-        console.print(f"  {finished.reason}")
+        console.print(Text(f"  {printable(finished.reason)}"))
     if finished.commits:
-        console.print(f"\n{len(finished.commits)} commit(s) on [bold]{branch}[/]:")
+        console.print(
+            Text.assemble(f"\n{len(finished.commits)} commit(s) on ", (branch, "bold"), ":")
+        )
         for commit in finished.commits[-15:]:
-            console.print(f"  {commit.sha[:7]} {commit.subject}", highlight=False)
+            console.print(Text(f"  {commit.sha[:7]} {safe(commit.subject)}"))
     else:
-        console.print(f"\nNo new commits on [bold]{branch}[/].")
+        console.print(Text.assemble("\nNo new commits on ", (branch, "bold"), "."))
     if not finished.diff.is_empty:
         table = Table(show_edge=False, pad_edge=False, box=None)
         table.add_column("file")
         table.add_column("", justify="right", style="green")
         table.add_column("", justify="right", style="red")
         for change in finished.diff.files[:40]:
-            name = f"{change.old_path} → {change.path}" if change.old_path else change.path
+            name = safe(f"{change.old_path} → {change.path}" if change.old_path else change.path)
             if change.binary:
-                table.add_row(name, "binary", "")
+                table.add_row(Text(name), "binary", "")
             else:
-                table.add_row(name, f"+{change.added}", f"-{change.removed}")
+                table.add_row(Text(name), f"+{change.added}", f"-{change.removed}")
         console.print(table)
         console.print(
             f"{len(finished.diff.files)} file(s), +{finished.diff.added} -{finished.diff.removed}"
@@ -89,5 +115,7 @@ def print_summary(console: Console, finished: RunFinished, branch: str, elapsed:
     if finished.usage is not None:
         usage = finished.usage
         cost = f", ${usage.cost_usd:.4f}" if usage.cost_usd is not None else ""
-        model = f"{usage.model}: " if usage.model else ""
-        console.print(f"{model}{usage.input_tokens} in / {usage.output_tokens} out tokens{cost}")
+        model = f"{safe(usage.model, 60)}: " if usage.model else ""
+        console.print(
+            Text(f"{model}{usage.input_tokens} in / {usage.output_tokens} out tokens{cost}")
+        )

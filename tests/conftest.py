@@ -31,6 +31,18 @@ def corpora() -> Path:
     return CORPORA
 
 
+@pytest.fixture(scope="session", autouse=True)
+def unmount_leftover_disks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Runners killed on purpose (kill -9 tests) leave their pipelines' disks mounted, as a
+    real one would until its restart; unmount them so the test tree can be deleted."""
+    base = str(tmp_path_factory.getbasetemp())
+    yield
+    with open("/proc/mounts") as mounts:
+        leftover = [line.split()[1] for line in mounts if line.split()[1].startswith(base)]
+    for mount in sorted(leftover, reverse=True):
+        subprocess.run(["umount", "--lazy", mount], capture_output=True)
+
+
 @pytest.fixture(scope="session")
 def docker_client() -> docker.DockerClient:
     try:

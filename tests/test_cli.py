@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -137,3 +138,73 @@ def test_doctor_with_docker_unreachable(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "Docker is not reachable" in result.stdout
     assert "Traceback" not in result.stdout + result.stderr
+
+
+def start_trimo(*args: str, cache: Path, cwd: Path) -> subprocess.Popen[str]:
+    env = {
+        **os.environ,
+        "TRIMO_CACHE_DIR": str(cache),
+        "TRIMO_IMAGE": "trimo-agent:base",
+        "TRIMO_AGENT": "script",
+        "TRIMO_NETWORK": "none",
+        "COLUMNS": "200",
+        "TERM": "dumb",
+    }
+    return subprocess.Popen(
+        [*TRIMO, *args], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True,
+    )  # fmt: skip
+
+
+def wait_for_file(root: Path, name: str, seconds: float = 60) -> None:
+    import time
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if root.exists() and any(root.rglob(name)):
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{name} never appeared under {root}")
+
+
+@pytest.mark.docker
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_sigterm_and_sighup_stop_save_and_summarise(
+    sample_repo: Path, tmp_path: Path, test_image: str, signum: signal.Signals
+) -> None:
+    import docker
+
+    cache = tmp_path / "cache"
+    proc = start_trimo(
+        "run", "--pipeline", "sig", "echo wip > wip.txt; sleep 300", cache=cache, cwd=sample_repo
+    )
+    wait_for_file(cache / "pipelines", "wip.txt")
+    proc.send_signal(signum)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, out
+    assert "The run was stopped" in out and "stopped" in out
+    assert git(sample_repo, "show", "trimo/sig:wip.txt") == "wip"
+    left = docker.from_env().containers.list(all=True, filters={"label": "dev.trimo.pipeline=sig"})
+    assert left == []
+
+
+@pytest.mark.docker
+def test_a_killed_run_is_saved_and_cleaned_up_by_the_next_command(
+    sample_repo: Path, tmp_path: Path, test_image: str
+) -> None:
+    import docker
+
+    cache = tmp_path / "cache"
+    proc = start_trimo(
+        "run", "--pipeline", "dead", "echo wip > wip.txt; sleep 300", cache=cache, cwd=sample_repo
+    )
+    wait_for_file(cache / "pipelines", "wip.txt")
+    proc.kill()
+    proc.wait(30)
+    client = docker.from_env()
+    assert client.containers.list(all=True, filters={"label": "dev.trimo.pipeline=dead"})
+
+    doctor = trimo("doctor", cache=cache, cwd=sample_repo)
+    assert "Saved the work of run dead-1" in doctor.stdout, doctor.stdout + doctor.stderr
+    assert git(sample_repo, "show", "trimo/dead:wip.txt") == "wip"
+    assert client.containers.list(all=True, filters={"label": "dev.trimo.pipeline=dead"}) == []

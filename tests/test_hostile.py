@@ -244,3 +244,51 @@ def test_many_files_are_saved(sample_repo: Path, cache: Path) -> None:
 
 def test_runner_is_root_like_a_default_runner() -> None:
     assert os.geteuid() == 0, "the adversarial suite must run as root, like a default runner"
+
+
+def test_disk_is_limited_per_pipeline(sample_repo: Path, tmp_path: Path, test_image: str) -> None:
+    from runner.engine import EngineConfig, RunEngine
+    from tests.engine_helpers import Recorder
+
+    engine = RunEngine(EngineConfig(cache_dir=tmp_path / "cache", disk_bytes=64 * 1024 * 1024))
+    script = (
+        "dd if=/dev/zero of=$HOME/fill bs=1M count=200 2>/dev/null; echo dd=$?; "
+        "rm -f $HOME/fill; echo kept > kept.txt"
+    )
+    recorder = Recorder()
+    finished = engine.execute(make_request(sample_repo, script), recorder)
+    assert "dd=1" in recorder.text(), "the agent wrote past its disk limit"
+    assert finished.outcome is Outcome.SUCCESS, finished.reason
+    assert git(sample_repo, "show", "trimo/p1:kept.txt") == "kept"
+
+
+def test_a_huge_file_never_reaches_the_runners_memory(sample_repo: Path, cache: Path) -> None:
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    script = "yes 'a line of text that repeats' | head -c 60000000 > big.txt; echo done"
+    finished, _ = run(cache, make_request(sample_repo, script, timeout_s=120))
+    grown_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    assert grown_kb < 40_000, f"the runner grew by {grown_kb} KB reading a 60 MB file"
+    assert finished.outcome is Outcome.SUCCESS, finished.reason
+    [change] = finished.diff.files
+    assert change.path == "big.txt" and change.binary  # summarised without reading its text
+
+
+def test_a_file_over_githubs_limit_is_kept_and_explained(sample_repo: Path, cache: Path) -> None:
+    script = "head -c 105000000 /dev/urandom > huge.bin; echo small > small.txt"
+    finished, _ = run(cache, make_request(sample_repo, script, timeout_s=120))
+    assert finished.outcome is Outcome.FAILURE
+    assert "`huge.bin` (100.1 MB)" in finished.reason and "kept on the runner" in finished.reason
+
+
+@pytest.mark.parametrize("name", ["..", ".", "../x", "a/b", "-rf", "p\n1"])
+def test_unsafe_pipeline_names_are_refused(sample_repo: Path, name: str) -> None:
+    with pytest.raises(ValueError):
+        make_request(sample_repo, "true", pipeline=name)
+
+
+def test_unsafe_branch_names_are_refused(sample_repo: Path) -> None:
+    for branch in ["trimo/../main", "trimo/.x", "x.lock", "a b", "x\x1b[31m", "-x", "a\n"]:
+        with pytest.raises(ValueError):
+            make_request(sample_repo, "true", branch=branch)
