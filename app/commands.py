@@ -11,8 +11,7 @@ from dataclasses import dataclass
 from typing import Literal, TypeAlias
 
 from app.naming import inline_code, is_agent_name, is_runner_label
-
-NetworkMode = Literal["none", "bridge"]
+from runner.contract import NetworkMode
 
 MAX_TIMEOUT_MINUTES = 1440
 

@@ -96,13 +96,14 @@ def pipeline_id(repo_full_name: str, number: int) -> str:
     exact = (
         name.count("/") == 1
         and "." not in owner
+        and ".." not in plain
         and bool(re.fullmatch(r"[a-z0-9][a-z0-9._-]*", plain))
         and len(plain) + len(suffix) <= _PIPELINE_MAX
     )
     if exact:
         return plain + suffix
     digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:_HASH_LEN]
-    safe = re.sub(r"[^a-z0-9._-]+", "-", plain).strip(".-")
+    safe = re.sub(r"\.{2,}", ".", re.sub(r"[^a-z0-9._-]+", "-", plain)).strip(".-")
     room = _PIPELINE_MAX - len(suffix) - _HASH_LEN - 1
     if room < 1:
         raise ValueError(f"issue or pull request number is too large: {number}")

@@ -22,6 +22,7 @@ from redis.exceptions import WatchError
 
 from app.naming import pipeline_id
 from app.policy import RunSettings
+from runner.contract import RUN_FUNCTION, SafeId, run_queue
 from runner.diffsummary import DiffSummary
 from runner.job import (
     CommitInfo,
@@ -31,7 +32,6 @@ from runner.job import (
     RunRecord,
     RunRequest,
 )
-from runner.keys import RUN_FUNCTION, run_queue
 
 log = logging.getLogger("trimo.pipelines")
 
@@ -57,7 +57,7 @@ def utcnow() -> datetime:
 class PipelineRun(BaseModel):
     """One run of a pipeline, from request to outcome."""
 
-    run_id: str = Field(pattern=r"^[A-Za-z0-9._-]{1,100}$")
+    run_id: SafeId
     prompt: str
     settings: RunSettings
     requested_by: str
@@ -106,7 +106,7 @@ class PipelineRun(BaseModel):
 class Pipeline(BaseModel):
     """An issue or pull request, its branch, and its runs in the order they were asked for."""
 
-    id: str = Field(pattern=r"^[A-Za-z0-9._-]{1,100}$")
+    id: SafeId
     repo: str
     number: int
     kind: PipelineKind

@@ -7,9 +7,10 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from app.commands import MAX_TIMEOUT_MINUTES, NetworkMode, RunCommand
+from app.commands import MAX_TIMEOUT_MINUTES, RunCommand
 from app.naming import inline_code
 from app.repoconfig import RepoConfig, memory_bytes
+from runner.contract import DEFAULT_IMAGE, NetworkMode
 from runner.job import Resources
 
 ROLE_ORDER: tuple[str, ...] = ("read", "triage", "write", "maintain", "admin")
@@ -43,7 +44,7 @@ class ServerPolicy(BaseModel):
     allowed_networks: list[NetworkMode] = Field(default_factory=_all_networks)
     allowed_agents: list[str] = Field(default_factory=list)
     """Empty means any agent."""
-    default_image: str = "trimo-agent:latest"
+    default_image: str = DEFAULT_IMAGE
     max_memory: str = "16g"
     max_cpus: float = Field(default=8.0, gt=0, le=64)
     max_pids: int = Field(default=4096, ge=16, le=65536)

@@ -16,8 +16,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_core import ErrorDetails
 
-from app.commands import MAX_TIMEOUT_MINUTES, NetworkMode
+from app.commands import MAX_TIMEOUT_MINUTES
 from app.naming import inline_code, is_agent_name, is_runner_label
+from runner.contract import NetworkMode
 from runner.job import is_valid_branch_name
 
 CONFIG_PATH = ".github/trimo.yml"

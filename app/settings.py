@@ -7,6 +7,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from runner.contract import DEFAULT_IMAGE
 from runner.errors import TrimoError
 
 
@@ -39,7 +40,7 @@ class AppSettings(BaseSettings):
     policy_allowed_images: str = ""
     """Comma-separated image names agents may use; empty allows any."""
     policy_allowed_networks: str = "none,bridge"
-    default_image: str = "trimo-agent:latest"
+    default_image: str = DEFAULT_IMAGE
 
     def private_key(self) -> str:
         """The App's PEM private key, from `github_private_key` or else the file it names."""

@@ -28,7 +28,7 @@ import redis.asyncio as aioredis
 from arq import create_pool
 from arq.connections import ArqRedis, RedisSettings
 
-from runner import keys
+from runner import contract
 from runner.job import RepoRef, Resources, RunRequest
 
 MARK = "agent-says-hello"
@@ -37,7 +37,7 @@ MARK = "agent-says-hello"
 async def first_output(client: aioredis.Redis, run_id: str, since: float) -> float:
     last = "0-0"
     while True:
-        reply = await client.xread({keys.run_events(run_id): last}, block=5000)
+        reply = await client.xread({contract.run_events(run_id): last}, block=5000)
         for _stream, entries in reply:
             for entry_id, fields in entries:
                 last = entry_id
@@ -62,9 +62,9 @@ async def one(pool: ArqRedis, client: aioredis.Redis, repo: Path, n: int) -> flo
     )
     t0 = time.perf_counter()
     await pool.enqueue_job(
-        keys.RUN_FUNCTION,
+        contract.RUN_FUNCTION,
         request.dump_for_queue(),
-        _queue_name=keys.run_queue("default"),
+        _queue_name=contract.run_queue("default"),
         _job_id=request.run_id,
     )
     return await first_output(client, request.run_id, t0)

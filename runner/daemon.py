@@ -21,8 +21,8 @@ import redis.asyncio as aioredis
 from arq.connections import RedisSettings
 from arq.worker import Worker, func
 
-from runner import __version__, keys, registry
-from runner.engine import EngineConfig, RunEngine, StopSignal
+from runner import __version__, contract, pipelinedir, registry
+from runner.engine import RunEngine, StopSignal
 from runner.job import Outcome, RunEvent, RunFinished, RunRequest
 from runner.policy import RunnerPolicy, refusal
 from runner.publisher import EventPublisher
@@ -31,6 +31,7 @@ from runner.settings import RunnerSettings
 log = logging.getLogger("trimo.runner")
 
 REAP_INTERVAL_SECONDS = 10.0
+SWEEP_INTERVAL_SECONDS = 3600.0
 
 
 async def execute_run(ctx: dict[str, Any], payload: dict[str, Any]) -> str:
@@ -44,15 +45,7 @@ class RunnerDaemon:
         self.settings = settings
         self.policy = policy or RunnerPolicy()
         self.labels = [x.strip() for x in settings.runner_labels.split(",") if x.strip()]
-        self.engine = RunEngine(
-            EngineConfig(
-                cache_dir=settings.cache_dir,
-                runner_id=settings.runner_id,
-                agent_uid=settings.agent_uid,
-                stop_grace_seconds=settings.stop_grace_seconds,
-                keep_ledger=True,
-            )
-        )
+        self.engine = RunEngine(settings.engine_config(settings.runner_id, keep_ledger=True))
         self.publisher = EventPublisher(
             redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=3),
             settings.cache_dir / "spool" / settings.runner_id,
@@ -149,6 +142,24 @@ class RunnerDaemon:
                             f"runner {runner_id} stopped answering while the run was going",
                         )
 
+    async def sweep(self) -> None:
+        """Delete pipelines (workspace, home, disk) unused for TRIMO_HOME_TTL_DAYS."""
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                removed = await loop.run_in_executor(
+                    None, pipelinedir.sweep, self.settings.cache_dir, self.settings.home_ttl_days
+                )
+                if removed:
+                    log.info(
+                        "removed %d pipeline(s) unused for %g days",
+                        len(removed),
+                        self.settings.home_ttl_days,
+                    )
+            except OSError as exc:
+                log.error("could not remove old pipelines: %s", exc)
+            await asyncio.sleep(SWEEP_INTERVAL_SECONDS)
+
     async def _quietly(self, call: Any) -> None:
         try:
             await call
@@ -169,8 +180,8 @@ class RunnerDaemon:
 
     def make_worker(self, label: str) -> Worker:
         return Worker(
-            functions=[func(execute_run, name=keys.RUN_FUNCTION, max_tries=1)],
-            queue_name=keys.run_queue(label),
+            functions=[func(execute_run, name=contract.RUN_FUNCTION, max_tries=1)],
+            queue_name=contract.run_queue(label),
             redis_settings=RedisSettings.from_dsn(self.settings.redis_url),
             ctx={"daemon": self},
             max_jobs=self.settings.runner_concurrency,
@@ -197,6 +208,7 @@ class RunnerDaemon:
         duties = [
             asyncio.create_task(self.heartbeat()),
             asyncio.create_task(self.reap()),
+            asyncio.create_task(self.sweep()),
             *(asyncio.create_task(self._keep_working(w)) for w in self.workers),
         ]
         log.info(

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import redis
 
-from runner import keys
+from runner import contract
 from runner.job import RunEvent
 
 log = logging.getLogger("trimo.runner")
@@ -87,11 +87,11 @@ class EventPublisher:
 
     def _send(self, run_id: str, payload: str) -> None:
         pipe = self._client.pipeline(transaction=False)
-        pipe.xadd(keys.run_events(run_id), {"event": payload}, maxlen=keys.EVENTS_MAXLEN)
+        pipe.xadd(contract.run_events(run_id), {"event": payload}, maxlen=contract.EVENTS_MAXLEN)
         pipe.xadd(
-            keys.ALL_RUN_EVENTS,
+            contract.ALL_RUN_EVENTS,
             {"run_id": run_id, "event": payload},
-            maxlen=keys.ALL_EVENTS_MAXLEN,
+            maxlen=contract.ALL_EVENTS_MAXLEN,
         )
         pipe.execute()
 

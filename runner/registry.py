@@ -10,7 +10,7 @@ from typing import TypeVar, cast
 import redis.asyncio as aioredis
 from pydantic import BaseModel
 
-from runner import keys
+from runner import contract
 
 T = TypeVar("T")
 
@@ -32,15 +32,15 @@ class RunnerInfo(BaseModel):
 
 async def announce(client: aioredis.Redis, info: RunnerInfo) -> None:
     pipe = client.pipeline(transaction=False)
-    pipe.set(keys.runner_info(info.id), info.model_dump_json(), ex=HEARTBEAT_TTL_SECONDS)
-    pipe.sadd(keys.RUNNERS, info.id)
+    pipe.set(contract.runner_info(info.id), info.model_dump_json(), ex=HEARTBEAT_TTL_SECONDS)
+    pipe.sadd(contract.RUNNERS, info.id)
     await pipe.execute()
 
 
 async def withdraw(client: aioredis.Redis, runner_id: str) -> None:
     pipe = client.pipeline(transaction=False)
-    pipe.delete(keys.runner_info(runner_id))
-    pipe.srem(keys.RUNNERS, runner_id)
+    pipe.delete(contract.runner_info(runner_id))
+    pipe.srem(contract.RUNNERS, runner_id)
     await pipe.execute()
 
 
@@ -48,13 +48,13 @@ async def online_runners(client: aioredis.Redis) -> list[RunnerInfo]:
     """Runners whose heartbeat has not expired (and the registry tidied of the rest)."""
     ids = sorted(
         m.decode() if isinstance(m, bytes) else m
-        for m in await _awaited(client.smembers(keys.RUNNERS))
+        for m in await _awaited(client.smembers(contract.RUNNERS))
     )
     found = []
     for runner_id in ids:
-        raw = await client.get(keys.runner_info(runner_id))
+        raw = await client.get(contract.runner_info(runner_id))
         if raw is None:
-            await _awaited(client.srem(keys.RUNNERS, runner_id))
+            await _awaited(client.srem(contract.RUNNERS, runner_id))
             continue
         found.append(RunnerInfo.model_validate_json(raw))
     return found
@@ -65,19 +65,19 @@ async def runners_with_label(client: aioredis.Redis, label: str) -> list[RunnerI
 
 
 async def mark_active(client: aioredis.Redis, run_id: str, runner_id: str) -> None:
-    await _awaited(client.hset(keys.ACTIVE_RUNS, run_id, json.dumps({"runner": runner_id})))
+    await _awaited(client.hset(contract.ACTIVE_RUNS, run_id, json.dumps({"runner": runner_id})))
 
 
 async def mark_done(client: aioredis.Redis, run_id: str) -> None:
-    await _awaited(client.hdel(keys.ACTIVE_RUNS, run_id))
+    await _awaited(client.hdel(contract.ACTIVE_RUNS, run_id))
 
 
 async def orphaned_runs(client: aioredis.Redis) -> list[tuple[str, str]]:
     """(run id, runner id) of active runs whose runner's heartbeat expired."""
     orphans = []
-    for run_id, raw in (await _awaited(client.hgetall(keys.ACTIVE_RUNS))).items():
+    for run_id, raw in (await _awaited(client.hgetall(contract.ACTIVE_RUNS))).items():
         runner_id = json.loads(raw)["runner"]
-        if not await client.exists(keys.runner_info(runner_id)):
+        if not await client.exists(contract.runner_info(runner_id)):
             rid = run_id.decode() if isinstance(run_id, bytes) else run_id
             orphans.append((rid, runner_id))
     return orphans
@@ -94,4 +94,4 @@ def now() -> datetime:
 
 async def claim_orphan(client: aioredis.Redis, run_id: str) -> bool:
     """Only one runner reports an orphaned run: the one whose HDEL removed it."""
-    return bool(await _awaited(client.hdel(keys.ACTIVE_RUNS, run_id)))
+    return bool(await _awaited(client.hdel(contract.ACTIVE_RUNS, run_id)))

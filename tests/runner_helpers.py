@@ -17,7 +17,7 @@ import redis
 from arq import create_pool
 from arq.connections import RedisSettings
 
-from runner import keys
+from runner import contract
 from runner.job import RunEvent, RunRequest, run_event_adapter
 
 
@@ -57,7 +57,7 @@ class RunnerProcess:
         )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            if self.redis.exists(keys.runner_info(self.runner_id)):
+            if self.redis.exists(contract.runner_info(self.runner_id)):
                 return self
             if self.proc.poll() is not None:
                 raise AssertionError(f"runner exited: {self.log.read_text()}")
@@ -83,9 +83,9 @@ def enqueue(redis_url: str, request: RunRequest) -> None:
     async def go() -> None:
         pool = await create_pool(RedisSettings.from_dsn(redis_url))
         job = await pool.enqueue_job(
-            keys.RUN_FUNCTION,
+            contract.RUN_FUNCTION,
             request.dump_for_queue(),
-            _queue_name=keys.run_queue(request.runner_label),
+            _queue_name=contract.run_queue(request.runner_label),
             _job_id=request.run_id,
         )
         assert job is not None
@@ -99,7 +99,7 @@ def abort(redis_url: str, request: RunRequest) -> None:
         from arq.jobs import Job
 
         pool = await create_pool(RedisSettings.from_dsn(redis_url))
-        job = Job(request.run_id, pool, _queue_name=keys.run_queue(request.runner_label))
+        job = Job(request.run_id, pool, _queue_name=contract.run_queue(request.runner_label))
         with contextlib.suppress(asyncio.TimeoutError):
             await job.abort(timeout=30)
         await pool.aclose()
@@ -109,7 +109,7 @@ def abort(redis_url: str, request: RunRequest) -> None:
 
 def events(redis_url: str, run_id: str) -> list[RunEvent]:
     client = redis.Redis.from_url(redis_url)
-    entries = client.xrange(keys.run_events(run_id))
+    entries = client.xrange(contract.run_events(run_id))
     return [
         run_event_adapter.validate_python(json.loads(fields[b"event"])) for _, fields in entries
     ]

@@ -46,8 +46,8 @@ from app.worker import (
     worker_settings,
 )
 from runner import registry
+from runner.contract import RUN_FUNCTION, run_queue
 from runner.job import CommitInfo, Outcome, Resources, RunFinished, RunRequest
-from runner.keys import RUN_FUNCTION, run_queue
 from tests.fakegithub import AppCredentials, FakeState, RunningFakeGitHub
 from tests.fakegithub.gitserver import run_git
 

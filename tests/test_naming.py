@@ -17,6 +17,7 @@ from app.naming import (
     pipeline_id,
     slugify,
 )
+from runner.contract import is_valid_id
 from runner.job import RepoRef, RunRequest, is_valid_branch_name
 
 SLUG_RE = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
@@ -157,7 +158,7 @@ def test_issue_branch_refuses(prefix: str, number: int) -> None:
         ("Codertocat/Hello-World", 1, "codertocat.hello-world.1"),
         ("a/b.c", 7, "a.b.c.7"),
         ("user/repo_with_underscores", 3, "user.repo_with_underscores.3"),
-        ("user/.github", 3, "user..github.3"),
+        ("user/.github", 3, "user.github-336e8bc6.3"),  # no "..": see runner.contract.ID_PATTERN
         ("a b/c", 1, None),
         ("../../etc", 1, None),
         ("owner/repo/extra", 1, None),
@@ -178,7 +179,7 @@ def test_pipeline_id(repo: str, number: int, expected: str | None) -> None:
         assert pid == expected
     else:
         assert re.fullmatch(r"([a-z0-9._-]*-)?[0-9a-f]{8}\.[0-9]+", pid), pid
-    assert PIPELINE_ID_RE.fullmatch(pid)
+    assert PIPELINE_ID_RE.fullmatch(pid) and is_valid_id(pid)
     assert pid.endswith(f".{number}")
     assert not pid.startswith((".", "-"))
     assert "/" not in pid

@@ -1,0 +1,74 @@
+"""What the App and the runners share, in one place: queue names, Redis keys, id patterns,
+network modes and defaults. The job itself (what a run request holds, what events a run
+emits) is `runner.job`; both sides import these, `runner/` imports nothing from `app/`.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Final, Literal
+
+from pydantic import AfterValidator
+
+# --- queues and keys -----------------------------------------------------------------------
+
+RUN_FUNCTION: Final = "execute_run"
+"""The arq function a runner executes for each queued run."""
+RUNNERS: Final = "trimo:runners"
+ACTIVE_RUNS: Final = "trimo:runs:active"
+ALL_RUN_EVENTS: Final = "trimo:run-events"
+"""One stream of every run's events (field `run_id`), consumed by the App's reporter group."""
+EVENTS_MAXLEN: Final = 10_000
+ALL_EVENTS_MAXLEN: Final = 200_000
+TOKEN_REQUESTS: Final = "trimo:token-requests"
+"""Stream a runner adds to when it takes a run whose token is missing or old (field `run_id`)."""
+TOKEN_TTL_SECONDS: Final = 50 * 60
+"""How long a run's answered token waits under `run_token(run_id)` (tokens live 60 min)."""
+
+
+def run_queue(label: str) -> str:
+    return f"trimo:runs:{label}"
+
+
+def run_events(run_id: str) -> str:
+    return f"trimo:run:{run_id}:events"
+
+
+def runner_info(runner_id: str) -> str:
+    return f"trimo:runner:{runner_id}"
+
+
+def run_token(run_id: str) -> str:
+    """Where the App puts a fresh token for `run_id` that a runner asked for."""
+    return f"trimo:run:{run_id}:token"
+
+
+# --- ids --------------------------------------------------------------------------------------
+
+ID_PATTERN: Final = r"^(?![.-])(?!.*\.\.)[A-Za-z0-9._-]{1,100}$"
+"""Run ids and pipeline ids: safe as a file name, a Redis key part and a job id."""
+_ID_RE: Final = re.compile(ID_PATTERN)
+
+
+def is_valid_id(value: str) -> bool:
+    return bool(_ID_RE.match(value))
+
+
+# --- runs -------------------------------------------------------------------------------------
+
+NetworkMode = Literal["none", "allowlist", "bridge"]
+DEFAULT_IMAGE: Final = "trimo-agent:latest"
+DEFAULT_AGENT: Final = "claude"
+DEFAULT_LABEL: Final = "default"
+DEFAULT_TIMEOUT_SECONDS: Final = 30 * 60
+MAX_TIMEOUT_SECONDS: Final = 24 * 3600
+
+
+def _checked_id(value: str) -> str:
+    if not is_valid_id(value):
+        raise ValueError(f"not a safe id: {value[:120]!r}")
+    return value
+
+
+SafeId = Annotated[str, AfterValidator(_checked_id)]
+"""A pydantic field type for run and pipeline ids (`ID_PATTERN`)."""
