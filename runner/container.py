@@ -21,6 +21,7 @@ LABEL_PIPELINE = "dev.trimo.pipeline"
 WORKSPACE_MOUNT = "/workspace"
 CONTEXT_MOUNT = "/trimo"
 OUT_MOUNT = "/trimo/out"
+CODEX_HOME_MOUNT = "/trimo/codex"
 HOME_MOUNT = "/home/agent"
 SANDBOX_LABEL = "dev.trimo.sandbox"
 SANDBOX_VERSION = "2"
@@ -51,6 +52,8 @@ class ContainerSpec:
     env: Mapping[str, str] = field(default_factory=dict)
     labels: Mapping[str, str] = field(default_factory=dict)
     name: str | None = None
+    writable: Mapping[Path, str] = field(default_factory=dict)
+    """More host directories of the run's own, mounted writable (host path → container path)."""
 
 
 @dataclass(frozen=True)
@@ -94,6 +97,8 @@ def mounts(spec: ContainerSpec) -> dict[str, dict[str, str]]:
     }
     if spec.home is not None:
         found[str(spec.home)] = {"bind": HOME_MOUNT, "mode": "rw"}
+    for source, target in spec.writable.items():
+        found[str(source)] = {"bind": target, "mode": "rw"}
     return found
 
 
@@ -118,7 +123,10 @@ def run_helper(client: docker.DockerClient, spec: ContainerSpec, command: list[s
         command=command,
         home=None,
         network="none",
+        network_name=None,
+        dns=(),
         env={},
+        writable={},
         name=f"{spec.name}-save" if spec.name else None,
     )
     container = AgentContainer(client, helper)

@@ -41,12 +41,17 @@ class Scrubber:
 
     def __init__(self, secrets: Iterable[str], mask: str = "***") -> None:
         self.mask = mask
-        forms: set[str] = set()
+        self._forms: set[str] = set()
+        self._pattern: re.Pattern[str] | None = None
+        self.add(*secrets)
+
+    def add(self, *secrets: str) -> None:
+        """Scrub these too from now on (a secret that appears mid-run, like a proxy password)."""
         for secret in secrets:
             if len(secret) >= MIN_SECRET_LENGTH and secret.strip():
-                forms |= secret_forms(secret)
+                self._forms |= secret_forms(secret)
         # Longest first: at any position the longest secret form wins.
-        ordered = sorted(forms, key=lambda form: (-len(form), form))
+        ordered = sorted(self._forms, key=lambda form: (-len(form), form))
         alternation = "|".join(re.escape(form) for form in ordered)
         self._pattern = re.compile(alternation) if ordered else None
 

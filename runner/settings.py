@@ -81,6 +81,8 @@ class RunnerSettings(BaseSettings):
             keep_ledger=keep_ledger,
             disk_bytes=parse_size(self.disk),
             limits=Limits(bundle_bytes=parse_size(self.max_bundle)),
+            upstream_proxy=self.upstream(),
+            codex_auth_file=self.codex_auth_file,
         )
 
     def runner_policy(self) -> RunnerPolicy:

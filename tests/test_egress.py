@@ -12,19 +12,21 @@ import ipaddress
 import secrets
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import docker
 import docker.errors
 import pytest
 
 from runner.errors import TrimoError
-from runner.job import RepoRef, RunRequest
+from runner.job import Outcome, RepoRef, RunRequest
 from runner.network import EgressProxy, NetworkAttachment, attach, direct
 from runner.network.egress import blocked_hosts, ensure_image, parse_upstream
 from runner.policy import RunnerPolicy, refusal
 from tests.conftest import free_port
+from tests.engine_helpers import make_request, run
 
-CLIENT_IMAGE = "trimo-test-netclient:latest"
+CLIENT_IMAGE = "trimo-test-netclient:on"
 CLIENT_DOCKERFILE = """
 FROM {base}
 USER root
@@ -38,13 +40,15 @@ REGISTRY_ADDRESS = "203.0.113.80"  # what the registries resolve to on these mac
 
 @pytest.fixture(scope="module")
 def client_image(docker_client: docker.DockerClient, test_image: str) -> str:
-    """The test image (which trusts this machine's CAs) plus curl, built once."""
+    """The test image (which trusts this machine's CAs) plus curl, built once per test image."""
+    base_id = docker_client.images.get(test_image).id.split(":")[-1][:12]
+    tag = f"{CLIENT_IMAGE}-{base_id}"
     try:
-        docker_client.images.get(CLIENT_IMAGE)
+        docker_client.images.get(tag)
     except docker.errors.ImageNotFound:
         dockerfile = io.BytesIO(CLIENT_DOCKERFILE.format(base=test_image).encode())
-        docker_client.images.build(fileobj=dockerfile, tag=CLIENT_IMAGE, rm=True)
-    return CLIENT_IMAGE
+        docker_client.images.build(fileobj=dockerfile, tag=tag, rm=True)
+    return tag
 
 
 @pytest.fixture(scope="module")
@@ -358,3 +362,26 @@ def test_the_check_run_text_for_blocked_hosts() -> None:
         "- blocked: `example.org` ×3 — add it to `allowed_hosts` in `.github/trimo.yml`",
         "- blocked: `evil.test` ×1 — add it to `allowed_hosts` in `.github/trimo.yml`",
     ]
+
+
+def test_an_allowlist_run_through_the_engine_reports_what_was_blocked(
+    sample_repo: Path, tmp_path: Path, client_image: str
+) -> None:
+    script = (
+        "curl -s -m 20 -o /dev/null -w 'allowed %{http_code}\\n' https://pypi.org/simple/; "
+        "curl -s -m 20 -o /dev/null https://example.org/; echo blocked $?; "
+        "curl -s -m 20 -o /dev/null https://example.org/; "
+        "echo proxy=$HTTPS_PROXY"
+    )
+    request = make_request(
+        sample_repo, script, image=client_image, network="allowlist", allowed_hosts=["pypi.org"]
+    )
+    finished, events = run(tmp_path / "cache", request)
+
+    assert finished.outcome is Outcome.SUCCESS, finished.reason
+    text = events.text()
+    assert "allowed 200" in text and "blocked 56" in text
+    [blocked] = events.of_type("egress_blocked")
+    assert blocked.model_dump()["hosts"] == {"example.org": 2}
+    proxy_line = next(line for line in text.splitlines() if line.startswith("proxy="))
+    assert "***" in proxy_line, "the run's proxy password reached its events"

@@ -1,0 +1,451 @@
+"""One attempt at a run: its /trimo files, network, container, events and save.
+
+`RunEngine` prepares the mirror, the pipeline's disk and the workspace, then
+hands an `Attempt` everything one run shares. The attempt starts the agent's
+container (whose entrypoint first brings the workspace to the run's start),
+streams the agent's events, pushes commits as they appear, stops the agent on
+request or timeout, and always saves the work at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import docker
+
+from runner import gitops
+from runner.agents.base import AgentAdapter
+from runner.container import (
+    CODEX_HOME_MOUNT,
+    LABEL_PIPELINE,
+    LABEL_RUN,
+    LABEL_RUNNER,
+    READY_LINE,
+    AgentContainer,
+    ContainerSpec,
+    ExitInfo,
+    export_command,
+    run_helper,
+)
+from runner.delivery import BUNDLE_NAME, Delivery, Exporter, RunState, Start
+from runner.errors import TrimoError
+from runner.events import AgentEvent, FinalResult, Usage
+from runner.handoff import Limits
+from runner.job import EgressBlocked, Outcome, RunEvent, RunFinished, RunRequest, RunStarted
+from runner.network.egress import NetworkAttachment, attach
+from runner.pipelinedir import PipelineDir
+from runner.templating import render
+
+log = logging.getLogger(__name__)
+
+EventSink = Callable[[RunEvent], None]
+MAX_CONTEXT_CHARS = 40_000
+MAX_PROMPT_BYTES = 120_000
+
+
+class StopSignal:
+    """Asks a running run to stop; the engine saves its work and reports it cancelled."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self.reason = ""
+
+    def stop(self, reason: str = "stopped on request") -> None:
+        self.reason = reason
+        self._event.set()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    def wait(self, timeout: float | None) -> bool:
+        return self._event.wait(timeout)
+
+
+class WorkspaceBroken(Exception):
+    """The sandbox could not bring the workspace to the run's start (its `.git` is damaged)."""
+
+
+class Saved(BaseException):
+    """A run interrupted by a BaseException (Ctrl-C), after its work was saved."""
+
+    def __init__(self, finished: RunFinished) -> None:
+        super().__init__(finished.reason)
+        self.finished = finished
+
+
+@dataclass(frozen=True)
+class Host:
+    """What the runner itself brings to every run."""
+
+    client: docker.DockerClient
+    runner_id: str
+    user: str
+    owner: int | None
+    """The uid that owns what the agent writes, when the runner is root."""
+    stop_grace_seconds: float
+    push_interval_seconds: float
+    limits: Limits
+    upstream_proxy: str | None = None
+    codex_auth_file: Path | None = None
+
+
+def autosave_message(prompt: str, outcome: Outcome, run_id: str) -> str:
+    first = next((ln.strip() for ln in prompt.splitlines() if ln.strip()), "agent work")
+    summary = first if len(first) <= 64 else first[:63] + "…"
+    return render(
+        "autosave_commit.txt.j2", summary=f"trimo: {summary}", outcome=outcome.value, run_id=run_id
+    ).strip()
+
+
+def internal_error(run_id: str) -> str:
+    """A reason for the person when Trimo itself broke; the traceback goes to the log."""
+    reference = secrets.token_hex(4)
+    log.exception("run %s failed inside Trimo (reference %s)", run_id, reference)
+    return f"Trimo failed on the runner (reference {reference} in the runner's log)"
+
+
+@dataclass
+class Attempt:
+    """One run in a prepared workspace."""
+
+    host: Host
+    request: RunRequest
+    adapter: AgentAdapter
+    mirror: Path
+    root: Path
+    """The pipeline's disk: workspace/, home/ and io/."""
+    pipeline: PipelineDir
+    start: Start
+    emit: EventSink
+    protect: Callable[[str], None]
+    """Adds a value to the secrets scrubbed from every event."""
+    stop: StopSignal
+    token: str | None
+    state: RunState = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.state = RunState(published_sha=self.start.published_sha)
+
+    # -- the sandbox's files --------------------------------------------------
+
+    @contextmanager
+    def io_dir(self) -> Iterator[tuple[Path, Path]]:
+        """The run's /trimo (host-written, read-only in the sandbox) and its out/ directory.
+
+        On the pipeline's own disk, so no mount the container sees names a host path."""
+        io = self.root / "io" / self.request.run_id
+        gitops.remove_tree(io)
+        io.parent.mkdir(mode=0o755, exist_ok=True)
+        out = io / "out"
+        out.mkdir(parents=True, mode=0o700)
+        io.chmod(0o755)
+        self._give(out)
+        try:
+            yield io, out
+        finally:
+            gitops.remove_tree(io)
+
+    def _give(self, path: Path) -> None:
+        if self.host.owner is not None:
+            os.lchown(path, self.host.owner, self.host.owner)
+
+    def spec(
+        self,
+        command: list[str],
+        io: Path,
+        out: Path,
+        env: dict[str, str] | None = None,
+        network: NetworkAttachment | None = None,
+        writable: dict[Path, str] | None = None,
+    ) -> ContainerSpec:
+        request = self.request
+        return ContainerSpec(
+            image=request.image,
+            command=command,
+            workspace=self.root / "workspace",
+            context_dir=io,
+            out_dir=out,
+            home=self.root / "home",
+            user=self.host.user,
+            network=request.network,
+            network_name=network.network if network else None,
+            dns=tuple(network.dns or ()) if network else (),
+            resources=request.resources,
+            env={**(env or {}), **(network.env if network else {})},
+            labels={
+                LABEL_RUNNER: self.host.runner_id,
+                LABEL_RUN: request.run_id,
+                LABEL_PIPELINE: request.pipeline,
+            },
+            name=f"trimo-{request.run_id}-{secrets.token_hex(3)}",
+            writable=writable or {},
+        )
+
+    def write_context(self, io: Path) -> str:
+        """Files the agent can read in /trimo; returns the prompt to give the agent."""
+        request, adapter = self.request, self.adapter
+        context = (
+            render("agent_context.md.j2", branch=request.branch, history=request.history)
+            if request.history
+            else ""
+        )
+        if len(context) > MAX_CONTEXT_CHARS:  # one argv item may not exceed 128 KiB
+            context = "…(earlier runs left out)\n" + context[-MAX_CONTEXT_CHARS:]
+        for name, text in (("context.md", context), ("prompt.md", request.prompt)):
+            (io / name).write_text(text)
+            (io / name).chmod(0o644)
+        prompt = request.prompt
+        if adapter.takes_context:
+            prompt = render("agent_prompt.md.j2", context=context, prompt=prompt).strip()
+        if len(prompt.encode()) > MAX_PROMPT_BYTES:
+            raise TrimoError(
+                f"The prompt is too long ({len(prompt.encode()) // 1024} KiB).",
+                f"keep it under {MAX_PROMPT_BYTES // 1024} KiB",
+            )
+        return prompt
+
+    def codex_home(self, io: Path) -> dict[Path, str]:
+        """Codex's ChatGPT sign-in, for this run only: a CODEX_HOME of the run's own that is
+        deleted with /trimo, never the pipeline's lasting home. Its tokens are scrubbed."""
+        source = self.host.codex_auth_file
+        if self.adapter.name != "codex" or source is None:
+            return {}
+        try:
+            text = source.read_text()
+            tokens = json.loads(text)
+        except (OSError, ValueError) as exc:
+            raise TrimoError(
+                f"The Codex sign-in file {source} could not be read: {exc}",
+                "make it again with `codex login` and point TRIMO_CODEX_AUTH_FILE at auth.json",
+            ) from exc
+        for value in _strings(tokens):
+            if len(value) >= 16:
+                self.protect(value)
+        home = io / "codex"
+        home.mkdir(mode=0o700)
+        (home / "auth.json").write_text(text)
+        (home / "auth.json").chmod(0o600)
+        self._give(home)
+        self._give(home / "auth.json")
+        return {home: CODEX_HOME_MOUNT}
+
+    # -- the run --------------------------------------------------------------
+
+    def run(self, fresh: bool) -> RunFinished:
+        with self.io_dir() as (io, out):
+            return self._run(fresh, io, out)
+
+    def _run(self, fresh: bool, io: Path, out: Path) -> RunFinished:
+        request, adapter, state = self.request, self.adapter, self.state
+        resumed = not fresh and bool(self.pipeline.known())
+        container: AgentContainer | None = None
+        network: NetworkAttachment | None = None
+        exit_info: ExitInfo | None = None
+        delivery = Delivery(
+            request, self.mirror, self.start, self.pipeline, out, self.emit, self.token, state,
+            self.host.limits,
+        )  # fmt: skip
+        try:
+            prompt = self.write_context(io)
+            branches = [request.base_branch] + (
+                [request.branch] if self.start.published_sha else []
+            )
+            if not fresh:
+                gitops.write_sync_bundle(
+                    self.mirror, io / "sync.bundle", branches, self.pipeline.known()
+                )
+            writable = self.codex_home(io)
+            env = {k: v.get_secret_value() for k, v in request.secrets.items()}
+            env |= {"TRIMO_BRANCH": request.branch, "TRIMO_START": self.start.base_sha}
+            if writable:
+                env["CODEX_HOME"] = CODEX_HOME_MOUNT
+            network = attach(
+                self.host.client,
+                request.network,
+                request.run_id,
+                [*adapter.api_hosts, *request.allowed_hosts],
+                self.host.runner_id,
+                self.host.upstream_proxy,
+            )
+            if network.secret:
+                self.protect(network.secret)
+            command = adapter.command(prompt, resume=resumed and bool(request.history))
+            container = AgentContainer(
+                self.host.client, self.spec(command, io, out, env, network, writable)
+            )
+            container.start()
+            lines = container.lines()
+            if next(lines, "") != READY_LINE:
+                raise WorkspaceBroken
+            exit_info, timed_out = self._follow(container, lines, delivery)
+            outcome, reason = self.outcome(exit_info, timed_out)
+        except WorkspaceBroken:
+            raise
+        except BaseException as exc:
+            if container is not None:
+                container.stop(0)
+            interrupted = not isinstance(exc, Exception)
+            if isinstance(exc, TrimoError):
+                outcome, reason = Outcome.ERROR, str(exc)
+            elif interrupted:
+                outcome, reason = Outcome.CANCELLED, "interrupted"
+            else:
+                outcome, reason = Outcome.ERROR, internal_error(request.run_id)
+            finished = self.save(delivery, container, outcome, reason)
+            if interrupted:
+                raise Saved(finished) from exc
+            return finished
+        finally:
+            if container is not None:
+                container.remove()
+            if network is not None and (blocked := network.release()):
+                self.emit(EgressBlocked(hosts=blocked))
+        return self.save(delivery, container, outcome, reason, exit_info)
+
+    def _follow(
+        self, container: AgentContainer, lines: Iterator[str], delivery: Delivery
+    ) -> tuple[ExitInfo, bool]:
+        """Stream the agent's events and push its commits until it ends, is stopped or times out."""
+        request = self.request
+        self.emit(
+            RunStarted(
+                run_id=request.run_id,
+                runner=self.host.runner_id,
+                agent=self.adapter.name,
+                image=request.image,
+                branch=request.branch,
+                base_sha=self.start.base_sha,
+            )
+        )
+
+        def exec_export(known: list[str], message: str | None) -> str:
+            return container.exec(export_command(BUNDLE_NAME, known, message))
+
+        deadline = time.monotonic() + request.timeout_s
+        done, timed_out = threading.Event(), threading.Event()
+        watchdog = threading.Thread(
+            target=self._watch, args=(container, deadline, done, timed_out), daemon=True
+        )
+        pusher = threading.Thread(
+            target=delivery.push_loop,
+            args=(exec_export, done, self.host.push_interval_seconds),
+            daemon=True,
+        )
+        watchdog.start()
+        pusher.start()
+        try:
+            for line in lines:
+                for event in self.adapter.parse_line(line):
+                    self._observe(event)
+                    self.emit(event)
+            exit_info = container.wait(timeout=max(30, self.host.stop_grace_seconds + 30))
+        finally:
+            done.set()
+            pusher.join()
+        return exit_info, timed_out.is_set()
+
+    def _watch(
+        self,
+        container: AgentContainer,
+        deadline: float,
+        done: threading.Event,
+        timed_out: threading.Event,
+    ) -> None:
+        while not done.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                timed_out.set()
+                container.stop(self.host.stop_grace_seconds)
+                return
+            if self.stop.wait(min(remaining, 0.2)):
+                container.stop(self.host.stop_grace_seconds)
+                return
+
+    def _observe(self, event: AgentEvent) -> None:
+        if isinstance(event, FinalResult):
+            self.state.final_result = event
+        elif isinstance(event, Usage):
+            self.state.usage = add_usage(self.state.usage, event)
+
+    def outcome(self, exit_info: ExitInfo | None, timed_out: bool) -> tuple[Outcome, str]:
+        request, state = self.request, self.state
+        if self.stop.is_set():
+            return Outcome.CANCELLED, self.stop.reason or "stopped on request"
+        if timed_out:
+            minutes = request.timeout_s / 60
+            return Outcome.TIMED_OUT, f"the agent ran longer than the {minutes:g}-minute limit"
+        if exit_info is None:
+            return Outcome.ERROR, "the container's exit status is unknown"
+        if exit_info.oom_killed:
+            return (
+                Outcome.FAILURE,
+                f"out of memory: the agent used more than its {request.resources.memory} limit",
+            )
+        if exit_info.exit_code != 0:
+            reported = self.adapter.reported_error
+            return Outcome.FAILURE, reported or f"the agent exited with code {exit_info.exit_code}"
+        if state.final_result is not None and not state.final_result.success:
+            return Outcome.FAILURE, state.final_result.text or "the agent reported failure"
+        return Outcome.SUCCESS, ""
+
+    def save(
+        self,
+        delivery: Delivery,
+        container: AgentContainer | None,
+        outcome: Outcome,
+        reason: str,
+        exit_info: ExitInfo | None = None,
+    ) -> RunFinished:
+        """Commit what the agent left and publish it, from a helper sandbox on the workspace."""
+        if container is None:  # the agent never started: nothing can have changed
+            return RunFinished(run_id=self.request.run_id, outcome=outcome, reason=reason)
+        message = autosave_message(self.request.prompt, outcome, self.request.run_id)
+        exit_code = exit_info.exit_code if exit_info else None
+        return delivery.save(
+            self.helper_exporter(container.spec), outcome, reason, message, exit_code
+        )
+
+    def helper_exporter(self, spec: ContainerSpec) -> Exporter:
+        """Export from a short-lived helper sandbox (the agent's container has ended)."""
+
+        def export(known: list[str], message: str | None) -> str:
+            return run_helper(self.host.client, spec, export_command(BUNDLE_NAME, known, message))
+
+        return export
+
+
+def _strings(value: object) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item)
+
+
+def add_usage(total: Usage | None, more: Usage) -> Usage:
+    if total is None:
+        return more
+    cost = (
+        None
+        if total.cost_usd is None and more.cost_usd is None
+        else (total.cost_usd or 0) + (more.cost_usd or 0)
+    )
+    return Usage(
+        model=more.model or total.model,
+        input_tokens=total.input_tokens + more.input_tokens,
+        output_tokens=total.output_tokens + more.output_tokens,
+        cache_read_tokens=total.cache_read_tokens + more.cache_read_tokens,
+        cost_usd=cost,
+    )
