@@ -1,37 +1,36 @@
-"""Pipelines in Redis: one per issue or pull request, one branch, the ordered history of runs.
+"""Pipelines: one per issue or pull request, one branch, the ordered history of runs.
 
 Runs of one pipeline never overlap: a new run waits in line until the active one finishes,
-and `start_next_waiting` (called by the handlers, and by the reporter on a finished event)
-starts the next. Every change happens under a per-pipeline Redis lock.
+and `start_next_waiting` (called by the runs service, and by the reporter on a finished
+event) starts the next.
+
+`Pipeline`'s methods are the state machine, pure and tested without Redis. `Pipelines` is
+its store: each change loads a pipeline under a per-pipeline Redis lock, applies one
+transition and saves it. Talking to the runners' queues (and minting a run's token) is
+`app.dispatch`, called outside the lock.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from contextlib import asynccontextmanager, suppress
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Final, Literal, TypeAlias
+from typing import TYPE_CHECKING, Final, Literal
 
 from arq.connections import ArqRedis
-from arq.constants import in_progress_key_prefix, job_key_prefix
-from arq.jobs import Job, ResultNotFound
-from pydantic import BaseModel, Field, SecretStr
-from redis.exceptions import WatchError
+from pydantic import BaseModel, Field
 
+from app import redisio
 from app.naming import pipeline_id
 from app.policy import RunSettings
-from runner.contract import RUN_FUNCTION, SafeId, run_queue
+from runner.contract import SafeId
 from runner.diffsummary import DiffSummary
-from runner.job import (
-    CommitInfo,
-    Outcome,
-    RepoRef,
-    RunFinished,
-    RunRecord,
-    RunRequest,
-)
+from runner.job import CommitInfo, Outcome, RunFinished, RunRecord
+
+if TYPE_CHECKING:
+    from app.dispatch import Dispatch
 
 log = logging.getLogger("trimo.pipelines")
 
@@ -40,14 +39,14 @@ PIPELINE_IDS: Final = "trimo:pipelines"
 RUN_INDEX: Final = "trimo:pipeline-of-run"
 BRANCH_INDEX: Final = "trimo:pipeline-of-branch"
 THREAD_INDEX: Final = "trimo:pipeline-of-thread"
-LOCK_SECONDS: Final = 120.0
-"""Longest one change may hold a pipeline's lock (a launch mints a token on GitHub)."""
+LOCK_SECONDS: Final = 10.0
+"""Longest one change may hold a pipeline's lock (Redis only: nothing slow inside)."""
 
 RunStatus = Literal["waiting", "queued", "running", "finished"]
 PipelineKind = Literal["issue", "pull"]
 CommentKind = Literal["issue_comment", "review_comment"]
-TokenMinter: TypeAlias = Callable[[int, str], Awaitable[str]]
-"""(installation id, repository name) -> a token for that one repository."""
+Pickup = Literal["absent", "taken_back", "started"]
+"""Where a run's job stood when asked back: never queued (or gone), taken back, or begun."""
 
 
 def utcnow() -> datetime:
@@ -147,6 +146,94 @@ class Pipeline(BaseModel):
     def last_run(self) -> PipelineRun | None:
         return self.runs[-1] if self.runs else None
 
+    # --- transitions (pure: they change this object only) -----------------------------
+
+    def add(self, run: PipelineRun) -> None:
+        """Put `run` in line (idempotent per run id); a closed pipeline reopens."""
+        if self.find(run.run_id) is None:
+            self.runs.append(run)
+            self.closed = False
+
+    def next_to_start(self) -> PipelineRun | None:
+        """The run to queue now, made active; None when one is busy, none waits or closed.
+
+        An active run that was never queued (queueing failed) is returned again.
+        """
+        if self.closed:
+            return None
+        run = self.active()
+        if run is None:
+            line = self.waiting()
+            self.active_run = line[0].run_id if line else None
+            run = line[0] if line else None
+        return run if run is not None and run.status == "waiting" else None
+
+    def mark_queued(self, run_id: str) -> PipelineRun | None:
+        """`run_id`, the active run, is in its runners' queue; None if it is no longer due."""
+        run = self.find(run_id)
+        if run is None or run.status != "waiting" or self.active_run != run_id:
+            return None
+        run.status = "queued"
+        run.queued_at = utcnow()
+        return run
+
+    def mark_running(self, run_id: str, runner: str, at: datetime) -> None:
+        run = self.find(run_id)
+        if run is not None and run.status != "finished":
+            run.status, run.started, run.runner, run.started_at = "running", True, runner, at
+
+    def record_finish(self, finished: RunFinished) -> PipelineRun | None:
+        """How `finished.run_id` ended; the pipeline is free for the next run."""
+        run = self.find(finished.run_id)
+        if run is None:
+            return None
+        run.status = "finished"
+        run.started = True
+        run.outcome = finished.outcome
+        run.reason = finished.reason
+        run.head_sha = finished.head_sha
+        run.commits = list(finished.commits)
+        run.diff = finished.diff
+        run.finished_at = finished.at
+        if self.active_run == run.run_id:
+            self.active_run = None
+        return run
+
+    def fail_start(self, run_id: str, reason: str) -> PipelineRun | None:
+        """A run no runner took could not be started: it ends as an error."""
+        run = self.find(run_id)
+        if run is None or run.status != "waiting":
+            return None
+        self._end_unstarted(run, Outcome.ERROR, reason)
+        return run
+
+    def stop_run(self, run_id: str, reason: str, pickup: Pickup) -> Stopped | None:
+        """Drop `run_id` if no runner has it (per `pickup`), else it is aborting."""
+        run = self.find(run_id)
+        if run is None or run.status == "finished":
+            return None
+        if run.status in ("waiting", "queued") and pickup != "started":
+            self._end_unstarted(run, Outcome.CANCELLED, reason)
+            return Stopped(run=run, how="dropped")
+        return Stopped(run=run, how="aborting")
+
+    def close(self, reason: str, pickups: Mapping[str, Pickup]) -> list[Stopped]:
+        """Close the pipeline: runs not started are dropped, started ones are aborting."""
+        self.closed = True
+        stopped = [
+            self.stop_run(run.run_id, reason, pickups.get(run.run_id, "absent"))
+            for run in self.runs
+        ]
+        return [item for item in stopped if item is not None]
+
+    def _end_unstarted(self, run: PipelineRun, outcome: Outcome, reason: str) -> None:
+        run.status = "finished"
+        run.outcome = outcome
+        run.reason = reason
+        run.finished_at = utcnow()
+        if self.active_run == run.run_id:
+            self.active_run = None
+
 
 @dataclass(frozen=True)
 class Stopped:
@@ -157,11 +244,17 @@ class Stopped:
 
 
 class Pipelines:
-    """The pipeline store and its run queueing; `mint_token` is needed to start runs."""
+    """The pipeline store; `dispatch` queues runs for runners (needed to start or stop runs)."""
 
-    def __init__(self, redis: ArqRedis, mint_token: TokenMinter | None = None) -> None:
+    def __init__(self, redis: ArqRedis, dispatch: Dispatch | None = None) -> None:
         self.redis = redis
-        self._mint_token = mint_token
+        self._dispatch = dispatch
+
+    @property
+    def dispatch(self) -> Dispatch:
+        if self._dispatch is None:
+            raise RuntimeError("Pipelines needs a dispatch to start or stop runs")
+        return self._dispatch
 
     # --- reading -------------------------------------------------------------------
 
@@ -170,8 +263,7 @@ class Pipelines:
         return Pipeline.model_validate_json(raw) if raw is not None else None
 
     async def pipeline_of_run(self, run_id: str) -> str | None:
-        raw = await self.redis.hget(RUN_INDEX, run_id)  # type: ignore[misc]
-        return _text(raw)
+        return await redisio.hget(self.redis, RUN_INDEX, run_id)
 
     async def get_run(self, run_id: str) -> tuple[Pipeline, PipelineRun] | None:
         """The pipeline holding `run_id`, and the run."""
@@ -182,18 +274,16 @@ class Pipelines:
 
     async def find_by_branch(self, repo: str, branch: str) -> Pipeline | None:
         """The pipeline working on `branch` of `repo` (an issue's, once its PR is open)."""
-        raw = await self.redis.hget(BRANCH_INDEX, _branch_key(repo, branch))  # type: ignore[misc]
-        pipeline_id = _text(raw)
+        pipeline_id = await redisio.hget(self.redis, BRANCH_INDEX, _branch_key(repo, branch))
         return await self.get(pipeline_id) if pipeline_id else None
 
     async def for_thread(self, repo: str, number: int) -> Pipeline | None:
         """The pipeline that runs asked for on issue or pull request `number` belong to."""
-        raw = await self.redis.hget(THREAD_INDEX, _thread_key(repo, number))  # type: ignore[misc]
-        return await self.get(_text(raw) or pipeline_id(repo, number))
+        found = await redisio.hget(self.redis, THREAD_INDEX, _thread_key(repo, number))
+        return await self.get(found or pipeline_id(repo, number))
 
     async def ids(self) -> list[str]:
-        members = await self.redis.smembers(PIPELINE_IDS)  # type: ignore[misc]
-        return sorted(_text(m) or "" for m in members)
+        return sorted(await redisio.smembers(self.redis, PIPELINE_IDS))
 
     # --- changing ------------------------------------------------------------------
 
@@ -207,9 +297,7 @@ class Pipelines:
             pipeline = await self.get(seed.id) or seed.model_copy(update={"runs": []})
             pipeline.installation_id = seed.installation_id
             pipeline.clone_url = seed.clone_url
-            if pipeline.find(run.run_id) is None:
-                pipeline.runs.append(run)
-                pipeline.closed = False
+            pipeline.add(run)
             await self._save(pipeline)
             pipe = self.redis.pipeline(transaction=False)
             pipe.sadd(PIPELINE_IDS, pipeline.id)
@@ -232,90 +320,57 @@ class Pipelines:
             updates["check_run_id"] = check_run_id
         if progress_comment_id is not None:
             updates["progress_comment_id"] = progress_comment_id
-        await self._update_run(run_id, updates)
+        if updates:
+            await self._change_run(run_id, lambda p: _set(p.find(run_id), updates))
 
     async def mark_running(
         self, run_id: str, *, runner: str, started_at: datetime | None = None
     ) -> None:
         """A runner started `run_id` (the reporter calls this on a `started` event)."""
-        await self._update_run(
-            run_id,
-            {
-                "status": "running",
-                "started": True,
-                "runner": runner,
-                "started_at": started_at or utcnow(),
-            },
-            unless_finished=True,
-        )
+        at = started_at or utcnow()
+        await self._change_run(run_id, lambda p: p.mark_running(run_id, runner, at))
 
     async def finish(self, finished: RunFinished) -> Pipeline | None:
         """Record how a run ended and free its pipeline; then call `start_next_waiting`."""
-        pipeline_id = await self.pipeline_of_run(finished.run_id)
-        if pipeline_id is None:
-            return None
-        async with self._locked(pipeline_id):
-            pipeline = await self.get(pipeline_id)
-            run = pipeline.find(finished.run_id) if pipeline else None
-            if pipeline is None or run is None:
-                return None
-            run.status = "finished"
-            run.started = True
-            run.outcome = finished.outcome
-            run.reason = finished.reason
-            run.head_sha = finished.head_sha
-            run.commits = list(finished.commits)
-            run.diff = finished.diff
-            run.finished_at = finished.at
-            if pipeline.active_run == run.run_id:
-                pipeline.active_run = None
-            await self._save(pipeline)
-            return pipeline
+        return await self._change_run(
+            finished.run_id, lambda p: p.record_finish(finished) is not None
+        )
 
     async def start_next_waiting(self, pipeline_id: str) -> PipelineRun | None:
         """Start the next run in line if none is active; the run it queued, if any.
 
         Safe to call at any time and again after a failure: an active run that was never
-        queued (minting or enqueueing failed) is queued now.
+        queued (minting or enqueueing failed) is queued now. The queue (and GitHub, for the
+        token) is called between two short locked changes, never under the lock.
         """
         async with self._locked(pipeline_id):
             pipeline = await self.get(pipeline_id)
-            if pipeline is None or pipeline.closed:
+            if pipeline is None:
                 return None
-            run = pipeline.active()
-            if run is None:
-                line = pipeline.waiting()
-                if not line:
-                    if pipeline.active_run is not None:
-                        pipeline.active_run = None
-                        await self._save(pipeline)
-                    return None
-                run = line[0]
-                pipeline.active_run = run.run_id
+            before = pipeline.active_run
+            run = pipeline.next_to_start()
+            if pipeline.active_run != before:
                 await self._save(pipeline)
-            if run.status != "waiting":
+        if run is None:
+            return None
+        await self.dispatch.enqueue(pipeline, run)
+        async with self._locked(pipeline_id):
+            pipeline = await self.get(pipeline_id)
+            queued = pipeline.mark_queued(run.run_id) if pipeline else None
+            if pipeline is None or queued is None:
                 return None
-            await self._launch(pipeline, run)
-            run.status = "queued"
-            run.queued_at = utcnow()
             await self._save(pipeline)
-            return run
+            return queued
 
     async def fail_start(self, pipeline_id: str, run_id: str, reason: str) -> PipelineRun | None:
         """`run_id` could not be started (its launch failed for good): end it as an error."""
         async with self._locked(pipeline_id):
             pipeline = await self.get(pipeline_id)
-            run = pipeline.find(run_id) if pipeline else None
-            if pipeline is None or run is None or run.status != "waiting":
+            failed = pipeline.fail_start(run_id, reason) if pipeline else None
+            if pipeline is None or failed is None:
                 return None
-            run.status = "finished"
-            run.outcome = Outcome.ERROR
-            run.reason = reason
-            run.finished_at = utcnow()
-            if pipeline.active_run == run_id:
-                pipeline.active_run = None
             await self._save(pipeline)
-            return run
+            return failed
 
     async def stop(self, pipeline_id: str, run_id: str, reason: str) -> Stopped | None:
         """Stop one run: drop it if no runner has it yet, else ask its runner to abort.
@@ -323,128 +378,59 @@ class Pipelines:
         None when the run is unknown or already finished. After `dropped`, report it and
         call `start_next_waiting`; an `aborting` run ends with the runner's finished event.
         """
+        found = await self.get(pipeline_id)
+        run = found.find(run_id) if found else None
+        if run is None or run.status == "finished":
+            return None
+        pickup = await self.dispatch.take_back(run)
         async with self._locked(pipeline_id):
             pipeline = await self.get(pipeline_id)
-            run = pipeline.find(run_id) if pipeline else None
-            if pipeline is None or run is None:
+            stopped = pipeline.stop_run(run_id, reason, pickup) if pipeline else None
+            if pipeline is None or stopped is None:
                 return None
-            stopped = await self._stop(pipeline, run, reason)
             await self._save(pipeline)
-            return stopped
+        if stopped.how == "aborting":
+            await self.dispatch.abort(stopped.run)
+        return stopped
 
     async def close(self, pipeline_id: str, reason: str) -> list[Stopped]:
         """Close the pipeline: abort its active run and drop the waiting ones."""
+        found = await self.get(pipeline_id)
+        if found is None:
+            return []
+        pickups = {
+            run.run_id: await self.dispatch.take_back(run)
+            for run in found.runs
+            if run.status != "finished"
+        }
         async with self._locked(pipeline_id):
             pipeline = await self.get(pipeline_id)
             if pipeline is None:
                 return []
-            pipeline.closed = True
-            stopped: list[Stopped] = []
-            for run in pipeline.runs:
-                result = await self._stop(pipeline, run, reason)
-                if result is not None:
-                    stopped.append(result)
+            stopped = pipeline.close(reason, pickups)
             await self._save(pipeline)
-            return stopped
+        for item in stopped:
+            if item.how == "aborting":
+                await self.dispatch.abort(item.run)
+        return stopped
 
     # --- internals -----------------------------------------------------------------
 
-    async def _stop(self, pipeline: Pipeline, run: PipelineRun, reason: str) -> Stopped | None:
-        if run.status == "finished":
-            return None
-        if run.status == "waiting" or (
-            run.status == "queued" and await self._dequeue_unstarted(run)
-        ):
-            run.status = "finished"
-            run.outcome = Outcome.CANCELLED
-            run.reason = reason
-            run.finished_at = utcnow()
-            if pipeline.active_run == run.run_id:
-                pipeline.active_run = None
-            return Stopped(run=run, how="dropped")
-        await self._abort(run)
-        return Stopped(run=run, how="aborting")
-
-    async def _dequeue_unstarted(self, run: PipelineRun) -> bool:
-        """Take a queued job back before any runner starts it; False if one already has.
-
-        Writing arq's in-progress key in the same transaction defeats a runner that is
-        claiming the job at this moment (it watches that key).
-        """
-        queue = run_queue(run.label)
-        in_progress = in_progress_key_prefix + run.run_id
-        async with self.redis.pipeline(transaction=True) as pipe:
-            await pipe.watch(in_progress)
-            if await pipe.exists(in_progress) or await pipe.zscore(queue, run.run_id) is None:
-                return False
-            pipe.multi()  # type: ignore[no-untyped-call]
-            pipe.zrem(queue, run.run_id)
-            pipe.delete(job_key_prefix + run.run_id)
-            pipe.psetex(in_progress, 5000, b"dequeued")
-            try:
-                await pipe.execute()
-            except WatchError:
-                return False
-        return True
-
-    async def _abort(self, run: PipelineRun) -> None:
-        """Ask arq to cancel the run's job, without waiting for it to end."""
-        job = Job(run.run_id, self.redis, _queue_name=run_queue(run.label))
-        with suppress(TimeoutError, ResultNotFound):
-            await job.abort(timeout=0, poll_delay=0.05)
-
-    async def _launch(self, pipeline: Pipeline, run: PipelineRun) -> None:
-        if self._mint_token is None:
-            raise RuntimeError("Pipelines needs mint_token to start runs")
-        repo_name = pipeline.repo.partition("/")[2]
-        token = await self._mint_token(pipeline.installation_id, repo_name)
-        settings = run.settings
-        request = RunRequest(
-            run_id=run.run_id,
-            pipeline=pipeline.id,
-            repo=RepoRef(full_name=pipeline.repo, clone_url=pipeline.clone_url),
-            branch=pipeline.branch,
-            base_branch=pipeline.base_branch,
-            prompt=run.prompt,
-            agent=settings.agent,
-            image=settings.image,
-            timeout_s=settings.timeout_s,
-            network=settings.network,
-            resources=settings.resources,
-            history=pipeline.history(),
-            runner_label=settings.label,
-            token=SecretStr(token),
-        )
-        job = await self.redis.enqueue_job(
-            RUN_FUNCTION,
-            request.dump_for_queue(),
-            _job_id=run.run_id,
-            _queue_name=run_queue(settings.label),
-        )
-        log.info(
-            "run %s of %s %s to %s",
-            run.run_id,
-            pipeline.id,
-            "queued" if job is not None else "was already queued",
-            run_queue(settings.label),
-        )
-
-    async def _update_run(
-        self, run_id: str, updates: Mapping[str, object], unless_finished: bool = False
-    ) -> None:
+    async def _change_run(
+        self, run_id: str, change: Callable[[Pipeline], object]
+    ) -> Pipeline | None:
+        """Apply `change` to the pipeline holding `run_id` under its lock, and save it."""
         pipeline_id = await self.pipeline_of_run(run_id)
         if pipeline_id is None:
-            return
+            return None
         async with self._locked(pipeline_id):
             pipeline = await self.get(pipeline_id)
-            run = pipeline.find(run_id) if pipeline else None
-            if pipeline is None or run is None:
-                return
-            if unless_finished and run.status == "finished":
-                return
-            for name, value in updates.items():
-                setattr(run, name, value)
+            if pipeline is None or pipeline.find(run_id) is None:
+                return None
+            if change(pipeline) is False:
+                return None
             await self._save(pipeline)
+            return pipeline
 
     async def _save(self, pipeline: Pipeline) -> None:
         pipeline.updated_at = utcnow()
@@ -461,15 +447,14 @@ class Pipelines:
             yield
 
 
+def _set(run: PipelineRun | None, updates: Mapping[str, object]) -> None:
+    for name, value in updates.items():
+        setattr(run, name, value)
+
+
 def _branch_key(repo: str, branch: str) -> str:
     return f"{repo.lower()}:{branch}"
 
 
 def _thread_key(repo: str, number: int) -> str:
     return f"{repo.lower()}#{number}"
-
-
-def _text(value: bytes | str | None) -> str | None:
-    if value is None:
-        return None
-    return value.decode() if isinstance(value, bytes) else value

@@ -19,6 +19,7 @@ from arq.worker import Retry, Worker, func
 from githubkit.exception import RequestFailed
 
 from app import failures
+from app.dispatch import Dispatch
 from app.github import GitHubApp, UnexpectedAnswer, is_transient
 from app.handlers import router
 from app.pipelines import Pipelines
@@ -61,7 +62,7 @@ def build_services(
         policy=server_policy(settings),
         github=github,
         redis=redis,
-        pipelines=Pipelines(redis, github.mint_token),
+        pipelines=Pipelines(redis, Dispatch(redis, github.mint_token)),
     )
 
 

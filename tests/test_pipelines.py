@@ -1,0 +1,130 @@
+"""The pipeline state machine, without Redis: table tests of its transitions."""
+
+from __future__ import annotations
+
+import pytest
+
+from app.pipelines import Pickup, Pipeline, PipelineRun
+from app.policy import RunSettings
+from runner.job import Outcome, Resources, RunFinished
+
+SETTINGS = RunSettings(
+    agent="script", image="i", label="default", timeout_minutes=1, network="none",
+    resources=Resources(),
+)  # fmt: skip
+
+
+def pipeline(active: str | None, statuses: dict[str, str], closed: bool = False) -> Pipeline:
+    runs = [
+        PipelineRun.model_validate(
+            {"run_id": run_id, "prompt": run_id, "settings": SETTINGS, "requested_by": "a",
+             "thread": 1, "status": status, "started": status in ("running", "finished")}
+        )
+        for run_id, status in statuses.items()
+    ]  # fmt: skip
+    return Pipeline(
+        id="p.1", repo="o/r", number=1, kind="issue", branch="b", base_branch="main",
+        clone_url="x", installation_id=1, active_run=active, runs=runs, closed=closed,
+    )  # fmt: skip
+
+
+def statuses(p: Pipeline) -> dict[str, str]:
+    return {run.run_id: run.status for run in p.runs}
+
+
+@pytest.mark.parametrize(
+    ("active", "before", "closed", "started", "active_after"),
+    [
+        (None, {}, False, None, None),
+        (None, {"r1": "waiting"}, False, "r1", "r1"),
+        (None, {"r1": "waiting", "r2": "waiting"}, False, "r1", "r1"),
+        ("r1", {"r1": "waiting"}, False, "r1", "r1"),  # queueing failed before: again
+        ("r1", {"r1": "queued", "r2": "waiting"}, False, None, "r1"),
+        ("r1", {"r1": "running", "r2": "waiting"}, False, None, "r1"),
+        (None, {"r1": "finished", "r2": "waiting"}, False, "r2", "r2"),
+        ("r1", {"r1": "finished"}, False, None, "r1"),  # finished active: nothing due
+        (None, {"r1": "waiting"}, True, None, None),
+    ],
+)
+def test_next_to_start(
+    active: str | None,
+    before: dict[str, str],
+    closed: bool,
+    started: str | None,
+    active_after: str | None,
+) -> None:
+    p = pipeline(active, before, closed)
+    run = p.next_to_start()
+    assert (run.run_id if run else None) == started
+    assert p.active_run == active_after
+    assert statuses(p) == before  # choosing changes no run
+
+
+def test_mark_queued_only_the_active_waiting_run() -> None:
+    p = pipeline("r1", {"r1": "waiting", "r2": "waiting"})
+    assert p.mark_queued("r2") is None
+    queued = p.mark_queued("r1")
+    assert queued is not None and queued.status == "queued" and queued.queued_at is not None
+    assert p.mark_queued("r1") is None
+
+
+@pytest.mark.parametrize(
+    ("status", "pickup", "how", "after"),
+    [
+        ("waiting", "absent", "dropped", "finished"),
+        ("waiting", "taken_back", "dropped", "finished"),
+        ("waiting", "started", "aborting", "waiting"),
+        ("queued", "taken_back", "dropped", "finished"),
+        ("queued", "started", "aborting", "queued"),
+        ("running", "started", "aborting", "running"),
+        ("finished", "absent", None, "finished"),
+    ],
+)
+def test_stop_run(status: str, pickup: Pickup, how: str | None, after: str) -> None:
+    p = pipeline("r1", {"r1": status, "r2": "waiting"})
+    stopped = p.stop_run("r1", "stopped by @a", pickup)
+    assert (stopped.how if stopped else None) == how
+    run = p.find("r1")
+    assert run is not None and run.status == after
+    if how == "dropped":
+        assert (run.outcome, run.reason, p.active_run) == (Outcome.CANCELLED, "stopped by @a", None)
+        assert not run.started
+    else:
+        assert p.active_run == "r1"
+
+
+def test_close_drops_the_line_and_aborts_the_running_run() -> None:
+    p = pipeline("r1", {"r0": "finished", "r1": "running", "r2": "waiting", "r3": "queued"})
+    stopped = p.close("closed", {"r1": "started", "r3": "taken_back"})
+    assert p.closed
+    assert {s.run.run_id: s.how for s in stopped} == {
+        "r1": "aborting", "r2": "dropped", "r3": "dropped",
+    }  # fmt: skip
+    assert p.next_to_start() is None
+
+
+def test_record_finish_frees_the_pipeline() -> None:
+    p = pipeline("r1", {"r1": "running", "r2": "waiting"})
+    run = p.record_finish(RunFinished(run_id="r1", outcome=Outcome.SUCCESS, head_sha="abc"))
+    assert run is not None and (run.status, run.outcome, run.head_sha) == (
+        "finished", Outcome.SUCCESS, "abc",
+    )  # fmt: skip
+    assert p.active_run is None
+    nxt = p.next_to_start()
+    assert nxt is not None and nxt.run_id == "r2"
+    assert p.record_finish(RunFinished(run_id="nope", outcome=Outcome.SUCCESS)) is None
+
+
+def test_fail_start_ends_only_a_waiting_run() -> None:
+    p = pipeline("r1", {"r1": "waiting", "r2": "queued"})
+    assert p.fail_start("r2", "x") is None
+    failed = p.fail_start("r1", "GitHub answered 422")
+    assert failed is not None and failed.outcome == Outcome.ERROR and p.active_run is None
+
+
+def test_add_is_idempotent_and_reopens() -> None:
+    p = pipeline(None, {"r1": "finished"}, closed=True)
+    run = PipelineRun(run_id="r2", prompt="p", settings=SETTINGS, requested_by="a", thread=1)
+    p.add(run)
+    p.add(run)
+    assert [r.run_id for r in p.runs] == ["r1", "r2"] and not p.closed
