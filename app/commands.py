@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Literal, TypeAlias
 
 from app.naming import inline_code, is_agent_name, is_runner_label
-from runner.contract import NetworkMode
+from runner.contract import NETWORK_MODES, NetworkMode
 
 MAX_TIMEOUT_MINUTES = 1440
 
@@ -21,7 +21,7 @@ USAGE = """\
 Start a comment with one of these commands:
 
 ```text
-/trimo run [--agent NAME] [--on LABEL] [--timeout MINUTES] [--network none|bridge] PROMPT
+/trimo run [--agent NAME] [--on LABEL] [--timeout MINUTES] [--network none|allowlist|bridge] PROMPT
 /trimo stop      stop the current run
 /trimo retry     run the last prompt again
 /trimo status    show how this pipeline is doing
@@ -30,6 +30,8 @@ Start a comment with one of these commands:
 
 - The prompt may span several lines; options go on the first line, before the prompt.
 - `--timeout` is in minutes (1 to 1440); `--` ends the options.
+- `--network allowlist` (the default) reaches the agent's API and the hosts in `allowed_hosts`
+  of `.github/trimo.yml`; `none` has no network; `bridge` reaches everything.
 - Mentioning the app at the start of a comment, followed by a prompt, works like `/trimo run`.
 """
 
@@ -283,13 +285,12 @@ def _network(value: str | None) -> NetworkMode | None:
     if value is None:
         return None
     lowered = value.lower()
-    if lowered == "none":
-        return "none"
-    if lowered == "bridge":
-        return "bridge"
+    for mode in NETWORK_MODES:
+        if lowered == mode:
+            return mode
     raise _Problem(
         "bad_value",
-        f"The network must be `none` or `bridge`, not {inline_code(value, 40)}.",
+        f"The network must be `none`, `allowlist` or `bridge`, not {inline_code(value, 40)}.",
     )
 
 

@@ -41,6 +41,7 @@ def run_request(pipeline: Pipeline, run: PipelineRun, token: str | None) -> RunR
         image=settings.image,
         timeout_s=settings.timeout_s,
         network=settings.network,
+        allowed_hosts=list(settings.allowed_hosts),
         resources=settings.resources,
         history=pipeline.history(),
         runner_label=settings.label,

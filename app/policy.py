@@ -12,6 +12,7 @@ from app.naming import inline_code
 from app.repoconfig import RepoConfig, memory_bytes
 from runner.contract import DEFAULT_IMAGE, NetworkMode
 from runner.job import Resources
+from runner.network.hosts import outside_caps
 
 ROLE_ORDER: tuple[str, ...] = ("read", "triage", "write", "maintain", "admin")
 """Repository roles from least to most powerful, as GitHub's `role_name` spells them."""
@@ -30,7 +31,7 @@ def is_bot(login: str, user_type: str | None) -> bool:
 
 
 def _all_networks() -> list[NetworkMode]:
-    return ["none", "bridge"]
+    return ["none", "allowlist", "bridge"]
 
 
 class ServerPolicy(BaseModel):
@@ -44,6 +45,8 @@ class ServerPolicy(BaseModel):
     allowed_networks: list[NetworkMode] = Field(default_factory=_all_networks)
     allowed_agents: list[str] = Field(default_factory=list)
     """Empty means any agent."""
+    allowed_hosts: list[str] = Field(default_factory=list)
+    """Hosts (`name` or `*.suffix`) a repository may add on an `allowlist` network; empty: any."""
     default_image: str = DEFAULT_IMAGE
     max_memory: str = "16g"
     max_cpus: float = Field(default=8.0, gt=0, le=64)
@@ -66,6 +69,8 @@ class RunSettings(BaseModel):
     label: str
     timeout_minutes: int
     network: NetworkMode
+    allowed_hosts: list[str] = Field(default_factory=list)
+    """The repository's hosts, added to the agent's API hosts on an `allowlist` network."""
     resources: Resources
 
     @property
@@ -85,12 +90,14 @@ def effective_run(
     config: RepoConfig, command: RunCommand, policy: ServerPolicy
 ) -> RunSettings | Refusal:
     """Merge the command's options over the repository's config, then check the policy."""
+    network = command.network or config.network
     settings = RunSettings(
         agent=command.agent or config.agent,
         image=config.image or policy.default_image,
         label=command.label or config.runner_label,
         timeout_minutes=command.timeout_minutes or config.timeout_minutes,
-        network=command.network or config.network,
+        network=network,
+        allowed_hosts=list(config.allowed_hosts) if network == "allowlist" else [],
         resources=Resources(
             memory=config.resources.memory,
             cpus=config.resources.cpus,
@@ -119,6 +126,14 @@ def _problems(settings: RunSettings, command: RunCommand, policy: ServerPolicy) 
         problems.append(
             f"This server does not allow the network {inline_code(settings.network)} "
             f"({asked} it); allowed: {allowed}."
+        )
+    if outside := outside_caps(settings.allowed_hosts, policy.allowed_hosts):
+        hosts, them = ("hosts", "them") if len(outside) > 1 else ("host", "it")
+        problems.append(
+            f"This server does not allow the {hosts} {_names(outside)} ({config_file} asks "
+            f"for {them} in `allowed_hosts`); allowed: {_names(policy.allowed_hosts)}. Remove "
+            f"{them} from `allowed_hosts`, or ask whoever runs this Trimo server to add "
+            f"{them} to `TRIMO_POLICY_ALLOWED_HOSTS`."
         )
     if policy.allowed_agents and settings.agent not in policy.allowed_agents:
         asked = "you asked for" if command.agent else f"{config_file} asks for"

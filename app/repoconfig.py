@@ -10,16 +10,24 @@ import difflib
 import re
 import reprlib
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
 from pydantic_core import ErrorDetails
 
 from app.commands import MAX_TIMEOUT_MINUTES
 from app.naming import inline_code, is_agent_name, is_runner_label
 from runner.contract import NetworkMode
 from runner.job import is_valid_branch_name
+from runner.network.hosts import host_pattern_error, normalise_host
 
 CONFIG_PATH = ".github/trimo.yml"
 MAX_CONFIG_BYTES = 64 * 1024
@@ -32,6 +40,7 @@ _MEMORY_UNITS = {"k": 1024, "m": 1024**2, "g": 1024**3}
 MIN_MEMORY_BYTES = 64 * 1024**2
 _IMAGE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/:@-]{0,254}")
 _PREFIX_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,49}")
+MAX_ALLOWED_HOSTS = 100
 
 
 class ConfigError(ValueError):
@@ -49,6 +58,19 @@ def memory_bytes(text: str) -> int:
     if not match:
         raise ValueError(f"not a memory size: {text!r}")
     return int(match.group(1)) * _MEMORY_UNITS[match.group(2).lower()]
+
+
+def _host_pattern(value: str) -> str:
+    error = host_pattern_error(value)
+    if error is None:
+        return normalise_host(value)
+    if error.startswith(f"{value!r} "):
+        raise ValueError(error.removeprefix(f"{value!r} "))
+    raise ValueError("should be a host name like `registry.npmjs.org` or `*.npmjs.org`")
+
+
+HostPattern = Annotated[str, AfterValidator(_host_pattern)]
+"""One entry of `allowed_hosts`: an exact host name or `*.suffix`, normalised."""
 
 
 class ResourcesConfig(BaseModel):
@@ -82,7 +104,9 @@ class RepoConfig(BaseModel):
     """None means the server's default image."""
     runner_label: str = "default"
     timeout_minutes: int = Field(default=30, ge=1, le=MAX_TIMEOUT_MINUTES, strict=True)
-    network: NetworkMode = "none"
+    network: NetworkMode = "allowlist"
+    allowed_hosts: list[HostPattern] = Field(default_factory=list, max_length=MAX_ALLOWED_HOSTS)
+    """Hosts an `allowlist` run may reach besides its agent's API hosts."""
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
     trigger_label: str = Field(default="trimo", min_length=1, max_length=50)
     min_permission: MinPermission = "write"
@@ -128,6 +152,11 @@ class RepoConfig(BaseModel):
                 "agents; use triage, write, maintain or admin"
             )
         return value
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _hosts_unique(cls, value: list[str]) -> list[str]:
+        return list(dict.fromkeys(value))
 
     @field_validator("branch_prefix")
     @classmethod
@@ -186,7 +215,20 @@ def _yaml_message(exc: yaml.YAMLError) -> str:
         if mark is not None:
             where = f" at line {mark.line + 1}, column {mark.column + 1}"
         what = exc.problem or exc.context or what
-    return f"`{CONFIG_PATH}` is not valid YAML{where}: {what}."
+    hint = ""
+    if _unquoted_star(exc):
+        hint = ' Quote a host pattern that starts with `*`, like `"*.npmjs.org"`.'
+    return f"`{CONFIG_PATH}` is not valid YAML{where}: {what}.{hint}"
+
+
+def _unquoted_star(exc: yaml.YAMLError) -> bool:
+    """Whether the broken line holds a `*` (YAML's alias mark), as in `- *.npmjs.org`."""
+    mark = getattr(exc, "problem_mark", None)
+    buffer = getattr(mark, "buffer", None)
+    if mark is None or not isinstance(buffer, str):
+        return False
+    lines = buffer.splitlines()
+    return mark.line < len(lines) and "*" in lines[mark.line]
 
 
 def _join(problems: list[str], notes: list[str]) -> str:
@@ -216,6 +258,10 @@ def _problem(error: ErrorDetails) -> str:
         message = "should be text"
     elif error["type"] == "string_too_short":
         message = "should not be empty"
+    elif error["type"] == "list_type":
+        message = 'should be a list, like `[registry.npmjs.org, "*.pypi.org"]`'
+    elif error["type"] == "too_long":
+        message = f"should have at most {MAX_ALLOWED_HOSTS} entries"
     elif error["type"] in {"model_type", "model_attributes_type"}:
         message = "should be a mapping of settings"
     elif message.startswith("Input "):

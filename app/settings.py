@@ -9,6 +9,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from runner.contract import DEFAULT_IMAGE
 from runner.errors import TrimoError
+from runner.network.hosts import clean_hosts
 
 
 class SettingsError(TrimoError):
@@ -39,7 +40,9 @@ class AppSettings(BaseSettings):
     policy_max_timeout_minutes: int = Field(default=120, gt=0)
     policy_allowed_images: str = ""
     """Comma-separated image names agents may use; empty allows any."""
-    policy_allowed_networks: str = "none,bridge"
+    policy_allowed_networks: str = "none,allowlist,bridge"
+    policy_allowed_hosts: str = ""
+    """Comma-separated hosts (`name` or `*.suffix`) repositories may allow; empty allows any."""
     default_image: str = DEFAULT_IMAGE
 
     def private_key(self) -> str:
@@ -77,3 +80,13 @@ class AppSettings(BaseSettings):
     def allowed_networks(self) -> frozenset[str]:
         """Network modes a run may ask for."""
         return _csv(self.policy_allowed_networks)
+
+    def allowed_hosts(self) -> list[str]:
+        """Hosts repositories may add to an `allowlist` run; empty means any."""
+        hosts, errors = clean_hosts(_csv(self.policy_allowed_hosts))
+        if errors:
+            raise SettingsError(
+                "TRIMO_POLICY_ALLOWED_HOSTS: " + "; ".join(errors),
+                hint="list host names or `*.suffix` patterns, separated by commas",
+            )
+        return sorted(hosts)

@@ -27,6 +27,7 @@ from app.policy import ServerPolicy
 from app.services import Delivery, MalformedPayload, Services
 from app.settings import AppSettings
 from app.web import HANDLER_FUNCTION, QUEUE_NAME
+from runner.contract import NETWORK_MODES
 
 log = logging.getLogger("trimo.app")
 
@@ -38,7 +39,6 @@ ARQ_MAX_TRIES: Final = MAX_TRIES + 2
 """arq's own limit stays above ours, so a job that killed the worker is parked by us."""
 JOB_TIMEOUT_SECONDS: Final = 300
 KEEP_RESULT_SECONDS: Final = 3600
-NETWORKS: Final = ("none", "bridge")
 
 
 def server_policy(settings: AppSettings) -> ServerPolicy:
@@ -47,7 +47,8 @@ def server_policy(settings: AppSettings) -> ServerPolicy:
     return ServerPolicy(
         max_timeout_minutes=settings.policy_max_timeout_minutes,
         allowed_images=sorted(settings.allowed_images()),
-        allowed_networks=[network for network in NETWORKS if network in allowed],
+        allowed_networks=[network for network in NETWORK_MODES if network in allowed],
+        allowed_hosts=settings.allowed_hosts(),
         default_image=settings.default_image,
     )
 

@@ -6,7 +6,7 @@ emits) is `runner.job`; both sides import these, `runner/` imports nothing from 
 from __future__ import annotations
 
 import re
-from typing import Annotated, Final, Literal
+from typing import Annotated, Final, Literal, get_args
 
 from pydantic import AfterValidator
 
@@ -57,6 +57,9 @@ def is_valid_id(value: str) -> bool:
 # --- runs -------------------------------------------------------------------------------------
 
 NetworkMode = Literal["none", "allowlist", "bridge"]
+NETWORK_MODES: Final[tuple[NetworkMode, ...]] = get_args(NetworkMode)
+"""Every network mode, in the order people read them; `allowlist` is the default."""
+DEFAULT_NETWORK: Final[NetworkMode] = "allowlist"
 DEFAULT_IMAGE: Final = "trimo-agent:latest"
 DEFAULT_AGENT: Final = "claude"
 DEFAULT_LABEL: Final = "default"

@@ -484,6 +484,41 @@ async def test_a_policy_refusal_is_explained(world: World) -> None:
     assert await world.queued() == []
 
 
+HOSTS_CONFIG = "agent: script\nallowed_hosts: [registry.npmjs.org, Example.org]\n"
+
+
+async def test_the_repositorys_hosts_reach_the_run_within_the_servers_cap(world: World) -> None:
+    world.gh.create_repo(OWNER, "hosts", {".github/trimo.yml": HOSTS_CONFIG})
+    world.state.set_role(OWNER, "hosts", WRITER, "write")
+    first = world.state.add_issue(OWNER, "hosts", TITLE, "details")
+    comment = world.issue_comment("/trimo run echo hi", number=first.number, repo="hosts")
+    await world.send("issue_comment", comment)
+    [run_id] = await world.queued()
+    request = await world.job(run_id)
+    assert request is not None
+    assert (request.network, request.allowed_hosts) == (
+        "allowlist",
+        ["registry.npmjs.org", "example.org"],
+    )
+
+    services = world.ctx[SERVICES_KEY]
+    capped = services.settings.model_copy(update={"policy_allowed_hosts": "*.npmjs.org"})
+    world.ctx[SERVICES_KEY] = build_services(capped, world.pool, github_retry=False)
+    second = world.state.add_issue(OWNER, "hosts", TITLE, "details")
+    comment = world.issue_comment("/trimo run echo hi", number=second.number, repo="hosts")
+    await world.send("issue_comment", comment)
+    replies = [
+        c.body.strip() for c in world.state.comments_on(second.number, OWNER, "hosts") if c.via_app
+    ]
+    assert replies == [
+        f"@{WRITER} I can't start that run: This server does not allow the host `example.org` "
+        "(`.github/trimo.yml` asks for it in `allowed_hosts`); allowed: `*.npmjs.org`. "
+        "Remove it from `allowed_hosts`, or ask whoever runs this Trimo server to add it to "
+        "`TRIMO_POLICY_ALLOWED_HOSTS`."
+    ]
+    assert await world.queued() == [run_id]
+
+
 async def test_a_closed_issue_runs_nothing(world: World) -> None:
     issue = world.state.add_issue(OWNER, REPO, TITLE, "details")
     payload = world.issue_comment(SCRIPT, number=issue.number, state="closed")

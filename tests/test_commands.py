@@ -46,6 +46,7 @@ def parse(body: str) -> ParseResult:
         ("/trimo run --network bridge x", RunCommand(prompt="x", network="bridge")),
         ("/trimo run --network=none x", RunCommand(prompt="x", network="none")),
         ("/trimo run --network NONE x", RunCommand(prompt="x", network="none")),
+        ("/trimo run --network allowlist x", RunCommand(prompt="x", network="allowlist")),
         (
             "/trimo run --agent aider --on gpu --timeout 90 --network bridge do it all",
             RunCommand(
@@ -184,7 +185,7 @@ def test_ignored(body: str) -> None:
         ("/trimo run --timeout +5 x", "bad_value", "not `+5`"),
         ("/trimo run --timeout ٣٠ x", "bad_value", "whole number"),
         ("/trimo run --timeout 99999999999999999999 x", "bad_value", "whole number"),
-        ("/trimo run --network host x", "bad_value", "`none` or `bridge`, not `host`"),
+        ("/trimo run --network host x", "bad_value", "`none`, `allowlist` or `bridge`, not `host`"),
         ("/trimo run --network=container:x y", "bad_value", "not `container:x`"),
         ("/trimo run --agent 9lives x", "bad_value", "not an agent name"),
         ("/trimo run --agent ../../bin/sh x", "bad_value", "not an agent name"),

@@ -20,6 +20,8 @@ from app.policy import (
     role_allows,
 )
 from app.repoconfig import RepoConfig, parse_repo_config
+from app.settings import AppSettings, SettingsError
+from app.worker import server_policy
 from runner.job import RepoRef, Resources, RunRequest
 
 
@@ -107,7 +109,7 @@ def run(prompt: str = "fix it", **options: Any) -> RunCommand:
                 image="trimo-agent:latest",
                 label="default",
                 timeout_minutes=30,
-                network="none",
+                network="allowlist",
                 resources=Resources(memory="4g", cpus=2.0, pids=1024),
             ),
         ),
@@ -147,7 +149,7 @@ def run(prompt: str = "fix it", **options: Any) -> RunCommand:
                 image="registry.local/agent:2",
                 label="default",
                 timeout_minutes=60,
-                network="none",
+                network="allowlist",
                 resources=Resources(),
             ),
         ),
@@ -160,12 +162,12 @@ def run(prompt: str = "fix it", **options: Any) -> RunCommand:
                 image="ghcr.io/o/a:1",
                 label="default",
                 timeout_minutes=30,
-                network="none",
+                network="allowlist",
                 resources=Resources(),
             ),
         ),
         (
-            None,
+            "network: none",
             run(),
             ServerPolicy(allowed_images=["ghcr.io/o/a:1"], allowed_networks=["none"]),
             RunSettings(
@@ -186,7 +188,7 @@ def run(prompt: str = "fix it", **options: Any) -> RunCommand:
                 image="trimo-agent:latest",
                 label="default",
                 timeout_minutes=30,
-                network="none",
+                network="allowlist",
                 resources=Resources(memory="16g", cpus=8.0, pids=4096),
             ),
         ),
@@ -233,7 +235,7 @@ MAX_60 = ServerPolicy(max_timeout_minutes=60)
             None,
             run(),
             ServerPolicy(allowed_networks=[]),
-            "This server does not allow the network `none` (`.github/trimo.yml` asks for it); "
+            "This server does not allow the network `allowlist` (`.github/trimo.yml` asks for it); "
             "allowed: nothing.",
         ),
         (
@@ -288,6 +290,79 @@ def test_refusals(
 ) -> None:
     result = effective_run(parse_repo_config(config_text), command, policy)
     assert result == Refusal(message=message, problems=(message,))
+
+
+def test_the_repositorys_hosts_go_with_an_allowlist_run_only() -> None:
+    config = parse_repo_config('allowed_hosts: [registry.npmjs.org, "*.PyPI.org"]')
+    settings = effective_run(config, run(), DEFAULT_POLICY)
+    assert isinstance(settings, RunSettings)
+    assert (settings.network, settings.allowed_hosts) == (
+        "allowlist",
+        ["registry.npmjs.org", "*.pypi.org"],
+    )
+    closed = effective_run(config, run(network="none"), DEFAULT_POLICY)
+    assert isinstance(closed, RunSettings)
+    assert closed.allowed_hosts == []
+
+
+NPM_ONLY = ServerPolicy(allowed_hosts=["*.npmjs.org", "pypi.org"])
+
+
+@pytest.mark.parametrize(
+    ("hosts", "allowed"),
+    [
+        ("[registry.npmjs.org]", True),
+        ('["*.npmjs.org", "*.x.npmjs.org", pypi.org]', True),
+        ("[npmjs.org]", False),
+        ("[files.pypi.org]", False),
+        ('["*.pypi.org"]', False),
+    ],
+)
+def test_the_servers_host_cap(hosts: str, allowed: bool) -> None:
+    result = effective_run(parse_repo_config(f"allowed_hosts: {hosts}"), run(), NPM_ONLY)
+    assert isinstance(result, RunSettings) is allowed
+
+
+def test_a_host_outside_the_servers_cap_is_refused_saying_which_and_how() -> None:
+    config = parse_repo_config("allowed_hosts: [registry.npmjs.org, example.org, evil.test]")
+    result = effective_run(config, run(), NPM_ONLY)
+    assert result == Refusal(
+        message=(
+            "This server does not allow the hosts `example.org`, `evil.test` "
+            "(`.github/trimo.yml` asks for them in `allowed_hosts`); allowed: `*.npmjs.org`, "
+            "`pypi.org`. Remove them from `allowed_hosts`, or ask whoever runs this Trimo "
+            "server to add them to `TRIMO_POLICY_ALLOWED_HOSTS`."
+        ),
+        problems=(
+            "This server does not allow the hosts `example.org`, `evil.test` "
+            "(`.github/trimo.yml` asks for them in `allowed_hosts`); allowed: `*.npmjs.org`, "
+            "`pypi.org`. Remove them from `allowed_hosts`, or ask whoever runs this Trimo "
+            "server to add them to `TRIMO_POLICY_ALLOWED_HOSTS`.",
+        ),
+    )
+    # Without an allowlist network the hosts are not used, so nothing is refused.
+    assert isinstance(effective_run(config, run(network="none"), NPM_ONLY), RunSettings)
+
+
+def test_the_servers_caps_come_from_its_settings() -> None:
+    settings = AppSettings(
+        _env_file=None,
+        policy_allowed_hosts=" pypi.org, *.NPMjs.org ,",
+        policy_allowed_networks="allowlist,none",
+    )
+    policy = server_policy(settings)
+    assert policy.allowed_hosts == ["*.npmjs.org", "pypi.org"]
+    assert policy.allowed_networks == ["none", "allowlist"]
+    assert server_policy(AppSettings(_env_file=None)).allowed_networks == [
+        "none",
+        "allowlist",
+        "bridge",
+    ]
+    broken = AppSettings(_env_file=None, policy_allowed_hosts="pypi.org,10.0.0.1")
+    with pytest.raises(
+        SettingsError, match=r"TRIMO_POLICY_ALLOWED_HOSTS: '10\.0\.0\.1' is an address"
+    ):
+        server_policy(broken)
 
 
 def test_all_refusals_reported_together() -> None:

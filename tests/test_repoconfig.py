@@ -22,7 +22,8 @@ def test_defaults() -> None:
     assert DEFAULTS.image is None
     assert DEFAULTS.runner_label == "default"
     assert DEFAULTS.timeout_minutes == 30
-    assert DEFAULTS.network == "none"
+    assert DEFAULTS.network == "allowlist"
+    assert DEFAULTS.allowed_hosts == []
     assert DEFAULTS.resources == ResourcesConfig(memory="4g", cpus=2.0, pids=1024)
     assert DEFAULTS.trigger_label == "trimo"
     assert DEFAULTS.min_permission == "write"
@@ -50,6 +51,16 @@ def test_empty_gives_defaults(text: str | None) -> None:
         ("timeout_minutes: 1440", {"timeout_minutes": 1440}),
         ("network: bridge", {"network": "bridge"}),
         ("network: none", {"network": "none"}),
+        ("network: allowlist", {"network": "allowlist"}),
+        (
+            'allowed_hosts: [Registry.NPMjs.org., "*.pypi.org", registry.npmjs.org]',
+            {"allowed_hosts": ["registry.npmjs.org", "*.pypi.org"]},
+        ),
+        (
+            'allowed_hosts:\n  - "*.crates.io"\n  - static.rust-lang.org\n',
+            {"allowed_hosts": ["*.crates.io", "static.rust-lang.org"]},
+        ),
+        ("allowed_hosts: []", {"allowed_hosts": []}),
         (
             "resources:\n  memory: 8G\n  cpus: 4\n  pids: 2048",
             {"resources": ResourcesConfig(memory="8g", cpus=4.0, pids=2048)},
@@ -103,7 +114,8 @@ def test_valid(text: str, expected: dict[str, Any]) -> None:
             [
                 "Unknown setting `timeout`",
                 "Did you mean `timeout_minutes`?",
-                "`agent`, `image`, `runner_label`, `timeout_minutes`, `network`, `resources`, "
+                "`agent`, `image`, `runner_label`, `timeout_minutes`, `network`, `allowed_hosts`, "
+                "`resources`, "
                 "`trigger_label`, `min_permission`, `branch_prefix`",
             ],
         ),
@@ -149,6 +161,31 @@ def test_valid(text: str, expected: dict[str, Any]) -> None:
         ("branch_prefix: a//", ["`branch_prefix` should be"]),
         ("branch_prefix: 'a b/'", ["`branch_prefix` should be"]),
         ("branch_prefix: ''", ["`branch_prefix` should be"]),
+        ("allowed_host: [pypi.org]", ["Unknown setting `allowed_host`", "`allowed_hosts`?"]),
+        (
+            "allowed_hosts: pypi.org",
+            ["`allowed_hosts` should be a list, like `[registry.npmjs.org", "`pypi.org`"],
+        ),
+        (
+            "allowed_hosts: [pypi.org, https://x.org/]",
+            ["a problem", "`allowed_hosts.1` is not a host name", "(found `https://x.org/`)"],
+        ),
+        (
+            "allowed_hosts: [169.254.169.254]",
+            ["`allowed_hosts.0` is an address: allow host names, not addresses"],
+        ),
+        ("allowed_hosts: ['*.com']", ["`allowed_hosts.0` is too wide", "at least two labels"]),
+        ("allowed_hosts: [localhost]", ["`allowed_hosts.0` is not a full host name"]),
+        ("allowed_hosts: ['']", ["`allowed_hosts.0` should be a host name like"]),
+        ("allowed_hosts: [3]", ["`allowed_hosts.0` should be text"]),
+        (
+            "allowed_hosts:\n  - *.npmjs.org\n",
+            ["not valid YAML", "line 2", "Quote a host pattern that starts with `*`"],
+        ),
+        (
+            "allowed_hosts: [" + ", ".join(f"h{i}.example.org" for i in range(101)) + "]",
+            ["`allowed_hosts` should have at most 100 entries"],
+        ),
     ],
 )
 def test_errors(text: str, says: list[str]) -> None:

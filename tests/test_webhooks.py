@@ -577,7 +577,8 @@ def test_settings_defaults() -> None:
     assert settings.max_webhook_bytes == 25 * 1024 * 1024
     assert settings.policy_max_timeout_minutes == 120
     assert settings.allowed_images() == frozenset()
-    assert settings.allowed_networks() == {"none", "bridge"}
+    assert settings.allowed_networks() == {"none", "allowlist", "bridge"}
+    assert settings.allowed_hosts() == []
     assert settings.default_image == "trimo-agent:latest"
     assert settings.webhook_secret is None
 
