@@ -7,20 +7,24 @@ the async client's answer and return plain `str` values.
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Awaitable, Mapping
-from typing import TypeVar
+from collections.abc import Mapping
 
 import redis.asyncio as aioredis
 
-T = TypeVar("T")
+from runner.redisio import settle
 
-
-async def settle(result: Awaitable[T] | T) -> T:
-    """The value of a redis-py call on the async client."""
-    if inspect.isawaitable(result):
-        return await result
-    return result
+__all__ = [
+    "as_text",
+    "hdel",
+    "hget",
+    "hgetall",
+    "hmget",
+    "hset",
+    "sadd",
+    "settle",
+    "smembers",
+    "srem",
+]
 
 
 def as_text(value: bytes | str | None) -> str | None:

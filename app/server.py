@@ -28,6 +28,7 @@ from arq.worker import Worker
 
 from app.reporter import Reporter
 from app.settings import AppSettings, SettingsError
+from app.tokens import TokenDesk
 from app.web import create_app
 from app.worker import build_services, create_worker
 from runner.daemon import RunnerDaemon
@@ -129,6 +130,12 @@ async def run(settings: AppSettings, parts: Parts) -> None:
             with contextlib.suppress(Exception):
                 await worker.close()
 
+    async def answer_tokens() -> None:
+        desk = TokenDesk(
+            build_services(settings, pool), consumer=f"{socket.gethostname()}-{os.getpid()}"
+        )
+        await desk.run(stop)
+
     async def report() -> None:
         services = build_services(settings, pool)
         reporter = Reporter(services, consumer=f"{socket.gethostname()}-{os.getpid()}")
@@ -139,6 +146,7 @@ async def run(settings: AppSettings, parts: Parts) -> None:
             tasks.append(asyncio.create_task(supervise("web edge", serve_web, stop)))
         if parts.worker:
             tasks.append(asyncio.create_task(supervise("event worker", work, stop)))
+            tasks.append(asyncio.create_task(supervise("token desk", answer_tokens, stop)))
         if parts.reporter:
             tasks.append(asyncio.create_task(supervise("reporter", report, stop)))
         if parts.runner is not None:

@@ -14,18 +14,21 @@ import logging
 import os
 import signal
 import socket
+from datetime import datetime
 from typing import Any
 
 import redis
 import redis.asyncio as aioredis
 from arq.connections import RedisSettings
 from arq.worker import Worker, func
+from pydantic import SecretStr
 
 from runner import __version__, contract, pipelinedir, registry
 from runner.engine import RunEngine, StopSignal
 from runner.job import Outcome, RunEvent, RunFinished, RunRequest
 from runner.policy import RunnerPolicy, refusal
 from runner.publisher import EventPublisher
+from runner.redisio import settle
 from runner.settings import RunnerSettings
 
 log = logging.getLogger("trimo.runner")
@@ -34,10 +37,36 @@ REAP_INTERVAL_SECONDS = 10.0
 SWEEP_INTERVAL_SECONDS = 3600.0
 
 
+TOKEN_FRESH_SECONDS = 40 * 60
+"""A run's token (minted when it was queued, valid 60 min) older than this is renewed."""
+TOKEN_WAIT_SECONDS = 30
+
+
 async def execute_run(ctx: dict[str, Any], payload: dict[str, Any]) -> str:
     """The arq job: run one request. Returns the outcome."""
     daemon: RunnerDaemon = ctx["daemon"]
-    return await daemon.run_job(payload)
+    return await daemon.run_job(payload, queued_at=ctx.get("enqueue_time"))
+
+
+async def ask_for_token(
+    redis: aioredis.Redis, run_id: str, wait: int = TOKEN_WAIT_SECONDS
+) -> str | None:
+    """A fresh token for `run_id` from the App (the runner never holds the App's key).
+
+    The request goes on a Redis stream; the App's token desk answers on a per-run list.
+    None when the App refused (the run is over, GitHub said no) or did not answer in time.
+    """
+    await redis.delete(contract.run_token(run_id))
+    await redis.xadd(contract.TOKEN_REQUESTS, {"run_id": run_id}, maxlen=10_000)
+    answer = None
+    for _ in range(max(1, wait)):  # short waits: the client's socket timeout is 5 s
+        answer = await settle(redis.blpop([contract.run_token(run_id)], timeout=1))
+        if answer is not None:
+            break
+    if answer is None:
+        return None
+    token = answer[1].decode() if isinstance(answer[1], bytes) else str(answer[1])
+    return token or None
 
 
 class RunnerDaemon:
@@ -61,12 +90,24 @@ class RunnerDaemon:
 
     # -- jobs ---------------------------------------------------------------
 
-    async def run_job(self, payload: dict[str, Any]) -> str:
+    async def run_job(self, payload: dict[str, Any], queued_at: datetime | None = None) -> str:
         try:
             request = RunRequest.model_validate(payload)
         except ValueError as exc:
             run_id = str(payload.get("run_id", "unknown"))[:100]
             return self._finish_early(run_id, Outcome.ERROR, f"the job is malformed: {exc}")
+        waited = (registry.now() - queued_at).total_seconds() if queued_at else 0.0
+        if request.token is not None and waited > TOKEN_FRESH_SECONDS:
+            # Its token was minted when it was queued and may expire mid-run: renew it.
+            token = await ask_for_token(self.redis, request.run_id, TOKEN_WAIT_SECONDS)
+            if token is None:
+                return self._finish_early(
+                    request.run_id,
+                    Outcome.ERROR,
+                    f"the run waited {waited / 60:.0f} min for a runner and the App gave no "
+                    "fresh token for it (is the App's worker running?)",
+                )
+            request = request.model_copy(update={"token": SecretStr(token)})
         # The agent's API keys are this machine's: the App never holds them.
         request = request.model_copy(
             update={"secrets": {**self.settings.secrets_for(request.agent), **request.secrets}}
