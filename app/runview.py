@@ -19,6 +19,7 @@ from runner.job import Outcome, PushRefused, RunEvent, RunFinished
 from runner.templating import render
 
 RECENT_TOOLS = 5
+BLOCKED_HOSTS_SHOWN = 10
 
 CheckConclusion = Literal["success", "failure", "cancelled", "timed_out"]
 
@@ -57,6 +58,8 @@ class RunView(BaseModel):
     base_sha: str | None = None
     salvage_ref: str | None = None
     refused: PushRefused | None = None
+    blocked_hosts: dict[str, int] = Field(default_factory=dict)
+    """Host names the egress proxy refused, with how often."""
     finished: RunFinished | None = None
     events: int = 0
 
@@ -87,6 +90,9 @@ class RunView(BaseModel):
                 view.salvage_ref = event.ref
             case "push_refused":
                 view.refused = event
+            case "egress_blocked":
+                for host, count in event.hosts.items():
+                    view.blocked_hosts[host] = view.blocked_hosts.get(host, 0) + count
             case "finished":
                 view.finished = event
                 view.refused = event.refused or view.refused
@@ -141,7 +147,18 @@ def _common(view: RunView, branch: str, now: datetime) -> dict[str, Any]:
         "branch": _code(branch, 100),
         "salvage": _code(view.salvage_ref, 100) if view.salvage_ref else "",
         "refused": _refused(view.refused),
+        "blocked": _blocked(view.blocked_hosts),
+        "blocked_more": max(0, len(view.blocked_hosts) - BLOCKED_HOSTS_SHOWN),
     }
+
+
+def _blocked(hosts: dict[str, int]) -> list[dict[str, Any]]:
+    """The hosts the network refused, most refused first, for `_blocked_hosts.md.j2`."""
+    ranked = sorted(hosts.items(), key=lambda item: (-item[1], item[0]))
+    return [
+        {"host": inline_code(host, 100), "count": count}
+        for host, count in ranked[:BLOCKED_HOSTS_SHOWN]
+    ]
 
 
 def _refused(refused: PushRefused | None) -> dict[str, str] | None:
