@@ -44,7 +44,7 @@ from app.redisio import hdel, hget, hgetall, hset, settle, smembers, srem
 from app.runs import CHECK_NAME, RETRY_ACTION, STOP_ACTION, show_queued, start_next
 from app.runview import RunView
 from app.services import Services
-from runner import keys
+from runner import contract as keys
 from runner.job import RunEvent, RunFinished, RunStarted, run_event_adapter
 
 log = logging.getLogger("trimo.reporter")

@@ -13,6 +13,15 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, TypeAdapter, field_validator
 
+from runner.contract import (
+    DEFAULT_IMAGE,
+    DEFAULT_TIMEOUT_SECONDS,
+    ID_PATTERN,
+    MAX_TIMEOUT_SECONDS,
+)
+from runner.contract import (
+    NetworkMode as NetworkMode,  # re-exported until runner/container.py imports the contract
+)
 from runner.diffsummary import DiffSummary
 from runner.events import (
     AgentError,
@@ -24,12 +33,10 @@ from runner.events import (
     Usage,
 )
 
-NetworkMode = Literal["none", "allowlist", "bridge"]
-
 _BRANCH_RE = re.compile(
     r"^(?![/.-])(?!.*//)(?!.*\.\.)(?!.*/[.-])(?!.*\.lock(?:/|$))(?!.*[/.]$)[A-Za-z0-9._/-]{1,200}$"
 )
-_NAME_RE = re.compile(r"^(?![.-])(?!.*\.\.)[A-Za-z0-9._-]{1,100}$")
+_NAME_RE = re.compile(ID_PATTERN)
 
 
 def is_valid_name(name: str) -> bool:
@@ -103,8 +110,8 @@ class RunRequest(BaseModel):
     base_branch: str
     prompt: str
     agent: str = "claude"
-    image: str = "trimo-agent:latest"
-    timeout_s: int = Field(default=30 * 60, ge=1, le=24 * 3600)
+    image: str = DEFAULT_IMAGE
+    timeout_s: int = Field(default=DEFAULT_TIMEOUT_SECONDS, ge=1, le=MAX_TIMEOUT_SECONDS)
     network: NetworkMode = "allowlist"
     allowed_hosts: list[str] = Field(default_factory=list)
     """Hosts the repository adds to the agent's own API hosts on an `allowlist` network."""

@@ -31,9 +31,10 @@ from app.reporter import DEAD_LETTERS, GONE_FLAG, STEPS_PREFIX, Reporter
 from app.services import Services
 from app.settings import AppSettings
 from app.worker import SERVICES_KEY, build_services, handle_event
-from runner import keys
+from runner import contract as keys
 from runner.job import (
     CommitInfo,
+    EgressBlocked,
     Outcome,
     Pushed,
     PushRefused,
@@ -471,3 +472,25 @@ async def test_a_refused_push_is_shown_at_once_and_in_the_last_word(world: World
         assert "refs/trimo/kept/run-1" in text and "/trimo retry" in text
         assert "more detail GitHub gave" not in text
     assert "nothing was left to save" not in final
+
+
+async def test_hosts_the_network_blocked_are_shown_in_the_check_run(world: World) -> None:
+    _, run_id = await world.accept()
+    await world.started(run_id)
+    await world.emit(run_id, EgressBlocked(hosts={"example.org": 2, "evil.test": 1}))
+    await world.emit(run_id, EgressBlocked(hosts={"example.org": 1, "`x`.test": 1}))
+    await world.emit(run_id, finished(run_id, Outcome.FAILURE))
+    await world.settle()
+    summary = world.check_of(run_id).output["summary"]
+    blocked = [line for line in summary.splitlines() if line.startswith("- blocked:")]
+    assert blocked == [
+        "- blocked: `example.org` ×3 — add it to `allowed_hosts` in `.github/trimo.yml`",
+        "- blocked: `` `x`.test `` ×1 — add it to `allowed_hosts` in `.github/trimo.yml`",
+        "- blocked: `evil.test` ×1 — add it to `allowed_hosts` in `.github/trimo.yml`",
+    ]
+
+
+def test_a_run_that_blocked_nothing_says_nothing_of_it() -> None:
+    view = runview.RunView(run_id="r1").apply(finished("r1"))
+    _, summary = runview.check_finished(view, "trimo/1-fix")
+    assert "blocked" not in summary and "refused these hosts" not in summary
