@@ -14,12 +14,23 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from runner import disk, dockerclient, images, localstate
-from runner.agents import get_adapter
+from runner.agents import ADAPTERS, get_adapter
+from runner.contract import NETWORK_MODES, NetworkMode
 from runner.engine import RunEngine, StopSignal
 from runner.errors import TrimoError
-from runner.job import Outcome, RepoRef, Resources, RunEvent, RunRecord, RunRequest
+from runner.job import (
+    EgressBlocked,
+    Outcome,
+    RepoRef,
+    Resources,
+    RunEvent,
+    RunRecord,
+    RunRequest,
+)
+from runner.network.hosts import clean_hosts, outside_caps
 from runner.settings import RunnerSettings
 from runner.terminal import OUTCOME_STYLE, event_line, print_summary
 
@@ -29,9 +40,9 @@ image_app = typer.Typer(help="Build and inspect the agent image.", no_args_is_he
 
 def fail(error: TrimoError) -> typer.Exit:
     """Print a TrimoError the way a person wants to read it, and exit non-zero."""
-    console.print(f"[bold red]error:[/] {error.message}")
+    console.print(Text.assemble(("error:", "bold red"), f" {error.message}"))
     if error.hint:
-        console.print(f"  [yellow]→[/] {error.hint}")
+        console.print(Text.assemble("  ", ("→", "yellow"), f" {error.hint}"))
     return typer.Exit(1)
 
 
@@ -102,7 +113,20 @@ def run(
         float | None, typer.Option(help="Minutes before the agent is stopped.")
     ] = None,
     network: Annotated[
-        str | None, typer.Option(help="Container network: none (default) or bridge.")
+        str | None,
+        typer.Option(
+            help="Container network: none | allowlist (default: the agent's API and the "
+            "--allow-host hosts, through a filtering proxy) | bridge (the whole internet)."
+        ),
+    ] = None,
+    allow_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow-host",
+            metavar="HOST",
+            help="A host the agent may reach on the allowlist network besides its API "
+            "(a name, or *.suffix); repeatable. Capped by TRIMO_RUNNER_ALLOWED_HOSTS.",
+        ),
     ] = None,
     base: Annotated[
         str | None, typer.Option(help="Base branch for a new pipeline. Default: current branch.")
@@ -128,17 +152,16 @@ def run(
         )
         agent_name = agent or settings.agent
         adapter = get_adapter(agent_name)
-        if network not in (None, "none", "bridge"):
-            raise TrimoError(
-                f"Unknown network mode {network!r}.", "use --network none or --network bridge"
-            )
+        mode = network_mode(network or settings.network)
+        hosts = allowed_hosts(allow_host or [], mode, settings)
         secrets = settings.secrets_for(adapter.name)
-        if adapter.secret_env and not secrets:
-            known = ("ANTHROPIC_API_KEY", "OPENAI_API_KEY")
-            wanted = " or ".join(f"TRIMO_{n}" for n in adapter.secret_env if n in known)
+        if adapter.secret_env and not usable(settings.credentials().get(adapter.name, [])):
             console.print(
-                f"[yellow]warning:[/] no API key for {adapter.name}: set {wanted}, "
-                "or the agent will probably fail to start"
+                Text.assemble(
+                    ("warning:", "yellow"),
+                    f" no credentials for {adapter.name}: set {credential_hint(adapter.name)}, "
+                    "or the agent will probably fail to start",
+                )
             )
         request = RunRequest(
             run_id=f"{name}-{len(record.runs) + 1}-{secrets_token(3)}",
@@ -150,7 +173,8 @@ def run(
             agent=agent_name,
             image=image or settings.image,
             timeout_s=max(1, int((timeout or settings.timeout_minutes) * 60)),
-            network=network or settings.network,
+            network=mode,
+            allowed_hosts=hosts,
             resources=Resources(memory=settings.memory, cpus=settings.cpus, pids=settings.pids),
             history=record.runs,
             secrets=secrets,
@@ -164,9 +188,13 @@ def run(
     stop = StopSignal()
     started = time.monotonic()
     label = f"{name} · {agent_name}"
+    blocked: dict[str, int] = {}
     with stop_on_signals(stop), out.status(f"{label}: preparing workspace…") as status:
 
         def on_event(event: RunEvent) -> None:
+            if isinstance(event, EgressBlocked):
+                for host, count in event.hosts.items():
+                    blocked[host] = blocked.get(host, 0) + count
             if (line := event_line(event)) is not None:
                 out.print(line, highlight=False, markup=False)
             status.update(
@@ -188,9 +216,65 @@ def run(
         )
     )
     localstate.save(root, record)
-    print_summary(out, finished, record.branch, time.monotonic() - started)
+    print_summary(out, finished, record.branch, time.monotonic() - started, blocked)
     out.print(f'\nContinue with: trimo run --pipeline {name} "…"', highlight=False)
     raise typer.Exit(EXIT_CODES[finished.outcome])
+
+
+CREDENTIAL_HINTS = {
+    "claude": "TRIMO_ANTHROPIC_API_KEY, or TRIMO_CLAUDE_CODE_OAUTH_TOKEN "
+    "(a Claude Pro or Max subscription: run `claude setup-token`)",
+    "codex": "TRIMO_OPENAI_API_KEY, or TRIMO_CODEX_AUTH_FILE "
+    "(a ChatGPT sign-in: the ~/.codex/auth.json that `codex login` writes)",
+    "aider": "TRIMO_ANTHROPIC_API_KEY or TRIMO_OPENAI_API_KEY",
+}
+
+
+def credential_hint(agent: str) -> str:
+    secret_env = ADAPTERS[agent].secret_env if agent in ADAPTERS else ()
+    return CREDENTIAL_HINTS.get(agent) or " or ".join(f"TRIMO_{name}" for name in secret_env)
+
+
+def usable(credentials: list[str]) -> bool:
+    """Whether any of an agent's credentials (from `RunnerSettings.credentials`) is there."""
+    return any(not item.endswith("(missing)") for item in credentials)
+
+
+def network_mode(value: str) -> NetworkMode:
+    for mode in NETWORK_MODES:
+        if value == mode:
+            return mode
+    raise TrimoError(
+        f"Unknown network mode {value!r}.",
+        "use --network none (no network), allowlist (the agent's API and --allow-host "
+        "hosts; the default) or bridge (the whole internet)",
+    )
+
+
+def allowed_hosts(values: list[str], mode: NetworkMode, settings: RunnerSettings) -> list[str]:
+    """The --allow-host hosts, checked and within this machine's TRIMO_RUNNER_ALLOWED_HOSTS."""
+    if not values:
+        return []
+    if mode != "allowlist":
+        raise TrimoError(
+            f"--allow-host needs the allowlist network, but this run's network is {mode!r}.",
+            "add --network allowlist, or leave out --allow-host",
+        )
+    hosts, errors = clean_hosts(values)
+    if errors:
+        raise TrimoError(
+            f"--allow-host: {'; '.join(errors)}.",
+            "give a host name like registry.npmjs.org, or *.suffix like *.npmjs.org",
+        )
+    caps = settings.runner_policy().allowed_hosts
+    if outside := outside_caps(hosts, caps):
+        named = ", ".join(outside)
+        raise TrimoError(
+            f"This machine does not allow the host{'s' if len(outside) > 1 else ''} "
+            f"{named}: TRIMO_RUNNER_ALLOWED_HOSTS allows only {', '.join(caps)}.",
+            f"add {named} to TRIMO_RUNNER_ALLOWED_HOSTS, or leave out that --allow-host",
+        )
+    return hosts
 
 
 STOPPING_SIGNALS = {
@@ -311,12 +395,22 @@ def doctor() -> None:
             "`trimo serve` and `trimo runner` need it: start redis-server or set TRIMO_REDIS_URL",
             required=False,
         )
-    keys = settings.agent_secrets()
-    report(
-        bool(keys),
-        f"agent API keys set: {', '.join(keys) or 'none'}",
-        "set TRIMO_ANTHROPIC_API_KEY (claude) or TRIMO_OPENAI_API_KEY (codex, aider)",
-        required=False,
+    for agent, have in settings.credentials().items():
+        if not ADAPTERS[agent].secret_env:
+            continue
+        ok = usable(have)
+        out.print(
+            Text.assemble(
+                ("✓ " if ok else "! ", "green" if ok else "yellow"),
+                f"credentials for {agent}: {', '.join(have) or 'none'}",
+                "" if ok else f"\n    → set {credential_hint(agent)}",
+            )
+        )
+    out.print(
+        "· aider is installed in the full image (`trimo image build`), not in the base "
+        "image (`--target base`), which runs only the script agent",
+        markup=False,
+        highlight=False,
     )
     try:
         settings.cache_dir.mkdir(parents=True, exist_ok=True)

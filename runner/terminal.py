@@ -17,6 +17,7 @@ from runner.events import (
     shorten,
 )
 from runner.job import (
+    EgressBlocked,
     Outcome,
     Pushed,
     PushRefused,
@@ -72,6 +73,12 @@ def event_line(event: RunEvent, width: int = 160) -> Text | None:
                 f"⬆ pushed {event.commits} commit{plural} to {event.branch} ({event.sha[:7]})",
                 "green",
             )
+        case EgressBlocked():
+            return Text.assemble(
+                ("⛔ the network blocked ", "yellow"),
+                ", ".join(f"{safe(host, 100)} ×{count}" for host, count in _ranked(event.hosts)),
+                ("  (allow a host with --allow-host HOST)", "dim"),
+            )
         case Salvaged():
             return Text(
                 f"⚠ history was rewritten; work kept on {event.ref} ({event.sha[:7]})", "yellow"
@@ -81,9 +88,43 @@ def event_line(event: RunEvent, width: int = 160) -> Text | None:
     return None
 
 
-def print_summary(console: Console, finished: RunFinished, branch: str, elapsed: float) -> None:
-    """The end of a run. Reasons, subjects and file names can carry the agent's text, so
-    they are printed as plain Text (no markup) and without control characters."""
+def _ranked(hosts: dict[str, int]) -> list[tuple[str, int]]:
+    """Hosts by how often they were blocked, most first."""
+    return sorted(hosts.items(), key=lambda item: (-item[1], item[0]))
+
+
+def blocked_lines(hosts: dict[str, int], limit: int = 20) -> list[Text]:
+    """The summary's account of hosts the network blocked, and how to allow them.
+
+    The names are what the agent asked for, so they go through `safe` as plain Text."""
+    if not hosts:
+        return []
+    ranked = _ranked(hosts)
+    lines = [Text(f"\nThe network blocked {len(ranked)} host(s):", "yellow")]
+    lines += [Text(f"  {safe(host, 100)} ×{count}") for host, count in ranked[:limit]]
+    if len(ranked) > limit:
+        lines.append(Text(f"  … and {len(ranked) - limit} more"))
+    first = safe(ranked[0][0], 100)
+    lines.append(
+        Text(
+            f"Allow a host with --allow-host (repeatable): trimo run --allow-host {first} …",
+            "dim",
+        )
+    )
+    return lines
+
+
+def print_summary(
+    console: Console,
+    finished: RunFinished,
+    branch: str,
+    elapsed: float,
+    blocked: dict[str, int] | None = None,
+) -> None:
+    """The end of a run; `blocked`: hosts the network refused, with how often.
+
+    Reasons, subjects, file names and host names can carry the agent's text, so they are
+    printed as plain Text (no markup) and without control characters."""
     style, verb = OUTCOME_STYLE[finished.outcome]
     console.print()
     console.print(Text(f"The run {verb} after {elapsed:.1f}s.", style))
@@ -119,3 +160,5 @@ def print_summary(console: Console, finished: RunFinished, branch: str, elapsed:
         console.print(
             Text(f"{model}{usage.input_tokens} in / {usage.output_tokens} out tokens{cost}")
         )
+    for line in blocked_lines(blocked or {}):
+        console.print(line)

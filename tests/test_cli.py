@@ -15,7 +15,9 @@ from tests.conftest import git
 TRIMO = [sys.executable, "-m", "app.cli"]
 
 
-def trimo(*args: str, cache: Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def trimo(
+    *args: str, cache: Path, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     env = {
         **os.environ,
         "TRIMO_CACHE_DIR": str(cache),
@@ -23,6 +25,7 @@ def trimo(*args: str, cache: Path, cwd: Path | None = None) -> subprocess.Comple
         "TRIMO_AGENT": "script",
         "COLUMNS": "200",
         "TERM": "dumb",
+        **(env or {}),
     }
     return subprocess.run(
         [*TRIMO, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
@@ -80,7 +83,15 @@ def test_timeout_exits_124(sample_repo: Path, tmp_path: Path, test_image: str) -
     ("args", "expected"),
     [
         (["run", "--agent", "nope", "x"], "unknown agent 'nope'"),
-        (["run", "--network", "host", "x"], "Unknown network mode"),
+        (["run", "--network", "host", "x"], "Unknown network mode 'host'"),
+        (["run", "--network", "host", "x"], "none (no network), allowlist"),
+        (["run", "--network", "host", "x"], "or bridge (the whole internet)"),
+        (["run", "--allow-host", "10.0.0.1", "x"], "'10.0.0.1' is an address"),
+        (["run", "--allow-host", "*.com", "x"], "'*.com' is too wide"),
+        (
+            ["run", "--network", "none", "--allow-host", "pypi.org", "x"],
+            "--allow-host needs the allowlist network",
+        ),
         (["run", "--pipeline", "Bad Name!", "x"], "not a valid pipeline name"),
     ],
 )
@@ -91,6 +102,52 @@ def test_bad_input_gets_a_clear_message(
     assert result.returncode != 0
     assert expected in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_host_outside_the_runners_cap_is_refused(sample_repo: Path, tmp_path: Path) -> None:
+    result = trimo(
+        "run", "--repo", str(sample_repo), "--allow-host", "registry.npmjs.org",
+        "--allow-host", "example.org", "x",
+        cache=tmp_path / "c", env={"TRIMO_RUNNER_ALLOWED_HOSTS": "*.npmjs.org,pypi.org"},
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert (
+        "This machine does not allow the host example.org: TRIMO_RUNNER_ALLOWED_HOSTS allows "
+        "only *.npmjs.org, pypi.org." in result.stderr
+    )
+    assert "add example.org to TRIMO_RUNNER_ALLOWED_HOSTS" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_run_help_names_every_network_mode(tmp_path: Path) -> None:
+    result = trimo("run", "--help", cache=tmp_path)
+    text = " ".join(result.stdout.replace("│", " ").split())
+    assert "none | allowlist (default" in text and "| bridge" in text
+    assert "--allow-host" in text and "TRIMO_RUNNER_ALLOWED_HOSTS" in text
+
+
+@pytest.mark.docker
+def test_an_allowlist_run_shows_and_sums_up_the_hosts_it_blocked(
+    sample_repo: Path, tmp_path: Path, test_image: str
+) -> None:
+    script = (
+        "for url in https://example.org/a https://example.org/b https://evil.test/c "
+        "https://registry.npmjs.org/d; do timeout 20 git ls-remote $url; done; "
+        "echo '[bold]inert[/bold]'; true"
+    )
+    result = trimo(
+        "run", "--repo", str(sample_repo), "--allow-host", "registry.npmjs.org", script,
+        cache=tmp_path / "c", env={"TRIMO_NETWORK": "allowlist"},
+    )  # fmt: skip
+    out = result.stdout
+    assert result.returncode == 0, out + result.stderr
+    assert out.count("CONNECT tunnel failed, response 403") == 3
+    assert "⛔ the network blocked example.org ×2, evil.test ×1" in out
+    assert "[bold]inert[/bold]" in out
+    summary = out[out.index("The run succeeded") :]
+    assert "The network blocked 2 host(s):\n  example.org ×2\n  evil.test ×1\n" in summary
+    assert "trimo run --allow-host example.org" in summary
+    assert "registry.npmjs.org" not in summary
 
 
 def test_outside_a_repository_says_what_to_do(tmp_path: Path) -> None:
@@ -121,6 +178,57 @@ def test_doctor_reports_docker_and_a_missing_image(tmp_path: Path, test_image: s
     assert f"{env_image!r} is not on this machine" in result.stdout
     assert "trimo image build" in result.stdout
     assert result.returncode == 1
+
+
+@pytest.mark.docker
+def test_doctor_says_which_credentials_each_agent_gets(tmp_path: Path, test_image: str) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRIMO_")}
+    result = subprocess.run(
+        [*TRIMO, "doctor"],
+        cwd=tmp_path,
+        env={
+            **env,
+            "TRIMO_CACHE_DIR": str(tmp_path / "c"),
+            "TRIMO_IMAGE": test_image,
+            "TRIMO_CLAUDE_CODE_OAUTH_TOKEN": "sk-ant-oat-very-secret",
+            "TRIMO_CODEX_AUTH_FILE": str(tmp_path / "absent" / "auth.json"),
+            "COLUMNS": "300",
+            "TERM": "dumb",
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    out = result.stdout
+    assert "✓ credentials for claude: TRIMO_CLAUDE_CODE_OAUTH_TOKEN\n" in out
+    missing = tmp_path / "absent" / "auth.json"
+    assert f"! credentials for codex: ChatGPT sign-in {missing} (missing)\n" in out
+    assert "TRIMO_CODEX_AUTH_FILE (a ChatGPT sign-in" in out
+    assert "! credentials for aider: none\n" in out
+    assert "credentials for script" not in out
+    assert "aider is installed in the full image (`trimo image build`)" in out
+    assert "sk-ant-oat-very-secret" not in out + result.stderr
+
+    (tmp_path / "auth.json").write_text("{}")
+    signed_in = subprocess.run(
+        [*TRIMO, "doctor"],
+        cwd=tmp_path,
+        env={
+            **env,
+            "TRIMO_CACHE_DIR": str(tmp_path / "c"),
+            "TRIMO_CODEX_AUTH_FILE": str(tmp_path / "auth.json"),
+            "TRIMO_OPENAI_API_KEY": "sk-openai",
+            "COLUMNS": "300",
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (
+        f"✓ credentials for codex: TRIMO_OPENAI_API_KEY, ChatGPT sign-in {tmp_path / 'auth.json'}"
+        in signed_in.stdout
+    )
+    assert "! credentials for claude: none" in signed_in.stdout
 
 
 def test_doctor_with_docker_unreachable(tmp_path: Path) -> None:
