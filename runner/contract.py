@@ -20,6 +20,9 @@ ALL_RUN_EVENTS: Final = "trimo:run-events"
 """One stream of every run's events (field `run_id`), consumed by the App's reporter group."""
 EVENTS_MAXLEN: Final = 10_000
 ALL_EVENTS_MAXLEN: Final = 200_000
+CLOSED_PIPELINES: Final = "trimo:pipelines:closed"
+"""Stream of closed pipelines (fields `clone_url`, `pipeline`): runners delete their disks."""
+CLOSED_PIPELINES_MAXLEN: Final = 10_000
 TOKEN_REQUESTS: Final = "trimo:token-requests"
 """Stream a runner adds to when it takes a run whose token is missing or old (field `run_id`)."""
 TOKEN_TTL_SECONDS: Final = 50 * 60

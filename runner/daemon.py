@@ -35,6 +35,7 @@ log = logging.getLogger("trimo.runner")
 
 REAP_INTERVAL_SECONDS = 10.0
 SWEEP_INTERVAL_SECONDS = 3600.0
+CLOSED_POLL_SECONDS = 30.0
 
 
 TOKEN_FRESH_SECONDS = 40 * 60
@@ -184,22 +185,44 @@ class RunnerDaemon:
                         )
 
     async def sweep(self) -> None:
-        """Delete pipelines (workspace, home, disk) unused for TRIMO_HOME_TTL_DAYS."""
+        """Delete pipelines (workspace, home, disk) when the App closes them, and those unused
+        for TRIMO_HOME_TTL_DAYS."""
         loop = asyncio.get_running_loop()
+        last_ttl_sweep = 0.0
         while True:
-            try:
-                removed = await loop.run_in_executor(
-                    None, pipelinedir.sweep, self.settings.cache_dir, self.settings.home_ttl_days
-                )
-                if removed:
-                    log.info(
-                        "removed %d pipeline(s) unused for %g days",
-                        len(removed),
+            with contextlib.suppress(redis.RedisError, OSError):
+                await self.remove_closed()
+            if loop.time() - last_ttl_sweep >= SWEEP_INTERVAL_SECONDS:
+                last_ttl_sweep = loop.time()
+                try:
+                    removed = await loop.run_in_executor(
+                        None,
+                        pipelinedir.sweep,
+                        self.settings.cache_dir,
                         self.settings.home_ttl_days,
                     )
-            except OSError as exc:
-                log.error("could not remove old pipelines: %s", exc)
-            await asyncio.sleep(SWEEP_INTERVAL_SECONDS)
+                    if removed:
+                        log.info("removed %d pipeline(s) unused for a while", len(removed))
+                except OSError as exc:
+                    log.error("could not remove old pipelines: %s", exc)
+            await asyncio.sleep(CLOSED_POLL_SECONDS)
+
+    async def remove_closed(self) -> None:
+        """Delete this runner's copies of pipelines the App closed since the last look."""
+        cursor_file = self.settings.cache_dir / "closed-pipelines.cursor"
+        cursor = cursor_file.read_text().strip() if cursor_file.exists() else "0-0"
+        answer = await self.redis.xread({contract.CLOSED_PIPELINES: cursor}, count=500)
+        loop = asyncio.get_running_loop()
+        for _stream, entries in answer or []:
+            for entry_id, fields in entries:
+                clone_url = fields.get(b"clone_url", b"").decode(errors="replace")
+                name = fields.get(b"pipeline", b"").decode(errors="replace")
+                if clone_url and contract.is_valid_id(name):
+                    pipeline = pipelinedir.PipelineDir.of(self.settings.cache_dir, clone_url, name)
+                    await loop.run_in_executor(None, pipelinedir.remove_when_idle, pipeline)
+                cursor = entry_id.decode()
+        cursor_file.parent.mkdir(parents=True, exist_ok=True)
+        cursor_file.write_text(cursor)
 
     async def _quietly(self, call: Any) -> None:
         try:

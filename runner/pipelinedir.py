@@ -14,6 +14,7 @@ agent; the host reads nothing from them but a bundle (`runner.handoff`).
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -79,22 +80,26 @@ def sweep(cache_dir: Path, ttl_days: float, now: float | None = None) -> list[Pa
     """Delete pipelines (workspace, home, disk) unused for `ttl_days`; returns what went.
 
     A pipeline in use is skipped: its lock is held by the run."""
-    import fcntl
-
     removed: list[Path] = []
     limit = (now or time.time()) - ttl_days * 86400
     for state in sorted((cache_dir / "pipelines").glob(f"*/*/{STATE_FILE}")):
         pipeline = PipelineDir(state.parent)
-        if pipeline.last_used() > limit:
-            continue
-        with pipeline.lock.open("a") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                continue
-            remove(pipeline)
+        if pipeline.last_used() <= limit and remove_when_idle(pipeline):
             removed.append(pipeline.path)
     return removed
+
+
+def remove_when_idle(pipeline: PipelineDir) -> bool:
+    """Remove the pipeline unless one of its runs holds it now (a later sweep retries)."""
+    if not pipeline.path.exists():
+        return False
+    with pipeline.lock.open("a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        remove(pipeline)
+    return True
 
 
 def remove(pipeline: PipelineDir) -> None:

@@ -45,7 +45,7 @@ from app.worker import (
     handle_event,
     worker_settings,
 )
-from runner import registry
+from runner import contract, registry
 from runner.contract import RUN_FUNCTION, run_queue
 from runner.job import CommitInfo, Outcome, Resources, RunFinished, RunRequest
 from tests.fakegithub import AppCredentials, FakeState, RunningFakeGitHub
@@ -938,6 +938,9 @@ async def test_closing_the_issue_closes_its_pipeline(world: World) -> None:
     assert check.conclusion == "cancelled"
     [note] = world.bot_comments(issue.number)
     assert "this issue was closed" in note
+    [(_, closed)] = await world.pool.xrange(contract.CLOSED_PIPELINES)
+    assert closed[b"pipeline"].decode() == pipeline.id
+    assert closed[b"clone_url"].decode() == pipeline.clone_url
 
 
 async def test_closing_a_pull_request_aborts_its_running_run(world: World) -> None:

@@ -10,6 +10,7 @@ from app.payloads import IssueClosedEvent, PullClosedEvent, RepoEvent
 from app.pipelines import Stopped
 from app.runs import report_dropped
 from app.services import Delivery
+from runner import contract
 
 log = logging.getLogger("trimo.app")
 
@@ -46,6 +47,12 @@ async def _close(delivery: Delivery, event: RepoEvent, number: int, *, is_pull: 
             dropped.setdefault(run.run_id, Stopped(run=run, how="dropped"))
     for item in dropped.values():
         await report_dropped(delivery, conv.api, after, item, "closed", event.sender.login)
+    await delivery.services.redis.xadd(
+        contract.CLOSED_PIPELINES,
+        {"clone_url": pipeline.clone_url, "pipeline": pipeline.id},
+        maxlen=contract.CLOSED_PIPELINES_MAXLEN,
+        approximate=True,
+    )  # runners delete the pipeline's workspace, home and disk
     log.info(
         "pipeline %s closed: %d run(s) dropped, %d aborting",
         pipeline.id,
