@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,8 @@ SANDBOX_LABEL = "dev.trimo.sandbox"
 SANDBOX_VERSION = "2"
 """The image's `trimo-entrypoint`, `trimo-sync` and `trimo-export` contract."""
 READY_LINE = "trimo:workspace-ready"
+MAX_LINE_BYTES = 256 * 1024
+MAX_HELPER_OUTPUT = 64 * 1024
 EXPORT_SECONDS = 300
 
 
@@ -89,6 +91,37 @@ def create_kwargs(spec: ContainerSpec) -> dict[str, Any]:
     }
 
 
+def split_lines(chunks: Iterable[bytes], max_bytes: int = MAX_LINE_BYTES) -> Iterator[str]:
+    """Text lines from a byte stream. A line longer than `max_bytes` is cut there and the rest
+    of it dropped, so an agent that never prints a newline cannot fill the runner's memory."""
+    pending = bytearray()
+    dropping = False
+    for chunk in chunks:
+        start = 0
+        while start < len(chunk):
+            end = chunk.find(b"\n", start)
+            piece = chunk[start:] if end < 0 else chunk[start:end]
+            if not dropping:
+                pending += piece[: max_bytes + 1 - len(pending)]
+                if len(pending) > max_bytes:
+                    yield _text(pending[:max_bytes]) + " …(line cut)"
+                    pending.clear()
+                    dropping = True
+            if end < 0:
+                break
+            if not dropping:
+                yield _text(pending)
+            pending.clear()
+            dropping = False
+            start = end + 1
+    if pending and not dropping:
+        yield _text(pending)
+
+
+def _text(raw: bytes | bytearray) -> str:
+    return bytes(raw).decode("utf-8", errors="replace").rstrip("\r")
+
+
 def mounts(spec: ContainerSpec) -> dict[str, dict[str, str]]:
     found = {
         str(spec.workspace): {"bind": WORKSPACE_MOUNT, "mode": "rw"},
@@ -132,9 +165,14 @@ def run_helper(client: docker.DockerClient, spec: ContainerSpec, command: list[s
     container = AgentContainer(client, helper)
     try:
         container.start()
-        output = "\n".join(container.lines())
+        kept: list[str] = []
+        size = 0
+        for line in container.lines():  # read to the end, keep only a bounded start
+            if size < MAX_HELPER_OUTPUT:
+                kept.append(line[:MAX_HELPER_OUTPUT])
+                size += len(kept[-1])
         container.wait(timeout=EXPORT_SECONDS + 30)
-        return output
+        return "\n".join(kept)
     finally:
         container.remove()
 
@@ -169,15 +207,8 @@ class AgentContainer:
 
     def lines(self) -> Iterator[str]:
         """Output lines (stdout and stderr) until the container ends."""
-        pending = b""
         stream = self._container.logs(stream=True, follow=True, stdout=True, stderr=True)
-        for chunk in stream:
-            pending += chunk
-            *complete, pending = pending.split(b"\n")
-            for raw in complete:
-                yield raw.decode("utf-8", errors="replace").rstrip("\r")
-        if pending:
-            yield pending.decode("utf-8", errors="replace").rstrip("\r")
+        return split_lines(stream)
 
     def exec(self, command: list[str]) -> str:
         """Run `command` in the running container as its user; its output (untrusted)."""

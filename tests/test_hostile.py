@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -263,13 +264,14 @@ def test_disk_is_limited_per_pipeline(sample_repo: Path, tmp_path: Path, test_im
 
 
 def test_a_huge_file_never_reaches_the_runners_memory(sample_repo: Path, cache: Path) -> None:
-    import resource
-
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     script = "yes 'a line of text that repeats' | head -c 60000000 > big.txt; echo done"
-    finished, _ = run(cache, make_request(sample_repo, script, timeout_s=120))
-    grown_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
-    assert grown_kb < 40_000, f"the runner grew by {grown_kb} KB reading a 60 MB file"
+    tracemalloc.start()
+    try:
+        finished, _ = run(cache, make_request(sample_repo, script, timeout_s=120))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 20_000_000, f"the runner held {peak} bytes at once for a 60 MB file"
     assert finished.outcome is Outcome.SUCCESS, finished.reason
     [change] = finished.diff.files
     assert change.path == "big.txt" and change.binary  # summarised without reading its text
@@ -292,3 +294,19 @@ def test_unsafe_branch_names_are_refused(sample_repo: Path) -> None:
     for branch in ["trimo/../main", "trimo/.x", "x.lock", "a b", "x\x1b[31m", "-x", "a\n"]:
         with pytest.raises(ValueError):
             make_request(sample_repo, "true", branch=branch)
+
+
+def test_output_without_newlines_never_fills_the_runners_memory(
+    sample_repo: Path, cache: Path
+) -> None:
+    script = "head -c 80000000 /dev/zero | tr '\\0' a; echo; echo after"
+    tracemalloc.start()
+    try:
+        finished, events = run(cache, make_request(sample_repo, script, timeout_s=120))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 20_000_000, f"the runner held {peak} bytes at once for an 80 MB line"
+    assert finished.outcome is Outcome.SUCCESS, finished.reason
+    texts = [getattr(e, "text", "") for e in events.events]
+    assert any(t.endswith("…(line cut)") for t in texts) and "after" in texts
