@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any, Final, Literal, TypeVar
 
@@ -20,7 +21,7 @@ import redis.asyncio as aioredis
 from githubkit import AppAuthStrategy, AppInstallationAuthStrategy, GitHub
 from githubkit.cache import MemCacheStrategy
 from githubkit.exception import RateLimitExceeded, RequestError, RequestFailed
-from pydantic import ValidationError
+from pydantic import Field, ValidationError
 
 from app.policy import ROLE_ORDER
 from app.redisio import as_text, hmget
@@ -37,6 +38,7 @@ FILE_CACHE_PREFIX: Final = "trimo:gh:file:"
 BLOB_CACHE_PREFIX: Final = "trimo:gh:blob:"
 BLOB_CACHE_SECONDS: Final = 7 * 24 * 3600
 HTTP_TIMEOUT_SECONDS: Final = 15.0
+PERMISSIONS_TTL_SECONDS: Final = 300.0
 MAX_CHECK_TEXT: Final = 65_000
 MAX_TITLE: Final = 250
 MAX_BODY: Final = 65_000
@@ -98,6 +100,10 @@ class Title(Answer):
     title: str | None = None
 
 
+class InstallationAnswer(Answer):
+    permissions: dict[str, str] = Field(default_factory=dict)
+
+
 class AccessToken(Answer):
     token: str
 
@@ -123,6 +129,15 @@ class ContentFile(Answer):
     content: str | None = None
     sha: str | None = None
     size: int | None = None
+
+
+class CheckRunRef(Answer):
+    id: int
+    external_id: str | None = None
+
+
+class CheckRunList(Answer):
+    check_runs: list[CheckRunRef] = []
 
 
 class RepoName(Answer):
@@ -213,6 +228,7 @@ class GitHubApp:
         if settings.github_app_id is None:
             raise ValueError("TRIMO_GITHUB_APP_ID is not set")
         self.redis = redis
+        self._workflows: dict[int, tuple[float, bool]] = {}
         self._auth = AppAuthStrategy(settings.github_app_id, settings.private_key())
         # Installation tokens stay in this process's memory: runners can read Redis.
         self._app = GitHub(
@@ -232,17 +248,34 @@ class GitHubApp:
         return self._app.with_auth(self._auth.as_installation(installation_id))
 
     async def mint_token(self, installation_id: int, repo_name: str) -> str:
-        """A fresh token for the one repository `repo_name` (no owner), able only to push."""
+        """A fresh token for the one repository `repo_name` (no owner), able only to push
+        (and to push workflow files, when the installation granted `workflows`)."""
+        permissions = {"contents": "write", "metadata": "read"}
+        if await self.grants_workflows(installation_id):
+            permissions["workflows"] = "write"
         response = await self._app.arequest(
             "POST",
             f"/app/installations/{installation_id}/access_tokens",
-            # All a runner needs: fetch and push this one repository.
-            json={
-                "repositories": [repo_name],
-                "permissions": {"contents": "write", "metadata": "read"},
-            },
+            json={"repositories": [repo_name], "permissions": permissions},
         )
         return read(AccessToken, _json(response)).token
+
+    async def grants_workflows(self, installation_id: int) -> bool:
+        """Whether the installation lets the App change workflow files (`trimo setup
+        --workflows`), from its permissions, read at most every few minutes."""
+        now = time.monotonic()
+        cached = self._workflows.get(installation_id)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        try:
+            response = await self._app.arequest("GET", f"/app/installations/{installation_id}")
+            granted = read(InstallationAnswer, _json(response)).permissions.get("workflows")
+        except (RequestError, RequestFailed, UnexpectedAnswer) as exc:
+            log.warning("could not read installation %s's permissions: %s", installation_id, exc)
+            granted = None
+        allowed = granted == "write"
+        self._workflows[installation_id] = (now + PERMISSIONS_TTL_SECONDS, allowed)
+        return allowed
 
     async def repo(self, installation_id: int, full_name: str) -> RepoAPI:
         """Installation `installation_id`'s view of repository `full_name`."""
@@ -407,6 +440,17 @@ class RepoAPI:
             },
         )
         return read(Created, _json(response)).id
+
+    async def find_check_run(self, *, name: str, head_sha: str, external_id: str) -> int | None:
+        """The newest check run `name` on `head_sha` with `external_id`: one an earlier
+        request made although its answer never came."""
+        response = await self._call(
+            "GET",
+            f"commits/{head_sha}/check-runs",
+            params={"check_name": name, "filter": "all", "per_page": "100"},
+        )
+        found = read(CheckRunList, _json(response)).check_runs
+        return next((run.id for run in found if run.external_id == external_id), None)
 
     async def update_check_run(
         self,

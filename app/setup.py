@@ -132,10 +132,16 @@ def _origin(url: str) -> str:
 
 
 def build_manifest(
-    template: Mapping[str, Any], webhook_url: str, redirect_url: str
+    template: Mapping[str, Any], webhook_url: str, redirect_url: str, workflows: bool = False
 ) -> dict[str, Any]:
-    """The manifest to post: `template` (app.yml) with the webhook and redirect URLs filled in."""
+    """The manifest to post: `template` (app.yml) with the webhook and redirect URLs filled in,
+    and with the `workflows` permission when agents may change `.github/workflows`."""
     manifest = copy.deepcopy(dict(template))
+    if workflows:
+        manifest["default_permissions"] = {
+            **dict(manifest.get("default_permissions") or {}),
+            "workflows": "write",
+        }
     hook = dict(manifest.get("hook_attributes") or {})
     hook["url"] = webhook_url
     hook.setdefault("active", True)
@@ -382,6 +388,7 @@ class SetupOptions:
     env_file: Path = Path(".env")
     manifest_path: Path = MANIFEST_PATH
     timeout: float = EXCHANGE_TIMEOUT_SECONDS
+    workflows: bool = False
 
 
 def _page(template: str, status: int = 200, **context: Any) -> HTMLResponse:
@@ -403,6 +410,7 @@ class SetupFlow:
             load_manifest(options.manifest_path),
             webhook_url_for(options.webhook_url),
             f"{page_url.rstrip('/')}/callback",
+            workflows=options.workflows,
         )
         self.action_url = (
             f"{new_app_url(options.github_url, options.org)}?{urlencode({'state': self.state})}"
@@ -561,10 +569,23 @@ def setup_command(
     open_browser: Annotated[
         bool, typer.Option("--open/--no-open", help="Open the setup page in a browser.")
     ] = True,
+    workflows: Annotated[
+        bool,
+        typer.Option(
+            "--workflows/--no-workflows",
+            help="Also ask for the `workflows` permission, so agents may change "
+            ".github/workflows (GitHub refuses pushes of workflow files without it).",
+        ),
+    ] = False,
 ) -> None:
     """Register Trimo's GitHub App (app.yml) on GitHub and write its settings to the env file."""
     options = SetupOptions(
-        webhook_url=webhook_url, github_url=github_url, org=org, port=port, env_file=env_file
+        webhook_url=webhook_url,
+        github_url=github_url,
+        org=org,
+        port=port,
+        env_file=env_file,
+        workflows=workflows,
     )
     try:
         server = SetupServer(options)

@@ -319,6 +319,21 @@ async def test_a_run_github_gives_no_token_for_ends_as_an_error(world: World) ->
     assert "could not start" in progress and "permissions requested" in progress
 
 
+@pytest.mark.parametrize("granted", [False, True])
+async def test_the_runs_token_may_push_workflows_only_when_the_app_may(
+    world: World, granted: bool
+) -> None:
+    if granted:
+        world.state.installations[world.creds.installation_id].permissions["workflows"] = "write"
+    issue = world.state.add_issue(OWNER, REPO, TITLE, "details")
+    delivery = await world.send("issue_comment", world.issue_comment(SCRIPT, number=issue.number))
+    request = await world.job(run_id_for(issue.number, delivery))
+    assert request is not None and request.token is not None
+    token = world.state.tokens[request.token.get_secret_value()]
+    assert token.permissions.get("workflows") == ("write" if granted else None)
+    assert token.permissions["contents"] == "write" and "issues" not in token.permissions
+
+
 async def test_without_checks_permission_the_run_still_goes(world: World) -> None:
     del world.state.installations[world.creds.installation_id].permissions["checks"]
     issue = world.state.add_issue(OWNER, REPO, TITLE, "details")

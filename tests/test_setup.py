@@ -236,6 +236,13 @@ def test_build_manifest_fills_the_urls_and_leaves_the_template_alone() -> None:
     assert manifest["name"] == template["name"]
 
 
+def test_workflows_is_asked_for_only_on_request() -> None:
+    template = app_yml()
+    manifest = build_manifest(template, WEBHOOK, "http://127.0.0.1:1/callback", workflows=True)
+    assert manifest["default_permissions"] == {**MINIMAL_PERMISSIONS, "workflows": "write"}
+    assert "workflows" not in template["default_permissions"]
+
+
 @pytest.mark.parametrize(
     ("template", "expected"),
     [
