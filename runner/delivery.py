@@ -115,9 +115,14 @@ class Delivery:
                 return handoff.import_bundle(self.mirror, copy, ref, known, self.limits)
         finally:
             copy.unlink(missing_ok=True)
+        # Nothing new was bundled: the head the sandbox claims must be one of the commits the
+        # host named, or older than one of them, never any other commit of the mirror.
         claimed = _claimed_head(output)
-        # Nothing new was bundled: the head must be a commit the mirror already has.
-        return claimed if claimed and gitops.resolve(self.mirror, claimed) == claimed else None
+        if claimed is None or gitops.resolve(self.mirror, claimed) != claimed:
+            return None
+        if claimed in known or any(gitops.is_ancestor(self.mirror, claimed, k) for k in known):
+            return claimed
+        return None
 
     def push_loop(self, export: Exporter, done: threading.Event, interval: float) -> None:
         """Publish commits as they appear, so a crash loses nothing that was committed."""

@@ -310,3 +310,45 @@ def test_output_without_newlines_never_fills_the_runners_memory(
     assert finished.outcome is Outcome.SUCCESS, finished.reason
     texts = [getattr(e, "text", "") for e in events.events]
     assert any(t.endswith("…(line cut)") for t in texts) and "after" in texts
+
+
+def test_a_destroyed_git_directory_gets_a_fresh_workspace(sample_repo: Path, cache: Path) -> None:
+    first = make_request(sample_repo, "echo one > one.txt && git add -A && git commit -qm one")
+    finished1, _ = run(cache, first)
+    assert finished1.outcome is Outcome.SUCCESS, finished1.reason
+    wreck = make_request(
+        sample_repo, "rm -rf .git/objects .git/refs; echo junk > .git/HEAD", history=[]
+    )
+    run(cache, wreck)
+    third = make_request(sample_repo, "cat one.txt && echo two > two.txt")
+    finished3, events = run(cache, third)
+    assert finished3.outcome is Outcome.SUCCESS, finished3.reason
+    assert "one" in events.text().splitlines()
+    assert git(sample_repo, "show", "trimo/p1:two.txt") == "two"
+    assert git(sample_repo, "show", "trimo/p1:one.txt") == "one"
+
+
+def test_a_claimed_head_from_elsewhere_in_the_mirror_is_ignored(
+    sample_repo: Path, tmp_path: Path
+) -> None:
+    from runner.delivery import Delivery, RunState, Start
+    from runner.pipelinedir import PipelineDir
+
+    base = git(sample_repo, "rev-parse", "HEAD")
+    older = git(sample_repo, "rev-parse", "HEAD~1")
+    git(sample_repo, "checkout", "-q", "-b", "other")
+    (sample_repo / "other.txt").write_text("another pipeline's work\n")
+    git(sample_repo, "add", "-A")
+    git(sample_repo, "-c", "user.name=d", "-c", "user.email=d@x", "commit", "-qm", "other")
+    foreign = git(sample_repo, "rev-parse", "HEAD")
+    pipeline = PipelineDir(tmp_path / "pipeline")
+    pipeline.create()
+    (tmp_path / "out").mkdir()
+    delivery = Delivery(
+        make_request(sample_repo, "true"), sample_repo, Start("trimo/p1", base, None),
+        pipeline, tmp_path / "out", lambda _e: None, None, RunState(published_sha=None),
+    )  # fmt: skip
+    assert delivery.take(lambda _known, _msg: f"head {foreign}", None) is None
+    assert delivery.take(lambda _known, _msg: f"head {base}", None) == base
+    assert delivery.take(lambda _known, _msg: f"head {older}", None) == older
+    assert delivery.take(lambda _known, _msg: "head nonsense", None) is None
