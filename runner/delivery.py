@@ -63,9 +63,16 @@ class Start:
 
     branch: str
     base_sha: str
-    """The commit the run starts from."""
+    """The commit the run starts from (the refused commits it continues, if any)."""
     published_sha: str | None
     """The pipeline branch's head on the remote before the run (None on a first run)."""
+    remote_sha: str = ""
+    """What the remote has that the run builds on: the published head, or the base branch's.
+    The run's commits are counted from here."""
+
+    def __post_init__(self) -> None:
+        if not self.remote_sha:
+            object.__setattr__(self, "remote_sha", self.published_sha or self.base_sha)
 
 
 @dataclass
@@ -97,11 +104,17 @@ class Delivery:
 
     @property
     def tip(self) -> str:
-        return self.state.last_pushed or self.state.published_sha or self.start.base_sha
+        """The newest commit of this pipeline on the remote."""
+        return self.state.last_pushed or self.state.published_sha or self.start.remote_sha
 
     def known(self) -> list[str]:
         """Commits the mirror has that the workspace may build on (bundle prerequisites)."""
-        shas = [self.state.last_pushed, self.state.published_sha, self.start.base_sha]
+        shas = [
+            self.state.last_pushed,
+            self.state.published_sha,
+            self.start.base_sha,
+            self.start.remote_sha,
+        ]
         return list(dict.fromkeys([s for s in shas if s] + self.pipeline.known()))
 
     def take(self, export: Exporter, commit_message: str | None) -> str | None:
@@ -221,7 +234,7 @@ class Delivery:
         except (HandoffRefused, GitError) as exc:
             notes.append(exc.message)
             outcome = Outcome.FAILURE if outcome is Outcome.SUCCESS else outcome
-        tip, base = self.tip, self.start.base_sha
+        tip, base = self.tip, self.start.remote_sha
         commits: list[CommitInfo] = []
         diff = DiffSummary()
         if tip != base:
@@ -273,10 +286,11 @@ def starting_point(mirror: Path, request: RunRequest) -> Start:
     base = published or gitops.branch_sha(mirror, request.base_branch)
     if base is None:
         raise GitError(f"the base branch {request.base_branch!r} does not exist in the repository")
+    remote = base
     pending = gitops.resolve(mirror, pending_ref(request.pipeline))
     if pending is not None:
         if gitops.is_ancestor(mirror, base, pending) and pending != base:
             base = pending
         else:  # the remote took them since, or the branch moved on without them
             gitops.git(mirror, "update-ref", "-d", pending_ref(request.pipeline), check=False)
-    return Start(branch=request.branch, base_sha=base, published_sha=published)
+    return Start(request.branch, base_sha=base, published_sha=published, remote_sha=remote)

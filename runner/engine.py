@@ -76,6 +76,7 @@ class _LedgerEntry(BaseModel):
     request: dict[str, Any]
     base_sha: str
     published_sha: str | None
+    remote_sha: str = ""
     pid: int = 0
 
 
@@ -213,6 +214,7 @@ class RunEngine:
             request=request.dump_for_queue(),
             base_sha=start.base_sha,
             published_sha=start.published_sha,
+            remote_sha=start.remote_sha,
             pid=os.getpid(),
         )
         path = self.config.ledger_dir / f"{request.run_id}.json"
@@ -258,7 +260,7 @@ class RunEngine:
                 self.config.cache_dir, request.repo.clone_url, request.pipeline
             )
             pipeline.create()
-            start = Start(request.branch, entry.base_sha, entry.published_sha)
+            start = Start(request.branch, entry.base_sha, entry.published_sha, entry.remote_sha)
             disk_bytes = self.config.disk_bytes
             with gitops.locked(pipeline.lock), disk.mounted(pipeline.path, disk_bytes) as root:
                 attempt = Attempt(

@@ -159,37 +159,19 @@ def ensure_mirror(mirrors_dir: Path, clone_url: str, token: str | None = None) -
     """A bare mirror of the repository's branches, created or brought up to date."""
     mirror = mirrors_dir / f"{repo_key(clone_url)}.git"
     env = auth_env(token)
-    fetch_failed = "could not fetch the repository from its remote"
     with locked(mirrors_dir / f"{repo_key(clone_url)}.lock"):
-        if not (mirror / "HEAD").exists():
-            tmp = mirror.with_suffix(".tmp")
-            shutil.rmtree(tmp, ignore_errors=True)
-            git(None, "init", "--quiet", "--bare", str(tmp))
-            git(tmp, "remote", "add", "origin", clone_url)
-            git(tmp, "config", "remote.origin.fetch", "+refs/heads/*:refs/heads/*")
-            git(tmp, "config", "gc.auto", "0")
-            git(
-                tmp,
-                "fetch",
-                "--quiet",
-                "--prune",
-                "--no-tags",
-                "origin",
-                env=env,
-                what=fetch_failed,
-            )
-            tmp.rename(mirror)
-        else:
-            git(
-                mirror,
-                "fetch",
-                "--quiet",
-                "--prune",
-                "--no-tags",
-                "origin",
-                env=env,
-                what=fetch_failed,
-            )
+        fresh = not (mirror / "HEAD").exists()
+        target = mirror.with_suffix(".tmp") if fresh else mirror
+        if fresh:
+            shutil.rmtree(target, ignore_errors=True)
+            git(None, "init", "--quiet", "--bare", str(target))
+            git(target, "remote", "add", "origin", clone_url)
+            git(target, "config", "remote.origin.fetch", "+refs/heads/*:refs/heads/*")
+            git(target, "config", "gc.auto", "0")
+        fetch = ("fetch", "--quiet", "--prune", "--no-tags", "origin")
+        git(target, *fetch, env=env, what="could not fetch the repository from its remote")
+        if fresh:
+            target.rename(mirror)
     return mirror
 
 
@@ -271,7 +253,7 @@ def is_ancestor(repo: Path, older: str, newer: str) -> bool:
     return git(repo, "merge-base", "--is-ancestor", older, newer, check=False).returncode == 0
 
 
-_REJECTION = re.compile(r"^ ! \[(?:remote )?rejected\] .*?\((?P<why>.+)\)\s*$", re.M)
+_REJECTION = re.compile(r"^\s*!.*?\[(?:remote )?rejected\].*?\((?P<why>.+)\)\s*$", re.M)
 _REMOTE_ERROR = re.compile(r"^remote: (?:error: )?(?P<why>GH\d{3}: .+?)\s*$", re.M)
 
 
@@ -299,11 +281,11 @@ def push(mirror: Path, remote_url: str, sha: str, ref: str, token: str | None) -
 
 def refusal_reason(text: str) -> str | None:
     """The remote's own first line of why it refused a push, or None when it did not say."""
+    if "non-fast-forward" in text or "fetch first" in text:
+        return "the branch moved on the remote (not a fast-forward)"
     for pattern in (_REMOTE_ERROR, _REJECTION):
         if match := pattern.search(text):
             return printable(match.group("why"), limit=300, one_line=True)
-    if "non-fast-forward" in text or "fetch first" in text:
-        return "the branch moved on the remote (not a fast-forward)"
     return None
 
 

@@ -13,12 +13,13 @@ import hashlib
 import os
 import tracemalloc
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from runner.job import Outcome, RunEvent, RunFinished
 from tests.conftest import git
-from tests.engine_helpers import make_request, record_of, run
+from tests.engine_helpers import Recorder, make_request, record_of, run
 
 pytestmark = pytest.mark.docker
 
@@ -58,28 +59,50 @@ def assert_host_safe(host: Path, before: dict[str, str], text: str) -> None:
     assert HOST_SECRET not in text, "host text reached a run record"
 
 
-def test_git_config_linked_to_a_host_file_is_not_written(
-    sample_repo: Path, cache: Path, host: Path
-) -> None:
+def attack(
+    repo: Path, cache: Path, host: Path, script: str, **overrides: Any
+) -> tuple[RunFinished, Recorder]:
+    """Run the agent `script`; assert the host came through untouched."""
     before = snapshot(host)
-    request = make_request(sample_repo, f"rm .git/config && ln -s {host}/config .git/config")
-    finished, events = run(cache, request)
+    finished, events = run(cache, make_request(repo, script, **overrides))
     assert_host_safe(host, before, every_text(events.events, finished))
+    return finished, events
 
 
-def test_git_dir_linked_to_a_host_directory_is_not_written(
-    sample_repo: Path, cache: Path, host: Path
+@pytest.mark.parametrize(
+    "script",
+    [
+        "rm .git/config && ln -s {host}/config .git/config",
+        "mv .git /tmp/g && ln -s {host} .git; echo x > new.txt",
+        "rm -rf .git && echo 'gitdir: {host}/gitdir' > .git; echo x > x.txt",
+        "git config core.worktree {host}; echo y > y.txt",
+        "git config include.path {host}/config; echo y > y.txt",
+        "git config core.sshCommand 'touch {host}/pwned'; echo y > y.txt",
+        "git config core.fsmonitor 'touch {host}/pwned'; echo y > y.txt",
+        "echo '* filter=evil' > .gitattributes; git config filter.evil.clean 'touch {host}/pwned'",
+    ],
+    ids=[
+        "config-link",
+        "gitdir-link",
+        "gitfile",
+        "worktree",
+        "include",
+        "ssh",
+        "fsmonitor",
+        "filter",
+    ],
+)
+def test_planted_links_and_settings_never_reach_the_host(
+    sample_repo: Path, cache: Path, host: Path, script: str
 ) -> None:
-    before = snapshot(host)
-    request = make_request(sample_repo, f"mv .git /tmp/g && ln -s {host} .git; echo x > new.txt")
-    finished, events = run(cache, request)
-    assert_host_safe(host, before, every_text(events.events, finished))
+    (host / "gitdir").mkdir()
+    git(host / "gitdir", "init", "-q", "--bare")
+    attack(sample_repo, cache, host, script.format(host=host))
 
 
 def test_nested_repository_filter_never_runs_on_the_host(
     sample_repo: Path, cache: Path, host: Path
 ) -> None:
-    before = snapshot(host)
     script = f"""
 set -e
 mkdir sub && cd sub && git init -q && echo data > f.txt && git add f.txt && git commit -qm sub
@@ -90,8 +113,7 @@ touch -d '2001-01-01' sub/f.txt; echo changed >> sub/f.txt
 git config filter.evil.clean 'touch {host}/pwned; cat'
 echo '* filter=evil' > .gitattributes
 """
-    finished, events = run(cache, make_request(sample_repo, script))
-    assert_host_safe(host, before, every_text(events.events, finished))
+    attack(sample_repo, cache, host, script)
 
 
 def test_linked_reflog_gets_no_attacker_line_on_the_next_run(
@@ -179,36 +201,7 @@ def subprocess_ok(cwd: Path, *args: str) -> bool:
     return subprocess.run(["git", *args], cwd=cwd, capture_output=True).returncode == 0
 
 
-def test_gitfile_pointing_at_a_host_path_is_ignored(
-    sample_repo: Path, cache: Path, host: Path
-) -> None:
-    before = snapshot(host)
-    (host / "gitdir").mkdir()
-    git(host / "gitdir", "init", "-q", "--bare")
-    before = snapshot(host)
-    request = make_request(
-        sample_repo, f"rm -rf .git && echo 'gitdir: {host}/gitdir' > .git; echo x > x.txt"
-    )
-    finished, events = run(cache, request)
-    assert_host_safe(host, before, every_text(events.events, finished))
-
-
-@pytest.mark.parametrize(
-    "setting",
-    ["core.worktree {host}", "include.path {host}/config", "core.sshCommand 'touch {host}/pwned'"],
-)
-def test_planted_config_settings_do_nothing_on_the_host(
-    sample_repo: Path, cache: Path, host: Path, setting: str
-) -> None:
-    before = snapshot(host)
-    key, value = setting.format(host=host).split(" ", 1)
-    request = make_request(sample_repo, f"git config {key} {value}; echo y > y.txt")
-    finished, events = run(cache, request)
-    assert_host_safe(host, before, every_text(events.events, finished))
-
-
 def test_special_files_and_links_in_the_tree(sample_repo: Path, cache: Path, host: Path) -> None:
-    before = snapshot(host)
     script = f"""
 ln -s {host}/profile link-to-host
 ln -s loop1 loop2; ln -s loop2 loop1
@@ -216,10 +209,11 @@ mkfifo fifo
 ln README.md hard-link
 printf 'x' > "$(printf 'new\\nline')"
 printf 'y' > "$(printf 'bad\\xff\\xfename')"
+mknod device c 1 3 2>/dev/null; echo mknod=$?
 echo ok
 """
-    finished, events = run(cache, make_request(sample_repo, script))
-    assert_host_safe(host, before, every_text(events.events, finished))
+    finished, events = attack(sample_repo, cache, host, script)
+    assert "mknod=1" in events.text(), "the agent could make a device node"
     assert finished.outcome is Outcome.SUCCESS, finished.reason
     assert git(sample_repo, "show", "trimo/p1:link-to-host") == f"{host}/profile"
 
