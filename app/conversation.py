@@ -7,6 +7,7 @@ it is on the delivery's trace, so a delivery that fails later can still say so t
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from dataclasses import dataclass
@@ -162,10 +163,22 @@ async def load_config(api: RepoAPI, default_branch: str) -> RepoConfig | ConfigE
         return exc
 
 
-async def authorise(conv: Conversation, config: RepoConfig | ConfigError) -> bool:
-    """Whether the sender may command Trimo here; if not, 👎 and say so."""
+async def asker_role(conv: Conversation) -> str | None:
+    """The role on the repository of whoever asked; None for nobody GitHub knows."""
+    return await conv.api.role_of(conv.source.user) if conv.source.user else None
+
+
+async def config_and_role(conv: Conversation) -> tuple[RepoConfig | ConfigError, str | None]:
+    """The repository's config and the asker's role: two independent reads, made at once."""
+    config, role = await asyncio.gather(
+        load_config(conv.api, conv.thread.repo.default_branch), asker_role(conv)
+    )
+    return config, role
+
+
+async def authorise(conv: Conversation, config: RepoConfig | ConfigError, role: str | None) -> bool:
+    """Whether the sender, of `role`, may command Trimo here; if not, 👎 and say so."""
     minimum = config.min_permission if isinstance(config, RepoConfig) else "write"
-    role = await conv.api.role_of(conv.source.user) if conv.source.user else None
     if role_allows(role, minimum):
         return True
     log.info(

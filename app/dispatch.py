@@ -7,9 +7,10 @@ calls this outside its lock; job ids are run ids, so enqueueing twice queues onc
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
-from typing import TypeAlias
+from typing import Final, TypeAlias
 
 from arq.connections import ArqRedis
 from arq.constants import in_progress_key_prefix, job_key_prefix
@@ -23,6 +24,8 @@ from runner.job import RepoRef, RunRequest
 
 log = logging.getLogger("trimo.dispatch")
 
+PREFETCH_SECONDS: Final = 60.0
+"""How long a token minted ahead of its run is given to a run (tokens live 60 minutes)."""
 TokenMinter: TypeAlias = Callable[[int, str], Awaitable[str]]
 """(installation id, repository name) -> a token for that one repository."""
 
@@ -55,10 +58,28 @@ class Dispatch:
     def __init__(self, redis: ArqRedis, mint_token: TokenMinter) -> None:
         self.redis = redis
         self.mint_token = mint_token
+        self._minted: dict[tuple[int, str], tuple[float, str]] = {}
+
+    async def prefetch(self, pipeline: Pipeline) -> None:
+        """Mint the token of `pipeline`'s next run ahead of `enqueue`, which takes it (once,
+        within `PREFETCH_SECONDS`). Never raises: `enqueue` mints again and tells why."""
+        key = (pipeline.installation_id, pipeline.repo.partition("/")[2])
+        try:
+            token = await self.mint_token(*key)
+        except Exception as exc:
+            log.info("%s: no token ahead of time (%s)", pipeline.id, exc)
+            return
+        self._minted[key] = (time.monotonic() + PREFETCH_SECONDS, token)
+
+    async def _token(self, installation_id: int, repo_name: str) -> str:
+        minted = self._minted.pop((installation_id, repo_name), None)
+        if minted is not None and minted[0] > time.monotonic():
+            return minted[1]
+        return await self.mint_token(installation_id, repo_name)
 
     async def enqueue(self, pipeline: Pipeline, run: PipelineRun) -> None:
         """Queue `run` for runners of its label, with a token for its one repository."""
-        token = await self.mint_token(pipeline.installation_id, pipeline.repo.partition("/")[2])
+        token = await self._token(pipeline.installation_id, pipeline.repo.partition("/")[2])
         request = run_request(pipeline, run, token)
         queue = run_queue(run.label)
         job = await self.redis.enqueue_job(

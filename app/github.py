@@ -137,7 +137,7 @@ class CheckRunRef(Answer):
 
 
 class CheckRunList(Answer):
-    check_runs: list[CheckRunRef] = []
+    check_runs: list[CheckRunRef] = Field(default_factory=list)
 
 
 class RepoName(Answer):
@@ -335,6 +335,23 @@ class RepoAPI:
             "POST", f"issues/{number}/comments", json={"body": body[:MAX_BODY]}
         )
         return read(Created, _json(response)).id
+
+    async def comment_exists(self, comment_id: int) -> bool:
+        """Whether issue comment `comment_id` is there (a 404 on editing it may be GitHub's
+        hiccup, not a deletion)."""
+        return await self._exists(f"issues/comments/{comment_id}")
+
+    async def check_run_exists(self, check_run_id: int) -> bool:
+        return await self._exists(f"check-runs/{check_run_id}")
+
+    async def _exists(self, path: str) -> bool:
+        try:
+            await self._call("GET", path)
+        except RequestFailed as exc:
+            if is_gone(exc):
+                return False
+            raise
+        return True
 
     async def update_comment(self, comment_id: int, body: str) -> None:
         await self._call("PATCH", f"issues/comments/{comment_id}", json={"body": body[:MAX_BODY]})

@@ -34,7 +34,7 @@ from datetime import UTC, datetime
 from typing import Any, Final, Literal, TypeVar
 
 import redis.asyncio as aioredis
-from githubkit.exception import RequestFailed
+from githubkit.exception import RequestError, RequestFailed
 
 from app import runview
 from app.budget import LiveRun, Priority, WriteBudget, due_live
@@ -69,12 +69,16 @@ GONE_TRIES: Final = 3
 BUG_TRIES: Final = 3
 MAX_BACKOFF_SECONDS: Final = 60.0
 OVER_BUDGET_WAIT_SECONDS: Final = 2.0
+LATE_WRITE_SECONDS: Final = 30.0
+"""How long a write GitHub did not answer may still land (and undo a later one)."""
 CONCURRENCY: Final = 16
 DEAD_LETTERS_MAXLEN: Final = 10_000
 
 GONE_FLAG: Final = "flag:gone"
 CHECK_OFF_FLAG: Final = "flag:check-off"
 PULL_PROBLEM: Final = "flag:pull-problem"
+UNSURE_FLAG: Final = "flag:unsure"
+"""When (epoch seconds) a write of the run last went unanswered: it may land later."""
 
 Failure = Literal["transient", "gone", "bug"]
 T = TypeVar("T")
@@ -84,9 +88,22 @@ class OverBudget(Exception):
     """The installation's write budget has no room now: the run waits, no try is counted."""
 
 
+class LateWrites(Exception):
+    """A write GitHub did not answer may still land: the run's last word waits it out, so
+    that no stale "running" lands after it. No try is counted."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"a late write may land within {seconds:.0f}s")
+        self.seconds = seconds
+
+
+class Unsettled(Exception):
+    """GitHub said a report object is gone, yet it is there: try again later."""
+
+
 def classify(exc: BaseException) -> Failure:
     """What a failure means for the run being reported."""
-    if isinstance(exc, TimeoutError | OSError | aioredis.RedisError):
+    if isinstance(exc, TimeoutError | OSError | aioredis.RedisError | Unsettled):
         return "transient"
     if isinstance(exc, RequestFailed) and exc.response.status_code == 401:
         return "gone"  # the installation was removed: its tokens stop working
@@ -269,6 +286,9 @@ class Reporter:
         if isinstance(exc, OverBudget):
             self._hold(run_id, OVER_BUDGET_WAIT_SECONDS)
             return False
+        if isinstance(exc, LateWrites):
+            self._hold(run_id, exc.seconds)
+            return False
         kind = classify(exc)
         detail = describe(exc)
         tries = int(await settle(self.redis.hincrby(TRIES, entry_id, 1)))
@@ -373,6 +393,8 @@ class Reporter:
                 await self._start_next(api, pipeline)
             return
         if isinstance(event, RunFinished):
+            if speak:
+                await self._wait_out_late_writes(run_id)
             await self._finished(api if speak else None, pipeline, run, view, event)
             await self._start_next(api, pipeline)
             return
@@ -475,10 +497,31 @@ class Reporter:
         await _all(*steps)
 
     async def _start_next(self, api: RepoAPI, pipeline: Pipeline) -> None:
-        if await _timed(start_next(self.services, api, pipeline.id)) is not None:
+        started = await _timed(start_next(self.services, api, pipeline.id))
+        if started is not None:
             latest = await self.services.pipelines.get(pipeline.id)
             if latest is not None:
-                await _timed(show_queued(self.services, api, latest))
+                await self._unsure_if_unanswered(
+                    started.run_id, show_queued(self.services, api, latest)
+                )
+
+    # --- writes that may land late --------------------------------------------------------
+
+    async def _unsure_if_unanswered(self, run_id: str, write: Awaitable[T]) -> T:
+        """`write` within 10 s; if GitHub did not answer, remember that it may still land."""
+        try:
+            return await _timed(write)
+        except (TimeoutError, RequestError):
+            await hset(self.redis, STEPS_PREFIX + run_id, {UNSURE_FLAG: str(time.time())})
+            raise
+
+    async def _wait_out_late_writes(self, run_id: str) -> None:
+        """`LateWrites` while a write of the run that went unanswered may still land."""
+        raw = await hget(self.redis, STEPS_PREFIX + run_id, UNSURE_FLAG)
+        left = float(raw or 0) + LATE_WRITE_SECONDS - time.time()
+        if left > 0:
+            log.info("run %s: its last word waits %.0fs for a late write to land", run_id, left)
+            raise LateWrites(left)
 
     # --- GitHub steps, within the budget, each at most once --------------------------------
 
@@ -499,7 +542,7 @@ class Reporter:
         if await hget(self.redis, key, step) is not None:
             return
         await self._spend(pipeline, priority)
-        await _timed(make())
+        await self._unsure_if_unanswered(run.run_id, make())
         pipe = self.redis.pipeline(transaction=False)
         pipe.hset(key, step, "1")
         pipe.expire(key, VIEW_TTL_SECONDS)
@@ -517,6 +560,10 @@ class Reporter:
         except RequestFailed as exc:
             if exc.response.status_code != 404:
                 raise
+            if await _timed(api.comment_exists(run.progress_comment_id)):
+                raise Unsettled(
+                    f"progress comment {run.progress_comment_id}: 404, yet there"
+                ) from exc
         log.info("run %s: the progress comment was deleted; posting a new one", run.run_id)
         await self._spend(pipeline, priority)
         comment_id = await _timed(api.comment(run.thread, body))
@@ -550,6 +597,8 @@ class Reporter:
                 raise
             gone = exc.response.status_code == 404
             detail = failure_detail(exc)
+            if gone and await _timed(api.check_run_exists(run.check_run_id)):
+                raise Unsettled(f"check run {run.check_run_id}: 404, yet there") from exc
         sha = view.head_sha or view.base_sha
         if gone and sha is not None:
             log.info("run %s: check run %s is gone; making a new one", run.run_id, run.check_run_id)
@@ -682,10 +731,11 @@ class Reporter:
         await self._mark_sent(run_id)
         api = await self.services.github.repo(pipeline.installation_id, pipeline.repo)
         title, summary = runview.check_running(view, pipeline.branch, datetime.now(UTC))
-        await _timed(
+        await self._unsure_if_unanswered(
+            run_id,
             self._edit_check(
                 api, pipeline, run, view, title, summary, [STOP_ACTION], None, Priority.LIVE
-            )
+            ),
         )
 
     async def _mark_sent(self, run_id: str) -> None:

@@ -7,8 +7,10 @@ of a delivery goes through `Delivery.once`, so a retried job repeats none.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from typing import Literal
+from collections.abc import Awaitable
+from typing import Any, Literal, TypeVar, overload
 
 from githubkit.exception import RequestFailed
 
@@ -34,6 +36,9 @@ STOP_ACTION = CheckAction(
 RETRY_ACTION = CheckAction(label="Retry", identifier="retry", description="Run this prompt again")
 MAX_PROMPT_IN_CHECK = 2000
 MAX_PROMPT_IN_STATUS = 50
+T1 = TypeVar("T1")
+T2 = TypeVar("T2")
+T3 = TypeVar("T3")
 
 
 # --- commands ------------------------------------------------------------------------------
@@ -145,43 +150,43 @@ async def thread_pipeline(conv: Conversation) -> Pipeline | None:
 async def accept_run(
     conv: Conversation, seed: Pipeline, prompt: str, settings: RunSettings, head_sha: str | None
 ) -> None:
-    """👀, the pipeline entry, a check run, the progress comment, then start it if it is next."""
+    """👀, the pipeline entry, a check run, the progress comment, then start it if it is next.
+
+    GitHub's round trips go at once where nothing orders them: 👀 beside the pipeline entry
+    and the branch lookups; the check run, the progress comment and the run's token together.
+    Each report object is recorded on the run as soon as it exists, so a failure later on
+    (the issue deleted, say) can still complete it.
+    """
     delivery, api, services = conv.delivery, conv.api, conv.services
-    await conv.react("eyes")
     run_id = delivery.run_id(seed.id)
     delivery.trace.run_ids.append(run_id)
-    pipeline = await services.pipelines.add_run(
-        seed,
-        PipelineRun(
-            run_id=run_id,
-            prompt=prompt,
-            settings=settings,
-            requested_by=conv.source.user,
-            thread=conv.thread.number,
-            comment_id=conv.source.target_id if conv.source.comment_kind else None,
-            comment_kind=conv.source.comment_kind,
-        ),
+    run = PipelineRun(
+        run_id=run_id,
+        prompt=prompt,
+        settings=settings,
+        requested_by=conv.source.user,
+        thread=conv.thread.number,
+        comment_id=conv.source.target_id if conv.source.comment_kind else None,
+        comment_kind=conv.source.comment_kind,
     )
-    run = pipeline.find(run_id)
-    assert run is not None
+    _, pipeline, sha = await _together(
+        conv.react("eyes"),
+        services.pipelines.add_run(seed, run),
+        _head_sha(api, seed, head_sha),
+    )
     code = _run_names(pipeline, run)
+    title, summary = _title_and_summary(
+        render(
+            "github/check_queued.md.j2",
+            user=conv.source.user,
+            prompt_block=fenced(_shorten(prompt, MAX_PROMPT_IN_CHECK), "text"),
+            **code,
+        )
+    )
 
     async def create_check() -> int | None:
-        sha = (
-            head_sha
-            or await api.branch_head(pipeline.branch)
-            or await api.branch_head(pipeline.base_branch)
-        )
         if sha is None:
             return None
-        title, summary = _title_and_summary(
-            render(
-                "github/check_queued.md.j2",
-                user=conv.source.user,
-                prompt_block=fenced(_shorten(prompt, MAX_PROMPT_IN_CHECK), "text"),
-                **code,
-            )
-        )
         try:
             return await api.create_check_run(
                 name=CHECK_NAME,
@@ -198,12 +203,28 @@ async def accept_run(
             log.warning("run %s: no check run (%s)", run_id, failure_detail(exc))
             return None
 
-    check_run_id = await delivery.once("check-run", create_check)
-    progress = await progress_text(services, pipeline, run)
-    progress_id = await delivery.once("progress", lambda: api.comment(conv.thread.number, progress))
-    await services.pipelines.attach(
-        run_id, check_run_id=check_run_id, progress_comment_id=progress_id
-    )
+    async def earlier_check() -> int | None:
+        """The check run an earlier try made although GitHub's answer never came."""
+        if sha is None:
+            return None
+        return await api.find_check_run(name=CHECK_NAME, head_sha=sha, external_id=run_id)
+
+    async def check_run() -> None:
+        check_run_id = await delivery.once("check-run", create_check, recover=earlier_check)
+        await services.pipelines.attach(run_id, check_run_id=check_run_id)
+
+    async def progress_comment() -> None:
+        progress = await progress_text(services, pipeline, run)
+        comment_id = await delivery.once(
+            "progress", lambda: api.comment(conv.thread.number, progress)
+        )
+        await services.pipelines.attach(run_id, progress_comment_id=comment_id)
+
+    async def token() -> None:
+        if pipeline.ahead_of(run_id) is None:  # next in line: its token now, not after these
+            await services.pipelines.dispatch.prefetch(pipeline)
+
+    await _together(check_run(), progress_comment(), token())
     started = await start_next(services, api, pipeline.id)
     log.info(
         "delivery %s: run %s accepted on %s (%s)",
@@ -212,6 +233,17 @@ async def accept_run(
         pipeline.id,
         f"started {started.run_id}" if started else "waits its turn",
     )
+
+
+async def _head_sha(api: RepoAPI, pipeline: Pipeline, known: str | None) -> str | None:
+    """The commit a new run's check run goes on: `known`, else the branch's head, else its
+    base's (both asked at once: a new pipeline's branch does not exist yet)."""
+    if known is not None:
+        return known
+    branch, base = await _together(
+        api.branch_head(pipeline.branch), api.branch_head(pipeline.base_branch)
+    )
+    return branch or base
 
 
 async def start_next(services: Services, api: RepoAPI, pipeline_id: str) -> PipelineRun | None:
@@ -409,6 +441,22 @@ async def _run_settings(
         await conv.reply("refused_policy.md.j2", message=result.message)
         return None
     return result
+
+
+@overload
+async def _together(a: Awaitable[T1], b: Awaitable[T2], /) -> tuple[T1, T2]: ...
+@overload
+async def _together(
+    a: Awaitable[T1], b: Awaitable[T2], c: Awaitable[T3], /
+) -> tuple[T1, T2, T3]: ...
+async def _together(*steps: Awaitable[Any]) -> tuple[Any, ...]:
+    """Independent GitHub calls at once: all end (each records what it made), then the
+    first failure is raised."""
+    results = await asyncio.gather(*steps, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return tuple(results)
 
 
 def _run_names(pipeline: Pipeline, run: PipelineRun) -> dict[str, str]:

@@ -75,11 +75,18 @@ class Delivery:
         except ValidationError as exc:
             raise MalformedPayload(f"{self.event}.{self.action}: {exc}") from exc
 
-    async def once(self, step: str, make: Callable[[], Awaitable[int | None]]) -> int | None:
+    async def once(
+        self,
+        step: str,
+        make: Callable[[], Awaitable[int | None]],
+        recover: Callable[[], Awaitable[int | None]] | None = None,
+    ) -> int | None:
         """Run the side effect `make` at most once per delivery and `step`; its result.
 
         The result (an id, or None) is remembered in Redis after success, so a retried job
-        reuses it instead of commenting or creating a check run again.
+        reuses it instead of commenting or creating a check run again. When an earlier try
+        began `make` but never learnt its result (GitHub did not answer, yet may have done
+        it), `recover` looks for what it made first; `make` runs only if that finds nothing.
         """
         key = f"{STEP_PREFIX}{self.delivery_id}:{step}"
         redis = self.services.redis
@@ -87,7 +94,12 @@ class Delivery:
         if known is not None:
             value: int | None = json.loads(known)
             return value
-        result = await make()
+        result = None
+        if recover is not None:
+            began = await redis.set(f"{key}:began", "1", nx=True, ex=STEP_TTL_SECONDS)
+            result = None if began else await recover()
+        if result is None:
+            result = await make()
         if not await redis.set(key, json.dumps(result), nx=True, ex=STEP_TTL_SECONDS):
             # Another attempt finished the same step meanwhile: keep its answer.
             raw = await redis.get(key)

@@ -288,6 +288,47 @@ async def test_a_retried_job_repeats_no_side_effect(world: World) -> None:
     assert await world.queued() == [run_id_for(issue.number, delivery)]
 
 
+async def test_a_check_run_made_without_an_answer_is_not_made_twice(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GitHub may create a check run and its answer never come; the retry finds and uses
+    that one, else it would stay queued on the commit for ever."""
+    issue = world.state.add_issue(OWNER, REPO, TITLE, "details")
+    payload = world.issue_comment(SCRIPT, number=issue.number)
+    real = RepoAPI.create_check_run
+
+    async def unanswered(self: RepoAPI, **fields: Any) -> int:
+        await real(self, **fields)
+        raise TimeoutError("no answer")
+
+    monkeypatch.setattr(RepoAPI, "create_check_run", unanswered)
+    delivery = str(uuid.uuid4())
+    with pytest.raises(Retry):
+        await world.send("issue_comment", payload, delivery)
+    monkeypatch.setattr(RepoAPI, "create_check_run", real)
+    world.ctx["job_try"] = 2
+    await world.send("issue_comment", payload, delivery)
+
+    run_id = run_id_for(issue.number, delivery)
+    [check] = world.state.check_runs.values()
+    assert check.external_id == run_id
+    found = await world.pipelines.get_run(run_id)
+    assert found is not None and found[1].check_run_id == check.id
+    assert await world.queued() == [run_id]
+
+
+async def test_a_run_whose_issue_is_deleted_before_it_starts_completes_its_check_run(
+    world: World,
+) -> None:
+    issue = world.state.add_issue(OWNER, REPO, TITLE, "details")
+    payload = world.issue_comment(SCRIPT, number=issue.number)
+    world.state.fail_next("POST", rf"/issues/{issue.number}/comments$", 404, times=2)
+    await world.send("issue_comment", payload)
+    [check] = world.state.check_runs.values()
+    assert (check.status, check.conclusion) == ("completed", "failure")
+    assert await world.queued() == []
+
+
 async def test_a_client_error_is_not_retried_and_is_told(world: World) -> None:
     issue = world.state.add_issue(OWNER, REPO, TITLE, "details")
     payload = world.issue_comment(SCRIPT, number=issue.number)

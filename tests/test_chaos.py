@@ -198,19 +198,6 @@ def unfinished_checks(loop: Loop, requests: list[Request]) -> list[str]:
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "App defects: (1) a check-run creation that times out (no answer in 15 s) but that"
-        " GitHub carried out is created again, and the first check run stays `queued` on the"
-        " commit for ever (app/github.py create_check_run is not idempotent: no lookup by"
-        " external_id before retrying); (2) when the issue is deleted before the run starts,"
-        " the run 'could not start: GitHub answered 404' and the event is parked, but the"
-        " check run already created for it stays `queued`: app/runs.py accept attaches"
-        " check_run_id to the run only after the progress comment is posted, so"
-        " fail_unstarted finds no check run to complete"
-    ),
-)
 def test_no_check_run_is_left_queued_or_running(loop: Loop) -> None:
     """A check run shows on the commit for good: each one the App made must end.
 

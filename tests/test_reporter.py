@@ -214,6 +214,73 @@ async def test_a_deleted_progress_comment_is_posted_again(world: World) -> None:
     assert "finished after" in world.state.comments[new].body
 
 
+async def test_a_404_on_a_note_and_a_check_run_that_are_there_makes_no_second_one(
+    world: World,
+) -> None:
+    """GitHub's 404 may be a hiccup: a second note or check run would leave the first one
+    saying "running" for ever, so Trimo looks before it makes another."""
+    _number, run_id = await world.accept()
+    run = await world.run(run_id)
+    world.state.fail_next("PATCH", rf"/issues/comments/{run.progress_comment_id}$", 404)
+    world.state.fail_next("PATCH", rf"/check-runs/{run.check_run_id}$", 404)
+
+    await world.started(run_id)
+    await world.emit(run_id, finished(run_id))
+    await world.settle()
+
+    after = await world.run(run_id)
+    assert (after.progress_comment_id, after.check_run_id) == (
+        run.progress_comment_id,
+        run.check_run_id,
+    )
+    assert [c.id for c in world.state.check_runs.values() if c.external_id == run_id] == [
+        run.check_run_id
+    ]
+    assert run.progress_comment_id is not None
+    assert "finished after" in world.state.comments[run.progress_comment_id].body
+    assert world.check_of(run_id).status == "completed"
+    assert await world.pending() == 0
+
+
+async def test_a_running_note_that_lands_late_never_undoes_the_last_word(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GitHub may carry out a write after Trimo stopped waiting for its answer; a late
+    "running" must not land after "finished", so the last word waits it out."""
+    _number, run_id = await world.accept()
+    note = (await world.run(run_id)).progress_comment_id
+    assert note is not None
+    monkeypatch.setattr(reporter_module, "CALL_TIMEOUT_SECONDS", 0.3)
+    monkeypatch.setattr(reporter_module, "LATE_WRITE_SECONDS", 1.5)
+    real = RepoAPI.update_comment
+    landing: list[asyncio.Task[None]] = []
+
+    async def answered_late(self: RepoAPI, comment_id: int, body: str) -> None:
+        if comment_id == note and not landing:
+
+            async def land() -> None:
+                await asyncio.sleep(0.8)
+                await real(self, comment_id, body)
+
+            landing.append(asyncio.create_task(land()))
+            await asyncio.sleep(5)  # no answer in time, yet GitHub does it later
+        await real(self, comment_id, body)
+
+    monkeypatch.setattr(RepoAPI, "update_comment", answered_late)
+    await world.started(run_id)
+    await world.emit(run_id, finished(run_id))
+    for _ in range(100):
+        await world.reporter.step()
+        if await world.pending() == 0:
+            break
+        await asyncio.sleep(0.05)
+    await asyncio.gather(*landing)
+
+    assert await world.pending() == 0
+    assert "finished after" in world.state.comments[note].body
+    assert world.check_of(run_id).status == "completed"
+
+
 async def test_a_deleted_check_run_is_made_again(world: World) -> None:
     _number, run_id = await world.accept()
     old = world.check_of(run_id)

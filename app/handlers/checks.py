@@ -8,6 +8,7 @@ from app.conversation import (
     Conversation,
     Source,
     authorise,
+    config_and_role,
     load_config,
     open_conversation,
     report_config_error,
@@ -74,6 +75,6 @@ async def _press(delivery: Delivery, event: CheckRunEvent, button: Button) -> No
     )
     if conv is None:
         return
-    config = await load_config(conv.api, conv.thread.repo.default_branch)
-    if await authorise(conv, config):
+    config, role = await config_and_role(conv)
+    if await authorise(conv, config, role):
         await button(conv, pipeline, run)

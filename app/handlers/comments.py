@@ -19,7 +19,7 @@ from app.conversation import (
     ReviewSpot,
     Source,
     authorise,
-    load_config,
+    config_and_role,
     open_conversation,
     report_config_error,
 )
@@ -88,8 +88,8 @@ def command_in(delivery: Delivery, comment: Comment) -> ParseResult | None:
 
 async def run_command(conv: Conversation, parsed: ParseResult) -> None:
     """Authorise the author, then do what the comment asks."""
-    config = await load_config(conv.api, conv.thread.repo.default_branch)
-    if not await authorise(conv, config):
+    config, role = await config_and_role(conv)
+    if not await authorise(conv, config, role):
         return
     match parsed:
         case Ignore():

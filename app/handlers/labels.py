@@ -5,6 +5,7 @@ from __future__ import annotations
 from app.commands import RunCommand
 from app.conversation import (
     Source,
+    asker_role,
     authorise,
     load_config,
     open_conversation,
@@ -39,7 +40,7 @@ async def issue_labeled(delivery: Delivery) -> None:
     usable = config if isinstance(config, RepoConfig) else RepoConfig()
     if event.label.name != usable.trigger_label:
         return
-    if not await authorise(conv, config):
+    if not await authorise(conv, config, await asker_role(conv)):
         return
     if isinstance(config, ConfigError):
         await report_config_error(conv, config)

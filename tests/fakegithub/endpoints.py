@@ -395,6 +395,30 @@ async def get_check_run(call: Call) -> Reply:
     return Reply(200, call.render.check_run(_check_run(call)))
 
 
+async def list_check_runs_for_ref(call: Call) -> Reply:
+    """`GET .../commits/{ref}/check-runs`: newest first, `check_name` and `status` filters."""
+    ref = call.params["ref"]
+    sha = await run_in_threadpool(gitserver.resolve, call.bare, ref)
+    if sha is None:
+        raise GitHubError(422, f"No commit found for SHA: {ref}")
+    name, status = call.query.get("check_name"), call.query.get("status")
+    with call.state.lock:
+        runs = [
+            r
+            for r in call.state.check_runs.values()
+            if (r.owner, r.repo, r.head_sha) == (call.owner, call.repo, sha)
+            and (name is None or r.name == name)
+            and (status is None or r.status == status)
+        ]
+    runs.sort(key=lambda r: r.id, reverse=True)
+    page, headers = _page(call, runs, f"/repos/{call.owner}/{call.repo}/commits/{ref}/check-runs")
+    return Reply(
+        200,
+        {"total_count": len(runs), "check_runs": [call.render.check_run(r) for r in page]},
+        headers,
+    )
+
+
 # --- pull requests --------------------------------------------------------------------------
 
 
@@ -696,6 +720,13 @@ ENDPOINTS: list[Endpoint] = [
         CHECKS_R,
     ),
     Endpoint(
+        "GET",
+        REPO + "/commits/{ref:path}/check-runs",
+        list_check_runs_for_ref,
+        "installation",
+        CHECKS_R,
+    ),
+    Endpoint(
         "POST",
         REPO + "/pulls",
         create_pull,
@@ -750,6 +781,7 @@ NEEDS: dict[str, frozenset[str]] = {
     "create_comment": frozenset({"id"}),
     "get_comment": frozenset({"id", "body"}),
     "create_check_run": frozenset({"id"}),
+    "list_check_runs_for_ref": frozenset({"check_runs[].id", "check_runs[].external_id"}),
     "create_pull": frozenset({"number"}),
     "list_pulls": frozenset({"[].number"}),
     "get_pull": frozenset(
