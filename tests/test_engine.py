@@ -165,3 +165,23 @@ def test_no_container_is_left_behind(
         all=True, filters={"label": f"dev.trimo.run={request.run_id}"}
     )
     assert left == []
+
+
+def test_a_bug_mid_run_still_ends_the_run_once_and_saves_its_work(
+    sample_repo: Path, cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from runner.agents.script import ScriptAdapter
+
+    def broken(self: ScriptAdapter, line: str) -> list[object]:
+        if "boom" in line:
+            raise RuntimeError("a bug in an adapter")
+        return []
+
+    monkeypatch.setattr(ScriptAdapter, "parse_line", broken)
+    request = make_request(sample_repo, "echo saved > saved.txt; echo boom; sleep 30")
+    finished, events = run(cache, request)
+
+    assert [e.type for e in events.events].count("finished") == 1
+    assert finished.outcome is Outcome.ERROR
+    assert "Trimo failed on the runner (reference" in finished.reason
+    assert git(sample_repo, "show", "trimo/p1:saved.txt") == "saved"
