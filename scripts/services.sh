@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install and start what Trimo needs on a Debian machine, idempotently:
-# git, Docker engine (docker.io), Redis (redis-server), mmdebstrap.
+# git, Docker engine (docker.io), Redis (redis-server), mmdebstrap, e2fsprogs.
 # Sourced or run; safe to run again: it skips what is already there.
 set -euo pipefail
 
@@ -19,6 +19,9 @@ install_packages() {
   [ -x /usr/sbin/dockerd ] || missing+=(docker.io)
   command -v redis-server >/dev/null || missing+=(redis-server)
   command -v mmdebstrap >/dev/null || missing+=(mmdebstrap)
+  # Each pipeline's disk is an ext4 filesystem in a file, loop-mounted (TRIMO_DISK).
+  command -v mkfs.ext4 >/dev/null || missing+=(e2fsprogs)
+  command -v losetup >/dev/null || missing+=(mount)
   if [ "${#missing[@]}" -gt 0 ]; then
     need_root
     log "installing ${missing[*]} from Debian"
