@@ -32,7 +32,7 @@ from runner.job import (
 )
 from runner.network.hosts import clean_hosts, outside_caps
 from runner.settings import RunnerSettings
-from runner.terminal import OUTCOME_STYLE, event_line, print_summary
+from runner.terminal import OUTCOME_STYLE, event_line, print_summary, safe
 
 console = Console(stderr=True)
 image_app = typer.Typer(help="Build and inspect the agent image.", no_args_is_help=True)
@@ -330,14 +330,21 @@ def pipelines(
         return
     for item in found:
         runs = f"{len(item.runs)} run(s)"
-        out.print(f"[bold]{item.name}[/]  {item.branch}  (from {item.base_branch}, {runs})")
+        out.print(
+            Text.assemble(
+                (item.name, "bold"), f"  {item.branch}  (from {item.base_branch}, {runs})"
+            )
+        )
         for n, record in enumerate(item.runs, 1):
             style = OUTCOME_STYLE[record.outcome][0]
-            prompt_line = (record.prompt.strip().splitlines() or [""])[0][:70]
+            prompt_line = safe((record.prompt.strip().splitlines() or [""])[0], 70)
             commits = f"{len(record.commits)} commit(s)"
             out.print(
-                f"  {n}. [{style}]{record.outcome.value:<9}[/] {commits}  {prompt_line}",
-                highlight=False,
+                Text.assemble(
+                    f"  {n}. ",
+                    (f"{record.outcome.value:<9}", style),
+                    f" {commits}  {prompt_line}",
+                )
             )
 
 

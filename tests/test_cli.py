@@ -316,3 +316,23 @@ def test_a_killed_run_is_saved_and_cleaned_up_by_the_next_command(
     assert "Saved the work of run dead-1" in doctor.stdout, doctor.stdout + doctor.stderr
     assert git(sample_repo, "show", "trimo/dead:wip.txt") == "wip"
     assert client.containers.list(all=True, filters={"label": "dev.trimo.pipeline=dead"}) == []
+
+
+@pytest.mark.docker
+def test_markup_and_escapes_from_the_agent_are_printed_inert(
+    sample_repo: Path, tmp_path: Path, test_image: str
+) -> None:
+    cache = tmp_path / "cache"
+    script = (
+        "# [/oops] [link=https://evil.example]prompt[/link]\n"
+        "echo x > x.txt && git add x.txt && "
+        "git commit -qm \"[/oops] $(printf '\\033]0;pwned\\007')title\" && "
+        "printf '\\033[2J[bold]cleared[/bold]\\n'"
+    )
+    ran = trimo("run", "--repo", str(sample_repo), "--pipeline", "inert", script, cache=cache)
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert "[/oops] title" in ran.stdout and "[bold]cleared[/bold]" in ran.stdout
+    assert "\x1b]0;" not in ran.stdout and "\x1b[2J" not in ran.stdout
+    listed = trimo("pipelines", "--repo", str(sample_repo), cache=cache)
+    assert listed.returncode == 0, listed.stderr
+    assert "# [/oops] [link=https://evil.example]prompt[/link]" in listed.stdout
