@@ -20,29 +20,10 @@ from app.pipelines import CommentKind
 from app.policy import role_allows
 from app.repoconfig import CONFIG_PATH, ConfigError, RepoConfig, parse_repo_config
 from app.services import Asked, Delivery, Services
+from runner.job import ReviewContext
 from runner.templating import render
 
 log = logging.getLogger("trimo.app")
-
-
-@dataclass(frozen=True)
-class ReviewSpot:
-    """The file, line and diff hunk a review comment is attached to."""
-
-    path: str
-    line: int | None
-    diff_hunk: str
-
-    def prompt(self, prompt: str) -> str:
-        """`prompt` followed by where it was asked, for agents that read prose."""
-        return render(
-            "github/review_prompt.md.j2",
-            prompt=prompt,
-            path=self.path.replace("`", ""),
-            line=self.line,
-            diff_hunk=self.diff_hunk,
-            fence=fence_for(self.diff_hunk),
-        ).strip()
 
 
 @dataclass(frozen=True)
@@ -57,8 +38,8 @@ class Thread:
     title: str = ""
     pull: PullInfo | None = None
     """Known from the payload (review comments); else fetched when needed."""
-    review: ReviewSpot | None = None
-    """Where a review comment points, for the prompt."""
+    review: ReviewContext | None = None
+    """Where a review comment points: it travels with the run, for the agent."""
 
     @property
     def kind(self) -> str:
@@ -120,7 +101,7 @@ async def open_conversation(
     state: str = "open",
     title: str = "",
     pull: PullInfo | None = None,
-    review: ReviewSpot | None = None,
+    review: ReviewContext | None = None,
 ) -> Conversation | None:
     """A conversation about issue or pull request `number`; None without an installation."""
     installation_id = (

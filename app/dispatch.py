@@ -40,6 +40,7 @@ def run_request(pipeline: Pipeline, run: PipelineRun, token: str | None) -> RunR
         branch=pipeline.branch,
         base_branch=pipeline.base_branch,
         prompt=run.prompt,
+        review=run.review,
         agent=settings.agent,
         image=settings.image,
         timeout_s=settings.timeout_s,

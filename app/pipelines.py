@@ -27,7 +27,7 @@ from app.naming import pipeline_id
 from app.policy import RunSettings
 from runner.contract import SafeId
 from runner.diffsummary import DiffSummary
-from runner.job import CommitInfo, Outcome, RunFinished, RunRecord
+from runner.job import CommitInfo, Outcome, ReviewContext, RunFinished, RunRecord
 
 if TYPE_CHECKING:
     from app.dispatch import Dispatch
@@ -58,6 +58,8 @@ class PipelineRun(BaseModel):
 
     run_id: SafeId
     prompt: str
+    review: ReviewContext | None = None
+    """Where the review comment that asked for it points (the agent is told)."""
     settings: RunSettings
     requested_by: str
     thread: int

@@ -395,7 +395,7 @@ class Reporter:
         if isinstance(event, RunFinished):
             if speak:
                 await self._wait_out_late_writes(run_id)
-            await self._finished(api if speak else None, pipeline, run, view, event)
+            await self._finished(api, speak, pipeline, run, view, event)
             await self._start_next(api, pipeline)
             return
         if isinstance(event, RunStarted):
@@ -444,14 +444,17 @@ class Reporter:
 
     async def _finished(
         self,
-        api: RepoAPI | None,
+        api: RepoAPI,
+        speak: bool,
         pipeline: Pipeline,
         run: PipelineRun,
         view: RunView,
         event: RunFinished,
     ) -> None:
-        if api is not None:
+        if speak:
             await self._final_word(api, pipeline, run, view, event)
+        else:
+            await self._end_check_anyway(api, pipeline, run, view, event)
         await self._save(view)
         # Recorded last: a failure above leaves the event unacknowledged, to be tried again.
         await self.services.pipelines.finish(event)
@@ -495,6 +498,25 @@ class Reporter:
                 )
             )  # fmt: skip
         await _all(*steps)
+
+    async def _end_check_anyway(
+        self, api: RepoAPI, pipeline: Pipeline, run: PipelineRun, view: RunView, event: RunFinished
+    ) -> None:
+        """The run's thread is gone, but its check run lives on the commit: end it, best
+        effort, so it does not show as running for ever."""
+        title, summary = runview.check_finished(view, pipeline.branch)
+        try:
+            await self._once(
+                pipeline, run, "final:check", Priority.FINAL,
+                lambda: self._edit_check(
+                    api, pipeline, run, view, title, summary, [],
+                    runview.conclusion_of(event), Priority.FINAL,
+                ),
+            )  # fmt: skip
+        except OverBudget:
+            raise
+        except Exception as exc:
+            log.warning("run %s: its check run could not be ended: %s", run.run_id, describe(exc))
 
     async def _start_next(self, api: RepoAPI, pipeline: Pipeline) -> None:
         started = await _timed(start_next(self.services, api, pipeline.id))

@@ -22,8 +22,8 @@ from app.pipelines import Pipeline, PipelineRun, Stopped
 from app.policy import Refusal, RunSettings, effective_run
 from app.repoconfig import RepoConfig
 from app.services import Delivery, Services
-from runner.agents import ADAPTERS
-from runner.job import is_valid_branch_name
+from runner.contract import AGENTS
+from runner.job import ReviewContext, is_valid_branch_name
 from runner.registry import runners_with_label
 from runner.templating import render
 
@@ -56,10 +56,7 @@ async def request_run(conv: Conversation, config: RepoConfig, command: RunComman
     settings = await _run_settings(conv, config, command)
     if settings is None:
         return
-    prompt = command.prompt
-    if conv.thread.review is not None and ADAPTERS[settings.agent].takes_context:
-        prompt = conv.thread.review.prompt(prompt)
-    await accept_run(conv, seed, prompt, settings, head_sha)
+    await accept_run(conv, seed, command.prompt, settings, head_sha, conv.thread.review)
 
 
 async def retry_run(
@@ -81,7 +78,7 @@ async def retry_run(
     )
     settings = await _run_settings(conv, config, command)
     if settings is not None:
-        await accept_run(conv, pipeline, run.prompt, settings, None)
+        await accept_run(conv, pipeline, run.prompt, settings, None, run.review)
 
 
 async def stop_run(conv: Conversation, pipeline: Pipeline | None, run: PipelineRun | None) -> None:
@@ -148,7 +145,12 @@ async def thread_pipeline(conv: Conversation) -> Pipeline | None:
 
 
 async def accept_run(
-    conv: Conversation, seed: Pipeline, prompt: str, settings: RunSettings, head_sha: str | None
+    conv: Conversation,
+    seed: Pipeline,
+    prompt: str,
+    settings: RunSettings,
+    head_sha: str | None,
+    review: ReviewContext | None = None,
 ) -> None:
     """👀, the pipeline entry, a check run, the progress comment, then start it if it is next.
 
@@ -163,6 +165,7 @@ async def accept_run(
     run = PipelineRun(
         run_id=run_id,
         prompt=prompt,
+        review=review,
         settings=settings,
         requested_by=conv.source.user,
         thread=conv.thread.number,
@@ -428,12 +431,12 @@ async def _run_settings(
     conv: Conversation, config: RepoConfig, command: RunCommand
 ) -> RunSettings | None:
     agent = command.agent or config.agent
-    if agent not in ADAPTERS:
+    if agent not in AGENTS:
         await conv.reply(
             "unknown_agent.md.j2",
             agent=inline_code(agent),
             from_config=command.agent is None,
-            agents=", ".join(inline_code(name) for name in sorted(ADAPTERS)),
+            agents=", ".join(inline_code(name) for name in AGENTS),
         )
         return None
     result = effective_run(config, command, conv.services.policy)

@@ -36,6 +36,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse
 from starlette.routing import Route
 
+from app.tolerant import Tolerant
 from runner.errors import TrimoError
 from runner.templating import render
 
@@ -269,6 +270,24 @@ def load_manifest(path: Path = MANIFEST_PATH) -> dict[str, Any]:
     return data
 
 
+class ManifestOwner(Tolerant):
+    login: str | None = None
+    slug: str | None = None
+    """An enterprise owns the App: it has a slug, no login."""
+
+
+class ManifestAnswer(Tolerant):
+    """The fields of GitHub's answer to a manifest conversion that setup reads."""
+
+    id: int
+    slug: str | None = None
+    name: str | None = None
+    html_url: str
+    owner: ManifestOwner | None = None
+    pem: str
+    webhook_secret: str | None = None
+
+
 def _error_message(exc: RequestFailed) -> str:
     with contextlib.suppress(ValueError):
         body = exc.response.raw_response.json()
@@ -289,8 +308,8 @@ async def exchange_code(
         raise ConversionError("GitHub sent back no usable code", hint="start `trimo setup` again")
     github = GitHub(base_url=api_url, timeout=timeout, auto_retry=False, http_cache=False)
     try:
-        response = await github.rest.apps.async_create_from_manifest(code)
-        data = response.parsed_data
+        response = await github.arequest("POST", f"/app-manifests/{code}/conversions")
+        data = ManifestAnswer.model_validate(response.json())
     except RequestFailed as exc:
         status = exc.response.status_code
         if status == 404:
@@ -309,13 +328,14 @@ async def exchange_code(
         ) from exc
     except ValueError as exc:
         raise ConversionError(f"unexpected answer from {api_url}: {exc}") from exc
-    slug = data.slug if isinstance(data.slug, str) else data.html_url.rstrip("/").rsplit("/")[-1]
+    slug = data.slug or data.html_url.rstrip("/").rsplit("/")[-1]
+    owner = data.owner or ManifestOwner()
     return RegisteredApp(
         id=data.id,
         slug=slug,
-        name=data.name,
+        name=data.name or slug,
         html_url=data.html_url,
-        owner=str(getattr(data.owner, "login", None) or getattr(data.owner, "slug", "")),
+        owner=owner.login or owner.slug or "",
         pem=data.pem,
         webhook_secret=data.webhook_secret,
     )

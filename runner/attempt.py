@@ -106,6 +106,24 @@ def autosave_message(prompt: str, outcome: Outcome, run_id: str) -> str:
     ).strip()
 
 
+def agent_prompt(request: RunRequest, adapter: AgentAdapter, context: str) -> str:
+    """What the agent is asked: the prompt after earlier runs' `context`, and where a review
+    comment points; a script agent's prompt is a script, given as it is."""
+    if not adapter.takes_context:
+        return request.prompt
+    prompt, review = request.prompt, request.review
+    if review is not None:
+        prompt = render(
+            "agent_review.md.j2",
+            prompt=prompt,
+            path=review.path.replace("`", ""),
+            line=review.line,
+            diff_hunk=review.diff_hunk,
+            fence=review.fence,
+        ).strip()
+    return render("agent_prompt.md.j2", context=context, prompt=prompt).strip()
+
+
 def internal_error(run_id: str) -> str:
     """A reason for the person when Trimo itself broke; the traceback goes to the log."""
     reference = secrets.token_hex(4)
@@ -203,9 +221,7 @@ class Attempt:
         for name, text in (("context.md", context), ("prompt.md", request.prompt)):
             (io / name).write_text(text)
             (io / name).chmod(0o644)
-        prompt = request.prompt
-        if adapter.takes_context:
-            prompt = render("agent_prompt.md.j2", context=context, prompt=prompt).strip()
+        prompt = agent_prompt(request, adapter, context)
         if len(prompt.encode()) > MAX_PROMPT_BYTES:
             raise TrimoError(
                 f"The prompt is too long ({len(prompt.encode()) // 1024} KiB).",

@@ -12,8 +12,9 @@ import docker
 import docker.errors
 from docker.models.containers import Container
 
+from runner.contract import NetworkMode
 from runner.errors import DockerUnavailable, TrimoError
-from runner.job import NetworkMode, Resources
+from runner.job import Resources
 
 LABEL_RUNNER = "dev.trimo.runner"
 LABEL_RUN = "dev.trimo.run"

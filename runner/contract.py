@@ -64,6 +64,8 @@ NETWORK_MODES: Final[tuple[NetworkMode, ...]] = get_args(NetworkMode)
 """Every network mode, in the order people read them; `allowlist` is the default."""
 DEFAULT_NETWORK: Final[NetworkMode] = "allowlist"
 DEFAULT_IMAGE: Final = "trimo-agent:latest"
+AGENTS: Final = ("aider", "claude", "codex", "script")
+"""The agents a runner has an adapter for (`runner.agents.ADAPTERS`), in order."""
 DEFAULT_AGENT: Final = "claude"
 DEFAULT_LABEL: Final = "default"
 DEFAULT_TIMEOUT_SECONDS: Final = 30 * 60

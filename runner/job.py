@@ -18,9 +18,7 @@ from runner.contract import (
     DEFAULT_TIMEOUT_SECONDS,
     ID_PATTERN,
     MAX_TIMEOUT_SECONDS,
-)
-from runner.contract import (
-    NetworkMode as NetworkMode,  # re-exported until runner/container.py imports the contract
+    NetworkMode,
 )
 from runner.diffsummary import DiffSummary
 from runner.events import (
@@ -91,6 +89,26 @@ class RunRecord(BaseModel):
     finished_at: datetime | None = None
 
 
+class ReviewContext(BaseModel):
+    """Where a review comment that asked for a run points: its file, line and diff hunk.
+
+    Agents that read prose get it after the prompt (`templates/agent_review.md.j2`); a
+    script agent's prompt is a script and gets nothing added.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    path: str
+    line: int | None = None
+    diff_hunk: str = ""
+
+    @property
+    def fence(self) -> str:
+        """A code fence no line of the diff hunk can close."""
+        longest = max((len(run) for run in re.findall(r"`{3,}", self.diff_hunk)), default=0)
+        return "`" * max(3, longest + 1)
+
+
 class RepoRef(BaseModel):
     """Where the repository lives. `clone_url` may be a path for local mode."""
 
@@ -109,6 +127,8 @@ class RunRequest(BaseModel):
     branch: str
     base_branch: str
     prompt: str
+    review: ReviewContext | None = None
+    """Set when a review comment asked for the run."""
     agent: str = "claude"
     image: str = DEFAULT_IMAGE
     timeout_s: int = Field(default=DEFAULT_TIMEOUT_SECONDS, ge=1, le=MAX_TIMEOUT_SECONDS)

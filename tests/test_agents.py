@@ -12,9 +12,11 @@ from typing import Any, TypeVar
 
 import pytest
 
+from runner import contract
 from runner.agents import ADAPTERS, AgentAdapter, get_adapter
 from runner.agents.base import JsonLinesAdapter, JsonObject
 from runner.agents.claude import summarise_tool_input
+from runner.attempt import agent_prompt
 from runner.errors import TrimoError
 from runner.events import (
     AgentError,
@@ -28,6 +30,7 @@ from runner.events import (
     agent_event_adapter,
     shorten,
 )
+from runner.job import RepoRef, ReviewContext, RunRequest
 from tests.conftest import CORPORA
 
 AGENTS = CORPORA / "agents"
@@ -842,7 +845,7 @@ def test_script_starting_with_a_dash_is_still_the_script(tmp_path: Path) -> None
 
 
 def test_registry() -> None:
-    assert set(ADAPTERS) == {"claude", "codex", "aider", "script"}
+    assert tuple(sorted(ADAPTERS)) == contract.AGENTS  # what the App offers, not importing these
     for name, cls in ADAPTERS.items():
         adapter = get_adapter(name)
         assert isinstance(adapter, cls) and adapter.name == name and adapter.description
@@ -853,6 +856,28 @@ def test_registry() -> None:
     assert get_adapter("script").secret_env == ()
     assert get_adapter("script").takes_context is False
     assert get_adapter("claude").takes_context is True
+
+
+REVIEWED = RunRequest(
+    run_id="r1",
+    pipeline="p1",
+    repo=RepoRef(full_name="o/r", clone_url="/tmp/r"),
+    branch="b",
+    base_branch="main",
+    prompt="Use an emoji here",
+    review=ReviewContext(path="READ`ME.md", line=1, diff_hunk="@@ -1 +1 @@\n-a ```\n+b"),
+)
+
+
+def test_a_review_comments_place_follows_the_prompt_of_agents_that_read_prose() -> None:
+    prompt = agent_prompt(REVIEWED, get_adapter("claude"), context="")
+    assert prompt.startswith("Use an emoji here\n")
+    assert "`README.md`, line 1" in prompt
+    assert "````diff\n@@ -1 +1 @@\n-a ```\n+b\n````" in prompt  # no line closes the fence
+
+
+def test_a_script_stays_a_script_under_a_review_comment() -> None:
+    assert agent_prompt(REVIEWED, get_adapter("script"), context="earlier") == "Use an emoji here"
 
 
 def test_unknown_agent_lists_the_known_ones() -> None:

@@ -47,7 +47,7 @@ from app.worker import (
 )
 from runner import contract, registry
 from runner.contract import RUN_FUNCTION, run_queue
-from runner.job import CommitInfo, Outcome, Resources, RunFinished, RunRequest
+from runner.job import CommitInfo, Outcome, Resources, ReviewContext, RunFinished, RunRequest
 from tests.fakegithub import AppCredentials, FakeState, RunningFakeGitHub
 from tests.fakegithub.gitserver import run_git
 
@@ -624,14 +624,11 @@ def review_comment_payload(
 
 
 @pytest.mark.parametrize(
-    ("body", "prompt_start", "with_context"),
-    [
-        ("/trimo run --agent claude Use an emoji here", "Use an emoji here\n", True),
-        (SCRIPT, "echo hi", False),  # a script stays a script
-    ],
+    ("body", "prompt"),
+    [("/trimo run --agent claude Use an emoji here", "Use an emoji here"), (SCRIPT, "echo hi")],
 )
 async def test_a_review_comment_runs_on_the_pull_request_branch(
-    world: World, body: str, prompt_start: str, with_context: bool
+    world: World, body: str, prompt: str
 ) -> None:
     head_sha = add_branch(world, "feature/readme")
     pull = world.state.add_pull(
@@ -647,9 +644,10 @@ async def test_a_review_comment_runs_on_the_pull_request_branch(
     request = await world.job(run_id)
     assert request is not None
     assert (request.branch, request.base_branch) == ("feature/readme", "main")
-    assert request.prompt.startswith(prompt_start)
-    assert ("`README.md`, line 1" in request.prompt) is with_context
-    assert ("```diff\n@@ -1 +1 @@\n-# widgets\n+# Widgets\n```" in request.prompt) is with_context
+    assert request.prompt == prompt  # where it was asked travels beside it, for the runner
+    assert request.review == ReviewContext(
+        path="README.md", line=1, diff_hunk="@@ -1 +1 @@\n-# widgets\n+# Widgets"
+    )
     comment = world.state.review_comments[payload["comment"]["id"]]
     assert [r.content for r in comment.reactions] == ["eyes"]
     [check] = world.state.check_runs.values()

@@ -405,6 +405,7 @@ async def test_a_deleted_issue_gives_up_that_runs_output_and_the_pipeline_goes_o
     assert await hget(world.pool, STEPS_PREFIX + run_id, GONE_FLAG) is not None
     assert (await world.run(run_id)).status == "finished"
     assert await world.pool.xlen(DEAD_LETTERS) == 0  # given up, not parked
+    assert world.check_of(run_id).status == "completed"  # it is on the commit, not the issue
 
 
 async def test_a_suspended_installation_never_stops_the_reporter(world: World) -> None:

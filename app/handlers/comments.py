@@ -16,7 +16,6 @@ from app.commands import (
 )
 from app.conversation import (
     Conversation,
-    ReviewSpot,
     Source,
     authorise,
     config_and_role,
@@ -29,7 +28,8 @@ from app.payloads import Comment, IssueCommentEvent, ReviewCommentEvent
 from app.repoconfig import ConfigError, RepoConfig
 from app.runs import request_run, retry_run, send_status, stop_run, thread_pipeline
 from app.services import Delivery
-from runner.agents import ADAPTERS
+from runner.contract import AGENTS
+from runner.job import ReviewContext
 
 
 @router.on("issue_comment", "created")
@@ -68,7 +68,7 @@ async def review_comment_created(delivery: Delivery) -> None:
         state=pull.state,
         title=pull.title,
         pull=pull.info(event.repository),
-        review=ReviewSpot(
+        review=ReviewContext(
             path=comment.path,
             line=comment.line or comment.original_line,
             diff_hunk=comment.diff_hunk,
@@ -118,7 +118,7 @@ async def send_usage(conv: Conversation, config: RepoConfig | ConfigError) -> No
     await conv.reply(
         "usage.md.j2",
         usage=USAGE,
-        agents=", ".join(inline_code(name) for name in sorted(ADAPTERS)),
+        agents=", ".join(inline_code(name) for name in AGENTS),
         default_agent=inline_code(repo_config.agent),
         trigger_label=inline_code(repo_config.trigger_label),
         min_permission=f"**{repo_config.min_permission}**",
