@@ -86,6 +86,15 @@ class Loop:
         self.wait(lambda: client.exists("trimo:runner:e2e-runner"), 30, "the runner to announce")
 
     def start(self) -> Loop:
+        """Serve and a runner on an empty Redis: an earlier loop's pipelines, queues and
+        streams (same repository, same issue numbers) must not leak into this one."""
+        import redis
+
+        client = redis.Redis.from_url(self.redis_url)
+        try:
+            client.flushdb()
+        finally:
+            client.close()
         self.start_serve()
         self.start_runner()
         return self

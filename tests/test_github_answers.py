@@ -182,13 +182,30 @@ async def test_issue_title_null_reads_empty() -> None:
 
 async def test_minted_token_reads_the_documented_201(corpora: Path) -> None:
     body = example(corpora, "apps__create-installation-access-token.response.201.default.json")
+    installation = example(corpora, "apps__get-installation.response.200.default.json")
     seen: list[str] = []
+    asked: list[object] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
         seen.append(f"{request.method} {request.url.path}")
+        if request.method == "GET":
+            return httpx.Response(200, json=installation)
+        asked.append(json.loads(request.content)["permissions"])
         return httpx.Response(201, json=body)
 
     app = object.__new__(GitHubApp)
+    app._workflows = {}
     app._app = cast(Any, GitHub("jwt", async_transport=httpx.MockTransport(handler)))
     assert await app.mint_token(42, REPO) == body["token"]
-    assert seen == ["POST /app/installations/42/access_tokens"]
+    assert await app.mint_token(42, REPO) == body["token"]
+    assert seen == [
+        "GET /app/installations/42",
+        "POST /app/installations/42/access_tokens",
+        "POST /app/installations/42/access_tokens",
+    ]  # the installation's permissions are read once, then cached
+    granted = installation["permissions"].get("workflows") == "write"
+    assert asked[0] == {
+        "contents": "write",
+        "metadata": "read",
+        **({"workflows": "write"} if granted else {}),
+    }
