@@ -343,8 +343,9 @@ class Attempt:
             )
         )
 
-        def exec_export(known: list[str], message: str | None) -> str:
-            return container.exec(export_command(BUNDLE_NAME, known, message))
+        def exec_export(known: list[str], message: str | None) -> bool:
+            command = export_command(BUNDLE_NAME, known, message, after=delivery.tip)
+            return container.exec(command)
 
         deadline = time.monotonic() + request.timeout_s
         done, timed_out = threading.Event(), threading.Event()
@@ -433,8 +434,8 @@ class Attempt:
     def helper_exporter(self, spec: ContainerSpec) -> Exporter:
         """Export from a short-lived helper sandbox (the agent's container has ended)."""
 
-        def export(known: list[str], message: str | None) -> str:
-            return run_helper(self.host.client, spec, export_command(BUNDLE_NAME, known, message))
+        def export(known: list[str], message: str | None) -> None:
+            run_helper(self.host.client, spec, export_command(BUNDLE_NAME, known, message))
 
         return export
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Any
 
 import docker
 import docker.errors
+import requests
 from docker.models.containers import Container
 
 from runner.contract import NetworkMode
@@ -25,12 +27,19 @@ OUT_MOUNT = "/trimo/out"
 CODEX_HOME_MOUNT = "/trimo/codex"
 HOME_MOUNT = "/home/agent"
 SANDBOX_LABEL = "dev.trimo.sandbox"
-SANDBOX_VERSION = "2"
+SANDBOX_VERSION = "3"
 """The image's `trimo-entrypoint`, `trimo-sync` and `trimo-export` contract."""
 READY_LINE = "trimo:workspace-ready"
 MAX_LINE_BYTES = 256 * 1024
-MAX_HELPER_OUTPUT = 64 * 1024
 EXPORT_SECONDS = 300
+LOG_LIMIT = {"type": "json-file", "config": {"max-size": "64m", "max-file": "2"}}
+"""Docker keeps a container's output on the host's disk: at most this much of it."""
+SCRATCH = {
+    "/tmp": "rw,nosuid,nodev,size=1g,mode=1777",
+    "/var/tmp": "rw,nosuid,nodev,size=256m,mode=1777",
+}
+"""The only writable places outside the mounts: the image's own filesystem is read-only,
+so nothing the agent writes escapes its disk limit (tmpfs counts against its memory)."""
 
 
 @dataclass(frozen=True)
@@ -85,6 +94,9 @@ def create_kwargs(spec: ContainerSpec) -> dict[str, Any]:
         "nano_cpus": int(spec.resources.cpus * 1e9),
         "pids_limit": spec.resources.pids,
         "init": True,
+        "read_only": True,
+        "tmpfs": dict(SCRATCH),
+        "log_config": LOG_LIMIT,
         "privileged": False,
         "stdin_open": False,
         "tty": False,
@@ -136,22 +148,26 @@ def mounts(spec: ContainerSpec) -> dict[str, dict[str, str]]:
     return found
 
 
-def export_command(out_name: str, known: list[str], commit_message: str | None) -> list[str]:
-    """`trimo-export` in the sandbox, bounded in time so a stuck git cannot hold the runner."""
-    commit = ["--commit", commit_message] if commit_message is not None else []
+def export_command(
+    out_name: str, known: list[str], commit_message: str | None, after: str | None = None
+) -> list[str]:
+    """`trimo-export` in the sandbox, bounded in time so a stuck git cannot hold the runner:
+    at the end with `commit_message`, while the agent runs with `after` (the pushed tip)."""
+    options = ["--commit", commit_message] if commit_message is not None else []
+    options += ["--after", after] if after is not None else []
     return [
         "timeout",
         str(EXPORT_SECONDS),
         "trimo-export",
-        *commit,
+        *options,
         f"{OUT_MOUNT}/{out_name}",
         *known,
     ]
 
 
-def run_helper(client: docker.DockerClient, spec: ContainerSpec, command: list[str]) -> str:
+def run_helper(client: docker.DockerClient, spec: ContainerSpec, command: list[str]) -> None:
     """Run `command` in a short-lived sandbox on the same workspace: the agent's uid, no
-    network, no home, the same limits. Returns its output (untrusted, like the agent's)."""
+    network, no home, the same limits. Its output is not read (it leaves a file)."""
     helper = replace(
         spec,
         command=command,
@@ -166,14 +182,8 @@ def run_helper(client: docker.DockerClient, spec: ContainerSpec, command: list[s
     container = AgentContainer(client, helper)
     try:
         container.start()
-        kept: list[str] = []
-        size = 0
-        for line in container.lines():  # read to the end, keep only a bounded start
-            if size < MAX_HELPER_OUTPUT:
-                kept.append(line[:MAX_HELPER_OUTPUT])
-                size += len(kept[-1])
-        container.wait(timeout=EXPORT_SECONDS + 30)
-        return "\n".join(kept)
+        with contextlib.suppress(requests.RequestException, docker.errors.APIError):
+            container.wait(timeout=EXPORT_SECONDS + 30)
     finally:
         container.remove()
 
@@ -211,14 +221,26 @@ class AgentContainer:
         stream = self._container.logs(stream=True, follow=True, stdout=True, stderr=True)
         return split_lines(stream)
 
-    def exec(self, command: list[str]) -> str:
-        """Run `command` in the running container as its user; its output (untrusted)."""
+    def exec(self, command: list[str], timeout: float = EXPORT_SECONDS + 10) -> bool:
+        """Run `command` in the running container as its user, and wait for it to end.
+
+        Its output is never read: an agent can hold the exec's stdout open for ever. The
+        command leaves what it has to say in a file. False when it did not end in time."""
+        api = self._client.api
         try:
-            result = self._container.exec_run(command, user=self.spec.user, workdir=WORKSPACE_MOUNT)
+            exec_id = api.exec_create(
+                self.id, command, stdout=False, stderr=False, user=self.spec.user,
+                workdir=WORKSPACE_MOUNT,
+            )["Id"]  # fmt: skip
+            api.exec_start(exec_id, detach=True)
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                if not api.exec_inspect(exec_id).get("Running"):
+                    return True
+                time.sleep(0.02)
         except docker.errors.APIError:
-            return ""
-        output = result.output if isinstance(result.output, bytes) else b""
-        return output.decode("utf-8", errors="replace")
+            pass
+        return False
 
     def wait(self, timeout: float = 60) -> ExitInfo:
         result = self._container.wait(timeout=timeout)

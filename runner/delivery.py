@@ -37,11 +37,13 @@ from runner.printable import printable
 log = logging.getLogger(__name__)
 
 BUNDLE_NAME = "run.bundle"
+HEAD_NAME = f"{BUNDLE_NAME}.head"
+MAX_HEAD_BYTES = 4096
 MAX_REFUSED_PATHS = 5
 
-Exporter = Callable[[list[str], str | None], str]
-"""Runs `trimo-export` in a sandbox with (commits the host has, commit message or None)
-and returns its output (untrusted)."""
+Exporter = Callable[[list[str], str | None], object]
+"""Runs `trimo-export` in a sandbox with (commits the host has, commit message or None).
+It leaves the bundle and a line `head SHA` in the run's out directory."""
 
 
 def run_ref(run_id: str) -> str:
@@ -83,6 +85,10 @@ class RunState:
     last_pushed: str | None = None
     pushed_commits: int = 0
     refused: PushRefusedEvent | None = None
+    taken: str | None = None
+    """The newest head taken from the sandbox (later bundles leave out what it holds)."""
+    taken_bytes: int = 0
+    content_bytes: int = 0
     final_result: FinalResult | None = None
     usage: Usage | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -110,6 +116,7 @@ class Delivery:
     def known(self) -> list[str]:
         """Commits the mirror has that the workspace may build on (bundle prerequisites)."""
         shas = [
+            self.state.taken,
             self.state.last_pushed,
             self.state.published_sha,
             self.start.base_sha,
@@ -120,22 +127,46 @@ class Delivery:
     def take(self, export: Exporter, commit_message: str | None) -> str | None:
         """Export in the sandbox and take the bundle into the mirror; the head, or None."""
         known = self.known()
-        output = export(known, commit_message)
-        copy = self.pipeline.incoming / f"{self.request.run_id}.bundle"
+        export(known, commit_message)
+        incoming = self.pipeline.incoming / self.request.run_id
         try:
-            if handoff.take_file(self.out_dir, BUNDLE_NAME, copy, self.limits.bundle_bytes):
+            if handoff.take_file(self.out_dir, HEAD_NAME, incoming, MAX_HEAD_BYTES):
+                claimed = _claimed_head(incoming.read_text(errors="replace"))
+            else:
+                claimed = None
+            if handoff.take_file(self.out_dir, BUNDLE_NAME, incoming, self._budget()):
+                self.state.taken_bytes += incoming.stat().st_size
                 ref = run_ref(self.request.run_id)
-                return handoff.import_bundle(self.mirror, copy, ref, known, self.limits)
+                head, content = handoff.import_bundle(
+                    self.mirror, incoming, ref, known, self.limits
+                )
+                self.state.taken, self.state.content_bytes = (
+                    head,
+                    self.state.content_bytes + content,
+                )
+                return head
         finally:
-            copy.unlink(missing_ok=True)
+            incoming.unlink(missing_ok=True)
         # Nothing new was bundled: the head the sandbox claims must be one of the commits the
         # host named, or older than one of them, never any other commit of the mirror.
-        claimed = _claimed_head(output)
         if claimed is None or gitops.resolve(self.mirror, claimed) != claimed:
             return None
         if claimed in known or any(gitops.is_ancestor(self.mirror, claimed, k) for k in known):
             return claimed
         return None
+
+    def _budget(self) -> int:
+        """What this run may still hand over: its bundles together stay under the cap."""
+        limits, state = self.limits, self.state
+        left = limits.bundle_bytes - state.taken_bytes
+        if left <= 0 or state.content_bytes > limits.content_bytes:
+            handed = max(limits.bundle_bytes, state.taken_bytes)
+            raise HandoffRefused(
+                f"the agent handed over more than {handoff.size_text(handed)} (or "
+                f"{handoff.size_text(limits.content_bytes)} of file contents) in this run, "
+                "so nothing more was taken from the sandbox"
+            )
+        return left
 
     def push_loop(self, export: Exporter, done: threading.Event, interval: float) -> None:
         """Publish commits as they appear, so a crash loses nothing that was committed."""
@@ -183,8 +214,9 @@ class Delivery:
         """Push the longest run of commits the remote accepts; keep and report the rest."""
         request, mirror = self.request, self.mirror
         line = gitops.git(
-            mirror, "rev-list", "--first-parent", "--reverse", f"{previous}..{head}"
-        ).stdout.split()
+            mirror,
+            "rev-list", "--first-parent", "--ancestry-path", "--reverse", f"{previous}..{head}",
+        ).stdout.split()  # fmt: skip
         accepted, low, high = -1, 0, len(line) - 2  # line[-1] (the head) was refused
         reason = refusal.reason
         while low <= high:
@@ -241,6 +273,7 @@ class Delivery:
             commits = gitops.commits_between(self.mirror, base, tip)
             diff = gitops.summarize(self.mirror, base, tip)
         self.pipeline.remember(head, tip, base)
+        gitops.git(self.mirror, "update-ref", "-d", run_ref(self.request.run_id), check=False)
         salvaged = None
         if self.state.refused is not None:
             refused = self.state.refused

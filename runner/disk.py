@@ -64,7 +64,9 @@ def _mount(image: Path, root: Path, size: int) -> None:
         with image.open("wb") as handle:
             handle.truncate(size)
         image.chmod(0o600)
-        _run(["mkfs.ext4", "-q", "-F", "-m", "0", "-E",
+        # 2% reserved for root: an agent that fills its disk leaves room for the runner's own
+        # writes (the next run's /trimo files), so the pipeline can still run.
+        _run(["mkfs.ext4", "-q", "-F", "-m", "2", "-E",
               "lazy_itable_init=1,lazy_journal_init=1,root_owner=0:0", str(image)],
              "could not make the pipeline's filesystem")  # fmt: skip
     elif image.stat().st_size < size:

@@ -191,7 +191,8 @@ class RunEngine:
         request: RunRequest,
         attempt: int,
     ) -> bool:
-        """Make the workspace and home if they are missing (or damaged); True when made now."""
+        """Make the workspace and home if they are missing; on a second attempt (the sandbox
+        could not prepare the first) make both afresh. True when the workspace was made now."""
         workspace, home = root / "workspace", root / "home"
         made = attempt > 1 or workspace.is_symlink() or not workspace.is_dir()
         if made:
@@ -199,7 +200,7 @@ class RunEngine:
             pipeline.forget_workspace()
             branches = [request.base_branch] + ([request.branch] if start.published_sha else [])
             gitops.create_workspace(workspace, mirror, branches, self._owner)
-        if home.is_symlink() or not home.is_dir():
+        if attempt > 1 or home.is_symlink() or not home.is_dir():
             gitops.remove_tree(home)
             home.mkdir(mode=0o700)
             if self._owner is not None:

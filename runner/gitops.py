@@ -70,6 +70,9 @@ WORKSPACE_CONFIG = """\
 """A new workspace's config: no remote, so nothing in it names a host path."""
 
 SHA_RE = re.compile(r"^[0-9a-f]{40}$")
+UNTRUSTED_CPU_SECONDS = 120
+BOUNDED = ("prlimit", f"--cpu={UNTRUSTED_CPU_SECONDS}", "--", "nice", "-n", "10")
+"""The prefix for git working on what an agent handed over."""
 
 
 @cache
@@ -119,11 +122,13 @@ def git(
     check: bool = True,
     timeout: float = 600,
     what: str = "",
+    untrusted: bool = False,
 ) -> subprocess.CompletedProcess[str]:
     """Run git with Trimo's safety options. On failure, raise a GitError saying `what` failed;
-    git's own text goes to the log."""
+    git's own text goes to the log. `untrusted` work (on what an agent handed over) runs at
+    low priority with a CPU-time limit, since a small bundle can inflate to a great deal."""
     proc = subprocess.run(
-        ["git", *SAFE_OPTIONS, *args],
+        [*(BOUNDED if untrusted else ()), "git", *SAFE_OPTIONS, *args],
         cwd=cwd,
         env=git_env(env),
         capture_output=True,
@@ -222,13 +227,18 @@ def chown_tree(root: Path, uid: int) -> None:
 
 
 def remove_tree(path: Path) -> None:
-    """Delete a tree an agent may have written, never following a link in it."""
-    if path.is_symlink() or path.is_file():
-        path.unlink()
-    elif path.exists():
-        if not shutil.rmtree.avoids_symlink_attacks:
-            raise GitError("this platform cannot delete a directory without following links")
-        shutil.rmtree(path)
+    """Delete a tree an agent may have written, never following a link in it.
+
+    coreutils' `rm` walks any depth without recursion (Python's rmtree recurses, and a
+    tree of a few thousand nested directories exhausts it) and stays on this filesystem."""
+    if not path.is_symlink() and not path.exists():
+        return
+    proc = subprocess.run(
+        ["rm", "-rf", "--one-file-system", "--", str(path)], capture_output=True, text=True
+    )
+    if proc.returncode != 0 or path.is_symlink() or path.exists():
+        log.warning("could not delete %s: %s", path, log_excerpt(proc.stderr))
+        raise GitError(f"could not delete {path.name}", "see the runner's log")
 
 
 def write_sync_bundle(mirror: Path, dest: Path, branches: list[str], known: list[str]) -> bool:
@@ -293,7 +303,9 @@ def commits_between(repo: Path, base: str, head: str) -> list[CommitInfo]:
     """The commits from `base` to `head`, oldest first; at most the newest MAX_COMMITS_LISTED."""
     out = git(
         repo,
-        "log", f"--max-count={MAX_COMMITS_LISTED}", "--format=%H%x00%s", f"{base}..{head}",
+        # The subject cut by git itself: a commit message can be as large as a bundle.
+        "log", f"--max-count={MAX_COMMITS_LISTED}", "--format=%H%x00%<(200,trunc)%s",
+        f"{base}..{head}",
         what="could not list the run's commits",
     ).stdout  # fmt: skip
     commits = [

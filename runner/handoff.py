@@ -29,8 +29,12 @@ class Limits:
     """Caps on what an agent may hand over in one run."""
 
     bundle_bytes: int = 1024 * 1024 * 1024
+    """Bundles taken in one run, together (as handed over: compressed)."""
     file_bytes: int = 100 * 1024 * 1024
     """GitHub refuses files over 100 MB; a bigger file would only fail later."""
+    content_bytes: int = 4 * 1024 * 1024 * 1024
+    """New file contents in one run, together, uncompressed: a bundle of zeros is small but
+    costs the runner's CPU in proportion to this."""
 
 
 def size_text(n: int) -> str:
@@ -86,14 +90,21 @@ def _refuse_over(size: int, cap: int) -> None:
         )
 
 
-def import_bundle(mirror: Path, bundle: Path, ref: str, known: list[str], limits: Limits) -> str:
+def import_bundle(
+    mirror: Path, bundle: Path, ref: str, known: list[str], limits: Limits
+) -> tuple[str, int]:
     """Verify `bundle` against the mirror, fetch it with fsck into `ref`, and return its head.
 
     A bundle with a file over the cap is refused; its commits stay in the mirror
     under `ref` (the runner keeps the work) but the caller must not publish them."""
-    if gitops.git(mirror, "bundle", "verify", "--quiet", str(bundle), check=False).returncode:
+    verify = gitops.git(
+        mirror, "bundle", "verify", "--quiet", str(bundle), check=False, untrusted=True
+    )
+    if verify.returncode:
         raise HandoffRefused("the agent's work could not be verified (a damaged or forged bundle)")
-    heads = gitops.git(mirror, "bundle", "list-heads", str(bundle), check=False).stdout.split()
+    heads = gitops.git(
+        mirror, "bundle", "list-heads", str(bundle), check=False, untrusted=True
+    ).stdout.split()
     if len(heads) != 2 or not gitops.SHA_RE.match(heads[0]):
         raise HandoffRefused("the agent's work was handed over in an unexpected shape")
     head = heads[0]
@@ -102,30 +113,39 @@ def import_bundle(mirror: Path, bundle: Path, ref: str, known: list[str], limits
         "-c", "fetch.fsckObjects=true", "-c", "transfer.fsckObjects=true",
         "fetch", "--quiet", "--no-tags", "--no-write-fetch-head", str(bundle), f"+{heads[1]}:{ref}",
         check=False,
+        untrusted=True,
     )  # fmt: skip
     if proc.returncode != 0 or gitops.resolve(mirror, ref) != head:
         gitops.log.warning("fetch from bundle failed: %s", gitops.log_excerpt(proc.stderr))
-        raise HandoffRefused("the agent's commits failed git's integrity checks")
-    if (big := largest_new_file(mirror, head, known, limits.file_bytes)) is not None:
+        raise HandoffRefused(
+            "the agent's commits failed git's integrity checks (or took more than "
+            f"{gitops.UNTRUSTED_CPU_SECONDS} s of the runner's CPU to check)"
+        )
+    big, new_bytes = new_files(mirror, head, known, limits.file_bytes)
+    if big is not None:
         path, size = big
         raise HandoffRefused(
             f"the agent's commits add `{path}` ({size_text(size)}), over the "
             f"{size_text(limits.file_bytes)} limit for one file; they were kept on the runner "
             "and not pushed"
         )
-    return head
+    return head, new_bytes
 
 
-def largest_new_file(mirror: Path, head: str, known: list[str], cap: int) -> tuple[str, int] | None:
-    """The first new file in `head` (not in `known`) larger than `cap`, streamed."""
+def new_files(
+    mirror: Path, head: str, known: list[str], cap: int
+) -> tuple[tuple[str, int] | None, int]:
+    """The first new file in `head` (not in `known`) larger than `cap`, if any, and the size
+    of all new files together; read as a stream."""
     have = [sha for sha in known if gitops.resolve(mirror, sha)]
     env = gitops.git_env()
     rev_list = subprocess.Popen(
-        ["git", *gitops.SAFE_OPTIONS, "rev-list", "--objects", head, "--not", *have],
+        [*gitops.BOUNDED, "git", *gitops.SAFE_OPTIONS, "rev-list", "--objects", head, "--not",
+         *have],
         cwd=mirror, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     check = subprocess.Popen(
-        ["git", *gitops.SAFE_OPTIONS, "cat-file",
+        [*gitops.BOUNDED, "git", *gitops.SAFE_OPTIONS, "cat-file",
          "--batch-check=%(objecttype) %(objectsize) %(rest)"],
         cwd=mirror, env=env, stdin=rev_list.stdout, stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
@@ -133,13 +153,17 @@ def largest_new_file(mirror: Path, head: str, known: list[str], cap: int) -> tup
     assert rev_list.stdout is not None and check.stdout is not None
     rev_list.stdout.close()
     found: tuple[str, int] | None = None
+    total = 0
     with check:
         for raw in check.stdout:
             kind, size, *rest = raw.decode("utf-8", errors="replace").rstrip("\n").split(" ", 2)
-            if kind == "blob" and size.isdigit() and int(size) > cap:
+            if kind != "blob" or not size.isdigit():
+                continue
+            total += int(size)
+            if int(size) > cap:
                 found = (printable(rest[0] if rest else "?", 200, one_line=True), int(size))
                 check.kill()
                 break
     rev_list.kill()
     rev_list.wait()
-    return found
+    return found, total

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from runner import disk, gitops
+from runner.errors import TrimoError
 
 log = logging.getLogger(__name__)
 
@@ -84,8 +85,11 @@ def sweep(cache_dir: Path, ttl_days: float, now: float | None = None) -> list[Pa
     limit = (now or time.time()) - ttl_days * 86400
     for state in sorted((cache_dir / "pipelines").glob(f"*/*/{STATE_FILE}")):
         pipeline = PipelineDir(state.parent)
-        if pipeline.last_used() <= limit and remove_when_idle(pipeline):
-            removed.append(pipeline.path)
+        try:
+            if pipeline.last_used() <= limit and remove_when_idle(pipeline):
+                removed.append(pipeline.path)
+        except (OSError, TrimoError) as exc:  # one pipeline never stops the sweep of others
+            log.error("could not remove pipeline %s: %s", pipeline.path, exc)
     return removed
 
 

@@ -117,6 +117,7 @@ def test_a_good_bundle_lands_on_the_run_ref(tmp_path: Path) -> None:
     git(work, "-c", "user.name=a", "-c", "user.email=a@b", "commit", "-qm", "b")
     bundle = tmp_path / "run.bundle"
     git(work, "bundle", "create", str(bundle), "HEAD", f"^{base}")
-    head = import_bundle(mirror, bundle, "refs/trimo/runs/x", [base], Limits())
+    head, content = import_bundle(mirror, bundle, "refs/trimo/runs/x", [base], Limits())
     assert head == git(work, "rev-parse", "HEAD")
+    assert content == len("b\n")  # only the new file counts
     assert git(mirror, "rev-parse", "refs/trimo/runs/x") == head

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tracemalloc
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -342,7 +343,14 @@ def test_a_claimed_head_from_elsewhere_in_the_mirror_is_ignored(
         make_request(sample_repo, "true"), sample_repo, Start("trimo/p1", base, None),
         pipeline, tmp_path / "out", lambda _e: None, None, RunState(published_sha=None),
     )  # fmt: skip
-    assert delivery.take(lambda _known, _msg: f"head {foreign}", None) is None
-    assert delivery.take(lambda _known, _msg: f"head {base}", None) == base
-    assert delivery.take(lambda _known, _msg: f"head {older}", None) == older
-    assert delivery.take(lambda _known, _msg: "head nonsense", None) is None
+
+    def claiming(line: str) -> Callable[[list[str], str | None], None]:
+        def export(_known: list[str], _message: str | None) -> None:
+            (tmp_path / "out" / "run.bundle.head").write_text(line + "\n")
+
+        return export
+
+    assert delivery.take(claiming(f"head {foreign}"), None) is None
+    assert delivery.take(claiming(f"head {base}"), None) == base
+    assert delivery.take(claiming(f"head {older}"), None) == older
+    assert delivery.take(claiming("head nonsense"), None) is None

@@ -44,6 +44,8 @@ from runner.network.hosts import clean_hosts, tinyproxy_filter
 PROXY_IMAGE = "trimo-egress:latest"
 PROXY_CONTEXT = Path(__file__).resolve().parent.parent.parent / "sandbox" / "proxy"
 LABEL_EGRESS = "dev.trimo.egress"
+PROXY_VERSION = "2"
+"""The `dev.trimo.egress` label of sandbox/proxy/Dockerfile: bumped when the image changes."""
 PORT_RANGE = (20000, 60000)
 DEAD_DNS = ["127.0.0.1"]
 """The agent container's DNS upstream: nothing listens there, so outside names never resolve."""
@@ -51,6 +53,7 @@ NO_PROXY = "localhost,127.0.0.1,::1"
 _BLOCKED = re.compile(r'Proxying refused on filtered (?:domain|url) "([^"]+)"')
 
 BlockedHosts = dict[str, int]
+MAX_BLOCKED_HOSTS = 50
 
 
 @dataclass(frozen=True)
@@ -98,9 +101,11 @@ def upstream_from_env(explicit: str | None, environ: Mapping[str, str] = os.envi
     return None
 
 
-def blocked_hosts(log: str) -> BlockedHosts:
-    """Each refused host name in a tinyproxy log, with how often it was refused."""
-    return dict(Counter(match.lower() for match in _BLOCKED.findall(log)))
+def blocked_hosts(log: str, most: int = MAX_BLOCKED_HOSTS) -> BlockedHosts:
+    """The refused host names in a tinyproxy log with how often each was refused: the `most`
+    refused ones (an agent can try a million names)."""
+    counts = Counter(match.lower()[:253] for match in _BLOCKED.findall(log))
+    return dict(counts.most_common(most))
 
 
 def tinyproxy_config(
@@ -161,10 +166,11 @@ def _short(runner_id: str) -> str:
 
 
 def ensure_image(client: docker.DockerClient, tag: str = PROXY_IMAGE) -> None:
-    """Build the proxy image from sandbox/proxy when it is missing (seconds, once)."""
+    """Build the proxy image from sandbox/proxy when it is missing or older than this Trimo
+    (seconds, once)."""
     try:
-        client.images.get(tag)
-        return
+        if client.images.get(tag).labels.get(LABEL_EGRESS) == PROXY_VERSION:
+            return
     except docker.errors.ImageNotFound:
         pass
     from runner.images import ensure_base_image
@@ -216,7 +222,8 @@ class EgressProxy:
         if upstream is not None:
             upstream = _reachable_upstream(upstream, outward)
         exempt = f"{upstream.host}:{upstream.port}" if upstream else ""
-        config = hashlib.sha256(f"{image}\0{exempt}".encode()).hexdigest()[:12]
+        image_id = client.images.get(image).id
+        config = hashlib.sha256(f"{image_id}\0{exempt}".encode()).hexdigest()[:12]
         container = _running(client, name)
         if container is not None and container.labels.get(f"{LABEL_EGRESS}.config") != config:
             container.remove(force=True)
@@ -373,6 +380,9 @@ def _start(
             init=True,
             mem_limit="256m",
             pids_limit=1024,
+            # Each run's log lives here: capped, and never on the host's disk.
+            tmpfs={"/run/trimo": "rw,nosuid,nodev,size=64m,mode=0755"},
+            log_config={"type": "json-file", "config": {"max-size": "16m", "max-file": "1"}},
             restart_policy={"Name": "unless-stopped"},
         )
     except docker.errors.APIError as exc:
