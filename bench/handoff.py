@@ -18,13 +18,11 @@ commit → pushed median 2.034 s.
 from __future__ import annotations
 
 import argparse
-import shutil
 import statistics
-import subprocess
-import tempfile
 import time
 from pathlib import Path
 
+from bench.scratch import empty_repo, scratch
 from runner.engine import EngineConfig, RunEngine
 from runner.job import Pushed, RepoRef, Resources, RunEvent, RunFinished, RunRequest
 
@@ -68,15 +66,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=10)
     parser.add_argument("--interval", type=float, default=2.0)
     args = parser.parse_args()
-    root = Path(tempfile.mkdtemp(prefix="trimo-bench-"))
-    try:
+    with scratch() as root:
         repo = root / "repo"
-        subprocess.run(["git", "init", "-q", "-b", "main", str(repo)], check=True)
-        subprocess.run(
-            ["git", "-C", str(repo), "-c", "user.name=b", "-c", "user.email=b@b",
-             "commit", "-q", "--allow-empty", "-m", "start"],
-            check=True,
-        )  # fmt: skip
+        empty_repo(repo)
         engine = RunEngine(
             EngineConfig(cache_dir=root / "cache", push_interval_seconds=args.interval)
         )
@@ -114,10 +106,6 @@ def main() -> None:
             f"   (push interval {args.interval:g} s; the goal is ≤ 5 s)"
         )
         print("before the boundary (346facf): exit → pushed 0.142 s; commit → pushed 2.034 s")
-    finally:
-        for path in root.glob("cache/pipelines/*/*/root"):
-            subprocess.run(["umount", "--lazy", str(path)], capture_output=True)
-        shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -12,16 +12,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import docker
 
+from bench.scratch import empty_repo, scratch
 from runner.engine import EngineConfig, RunEngine
 from runner.job import RepoRef, Resources, RunEvent, RunRequest
 
@@ -91,15 +90,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=10)
     args = parser.parse_args()
     client = docker.from_env()
-    root = Path(tempfile.mkdtemp(prefix="trimo-bench-"))
-    try:
+    with scratch() as root:
         repo = root / "repo"
-        subprocess.run(["git", "init", "-q", "-b", "main", str(repo)], check=True)
-        subprocess.run(
-            ["git", "-C", str(repo), "-c", "user.name=b", "-c", "user.email=b@b",
-             "commit", "-q", "--allow-empty", "-m", "start"],
-            check=True,
-        )  # fmt: skip
+        empty_repo(repo)
         engine = RunEngine(EngineConfig(cache_dir=root / "cache"), client)
         engine_run(engine, repo, args.image, 0)  # warm: mirror, workspace, disk
         engine_run(engine, repo, args.image, 0, "allowlist")  # warm: the egress proxy
@@ -116,8 +109,6 @@ def main() -> None:
         print(f"trimo engine, network none → first output: median {e:.3f} s  ({e / b:.2f}× bare)")
         print(f"trimo engine, allowlist → first output:    median {a:.3f} s  ({a / b:.2f}× bare)")
         print(f"`trimo run` command → first output:      median {c:.3f} s  ({c / b:.2f}× bare)")
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ import redis.asyncio as aioredis
 from arq import create_pool
 from arq.connections import ArqRedis, RedisSettings
 
+from bench.scratch import empty_repo
 from runner import contract
 from runner.job import RepoRef, Resources, RunRequest
 
@@ -102,12 +103,7 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="trimo-bench-"))
     subprocess.run(["redis-cli", "-u", args.redis, "flushdb"], check=True, capture_output=True)
     repo = root / "repo"
-    subprocess.run(["git", "init", "-q", "-b", "main", str(repo)], check=True)
-    subprocess.run(
-        ["git", "-C", str(repo), "-c", "user.name=b", "-c", "user.email=b@b",
-         "commit", "-q", "--allow-empty", "-m", "start"],
-        check=True,
-    )  # fmt: skip
+    empty_repo(repo)
     env = {
         **os.environ,
         "TRIMO_REDIS_URL": args.redis,

@@ -14,15 +14,14 @@ happens inside the agent's container.
 from __future__ import annotations
 
 import argparse
-import shutil
 import statistics
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
 import docker
 
+from bench.scratch import scratch
 from runner.engine import EngineConfig, RunEngine
 from runner.job import RepoRef, Resources, RunEvent, RunRequest, RunStarted
 
@@ -95,8 +94,7 @@ def main() -> None:
     args = parser.parse_args()
 
     client = docker.from_env()
-    root = Path(tempfile.mkdtemp(prefix="trimo-bench-"))
-    try:
+    with scratch() as root:
         repo = root / "repo"
         t0 = time.perf_counter()
         make_repo(repo, args.files, args.commits)
@@ -129,10 +127,6 @@ def main() -> None:
         )
         print(f"bare `docker run … true` of the image: median {statistics.median(bare):.3f} s")
         print("before the sandbox boundary (host-side fetch+checkout+chown): median 0.15 s")
-    finally:
-        for path in root.glob("cache/pipelines/*/*/root"):
-            subprocess.run(["umount", "--lazy", str(path)], capture_output=True)
-        shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -303,13 +303,13 @@ def commits_between(repo: Path, base: str, head: str) -> list[CommitInfo]:
     """The commits from `base` to `head`, oldest first; at most the newest MAX_COMMITS_LISTED."""
     out = git(
         repo,
-        # The subject cut by git itself: a commit message can be as large as a bundle.
+        # The subject cut (and padded) by git itself: a message can be as large as a bundle.
         "log", f"--max-count={MAX_COMMITS_LISTED}", "--format=%H%x00%<(200,trunc)%s",
         f"{base}..{head}",
         what="could not list the run's commits",
     ).stdout  # fmt: skip
     commits = [
-        CommitInfo(sha=sha, subject=printable(subject, limit=200, one_line=True))
+        CommitInfo(sha=sha, subject=printable(subject.rstrip(" "), limit=200, one_line=True))
         for sha, subject in (ln.split("\0", 1) for ln in out.splitlines() if "\0" in ln)
     ]
     return commits[::-1]
