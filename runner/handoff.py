@@ -124,10 +124,12 @@ def import_bundle(
     big, new_bytes = new_files(mirror, head, known, limits.file_bytes)
     if big is not None:
         path, size = big
+        kept = ref.replace("refs/trimo/runs/", "refs/trimo/refused/", 1)
+        gitops.git(mirror, "update-ref", kept, head)
         raise HandoffRefused(
             f"the agent's commits add `{path}` ({size_text(size)}), over the "
             f"{size_text(limits.file_bytes)} limit for one file; they were kept on the runner "
-            "and not pushed"
+            f"({kept}) and not pushed"
         )
     return head, new_bytes
 

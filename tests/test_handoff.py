@@ -107,6 +107,8 @@ def test_a_file_over_the_cap_is_named_and_not_published(tmp_path: Path) -> None:
     git(work, "bundle", "create", str(bundle), "HEAD", f"^{base}")
     with pytest.raises(HandoffRefused, match=r"`big\.bin` \(293\.0 KB\)"):
         import_bundle(mirror, bundle, "refs/trimo/runs/x", [base], Limits(file_bytes=100_000))
+    kept = git(mirror, "rev-parse", "refs/trimo/refused/x")
+    assert kept == git(work, "rev-parse", "HEAD")  # the work stays on the runner
 
 
 def test_a_good_bundle_lands_on_the_run_ref(tmp_path: Path) -> None:
