@@ -32,8 +32,9 @@ SANDBOX_VERSION = "3"
 READY_LINE = "trimo:workspace-ready"
 MAX_LINE_BYTES = 256 * 1024
 EXPORT_SECONDS = 300
-LOG_LIMIT = {"type": "json-file", "config": {"max-size": "64m", "max-file": "2"}}
-"""Docker keeps a container's output on the host's disk: at most this much of it."""
+LOG_LIMIT = {"type": "json-file", "config": {"max-size": "256m", "max-file": "2"}}
+"""Docker keeps a container's output on the host's disk: at most this much of it. Lines
+written while Docker rotates the file can be lost to a follower, so rotation is rare."""
 SCRATCH = {
     "/tmp": "rw,nosuid,nodev,size=1g,mode=1777",
     "/var/tmp": "rw,nosuid,nodev,size=256m,mode=1777",
