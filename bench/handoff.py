@@ -22,27 +22,16 @@ import statistics
 import time
 from pathlib import Path
 
-from bench.scratch import empty_repo, scratch
+from bench.scratch import empty_repo, scratch, script_run
 from runner.engine import EngineConfig, RunEngine
-from runner.job import Pushed, RepoRef, Resources, RunEvent, RunFinished, RunRequest
+from runner.job import Pushed, RunEvent, RunFinished, RunRequest
 
 EXIT_MARK = "agent-exits-now"
 COMMIT_MARK = "agent-committed-now"
 
 
 def request(repo: Path, n: int, prompt: str) -> RunRequest:
-    return RunRequest(
-        run_id=f"bench-{n}",
-        pipeline="bench",
-        repo=RepoRef(full_name="bench/repo", clone_url=str(repo)),
-        branch="trimo/bench",
-        base_branch="main",
-        prompt=prompt,
-        agent="script",
-        image="trimo-agent:base",
-        network="none",
-        resources=Resources(memory="1g", cpus=1, pids=256),
-    )
+    return script_run(repo, f"bench-{n}", prompt)
 
 
 def time_between(engine: RunEngine, run: RunRequest, mark: str, until: type) -> float:

@@ -20,9 +20,10 @@ from pathlib import Path
 
 import docker
 
-from bench.scratch import empty_repo, scratch
+from bench.scratch import empty_repo, scratch, script_run
+from runner.contract import NetworkMode
 from runner.engine import EngineConfig, RunEngine
-from runner.job import RepoRef, Resources, RunEvent, RunRequest
+from runner.job import RunEvent
 
 MARK = "first-output-mark"
 
@@ -42,19 +43,10 @@ def bare_docker(client: docker.DockerClient, image: str) -> float:
     return elapsed
 
 
-def engine_run(engine: RunEngine, repo: Path, image: str, n: int, network: str = "none") -> float:
-    request = RunRequest(
-        run_id=f"bench-{network}-{n}",
-        network=network,
-        pipeline="bench",
-        repo=RepoRef(full_name="bench/repo", clone_url=str(repo)),
-        branch="trimo/bench",
-        base_branch="main",
-        prompt=f"echo {MARK}",
-        agent="script",
-        image=image,
-        resources=Resources(memory="1g", cpus=1, pids=256),
-    )
+def engine_run(
+    engine: RunEngine, repo: Path, image: str, n: int, network: NetworkMode = "none"
+) -> float:
+    request = script_run(repo, f"bench-{network}-{n}", f"echo {MARK}", image, network)
     first: list[float] = []
     t0 = time.perf_counter()
 

@@ -1,4 +1,4 @@
-"""What the benchmarks share: a scratch directory with a small repository, removed after."""
+"""What the benchmarks share: a scratch directory, a small repository, a script-agent run."""
 
 from __future__ import annotations
 
@@ -8,6 +8,9 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from runner.contract import NetworkMode
+from runner.job import RepoRef, Resources, RunRequest
 
 
 def empty_repo(path: Path) -> Path:
@@ -31,3 +34,25 @@ def scratch() -> Iterator[Path]:
         for mount in root.glob("**/pipelines/*/*/root"):
             subprocess.run(["umount", "--lazy", str(mount)], capture_output=True)
         shutil.rmtree(root, ignore_errors=True)
+
+
+def script_run(
+    repo: Path,
+    run_id: str,
+    prompt: str,
+    image: str = "trimo-agent:base",
+    network: NetworkMode = "none",
+) -> RunRequest:
+    """A run of the `script` agent on pipeline `bench` of `repo`."""
+    return RunRequest(
+        run_id=run_id,
+        pipeline="bench",
+        repo=RepoRef(full_name="bench/repo", clone_url=str(repo)),
+        branch="trimo/bench",
+        base_branch="main",
+        prompt=prompt,
+        agent="script",
+        image=image,
+        network=network,
+        resources=Resources(memory="1g", cpus=1, pids=256),
+    )

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import docker
 
-from bench.scratch import scratch
+from bench.scratch import scratch, script_run
 from runner.engine import EngineConfig, RunEngine
-from runner.job import RepoRef, Resources, RunEvent, RunRequest, RunStarted
+from runner.job import RunEvent, RunStarted
 
 
 def make_repo(path: Path, files: int, commits: int) -> None:
@@ -54,18 +54,7 @@ def make_repo(path: Path, files: int, commits: int) -> None:
 
 def follow_up(engine: RunEngine, repo: Path, image: str, n: int, prompt: str = "true") -> float:
     """Seconds from `execute` to the agent's start (the workspace is ready then)."""
-    request = RunRequest(
-        run_id=f"bench-{n}",
-        pipeline="bench",
-        repo=RepoRef(full_name="bench/repo", clone_url=str(repo)),
-        branch="trimo/bench",
-        base_branch="main",
-        prompt=prompt,
-        agent="script",
-        image=image,
-        network="none",
-        resources=Resources(memory="1g", cpus=1, pids=256),
-    )
+    request = script_run(repo, f"bench-{n}", prompt, image)
     ready: list[float] = []
     t0 = time.perf_counter()
 

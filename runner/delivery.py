@@ -140,10 +140,8 @@ class Delivery:
                 head, content = handoff.import_bundle(
                     self.mirror, incoming, ref, known, self.limits
                 )
-                self.state.taken, self.state.content_bytes = (
-                    head,
-                    self.state.content_bytes + content,
-                )
+                self.state.taken = head
+                self.state.content_bytes += content
                 return head
         finally:
             incoming.unlink(missing_ok=True)

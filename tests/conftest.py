@@ -64,6 +64,25 @@ def test_image(docker_client: docker.DockerClient) -> str:
     return TEST_IMAGE
 
 
+@pytest.fixture
+def cache(tmp_path: Path, test_image: str) -> Path:
+    """A runner's cache directory for engine tests (the test image must be built)."""
+    return tmp_path / "cache"
+
+
+HOST_SECRET = "host-only-secret-4f1e9b"
+
+
+@pytest.fixture
+def host(tmp_path: Path) -> Path:
+    """A directory of host files a hostile agent would like to read or change."""
+    path = tmp_path / "host"
+    path.mkdir()
+    (path / "profile").write_text(f"export SECRET={HOST_SECRET}\n")
+    (path / "config").write_text(f"[core]\n\tsecret = {HOST_SECRET}\n")
+    return path
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -16,11 +16,6 @@ from tests.engine_helpers import make_request, record_of, run
 pytestmark = pytest.mark.docker
 
 
-@pytest.fixture
-def cache(tmp_path: Path, test_image: str) -> Path:
-    return tmp_path / "cache"
-
-
 def test_commit_lands_on_pipeline_branch_and_user_tree_is_untouched(
     sample_repo: Path, cache: Path
 ) -> None:

@@ -11,35 +11,24 @@ from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
 import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
+from runner.delivery import Delivery, RunState, Start
+from runner.engine import EngineConfig, RunEngine
 from runner.job import Outcome, RunEvent, RunFinished
-from tests.conftest import git
+from runner.pipelinedir import PipelineDir
+from tests.conftest import HOST_SECRET, git
 from tests.engine_helpers import Recorder, make_request, record_of, run
 
 pytestmark = pytest.mark.docker
 
-HOST_SECRET = "host-only-secret-4f1e9b"
-
-
-@pytest.fixture
-def cache(tmp_path: Path, test_image: str) -> Path:
-    return tmp_path / "cache"
-
-
-@pytest.fixture
-def host(tmp_path: Path) -> Path:
-    """A directory of host files the agent would like to read or change."""
-    path = tmp_path / "host"
-    path.mkdir()
-    (path / "profile").write_text(f"export SECRET={HOST_SECRET}\n")
-    (path / "config").write_text(f"[core]\n\tsecret = {HOST_SECRET}\n")
-    return path
+T = TypeVar("T")
 
 
 def snapshot(directory: Path) -> dict[str, str]:
@@ -52,6 +41,16 @@ def snapshot(directory: Path) -> dict[str, str]:
 
 def every_text(events: list[RunEvent], finished: RunFinished) -> str:
     return "\n".join(e.model_dump_json() for e in events) + finished.model_dump_json()
+
+
+def peak_memory(call: Callable[..., T], *args: Any) -> tuple[T, int]:
+    """What `call(*args)` returns, and the most memory Python held at once meanwhile."""
+    tracemalloc.start()
+    try:
+        result = call(*args)
+        return result, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
 
 
 def assert_host_safe(host: Path, before: dict[str, str], text: str) -> None:
@@ -197,8 +196,6 @@ def test_pipeline_branches_of_others_are_invisible(sample_repo: Path, cache: Pat
 
 
 def subprocess_ok(cwd: Path, *args: str) -> bool:
-    import subprocess
-
     return subprocess.run(["git", *args], cwd=cwd, capture_output=True).returncode == 0
 
 
@@ -243,9 +240,6 @@ def test_runner_is_root_like_a_default_runner() -> None:
 
 
 def test_disk_is_limited_per_pipeline(sample_repo: Path, tmp_path: Path, test_image: str) -> None:
-    from runner.engine import EngineConfig, RunEngine
-    from tests.engine_helpers import Recorder
-
     engine = RunEngine(EngineConfig(cache_dir=tmp_path / "cache", disk_bytes=64 * 1024 * 1024))
     script = (
         "dd if=/dev/zero of=$HOME/fill bs=1M count=200 2>/dev/null; echo dd=$?; "
@@ -260,12 +254,7 @@ def test_disk_is_limited_per_pipeline(sample_repo: Path, tmp_path: Path, test_im
 
 def test_a_huge_file_never_reaches_the_runners_memory(sample_repo: Path, cache: Path) -> None:
     script = "yes 'a line of text that repeats' | head -c 60000000 > big.txt; echo done"
-    tracemalloc.start()
-    try:
-        finished, _ = run(cache, make_request(sample_repo, script, timeout_s=120))
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    (finished, _), peak = peak_memory(run, cache, make_request(sample_repo, script, timeout_s=120))
     assert peak < 20_000_000, f"the runner held {peak} bytes at once for a 60 MB file"
     assert finished.outcome is Outcome.SUCCESS, finished.reason
     [change] = finished.diff.files
@@ -295,12 +284,9 @@ def test_output_without_newlines_never_fills_the_runners_memory(
     sample_repo: Path, cache: Path
 ) -> None:
     script = "head -c 80000000 /dev/zero | tr '\\0' a; echo; echo after"
-    tracemalloc.start()
-    try:
-        finished, events = run(cache, make_request(sample_repo, script, timeout_s=120))
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    (finished, events), peak = peak_memory(
+        run, cache, make_request(sample_repo, script, timeout_s=120)
+    )
     assert peak < 20_000_000, f"the runner held {peak} bytes at once for an 80 MB line"
     assert finished.outcome is Outcome.SUCCESS, finished.reason
     texts = [getattr(e, "text", "") for e in events.events]
@@ -326,9 +312,6 @@ def test_a_destroyed_git_directory_gets_a_fresh_workspace(sample_repo: Path, cac
 def test_a_claimed_head_from_elsewhere_in_the_mirror_is_ignored(
     sample_repo: Path, tmp_path: Path
 ) -> None:
-    from runner.delivery import Delivery, RunState, Start
-    from runner.pipelinedir import PipelineDir
-
     base = git(sample_repo, "rev-parse", "HEAD")
     older = git(sample_repo, "rev-parse", "HEAD~1")
     git(sample_repo, "checkout", "-q", "-b", "other")

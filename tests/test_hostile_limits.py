@@ -22,24 +22,10 @@ from runner.handoff import Limits
 from runner.job import Outcome, Resources, RunFinished
 from tests.conftest import git
 from tests.engine_helpers import Recorder, make_request
-from tests.test_hostile import HOST_SECRET
 
 pytestmark = pytest.mark.docker
 
 SMALL_DISK = 64 * 1024 * 1024
-
-
-@pytest.fixture
-def cache(tmp_path: Path, test_image: str) -> Path:
-    return tmp_path / "cache"
-
-
-@pytest.fixture
-def host(tmp_path: Path) -> Path:
-    path = tmp_path / "host"
-    path.mkdir()
-    (path / "profile").write_text(f"export SECRET={HOST_SECRET}\n")
-    return path
 
 
 def engine_run(

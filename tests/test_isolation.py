@@ -15,11 +15,6 @@ pytestmark = pytest.mark.docker
 CANARY = "TRIMO_TEST_HOST_CANARY"
 
 
-@pytest.fixture
-def cache(tmp_path: Path, test_image: str) -> Path:
-    return tmp_path / "cache"
-
-
 def probe(sample_repo: Path, cache: Path, script: str, **overrides: object) -> str:
     finished, events = run(cache, make_request(sample_repo, script, **overrides))
     assert finished.outcome is Outcome.SUCCESS, finished.reason
