@@ -112,6 +112,8 @@ def agent_prompt(request: RunRequest, adapter: AgentAdapter, context: str) -> st
     if not adapter.takes_context:
         return request.prompt
     prompt, review = request.prompt, request.review
+    if request.mode == "discover":
+        prompt = render("agent_discover.md.j2", prompt=prompt).strip()
     if review is not None:
         prompt = render(
             "agent_review.md.j2",
@@ -212,8 +214,14 @@ class Attempt:
         """Files the agent can read in /trimo; returns the prompt to give the agent."""
         request, adapter = self.request, self.adapter
         context = (
-            render("agent_context.md.j2", branch=request.branch, history=request.history)
-            if request.history
+            render(
+                "agent_context.md.j2",
+                branch=request.branch,
+                history=request.history,
+                plan=_latest_plan(request),
+                failing_checks=request.failing_checks,
+            )
+            if request.history or request.failing_checks
             else ""
         )
         if len(context) > MAX_CONTEXT_CHARS:  # one argv item may not exceed 128 KiB
@@ -294,7 +302,11 @@ class Attempt:
             )
             if network.secret:
                 self.protect(network.secret)
-            command = adapter.command(prompt, resume=resumed and bool(request.history))
+            command = adapter.command(
+                prompt,
+                resume=resumed and bool(request.history),
+                read_only=request.mode == "discover",
+            )
             container = AgentContainer(
                 self.host.client, self.spec(command, io, out, env, network, writable)
             )
@@ -316,7 +328,7 @@ class Attempt:
                 outcome, reason = Outcome.CANCELLED, "interrupted"
             else:
                 outcome, reason = Outcome.ERROR, internal_error(request.run_id)
-            finished = self.save(delivery, container, outcome, reason)
+            finished = self.finish(delivery, container, outcome, reason)
             if interrupted:
                 raise Saved(finished) from exc
             return finished
@@ -325,7 +337,7 @@ class Attempt:
                 container.remove()
             if network is not None and (blocked := network.release()):
                 self.emit(EgressBlocked(hosts=blocked))
-        return self.save(delivery, container, outcome, reason, exit_info)
+        return self.finish(delivery, container, outcome, reason, exit_info)
 
     def _follow(
         self, container: AgentContainer, lines: Iterator[str], delivery: Delivery
@@ -358,7 +370,8 @@ class Attempt:
             daemon=True,
         )
         watchdog.start()
-        pusher.start()
+        if request.mode == "code":  # a discovery run publishes nothing
+            pusher.start()
         try:
             for line in lines:
                 for event in self.adapter.parse_line(line):
@@ -367,7 +380,8 @@ class Attempt:
             exit_info = container.wait(timeout=max(30, self.host.stop_grace_seconds + 30))
         finally:
             done.set()
-            pusher.join()
+            if pusher.is_alive():
+                pusher.join()
         return exit_info, timed_out.is_set()
 
     def _watch(
@@ -392,6 +406,7 @@ class Attempt:
             self.state.final_result = event
         elif isinstance(event, Usage):
             self.state.usage = add_usage(self.state.usage, event)
+        self.state.last_word.observe(event)
 
     def outcome(self, exit_info: ExitInfo | None, timed_out: bool) -> tuple[Outcome, str]:
         request, state = self.request, self.state
@@ -413,6 +428,27 @@ class Attempt:
         if state.final_result is not None and not state.final_result.success:
             return Outcome.FAILURE, state.final_result.text or "the agent reported failure"
         return Outcome.SUCCESS, ""
+
+    def finish(
+        self,
+        delivery: Delivery,
+        container: AgentContainer | None,
+        outcome: Outcome,
+        reason: str,
+        exit_info: ExitInfo | None = None,
+    ) -> RunFinished:
+        """A coding run's work is saved; a discovery run keeps nothing and answers its plan."""
+        if self.request.mode == "code":
+            return self.save(delivery, container, outcome, reason, exit_info)
+        return RunFinished(
+            run_id=self.request.run_id,
+            outcome=outcome,
+            reason=reason,
+            exit_code=exit_info.exit_code if exit_info else None,
+            head_sha=self.start.remote_sha,
+            usage=self.state.usage,
+            plan=self.state.last_word.text(),
+        )
 
     def save(
         self,
@@ -438,6 +474,12 @@ class Attempt:
             run_helper(self.host.client, spec, export_command(BUNDLE_NAME, known, message))
 
         return export
+
+
+def _latest_plan(request: RunRequest) -> str:
+    """The plan of the pipeline's latest discovery run that gave one."""
+    plans = [r.plan for r in request.history if r.mode == "discover" and r.plan.strip()]
+    return plans[-1] if plans else ""
 
 
 def _strings(value: object) -> Iterator[str]:

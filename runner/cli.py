@@ -32,7 +32,7 @@ from runner.job import (
 )
 from runner.network.hosts import clean_hosts, outside_caps
 from runner.settings import RunnerSettings
-from runner.terminal import OUTCOME_STYLE, event_line, print_summary, safe
+from runner.terminal import OUTCOME_STYLE, event_line, print_plan, print_summary, safe
 
 console = Console(stderr=True)
 image_app = typer.Typer(help="Build and inspect the agent image.", no_args_is_help=True)
@@ -131,6 +131,14 @@ def run(
     base: Annotated[
         str | None, typer.Option(help="Base branch for a new pipeline. Default: current branch.")
     ] = None,
+    discover: Annotated[
+        bool,
+        typer.Option(
+            "--discover",
+            help="Investigate only: the agent answers with findings and a plan, which is "
+            "printed and kept for the pipeline's next run; nothing is committed or pushed.",
+        ),
+    ] = False,
 ) -> None:
     """Run one prompt in a local repository, on branch trimo/<pipeline>.
 
@@ -170,6 +178,7 @@ def run(
             branch=record.branch,
             base_branch=record.base_branch,
             prompt=prompt,
+            mode="discover" if discover else "code",
             agent=agent_name,
             image=image or settings.image,
             timeout_s=max(1, int((timeout or settings.timeout_minutes) * 60)),
@@ -207,6 +216,8 @@ def run(
             run_id=request.run_id,
             prompt=prompt,
             agent=agent_name,
+            mode=request.mode,
+            plan=finished.plan,
             outcome=finished.outcome,
             reason=finished.reason,
             commits=finished.commits,
@@ -217,7 +228,14 @@ def run(
     )
     localstate.save(root, record)
     print_summary(out, finished, record.branch, time.monotonic() - started, blocked)
-    out.print(f'\nContinue with: trimo run --pipeline {name} "…"', highlight=False)
+    if discover:
+        print_plan(out, finished.plan)
+        out.print(
+            f'\nImplement it with: trimo run --pipeline {name} "implement the plan above"',
+            highlight=False,
+        )
+    else:
+        out.print(f'\nContinue with: trimo run --pipeline {name} "…"', highlight=False)
     raise typer.Exit(EXIT_CODES[finished.outcome])
 
 

@@ -67,6 +67,10 @@ DEFAULT_IMAGE: Final = "trimo-agent:latest"
 AGENTS: Final = ("aider", "claude", "codex", "script")
 """The agents a runner has an adapter for (`runner.agents.ADAPTERS`), in order."""
 DEFAULT_AGENT: Final = "claude"
+RunMode = Literal["code", "discover"]
+"""`code` runs change the branch; `discover` runs are read-only and answer with a plan."""
+MAX_PLAN_CHARS: Final = 30_000
+"""The most of a discovery run's plan that is kept (GitHub comments hold 65,536)."""
 DEFAULT_LABEL: Final = "default"
 DEFAULT_TIMEOUT_SECONDS: Final = 30 * 60
 MAX_TIMEOUT_SECONDS: Final = 24 * 3600

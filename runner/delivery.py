@@ -31,6 +31,7 @@ from runner.job import (
     Salvaged,
 )
 from runner.job import PushRefused as PushRefusedEvent
+from runner.lastword import LastWord
 from runner.pipelinedir import PipelineDir
 from runner.printable import printable
 
@@ -90,6 +91,7 @@ class RunState:
     taken_bytes: int = 0
     content_bytes: int = 0
     final_result: FinalResult | None = None
+    last_word: LastWord = field(default_factory=LastWord)
     usage: Usage | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 

@@ -179,6 +179,8 @@ class RunEngine:
                     "it will be made afresh on the next run",
                 )
             finally:
+                if request.mode == "discover":
+                    _discard_workspace(root, pipeline)
                 if ledger is not None:
                     ledger.unlink(missing_ok=True)
 
@@ -264,6 +266,12 @@ class RunEngine:
             start = Start(request.branch, entry.base_sha, entry.published_sha, entry.remote_sha)
             disk_bytes = self.config.disk_bytes
             with gitops.locked(pipeline.lock), disk.mounted(pipeline.path, disk_bytes) as root:
+                if request.mode == "discover":  # read-only: nothing of it is kept
+                    _discard_workspace(root, pipeline)
+                    return self._recovered(emit, RunFinished(
+                        run_id=request.run_id, outcome=Outcome.FAILURE,
+                        reason="the runner stopped while this discovery run was going",
+                    ))  # fmt: skip
                 attempt = Attempt(
                     self._host(), request, get_adapter(request.agent), mirror, root, pipeline,
                     start, emit, scrubber.add, StopSignal(), token,
@@ -287,8 +295,19 @@ class RunEngine:
             )
         except Exception:
             finished = _internal_error(request.run_id)
+        return self._recovered(emit, finished)
+
+    @staticmethod
+    def _recovered(emit: EventSink, finished: RunFinished) -> RunFinished:
         emit(finished)
         return finished
+
+
+def _discard_workspace(root: Path, pipeline: PipelineDir) -> None:
+    """Throw away what a discovery run left: the next run gets a fresh workspace made from
+    the mirror, on the branch as it was."""
+    gitops.remove_tree(root / "workspace")
+    pipeline.forget_workspace()
 
 
 def _scrubbed(scrubber: Scrubber, event: RunEvent) -> RunEvent:

@@ -19,6 +19,7 @@ from runner.contract import (
     ID_PATTERN,
     MAX_TIMEOUT_SECONDS,
     NetworkMode,
+    RunMode,
 )
 from runner.diffsummary import DiffSummary
 from runner.events import (
@@ -81,6 +82,9 @@ class RunRecord(BaseModel):
     run_id: str
     prompt: str
     agent: str
+    mode: RunMode = "code"
+    plan: str = ""
+    """A discovery run's findings and plan (the agent's final message)."""
     outcome: Outcome
     reason: str = ""
     commits: list[CommitInfo] = Field(default_factory=list)
@@ -109,6 +113,17 @@ class ReviewContext(BaseModel):
         return "`" * max(3, longest + 1)
 
 
+class FailingCheck(BaseModel):
+    """A check run that failed on the pipeline's branch, as the Checks API told it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    conclusion: str
+    title: str = ""
+    summary: str = ""
+
+
 class RepoRef(BaseModel):
     """Where the repository lives. `clone_url` may be a path for local mode."""
 
@@ -127,8 +142,12 @@ class RunRequest(BaseModel):
     branch: str
     base_branch: str
     prompt: str
+    mode: RunMode = "code"
+    """`discover`: read-only; nothing is pushed and the workspace is thrown away after."""
     review: ReviewContext | None = None
     """Set when a review comment asked for the run."""
+    failing_checks: list[FailingCheck] = Field(default_factory=list)
+    """For a run started by failing checks: those checks, for the agent's context."""
     agent: str = "claude"
     image: str = DEFAULT_IMAGE
     timeout_s: int = Field(default=DEFAULT_TIMEOUT_SECONDS, ge=1, le=MAX_TIMEOUT_SECONDS)
@@ -239,6 +258,8 @@ class RunFinished(_RunEvent):
     salvage_ref: str | None = None
     refused: PushRefused | None = None
     usage: Usage | None = None
+    plan: str = ""
+    """A discovery run's findings and plan: the agent's final message (hostile text)."""
     at: datetime = Field(default_factory=now)
 
 

@@ -162,3 +162,14 @@ def print_summary(
         )
     for line in blocked_lines(blocked or {}):
         console.print(line)
+
+
+def print_plan(console: Console, plan: str) -> None:
+    """A discovery run's findings and plan: the agent's text, as plain Text (no markup),
+    without escape sequences or control characters; its lines are kept."""
+    console.print()
+    if not plan.strip():
+        console.print(Text("The agent gave no findings or plan.", "yellow"))
+        return
+    console.print(Text("Findings and plan", "bold"))
+    console.print(Text(printable(plan)), highlight=False)

@@ -57,9 +57,12 @@ class AiderAdapter(AgentAdapter):
     def __init__(self) -> None:
         self._model: str | None = None
 
-    def command(self, prompt: str, *, resume: bool) -> list[str]:
+    def command(self, prompt: str, *, resume: bool, read_only: bool = False) -> list[str]:
+        # Aider's `ask` chat mode answers questions about the code and edits nothing.
+        read_only_flags = ["--chat-mode", "ask", "--no-auto-commits"] if read_only else []
         return [
             "aider",
+            *read_only_flags,
             "--yes-always",
             "--no-pretty",
             "--no-stream",

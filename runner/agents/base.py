@@ -40,8 +40,10 @@ class AgentAdapter(ABC):
         return [AgentError(message=message)]
 
     @abstractmethod
-    def command(self, prompt: str, *, resume: bool) -> list[str]:
-        """The argv run inside the container; the prompt is passed as one argv item."""
+    def command(self, prompt: str, *, resume: bool, read_only: bool = False) -> list[str]:
+        """The argv run inside the container; the prompt is passed as one argv item.
+
+        `read_only` (a discovery run): the agent's own read-only mode, where it has one."""
 
     @abstractmethod
     def parse_line(self, line: str) -> list[AgentEvent]:

@@ -108,15 +108,11 @@ class ClaudeAdapter(JsonLinesAdapter):
         self._last_model: str | None = None
         self._session_cost_before: float = 0.0
 
-    def command(self, prompt: str, *, resume: bool) -> list[str]:
-        argv = [
-            "claude",
-            "-p",
-            "--output-format",
-            "stream-json",
-            "--verbose",
-            "--dangerously-skip-permissions",
-        ]
+    def command(self, prompt: str, *, resume: bool, read_only: bool = False) -> list[str]:
+        permissions = (
+            ["--permission-mode", "plan"] if read_only else ["--dangerously-skip-permissions"]
+        )
+        argv = ["claude", "-p", "--output-format", "stream-json", "--verbose", *permissions]
         if not resume:
             return [*argv, "--", checked_prompt(prompt)]
         # `--continue` restores the session's cost, so its result's total_cost_usd is the

@@ -66,7 +66,12 @@ class CodexAdapter(JsonLinesAdapter):
         self._announced: set[str] = set()
         self._last_message = ""
 
-    def command(self, prompt: str, *, resume: bool) -> list[str]:
+    def command(self, prompt: str, *, resume: bool, read_only: bool = False) -> list[str]:
+        sandbox = (
+            ["--sandbox", "read-only"]
+            if read_only
+            else ["--dangerously-bypass-approvals-and-sandbox"]
+        )
         return [
             "bash",
             "-c",
@@ -76,7 +81,7 @@ class CodexAdapter(JsonLinesAdapter):
             "exec",
             "--json",
             "--skip-git-repo-check",
-            "--dangerously-bypass-approvals-and-sandbox",
+            *sandbox,
             "--",
             checked_prompt(prompt),
         ]

@@ -23,7 +23,7 @@ class ScriptAdapter(AgentAdapter):
     secret_env: ClassVar[tuple[str, ...]] = ()
     takes_context: ClassVar[bool] = False  # the prompt is a script: wrapping would break it
 
-    def command(self, prompt: str, *, resume: bool) -> list[str]:
+    def command(self, prompt: str, *, resume: bool, read_only: bool = False) -> list[str]:
         # `--` lets a script that starts with "-" still be the script.
         return ["bash", "-c", "--", checked_prompt(prompt)]
 
