@@ -13,7 +13,7 @@ import typer
 from app.settings import AppSettings, SettingsError
 from app.setup import setup_command
 from runner import cli as runner_cli
-from runner import dockerclient
+from runner import dockerclient, redisurl
 from runner.errors import TrimoError
 from runner.settings import RunnerSettings
 
@@ -68,7 +68,7 @@ def _run_parts(settings: AppSettings, parts: Parts) -> None:
     except (OSError, RedisError) as exc:
         raise runner_cli.fail(
             TrimoError(
-                f"Redis is not reachable at {settings.redis_url}: {exc}",
+                f"Redis is not reachable at {redisurl.display(settings.redis_url)}: {exc}",
                 "start redis-server or set TRIMO_REDIS_URL",
             )
         ) from exc
@@ -162,9 +162,10 @@ def events_retry(ref: str = typer.Argument(..., help="Delivery id (or stream ent
 @contextlib.asynccontextmanager
 async def _pool() -> AsyncIterator[ArqRedis]:
     from arq import create_pool
-    from arq.connections import RedisSettings
 
-    pool = await create_pool(RedisSettings.from_dsn(AppSettings().redis_url), retry=1)
+    from runner.redisurl import redis_settings
+
+    pool = await create_pool(redis_settings(AppSettings().redis_url), retry=1)
     try:
         yield pool
     finally:

@@ -23,7 +23,6 @@ from typing import Final
 import redis
 import uvicorn
 from arq import create_pool
-from arq.connections import RedisSettings
 from arq.worker import Worker
 
 from app.reporter import Reporter
@@ -33,6 +32,7 @@ from app.web import create_app
 from app.worker import build_services, create_worker
 from runner.daemon import RunnerDaemon
 from runner.errors import TrimoError
+from runner.redisurl import redis_settings
 from runner.settings import RunnerSettings
 
 log = logging.getLogger("trimo.app")
@@ -102,7 +102,7 @@ async def run(settings: AppSettings, parts: Parts) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    pool = await create_pool(RedisSettings.from_dsn(settings.redis_url))
+    pool = await create_pool(redis_settings(settings.redis_url))
     tasks: list[asyncio.Task[None]] = []
     servers: list[_Server] = []
     workers: list[Worker] = []

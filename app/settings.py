@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from runner.contract import DEFAULT_IMAGE
 from runner.errors import TrimoError
 from runner.network.hosts import clean_hosts
+from runner.redisurl import parse as parse_redis_url
 
 
 class SettingsError(TrimoError):
@@ -23,7 +24,9 @@ def _csv(value: str) -> frozenset[str]:
 class AppSettings(BaseSettings):
     """Settings for the App's web edge, its worker and its server-side policy."""
 
-    model_config = SettingsConfigDict(env_prefix="TRIMO_", env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="TRIMO_", env_file=".env", extra="ignore", hide_input_in_errors=True
+    )
 
     github_app_id: int | None = None
     github_private_key: SecretStr | None = None
@@ -44,6 +47,12 @@ class AppSettings(BaseSettings):
     policy_allowed_hosts: str = ""
     """Comma-separated hosts (`name` or `*.suffix`) repositories may allow; empty allows any."""
     default_image: str = DEFAULT_IMAGE
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url_ok(cls, value: str) -> str:
+        parse_redis_url(value)
+        return value
 
     def private_key(self) -> str:
         """The App's PEM private key, from `github_private_key` or else the file it names."""

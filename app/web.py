@@ -7,7 +7,6 @@ Nothing slow happens here: no GitHub API call, only Redis. The App worker (arq, 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import logging
 import re
@@ -16,7 +15,7 @@ from contextlib import asynccontextmanager, suppress
 from typing import Any, Final, TypeVar
 from urllib.parse import parse_qs
 
-from arq.connections import ArqRedis, RedisSettings, create_pool
+from arq.connections import ArqRedis, create_pool
 from arq.constants import job_key_prefix
 from githubkit.webhooks import verify
 from redis.exceptions import RedisError
@@ -27,6 +26,7 @@ from starlette.routing import Route
 
 from app.events import PING_EVENT, is_handled
 from app.settings import AppSettings
+from runner.redisurl import redis_settings
 
 log = logging.getLogger("trimo.web")
 
@@ -258,10 +258,10 @@ class WebhookEdge:
 
 def default_pool_factory(redis_url: str) -> RedisPoolFactory:
     """arq's pool for `redis_url`, failing at once (no retry loop) when Redis is down."""
-    redis_settings = dataclasses.replace(RedisSettings.from_dsn(redis_url), conn_retries=0)
+    settings = redis_settings(redis_url, conn_retries=0)
 
     async def factory() -> ArqRedis:
-        return await create_pool(redis_settings)
+        return await create_pool(settings)
 
     return factory
 

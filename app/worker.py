@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Final, cast
 
-from arq.connections import ArqRedis, RedisSettings
+from arq.connections import ArqRedis
 from arq.worker import Retry, Worker, func
 from githubkit.exception import RequestFailed
 
@@ -28,6 +28,7 @@ from app.services import Delivery, MalformedPayload, Services
 from app.settings import AppSettings
 from app.web import HANDLER_FUNCTION, QUEUE_NAME
 from runner.contract import NETWORK_MODES
+from runner.redisurl import redis_settings
 
 log = logging.getLogger("trimo.app")
 
@@ -154,7 +155,7 @@ def worker_settings(settings: AppSettings) -> dict[str, Any]:
         ],
         "queue_name": QUEUE_NAME,
         "poll_delay": 0.1,
-        "redis_settings": RedisSettings.from_dsn(settings.redis_url),
+        "redis_settings": redis_settings(settings.redis_url),
         "on_startup": startup,
         "max_tries": ARQ_MAX_TRIES,
         "handle_signals": True,

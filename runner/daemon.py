@@ -19,11 +19,10 @@ from typing import Any
 
 import redis
 import redis.asyncio as aioredis
-from arq.connections import RedisSettings
 from arq.worker import Worker, func
 from pydantic import SecretStr
 
-from runner import __version__, contract, pipelinedir, registry
+from runner import __version__, contract, pipelinedir, redisurl, registry
 from runner.engine import RunEngine, StopSignal
 from runner.job import Outcome, RunEvent, RunFinished, RunRequest
 from runner.policy import RunnerPolicy, refusal
@@ -77,10 +76,10 @@ class RunnerDaemon:
         self.labels = [x.strip() for x in settings.runner_labels.split(",") if x.strip()]
         self.engine = RunEngine(settings.engine_config(settings.runner_id, keep_ledger=True))
         self.publisher = EventPublisher(
-            redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=3),
+            redisurl.client(settings.redis_url, socket_timeout=5, socket_connect_timeout=3),
             settings.cache_dir / "spool" / settings.runner_id,
         )
-        self.redis = aioredis.Redis.from_url(
+        self.redis = redisurl.async_client(
             settings.redis_url, socket_timeout=5, socket_connect_timeout=3
         )
         self.slots = asyncio.Semaphore(settings.runner_concurrency)
@@ -228,7 +227,9 @@ class RunnerDaemon:
         try:
             await call
         except (redis.RedisError, OSError) as exc:
-            log.error("Redis is unreachable at %s: %s", self.settings.redis_url, exc)
+            log.error(
+                "Redis is unreachable at %s: %s", redisurl.display(self.settings.redis_url), exc
+            )
 
     # -- lifecycle ----------------------------------------------------------
 
@@ -246,7 +247,7 @@ class RunnerDaemon:
         return Worker(
             functions=[func(execute_run, name=contract.RUN_FUNCTION, max_tries=1)],
             queue_name=contract.run_queue(label),
-            redis_settings=RedisSettings.from_dsn(self.settings.redis_url),
+            redis_settings=redisurl.redis_settings(self.settings.redis_url),
             ctx={"daemon": self},
             max_jobs=self.settings.runner_concurrency,
             job_timeout=25 * 3600,

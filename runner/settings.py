@@ -15,6 +15,7 @@ from runner.engine import EngineConfig
 from runner.handoff import Limits
 from runner.network.egress import upstream_from_env
 from runner.policy import RunnerPolicy, split_list
+from runner.redisurl import parse as parse_redis_url
 
 
 def _default_cache_dir() -> Path:
@@ -24,7 +25,9 @@ def _default_cache_dir() -> Path:
 class RunnerSettings(BaseSettings):
     """Settings for `trimo run` and `trimo runner`."""
 
-    model_config = SettingsConfigDict(env_prefix="TRIMO_", env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="TRIMO_", env_file=".env", extra="ignore", hide_input_in_errors=True
+    )
 
     cache_dir: Path = Field(default_factory=_default_cache_dir)
     image: str = "trimo-agent:latest"
@@ -65,6 +68,12 @@ class RunnerSettings(BaseSettings):
     runner_allowed_networks: str = "none,allowlist,bridge"
     runner_allowed_hosts: str = ""
     runner_max_timeout_minutes: float = 24 * 60
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url_ok(cls, value: str) -> str:
+        parse_redis_url(value)
+        return value
 
     @field_validator("disk", "max_bundle")
     @classmethod

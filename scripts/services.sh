@@ -22,6 +22,8 @@ install_packages() {
   # Each pipeline's disk is an ext4 filesystem in a file, loop-mounted (TRIMO_DISK).
   command -v mkfs.ext4 >/dev/null || missing+=(e2fsprogs)
   command -v losetup >/dev/null || missing+=(mount)
+  # Tests make a TLS certificate for a Redis with a TLS port.
+  command -v openssl >/dev/null || missing+=(openssl)
   if [ "${#missing[@]}" -gt 0 ]; then
     need_root
     log "installing ${missing[*]} from Debian"
