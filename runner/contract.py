@@ -33,6 +33,26 @@ def run_queue(label: str) -> str:
     return f"trimo:runs:{label}"
 
 
+PREVIEW_FUNCTION: Final = "start_preview"
+"""The arq function a runner executes for each queued preview (its own queue, see
+`preview_queue`: a preview never takes a run's slot or its pipeline's turn)."""
+PREVIEW_EVENTS: Final = "trimo:preview-events"
+"""One stream of every preview's events (fields `pipeline`, `event`), read by the App."""
+PREVIEW_EVENTS_MAXLEN: Final = 10_000
+DEFAULT_PREVIEW_IDLE_MINUTES: Final = 30
+MAX_PREVIEW_IDLE_MINUTES: Final = 24 * 60
+
+
+def preview_queue(label: str) -> str:
+    return f"trimo:previews:{label}"
+
+
+def preview_wanted(pipeline: str) -> str:
+    """The id of the preview the App wants for `pipeline`; absent when it wants none. A
+    runner stops a preview whose id is no longer here."""
+    return f"trimo:preview:{pipeline}:wanted"
+
+
 def run_events(run_id: str) -> str:
     return f"trimo:run:{run_id}:events"
 

@@ -26,6 +26,11 @@ from runner import __version__, contract, pipelinedir, redisurl, registry
 from runner.engine import RunEngine, StopSignal
 from runner.job import Outcome, RunEvent, RunFinished, RunRequest
 from runner.policy import RunnerPolicy, refusal
+from runner.previews import sandbox
+from runner.previews.job import PreviewRequest
+from runner.previews.manager import Limits, PreviewManager
+from runner.previews.proxy import PreviewProxy
+from runner.previews.routes import Routes
 from runner.publisher import EventPublisher
 from runner.redisio import settle
 from runner.settings import RunnerSettings
@@ -46,6 +51,12 @@ async def execute_run(ctx: dict[str, Any], payload: dict[str, Any]) -> str:
     """The arq job: run one request. Returns the outcome."""
     daemon: RunnerDaemon = ctx["daemon"]
     return await daemon.run_job(payload, queued_at=ctx.get("enqueue_time"))
+
+
+async def start_preview(ctx: dict[str, Any], payload: dict[str, Any]) -> str:
+    """The arq job: start or refresh one pipeline's preview. Returns what happened."""
+    daemon: RunnerDaemon = ctx["daemon"]
+    return await daemon.preview_job(payload)
 
 
 async def ask_for_token(
@@ -87,6 +98,8 @@ class RunnerDaemon:
         self.started_at = registry.now()
         self.workers: list[Worker] = []
         self._draining = asyncio.Event()
+        self.previews: PreviewManager | None = None
+        self.proxy: PreviewProxy | None = None
 
     # -- jobs ---------------------------------------------------------------
 
@@ -136,6 +149,42 @@ class RunnerDaemon:
                 self.running.pop(request.run_id, None)
                 await self._quietly(registry.mark_done(self.redis, request.run_id))
         return finished.outcome.value
+
+    async def preview_job(self, payload: dict[str, Any]) -> str:
+        try:
+            request = PreviewRequest.model_validate(payload)
+        except ValueError as exc:
+            log.warning("a preview job is malformed: %s", exc)
+            return "malformed"
+        if self.previews is None:
+            return "previews are off"
+        return await self.previews.start(request)
+
+    async def start_previews(self) -> None:
+        """The preview proxy and manager, when TRIMO_RUNNER_PREVIEW_URL is set."""
+        settings = self.settings
+        routes = Routes()
+        host = sandbox.Host.of_this_process(
+            self.engine.client,
+            settings.runner_id,
+            settings.cache_dir,
+            settings.agent_uid,
+            settings.upstream(),
+        )
+        limits = Limits(
+            max_previews=settings.runner_max_previews,
+            max_lifetime_seconds=settings.runner_preview_max_hours * 3600,
+        )
+        self.proxy = PreviewProxy(routes, secure=settings.runner_preview_url.startswith("https"))
+        await self.proxy.start(*settings.preview_listen())
+        self.previews = PreviewManager(
+            host, self.redis, settings.runner_preview_url, routes, limits, self.policy
+        )
+        log.info(
+            "previews served at %s (listening on %s)",
+            settings.runner_preview_url,
+            settings.runner_preview_listen,
+        )
 
     def _execute(self, request: RunRequest, stop: StopSignal) -> RunFinished:
         def on_event(event: RunEvent) -> None:
@@ -258,6 +307,20 @@ class RunnerDaemon:
             keep_result=3600,
         )
 
+    def make_preview_worker(self, label: str) -> Worker:
+        return Worker(
+            functions=[func(start_preview, name=contract.PREVIEW_FUNCTION, max_tries=1)],
+            queue_name=contract.preview_queue(label),
+            redis_settings=RedisSettings.from_dsn(self.settings.redis_url),
+            ctx={"daemon": self},
+            max_jobs=2,
+            job_timeout=3600,
+            poll_delay=0.05,
+            retry_jobs=False,
+            handle_signals=False,
+            keep_result=600,
+        )
+
     def request_stop(self) -> None:
         """Begin draining (what SIGTERM does)."""
         self._draining.set()
@@ -266,6 +329,9 @@ class RunnerDaemon:
         """Run until SIGTERM/SIGINT (or `request_stop`), then drain."""
         await asyncio.get_running_loop().run_in_executor(None, self.recover)
         self.workers = [self.make_worker(label) for label in self.labels]
+        if self.settings.runner_preview_url:
+            await self.start_previews()
+            self.workers += [self.make_preview_worker(label) for label in self.labels]
         loop = asyncio.get_running_loop()
         if handle_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
@@ -275,6 +341,7 @@ class RunnerDaemon:
             asyncio.create_task(self.reap()),
             asyncio.create_task(self.sweep()),
             *(asyncio.create_task(self._keep_working(w)) for w in self.workers),
+            *([asyncio.create_task(self.previews.keep_sweeping())] if self.previews else []),
         ]
         log.info(
             "runner %s ready: labels %s, %d at a time",
@@ -287,6 +354,9 @@ class RunnerDaemon:
         for task in duties:
             task.cancel()
         await asyncio.gather(*duties, return_exceptions=True)
+        if self.previews is not None and self.proxy is not None:
+            await self.previews.close()
+            await self.proxy.close()
         for worker in self.workers:
             with contextlib.suppress(Exception):
                 await worker.close()

@@ -68,6 +68,12 @@ class RunnerSettings(BaseSettings):
     runner_allowed_networks: str = "none,allowlist,bridge"
     runner_allowed_hosts: str = ""
     runner_max_timeout_minutes: float = 24 * 60
+    runner_preview_url: str = ""
+    """The public base URL of this runner's preview proxy; previews are served when set."""
+    runner_preview_listen: str = "127.0.0.1:8090"
+    """Where the preview proxy listens (host:port); put TLS in front of it."""
+    runner_max_previews: int = Field(default=4, ge=1, le=100)
+    runner_preview_max_hours: float = Field(default=8, gt=0, le=7 * 24)
 
     @field_validator("redis_url")
     @classmethod
@@ -93,6 +99,25 @@ class RunnerSettings(BaseSettings):
             upstream_proxy=self.upstream(),
             codex_auth_file=self.codex_auth_file,
         )
+
+    def preview_listen(self) -> tuple[str, int]:
+        host, _, port = self.runner_preview_listen.rpartition(":")
+        return host.strip("[]") or "127.0.0.1", int(port)
+
+    @field_validator("runner_preview_listen")
+    @classmethod
+    def _listen_ok(cls, value: str) -> str:
+        _host, sep, port = value.rpartition(":")
+        if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError("should be host:port, like 127.0.0.1:8090")
+        return value
+
+    @field_validator("runner_preview_url")
+    @classmethod
+    def _url_ok(cls, value: str) -> str:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError("should be an http:// or https:// URL")
+        return value.rstrip("/")
 
     def runner_policy(self) -> RunnerPolicy:
         return RunnerPolicy(

@@ -1,0 +1,1 @@
+"""QA previews: a pipeline branch's app running live behind this runner's reverse proxy."""

@@ -1,0 +1,225 @@
+"""A preview's container: a fresh checkout from the trusted mirror, `setup`, then `command`.
+
+The checkout is made by the host from the mirror (never the agent's workspace) and checked
+out at the branch head inside the sandbox, as for runs. The container is an agent
+container (read-only image, limits, the agent's uid, no capabilities) with no secret in
+its environment: `PORT`, the two scripts and, for `allowlist`, its egress proxy.
+
+Every preview has a network the runner's proxy can reach: `none` is a network of its own
+with no way out (`--internal`), `bridge` a network of its own with one, `allowlist` the
+egress proxy's internal network, with the repository's allowed hosts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import docker
+import docker.errors
+
+from runner import dockerclient, gitops
+from runner.container import (
+    LABEL_PIPELINE,
+    LABEL_RUN,
+    LABEL_RUNNER,
+    AgentContainer,
+    ContainerSpec,
+)
+from runner.errors import TrimoError
+from runner.network import egress
+from runner.previews.job import PreviewRequest
+from runner.printable import printable
+
+LABEL_PREVIEW = "dev.trimo.preview"
+TAIL_LINES = 40
+TAIL_CHARS = 6000
+SCRIPT = """\
+set -e
+git checkout -q --detach "$TRIMO_PREVIEW_SHA"
+if [ -n "$TRIMO_PREVIEW_SETUP" ]; then bash -c "$TRIMO_PREVIEW_SETUP"; fi
+exec bash -c "$TRIMO_PREVIEW_COMMAND"
+"""
+
+
+@dataclass(frozen=True)
+class Host:
+    """How this runner starts previews."""
+
+    client: docker.DockerClient
+    runner_id: str
+    cache_dir: Path
+    user: str
+    owner: int | None
+    upstream_proxy: str | None = None
+
+    @classmethod
+    def of_this_process(
+        cls,
+        client: docker.DockerClient,
+        runner_id: str,
+        cache_dir: Path,
+        agent_uid: int,
+        upstream_proxy: str | None = None,
+    ) -> Host:
+        """As for runs: the agent's uid when the runner is root, else the runner's own."""
+        root = os.geteuid() == 0
+        return cls(
+            client=client,
+            runner_id=runner_id,
+            cache_dir=cache_dir,
+            user=f"{agent_uid}:{agent_uid}" if root else f"{os.getuid()}:{os.getgid()}",
+            owner=agent_uid if root else None,
+            upstream_proxy=upstream_proxy,
+        )
+
+
+@dataclass
+class Launched:
+    """A started preview container, where it listens, and how to take it all down."""
+
+    container_id: str
+    address: str
+    sha: str
+    directory: Path
+    teardown: Callable[[], None]
+
+
+def launch(host: Host, request: PreviewRequest) -> Launched:
+    """Check out the branch head, start the container; raises `TrimoError` with the reason."""
+    client = host.client
+    dockerclient.require_image(client, request.image)
+    token = request.token.get_secret_value() if request.token else None
+    mirror = gitops.ensure_mirror(host.cache_dir / "mirrors", request.repo.clone_url, token)
+    sha = gitops.branch_sha(mirror, request.branch)
+    if sha is None:
+        raise TrimoError(
+            f"The branch {request.branch} does not exist yet.",
+            "a preview shows a pipeline's branch once a run has pushed to it",
+        )
+    directory = host.cache_dir / "previews" / request.preview_id
+    gitops.remove_tree(directory)
+    directory.mkdir(parents=True, mode=0o700)
+    for name in ("context/out", "out", "home"):
+        (directory / name).mkdir(parents=True)
+    if host.owner is not None:
+        os.chown(directory / "home", host.owner, host.owner)
+    gitops.create_workspace(directory / "workspace", mirror, [request.branch], host.owner)
+    cleanups: list[Callable[[], object]] = [lambda: gitops.remove_tree(directory)]
+
+    def teardown() -> None:
+        for cleanup in reversed(cleanups):
+            with contextlib.suppress(Exception):
+                cleanup()
+
+    try:
+        network, env, dns = _network(host, request, cleanups)
+        spec = ContainerSpec(
+            image=request.image,
+            command=["bash", "-c", SCRIPT],
+            workspace=directory / "workspace",
+            context_dir=directory / "context",
+            out_dir=directory / "out",
+            home=directory / "home",
+            user=host.user,
+            network=request.network,
+            network_name=network,
+            dns=dns,
+            resources=request.resources,
+            env={
+                **env,
+                "PORT": str(request.port),
+                "TRIMO_PREVIEW_SHA": sha,
+                "TRIMO_PREVIEW_SETUP": request.setup,
+                "TRIMO_PREVIEW_COMMAND": request.command,
+            },
+            labels={
+                LABEL_RUNNER: host.runner_id,
+                LABEL_RUN: request.preview_id,
+                LABEL_PIPELINE: request.pipeline,
+                LABEL_PREVIEW: request.preview_id,
+            },
+            name=f"trimo-preview-{request.preview_id}",
+        )
+        _remove_named(client, spec.name or "")
+        container = AgentContainer(client, spec)
+        cleanups.append(container.remove)
+        container.start()
+        address = _address(client, container.id, network)
+        return Launched(container.id, address, sha, directory, teardown)
+    except BaseException:
+        teardown()
+        raise
+
+
+def _network(
+    host: Host, request: PreviewRequest, cleanups: list[Callable[[], object]]
+) -> tuple[str, dict[str, str], tuple[str, ...]]:
+    """(network name, environment, DNS) of the preview, its release added to `cleanups`."""
+    if request.network == "allowlist":
+        attachment = egress.attach(
+            host.client,
+            "allowlist",
+            f"preview-{request.preview_id}",
+            request.allowed_hosts,
+            host.runner_id,
+            host.upstream_proxy,
+        )
+        cleanups.append(attachment.release)
+        return attachment.network, attachment.env, tuple(attachment.dns or ())
+    key = hashlib.sha256(request.preview_id.encode()).hexdigest()[:12]
+    name = f"trimo-preview-{key}"
+    with contextlib.suppress(docker.errors.NotFound):
+        host.client.networks.get(name).remove()
+    try:
+        network = host.client.networks.create(
+            name,
+            driver="bridge",
+            internal=request.network == "none",
+            labels={LABEL_RUNNER: host.runner_id, LABEL_PREVIEW: request.preview_id},
+        )
+    except docker.errors.APIError as exc:
+        raise TrimoError(f"Docker could not make the preview's network: {exc.explanation}") from exc
+
+    def remove_network() -> None:
+        with contextlib.suppress(docker.errors.APIError):
+            network.remove()
+
+    cleanups.append(remove_network)
+    return name, {}, ()
+
+
+def _remove_named(client: docker.DockerClient, name: str) -> None:
+    with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
+        client.containers.get(name).remove(force=True)
+
+
+def _address(client: docker.DockerClient, container_id: str, network: str) -> str:
+    container = client.containers.get(container_id)
+    networks = container.attrs.get("NetworkSettings", {}).get("Networks", {})
+    address = str((networks.get(network) or {}).get("IPAddress") or "")
+    if not address:
+        raise TrimoError("The preview's container has no address on its network.")
+    return address
+
+
+def is_running(client: docker.DockerClient, container_id: str) -> bool:
+    try:
+        container = client.containers.get(container_id)
+    except docker.errors.NotFound:
+        return False
+    return bool(container.status == "running")
+
+
+def log_tail(client: docker.DockerClient, container_id: str) -> str:
+    """The container's last lines, printable, for a person to read."""
+    try:
+        raw = client.containers.get(container_id).logs(tail=TAIL_LINES, stdout=True, stderr=True)
+    except docker.errors.APIError:
+        return ""
+    text = printable(bytes(raw).decode("utf-8", errors="replace")).strip("\n")
+    return text[-TAIL_CHARS:]
