@@ -311,7 +311,7 @@ class RunnerDaemon:
         return Worker(
             functions=[func(start_preview, name=contract.PREVIEW_FUNCTION, max_tries=1)],
             queue_name=contract.preview_queue(label),
-            redis_settings=RedisSettings.from_dsn(self.settings.redis_url),
+            redis_settings=redisurl.redis_settings(self.settings.redis_url),
             ctx={"daemon": self},
             max_jobs=2,
             job_timeout=3600,
