@@ -54,6 +54,19 @@ class AppSettings(BaseSettings):
         parse_redis_url(value)
         return value
 
+    github_url: str = "https://github.com"
+    """Web address of GitHub (or GitHub Enterprise Server): where people sign in."""
+    github_client_id: str | None = None
+    github_client_secret: SecretStr | None = None
+    """The App's OAuth credentials (saved by `trimo setup`), for signing in to the dashboard."""
+    session_secret: SecretStr | None = None
+    """Signs the dashboard's session cookies; `trimo setup` generates one."""
+    public_url: str = ""
+    """Address people reach `trimo serve` at, e.g. https://trimo.example.com (https makes
+    cookies secure); empty: the address each request came to."""
+    admins: str = ""
+    """Comma-separated GitHub logins who see every repository and the fleet."""
+
     def private_key(self) -> str:
         """The App's PEM private key, from `github_private_key` or else the file it names."""
         if self.github_private_key is not None and self.github_private_key.get_secret_value():
@@ -81,6 +94,10 @@ class AppSettings(BaseSettings):
                 hint="set TRIMO_WEBHOOK_SECRET to the secret configured on the GitHub App",
             )
         return self.webhook_secret.get_secret_value()
+
+    def admin_logins(self) -> frozenset[str]:
+        """`admins`, lower-cased: GitHub logins are case-insensitive."""
+        return frozenset(login.lower() for login in _csv(self.admins))
 
     def allowed_images(self) -> frozenset[str]:
         """Images a run may use; empty means any."""

@@ -46,6 +46,8 @@ if TYPE_CHECKING:
 MANIFEST_PATH = Path(__file__).resolve().parent.parent / "app.yml"
 GITHUB_COM_API = "https://api.github.com"
 WEBHOOK_PATH = "/webhooks/github"
+OAUTH_CALLBACK_PATH = "/oauth/callback"
+"""Where GitHub sends people back after they sign in to the dashboard (app.dashboard.auth)."""
 DEFAULT_PORT = 8765
 EXCHANGE_TIMEOUT_SECONDS = 30.0
 
@@ -135,8 +137,9 @@ def _origin(url: str) -> str:
 def build_manifest(
     template: Mapping[str, Any], webhook_url: str, redirect_url: str, workflows: bool = False
 ) -> dict[str, Any]:
-    """The manifest to post: `template` (app.yml) with the webhook and redirect URLs filled in,
-    and with the `workflows` permission when agents may change `.github/workflows`."""
+    """The manifest to post: `template` (app.yml) with the webhook, redirect and sign-in
+    callback URLs filled in, and with the `workflows` permission when agents may change
+    `.github/workflows`."""
     manifest = copy.deepcopy(dict(template))
     if workflows:
         manifest["default_permissions"] = {
@@ -148,6 +151,7 @@ def build_manifest(
     hook.setdefault("active", True)
     manifest["hook_attributes"] = hook
     manifest["redirect_url"] = redirect_url
+    manifest.setdefault("callback_urls", [_origin(webhook_url) + OAUTH_CALLBACK_PATH])
     if not manifest.get("url"):
         manifest["url"] = _origin(webhook_url)
     return manifest
@@ -240,6 +244,8 @@ class RegisteredApp:
     owner: str
     pem: str = field(repr=False)
     webhook_secret: str | None = field(repr=False)
+    client_id: str | None = None
+    client_secret: str | None = field(default=None, repr=False)
 
     @property
     def install_url(self) -> str:
@@ -254,9 +260,10 @@ class SetupResult:
     env_file: Path
     key_file: Path
     api_url: str
+    updates: dict[str, str | None] = field(default_factory=dict, repr=False)
 
     def env_updates(self) -> dict[str, str | None]:
-        return env_updates(self.app, self.key_file, self.api_url)
+        return self.updates
 
 
 def load_manifest(path: Path = MANIFEST_PATH) -> dict[str, Any]:
@@ -286,6 +293,8 @@ class ManifestAnswer(Tolerant):
     owner: ManifestOwner | None = None
     pem: str
     webhook_secret: str | None = None
+    client_id: str | None = None
+    client_secret: str | None = None
 
 
 def _error_message(exc: RequestFailed) -> str:
@@ -338,11 +347,21 @@ async def exchange_code(
         owner=owner.login or owner.slug or "",
         pem=data.pem,
         webhook_secret=data.webhook_secret,
+        client_id=data.client_id,
+        client_secret=data.client_secret,
     )
 
 
-def env_updates(app: RegisteredApp, key_file: Path, api_url: str) -> dict[str, str | None]:
-    """The settings `trimo serve` and `trimo worker` need for `app`."""
+def env_updates(
+    app: RegisteredApp,
+    key_file: Path,
+    api_url: str,
+    *,
+    github_url: str = "https://github.com",
+    public_url: str | None = None,
+) -> dict[str, str | None]:
+    """The settings `trimo serve` and `trimo worker` need for `app`; the dashboard's sign-in
+    needs the App's OAuth client id and secret, GitHub's web address and Trimo's own."""
     return {
         "TRIMO_GITHUB_APP_ID": str(app.id),
         "TRIMO_GITHUB_PRIVATE_KEY_PATH": str(key_file),
@@ -352,7 +371,14 @@ def env_updates(app: RegisteredApp, key_file: Path, api_url: str) -> dict[str, s
         "TRIMO_WEBHOOK_SECRET": app.webhook_secret,
         "TRIMO_APP_SLUG": app.slug,
         "TRIMO_GITHUB_API_URL": api_url,
-    }
+        "TRIMO_GITHUB_URL": github_url.rstrip("/"),
+        "TRIMO_GITHUB_CLIENT_ID": app.client_id,
+        "TRIMO_GITHUB_CLIENT_SECRET": app.client_secret,
+    } | ({} if public_url is None else {"TRIMO_PUBLIC_URL": public_url})
+
+
+def _has_value(env_text: str, key: str) -> bool:
+    return any(name == key and raw.split("=", 1)[1].strip() for name, raw in _env_entries(env_text))
 
 
 def _write_private(path: Path, text: str) -> None:
@@ -369,8 +395,16 @@ def _write_private(path: Path, text: str) -> None:
         raise
 
 
-def save_registration(app: RegisteredApp, env_file: Path, api_url: str) -> SetupResult:
-    """Write the App's key (mode 0600) next to `env_file`, and merge its settings into it."""
+def save_registration(
+    app: RegisteredApp,
+    env_file: Path,
+    api_url: str,
+    *,
+    github_url: str = "https://github.com",
+    public_url: str | None = None,
+) -> SetupResult:
+    """Write the App's key (mode 0600) next to `env_file`, and merge its settings into it,
+    with a new session secret for the dashboard unless the file has one."""
     env_file = env_file.expanduser().absolute()
     slug = app.slug if _SLUG.fullmatch(app.slug) else "trimo"
     key_file = env_file.parent / f"{slug}.private-key.pem"
@@ -378,8 +412,11 @@ def save_registration(app: RegisteredApp, env_file: Path, api_url: str) -> Setup
         existing = env_file.read_text() if env_file.exists() else ""
     except OSError as exc:
         raise SetupError(f"cannot read {env_file}: {exc.strerror or exc}") from exc
+    updates = env_updates(app, key_file, api_url, github_url=github_url, public_url=public_url)
+    if not _has_value(existing, "TRIMO_SESSION_SECRET"):
+        updates["TRIMO_SESSION_SECRET"] = secrets.token_urlsafe(32)
     try:
-        merged = merge_env(existing, env_updates(app, key_file, api_url))
+        merged = merge_env(existing, updates)
     except ValueError as exc:
         raise SetupError(f"cannot write the settings: {exc}") from exc
     try:
@@ -391,7 +428,9 @@ def save_registration(app: RegisteredApp, env_file: Path, api_url: str) -> Setup
     except OSError as exc:
         key_file.unlink(missing_ok=True)
         raise SetupError(f"cannot write {env_file}: {exc.strerror or exc}") from exc
-    return SetupResult(app=app, env_file=env_file, key_file=key_file, api_url=api_url)
+    return SetupResult(
+        app=app, env_file=env_file, key_file=key_file, api_url=api_url, updates=updates
+    )
 
 
 # --- the local page --------------------------------------------------------------------------
@@ -477,7 +516,13 @@ class SetupFlow:
                 title = "GitHub did not create the App"
                 return _page("error", 502, title=title, message=exc.message, hint=exc.hint)
             try:
-                self.result = save_registration(app, self.options.env_file, self.api_url)
+                self.result = save_registration(
+                    app,
+                    self.options.env_file,
+                    self.api_url,
+                    github_url=self.options.github_url,
+                    public_url=_origin(webhook_url_for(self.options.webhook_url)),
+                )
             except SetupError as exc:
                 return _page(
                     "error",
@@ -635,6 +680,9 @@ def setup_command(
     if overridden:
         console.print(f"  [yellow]set in your environment, overriding the file:[/] {overridden}")
     console.print(f"Next: install it on your repositories: [bold]{app.install_url}[/]")
+    public_url = result.updates.get("TRIMO_PUBLIC_URL")
+    if app.client_id and public_url:
+        console.print(f"The dashboard: [bold]{public_url}/[/] (people sign in with GitHub).")
     if result.env_file != Path.cwd() / ".env":
         console.print(f"Start `trimo serve` and `trimo worker` in {result.env_file.parent}, or")
         console.print("export those settings: they read .env from the directory they start in.")

@@ -24,6 +24,9 @@ install_packages() {
   command -v losetup >/dev/null || missing+=(mount)
   # Tests make a TLS certificate for a Redis with a TLS port.
   command -v openssl >/dev/null || missing+=(openssl)
+  # The dashboard's browser tests drive Debian's headless Chromium through selenium.
+  command -v chromium >/dev/null || missing+=(chromium)
+  command -v chromedriver >/dev/null || missing+=(chromium-driver)
   if [ "${#missing[@]}" -gt 0 ]; then
     need_root
     log "installing ${missing[*]} from Debian"

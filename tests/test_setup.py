@@ -619,6 +619,14 @@ def test_setup_registers_the_app_and_writes_its_settings(
     assert settings.app_slug == "trimo"
     assert settings.github_api_url == f"{site.base_url}/api/v3"
     assert settings.redis_url == "redis://10.0.0.2:6379/0"
+    assert manifest["callback_urls"] == ["https://trimo.example.com/oauth/callback"]
+    assert settings.github_client_id == answer["client_id"]
+    assert settings.github_client_secret is not None
+    assert settings.github_client_secret.get_secret_value() == answer["client_secret"]
+    assert settings.github_url == site.base_url
+    assert settings.public_url == "https://trimo.example.com"
+    assert settings.session_secret is not None
+    assert len(settings.session_secret.get_secret_value()) >= 32
 
     printed = capfd.readouterr()
     for secret in ("webhook_secret", "client_secret", "pem"):
@@ -838,3 +846,29 @@ def test_saving_is_private_whatever_the_umask_and_drops_a_stale_webhook_secret(
     assert stat.S_IMODE(saved.env_file.stat().st_mode) == 0o600
     assert "TRIMO_WEBHOOK_SECRET" not in saved.env_file.read_text()
     assert "TRIMO_GITHUB_APP_ID=7\n" in saved.env_file.read_text()
+
+
+def test_a_second_setup_keeps_the_session_secret_so_people_stay_signed_in(
+    tmp_path: Path,
+) -> None:
+    env_file = tmp_path / ".env"
+    app = RegisteredApp(
+        id=8,
+        slug="trimo",
+        name="Trimo",
+        html_url="https://github.com/apps/trimo",
+        owner="octocat",
+        pem="-----BEGIN PRIVATE KEY-----\nx\n-----END PRIVATE KEY-----\n",
+        webhook_secret="w",
+        client_id="Iv1.abc",
+        client_secret="shh",
+    )
+    assert "shh" not in repr(app)
+    save_registration(app, env_file, "https://api.github.com")
+    first = AppSettings(_env_file=env_file).session_secret  # type: ignore[call-arg]
+    env_file.write_text(env_file.read_text() + "TRIMO_PUBLIC_URL=https://kept.example\n")
+    save_registration(app, env_file, "https://api.github.com")
+    second = AppSettings(_env_file=env_file)  # type: ignore[call-arg]
+    assert first is not None and second.session_secret == first
+    assert second.public_url == "https://kept.example"
+    assert second.github_client_id == "Iv1.abc"

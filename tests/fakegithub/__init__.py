@@ -4,8 +4,9 @@ Knobs, all on `FakeState` (see modes.py and state.py): `delay`, `drift`, `chaos`
 `serve_example` / `serve_recorded` / `serve`, `fail_next`, and what happens on GitHub
 mid-run: `delete_issue`, `transfer_issue`, `delete_comment`, `delete_check_run`,
 `refuse_pull`, `disable_issues`, `remove_installation`, `suspend_installation`,
-`revoke_permission`; push rules per `Repo` (`push_protection`, `signed_commits`,
-`max_file_bytes`; workflow files need the token's `workflows` permission).
+`revoke_permission`; signing in with GitHub (oauth.py): `sign_in_as`, `expire_codes`,
+`expire_user_tokens`, `revoke_user_tokens`; push rules per `Repo` (`push_protection`,
+`signed_commits`, `max_file_bytes`; workflow files need the token's `workflows` permission).
 """
 
 from tests.fakegithub.api import FakeGitHub

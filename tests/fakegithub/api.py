@@ -30,6 +30,7 @@ from starlette.routing import Route
 
 from tests.fakegithub import gitserver, validation
 from tests.fakegithub.endpoints import ENDPOINTS, Call, Endpoint
+from tests.fakegithub.oauth import OAuthSide
 from tests.fakegithub.render import Renderer
 from tests.fakegithub.replies import GitHubError, Reply, default_fault_body, not_found
 from tests.fakegithub.state import FakeState, RecordedRequest, Repo, Token
@@ -50,6 +51,7 @@ class FakeGitHub:
                 methods=["GET", "POST"],
             )
         ]
+        routes += OAuthSide(self.state).routes()
         routes += [
             Route(e.path, self._endpoint(e), methods=[e.method], name=e.handler.__name__)
             for e in ENDPOINTS

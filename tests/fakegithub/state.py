@@ -38,6 +38,9 @@ DEFAULT_INSTALLATION_PERMISSIONS: dict[str, str] = {
 }
 
 TOKEN_LIFETIME = timedelta(hours=1)
+CODE_LIFETIME = timedelta(minutes=10)
+USER_TOKEN_LIFETIME = timedelta(hours=8)
+REFRESH_TOKEN_LIFETIME = timedelta(days=183)
 
 # Ids are unique across every FakeState of the process: githubkit caches JWTs and
 # installation tokens process-wide, keyed by app id and installation id, so a reused id
@@ -210,6 +213,31 @@ class Token:
         return level == "read" or granted in ("write", "admin")
 
 
+@dataclass
+class Grant:
+    """A code, a user token or a refresh token, and whom it stands for."""
+
+    login: str
+    expires_at: datetime
+    redirect_uri: str = ""
+    used: bool = False
+
+
+@dataclass
+class OAuthState:
+    """What the stand-in's OAuth side knows; guarded by the FakeState's lock."""
+
+    signed_in_as: str | None = None
+    """The person signed in to GitHub in the browser; None makes them cancel."""
+    callback_url: str | None = None
+    """The App's callback URL; when set, a redirect_uri must start with it."""
+    client_secret: str = field(default_factory=lambda: secrets.token_hex(20))
+    codes: dict[str, Grant] = field(default_factory=dict)
+    tokens: dict[str, Grant] = field(default_factory=dict)
+    refresh_tokens: dict[str, Grant] = field(default_factory=dict)
+    token_lifetime: timedelta = USER_TOKEN_LIFETIME
+
+
 @dataclass(frozen=True)
 class RecordedRequest:
     method: str
@@ -282,6 +310,7 @@ class FakeState:
         self.drift: Drift | None = None
         self.chaos: Chaos | None = None
         self.chaos_log: list[tuple[str, str, str]] = []  # (method, path, kind)
+        self.oauth = OAuthState()  # the OAuth web flow and user tokens (oauth.py)
 
     def next_id(self) -> int:
         with self.lock:
@@ -706,3 +735,31 @@ class FakeState:
             for token in self.tokens.values():
                 if token.installation_id == inst.id:
                     token.permissions.pop(permission, None)
+
+    # --- signing in (oauth.py) -------------------------------------------------------
+
+    def sign_in_as(self, login: str | None) -> None:
+        """The person signed in to GitHub in the browser (None: they cancel the sign-in)."""
+        with self.lock:
+            if login is not None:
+                self.user(login)
+            self.oauth.signed_in_as = login
+
+    def expire_codes(self) -> None:
+        """Make every OAuth code expired, as ten minutes passing would."""
+        with self.lock:
+            for grant in self.oauth.codes.values():
+                grant.expires_at = now() - timedelta(seconds=1)
+
+    def expire_user_tokens(self) -> None:
+        """Make every user token expired, as eight hours passing would (refresh still works)."""
+        with self.lock:
+            for grant in self.oauth.tokens.values():
+                grant.expires_at = now() - timedelta(seconds=1)
+
+    def revoke_user_tokens(self, login: str) -> None:
+        """`login` revokes the App's authorisation: their tokens and refresh tokens die."""
+        with self.lock:
+            for grants in (self.oauth.tokens, self.oauth.refresh_tokens):
+                for value in [k for k, g in grants.items() if g.login == login]:
+                    del grants[value]
