@@ -48,12 +48,6 @@ class AppSettings(BaseSettings):
     """Comma-separated hosts (`name` or `*.suffix`) repositories may allow; empty allows any."""
     default_image: str = DEFAULT_IMAGE
 
-    @field_validator("redis_url")
-    @classmethod
-    def _redis_url_ok(cls, value: str) -> str:
-        parse_redis_url(value)
-        return value
-
     github_url: str = "https://github.com"
     """Web address of GitHub (or GitHub Enterprise Server): where people sign in."""
     github_client_id: str | None = None
@@ -66,6 +60,12 @@ class AppSettings(BaseSettings):
     cookies secure); empty: the address each request came to."""
     admins: str = ""
     """Comma-separated GitHub logins who see every repository and the fleet."""
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url_ok(cls, value: str) -> str:
+        parse_redis_url(value)
+        return value
 
     def private_key(self) -> str:
         """The App's PEM private key, from `github_private_key` or else the file it names."""

@@ -34,6 +34,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.dashboard.oauth import GitHubSignIn, OAuthFailure, UserToken
 from app.settings import AppSettings
+from runner import redisurl
 from runner.templating import render
 
 log = logging.getLogger("trimo.dashboard.auth")
@@ -149,7 +150,7 @@ class SignIn:
     @property
     def redis(self) -> aioredis.Redis:
         if self._redis is None:
-            self._redis = aioredis.Redis.from_url(self.settings.redis_url)
+            self._redis = redisurl.async_client(self.settings.redis_url)
         return self._redis
 
     async def _bounded(self, call: Awaitable[_T]) -> _T:
