@@ -16,6 +16,7 @@ import logging
 import time
 from dataclasses import dataclass
 from typing import Any, Final, Literal, TypeVar
+from urllib.parse import quote
 
 import redis.asyncio as aioredis
 from githubkit import AppAuthStrategy, AppInstallationAuthStrategy, GitHub
@@ -134,6 +135,27 @@ class ContentFile(Answer):
 class CheckRunRef(Answer):
     id: int
     external_id: str | None = None
+
+
+class ComparedFile(Answer):
+    filename: str
+    status: str = "modified"
+    additions: int = 0
+    deletions: int = 0
+    previous_filename: str | None = None
+    patch: str | None = None
+    """Absent for binary files and for diffs too big for GitHub to show."""
+
+
+class Comparison(Answer):
+    """`GET .../compare/{base}...{head}`: the files it changes (at most 300 are listed)."""
+
+    status: str = ""
+    ahead_by: int = 0
+    behind_by: int = 0
+    total_commits: int = 0
+    html_url: str = ""
+    files: list[ComparedFile] = Field(default_factory=list)
 
 
 class CheckRunList(Answer):
@@ -487,6 +509,18 @@ class RepoAPI:
         if conclusion is not None:
             body["conclusion"] = conclusion
         await self._call("PATCH", f"check-runs/{check_run_id}", json=body)
+
+    async def compare(self, base: str, head: str) -> Comparison | None:
+        """What `head` changes against `base`; None when either is not there (404)."""
+        try:
+            response = await self._call(
+                "GET", f"compare/{quote(base, safe='/')}...{quote(head, safe='/')}"
+            )
+        except RequestFailed as exc:
+            if _not_found(exc):
+                return None
+            raise
+        return read(Comparison, _json(response))
 
     async def issue_title(self, number: int) -> str:
         response = await self._call("GET", f"issues/{number}")

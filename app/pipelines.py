@@ -25,6 +25,7 @@ from pydantic import BaseModel, Field
 from app import redisio
 from app.naming import pipeline_id
 from app.policy import RunSettings
+from app.summary import PipelineSummary, summarise
 from runner.contract import SafeId
 from runner.diffsummary import DiffSummary
 from runner.job import CommitInfo, Outcome, ReviewContext, RunFinished, RunRecord
@@ -39,6 +40,11 @@ PIPELINE_IDS: Final = "trimo:pipelines"
 RUN_INDEX: Final = "trimo:pipeline-of-run"
 BRANCH_INDEX: Final = "trimo:pipeline-of-branch"
 THREAD_INDEX: Final = "trimo:pipeline-of-thread"
+SUMMARY_PREFIX: Final = "trimo:pipeline-summary:"
+BY_ACTIVITY: Final = "trimo:pipelines:by-activity"
+"""Pipeline ids scored by their last change (epoch seconds): the board's index."""
+CHANGES: Final = "trimo:pipelines:changes"
+"""Pub/sub channel: the id of every pipeline that changed (the dashboard listens)."""
 LOCK_SECONDS: Final = 10.0
 """Longest one change may hold a pipeline's lock (Redis only: nothing slow inside)."""
 
@@ -115,6 +121,8 @@ class Pipeline(BaseModel):
     base_branch: str
     clone_url: str
     installation_id: int
+    title: str = ""
+    """The issue's or pull request's title when the pipeline was made (or last asked on)."""
     closed: bool = False
     active_run: str | None = None
     runs: list[PipelineRun] = Field(default_factory=list)
@@ -287,6 +295,30 @@ class Pipelines:
     async def ids(self) -> list[str]:
         return sorted(await redisio.smembers(self.redis, PIPELINE_IDS))
 
+    async def recent_ids(self, limit: int | None = None) -> list[str]:
+        """Pipeline ids, the latest changed first (pipelines saved before the index are added)."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zcard(BY_ACTIVITY)
+        pipe.scard(PIPELINE_IDS)
+        indexed, known = await pipe.execute()
+        if indexed < known:
+            await self._reindex()
+        raw = await self.redis.zrevrange(BY_ACTIVITY, 0, -1 if limit is None else limit - 1)
+        return [redisio.as_text(item) or "" for item in raw]
+
+    async def summaries(self, ids: list[str]) -> list[PipelineSummary]:
+        """The summaries of `ids` that exist, in order: one round trip."""
+        if not ids:
+            return []
+        raws = await self.redis.mget([SUMMARY_PREFIX + pid for pid in ids])
+        return [PipelineSummary.model_validate_json(raw) for raw in raws if raw is not None]
+
+    async def _reindex(self) -> None:
+        for pid in await self.ids():
+            pipeline = await self.get(pid)
+            if pipeline is not None and not await self.redis.exists(SUMMARY_PREFIX + pid):
+                await self._write(pipeline)
+
     # --- changing ------------------------------------------------------------------
 
     async def add_run(self, seed: Pipeline, run: PipelineRun) -> Pipeline:
@@ -299,6 +331,7 @@ class Pipelines:
             pipeline = await self.get(seed.id) or seed.model_copy(update={"runs": []})
             pipeline.installation_id = seed.installation_id
             pipeline.clone_url = seed.clone_url
+            pipeline.title = seed.title or pipeline.title
             pipeline.add(run)
             await self._save(pipeline)
             pipe = self.redis.pipeline(transaction=False)
@@ -436,7 +469,16 @@ class Pipelines:
 
     async def _save(self, pipeline: Pipeline) -> None:
         pipeline.updated_at = utcnow()
-        await self.redis.set(PIPELINE_PREFIX + pipeline.id, pipeline.model_dump_json())
+        await self._write(pipeline)
+
+    async def _write(self, pipeline: Pipeline) -> None:
+        """The pipeline, its summary and its place in the index; then say it changed."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.set(PIPELINE_PREFIX + pipeline.id, pipeline.model_dump_json())
+        pipe.set(SUMMARY_PREFIX + pipeline.id, summarise(pipeline).model_dump_json())
+        pipe.zadd(BY_ACTIVITY, {pipeline.id: pipeline.updated_at.timestamp()})
+        pipe.publish(CHANGES, pipeline.id)
+        await pipe.execute()
 
     @asynccontextmanager
     async def _locked(self, pipeline_id: str) -> AsyncIterator[None]:

@@ -378,6 +378,9 @@ class Reporter:
 
     async def handle(self, run_id: str, event: RunEvent) -> None:
         """Fold `event` into the run's view and tell GitHub what it needs to know now."""
+        if isinstance(event, RunFinished):  # its log stays TRIMO_LOG_RETENTION_DAYS from now
+            days = self.services.settings.log_retention_days
+            await self.redis.expire(keys.run_events(run_id), days * 24 * 3600)
         view = (await self._load(run_id) or RunView(run_id=run_id)).apply(event)
         located = await self.services.pipelines.get_run(run_id)
         if located is None:

@@ -377,7 +377,11 @@ async def _target(conv: Conversation, config: RepoConfig) -> tuple[Pipeline, str
     """The pipeline a run here belongs to (a seed if new), and a head sha when known."""
     thread, repo = conv.thread, conv.thread.repo
     pipelines = conv.services.pipelines
-    where = {"clone_url": repo.clone_url, "installation_id": thread.installation_id}
+    where = {
+        "clone_url": repo.clone_url,
+        "installation_id": thread.installation_id,
+        "title": thread.title,
+    }
     if not thread.is_pull:
         if not is_valid_branch_name(repo.default_branch):
             await conv.reply("unsafe_branch.md.j2", branch=inline_code(repo.default_branch))
@@ -394,6 +398,7 @@ async def _target(conv: Conversation, config: RepoConfig) -> tuple[Pipeline, str
             repo=repo.full_name,
             clone_url=repo.clone_url,
             installation_id=thread.installation_id,
+            title=thread.title,
         )
         return seed, None
     pull = thread.pull or await conv.api.pull(thread.number)
@@ -423,6 +428,7 @@ async def _target(conv: Conversation, config: RepoConfig) -> tuple[Pipeline, str
         repo=repo.full_name,
         clone_url=repo.clone_url,
         installation_id=thread.installation_id,
+        title=thread.title,
     )
     return seed, pull.head_sha
 

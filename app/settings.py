@@ -47,6 +47,8 @@ class AppSettings(BaseSettings):
     policy_allowed_hosts: str = ""
     """Comma-separated hosts (`name` or `*.suffix`) repositories may allow; empty allows any."""
     default_image: str = DEFAULT_IMAGE
+    log_retention_days: int = Field(default=14, gt=0)
+    """How long a run's event log stays after the run ends (the dashboard shows it)."""
 
     github_url: str = "https://github.com"
     """Web address of GitHub (or GitHub Enterprise Server): where people sign in."""

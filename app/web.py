@@ -269,9 +269,14 @@ def default_pool_factory(redis_url: str) -> RedisPoolFactory:
 def create_app(
     settings: AppSettings, redis_pool_factory: RedisPoolFactory | None = None
 ) -> Starlette:
-    """The App's web edge; raises `SettingsError` without a webhook secret."""
+    """The App's web edge and dashboard; raises `SettingsError` without a webhook secret."""
+    from app.dashboard.auth import auth_routes, security_middleware
+    from app.dashboard.site import Dashboard
+
     redis = RedisHandle(redis_pool_factory or default_pool_factory(settings.redis_url))
     edge = WebhookEdge(settings, redis)
+
+    dashboard = Dashboard(settings, redis)
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
@@ -279,13 +284,17 @@ def create_app(
         try:
             yield
         finally:
+            await dashboard.close()
             await redis.close()
 
     return Starlette(
         routes=[
             Route("/webhooks/github", edge.webhook, methods=["POST"]),
             Route("/healthz", edge.healthz, methods=["GET"]),
+            *auth_routes(),
+            *dashboard.routes(),
         ],
+        middleware=security_middleware(settings),
         lifespan=lifespan,
     )
 

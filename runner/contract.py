@@ -94,6 +94,8 @@ MAX_PLAN_CHARS: Final = 30_000
 DEFAULT_LABEL: Final = "default"
 DEFAULT_TIMEOUT_SECONDS: Final = 30 * 60
 MAX_TIMEOUT_SECONDS: Final = 24 * 3600
+RUNNER_LOST: Final = "stopped answering while the run was going"
+"""How a run's reason says its runner was lost (`runner <id> ` goes before it)."""
 
 
 def _checked_id(value: str) -> str:

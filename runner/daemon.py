@@ -229,7 +229,7 @@ class RunnerDaemon:
                         self._finish_early(
                             run_id,
                             Outcome.ERROR,
-                            f"runner {runner_id} stopped answering while the run was going",
+                            f"runner {runner_id} {contract.RUNNER_LOST}",
                         )
 
     async def sweep(self) -> None:

@@ -1,5 +1,6 @@
-"""Signing a test client in to the dashboard without the OAuth round trip.
+"""Dashboard test helpers: signing a client in, and pipelines seeded in Redis.
 
+Signing a test client in to the dashboard without the OAuth round trip:
 `sign_in` writes the session to Redis as a real sign-in does and hands the client the signed
 session cookie; the repository list counts as fresh for `REPOS_TTL_SECONDS`, so no GitHub
 call follows. It returns the session's CSRF token, for forms (`csrf`) and `X-CSRF-Token`.
@@ -7,13 +8,17 @@ call follows. It returns the session's CSRF token, for forms (`csrf`) and `X-CSR
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 from base64 import b64encode
 from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import itsdangerous
+import redis.asyncio as aioredis
+from pydantic import SecretStr
 
 from app.dashboard.auth import (
     SESSION_COOKIE,
@@ -23,7 +28,13 @@ from app.dashboard.auth import (
     session_secret,
 )
 from app.dashboard.oauth import UserToken
+from app.pipelines import Pipeline, PipelineRun, Pipelines
+from app.policy import RunSettings
 from app.settings import AppSettings
+from runner.job import CommitInfo, Outcome, Resources, RunFinished
+from tests.webhook_helpers import make_settings
+
+SESSION_SECRET = "dashboard-test-session-secret"
 
 
 def session_cookie(secret: str, session: Mapping[str, str]) -> str:
@@ -53,3 +64,70 @@ async def sign_in(
     cookie = session_cookie(session_secret(settings), {SESSION_ID: session_id, SESSION_CSRF: csrf})
     client.cookies.set(SESSION_COOKIE, cookie)
     return csrf
+
+
+SETTINGS = RunSettings(
+    agent="script", image="i", label="default", timeout_minutes=5, network="none",
+    resources=Resources(),
+)  # fmt: skip
+
+
+def dashboard_settings(redis_url: str, admins: str = "root") -> AppSettings:
+    """A test App's settings with a session secret (and `admins`, who see everything)."""
+    return make_settings(redis_url, session_secret=SecretStr(SESSION_SECRET), admins=admins)
+
+
+def signed_in(
+    base_url: str, settings: AppSettings, login: str, repos: Mapping[str, str]
+) -> tuple[httpx.Client, str]:
+    """A client for `base_url` signed in as `login` (through `sign_in`), and its CSRF token."""
+    holder = httpx.AsyncClient()
+    csrf = asyncio.run(sign_in(holder, settings, login, repos))
+    client = httpx.Client(base_url=base_url, timeout=10, cookies=holder.cookies)
+    asyncio.run(holder.aclose())
+    return client, csrf
+
+
+def make_pipeline(repo: str, number: int, title: str = "", kind: str = "issue") -> Pipeline:
+    return Pipeline(
+        id=f"{repo.replace('/', '.').lower()}.{number}", repo=repo, number=number, kind=kind,
+        branch=f"trimo/{number}-work", base_branch="main",
+        clone_url=f"http://git.test/{repo}.git", installation_id=1, title=title,
+    )  # fmt: skip
+
+
+def make_run(run_id: str, prompt: str = "do it", by: str = "alice") -> PipelineRun:
+    return PipelineRun(
+        run_id=run_id, prompt=prompt, settings=SETTINGS, requested_by=by, thread=1,
+    )  # fmt: skip
+
+
+async def seed(
+    redis_url: str,
+    pipeline: Pipeline,
+    run: PipelineRun,
+    state: str = "waiting",
+    outcome: Outcome = Outcome.SUCCESS,
+    commits: int = 0,
+) -> None:
+    """Put `run` on `pipeline` in Redis and move it to `state` (waiting, running, finished)."""
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        store = Pipelines(client)  # type: ignore[arg-type]
+        await store.add_run(pipeline, run)
+        if state in ("running", "finished"):
+            await store.mark_running(run.run_id, runner="runner-1", started_at=datetime.now(UTC))
+        if state == "finished":
+            made = [CommitInfo(sha=f"{i:040x}", subject=f"change {i}") for i in range(commits)]
+            reason = "" if outcome == Outcome.SUCCESS else "boom"
+            at = datetime.now(UTC) + timedelta(seconds=1)
+            finished = RunFinished(
+                run_id=run.run_id, outcome=outcome, reason=reason, commits=made, at=at
+            )
+            await store.finish(finished)
+    finally:
+        await client.aclose()
+
+
+def seed_sync(redis_url: str, *args: object, **kwargs: object) -> None:
+    asyncio.run(seed(redis_url, *args, **kwargs))  # type: ignore[arg-type]

@@ -562,3 +562,16 @@ def test_a_run_that_blocked_nothing_says_nothing_of_it() -> None:
     view = runview.RunView(run_id="r1").apply(finished("r1"))
     _, summary = runview.check_finished(view, "trimo/1-fix")
     assert "blocked" not in summary and "refused these hosts" not in summary
+
+
+async def test_a_finished_runs_log_stays_for_the_retention_days(world: World) -> None:
+    _number, run_id = await world.accept()
+    await world.started(run_id)
+    await world.pool.xadd(keys.run_events(run_id), {"event": "{}"})
+    await world.settle()
+    assert await world.pool.ttl(keys.run_events(run_id)) == -1  # kept while the run goes
+    await world.emit(run_id, finished(run_id))
+    await world.settle()
+    days = world.services.settings.log_retention_days
+    assert days == 14
+    assert days * 86400 - 60 < await world.pool.ttl(keys.run_events(run_id)) <= days * 86400

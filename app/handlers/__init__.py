@@ -1,6 +1,6 @@
 """Webhook handlers, one per (event, action), registered on `router` when imported."""
 
-from app.handlers import checks, closing, comments, installations, labels
+from app.handlers import checks, closing, comments, dashboard, installations, labels
 from app.handlers.context import router
 from app.services import Delivery, Services
 
@@ -10,6 +10,7 @@ __all__ = [
     "checks",
     "closing",
     "comments",
+    "dashboard",
     "installations",
     "labels",
     "router",

@@ -1,0 +1,249 @@
+"""The board's logic, pure: which column a pipeline is in, what its card says, the filters.
+
+Columns: queued, running, needs you (failed, timed out, stopped, refused, runner lost, or
+finished with nothing to review), ready for review (finished with commits and a pull
+request open), done (the issue or pull request was merged or closed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Final, Literal
+from urllib.parse import urlencode
+
+from app.runview import duration, money
+from app.summary import PipelineSummary, RunBrief
+from runner.contract import RUNNER_LOST
+from runner.job import Outcome
+
+Column = Literal["queued", "running", "needs_you", "review", "done"]
+COLUMNS: Final[tuple[Column, ...]] = ("queued", "running", "needs_you", "review", "done")
+COLUMN_TITLES: Final[Mapping[Column, str]] = {
+    "queued": "Queued",
+    "running": "Running",
+    "needs_you": "Needs you",
+    "review": "Ready for review",
+    "done": "Done",
+}
+SHOWN_PER_COLUMN: Final = 200
+"""Cards a column shows; the rest are counted (filters narrow them down)."""
+PROMPT_ON_CARD: Final = 90
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Tokens and cost of a run, as its events reported them."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float | None = None
+
+
+@dataclass(frozen=True)
+class Filters:
+    """What the board is narrowed to, from the URL's query (empty: everything)."""
+
+    repo: str = ""
+    person: str = ""
+    agent: str = ""
+    state: str = ""
+
+    @classmethod
+    def from_query(cls, query: Mapping[str, str]) -> Filters:
+        def field(name: str) -> str:
+            return " ".join(str(query.get(name, "")).split())[:100]
+
+        state = field("state")
+        return cls(
+            repo=field("repo"),
+            person=field("person").removeprefix("@"),
+            agent=field("agent"),
+            state=state if state in COLUMNS else "",
+        )
+
+    def query(self, **changes: str) -> str:
+        """The URL query of these filters with `changes` applied (empty values dropped)."""
+        values = {**self.as_dict(), **changes}
+        return urlencode({k: v for k, v in values.items() if v})
+
+    def as_dict(self) -> dict[str, str]:
+        return {"repo": self.repo, "person": self.person, "agent": self.agent, "state": self.state}
+
+    @property
+    def active(self) -> bool:
+        return any(self.as_dict().values())
+
+
+def column_of(summary: PipelineSummary, pull: int | None) -> Column:
+    """The column of a pipeline, given the number of its open pull request (if any)."""
+    if summary.closed:
+        return "done"
+    if summary.activity == "running":
+        return "running"
+    if summary.activity == "queued":
+        return "queued"
+    run = summary.run
+    if run is None:
+        return "done"
+    if run.outcome is Outcome.SUCCESS and summary.commits and pull is not None:
+        return "review"
+    return "needs_you"
+
+
+def state_words(summary: PipelineSummary, column: Column) -> str:
+    """Why the card is where it is, in a few words."""
+    run = summary.run
+    if column in ("queued", "running") or run is None:
+        return {"queued": "waiting for a runner", "running": "running"}.get(column, "")
+    if column == "done":
+        return "closed"
+    match run.outcome:
+        case Outcome.SUCCESS:
+            return "ready for review" if column == "review" else "finished with no changes"
+        case Outcome.FAILURE:
+            return "failed"
+        case Outcome.TIMED_OUT:
+            return "timed out"
+        case Outcome.CANCELLED:
+            return "cancelled"
+        case Outcome.ERROR if RUNNER_LOST in run.reason:
+            return "runner lost"
+        case Outcome.ERROR if run.reason.startswith("refused"):
+            return "refused"
+        case _:
+            return "could not run"
+
+
+def matches(summary: PipelineSummary, column: Column, filters: Filters) -> bool:
+    if filters.repo and summary.repo.lower() != filters.repo.lower():
+        return False
+    if filters.person and filters.person.lower() not in (p.lower() for p in summary.people):
+        return False
+    if filters.agent and filters.agent not in summary.agents:
+        return False
+    return not filters.state or filters.state == column
+
+
+@dataclass(frozen=True)
+class Card:
+    """What one card shows; text here is untrusted (the template escapes it)."""
+
+    id: str
+    column: Column
+    state: str
+    repo: str
+    number: int
+    kind: str
+    title: str
+    branch: str
+    agent: str
+    prompt: str
+    person: str
+    runner: str
+    since: datetime
+    """When what the clock shows began: the run's start while running, else the last change."""
+    elapsed: str
+    tokens: str
+    cost: str
+    pull: int | None
+    run_id: str
+
+
+def tokens_text(usage: Usage) -> str:
+    total = usage.input_tokens + usage.output_tokens
+    if not total:
+        return ""
+    if total >= 1_000_000:
+        return f"{total / 1_000_000:.1f}M tokens"
+    return f"{total / 1000:.1f}k tokens" if total >= 1000 else f"{total} tokens"
+
+
+def ago(seconds: float) -> str:
+    """`just now`, `5m ago`, `3h ago`, `2d ago`."""
+    seconds = max(0, int(seconds))
+    if seconds < 45:
+        return "just now"
+    if seconds < 3600:
+        return f"{max(1, round(seconds / 60))}m ago"
+    if seconds < 86400:
+        return f"{seconds // 3600}h ago"
+    return f"{seconds // 86400}d ago"
+
+
+def card_of(summary: PipelineSummary, pull: int | None, usage: Usage | None, now: datetime) -> Card:
+    column = column_of(summary, pull)
+    run: RunBrief | None = summary.run
+    usage = usage or Usage()
+    if column == "running" and run is not None and run.started_at is not None:
+        since = run.started_at
+        elapsed = duration((now - since).total_seconds())
+    else:
+        since = summary.updated_at
+        elapsed = ago((now - since).total_seconds())
+    prompt = " ".join((run.prompt if run else "").split())
+    return Card(
+        id=summary.id,
+        column=column,
+        state=state_words(summary, column),
+        repo=summary.repo,
+        number=summary.number,
+        kind=summary.kind,
+        title=summary.title,
+        branch=summary.branch,
+        agent=run.agent if run else "",
+        prompt=prompt if len(prompt) <= PROMPT_ON_CARD else prompt[: PROMPT_ON_CARD - 1] + "…",
+        person=run.requested_by if run else "",
+        runner=(run.runner or "") if run else "",
+        since=since,
+        elapsed=elapsed,
+        tokens=tokens_text(usage),
+        cost=money(usage.cost_usd),
+        pull=pull,
+        run_id=run.run_id if run else "",
+    )
+
+
+@dataclass(frozen=True)
+class Board:
+    columns: Mapping[Column, list[Card]]
+    counts: Mapping[Column, int]
+    repos: list[str]
+    people: list[str]
+    agents: list[str]
+
+
+def build_board(
+    summaries: Iterable[PipelineSummary],
+    pulls: Mapping[str, int],
+    usage: Mapping[str, Usage],
+    filters: Filters,
+    now: datetime,
+) -> Board:
+    """Cards per column, latest change first; `summaries` already limited to what the
+    viewer may see, newest first."""
+    columns: dict[Column, list[Card]] = {column: [] for column in COLUMNS}
+    counts: dict[Column, int] = dict.fromkeys(COLUMNS, 0)
+    repos: set[str] = set()
+    people: set[str] = set()
+    agents: set[str] = set()
+    for summary in summaries:
+        repos.add(summary.repo)
+        people.update(summary.people)
+        agents.update(summary.agents)
+        pull = pulls.get(summary.id)
+        column = column_of(summary, pull)
+        if not matches(summary, column, filters):
+            continue
+        counts[column] += 1
+        if counts[column] <= SHOWN_PER_COLUMN:
+            run_id = summary.run.run_id if summary.run else ""
+            columns[column].append(card_of(summary, pull, usage.get(run_id), now))
+    return Board(
+        columns=columns,
+        counts=counts,
+        repos=sorted(repos, key=str.lower),
+        people=sorted(people, key=str.lower),
+        agents=sorted(agents),
+    )

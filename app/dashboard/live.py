@@ -1,0 +1,247 @@
+"""Live updates, one Redis reader per stream shared by every browser that listens.
+
+- `BoardFeed`: one pub/sub subscription to the pipelines' change channel per process.
+  Changes are gathered for `BATCH_SECONDS`, their summaries loaded in one round trip, and
+  each update handed to every board listener (which keeps what its viewer may see).
+- `RunFeeds`: per run, one blocking `XREAD` on its event stream while anyone watches it.
+  A listener reads what it missed (`XRANGE` after its `Last-Event-ID`) and then what the
+  shared reader hands it, skipping what it already had.
+
+A listener that falls far behind is told to reload rather than let its queue grow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Final, Generic, TypeVar, cast
+
+import redis.asyncio as aioredis
+from arq.connections import ArqRedis
+from redis.exceptions import RedisError
+
+from app import redisio
+from app.dashboard.board import Usage
+from app.dashboard.data import board_extras
+from app.pipelines import CHANGES, Pipelines
+from app.summary import PipelineSummary
+from runner import contract
+
+log = logging.getLogger("trimo.dashboard")
+
+BATCH_SECONDS: Final = 0.1
+LISTENER_QUEUE: Final = 2000
+XREAD_BLOCK_MS: Final = 1000
+RETRY_SECONDS: Final = 1.0
+BACKLOG_CHUNK: Final = 500
+
+T = TypeVar("T")
+RedisGetter = Callable[[], Awaitable[ArqRedis]]
+
+
+class Overflow(Exception):
+    """The listener fell too far behind: it should start again from what is stored."""
+
+
+class Listener(Generic[T]):
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[T] = asyncio.Queue(LISTENER_QUEUE)
+        self.overflowed = False
+
+    def put(self, item: T) -> None:
+        try:
+            self.queue.put_nowait(item)
+        except asyncio.QueueFull:
+            self.overflowed = True
+
+    async def get(self) -> T:
+        if self.overflowed:
+            raise Overflow
+        item = await self.queue.get()
+        if self.overflowed:
+            raise Overflow
+        return item
+
+
+@dataclass(frozen=True)
+class PipelineUpdate:
+    summary: PipelineSummary
+    pull: int | None
+    usage: Usage | None
+
+
+class BoardFeed:
+    """Pipeline changes, fanned out from one subscription."""
+
+    def __init__(self, redis: RedisGetter) -> None:
+        self._redis = redis
+        self._listeners: set[Listener[PipelineUpdate]] = set()
+        self._task: asyncio.Task[None] | None = None
+
+    @contextlib.asynccontextmanager
+    async def listen(self) -> AsyncIterator[Listener[PipelineUpdate]]:
+        listener: Listener[PipelineUpdate] = Listener()
+        self._listeners.add(listener)
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._follow())
+        try:
+            yield listener
+        finally:
+            self._listeners.discard(listener)
+
+    @property
+    def listeners(self) -> int:
+        return len(self._listeners)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _follow(self) -> None:
+        while self._listeners:
+            try:
+                await self._subscribed()
+            except (RedisError, OSError) as exc:
+                log.warning("board feed: Redis trouble (%s); again in %.0fs", exc, RETRY_SECONDS)
+                await asyncio.sleep(RETRY_SECONDS)
+
+    async def _subscribed(self) -> None:
+        redis = await self._redis()
+        pubsub = redis.pubsub()
+        await pubsub.subscribe(CHANGES)
+        try:
+            while self._listeners:
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                if message is None:
+                    continue
+                changed = {redisio.as_text(message["data"]) or ""}
+                deadline = asyncio.get_running_loop().time() + BATCH_SECONDS
+                while (left := deadline - asyncio.get_running_loop().time()) > 0:
+                    more = await pubsub.get_message(ignore_subscribe_messages=True, timeout=left)
+                    if more is not None:
+                        changed.add(redisio.as_text(more["data"]) or "")
+                await self._hand_out(redis, sorted(changed))
+        finally:
+            with contextlib.suppress(RedisError, OSError):
+                await cast(Callable[[], Awaitable[None]], pubsub.aclose)()
+
+    async def _hand_out(self, redis: ArqRedis, ids: list[str]) -> None:
+        summaries = await Pipelines(redis).summaries(ids)
+        pulls, usage = await board_extras(redis, summaries)
+        for summary in summaries:
+            run_id = summary.run.run_id if summary.run else ""
+            update = PipelineUpdate(summary, pulls.get(summary.id), usage.get(run_id))
+            for listener in list(self._listeners):
+                listener.put(update)
+
+
+StreamEntry = tuple[str, str]
+"""(stream id, the event's JSON)."""
+
+
+def entry_key(entry_id: str) -> tuple[int, int]:
+    millis, _, seq = entry_id.partition("-")
+    try:
+        return int(millis), int(seq or 0)
+    except ValueError:
+        return 0, 0
+
+
+def _entries(raw: list[tuple[bytes | str, dict[bytes | str, bytes | str]]]) -> list[StreamEntry]:
+    found = []
+    for entry_id, fields in raw:
+        event = fields.get(b"event", fields.get("event"))
+        found.append((redisio.as_text(entry_id) or "", redisio.as_text(event) or ""))
+    return found
+
+
+@dataclass
+class _RunReader:
+    listeners: set[Listener[StreamEntry]] = field(default_factory=set)
+    task: asyncio.Task[None] | None = None
+
+
+class RunFeeds:
+    """Each watched run's events, read once and fanned out."""
+
+    def __init__(self, redis: RedisGetter) -> None:
+        self._redis = redis
+        self._readers: dict[str, _RunReader] = {}
+
+    async def follow(
+        self, run_id: str, after: str | None, keepalive: float
+    ) -> AsyncGenerator[StreamEntry | None]:
+        """The run's events after stream id `after` (None: from its first), then live ones;
+        None after `keepalive` seconds without one."""
+        reader = self._readers.setdefault(run_id, _RunReader())
+        listener: Listener[StreamEntry] = Listener()
+        redis = await self._redis()
+        start = await self._last_id(redis, run_id)
+        reader.listeners.add(listener)
+        if reader.task is None or reader.task.done():
+            reader.task = asyncio.create_task(self._read(run_id, reader, start))
+        try:
+            last = entry_key(after) if after else (0, 0)
+            cursor = f"({after}" if after else "-"
+            while True:
+                raw = await redis.xrange(contract.run_events(run_id), cursor, "+", BACKLOG_CHUNK)
+                for entry in _entries(raw):
+                    last = entry_key(entry[0])
+                    yield entry
+                if len(raw) < BACKLOG_CHUNK:
+                    break
+                cursor = f"({redisio.as_text(raw[-1][0])}"
+            while True:
+                try:
+                    entry = await asyncio.wait_for(listener.get(), keepalive)
+                except TimeoutError:
+                    yield None
+                    continue
+                if entry_key(entry[0]) > last:
+                    last = entry_key(entry[0])
+                    yield entry
+        finally:
+            reader.listeners.discard(listener)
+
+    def watching(self, run_id: str) -> int:
+        reader = self._readers.get(run_id)
+        return len(reader.listeners) if reader else 0
+
+    async def close(self) -> None:
+        for reader in list(self._readers.values()):
+            if reader.task is not None:
+                reader.task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await reader.task
+
+    @staticmethod
+    async def _last_id(redis: aioredis.Redis, run_id: str) -> str:
+        newest = await redis.xrevrange(contract.run_events(run_id), "+", "-", 1)
+        return (redisio.as_text(newest[0][0]) or "0-0") if newest else "0-0"
+
+    async def _read(self, run_id: str, reader: _RunReader, start: str) -> None:
+        cursor = start
+        try:
+            while reader.listeners:
+                try:
+                    redis = await self._redis()
+                    answer = await redis.xread(
+                        {contract.run_events(run_id): cursor}, count=200, block=XREAD_BLOCK_MS
+                    )
+                except (RedisError, OSError) as exc:
+                    log.warning("run %s feed: Redis trouble (%s)", run_id, exc)
+                    await asyncio.sleep(RETRY_SECONDS)
+                    continue
+                for _stream, raw in answer or []:
+                    for entry in _entries(raw):
+                        cursor = entry[0]
+                        for listener in list(reader.listeners):
+                            listener.put(entry)
+        finally:
+            if self._readers.get(run_id) is reader and not reader.listeners:
+                del self._readers[run_id]

@@ -1,0 +1,419 @@
+"""The dashboard's pages, live streams and actions, served by `trimo serve` at `/`.
+
+Every page starts from the signed-in viewer (`auth.current_viewer`), and shows only the
+repositories they see. Actions are POSTs checked for their CSRF token; they are handed to
+the App worker as `trimo_dashboard` deliveries (see `app.dashboard.requests`), so the
+runs service handles them exactly as it handles comment commands.
+
+Stable hooks for browser tests (documented in the templates): `#col-<column>` columns,
+`#card-<pipeline id>` cards (`data-column`), `#log` with `.log-line` lines (`data-id`),
+and buttons `#stop`, `#retry`, `#follow-up` and `#new-pipeline`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final, TypeVar
+from urllib.parse import quote
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from app.dashboard import data
+from app.dashboard.auth import Viewer, checked_form, csrf_token, current_viewer
+from app.dashboard.board import Filters, build_board, card_of, matches
+from app.dashboard.diffs import DiffPage, load_diff
+from app.dashboard.live import BoardFeed, Overflow, RunFeeds
+from app.dashboard.logview import log_line
+from app.dashboard.pages import render
+from app.dashboard.requests import (
+    DASHBOARD_EVENT,
+    FormError,
+    parse_follow_up,
+    parse_new_pipeline,
+)
+from app.github import GitHubApp
+from app.installations import installation_for_repo
+from app.pipelines import Pipeline, Pipelines
+from app.policy import role_allows
+from app.runview import html_url
+from app.settings import AppSettings, SettingsError
+from app.web import RedisHandle, enqueue_delivery
+from runner.contract import AGENTS, is_valid_id
+
+log = logging.getLogger("trimo.dashboard")
+T = TypeVar("T")
+
+STATIC_DIR: Final = Path(__file__).resolve().parent / "static"
+KEEPALIVE_SECONDS: Final = 15.0
+LEAST_ROLE_TO_ACT: Final = "write"
+"""No repository config asks for less than this; the App worker checks the config's own."""
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def sse(event: str, payload: str, event_id: str | None = None) -> str:
+    """One server-sent event; `payload` may span lines."""
+    head = f"id: {event_id}\n" if event_id else ""
+    body = "".join(f"data: {line}\n" for line in payload.split("\n"))
+    return f"{head}event: {event}\n{body}\n"
+
+
+def may_act(viewer: Viewer, repo: str) -> bool:
+    return role_allows(viewer.role(repo), LEAST_ROLE_TO_ACT)
+
+
+class Dashboard:
+    """The dashboard's routes, bound to the App's settings and Redis."""
+
+    def __init__(self, settings: AppSettings, redis: RedisHandle) -> None:
+        self.settings = settings
+        self.redis = redis
+        self.board_feed = BoardFeed(self._redis)
+        self.run_feeds = RunFeeds(self._redis)
+        self._github: GitHubApp | None = None
+
+    async def _redis(self) -> Any:
+        return await self.redis.get()
+
+    async def _pipelines(self) -> Pipelines:
+        return Pipelines(await self.redis.get())
+
+    def routes(self) -> list[BaseRoute]:
+        return [
+            Route("/", self.board),
+            Route("/events/board", self.board_events),
+            Route("/pipelines/{pipeline_id}", self.pipeline_page),
+            Route("/pipelines/{pipeline_id}/diff", self.pipeline_diff),
+            Route("/pipelines/{pipeline_id}/stop", self.stop, methods=["POST"]),
+            Route("/pipelines/{pipeline_id}/retry", self.retry, methods=["POST"]),
+            Route("/pipelines/{pipeline_id}/follow-up", self.follow_up, methods=["POST"]),
+            Route("/runs/{run_id}", self.run_page),
+            Route("/runs/{run_id}/events", self.run_events),
+            Route("/fleet", self.fleet),
+            Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
+        ]
+
+    async def close(self) -> None:
+        await self.board_feed.close()
+        await self.run_feeds.close()
+
+    # --- pages ------------------------------------------------------------------------
+
+    async def board(self, request: Request) -> Response:
+        viewer = await current_viewer(request)
+        if viewer is None:
+            return _to_login(request)
+        filters = Filters.from_query(request.query_params)
+        loaded = await data.load_board(await self._pipelines(), _visible(viewer))
+        board = build_board(loaded.summaries, loaded.pulls, loaded.usage, filters, _now())
+        return self._page(request, viewer, "board.html.j2", board=board, filters=filters)
+
+    async def pipeline_page(self, request: Request) -> Response:
+        viewer = await current_viewer(request)
+        if viewer is None:
+            return _to_login(request)
+        pipeline = await self._visible_pipeline(request, viewer)
+        redis = await self.redis.get()
+        views = await data.run_views(redis, [run.run_id for run in pipeline.runs])
+        pull = (
+            pipeline.number if pipeline.kind == "pull" else await data.pull_of(redis, pipeline.id)
+        )
+        web = html_url(pipeline.clone_url)
+        return self._page(
+            request,
+            viewer,
+            "pipeline.html.j2",
+            pipeline=pipeline,
+            runs=list(reversed(pipeline.runs)),
+            views=views,
+            pull=pull,
+            web=web,
+            may_act=may_act(viewer, pipeline.repo),
+            agents=AGENTS,
+            error=request.query_params.get("error", "")[:300],
+            asked=request.query_params.get("asked", "") in ("stop", "retry", "run"),
+        )
+
+    async def pipeline_diff(self, request: Request) -> Response:
+        viewer = await current_viewer(request)
+        if viewer is None:
+            return _to_login(request)
+        pipeline = await self._visible_pipeline(request, viewer)
+        page: DiffPage = await load_diff(await self._github_app(), pipeline)
+        return HTMLResponse(render("_diff.html.j2", diff=page))
+
+    async def run_page(self, request: Request) -> Response:
+        viewer = await current_viewer(request)
+        if viewer is None:
+            return _to_login(request)
+        run_id = request.path_params["run_id"]
+        found = await (await self._pipelines()).get_run(run_id) if is_valid_id(run_id) else None
+        if found is None or not viewer.sees(found[0].repo):
+            raise HTTPException(404, "No such run, or not one of your repositories.")
+        pipeline, run = found
+        views = await data.run_views(await self.redis.get(), [run_id])
+        return self._page(
+            request,
+            viewer,
+            "run.html.j2",
+            pipeline=pipeline,
+            run=run,
+            view=views.get(run_id),
+            may_act=may_act(viewer, pipeline.repo),
+            retention_days=self.settings.log_retention_days,
+        )
+
+    async def fleet(self, request: Request) -> Response:
+        viewer = await current_viewer(request)
+        if viewer is None:
+            return _to_login(request)
+        if not viewer.admin:
+            raise HTTPException(403, "The fleet page is for Trimo's admins (TRIMO_ADMINS).")
+        pipelines = await self._pipelines()
+        summaries = await pipelines.summaries(await pipelines.recent_ids())
+        waiting = {s.run.label for s in summaries if s.activity == "queued" and s.run}
+        fleet = await data.load_fleet(pipelines.redis, waiting)
+        return self._page(request, viewer, "fleet.html.j2", fleet=fleet, now=_now())
+
+    async def new_pipeline_page(self, request: Request) -> Response:
+        viewer = await current_viewer(request)
+        if viewer is None:
+            return _to_login(request)
+        return self._new_form(request, viewer, error="", values={})
+
+    def _new_form(
+        self, request: Request, viewer: Viewer, error: str, values: Mapping[str, str]
+    ) -> Response:
+        repos = sorted((r for r in viewer.repos if may_act(viewer, r)), key=str.lower)
+        return self._page(
+            request,
+            viewer,
+            "new.html.j2",
+            repos=repos,
+            agents=AGENTS,
+            error=error,
+            values=values,
+            status=400 if error else 200,
+        )
+
+    # --- live -------------------------------------------------------------------------
+
+    async def board_events(self, request: Request) -> Response:
+        viewer = await current_viewer(request)
+        if viewer is None:
+            raise HTTPException(401, "Sign in first.")
+        filters = Filters.from_query(request.query_params)
+
+        async def stream() -> AsyncIterator[str]:
+            yield sse("hello", "{}")
+            async with self.board_feed.listen() as listener:
+                while True:
+                    try:
+                        update = await _within(listener.get(), KEEPALIVE_SECONDS)
+                    except TimeoutError:
+                        yield ": keepalive\n\n"
+                        continue
+                    except Overflow:
+                        yield sse("reload", "{}")
+                        return
+                    summary = update.summary
+                    if not viewer.sees(summary.repo):
+                        continue
+                    card = card_of(summary, update.pull, update.usage, _now())
+                    if not matches(summary, card.column, filters):
+                        yield sse("remove", json.dumps({"id": card.id}))
+                        continue
+                    html = render("_card.html.j2", card=card, now=_now())
+                    moved = {"id": card.id, "column": card.column, "html": html}
+                    yield sse("card", json.dumps(moved))
+
+        return _event_stream(stream())
+
+    async def run_events(self, request: Request) -> Response:
+        viewer = await current_viewer(request)
+        if viewer is None:
+            raise HTTPException(401, "Sign in first.")
+        run_id = request.path_params["run_id"]
+        found = await (await self._pipelines()).get_run(run_id) if is_valid_id(run_id) else None
+        if found is None or not viewer.sees(found[0].repo):
+            raise HTTPException(404, "No such run, or not one of your repositories.")
+        after = request.headers.get("last-event-id") or request.query_params.get("after") or None
+        if after is not None and not _is_stream_id(after):
+            after = None
+
+        async def stream() -> AsyncIterator[str]:
+            entries = self.run_feeds.follow(run_id, after, KEEPALIVE_SECONDS)
+            try:
+                async for entry in entries:
+                    if entry is None:
+                        yield ": keepalive\n\n"
+                        continue
+                    entry_id, raw = entry
+                    line = log_line(raw)
+                    html = render("_log_line.html.j2", line=line, entry_id=entry_id)
+                    yield sse("line", html, entry_id)
+                    if line.kind == "end":
+                        yield sse("end", json.dumps({"outcome": line.title}))
+            except Overflow:
+                yield sse("reload", "{}")
+            finally:
+                await entries.aclose()
+
+        return _event_stream(stream())
+
+    # --- actions ----------------------------------------------------------------------
+
+    async def stop(self, request: Request) -> Response:
+        return await self._act(request, "stop")
+
+    async def retry(self, request: Request) -> Response:
+        return await self._act(request, "retry")
+
+    async def follow_up(self, request: Request) -> Response:
+        return await self._act(request, "run")
+
+    async def _act(self, request: Request, action: str) -> Response:
+        viewer = await current_viewer(request)
+        if viewer is None:
+            raise HTTPException(401, "Sign in first.")
+        form = await checked_form(request)
+        pipeline = await self._visible_pipeline(request, viewer)
+        back = f"/pipelines/{quote(pipeline.id)}"
+        if not may_act(viewer, pipeline.repo):
+            raise HTTPException(403, f"You need {LEAST_ROLE_TO_ACT} access to {pipeline.repo}.")
+        ask: dict[str, str] = {"pipeline": pipeline.id}
+        if action == "stop":
+            run_id = str(form.get("run_id") or pipeline.active_run or "")
+            ask["run_id"] = run_id if pipeline.find(run_id) else ""
+        elif action == "retry":
+            last = pipeline.last_run()
+            ask["run_id"] = str(form.get("run_id") or (last.run_id if last else ""))
+        else:
+            parsed = parse_follow_up(dict(form))
+            if isinstance(parsed, FormError):
+                return RedirectResponse(f"{back}?error={quote(parsed.message)}", status_code=303)
+            ask |= {"prompt": parsed.prompt, "agent": parsed.agent}
+        repository = {
+            "name": pipeline.repo.partition("/")[2],
+            "full_name": pipeline.repo,
+            "owner": {"login": pipeline.repo.partition("/")[0]},
+            "clone_url": pipeline.clone_url,
+            "default_branch": pipeline.base_branch,
+        }
+        await self._enqueue(viewer, action, repository, pipeline.installation_id, ask)
+        return RedirectResponse(f"{back}?asked={action}", status_code=303)
+
+    async def new_pipeline(self, request: Request) -> Response:
+        viewer = await current_viewer(request)
+        if viewer is None:
+            raise HTTPException(401, "Sign in first.")
+        form = await checked_form(request)
+        values = {k: str(v) for k, v in form.items() if k != "csrf" and isinstance(v, str)}
+        allowed = {r.lower(): r for r in viewer.repos if may_act(viewer, r)}
+        parsed = parse_new_pipeline(values, allowed)
+        if isinstance(parsed, FormError):
+            return self._new_form(request, viewer, parsed.message, values)
+        redis = await self.redis.get()
+        installation = await installation_for_repo(redis, parsed.repo)
+        if installation is None:
+            message = f"Trimo is not installed on {parsed.repo}."
+            return self._new_form(request, viewer, message, values)
+        owner, _, name = parsed.repo.partition("/")
+        repository = {
+            "name": name,
+            "full_name": parsed.repo,
+            "owner": {"login": owner},
+            "clone_url": "",
+        }
+        ask = {"prompt": parsed.prompt, "agent": parsed.agent, "base_branch": parsed.base_branch}
+        await self._enqueue(viewer, "new", repository, installation, ask)
+        return RedirectResponse("/?asked=new", status_code=303)
+
+    async def _enqueue(
+        self,
+        viewer: Viewer,
+        action: str,
+        repository: dict[str, Any],
+        installation_id: int,
+        ask: dict[str, str],
+    ) -> None:
+        payload = {
+            "action": action,
+            "repository": repository,
+            "installation": {"id": installation_id},
+            "sender": {"login": viewer.login, "type": "User"},
+            "ask": ask,
+        }
+        delivery_id = f"dash-{secrets.token_hex(12)}"
+        await enqueue_delivery(await self.redis.get(), DASHBOARD_EVENT, delivery_id, payload)
+        log.info("dashboard: %s asked %s (delivery %s)", viewer.login, action, delivery_id)
+
+    # --- helpers ----------------------------------------------------------------------
+
+    async def _visible_pipeline(self, request: Request, viewer: Viewer) -> Pipeline:
+        pipeline_id = request.path_params["pipeline_id"]
+        pipelines = await self._pipelines()
+        pipeline = await pipelines.get(pipeline_id) if is_valid_id(pipeline_id) else None
+        if pipeline is None or not viewer.sees(pipeline.repo):
+            raise HTTPException(404, "No such pipeline, or not one of your repositories.")
+        return pipeline
+
+    async def _github_app(self) -> GitHubApp | None:
+        """The App's GitHub client, when its id and key are configured."""
+        if self._github is None and self.settings.github_app_id is not None:
+            try:
+                self.settings.private_key()
+            except SettingsError:
+                return None
+            self._github = GitHubApp(self.settings, await self.redis.get())
+        return self._github
+
+    def _page(
+        self, request: Request, viewer: Viewer, template: str, status: int = 200, **context: Any
+    ) -> HTMLResponse:
+        html = render(
+            template,
+            viewer=viewer,
+            csrf=csrf_token(request),
+            path=request.url.path,
+            now=context.pop("now", _now()),
+            **context,
+        )
+        return HTMLResponse(html, status_code=status)
+
+
+def _visible(viewer: Viewer) -> list[str] | None:
+    return None if viewer.admin else [repo.lower() for repo in viewer.repos]
+
+
+def _to_login(request: Request) -> Response:
+    return RedirectResponse(f"/login?next={quote(request.url.path)}", status_code=303)
+
+
+def _is_stream_id(value: str) -> bool:
+    millis, _, seq = value.partition("-")
+    return millis.isdigit() and seq.isdigit() and len(value) < 40
+
+
+async def _within(awaitable: Awaitable[T], seconds: float) -> T:
+    return await asyncio.wait_for(awaitable, seconds)
+
+
+def _event_stream(stream: AsyncIterator[str]) -> StreamingResponse:
+    return StreamingResponse(
+        stream,
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
