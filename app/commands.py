@@ -25,6 +25,7 @@ Start a comment with one of these commands:
 /trimo stop      stop the current run
 /trimo retry     run the last prompt again
 /trimo status    show how this pipeline is doing
+/trimo preview   run this pipeline's branch live, one link away (`preview stop` stops it)
 /trimo help      show this message
 ```
 
@@ -35,7 +36,7 @@ Start a comment with one of these commands:
 - Mentioning the app at the start of a comment, followed by a prompt, works like `/trimo run`.
 """
 
-SUBCOMMANDS: tuple[str, ...] = ("run", "stop", "retry", "status", "help")
+SUBCOMMANDS: tuple[str, ...] = ("run", "stop", "retry", "status", "preview", "help")
 RUN_OPTIONS: tuple[str, ...] = ("--agent", "--on", "--timeout", "--network")
 
 ReplyCode = Literal[
@@ -45,6 +46,7 @@ ReplyCode = Literal[
     "missing_value",
     "repeated_option",
     "bad_value",
+    "bad_preview",
 ]
 
 
@@ -75,6 +77,13 @@ class StatusCommand:
 
 
 @dataclass(frozen=True)
+class PreviewCommand:
+    """Start (or refresh) the pipeline's preview; with `stop`, stop it."""
+
+    stop: bool = False
+
+
+@dataclass(frozen=True)
 class HelpCommand:
     """Reply with the usage."""
 
@@ -93,7 +102,14 @@ class Ignore:
 
 
 ParseResult: TypeAlias = (
-    RunCommand | StopCommand | RetryCommand | StatusCommand | HelpCommand | Reply | Ignore
+    RunCommand
+    | StopCommand
+    | RetryCommand
+    | StatusCommand
+    | PreviewCommand
+    | HelpCommand
+    | Reply
+    | Ignore
 )
 
 _OPTION_TOKEN = re.compile(r"--[A-Za-z][A-Za-z0-9_-]*(?:=.*)?", re.DOTALL)
@@ -176,11 +192,24 @@ def _parse_command(line_rest: str, rest: str) -> ParseResult:
     if word == "run":
         after_word = line_rest[line_rest.index(word) + len(word) :]
         return _parse_run(after_word, rest)
+    if word == "preview":
+        return _parse_preview(line_rest.split()[1:])
     if word in SUBCOMMANDS:
         return _simple_command(word)
     guesses = difflib.get_close_matches(word.lower(), SUBCOMMANDS, n=1)
     hint = f" Did you mean `/trimo {guesses[0]}`?" if guesses else ""
     raise _Problem("unknown_command", f"Unknown command {inline_code(word, 40)}.{hint}")
+
+
+def _parse_preview(words: list[str]) -> PreviewCommand:
+    if not words:
+        return PreviewCommand()
+    if [word.lower() for word in words] == ["stop"]:
+        return PreviewCommand(stop=True)
+    raise _Problem(
+        "bad_preview",
+        f"`/trimo preview` takes nothing, or `stop`; not {inline_code(' '.join(words), 40)}.",
+    )
 
 
 def _simple_command(word: str) -> ParseResult:

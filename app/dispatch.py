@@ -19,8 +19,15 @@ from pydantic import SecretStr
 from redis.exceptions import WatchError
 
 from app.pipelines import Pickup, Pipeline, PipelineRun
-from runner.contract import RUN_FUNCTION, run_queue
+from runner.contract import (
+    PREVIEW_FUNCTION,
+    RUN_FUNCTION,
+    preview_queue,
+    preview_wanted,
+    run_queue,
+)
 from runner.job import RepoRef, RunRequest
+from runner.previews.job import PreviewRequest
 
 log = logging.getLogger("trimo.dispatch")
 
@@ -93,6 +100,21 @@ class Dispatch:
             "queued" if job is not None else "was already queued",
             queue,
         )
+
+    async def enqueue_preview(self, request: PreviewRequest, installation_id: int) -> None:
+        """Queue a preview for runners of its label, with a token to fetch its repository;
+        it becomes the one its pipeline wants (a runner stops any other)."""
+        token = await self._token(installation_id, request.repo.full_name.partition("/")[2])
+        request = request.model_copy(update={"token": SecretStr(token)})
+        await self.redis.set(preview_wanted(request.pipeline), request.preview_id)
+        queue = preview_queue(request.runner_label)
+        await self.redis.enqueue_job(
+            PREVIEW_FUNCTION,
+            request.dump_for_queue(),
+            _job_id=request.preview_id,
+            _queue_name=queue,
+        )
+        log.info("preview %s of %s queued to %s", request.preview_id, request.pipeline, queue)
 
     async def take_back(self, run: PipelineRun) -> Pickup:
         """Take `run`'s job back before any runner starts it.

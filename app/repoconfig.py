@@ -25,7 +25,7 @@ from pydantic_core import ErrorDetails
 
 from app.commands import MAX_TIMEOUT_MINUTES
 from app.naming import inline_code, is_agent_name, is_runner_label
-from runner.contract import NetworkMode
+from runner.contract import DEFAULT_PREVIEW_IDLE_MINUTES, MAX_PREVIEW_IDLE_MINUTES, NetworkMode
 from runner.job import is_valid_branch_name
 from runner.network.hosts import host_pattern_error, normalise_host
 
@@ -94,6 +94,39 @@ class ResourcesConfig(BaseModel):
         return value.strip().lower()
 
 
+class PreviewConfig(BaseModel):
+    """How to run the pipeline's branch as a live QA preview (`preview:`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    command: str = Field(min_length=1, max_length=4000)
+    """Starts the app's server; `$PORT` is the port it must listen on, on 0.0.0.0."""
+    setup: str = Field(default="", max_length=4000)
+    port: int = Field(default=3000, ge=1, le=65535, strict=True)
+    ready_path: str = "/"
+    idle_minutes: int = Field(
+        default=DEFAULT_PREVIEW_IDLE_MINUTES, ge=1, le=MAX_PREVIEW_IDLE_MINUTES, strict=True
+    )
+    image: str | None = None
+    """None means the run image."""
+    auto: bool = False
+    """Start (or refresh) a preview after every successful run."""
+
+    @field_validator("ready_path")
+    @classmethod
+    def _path_ok(cls, value: str) -> str:
+        if not value.startswith("/") or any(c.isspace() or not c.isprintable() for c in value):
+            raise ValueError("should be a path starting with /, like /health")
+        return value
+
+    @field_validator("image")
+    @classmethod
+    def _image_ok(cls, value: str | None) -> str | None:
+        if value is not None and not _IMAGE_RE.fullmatch(value):
+            raise ValueError("should be a Docker image reference like ghcr.io/org/app:1.2")
+        return value
+
+
 class RepoConfig(BaseModel):
     """What a repository asks of Trimo; the server's policy may still refuse some of it."""
 
@@ -111,6 +144,8 @@ class RepoConfig(BaseModel):
     trigger_label: str = Field(default="trimo", min_length=1, max_length=50)
     min_permission: MinPermission = "write"
     branch_prefix: str = "trimo/"
+    preview: PreviewConfig | None = None
+    """None: this repository has no previews."""
 
     @field_validator("agent")
     @classmethod
@@ -262,6 +297,8 @@ def _problem(error: ErrorDetails) -> str:
         message = 'should be a list, like `[registry.npmjs.org, "*.pypi.org"]`'
     elif error["type"] == "too_long":
         message = f"should have at most {MAX_ALLOWED_HOSTS} entries"
+    elif error["type"] == "missing":
+        return f"{inline_code(path, 40)} is missing: it is required here."
     elif error["type"] in {"model_type", "model_attributes_type"}:
         message = "should be a mapping of settings"
     elif message.startswith("Input "):
@@ -272,7 +309,8 @@ def _problem(error: ErrorDetails) -> str:
 
 
 def _known(parents: Sequence[str]) -> list[str]:
-    model: type[BaseModel] = ResourcesConfig if list(parents) == ["resources"] else RepoConfig
+    sections: dict[str, type[BaseModel]] = {"resources": ResourcesConfig, "preview": PreviewConfig}
+    model = sections.get(".".join(parents), RepoConfig)
     return list(model.model_fields)
 
 

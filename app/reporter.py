@@ -36,7 +36,7 @@ from typing import Any, Final, Literal, TypeVar
 import redis.asyncio as aioredis
 from githubkit.exception import RequestError, RequestFailed
 
-from app import runview
+from app import previews, runview
 from app.budget import LiveRun, Priority, WriteBudget, due_live
 from app.github import CheckAction, ReactionTarget, RepoAPI, failure_detail, is_transient
 from app.pipelines import Pipeline, PipelineRun
@@ -461,6 +461,7 @@ class Reporter:
         await self._save(view)
         # Recorded last: a failure above leaves the event unacknowledged, to be tried again.
         await self.services.pipelines.finish(event)
+        await self._refresh_preview(api, pipeline, event)
         pipe = self.redis.pipeline(transaction=False)
         pipe.srem(DIRTY, run.run_id)
         pipe.hdel(RUNNING, run.run_id)
@@ -520,6 +521,14 @@ class Reporter:
             raise
         except Exception as exc:
             log.warning("run %s: its check run could not be ended: %s", run.run_id, describe(exc))
+
+    async def _refresh_preview(self, api: RepoAPI, pipeline: Pipeline, event: RunFinished) -> None:
+        """New commits refresh the pipeline's preview (or start one, with `auto`); the run's
+        report never waits on it."""
+        try:
+            await _timed(previews.after_run(self.services, api, pipeline, event))
+        except Exception as exc:
+            log.warning("run %s: its preview was not refreshed: %s", event.run_id, describe(exc))
 
     async def _start_next(self, api: RepoAPI, pipeline: Pipeline) -> None:
         started = await _timed(start_next(self.services, api, pipeline.id))

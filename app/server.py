@@ -25,6 +25,7 @@ import uvicorn
 from arq import create_pool
 from arq.worker import Worker
 
+from app.previewreport import PreviewReporter
 from app.reporter import Reporter
 from app.settings import AppSettings, SettingsError
 from app.tokens import TokenDesk
@@ -141,6 +142,11 @@ async def run(settings: AppSettings, parts: Parts) -> None:
         reporter = Reporter(services, consumer=f"{socket.gethostname()}-{os.getpid()}")
         await reporter.run(stop)
 
+    async def report_previews() -> None:
+        services = build_services(settings, pool)
+        consumer = f"{socket.gethostname()}-{os.getpid()}"
+        await PreviewReporter(services, consumer).run(stop)
+
     try:
         if parts.web:
             tasks.append(asyncio.create_task(supervise("web edge", serve_web, stop)))
@@ -149,6 +155,7 @@ async def run(settings: AppSettings, parts: Parts) -> None:
             tasks.append(asyncio.create_task(supervise("token desk", answer_tokens, stop)))
         if parts.reporter:
             tasks.append(asyncio.create_task(supervise("reporter", report, stop)))
+            tasks.append(asyncio.create_task(supervise("preview reporter", report_previews, stop)))
         if parts.runner is not None:
             daemon = RunnerDaemon(parts.runner, parts.runner.runner_policy())
             tasks.append(asyncio.create_task(daemon.serve(handle_signals=False)))

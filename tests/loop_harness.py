@@ -34,7 +34,15 @@ T = TypeVar("T")
 class Loop:
     """Processes and helpers; `start()` then drive it with comments."""
 
-    def __init__(self, gh: RunningFakeGitHub, redis_url: str, workdir: Path, corpora: Path) -> None:
+    def __init__(
+        self,
+        gh: RunningFakeGitHub,
+        redis_url: str,
+        workdir: Path,
+        corpora: Path,
+        files: dict[str, str] | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.gh = gh
         self.state = gh.state
         self.redis_url = redis_url
@@ -42,7 +50,9 @@ class Loop:
         self.corpora = corpora
         self.port = free_port()
         self.creds: AppCredentials = gh.install_app(OWNER)
-        gh.create_repo(OWNER, REPO, {"README.md": "# widgets\n", ".github/trimo.yml": CONFIG})
+        self.extra_env = env or {}
+        repo_files = {"README.md": "# widgets\n", ".github/trimo.yml": CONFIG, **(files or {})}
+        gh.create_repo(OWNER, REPO, repo_files)
         self.state.set_role(OWNER, REPO, WRITER, "write")
         self.serve: subprocess.Popen[bytes] | None = None
         self.runner: subprocess.Popen[bytes] | None = None
@@ -66,6 +76,7 @@ class Loop:
             "TRIMO_RUNNER_CONCURRENCY": "3",
             "TRIMO_STOP_GRACE_SECONDS": "1",
             "COLUMNS": "200",
+            **self.extra_env,
         }
 
     def _spawn(self, command: str) -> subprocess.Popen[bytes]:

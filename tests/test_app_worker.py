@@ -514,6 +514,23 @@ async def test_a_mistyped_command_gets_usage(world: World) -> None:
     assert await world.queued() == []
 
 
+async def test_a_preview_without_a_preview_section_says_how_to_add_one(world: World) -> None:
+    issue = world.state.add_issue(OWNER, REPO, TITLE, "details")
+    await world.send("issue_comment", world.issue_comment("/trimo preview", number=issue.number))
+    [reply] = world.bot_comments(issue.number)
+    assert reply.startswith(f"@{WRITER} this repository has no previews yet")
+    assert "```yaml\npreview:\n" in reply and "--port $PORT" in reply
+    assert await world.pool.zrange(contract.preview_queue("default"), 0, -1) == []
+
+
+async def test_stopping_a_preview_when_none_runs(world: World) -> None:
+    issue = world.state.add_issue(OWNER, REPO, TITLE, "details")
+    body = "/trimo preview stop"
+    await world.send("issue_comment", world.issue_comment(body, number=issue.number))
+    [reply] = world.bot_comments(issue.number)
+    assert reply == f"@{WRITER} no preview is running here, so there is nothing to stop.\n"
+
+
 async def test_help_replies_with_usage_and_agents(world: World) -> None:
     issue = world.state.add_issue(OWNER, REPO, TITLE, "details")
     await world.send("issue_comment", world.issue_comment("/trimo help", number=issue.number))

@@ -14,6 +14,7 @@ from app.commands import (
     HelpCommand,
     Ignore,
     ParseResult,
+    PreviewCommand,
     Reply,
     RetryCommand,
     RunCommand,
@@ -84,6 +85,10 @@ def parse(body: str) -> ParseResult:
         ("/trimo", HelpCommand()),
         ("/trimo   \n\nsome text", HelpCommand()),
         ("  /trimo stop\r\n", StopCommand()),
+        ("/trimo preview", PreviewCommand()),
+        ("/trimo preview\nplease, for QA", PreviewCommand()),
+        ("/trimo preview stop", PreviewCommand(stop=True)),
+        ("/trimo preview STOP", PreviewCommand(stop=True)),
     ],
 )
 def test_commands(body: str, expected: ParseResult) -> None:
@@ -162,6 +167,9 @@ def test_ignored(body: str) -> None:
         ("/trimo stpo", "unknown_command", "Unknown command `stpo`. Did you mean `/trimo stop`?"),
         ("/trimo retyr", "unknown_command", "Did you mean `/trimo retry`?"),
         ("/trimo stauts", "unknown_command", "Did you mean `/trimo status`?"),
+        ("/trimo preveiw", "unknown_command", "Did you mean `/trimo preview`?"),
+        ("/trimo preview start", "bad_preview", "takes nothing, or `stop`; not `start`"),
+        ("/trimo preview stop now", "bad_preview", "not `stop now`"),
         ("/trimo RUN fix", "unknown_command", "Unknown command `RUN`. Did you mean `/trimo run`?"),
         ("/trimo fix the bug", "unknown_command", "Unknown command `fix`."),
         ("/trimo --agent codex fix", "unknown_command", "Unknown command `--agent`."),
@@ -249,7 +257,7 @@ def test_mention_needs_a_slug() -> None:
 
 
 def test_usage_is_markdown_with_every_command() -> None:
-    for word in ("run", "stop", "retry", "status", "help"):
+    for word in ("run", "stop", "retry", "status", "preview", "help"):
         assert f"/trimo {word}" in USAGE
     for option in ("--agent", "--on", "--timeout", "--network"):
         assert option in USAGE

@@ -186,6 +186,19 @@ def test_valid(text: str, expected: dict[str, Any]) -> None:
             "allowed_hosts: [" + ", ".join(f"h{i}.example.org" for i in range(101)) + "]",
             ["`allowed_hosts` should have at most 100 entries"],
         ),
+        ("preview: {setup: npm ci}", ["`preview.command` is missing: it is required here."]),
+        ("preview: npm run dev", ["`preview` should be a mapping of settings"]),
+        ("preview: {command: x, port: 0}", ["`preview.port` should be greater than or equal"]),
+        ("preview: {command: x, port: '3000'}", ["`preview.port` should be a whole number"]),
+        ("preview: {command: x, ready_path: health}", ["`preview.ready_path` should be a path"]),
+        ("preview: {command: x, idle_minutes: 0}", ["`preview.idle_minutes` should be greater"]),
+        (
+            "preview: {command: x, ready-path: /}",
+            [
+                "Unknown setting `ready-path` under `preview`. Did you mean `ready_path`?",
+                "Known settings under `preview`: `command`, `setup`",
+            ],
+        ),
     ],
 )
 def test_errors(text: str, says: list[str]) -> None:
@@ -265,6 +278,21 @@ def test_memory_bytes(text: str, size: int) -> None:
 def test_memory_bytes_refuses(text: str) -> None:
     with pytest.raises(ValueError):
         memory_bytes(text)
+
+
+def test_preview_section() -> None:
+    text = (
+        "preview:\n  setup: npm ci\n  command: npm run dev -- --host 0.0.0.0 --port $PORT\n"
+        "  port: 3000\n  ready_path: /\n  idle_minutes: 30\n"
+    )
+    preview = parse_repo_config(text).preview
+    assert preview is not None
+    assert preview.setup == "npm ci" and preview.command.endswith("--port $PORT")
+    assert (preview.port, preview.ready_path, preview.idle_minutes) == (3000, "/", 30)
+    assert preview.image is None and preview.auto is False
+    assert parse_repo_config("agent: claude").preview is None
+    auto = parse_repo_config("preview: {command: make serve, auto: true}").preview
+    assert auto is not None and auto.auto and auto.port == 3000
 
 
 def test_config_is_frozen() -> None:

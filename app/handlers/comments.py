@@ -7,6 +7,7 @@ from app.commands import (
     HelpCommand,
     Ignore,
     ParseResult,
+    PreviewCommand,
     Reply,
     RetryCommand,
     RunCommand,
@@ -25,6 +26,7 @@ from app.conversation import (
 from app.handlers.context import router
 from app.naming import inline_code
 from app.payloads import Comment, IssueCommentEvent, ReviewCommentEvent
+from app.previews import request_preview, stop_preview
 from app.repoconfig import ConfigError, RepoConfig
 from app.runs import request_run, retry_run, send_status, stop_run, thread_pipeline
 from app.services import Delivery
@@ -103,6 +105,8 @@ async def run_command(conv: Conversation, parsed: ParseResult) -> None:
         case StopCommand():
             pipeline = await thread_pipeline(conv)
             await stop_run(conv, pipeline, pipeline.active() if pipeline else None)
+        case PreviewCommand(stop=True):
+            await stop_preview(conv)
         case _ if isinstance(config, ConfigError):
             await report_config_error(conv, config)
         case RetryCommand():
@@ -110,6 +114,8 @@ async def run_command(conv: Conversation, parsed: ParseResult) -> None:
             await retry_run(conv, config, pipeline, pipeline.last_run() if pipeline else None)
         case RunCommand():
             await request_run(conv, config, parsed)
+        case PreviewCommand():
+            await request_preview(conv, config)
 
 
 async def send_usage(conv: Conversation, config: RepoConfig | ConfigError) -> None:

@@ -1,0 +1,293 @@
+"""The previews service: start, refresh and stop a pipeline's QA preview, and its one comment.
+
+A preview is not a run: it takes no turn in the pipeline. The App keeps one record per
+pipeline (`PreviewRecord`: what was asked, which preview is current, the comment and the
+check run that show it) and tells the runners which preview it wants
+(`contract.preview_wanted`: a runner stops any other). The runners' events come back on
+`contract.PREVIEW_EVENTS`; `app.previewreport` folds them in with `apply_event`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from datetime import datetime
+from typing import Final, Literal
+
+from pydantic import BaseModel
+
+from app.commands import RunCommand
+from app.conversation import Conversation, fenced, load_config
+from app.github import RepoAPI
+from app.naming import inline_code
+from app.pipelines import Pipeline
+from app.policy import Refusal, ServerPolicy, effective_run
+from app.repoconfig import RepoConfig
+from app.runs import thread_pipeline
+from app.services import Services
+from runner import contract
+from runner.job import Outcome, RepoRef, RunFinished
+from runner.previews.job import PreviewEvent, PreviewFailed, PreviewReady, PreviewRequest
+from runner.printable import printable
+from runner.templating import render
+
+log = logging.getLogger("trimo.previews")
+
+RECORD_PREFIX: Final = "trimo:preview-record:"
+CHECK_NAME: Final = "Trimo preview"
+MAX_REASON_CHARS: Final = 500
+_URL_RE: Final = re.compile(r"https?://[A-Za-z0-9._~:/?#\[\]@!$&'*+,;=%-]+")
+STOP_WORDS: Final = {
+    "stopped": "stopped on request",
+    "idle": "nobody used it for {idle} minutes",
+    "expired": "it reached its maximum lifetime",
+    "cap": "its runner needed the room for a newer preview",
+    "shutdown": "its runner shut down",
+}
+
+Status = Literal["starting", "ready", "failed", "stopped"]
+
+
+class PreviewRecord(BaseModel):
+    """The App's view of one pipeline's preview."""
+
+    pipeline: str
+    repo: str
+    installation_id: int
+    number: int
+    branch: str
+    request: PreviewRequest
+    """The current preview's request (its token left out)."""
+    status: Status = "starting"
+    requested_by: str = ""
+    comment_id: int | None = None
+    check_run_id: int | None = None
+    url: str = ""
+    sha: str = ""
+    refreshed: bool = False
+    expires_at: datetime | None = None
+    reason: str = ""
+    log_tail: str = ""
+
+    @property
+    def live(self) -> bool:
+        return self.status in ("starting", "ready")
+
+
+def preview_id_for(pipeline_id: str, cause: str) -> str:
+    """The id of the preview `cause` (a delivery, a run) asks for: the same on a retry."""
+    return "pv-" + hashlib.sha256(f"{pipeline_id}\0{cause}".encode()).hexdigest()[:24]
+
+
+def preview_request(
+    pipeline: Pipeline, config: RepoConfig, policy: ServerPolicy, preview_id: str
+) -> PreviewRequest | Refusal:
+    """What a runner gets for `pipeline`'s preview: the image, network and limits of a run
+    (the preview's own image if it names one), within the server's policy."""
+    preview = config.preview
+    assert preview is not None
+    asked = config.model_copy(update={"image": preview.image or config.image})
+    settings = effective_run(asked, RunCommand(prompt="preview"), policy)
+    if isinstance(settings, Refusal):
+        return settings
+    return PreviewRequest(
+        preview_id=preview_id,
+        pipeline=pipeline.id,
+        repo=RepoRef(full_name=pipeline.repo, clone_url=pipeline.clone_url),
+        branch=pipeline.branch,
+        image=settings.image,
+        setup=preview.setup,
+        command=preview.command,
+        port=preview.port,
+        ready_path=preview.ready_path,
+        idle_minutes=preview.idle_minutes,
+        network=settings.network,
+        allowed_hosts=list(settings.allowed_hosts),
+        resources=settings.resources,
+        runner_label=settings.label,
+    )
+
+
+# --- what people read ----------------------------------------------------------------------
+
+
+def comment_text(record: PreviewRecord) -> str:
+    """The one preview comment of a pipeline, for the record's state."""
+    return render("github/preview.md.j2", **_words(record))
+
+
+def check_text(record: PreviewRecord) -> tuple[str, str]:
+    """(title, summary) of the preview's check run."""
+    title, _, summary = render("github/check_preview.md.j2", **_words(record)).partition("\n")
+    return title.strip(), summary.strip()
+
+
+def _words(record: PreviewRecord) -> dict[str, object]:
+    url_ok = bool(_URL_RE.fullmatch(record.url))
+    return {
+        "status": record.status,
+        "branch": inline_code(record.branch),
+        "by": record.requested_by,
+        "label": inline_code(record.request.runner_label),
+        "url": record.url if url_ok else "",
+        "sha": inline_code(record.sha[:7]) if record.sha else "its head",
+        "refreshed": record.refreshed,
+        "idle_minutes": record.request.idle_minutes,
+        "expires": record.expires_at.strftime("%Y-%m-%d %H:%M UTC") if record.expires_at else "",
+        "reason": printable(record.reason, MAX_REASON_CHARS, one_line=True),
+        "log_tail": fenced(record.log_tail, "text") if record.log_tail else "",
+    }
+
+
+def stop_reason(reason: str, idle_minutes: int) -> str:
+    return STOP_WORDS.get(reason, reason).format(idle=idle_minutes)
+
+
+# --- the record ------------------------------------------------------------------------
+
+
+async def load_record(services: Services, pipeline_id: str) -> PreviewRecord | None:
+    raw = await services.redis.get(RECORD_PREFIX + pipeline_id)
+    return PreviewRecord.model_validate_json(raw) if raw is not None else None
+
+
+async def save_record(services: Services, record: PreviewRecord) -> None:
+    await services.redis.set(RECORD_PREFIX + record.pipeline, record.model_dump_json())
+
+
+# --- commands ----------------------------------------------------------------------------
+
+
+async def request_preview(conv: Conversation, config: RepoConfig) -> None:
+    """`/trimo preview`: start the pipeline's preview, or refresh the running one."""
+    if config.preview is None:
+        await conv.reply(
+            "preview_not_configured.md.j2", branch=inline_code(conv.thread.repo.default_branch)
+        )
+        return
+    pipeline = await thread_pipeline(conv)
+    if pipeline is None:
+        await conv.reply("preview_no_pipeline.md.j2", kind=conv.thread.kind)
+        return
+    preview_id = preview_id_for(pipeline.id, conv.delivery.delivery_id)
+    request = preview_request(pipeline, config, conv.services.policy, preview_id)
+    if isinstance(request, Refusal):
+        await conv.reply("refused_preview.md.j2", message=request.message)
+        return
+    await conv.react("eyes")
+    await start(conv.services, conv.api, pipeline, request, conv.source.user)
+
+
+async def stop_preview(conv: Conversation) -> None:
+    """`/trimo preview stop`: the runner stops it; the comment says so at once."""
+    pipeline = await thread_pipeline(conv)
+    record = await load_record(conv.services, pipeline.id) if pipeline else None
+    if record is None or not record.live:
+        await conv.reply("preview_not_running.md.j2")
+        return
+    await conv.react("eyes")
+    await conv.services.redis.delete(contract.preview_wanted(record.pipeline))
+    record.status = "stopped"
+    record.reason = f"stopped by @{conv.source.user}"
+    await save_record(conv.services, record)
+    await show(conv.api, record)
+
+
+async def after_run(
+    services: Services, api: RepoAPI, pipeline: Pipeline, event: RunFinished
+) -> None:
+    """New commits refresh a live preview; with `preview: {auto: true}` (read from the
+    pipeline's base branch) a successful run starts one."""
+    if event.outcome != Outcome.SUCCESS:
+        return
+    record = await load_record(services, pipeline.id)
+    preview_id = preview_id_for(pipeline.id, event.run_id)
+    if record is not None and record.live:
+        if event.commits and record.request.preview_id != preview_id:
+            refresh = record.request.model_copy(update={"preview_id": preview_id})
+            await start(services, api, pipeline, refresh, "")
+        return
+    config = await load_config(api, pipeline.base_branch)
+    if isinstance(config, RepoConfig) and config.preview is not None and config.preview.auto:
+        request = preview_request(pipeline, config, services.policy, preview_id)
+        if isinstance(request, Refusal):
+            log.warning("%s: no automatic preview: %s", pipeline.id, request.message)
+            return
+        await start(services, api, pipeline, request, "")
+
+
+async def start(
+    services: Services, api: RepoAPI, pipeline: Pipeline, request: PreviewRequest, by: str
+) -> None:
+    """Record the preview as starting, show it, and queue it for a runner."""
+    record = await load_record(services, pipeline.id)
+    if record is not None and record.request.preview_id == request.preview_id and record.live:
+        return  # this delivery or run asked already
+    record = PreviewRecord(
+        pipeline=pipeline.id,
+        repo=pipeline.repo,
+        installation_id=pipeline.installation_id,
+        number=pipeline.number,
+        branch=pipeline.branch,
+        request=request,
+        requested_by=by,
+        comment_id=record.comment_id if record else None,
+        check_run_id=record.check_run_id if record and record.status == "ready" else None,
+        url=record.url if record and record.status == "ready" else "",
+        sha=record.sha if record and record.status == "ready" else "",
+    )
+    await show(api, record)
+    await save_record(services, record)
+    await services.pipelines.dispatch.enqueue_preview(request, pipeline.installation_id)
+
+
+async def show(api: RepoAPI, record: PreviewRecord) -> None:
+    """Write the record's state into its one comment (made the first time)."""
+    body = comment_text(record)
+    if record.comment_id is not None:
+        await api.update_comment(record.comment_id, body)
+    else:
+        record.comment_id = await api.comment(record.number, body)
+
+
+# --- the runners' events -------------------------------------------------------------------
+
+
+async def apply_event(services: Services, event: PreviewEvent) -> None:
+    """Fold a runner's event into the pipeline's record, its comment and its check run."""
+    record = await load_record(services, event.pipeline)
+    if record is None or record.request.preview_id != event.preview_id or not record.live:
+        log.info("preview %s of %s: %s (not current)", event.preview_id, event.pipeline, event.type)
+        return
+    api = await services.github.repo(record.installation_id, record.repo)
+    if isinstance(event, PreviewReady):
+        if record.check_run_id is not None and record.sha != event.sha:
+            record.check_run_id = None  # a new commit: a new check run on it
+        record.status, record.url, record.sha = "ready", event.url, event.sha
+        record.refreshed, record.expires_at = event.refreshed, event.expires_at
+        title, summary = check_text(record)
+        if record.check_run_id is None:
+            record.check_run_id = await api.create_check_run(
+                name=CHECK_NAME,
+                head_sha=event.sha,
+                external_id=event.preview_id,
+                title=title,
+                summary=summary,
+                actions=[],
+            )
+        await api.complete_check_run(
+            record.check_run_id, conclusion="neutral", title=title, summary=summary
+        )
+    elif isinstance(event, PreviewFailed):
+        record.status, record.reason, record.log_tail = "failed", event.reason, event.log_tail
+    else:
+        record.status = "stopped"
+        record.reason = stop_reason(event.reason, record.request.idle_minutes)
+        if record.check_run_id is not None:
+            title, summary = check_text(record)
+            await api.complete_check_run(
+                record.check_run_id, conclusion="neutral", title=title, summary=summary
+            )
+    await show(api, record)
+    await save_record(services, record)
