@@ -57,6 +57,8 @@ class Loop:
         self.serve: subprocess.Popen[bytes] | None = None
         self.runner: subprocess.Popen[bytes] | None = None
         self.http = httpx.Client(timeout=10)
+        self.extra_env: dict[str, str] = {}
+        """More `TRIMO_*` settings for the processes (e.g. the dashboard's sign-in)."""
 
     # --- processes ----------------------------------------------------------------------
 
@@ -84,6 +86,11 @@ class Loop:
         return subprocess.Popen(
             [sys.executable, "-m", "app.cli", command], env=self._env(), stdout=log, stderr=log
         )
+
+    @property
+    def url(self) -> str:
+        """Where `trimo serve` answers (webhooks, the dashboard)."""
+        return f"http://127.0.0.1:{self.port}"
 
     def start_serve(self) -> None:
         self.serve = self._spawn("serve")

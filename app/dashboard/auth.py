@@ -434,8 +434,7 @@ class _Guard:
             and origin is not None
             and origin.lower() not in _own_origins(scope, self.signin.public_url)
         ):
-            response = Response("Cross-site request refused.", 403, media_type="text/plain")
-            await response(scope, receive, self._with_headers(send))
+            await _page("refused", 403)(scope, receive, self._with_headers(send))
             return
         await self.app(scope, receive, self._with_headers(send))
 
