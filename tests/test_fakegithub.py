@@ -874,3 +874,31 @@ def test_large_files_secrets_and_unsigned_commits_are_refused_in_githubs_words(
     assert unsigned in rules.stderr
     assert "(push declined due to repository rule violations)" in rules.stderr
     assert {gh.fake.branch_sha(OWNER, REPO, b) for b in ("big", "leak", "plain")} == {None}
+
+
+def test_compare_lists_a_branchs_files_with_patches_renames_and_binaries(
+    gh: RunningFakeGitHub, tmp_path: Path, client: GitHub[TokenAuthStrategy]
+) -> None:
+    work = clone(gh, tmp_path, gh.token_for(OWNER))
+    git(work, "switch", "-q", "-c", "trimo/3-compare")
+    (work / "README.md").write_text("# widgets\nmore\n")
+    (work / "blob.bin").write_bytes(b"\0\1\2")
+    git(work, "mv", ".github/trimo.yml", "trimo.yml")
+    git(work, "add", "-A")
+    git(work, "commit", "-qm", "Change things")
+    git(work, "push", "-q", "origin", "trimo/3-compare")
+
+    answer = raw(client.request("GET", f"/repos/{OWNER}/{REPO}/compare/main...trimo/3-compare"))
+    assert (answer["status"], answer["ahead_by"], answer["behind_by"]) == ("ahead", 1, 0)
+    files = {f["filename"]: f for f in answer["files"]}
+    assert files["README.md"]["status"] == "modified"
+    assert files["README.md"]["patch"].startswith("@@") and "+more" in files["README.md"]["patch"]
+    assert (files["README.md"]["additions"], files["README.md"]["deletions"]) == (1, 0)
+    assert files["blob.bin"]["status"] == "added" and "patch" not in files["blob.bin"]
+    assert files["trimo.yml"]["status"] == "renamed"
+    assert files["trimo.yml"]["previous_filename"] == ".github/trimo.yml"
+    missing = httpx.get(
+        f"{gh.api_url}/repos/{OWNER}/{REPO}/compare/main...nope",
+        headers={"Authorization": f"token {gh.token_for(OWNER)}"},
+    )
+    assert missing.status_code == 404 and missing.json()["message"] == "Not Found"

@@ -181,6 +181,71 @@ async def get_content(call: Call) -> Reply:
     return Reply(200, call.render.content(call.owner, call.repo, path, ref, sha, data))
 
 
+def _comparison(call: Call, base_ref: str, head_ref: str) -> Reply:
+    bare = call.bare
+    base_sha, head_sha = gitserver.resolve(bare, base_ref), gitserver.resolve(bare, head_ref)
+    if base_sha is None or head_sha is None:
+        raise not_found()
+    ahead = gitserver.run_git(bare, "rev-list", "--count", f"{base_sha}..{head_sha}")
+    behind = gitserver.run_git(bare, "rev-list", "--count", f"{head_sha}..{base_sha}")
+    ahead_by, behind_by = int(ahead.stdout.strip()), int(behind.stdout.strip())
+    status = (
+        "identical"
+        if ahead_by == behind_by == 0
+        else "ahead"
+        if behind_by == 0
+        else "behind"
+        if ahead_by == 0
+        else "diverged"
+    )
+    web = call.render.web_repo(call.owner, call.repo)
+    api = call.render.api_repo(call.owner, call.repo)
+    spec = f"{base_ref}...{head_ref}"
+    files = []
+    for changed in gitserver.changed_files(bare, base_sha, head_sha)[:300]:
+        blob = f"{web}/blob/{head_sha}/{changed.filename}"
+        entry: dict[str, Any] = {
+            "sha": head_sha,
+            "filename": changed.filename,
+            "status": changed.status,
+            "additions": changed.additions,
+            "deletions": changed.deletions,
+            "changes": changed.additions + changed.deletions,
+            "blob_url": blob,
+            "raw_url": f"{web}/raw/{head_sha}/{changed.filename}",
+            "contents_url": f"{api}/contents/{changed.filename}?ref={head_sha}",
+        }
+        if changed.patch is not None:
+            entry["patch"] = changed.patch
+        if changed.previous_filename is not None:
+            entry["previous_filename"] = changed.previous_filename
+        files.append(entry)
+    return Reply(
+        200,
+        {
+            "url": f"{api}/compare/{spec}",
+            "html_url": f"{web}/compare/{spec}",
+            "permalink_url": f"{web}/compare/{base_sha[:7]}...{head_sha[:7]}",
+            "diff_url": f"{web}/compare/{spec}.diff",
+            "patch_url": f"{web}/compare/{spec}.patch",
+            "status": status,
+            "ahead_by": ahead_by,
+            "behind_by": behind_by,
+            "total_commits": ahead_by,
+            "commits": [],
+            "files": files,
+        },
+    )
+
+
+async def compare(call: Call) -> Reply:
+    """GET /repos/{o}/{r}/compare/{base}...{head}, computed by git on the real repository."""
+    base, sep, head = call.params["basehead"].partition("...")
+    if not sep or not base or not head:
+        raise not_found()
+    return await run_in_threadpool(_comparison, call, base, head)
+
+
 # --- issues and comments ---------------------------------------------------------------------
 
 
@@ -628,6 +693,13 @@ ENDPOINTS: list[Endpoint] = [
     ),
     Endpoint(
         "GET",
+        REPO + "/compare/{basehead:path}",
+        compare,
+        "installation",
+        (("contents", "read"),),
+    ),
+    Endpoint(
+        "GET",
         REPO + "/issues/{issue_number}",
         get_issue,
         "installation",
@@ -777,6 +849,21 @@ NEEDS: dict[str, frozenset[str]] = {
     "get_permission": frozenset({"permission", "role_name"}),
     "get_content": frozenset({"type", "encoding", "content", "sha", "size"}),
     "get_ref": frozenset({"object.sha"}),
+    "compare": frozenset(
+        {
+            "status",
+            "ahead_by",
+            "behind_by",
+            "total_commits",
+            "html_url",
+            "files[].filename",
+            "files[].status",
+            "files[].additions",
+            "files[].deletions",
+            "files[].patch",
+            "files[].previous_filename",
+        }
+    ),
     "get_issue": frozenset({"number", "title", "state"}),
     "create_comment": frozenset({"id"}),
     "get_comment": frozenset({"id", "body"}),

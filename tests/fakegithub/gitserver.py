@@ -180,6 +180,61 @@ def divergence(bare: Path, base_sha: str, head_sha: str) -> Divergence:
     return Divergence(int(count.strip()), additions, deletions, files)
 
 
+_STATUS_BY_LETTER = {
+    "A": "added",
+    "D": "removed",
+    "M": "modified",
+    "R": "renamed",
+    "C": "copied",
+    "T": "changed",
+}
+
+
+@dataclass(frozen=True)
+class ChangedFile:
+    filename: str
+    status: str
+    previous_filename: str | None
+    additions: int
+    deletions: int
+    patch: str | None  # None for a binary file
+
+
+def changed_files(bare: Path, base_sha: str, head_sha: str) -> list[ChangedFile]:
+    """What `head_sha` changes since it left `base_sha`, file by file, as GitHub's compare
+    lists it (renames found, patches without their `diff --git` headers)."""
+    merge_base = run_git(bare, "merge-base", base_sha, head_sha, check=False).stdout.decode()
+    start = merge_base.strip() or base_sha
+    fields = run_git(bare, "diff", "-M", "--name-status", "-z", start, head_sha).stdout
+    parts = fields.decode("utf-8", "replace").split("\0")
+    files: list[ChangedFile] = []
+    index = 0
+    while index < len(parts) and parts[index]:
+        letter = parts[index][0]
+        if letter in "RC":
+            old, new, index = parts[index + 1], parts[index + 2], index + 3
+        else:
+            old, new, index = parts[index + 1], parts[index + 1], index + 2
+        numstat = run_git(bare, "diff", "-M", "--numstat", start, head_sha, "--", old, new)
+        added, deleted = [*numstat.stdout.decode().split("\t"), "-", "-"][:2]
+        binary = not added.isdigit()
+        diff = run_git(bare, "diff", "-M", start, head_sha, "--", old, new).stdout.decode(
+            "utf-8", "replace"
+        )
+        hunk = diff.find("\n@@")
+        files.append(
+            ChangedFile(
+                filename=new,
+                status=_STATUS_BY_LETTER.get(letter, "modified"),
+                previous_filename=old if letter in "RC" else None,
+                additions=0 if binary else int(added),
+                deletions=0 if binary else int(deleted),
+                patch=None if binary or hunk < 0 else diff[hunk + 1 :].rstrip("\n"),
+            )
+        )
+    return files
+
+
 # --- smart HTTP ---------------------------------------------------------------------------
 
 
