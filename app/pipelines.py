@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Final, Literal
 
 from arq.connections import ArqRedis
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, TypeAdapter
 
 from app import redisio
 from app.naming import pipeline_id
@@ -295,23 +295,25 @@ class Pipelines:
     async def ids(self) -> list[str]:
         return sorted(await redisio.smembers(self.redis, PIPELINE_IDS))
 
-    async def recent_ids(self, limit: int | None = None) -> list[str]:
-        """Pipeline ids, the latest changed first (pipelines saved before the index are added)."""
+    async def recent(self) -> list[tuple[str, float]]:
+        """(pipeline id, when it last changed), the latest first; pipelines saved before the
+        index existed are added to it."""
         pipe = self.redis.pipeline(transaction=False)
         pipe.zcard(BY_ACTIVITY)
         pipe.scard(PIPELINE_IDS)
         indexed, known = await pipe.execute()
         if indexed < known:
             await self._reindex()
-        raw = await self.redis.zrevrange(BY_ACTIVITY, 0, -1 if limit is None else limit - 1)
-        return [redisio.as_text(item) or "" for item in raw]
+        raw = await self.redis.zrevrange(BY_ACTIVITY, 0, -1, withscores=True)
+        return [(redisio.as_text(member) or "", float(score)) for member, score in raw]
 
     async def summaries(self, ids: list[str]) -> list[PipelineSummary]:
         """The summaries of `ids` that exist, in order: one round trip."""
         if not ids:
             return []
         raws = await self.redis.mget([SUMMARY_PREFIX + pid for pid in ids])
-        return [PipelineSummary.model_validate_json(raw) for raw in raws if raw is not None]
+        found = [redisio.as_text(raw) or "" for raw in raws if raw is not None]
+        return _SUMMARIES.validate_json("[" + ",".join(found) + "]")
 
     async def _reindex(self) -> None:
         for pid in await self.ids():
@@ -489,6 +491,10 @@ class Pipelines:
         )
         async with lock:
             yield
+
+
+_SUMMARIES: Final = TypeAdapter(list[PipelineSummary])
+"""Summaries parsed in one call (a thousand at once cost a third of one by one)."""
 
 
 def _set(run: PipelineRun | None, updates: Mapping[str, object]) -> None:

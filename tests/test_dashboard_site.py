@@ -248,3 +248,18 @@ def test_fleet_is_for_admins(dash: RunningApp, redis_url: str) -> None:
 
 def test_sse_text_puts_each_line_in_its_own_data_field() -> None:
     assert sse("line", "a\nb", "1-0") == "id: 1-0\nevent: line\ndata: a\ndata: b\n\n"
+
+
+def test_the_board_shows_a_change_after_it_read_the_pipeline_once(
+    dash: RunningApp, redis_url: str
+) -> None:
+    pipeline, run = make_pipeline("o/r", 9, "Cached"), make_run("o.r.9-a")
+    seed_sync(redis_url, pipeline, run, "running")
+    with client_as(dash) as client:
+        before = client.get("/").text
+        seed_sync(redis_url, pipeline, run, "finished", Outcome.TIMED_OUT)
+        after = client.get("/").text
+    running = before.split('id="col-running"')[1].split('id="col-needs_you"')[0]
+    assert 'id="card-o.r.9"' in running
+    needs_you = after.split('id="col-needs_you"')[1].split('id="col-review"')[0]
+    assert 'id="card-o.r.9"' in needs_you and "timed out" in needs_you

@@ -27,7 +27,7 @@ COLUMN_TITLES: Final[Mapping[Column, str]] = {
     "review": "Ready for review",
     "done": "Done",
 }
-SHOWN_PER_COLUMN: Final = 200
+SHOWN_PER_COLUMN: Final = 50
 """Cards a column shows; the rest are counted (filters narrow them down)."""
 PROMPT_ON_CARD: Final = 90
 
@@ -206,6 +206,50 @@ def card_of(summary: PipelineSummary, pull: int | None, usage: Usage | None, now
 
 
 @dataclass(frozen=True)
+class Placed:
+    """Pipelines per column (the shown ones), how many each holds, and what to filter by."""
+
+    columns: Mapping[Column, list[PipelineSummary]]
+    counts: Mapping[Column, int]
+    repos: list[str]
+    people: list[str]
+    agents: list[str]
+
+    def runs(self) -> list[RunBrief]:
+        """The runs the shown cards talk about (whose usage the cards show)."""
+        return [s.run for cards in self.columns.values() for s in cards if s.run]
+
+
+def place(
+    summaries: Iterable[PipelineSummary], pulls: Mapping[str, int], filters: Filters
+) -> Placed:
+    """Each pipeline in its column, latest change first (as `summaries` come), at most
+    `SHOWN_PER_COLUMN` shown; `summaries` already limited to what the viewer may see."""
+    columns: dict[Column, list[PipelineSummary]] = {column: [] for column in COLUMNS}
+    counts: dict[Column, int] = dict.fromkeys(COLUMNS, 0)
+    repos: set[str] = set()
+    people: set[str] = set()
+    agents: set[str] = set()
+    for summary in summaries:
+        repos.add(summary.repo)
+        people.update(summary.people)
+        agents.update(summary.agents)
+        column = column_of(summary, pulls.get(summary.id))
+        if not matches(summary, column, filters):
+            continue
+        counts[column] += 1
+        if counts[column] <= SHOWN_PER_COLUMN:
+            columns[column].append(summary)
+    return Placed(
+        columns=columns,
+        counts=counts,
+        repos=sorted(repos, key=str.lower),
+        people=sorted(people, key=str.lower),
+        agents=sorted(agents),
+    )
+
+
+@dataclass(frozen=True)
 class Board:
     columns: Mapping[Column, list[Card]]
     counts: Mapping[Column, int]
@@ -215,35 +259,19 @@ class Board:
 
 
 def build_board(
-    summaries: Iterable[PipelineSummary],
-    pulls: Mapping[str, int],
-    usage: Mapping[str, Usage],
-    filters: Filters,
-    now: datetime,
+    placed: Placed, pulls: Mapping[str, int], usage: Mapping[str, Usage], now: datetime
 ) -> Board:
-    """Cards per column, latest change first; `summaries` already limited to what the
-    viewer may see, newest first."""
-    columns: dict[Column, list[Card]] = {column: [] for column in COLUMNS}
-    counts: dict[Column, int] = dict.fromkeys(COLUMNS, 0)
-    repos: set[str] = set()
-    people: set[str] = set()
-    agents: set[str] = set()
-    for summary in summaries:
-        repos.add(summary.repo)
-        people.update(summary.people)
-        agents.update(summary.agents)
-        pull = pulls.get(summary.id)
-        column = column_of(summary, pull)
-        if not matches(summary, column, filters):
-            continue
-        counts[column] += 1
-        if counts[column] <= SHOWN_PER_COLUMN:
-            run_id = summary.run.run_id if summary.run else ""
-            columns[column].append(card_of(summary, pull, usage.get(run_id), now))
+    """The cards of `placed`, with their pull requests and their runs' usage."""
     return Board(
-        columns=columns,
-        counts=counts,
-        repos=sorted(repos, key=str.lower),
-        people=sorted(people, key=str.lower),
-        agents=sorted(agents),
+        columns={
+            column: [
+                card_of(s, pulls.get(s.id), usage.get(s.run.run_id if s.run else ""), now)
+                for s in shown
+            ]
+            for column, shown in placed.columns.items()
+        },
+        counts=placed.counts,
+        repos=placed.repos,
+        people=placed.people,
+        agents=placed.agents,
     )

@@ -13,7 +13,7 @@ from app.dashboard.board import Usage
 from app.pipelines import Pipelines
 from app.reporter import PULL_OF_PIPELINE, VIEW_PREFIX
 from app.runview import RunView
-from app.summary import PipelineSummary
+from app.summary import PipelineSummary, RunBrief
 from runner import contract
 from runner.registry import RunnerInfo, online_runners
 
@@ -50,39 +50,81 @@ def usage_of(raw: bytes | str | None) -> Usage | None:
 class BoardData:
     summaries: list[PipelineSummary]
     pulls: dict[str, int]
-    usage: dict[str, Usage]
 
 
-async def board_extras(
-    redis: aioredis.Redis, summaries: list[PipelineSummary]
-) -> tuple[dict[str, int], dict[str, Usage]]:
-    """Pull request numbers and the shown runs' usage of `summaries`: one round trip."""
-    run_ids = [s.run.run_id for s in summaries if s.run is not None]
-    pipe = redis.pipeline(transaction=False)
-    pipe.hmget(PULL_OF_PIPELINE, [s.id for s in summaries] or ["-"])
-    pipe.mget([VIEW_PREFIX + run_id for run_id in run_ids] or [VIEW_PREFIX + "-"])
-    raw_pulls, raw_views = await pipe.execute()
+async def pulls_of(redis: aioredis.Redis, summaries: list[PipelineSummary]) -> dict[str, int]:
+    """The pull request of each of `summaries` that has one open."""
+    issues = [s.id for s in summaries if s.kind != "pull"]
+    raws = await redisio.hmget(redis, PULL_OF_PIPELINE, *issues) if issues else []
     opened = {
-        s.id: int(raw)
-        for s, raw in zip(summaries, raw_pulls, strict=False)
-        if raw is not None and redisio.as_text(raw) and str(redisio.as_text(raw)).isdigit()
+        pid: int(raw)
+        for pid, raw in zip(issues, raws, strict=True)
+        if raw is not None and raw.isdigit()
     }
-    usage = {
+    return pull_numbers(summaries, opened)
+
+
+async def usage_of_runs(redis: aioredis.Redis, run_ids: list[str]) -> dict[str, Usage]:
+    """Tokens and cost of `run_ids`, from their stored views: one round trip."""
+    raws = await redis.mget([VIEW_PREFIX + run_id for run_id in run_ids]) if run_ids else []
+    return {
         run_id: found
-        for run_id, raw in zip(run_ids, raw_views, strict=False)
+        for run_id, raw in zip(run_ids, raws, strict=True)
         if (found := usage_of(raw)) is not None
     }
-    return pull_numbers(summaries, opened), usage
 
 
-async def load_board(pipelines: Pipelines, visible: Iterable[str] | None) -> BoardData:
+class UsageCache:
+    """Usage of finished runs (it no longer changes), so a board reads only live runs'."""
+
+    def __init__(self, limit: int = 20_000) -> None:
+        self._final: dict[str, Usage] = {}
+        self._limit = limit
+
+    async def of(self, redis: aioredis.Redis, runs: list[RunBrief]) -> dict[str, Usage]:
+        wanted = [r.run_id for r in runs if r.run_id not in self._final]
+        fetched = await usage_of_runs(redis, wanted)
+        if len(self._final) > self._limit:
+            self._final.clear()
+        self._final.update(
+            (r.run_id, fetched[r.run_id])
+            for r in runs
+            if r.status == "finished" and r.run_id in fetched
+        )
+        return {
+            **fetched,
+            **{r.run_id: self._final[r.run_id] for r in runs if r.run_id in self._final},
+        }
+
+
+class SummaryCache:
+    """The summaries a process has read, kept while the index says they have not changed:
+    a board reads the index, and only the summaries of pipelines that changed since."""
+
+    def __init__(self) -> None:
+        self._known: dict[str, tuple[float, PipelineSummary]] = {}
+
+    async def all(self, pipelines: Pipelines) -> list[PipelineSummary]:
+        """Every pipeline's summary, the latest changed first."""
+        recent = await pipelines.recent()
+        stale = [pid for pid, at in recent if self._known.get(pid, (None,))[0] != at]
+        when = dict(recent)
+        for summary in await pipelines.summaries(stale):
+            self._known[summary.id] = (when[summary.id], summary)
+        if len(self._known) > len(recent):
+            self._known = {pid: self._known[pid] for pid in when if pid in self._known}
+        return [self._known[pid][1] for pid, _ in recent if pid in self._known]
+
+
+async def load_board(
+    pipelines: Pipelines, visible: Iterable[str] | None, cache: SummaryCache
+) -> BoardData:
     """Every pipeline the viewer sees (`visible` repositories, lowercased; None: all)."""
-    summaries = await pipelines.summaries(await pipelines.recent_ids())
+    summaries = await cache.all(pipelines)
     if visible is not None:
         allowed = set(visible)
         summaries = [s for s in summaries if s.repo.lower() in allowed]
-    pulls, usage = await board_extras(pipelines.redis, summaries)
-    return BoardData(summaries=summaries, pulls=pulls, usage=usage)
+    return BoardData(summaries=summaries, pulls=await pulls_of(pipelines.redis, summaries))
 
 
 async def run_views(redis: aioredis.Redis, run_ids: list[str]) -> dict[str, RunView]:

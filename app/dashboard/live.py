@@ -25,7 +25,7 @@ from redis.exceptions import RedisError
 
 from app import redisio
 from app.dashboard.board import Usage
-from app.dashboard.data import board_extras
+from app.dashboard.data import pulls_of, usage_of_runs
 from app.pipelines import CHANGES, Pipelines
 from app.summary import PipelineSummary
 from runner import contract
@@ -132,7 +132,8 @@ class BoardFeed:
 
     async def _hand_out(self, redis: ArqRedis, ids: list[str]) -> None:
         summaries = await Pipelines(redis).summaries(ids)
-        pulls, usage = await board_extras(redis, summaries)
+        pulls = await pulls_of(redis, summaries)
+        usage = await usage_of_runs(redis, [s.run.run_id for s in summaries if s.run])
         for summary in summaries:
             run_id = summary.run.run_id if summary.run else ""
             update = PipelineUpdate(summary, pulls.get(summary.id), usage.get(run_id))

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from datetime import datetime
-from functools import cache
-from typing import Any
+from functools import cache, lru_cache
+from typing import Any, Final
 
 import jinja2
+from markupsafe import Markup
 
-from app.dashboard.board import COLUMN_TITLES, COLUMNS, ago
+from app.dashboard.board import COLUMN_TITLES, COLUMNS, Card, ago
 from app.runview import duration, money
 from runner.templating import TEMPLATES_DIR
+
+CARDS_CACHED: Final = 4096
 
 
 def _ago(when: datetime | None, now: datetime) -> str:
@@ -33,8 +36,17 @@ def environment() -> jinja2.Environment:
     env.globals["ago"] = _ago
     env.globals["COLUMNS"] = COLUMNS
     env.globals["COLUMN_TITLES"] = COLUMN_TITLES
+    env.globals["card_html"] = render_card
     return env
 
 
 def render(name: str, **context: Any) -> str:
     return environment().get_template(name).render(**context)
+
+
+@lru_cache(maxsize=CARDS_CACHED)
+def render_card(card: Card) -> Markup:
+    """One board card (the `card` macro of `_card.html.j2`). A card is made of everything
+    it shows, so an unchanged card is rendered once (the board draws hundreds)."""
+    macro = environment().get_template("_card.html.j2").module.card  # type: ignore[attr-defined]
+    return Markup(macro(card))

@@ -30,11 +30,11 @@ from starlette.staticfiles import StaticFiles
 
 from app.dashboard import data
 from app.dashboard.auth import Viewer, checked_form, csrf_token, current_viewer
-from app.dashboard.board import Filters, build_board, card_of, matches
+from app.dashboard.board import Filters, build_board, card_of, matches, place
 from app.dashboard.diffs import DiffPage, load_diff
 from app.dashboard.live import BoardFeed, Overflow, RunFeeds
 from app.dashboard.logview import log_line
-from app.dashboard.pages import render
+from app.dashboard.pages import render, render_card
 from app.dashboard.requests import (
     DASHBOARD_EVENT,
     FormError,
@@ -82,6 +82,8 @@ class Dashboard:
         self.redis = redis
         self.board_feed = BoardFeed(self._redis)
         self.run_feeds = RunFeeds(self._redis)
+        self.summaries = data.SummaryCache()
+        self.usage = data.UsageCache()
         self._github: GitHubApp | None = None
 
     async def _redis(self) -> Any:
@@ -116,8 +118,11 @@ class Dashboard:
         if viewer is None:
             return _to_login(request)
         filters = Filters.from_query(request.query_params)
-        loaded = await data.load_board(await self._pipelines(), _visible(viewer))
-        board = build_board(loaded.summaries, loaded.pulls, loaded.usage, filters, _now())
+        pipelines = await self._pipelines()
+        loaded = await data.load_board(pipelines, _visible(viewer), self.summaries)
+        placed = place(loaded.summaries, loaded.pulls, filters)
+        usage = await self.usage.of(pipelines.redis, placed.runs())
+        board = build_board(placed, loaded.pulls, usage, _now())
         return self._page(request, viewer, "board.html.j2", board=board, filters=filters)
 
     async def pipeline_page(self, request: Request) -> Response:
@@ -182,7 +187,7 @@ class Dashboard:
         if not viewer.admin:
             raise HTTPException(403, "The fleet page is for Trimo's admins (TRIMO_ADMINS).")
         pipelines = await self._pipelines()
-        summaries = await pipelines.summaries(await pipelines.recent_ids())
+        summaries = await self.summaries.all(pipelines)
         waiting = {s.run.label for s in summaries if s.activity == "queued" and s.run}
         fleet = await data.load_fleet(pipelines.redis, waiting)
         return self._page(request, viewer, "fleet.html.j2", fleet=fleet, now=_now())
@@ -235,7 +240,7 @@ class Dashboard:
                     if not matches(summary, card.column, filters):
                         yield sse("remove", json.dumps({"id": card.id}))
                         continue
-                    html = render("_card.html.j2", card=card, now=_now())
+                    html = render_card(card)
                     moved = {"id": card.id, "column": card.column, "html": html}
                     yield sse("card", json.dumps(moved))
 
