@@ -270,7 +270,7 @@ def create_app(
     settings: AppSettings, redis_pool_factory: RedisPoolFactory | None = None
 ) -> Starlette:
     """The App's web edge and dashboard; raises `SettingsError` without a webhook secret."""
-    from app.dashboard.auth import auth_routes, security_middleware
+    from app.dashboard.auth import auth_routes, error_pages, security_middleware
     from app.dashboard.site import Dashboard
 
     redis = RedisHandle(redis_pool_factory or default_pool_factory(settings.redis_url))
@@ -295,6 +295,7 @@ def create_app(
             *dashboard.routes(),
         ],
         middleware=security_middleware(settings),
+        exception_handlers=error_pages(),
         lifespan=lifespan,
     )
 

@@ -23,6 +23,7 @@ from app.dashboard.auth import (
     checked_form,
     csrf_token,
     current_viewer,
+    error_pages,
     safe_next,
     security_middleware,
 )
@@ -55,7 +56,9 @@ async def act(request: Request) -> Response:
 
 def dashboard(settings: AppSettings) -> Starlette:
     routes = [Route("/", whoami), Route("/act", act, methods=["POST"]), *auth_routes()]
-    return Starlette(routes=routes, middleware=security_middleware(settings))
+    return Starlette(
+        routes=routes, middleware=security_middleware(settings), exception_handlers=error_pages()
+    )
 
 
 @pytest.fixture
@@ -220,7 +223,12 @@ async def test_a_post_without_the_csrf_token_is_refused(
 ) -> None:
     settings = AppSettings(session_secret="test-session-secret", redis_url=redis_url)
     csrf = await sign_in(client, settings, "alice", {f"{ORG}/widgets": "write"})
-    assert (await client.post("/act", data={"what": "stop"})).status_code == 403
+    refused = await client.post("/act", data={"what": "stop"}, headers={"Accept": "text/html"})
+    assert refused.status_code == 403 and 'id="error" data-status="403"' in refused.text
+    assert "security token" in refused.text
+    assert refused.headers["content-security-policy"] == CSP
+    plain = await client.post("/act", data={"what": "stop"})
+    assert plain.status_code == 403 and plain.headers["content-type"].startswith("text/plain")
     wrong = await client.post("/act", data={"what": "stop", "csrf": csrf + "x"})
     assert wrong.status_code == 403
     ok = await client.post("/act", data={"what": "stop", "csrf": csrf})

@@ -28,7 +28,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -383,6 +383,34 @@ async def logout(request: Request) -> Response:
         await _signin(request).forget(session_id)
     request.session.clear()
     return _page("signed_out")
+
+
+_ERROR_TITLES: Final[Mapping[int, str]] = {
+    400: "That request was not understood",
+    401: "Sign in first",
+    403: "Not allowed",
+    404: "Not found",
+    405: "Not allowed",
+    503: "Try again in a moment",
+}
+
+
+async def error_page(request: Request, exc: Exception) -> Response:
+    """An HTTPException as a page for browsers, as plain text for scripts and streams."""
+    if not isinstance(exc, HTTPException):
+        raise exc
+    headers = dict(exc.headers or {})
+    if "text/html" not in request.headers.get("accept", ""):
+        return PlainTextResponse(exc.detail, exc.status_code, headers)
+    title = _ERROR_TITLES.get(exc.status_code, "Something went wrong")
+    response = _page("error", exc.status_code, title=title, detail=exc.detail, code=exc.status_code)
+    response.headers.update(headers)
+    return response
+
+
+def error_pages() -> dict[Any, Any]:
+    """Exception handlers for the Starlette app: `exception_handlers=error_pages()`."""
+    return {HTTPException: error_page}
 
 
 def auth_routes() -> list[BaseRoute]:
