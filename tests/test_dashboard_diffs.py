@@ -1,0 +1,94 @@
+"""A pipeline's diff on its page: GitHub's compare answer (the stand-in computes it with git),
+file by file, escaped, with what GitHub leaves out (a binary file's patch) said so."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from arq.connections import ArqRedis, RedisSettings, create_pool
+from pydantic import SecretStr
+
+from app.dashboard.diffs import PATCH_LINES, diff_page, load_diff
+from app.dashboard.pages import render
+from app.github import Comparison, GitHubApp
+from app.settings import AppSettings
+from tests.dashboard_helpers import make_pipeline
+from tests.fakegithub import RunningFakeGitHub
+
+OWNER, REPO = "octo-org", "widgets"
+
+
+def git(cwd: Path, *args: str) -> None:
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=cwd,
+                   check=True, capture_output=True)  # fmt: skip
+
+
+@pytest.fixture
+async def github(redis_url: str) -> AsyncIterator[tuple[RunningFakeGitHub, GitHubApp]]:
+    with RunningFakeGitHub() as fake:
+        creds = fake.install_app(OWNER)
+        fake.create_repo(OWNER, REPO, {"README.md": "# widgets\n", "old.txt": "a\nb\n"})
+        settings = AppSettings(
+            _env_file=None, github_app_id=creds.app_id, redis_url=redis_url,
+            github_private_key=SecretStr(creds.private_key_pem), github_api_url=fake.api_url,
+        )  # type: ignore[call-arg]  # fmt: skip
+        pool: ArqRedis = await create_pool(RedisSettings.from_dsn(redis_url))
+        try:
+            yield fake, GitHubApp(settings, pool)
+        finally:
+            await pool.aclose()
+
+
+def push_branch(fake: RunningFakeGitHub, tmp: Path, branch: str) -> None:
+    work = tmp / "work"
+    git(tmp, "clone", "-q", str(fake.fake.bare_path(OWNER, REPO)), str(work))
+    git(work, "checkout", "-q", "-b", branch)
+    (work / "app.py").write_text('print("<script>alert(1)</script>")\n' + "x = 1\n" * 600)
+    (work / "logo.png").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00binary\x00")
+    git(work, "mv", "old.txt", "renamed.txt")
+    git(work, "add", "-A")
+    git(work, "commit", "-q", "-m", "work")
+    git(work, "push", "-q", "origin", branch)
+
+
+async def test_the_diff_of_a_pushed_branch_file_by_file(
+    github: tuple[RunningFakeGitHub, GitHubApp], tmp_path: Path
+) -> None:
+    fake, app = github
+    pipeline = make_pipeline(f"{OWNER}/{REPO}", 3, "Work")
+    pipeline.installation_id = fake.state.installation_for(OWNER).id
+    page = await load_diff(app, pipeline)
+    assert page.problem == "The branch has not been pushed yet." and not page.files
+    push_branch(fake, tmp_path, pipeline.branch)
+    page = await load_diff(app, pipeline)
+    assert page.problem == "" and page.commits == 1
+    by_name = {f.name: f for f in page.files}
+    assert set(by_name) == {"app.py", "logo.png", "renamed.txt"}
+    assert by_name["logo.png"].no_patch and by_name["logo.png"].lines == []
+    assert by_name["renamed.txt"].old_name == "old.txt"
+    code = by_name["app.py"]
+    assert code.additions == 601 and code.cut and len(code.lines) == PATCH_LINES
+    html = render("_diff.html.j2", diff=page)
+    assert "<script>alert(1)</script>" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "binary file, or too big" in html and "Only the start is shown." in html
+
+
+async def test_without_the_apps_key_the_page_says_so() -> None:
+    page = await load_diff(None, make_pipeline("o/r", 1))
+    assert "not configured" in page.problem
+
+
+def test_what_github_leaves_out_reads_as_no_patch() -> None:
+    answer = Comparison.model_validate(
+        {"total_commits": 2, "html_url": "javascript:alert(1)",
+         "files": [{"filename": "big.sql", "status": "modified", "additions": 9000,
+                    "deletions": 1, "patch": None}, {"filename": "\x1b[31mred"}]}
+    )  # fmt: skip
+    page = diff_page(answer)
+    assert page.url == ""  # only http(s) links are shown
+    assert page.files[0].no_patch and page.files[0].additions == 9000
+    assert page.files[1].name == "[31mred"
