@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Literal, TypeAlias
 
 from app.naming import inline_code, is_agent_name, is_runner_label
-from runner.contract import NETWORK_MODES, NetworkMode
+from runner.contract import NETWORK_MODES, NetworkMode, RunMode
 
 MAX_TIMEOUT_MINUTES = 1440
 
@@ -22,6 +22,7 @@ Start a comment with one of these commands:
 
 ```text
 /trimo run [--agent NAME] [--on LABEL] [--timeout MINUTES] [--network none|allowlist|bridge] PROMPT
+/trimo discover [same options] [WHAT TO FOCUS ON]
 /trimo stop      stop the current run
 /trimo retry     run the last prompt again
 /trimo status    show how this pipeline is doing
@@ -30,13 +31,16 @@ Start a comment with one of these commands:
 ```
 
 - The prompt may span several lines; options go on the first line, before the prompt.
+- `/trimo discover` is read-only: the agent investigates the issue against the code and answers
+  with its findings and a step-by-step plan; nothing is pushed. `/trimo run implement the plan
+  above` then carries it out.
 - `--timeout` is in minutes (1 to 1440); `--` ends the options.
 - `--network allowlist` (the default) reaches the agent's API and the hosts in `allowed_hosts`
   of `.github/trimo.yml`; `none` has no network; `bridge` reaches everything.
 - Mentioning the app at the start of a comment, followed by a prompt, works like `/trimo run`.
 """
 
-SUBCOMMANDS: tuple[str, ...] = ("run", "stop", "retry", "status", "preview", "help")
+SUBCOMMANDS: tuple[str, ...] = ("run", "discover", "stop", "retry", "status", "preview", "help")
 RUN_OPTIONS: tuple[str, ...] = ("--agent", "--on", "--timeout", "--network")
 
 ReplyCode = Literal[
@@ -52,13 +56,17 @@ ReplyCode = Literal[
 
 @dataclass(frozen=True)
 class RunCommand:
-    """Start a run with `prompt`; options left as None come from the repository's config."""
+    """Start a run with `prompt`; options left as None come from the repository's config.
+
+    A `discover` run is read-only and answers with a plan; its `prompt` is what to focus on
+    (may be empty), and the issue or pull request itself is the request."""
 
     prompt: str
     agent: str | None = None
     label: str | None = None
     timeout_minutes: int | None = None
     network: NetworkMode | None = None
+    mode: RunMode = "code"
 
 
 @dataclass(frozen=True)
@@ -189,9 +197,9 @@ def _parse_command(line_rest: str, rest: str) -> ParseResult:
     if not words:
         return HelpCommand()
     word = words[0]
-    if word == "run":
+    if word in ("run", "discover"):
         after_word = line_rest[line_rest.index(word) + len(word) :]
-        return _parse_run(after_word, rest)
+        return _parse_run(after_word, rest, "discover" if word == "discover" else "code")
     if word == "preview":
         return _parse_preview(line_rest.split()[1:])
     if word in SUBCOMMANDS:
@@ -222,7 +230,7 @@ def _simple_command(word: str) -> ParseResult:
     return HelpCommand()
 
 
-def _parse_run(line: str, rest: str) -> RunCommand:
+def _parse_run(line: str, rest: str, mode: RunMode) -> RunCommand:
     """Options from the command line, then the prompt: the rest of that line and below."""
     values: dict[str, str] = {}
     tokens = list(re.finditer(r"\S+", line))
@@ -254,7 +262,7 @@ def _parse_run(line: str, rest: str) -> RunCommand:
         index += 1
 
     prompt = _prompt_text(line[prompt_start:].lstrip() + "\n" + rest)
-    if not prompt:
+    if not prompt and mode == "code":
         raise _Problem(
             "empty_prompt", "Please tell me what to do: `/trimo run` needs a prompt after it."
         )
@@ -264,6 +272,7 @@ def _parse_run(line: str, rest: str) -> RunCommand:
         label=_label(values.get("--on")),
         timeout_minutes=_timeout(values.get("--timeout")),
         network=_network(values.get("--network")),
+        mode=mode,
     )
 
 

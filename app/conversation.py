@@ -36,6 +36,8 @@ class Thread:
     is_pull: bool
     state: str = "open"
     title: str = ""
+    body: str = ""
+    """The issue's or pull request's description (a discovery run's request)."""
     pull: PullInfo | None = None
     """Known from the payload (review comments); else fetched when needed."""
     review: ReviewContext | None = None
@@ -100,6 +102,7 @@ async def open_conversation(
     is_pull: bool,
     state: str = "open",
     title: str = "",
+    body: str = "",
     pull: PullInfo | None = None,
     review: ReviewContext | None = None,
 ) -> Conversation | None:
@@ -126,6 +129,7 @@ async def open_conversation(
         is_pull=is_pull,
         state=state,
         title=title,
+        body=body,
         pull=pull,
         review=review,
     )

@@ -16,6 +16,7 @@ HANDLED_EVENTS: Final[frozenset[tuple[str, str]]] = frozenset(
         ("pull_request", "closed"),
         ("check_run", "requested_action"),
         ("check_run", "rerequested"),
+        ("check_suite", "completed"),
         ("installation", ANY_ACTION),
         ("installation_repositories", ANY_ACTION),
     }

@@ -162,6 +162,24 @@ class CheckRunList(Answer):
     check_runs: list[CheckRunRef] = Field(default_factory=list)
 
 
+class CheckOutput(Answer):
+    title: str = ""
+    summary: str = ""
+
+
+class CheckRunResult(Answer):
+    name: str = ""
+    conclusion: str = ""
+    output: CheckOutput = CheckOutput()
+
+
+class CheckRunResults(Answer):
+    check_runs: list[CheckRunResult] = Field(default_factory=list)
+
+
+MAX_SUITE_RUNS: Final = 100
+
+
 class RepoName(Answer):
     full_name: str | None = None
 
@@ -490,6 +508,16 @@ class RepoAPI:
         )
         found = read(CheckRunList, _json(response)).check_runs
         return next((run.id for run in found if run.external_id == external_id), None)
+
+    async def suite_check_runs(self, check_suite_id: int) -> list[CheckRunResult]:
+        """The latest check runs of suite `check_suite_id` (the first 100): name, conclusion
+        and output, as the Checks API gives them."""
+        response = await self._call(
+            "GET",
+            f"check-suites/{check_suite_id}/check-runs",
+            params={"filter": "latest", "per_page": str(MAX_SUITE_RUNS)},
+        )
+        return read(CheckRunResults, _json(response)).check_runs
 
     async def update_check_run(
         self,

@@ -122,6 +122,14 @@ class CheckRun(_Model):
     app: AppRef | None = None
 
 
+class CheckSuite(_Model):
+    id: int
+    head_branch: str | None = None
+    head_sha: str = ""
+    conclusion: str | None = None
+    app: AppRef | None = None
+
+
 class RequestedAction(_Model):
     identifier: str = ""
 
@@ -160,6 +168,10 @@ class PullClosedEvent(RepoEvent):
 class CheckRunEvent(RepoEvent):
     check_run: CheckRun
     requested_action: RequestedAction | None = None
+
+
+class CheckSuiteEvent(RepoEvent):
+    check_suite: CheckSuite
 
 
 class InstalledRepo(_Model):

@@ -26,9 +26,16 @@ from app import redisio
 from app.naming import pipeline_id
 from app.policy import RunSettings
 from app.summary import PipelineSummary, summarise
-from runner.contract import SafeId
+from runner.contract import RunMode, SafeId
 from runner.diffsummary import DiffSummary
-from runner.job import CommitInfo, Outcome, ReviewContext, RunFinished, RunRecord
+from runner.job import (
+    CommitInfo,
+    FailingCheck,
+    Outcome,
+    ReviewContext,
+    RunFinished,
+    RunRecord,
+)
 
 if TYPE_CHECKING:
     from app.dispatch import Dispatch
@@ -64,8 +71,12 @@ class PipelineRun(BaseModel):
 
     run_id: SafeId
     prompt: str
+    mode: RunMode = "code"
     review: ReviewContext | None = None
     """Where the review comment that asked for it points (the agent is told)."""
+    ci_sha: str | None = None
+    """Set on a run that failing checks started (not a person): the commit they failed on."""
+    failing_checks: list[FailingCheck] = Field(default_factory=list)
     settings: RunSettings
     requested_by: str
     thread: int
@@ -83,6 +94,8 @@ class PipelineRun(BaseModel):
     head_sha: str | None = None
     commits: list[CommitInfo] = Field(default_factory=list)
     diff: DiffSummary = Field(default_factory=DiffSummary)
+    plan: str = ""
+    """A discovery run's findings and plan, as the agent wrote them (hostile text)."""
     requested_at: datetime = Field(default_factory=utcnow)
     queued_at: datetime | None = None
     started_at: datetime | None = None
@@ -96,11 +109,18 @@ class PipelineRun(BaseModel):
     def label(self) -> str:
         return self.settings.label
 
+    @property
+    def automatic(self) -> bool:
+        """Started by failing checks, not by a person."""
+        return self.ci_sha is not None
+
     def record(self) -> RunRecord:
         return RunRecord(
             run_id=self.run_id,
             prompt=self.prompt,
             agent=self.agent,
+            mode=self.mode,
+            plan=self.plan,
             outcome=self.outcome or Outcome.ERROR,
             reason=self.reason,
             commits=self.commits,
@@ -124,6 +144,8 @@ class Pipeline(BaseModel):
     title: str = ""
     """The issue's or pull request's title when the pipeline was made (or last asked on)."""
     closed: bool = False
+    automatic_runs: int = 0
+    """Runs started by failing checks since a person last asked for one."""
     active_run: str | None = None
     runs: list[PipelineRun] = Field(default_factory=list)
     created_at: datetime = Field(default_factory=utcnow)
@@ -156,13 +178,19 @@ class Pipeline(BaseModel):
     def last_run(self) -> PipelineRun | None:
         return self.runs[-1] if self.runs else None
 
+    def answered_checks_on(self, sha: str) -> bool:
+        """Whether failing checks on commit `sha` already started a run."""
+        return any(run.ci_sha == sha for run in self.runs)
+
     # --- transitions (pure: they change this object only) -----------------------------
 
     def add(self, run: PipelineRun) -> None:
-        """Put `run` in line (idempotent per run id); a closed pipeline reopens."""
+        """Put `run` in line (idempotent per run id); a closed pipeline reopens. Automatic
+        runs are counted; a person's request starts the count again."""
         if self.find(run.run_id) is None:
             self.runs.append(run)
             self.closed = False
+            self.automatic_runs = self.automatic_runs + 1 if run.automatic else 0
 
     def next_to_start(self) -> PipelineRun | None:
         """The run to queue now, made active; None when one is busy, none waits or closed.
@@ -204,6 +232,7 @@ class Pipeline(BaseModel):
         run.head_sha = finished.head_sha
         run.commits = list(finished.commits)
         run.diff = finished.diff
+        run.plan = finished.plan
         run.finished_at = finished.at
         if self.active_run == run.run_id:
             self.active_run = None

@@ -33,6 +33,9 @@ CONFIG_PATH = ".github/trimo.yml"
 MAX_CONFIG_BYTES = 64 * 1024
 
 MinPermission = Literal["triage", "write", "maintain", "admin"]
+CiFailure = Literal["off", "discover", "fix"]
+"""What failing checks on a Trimo branch start: nothing, a discovery run or a fixing run."""
+MAX_CI_FAILURE_ATTEMPTS = 10
 
 _UNKNOWN_KEY_ERRORS = frozenset({"extra_forbidden", "invalid_key"})
 _MEMORY_RE = re.compile(r"([1-9][0-9]{0,6})([kmg])", re.IGNORECASE)
@@ -142,6 +145,11 @@ class RepoConfig(BaseModel):
     """Hosts an `allowlist` run may reach besides its agent's API hosts."""
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
     trigger_label: str = Field(default="trimo", min_length=1, max_length=50)
+    discover_label: str = Field(default="trimo:discover", min_length=1, max_length=50)
+    """Adding it to an issue starts a discovery run (read-only, answers with a plan)."""
+    ci_failure: CiFailure = "off"
+    ci_failure_attempts: int = Field(default=2, ge=1, le=MAX_CI_FAILURE_ATTEMPTS, strict=True)
+    """Automatic runs in a row per pipeline before Trimo leaves failing checks to people."""
     min_permission: MinPermission = "write"
     branch_prefix: str = "trimo/"
     preview: PreviewConfig | None = None
@@ -171,7 +179,12 @@ class RepoConfig(BaseModel):
             raise ValueError("should be up to 64 letters, digits, ., - or _")
         return value
 
-    @field_validator("trigger_label")
+    @field_validator("ci_failure", mode="before")
+    @classmethod
+    def _off_is_off(cls, value: object) -> object:
+        return "off" if value is False else value  # YAML reads a bare `off` as false
+
+    @field_validator("trigger_label", "discover_label")
     @classmethod
     def _trigger_ok(cls, value: str) -> str:
         if not value.strip() or any(not char.isprintable() for char in value):

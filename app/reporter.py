@@ -45,7 +45,7 @@ from app.runs import CHECK_NAME, RETRY_ACTION, STOP_ACTION, show_queued, start_n
 from app.runview import RunView
 from app.services import Services
 from runner import contract as keys
-from runner.job import RunEvent, RunFinished, RunStarted, run_event_adapter
+from runner.job import Outcome, RunEvent, RunFinished, RunStarted, run_event_adapter
 
 log = logging.getLogger("trimo.reporter")
 
@@ -474,16 +474,15 @@ class Reporter:
             await self._ensure_pull(api, pipeline, view, Priority.FINAL, final=True)
         pull = await self._pull_number(pipeline)
         problem = await hget(self.redis, STEPS_PREFIX + run.run_id, PULL_PROBLEM) or ""
-        title, summary = runview.check_finished(view, pipeline.branch)
-        body = runview.progress_finished(
-            view, pipeline.branch, self._check_url(pipeline, run), pull, problem
-        )
+        title, summary = runview.check_finished(view, pipeline.branch, run.mode)
+        check_url = self._check_url(pipeline, run)
+        body = runview.progress_finished(view, pipeline.branch, check_url, pull, problem, run.mode)
         steps = [
             self._once(
                 pipeline, run, "final:check", Priority.FINAL,
                 lambda: self._edit_check(
                     api, pipeline, run, view, title, summary, [RETRY_ACTION],
-                    runview.conclusion_of(event), Priority.FINAL,
+                    runview.conclusion_of(event, run.mode), Priority.FINAL,
                 ),
             ),
             self._once(
@@ -491,6 +490,14 @@ class Reporter:
                 lambda: self._edit_progress(api, pipeline, run, body, Priority.FINAL),
             ),
         ]  # fmt: skip
+        if run.mode == "discover" and (event.outcome is Outcome.SUCCESS or event.plan.strip()):
+            plan = runview.plan_comment(view, pipeline, run, check_url)
+            steps.append(
+                self._once(
+                    pipeline, run, "final:plan", Priority.FINAL,
+                    lambda: api.comment(run.thread, plan),
+                )
+            )  # fmt: skip
         if pull is not None and pipeline.kind == "issue":
             run.status, run.started = "finished", True
             run.outcome, run.commits = event.outcome, list(event.commits)
@@ -508,13 +515,13 @@ class Reporter:
     ) -> None:
         """The run's thread is gone, but its check run lives on the commit: end it, best
         effort, so it does not show as running for ever."""
-        title, summary = runview.check_finished(view, pipeline.branch)
+        title, summary = runview.check_finished(view, pipeline.branch, run.mode)
         try:
             await self._once(
                 pipeline, run, "final:check", Priority.FINAL,
                 lambda: self._edit_check(
                     api, pipeline, run, view, title, summary, [],
-                    runview.conclusion_of(event), Priority.FINAL,
+                    runview.conclusion_of(event, run.mode), Priority.FINAL,
                 ),
             )  # fmt: skip
         except OverBudget:

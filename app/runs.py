@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable
+from dataclasses import dataclass
 from typing import Any, Literal, TypeVar, overload
 
 from githubkit.exception import RequestFailed
@@ -22,8 +23,8 @@ from app.pipelines import Pipeline, PipelineRun, Stopped
 from app.policy import Refusal, RunSettings, effective_run
 from app.repoconfig import RepoConfig
 from app.services import Delivery, Services
-from runner.contract import AGENTS
-from runner.job import ReviewContext, is_valid_branch_name
+from runner.contract import AGENTS, RunMode
+from runner.job import FailingCheck, ReviewContext, is_valid_branch_name
 from runner.registry import runners_with_label
 from runner.templating import render
 
@@ -41,11 +42,19 @@ T2 = TypeVar("T2")
 T3 = TypeVar("T3")
 
 
+@dataclass(frozen=True)
+class ChecksFailed:
+    """Why an automatic run started: checks failed on commit `sha` of the pipeline branch."""
+
+    sha: str
+    checks: list[FailingCheck]
+
+
 # --- commands ------------------------------------------------------------------------------
 
 
 async def request_run(conv: Conversation, config: RepoConfig, command: RunCommand) -> None:
-    """`/trimo run` (and the trigger label): check everything, then accept the run."""
+    """`/trimo run`, `/trimo discover` (and the labels): check everything, then accept."""
     if conv.thread.state == "closed":
         await conv.reply("closed_thread.md.j2", kind=conv.thread.kind)
         return
@@ -53,10 +62,16 @@ async def request_run(conv: Conversation, config: RepoConfig, command: RunComman
     if target is None:
         return
     seed, head_sha = target
-    settings = await _run_settings(conv, config, command)
+    settings = await run_settings(conv, config, command)
     if settings is None:
         return
-    await accept_run(conv, seed, command.prompt, settings, head_sha, conv.thread.review)
+    prompt = command.prompt
+    if command.mode == "discover":
+        thread = conv.thread
+        prompt = render(
+            "discover_request.md.j2", title=thread.title, body=thread.body, focus=prompt
+        ).strip()
+    await accept_run(conv, seed, prompt, settings, head_sha, conv.thread.review, mode=command.mode)
 
 
 async def retry_run(
@@ -75,10 +90,11 @@ async def retry_run(
         label=run.label,
         timeout_minutes=run.settings.timeout_minutes,
         network=run.settings.network,
+        mode=run.mode,
     )
-    settings = await _run_settings(conv, config, command)
+    settings = await run_settings(conv, config, command)
     if settings is not None:
-        await accept_run(conv, pipeline, run.prompt, settings, None, run.review)
+        await accept_run(conv, pipeline, run.prompt, settings, None, run.review, mode=run.mode)
 
 
 async def stop_run(conv: Conversation, pipeline: Pipeline | None, run: PipelineRun | None) -> None:
@@ -118,7 +134,8 @@ async def send_status(conv: Conversation, pipeline: Pipeline | None) -> None:
         runs=[
             {
                 "id": inline_code(run.run_id),
-                "user": run.requested_by,
+                "user": "failing checks" if run.automatic else run.requested_by,
+                "mode": run.mode,
                 "agent": inline_code(run.agent),
                 "status": run.status,
                 "outcome": run.outcome.value if run.outcome else "",
@@ -151,6 +168,9 @@ async def accept_run(
     settings: RunSettings,
     head_sha: str | None,
     review: ReviewContext | None = None,
+    *,
+    mode: RunMode = "code",
+    checks_failed: ChecksFailed | None = None,
 ) -> None:
     """👀, the pipeline entry, a check run, the progress comment, then start it if it is next.
 
@@ -165,7 +185,10 @@ async def accept_run(
     run = PipelineRun(
         run_id=run_id,
         prompt=prompt,
+        mode=mode,
         review=review,
+        ci_sha=checks_failed.sha if checks_failed else None,
+        failing_checks=checks_failed.checks if checks_failed else [],
         settings=settings,
         requested_by=conv.source.user,
         thread=conv.thread.number,
@@ -433,7 +456,7 @@ async def _target(conv: Conversation, config: RepoConfig) -> tuple[Pipeline, str
     return seed, pull.head_sha
 
 
-async def _run_settings(
+async def run_settings(
     conv: Conversation, config: RepoConfig, command: RunCommand
 ) -> RunSettings | None:
     agent = command.agent or config.agent
@@ -474,6 +497,8 @@ def _run_names(pipeline: Pipeline, run: PipelineRun) -> dict[str, str]:
         "agent": inline_code(run.agent),
         "label": inline_code(run.label),
         "branch": inline_code(pipeline.branch),
+        "mode": run.mode,
+        "automatic": inline_code(run.ci_sha[:7]) if run.ci_sha else "",
     }
 
 

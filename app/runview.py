@@ -6,22 +6,28 @@ events) and renders it with the templates in `templates/github/`.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
 from app.naming import inline_code
-from app.pipelines import Pipeline
+from app.pipelines import Pipeline, PipelineRun
+from runner.contract import RunMode
 from runner.diffsummary import DiffSummary
 from runner.events import shorten
 from runner.job import Outcome, PushRefused, RunEvent, RunFinished
+from runner.printable import printable
 from runner.templating import render
 
 RECENT_TOOLS = 5
 BLOCKED_HOSTS_SHOWN = 10
+MAX_PLAN_SHOWN = 60_000
+"""Of a plan, at most this much goes in a comment (65,536) or a check-run summary (65,535)."""
+_MENTION = re.compile(r"@(?=[A-Za-z0-9_-])")
 
-CheckConclusion = Literal["success", "failure", "cancelled", "timed_out"]
+CheckConclusion = Literal["success", "failure", "neutral", "cancelled", "timed_out"]
 
 CONCLUSIONS: dict[Outcome, CheckConclusion] = {
     Outcome.SUCCESS: "success",
@@ -103,8 +109,27 @@ class RunView(BaseModel):
         return max(0.0, (end - self.started_at).total_seconds()) if self.started_at else 0.0
 
 
-def conclusion_of(finished: RunFinished) -> CheckConclusion:
+def conclusion_of(finished: RunFinished, mode: RunMode = "code") -> CheckConclusion:
+    """A discovery run that answered changed nothing: `neutral`, neither green nor red."""
+    if mode == "discover" and finished.outcome is Outcome.SUCCESS:
+        return "neutral"
     return CONCLUSIONS[finished.outcome]
+
+
+def quoted_plan(plan: str, limit: int = MAX_PLAN_SHOWN) -> str:
+    """An agent's plan as a Markdown block quote it cannot leave: no control characters, no
+    @mentions, no HTML comments (Trimo's markers), every line quoted, at most `limit`."""
+    text = _MENTION.sub("@\u200b", printable(plan).strip())
+    text = text.replace("<!--", "&lt;!--").replace("-->", "--&gt;")
+    lines = [f"> {line}".rstrip() for line in text.splitlines() or [""]]
+    kept, size = [], 0
+    for line in lines:
+        if size + len(line) + 1 > limit:
+            kept.append(">\n> *…the rest of the plan is cut: it is longer than GitHub shows.*")
+            break
+        kept.append(line)
+        size += len(line) + 1
+    return "\n".join(kept)
 
 
 def duration(seconds: float) -> str:
@@ -225,8 +250,38 @@ def check_running(view: RunView, branch: str, now: datetime) -> tuple[str, str]:
     )
 
 
-def check_finished(view: RunView, branch: str) -> tuple[str, str]:
+def check_finished(view: RunView, branch: str, mode: RunMode = "code") -> tuple[str, str]:
+    if mode == "discover":
+        return _title_and_summary(
+            render("github/check_discovered.md.j2", **_discovered(view, branch))
+        )
     return _title_and_summary(render("github/check_finished.md.j2", **_finished(view, branch)))
+
+
+def _discovered(view: RunView, branch: str) -> dict[str, Any]:
+    finished = view.finished
+    assert finished is not None
+    return {
+        **_finished(view, branch),
+        "plan": quoted_plan(finished.plan) if finished.plan.strip() else "",
+        "follow_up": FOLLOW_UP,
+    }
+
+
+FOLLOW_UP = "/trimo run implement the plan above"
+"""The command a plan comment offers, to carry the plan out."""
+
+
+def plan_comment(view: RunView, pipeline: Pipeline, run: PipelineRun, check_url: str) -> str:
+    """The comment with a discovery run's findings and plan, and how to carry it out."""
+    return render(
+        "github/plan.md.j2",
+        run_id=_code(view.run_id, 100),
+        check_url=check_url,
+        user=run.requested_by,
+        automatic=_code(run.ci_sha[:7]) if run.ci_sha else "",
+        **_discovered(view, pipeline.branch),
+    )
 
 
 def progress_running(view: RunView, branch: str, check_url: str) -> str:
@@ -239,9 +294,21 @@ def progress_running(view: RunView, branch: str, check_url: str) -> str:
 
 
 def progress_finished(
-    view: RunView, branch: str, check_url: str, pull: int | None, pull_problem: str = ""
+    view: RunView,
+    branch: str,
+    check_url: str,
+    pull: int | None,
+    pull_problem: str = "",
+    mode: RunMode = "code",
 ) -> str:
     """The progress comment's last word; `pull_problem`: why GitHub would not open the PR."""
+    if mode == "discover":
+        return render(
+            "github/progress_discovered.md.j2",
+            run_id=_code(view.run_id, 100),
+            check_url=check_url,
+            **_discovered(view, branch),
+        )
     return render(
         "github/progress_finished.md.j2",
         run_id=_code(view.run_id, 100),

@@ -348,3 +348,29 @@ def test_fuzz_never_raises(seed: int) -> None:
         if isinstance(result, Reply):
             assert result.text.endswith(USAGE)
     assert {"Ignore", "RunCommand", "Reply"} <= kinds
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ("/trimo discover", RunCommand(prompt="", mode="discover")),
+        (
+            "/trimo discover the login form\nand its tests",
+            RunCommand(prompt="the login form\nand its tests", mode="discover"),
+        ),
+        (
+            "/trimo discover --agent codex --timeout 5 why",
+            RunCommand(prompt="why", agent="codex", timeout_minutes=5, mode="discover"),
+        ),
+        ("/trimo run fix it", RunCommand(prompt="fix it", mode="code")),
+    ],
+)
+def test_discover_takes_the_run_options_and_an_optional_focus(
+    body: str, expected: RunCommand
+) -> None:
+    assert parse_comment(body, "trimo") == expected
+
+
+def test_a_mistyped_discover_gets_a_suggestion() -> None:
+    result = parse_comment("/trimo discovr", "trimo")
+    assert isinstance(result, Reply) and "`/trimo discover`" in result.text

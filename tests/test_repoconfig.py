@@ -116,7 +116,8 @@ def test_valid(text: str, expected: dict[str, Any]) -> None:
                 "Did you mean `timeout_minutes`?",
                 "`agent`, `image`, `runner_label`, `timeout_minutes`, `network`, `allowed_hosts`, "
                 "`resources`, "
-                "`trigger_label`, `min_permission`, `branch_prefix`",
+                "`trigger_label`, `discover_label`, `ci_failure`, `ci_failure_attempts`, "
+                "`min_permission`, `branch_prefix`",
             ],
         ),
         ("Agent: codex", ["Unknown setting `Agent`", "Did you mean `agent`?"]),

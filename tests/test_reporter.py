@@ -62,10 +62,12 @@ class World:
     corpora: Path
     installation_id: int
 
-    async def accept(self, title: str = "Fix the login page") -> tuple[int, str]:
-        """A new issue with `/trimo run`, accepted by the App worker: (number, run id)."""
+    async def accept(
+        self, title: str = "Fix the login page", command: str = "/trimo run echo hi"
+    ) -> tuple[int, str]:
+        """A new issue with `command`, accepted by the App worker: (number, run id)."""
         issue = self.state.add_issue(OWNER, REPO, title, "details", WRITER)
-        comment = self.state.add_comment(OWNER, REPO, issue.number, "/trimo run echo hi", WRITER)
+        comment = self.state.add_comment(OWNER, REPO, issue.number, command, WRITER)
         payload = json.loads(
             (self.corpora / "webhooks" / "issue_comment.created.1.json").read_text()
         )
@@ -78,7 +80,7 @@ class World:
         user = {**payload["comment"]["user"], "login": WRITER, "type": "User"}
         payload["issue"].update(number=issue.number, title=title, body="details", state="open")
         payload["issue"].pop("pull_request", None)
-        payload["comment"].update(id=comment.id, body="/trimo run echo hi", user=user)
+        payload["comment"].update(id=comment.id, body=command, user=user)
         payload["comment"]["performed_via_github_app"] = None
         payload["sender"] = user
         delivery = str(uuid.uuid4())

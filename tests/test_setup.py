@@ -72,6 +72,7 @@ HANDLED_EVENTS = {
     "pull_request",
     "pull_request_review_comment",
     "check_run",
+    "check_suite",
 }
 # GitHub sends these to every App and refuses a manifest that lists them.
 ALWAYS_DELIVERED = {"installation", "installation_repositories"}
@@ -82,6 +83,7 @@ EVENT_PERMISSION = {
     "pull_request": "pull_requests",
     "pull_request_review_comment": "pull_requests",
     "check_run": "checks",
+    "check_suite": "checks",
 }
 SETTINGS_KEYS = (
     "TRIMO_GITHUB_APP_ID",

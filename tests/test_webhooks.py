@@ -44,6 +44,7 @@ EXPECTED_HANDLED = {
     ("pull_request_review_comment", "created"),
     ("check_run", "requested_action"),
     ("check_run", "rerequested"),
+    ("check_suite", "completed"),
     ("issues", "closed"),
     ("pull_request", "closed"),
 }

@@ -49,6 +49,7 @@ async def issue_comment_created(delivery: Delivery) -> None:
         is_pull=issue.pull_request is not None,
         state=issue.state,
         title=issue.title,
+        body=issue.body or "",
     )
     if conv is not None:
         await run_command(conv, parsed)
@@ -69,6 +70,7 @@ async def review_comment_created(delivery: Delivery) -> None:
         is_pull=True,
         state=pull.state,
         title=pull.title,
+        body=pull.body or "",
         pull=pull.info(event.repository),
         review=ReviewContext(
             path=comment.path,
@@ -127,5 +129,8 @@ async def send_usage(conv: Conversation, config: RepoConfig | ConfigError) -> No
         agents=", ".join(inline_code(name) for name in AGENTS),
         default_agent=inline_code(repo_config.agent),
         trigger_label=inline_code(repo_config.trigger_label),
+        discover_label=inline_code(repo_config.discover_label),
+        ci_failure=repo_config.ci_failure,
+        ci_failure_attempts=repo_config.ci_failure_attempts,
         min_permission=f"**{repo_config.min_permission}**",
     )

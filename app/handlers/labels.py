@@ -1,4 +1,5 @@
-"""issues.labeled: the repository's trigger label starts a run with the issue as the prompt."""
+"""issues.labeled: the trigger label starts a run with the issue as the prompt; the discover
+label starts a discovery run (read-only, answers with a plan) on the issue."""
 
 from __future__ import annotations
 
@@ -33,17 +34,22 @@ async def issue_labeled(delivery: Delivery) -> None:
         is_pull=False,
         state=issue.state,
         title=issue.title,
+        body=issue.body or "",
     )
     if conv is None:
         return
     config = await load_config(conv.api, event.repository.default_branch)
     usable = config if isinstance(config, RepoConfig) else RepoConfig()
-    if event.label.name != usable.trigger_label:
+    if event.label.name == usable.trigger_label:
+        prompt = render("github/label_prompt.md.j2", title=issue.title, body=issue.body or "")
+        command = RunCommand(prompt=prompt.strip())
+    elif event.label.name == usable.discover_label:
+        command = RunCommand(prompt="", mode="discover")
+    else:
         return
     if not await authorise(conv, config, await asker_role(conv)):
         return
     if isinstance(config, ConfigError):
         await report_config_error(conv, config)
         return
-    prompt = render("github/label_prompt.md.j2", title=issue.title, body=issue.body or "")
-    await request_run(conv, config, RunCommand(prompt=prompt.strip()))
+    await request_run(conv, config, command)

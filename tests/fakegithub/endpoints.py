@@ -398,6 +398,32 @@ async def reply_to_review_comment(call: Call) -> Reply:
 # --- check runs -----------------------------------------------------------------------------
 
 
+async def list_check_runs_for_suite(call: Call) -> Reply:
+    """`GET .../check-suites/{check_suite_id}/check-runs`: the suite's runs, newest first,
+    with `check_name` and `status` filters (the same answer as for a ref)."""
+    suite = call.number("check_suite_id")
+    name, status = call.query.get("check_name"), call.query.get("status")
+    with call.state.lock:
+        runs = [
+            r
+            for r in call.state.check_runs.values()
+            if (r.owner, r.repo, r.check_suite_id) == (call.owner, call.repo, suite)
+            and (name is None or r.name == name)
+            and (status is None or r.status == status)
+        ]
+    if not runs:
+        raise not_found()
+    runs.sort(key=lambda r: r.id, reverse=True)
+    page, headers = _page(
+        call, runs, f"/repos/{call.owner}/{call.repo}/check-suites/{suite}/check-runs"
+    )
+    return Reply(
+        200,
+        {"total_count": len(runs), "check_runs": [call.render.check_run(r) for r in page]},
+        headers,
+    )
+
+
 def _timestamp(value: str) -> datetime:
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
@@ -799,6 +825,13 @@ ENDPOINTS: list[Endpoint] = [
         CHECKS_R,
     ),
     Endpoint(
+        "GET",
+        REPO + "/check-suites/{check_suite_id}/check-runs",
+        list_check_runs_for_suite,
+        "installation",
+        CHECKS_R,
+    ),
+    Endpoint(
         "POST",
         REPO + "/pulls",
         create_pull,
@@ -869,6 +902,7 @@ NEEDS: dict[str, frozenset[str]] = {
     "get_comment": frozenset({"id", "body"}),
     "create_check_run": frozenset({"id"}),
     "list_check_runs_for_ref": frozenset({"check_runs[].id", "check_runs[].external_id"}),
+    "list_check_runs_for_suite": frozenset({"check_runs[].name", "check_runs[].conclusion"}),
     "create_pull": frozenset({"number"}),
     "list_pulls": frozenset({"[].number"}),
     "get_pull": frozenset(

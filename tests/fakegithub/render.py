@@ -31,7 +31,14 @@ from tests.fakegithub.templates import example, host_pairs, rewrite
 Json = dict[str, Any]
 
 REACTION_CONTENTS = ("+1", "-1", "laugh", "confused", "heart", "hooray", "rocket", "eyes")
-APP_EVENTS = ["check_run", "issue_comment", "issues", "pull_request", "pull_request_review_comment"]
+APP_EVENTS = [
+    "check_run",
+    "check_suite",
+    "issue_comment",
+    "issues",
+    "pull_request",
+    "pull_request_review_comment",
+]
 
 
 def iso(moment: datetime | None) -> str | None:
@@ -446,7 +453,7 @@ class Renderer:
             output=output,
             name=run.name,
             check_suite={"id": run.check_suite_id},
-            app=self.app(),
+            app=run.app or self.app(),
             pull_requests=pulls,
         )
         return data

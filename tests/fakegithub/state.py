@@ -192,6 +192,8 @@ class CheckRun:
     started_at: datetime | None = field(default_factory=now)
     completed_at: datetime | None = None
     check_suite_id: int = 0
+    app: dict[str, Any] | None = None
+    """Another App's check run (CI): its `app` object; None for the App under test's."""
     updates: int = 0
 
 
@@ -548,7 +550,16 @@ class FakeState:
             target.append(reaction)
             return reaction, True
 
-    def add_check_run(self, owner: str, repo: str, name: str, head_sha: str) -> CheckRun:
+    def add_check_run(
+        self,
+        owner: str,
+        repo: str,
+        name: str,
+        head_sha: str,
+        suite_id: int | None = None,
+        app: dict[str, Any] | None = None,
+    ) -> CheckRun:
+        """A check run in a suite of its own (or `suite_id`), of the App under test or `app`."""
         with self.lock:
             run = CheckRun(
                 id=self.next_id(),
@@ -556,7 +567,8 @@ class FakeState:
                 repo=repo,
                 name=name,
                 head_sha=head_sha,
-                check_suite_id=self.next_id(),
+                check_suite_id=suite_id or self.next_id(),
+                app=app,
             )
             self.check_runs[run.id] = run
             return run
