@@ -3,6 +3,7 @@ real Redis, CSRF, and the security headers. Pages are a tiny app behind the real
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Iterator
 from urllib.parse import parse_qs, urlsplit
@@ -207,6 +208,23 @@ async def test_an_expired_token_is_refreshed_and_the_repository_list_follows_git
     assert len(refreshes) == 1
 
 
+async def test_requests_at_once_share_one_refresh_of_an_expired_token(
+    client: httpx.AsyncClient, github: RunningFakeGitHub, redis_url: str
+) -> None:
+    github.state.sign_in_as("alice")
+    await through_github(client)
+    github.state.expire_user_tokens()
+    _age_sessions(redis_url, expired_token=True)
+    answers = await asyncio.gather(*(client.get("/") for _ in range(5)))
+    assert [a.status_code for a in answers] == [200] * 5
+    refreshes = [
+        r
+        for r in github.state.requests_to("POST", r"^/login/oauth/access_token$")
+        if (r.json or {}).get("grant_type") == "refresh_token"
+    ]
+    assert len(refreshes) == 1
+
+
 async def test_github_down_keeps_the_last_repository_list(
     client: httpx.AsyncClient, github: RunningFakeGitHub, redis_url: str
 ) -> None:
@@ -216,6 +234,9 @@ async def test_github_down_keeps_the_last_repository_list(
     _age_sessions(redis_url)
     me = (await client.get("/")).json()
     assert me["login"] == "alice" and me["repos"] == {f"{ORG}/widgets": "write"}
+    asked = len(github.state.requests_to("GET", r"^/user/installations$"))
+    await client.get("/")
+    assert len(github.state.requests_to("GET", r"^/user/installations$")) == asked
 
 
 async def test_a_post_without_the_csrf_token_is_refused(
@@ -347,9 +368,12 @@ def test_token_answers_form_json_and_errors() -> None:
         assert caught.value.reason == reason
 
 
-def _age_sessions(redis_url: str) -> None:
-    """Make every session's repository list old enough to be asked for again."""
+def _age_sessions(redis_url: str, expired_token: bool = False) -> None:
+    """Make every session's repository list (and token) old enough to be renewed."""
     client = redis.Redis.from_url(redis_url)
     for key in client.keys(SESSION_KEY_PREFIX + "*"):
         record = json.loads(client.get(key) or b"{}")
-        client.set(key, json.dumps({**record, "repos_at": 0}))
+        record["repos_at"] = 0
+        if expired_token:
+            record["expires_at"] = 1
+        client.set(key, json.dumps(record))

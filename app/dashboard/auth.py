@@ -11,11 +11,13 @@ POST reads its form with `checked_form(request)`.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hmac
 import json
 import logging
 import secrets
 import time
+import weakref
 from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeVar
@@ -50,6 +52,8 @@ SESSION_KEY_PREFIX: Final = "trimo:dash:session:"
 SESSION_MAX_AGE_SECONDS: Final = 14 * 24 * 3600
 REPOS_TTL_SECONDS: Final = 300
 """How long the list of repositories a person reaches is trusted before asking GitHub again."""
+RETRY_SECONDS: Final = 30
+"""After GitHub failed to answer, how long the last repository list is kept before asking again."""
 TOKEN_MARGIN_SECONDS: Final = 120
 REDIS_TIMEOUT_SECONDS: Final = 5.0
 CSP: Final = (
@@ -145,7 +149,7 @@ class SignIn:
             )
         self.github = github
         self._redis: aioredis.Redis | None = None
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
     @property
     def redis(self) -> aioredis.Redis:
@@ -185,18 +189,26 @@ class SignIn:
         await self.save(session_id, SessionRecord(login, token, repos, time.time()))
         return session_id
 
-    async def fresh(self, session_id: str, record: SessionRecord) -> SessionRecord | None:
-        """`record` with a live token and a recent repository list; None when the person
-        must sign in again (token revoked, refresh refused)."""
+    def _due(self, record: SessionRecord) -> bool:
         token_due = record.token.expires_within(TOKEN_MARGIN_SECONDS)
         repos_due = time.time() - record.repos_at >= REPOS_TTL_SECONDS
-        if self.github is None or not (token_due or repos_due):
+        return self.github is not None and (token_due or repos_due)
+
+    async def fresh(self, session_id: str, record: SessionRecord) -> SessionRecord | None:
+        """`record` with a live token and a recent repository list; None when the person
+        must sign in again (token revoked, refresh refused).
+
+        One refresh per session at a time: a refresh token works once, so a second request
+        refreshing alongside would be refused and sign the person out."""
+        if not self._due(record):
             return record
-        lock = self._locks.setdefault(session_id, asyncio.Lock())
+        lock = self._locks.get(session_id)
+        if lock is None:
+            lock = self._locks[session_id] = asyncio.Lock()
         async with lock:
             current = await self.load(session_id)
-            if current is None:
-                return None
+            if current is None or not self._due(current):
+                return current
             try:
                 updated = await self._refreshed(current)
             except OAuthFailure as exc:
@@ -204,10 +216,9 @@ class SignIn:
                     log.info("session of %s ended: %s", current.login, exc)
                     await self.forget(session_id)
                     return None
-                log.warning("keeping %s's repository list: %s", current.login, exc)
-                return current
-            finally:
-                self._locks.pop(session_id, None)
+                log.warning("keeping %s's repository list for now: %s", current.login, exc)
+                retry_at = time.time() - REPOS_TTL_SECONDS + RETRY_SECONDS
+                updated = dataclasses.replace(current, repos_at=retry_at)
             await self.save(session_id, updated)
             return updated
 
