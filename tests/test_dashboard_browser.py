@@ -106,6 +106,15 @@ def test_signing_in_with_github_lands_on_the_board(browser: Browser, loop: Loop)
     assert len(authorizations) == asked + 1
     assert authorizations[-1].query["redirect_uri"] == f"{loop.url}/oauth/callback"
 
+    browser.element("#sign-out").click()
+    browser.element("#signed-out")
+    browser.shot("signed-out")
+    loop.state.sign_in_as(None)  # on GitHub, the person now cancels
+    browser.get("/")
+    assert "did not authorise" in browser.text("#auth-failure")
+    assert browser.find("#nav #sign-out") == []
+    browser.shot("cancelled-on-github")
+
 
 def test_a_run_appears_by_itself_and_its_log_grows(browser: Browser, loop: Loop) -> None:
     browser.sign_in(WRITER)
