@@ -49,6 +49,7 @@ OUTCOME_WORDS: dict[Outcome, tuple[str, str]] = {
 class RunView(BaseModel):
     run_id: str
     agent: str = ""
+    mode: RunMode = "code"
     runner: str = ""
     image: str = ""
     started_at: datetime | None = None
@@ -76,6 +77,7 @@ class RunView(BaseModel):
         match event.type:
             case "started":
                 view.agent, view.runner, view.image = event.agent, event.runner, event.image
+                view.mode = event.mode
                 view.started_at, view.base_sha = event.at, event.base_sha
             case "tool_call":
                 view.tool_calls += 1
@@ -170,6 +172,7 @@ def _common(view: RunView, branch: str, now: datetime) -> dict[str, Any]:
         "tool_calls": view.tool_calls,
         "pushed": view.pushed_commits,
         "branch": _code(branch, 100),
+        "discover": view.mode == "discover",
         "salvage": _code(view.salvage_ref, 100) if view.salvage_ref else "",
         "refused": _refused(view.refused),
         "blocked": _blocked(view.blocked_hosts),

@@ -349,6 +349,7 @@ class Attempt:
                 run_id=request.run_id,
                 runner=self.host.runner_id,
                 agent=self.adapter.name,
+                mode=request.mode,
                 image=request.image,
                 branch=request.branch,
                 base_sha=self.start.base_sha,

@@ -203,6 +203,7 @@ class RunStarted(_RunEvent):
     run_id: str
     runner: str
     agent: str
+    mode: RunMode = "code"
     image: str
     branch: str
     base_sha: str

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from runner.job import Outcome
+from runner.job import FailingCheck, Outcome
 from tests.conftest import git
 from tests.engine_helpers import make_request, record_of, run
 
@@ -82,3 +82,21 @@ def test_a_stopped_or_failing_discovery_run_keeps_nothing_either(
     assert finished.plan == "half a plan"
     assert refs(sample_repo) == refs_before  # not even a pipeline branch was made
     assert not events.of_type("pushed")
+
+
+def test_a_run_started_by_failing_checks_is_told_them(sample_repo: Path, cache: Path) -> None:
+    checks = [
+        FailingCheck(name="tests", conclusion="failure", title="2 failed", summary="test_a: 1 2"),
+        FailingCheck(name="lint", conclusion="timed_out"),
+    ]
+    request = make_request(
+        sample_repo,
+        "cat /trimo/context.md > ctx.md && git add ctx.md && git commit -qm Context",
+        failing_checks=checks,
+    )
+    finished, _ = run(cache, request)
+    assert finished.outcome is Outcome.SUCCESS, finished.reason
+    context = git(sample_repo, "show", "trimo/p1:ctx.md")
+    assert "# Failing checks on branch `trimo/p1`" in context
+    assert "## tests: failure" in context and "2 failed" in context
+    assert "test_a: 1 2" in context and "## lint: timed_out" in context

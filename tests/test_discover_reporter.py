@@ -24,7 +24,10 @@ HOSTILE_PLAN = (
 
 async def discovered(world: World, plan: str, outcome: Outcome = Outcome.SUCCESS) -> int:
     number, run_id = await world.accept(command="/trimo discover the form")
-    await world.started(run_id)
+    await world.started(run_id, mode="discover")
+    await world.settle()
+    running = [c for c in world.bot_comments(number) if "is running" in c]
+    assert running and "discovery run" in running[0] and "read-only" in running[0]
     await world.emit(run_id, RunFinished(run_id=run_id, outcome=outcome, plan=plan))
     await world.settle()
     assert await world.pending() == 0

@@ -32,6 +32,7 @@ from app.services import Services
 from app.settings import AppSettings
 from app.worker import SERVICES_KEY, build_services, handle_event
 from runner import contract as keys
+from runner.contract import RunMode
 from runner.job import (
     CommitInfo,
     EgressBlocked,
@@ -93,14 +94,14 @@ class World:
             keys.ALL_RUN_EVENTS, {"run_id": run_id, "event": event.model_dump_json()}
         )
 
-    async def started(self, run_id: str) -> None:
+    async def started(self, run_id: str, mode: RunMode = "code") -> None:
         base = self.gh.fake.branch_sha(OWNER, REPO, "main")
         assert base is not None
         await self.emit(
             run_id,
             RunStarted(
                 run_id=run_id, runner="r1", agent="script", image="img",
-                branch="b", base_sha=base,
+                branch="b", base_sha=base, mode=mode,
             ),
         )  # fmt: skip
 
