@@ -239,6 +239,26 @@ async def test_github_down_keeps_the_last_repository_list(
     assert len(github.state.requests_to("GET", r"^/user/installations$")) == asked
 
 
+async def test_a_renewed_token_is_kept_when_listing_repositories_then_fails(
+    client: httpx.AsyncClient, github: RunningFakeGitHub, redis_url: str
+) -> None:
+    github.state.sign_in_as("alice")
+    await through_github(client)
+    github.state.expire_user_tokens()
+    _age_sessions(redis_url, expired_token=True)
+    github.state.fail_next("GET", r"^/user/installations$", 502)
+    assert (await client.get("/")).json()["repos"] == {f"{ORG}/widgets": "write"}
+    _age_sessions(redis_url)
+    me = await client.get("/")  # the renewed token still works: no second refresh
+    assert me.status_code == 200 and me.json()["login"] == "alice"
+    refreshes = [
+        r
+        for r in github.state.requests_to("POST", r"^/login/oauth/access_token$")
+        if (r.json or {}).get("grant_type") == "refresh_token"
+    ]
+    assert len(refreshes) == 1
+
+
 async def test_a_post_without_the_csrf_token_is_refused(
     client: httpx.AsyncClient, redis_url: str
 ) -> None:

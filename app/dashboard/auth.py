@@ -216,25 +216,34 @@ class SignIn:
                     log.info("session of %s ended: %s", current.login, exc)
                     await self.forget(session_id)
                     return None
-                log.warning("keeping %s's repository list for now: %s", current.login, exc)
+                log.warning("keeping %s's session as it is for now: %s", current.login, exc)
                 retry_at = time.time() - REPOS_TTL_SECONDS + RETRY_SECONDS
                 updated = dataclasses.replace(current, repos_at=retry_at)
             await self.save(session_id, updated)
             return updated
 
     async def _refreshed(self, record: SessionRecord) -> SessionRecord:
+        """`record` renewed; a failure to renew the token raises, while a failure to list
+        the repositories keeps the last list (and a token just renewed: its refresh token
+        is spent)."""
         assert self.github is not None
         token = record.token
         if token.expires_within(TOKEN_MARGIN_SECONDS):
             token = await self._renewed(token)
-        try:
-            repos = await self.github.repositories(token.access_token)
-        except OAuthFailure as exc:
-            if exc.reason != "revoked" or token is not record.token:
-                raise
-            token = await self._renewed(token)
-            repos = await self.github.repositories(token.access_token)
-        return SessionRecord(record.login, token, repos, time.time())
+        for attempt in range(2):
+            try:
+                repos = await self.github.repositories(token.access_token)
+            except OAuthFailure as exc:
+                if exc.reason == "revoked" and attempt == 0 and token is record.token:
+                    token = await self._renewed(token)
+                    continue
+                if exc.reason in ("revoked", "expired"):
+                    raise
+                log.warning("keeping %s's repository list for now: %s", record.login, exc)
+                retry_at = time.time() - REPOS_TTL_SECONDS + RETRY_SECONDS
+                return SessionRecord(record.login, token, record.repos, retry_at)
+            return SessionRecord(record.login, token, repos, time.time())
+        raise OAuthFailure("revoked", "GitHub refused a token it had just renewed")
 
     async def _renewed(self, token: UserToken) -> UserToken:
         assert self.github is not None
