@@ -17,6 +17,7 @@ HANDLED_EVENTS: Final[frozenset[tuple[str, str]]] = frozenset(
         ("check_run", "requested_action"),
         ("check_run", "rerequested"),
         ("check_suite", "completed"),
+        ("push", ANY_ACTION),
         ("installation", ANY_ACTION),
         ("installation_repositories", ANY_ACTION),
     }

@@ -165,6 +165,12 @@ class PullClosedEvent(RepoEvent):
     pull_request: PullRequest
 
 
+class PushEvent(RepoEvent):
+    ref: str
+    after: str = ""
+    deleted: bool = False
+
+
 class CheckRunEvent(RepoEvent):
     check_run: CheckRun
     requested_action: RequestedAction | None = None

@@ -65,6 +65,9 @@ class PreviewRecord(BaseModel):
     check_run_id: int | None = None
     url: str = ""
     sha: str = ""
+    """The commit the preview shows, once ready."""
+    asked_sha: str = ""
+    """The commit a refresh was asked for (a run's head, a push), so it is asked once."""
     refreshed: bool = False
     expires_at: datetime | None = None
     reason: str = ""
@@ -187,11 +190,33 @@ async def stop_preview(conv: Conversation) -> None:
         await conv.reply("preview_not_running.md.j2")
         return
     await conv.react("eyes")
-    await conv.services.redis.delete(contract.preview_wanted(record.pipeline))
-    record.status = "stopped"
-    record.reason = f"stopped by @{conv.source.user}"
-    await save_record(conv.services, record)
-    await show(conv.api, record)
+    await end_preview(conv.services, conv.api, record, f"stopped by @{conv.source.user}")
+
+
+async def end_preview(services: Services, api: RepoAPI, record: PreviewRecord, reason: str) -> None:
+    """The App wants no preview of the record's pipeline: the runner stops it; the comment
+    says so at once."""
+    await services.redis.delete(contract.preview_wanted(record.pipeline))
+    record.status, record.reason = "stopped", reason
+    await save_record(services, record)
+    await show(api, record)
+
+
+async def after_push(
+    services: Services, api: RepoAPI, pipeline: Pipeline, sha: str, cause: str
+) -> None:
+    """Commits pushed to the branch of a pipeline with a live preview refresh it; pushes
+    of a run in progress wait for its end (`after_run`)."""
+    record = await load_record(services, pipeline.id)
+    if record is None or not record.live or _has(record, sha) or pipeline.active() is not None:
+        return
+    refresh = record.request.model_copy(update={"preview_id": preview_id_for(pipeline.id, cause)})
+    await start(services, api, pipeline, refresh, "", sha)
+
+
+def _has(record: PreviewRecord, sha: str) -> bool:
+    """Whether the record's preview shows `sha`, or was asked to."""
+    return sha in (record.sha, record.asked_sha)
 
 
 async def after_run(
@@ -204,9 +229,9 @@ async def after_run(
     record = await load_record(services, pipeline.id)
     preview_id = preview_id_for(pipeline.id, event.run_id)
     if record is not None and record.live:
-        if event.commits and record.request.preview_id != preview_id:
+        if event.commits and event.head_sha and not _has(record, event.head_sha):
             refresh = record.request.model_copy(update={"preview_id": preview_id})
-            await start(services, api, pipeline, refresh, "")
+            await start(services, api, pipeline, refresh, "", event.head_sha)
         return
     config = await load_config(api, pipeline.base_branch)
     if isinstance(config, RepoConfig) and config.preview is not None and config.preview.auto:
@@ -218,7 +243,12 @@ async def after_run(
 
 
 async def start(
-    services: Services, api: RepoAPI, pipeline: Pipeline, request: PreviewRequest, by: str
+    services: Services,
+    api: RepoAPI,
+    pipeline: Pipeline,
+    request: PreviewRequest,
+    by: str,
+    sha: str = "",
 ) -> None:
     """Record the preview as starting, show it, and queue it for a runner."""
     record = await load_record(services, pipeline.id)
@@ -236,6 +266,7 @@ async def start(
         check_run_id=record.check_run_id if record and record.status == "ready" else None,
         url=record.url if record and record.status == "ready" else "",
         sha=record.sha if record and record.status == "ready" else "",
+        asked_sha=sha,
     )
     await show(api, record)
     await save_record(services, record)

@@ -26,7 +26,7 @@ from arq.worker import Retry
 from githubkit import GitHub
 from pydantic import SecretStr
 
-from app import failures
+from app import failures, previews
 from app.commands import USAGE
 from app.github import RepoAPI
 from app.installations import REPO_INSTALLATIONS, installation_for_repo
@@ -47,7 +47,16 @@ from app.worker import (
 )
 from runner import contract, registry
 from runner.contract import RUN_FUNCTION, run_queue
-from runner.job import CommitInfo, Outcome, Resources, ReviewContext, RunFinished, RunRequest
+from runner.job import (
+    CommitInfo,
+    Outcome,
+    RepoRef,
+    Resources,
+    ReviewContext,
+    RunFinished,
+    RunRequest,
+)
+from runner.previews.job import PreviewRequest
 from tests.fakegithub import AppCredentials, FakeState, RunningFakeGitHub
 from tests.fakegithub.gitserver import run_git
 
@@ -529,6 +538,49 @@ async def test_stopping_a_preview_when_none_runs(world: World) -> None:
     await world.send("issue_comment", world.issue_comment(body, number=issue.number))
     [reply] = world.bot_comments(issue.number)
     assert reply == f"@{WRITER} no preview is running here, so there is nothing to stop.\n"
+
+
+async def test_a_push_to_a_pipeline_branch_refreshes_its_live_preview(world: World) -> None:
+    issue = world.state.add_issue(OWNER, REPO, TITLE, "details")
+    first = await world.send("issue_comment", world.issue_comment(SCRIPT, number=issue.number))
+    pid = pipeline_id(FULL, issue.number)
+    pipeline = await world.pipelines.get(pid)
+    assert pipeline is not None
+    services = world.ctx[SERVICES_KEY]
+    request = PreviewRequest(
+        preview_id="pv-first", pipeline=pid, repo=RepoRef(full_name=FULL, clone_url="x"),
+        branch=pipeline.branch, command="perl server.pl", port=8000,
+    )  # fmt: skip
+    shown = "a" * 40
+    record = previews.PreviewRecord(
+        pipeline=pid, repo=FULL, installation_id=world.creds.installation_id,
+        number=issue.number, branch=pipeline.branch, request=request, status="ready",
+        url="http://runner.example/p/tok/", sha=shown,
+    )  # fmt: skip
+    await previews.save_record(services, record)
+
+    def push(after: str) -> dict[str, Any]:
+        payload = world.point(world.corpus("push.none.2.json"))
+        payload.update(ref=f"refs/heads/{pipeline.branch}", after=after, deleted=False)
+        return payload
+
+    await world.send("push", push("b" * 40))  # a run is going: its end refreshes it
+    during = await previews.load_record(services, pid)
+    assert during is not None and during.request.preview_id == "pv-first"
+    await world.pipelines.finish(
+        RunFinished(run_id=run_id_for(issue.number, first), outcome=Outcome.SUCCESS)
+    )
+    await world.send("push", push(shown))  # what it shows already
+    await world.send("push", push("c" * 40))
+    await world.send("push", push("c" * 40))  # the same commit again: asked once
+
+    after = await previews.load_record(services, pid)
+    assert after is not None and after.status == "starting" and after.asked_sha == "c" * 40
+    queued = await world.pool.zrange(contract.preview_queue("default"), 0, -1)
+    assert [m.decode() for m in queued] == [after.request.preview_id]
+    assert await world.pool.get(contract.preview_wanted(pid)) == after.request.preview_id.encode()
+    [comment] = [b for b in world.bot_comments(issue.number) if "Preview starting" in b]
+    assert "asked by" not in comment
 
 
 async def test_help_replies_with_usage_and_agents(world: World) -> None:

@@ -73,6 +73,7 @@ HANDLED_EVENTS = {
     "pull_request_review_comment",
     "check_run",
     "check_suite",
+    "push",
 }
 # GitHub sends these to every App and refuses a manifest that lists them.
 ALWAYS_DELIVERED = {"installation", "installation_repositories"}
@@ -84,6 +85,7 @@ EVENT_PERMISSION = {
     "pull_request_review_comment": "pull_requests",
     "check_run": "checks",
     "check_suite": "checks",
+    "push": "contents",
 }
 SETTINGS_KEYS = (
     "TRIMO_GITHUB_APP_ID",

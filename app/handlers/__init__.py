@@ -1,6 +1,14 @@
 """Webhook handlers, one per (event, action), registered on `router` when imported."""
 
-from app.handlers import checks, closing, comments, dashboard, installations, labels
+from app.handlers import (
+    checks,
+    closing,
+    comments,
+    dashboard,
+    installations,
+    labels,
+    previews,
+)
 from app.handlers.context import router
 from app.services import Delivery, Services
 
@@ -13,5 +21,6 @@ __all__ = [
     "dashboard",
     "installations",
     "labels",
+    "previews",
     "router",
 ]

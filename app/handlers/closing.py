@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from app import previews
 from app.conversation import Source, open_conversation
 from app.handlers.context import router
 from app.payloads import IssueClosedEvent, PullClosedEvent, RepoEvent
@@ -47,6 +48,9 @@ async def _close(delivery: Delivery, event: RepoEvent, number: int, *, is_pull: 
             dropped.setdefault(run.run_id, Stopped(run=run, how="dropped"))
     for item in dropped.values():
         await report_dropped(delivery, conv.api, after, item, "closed", event.sender.login)
+    preview = await previews.load_record(delivery.services, pipeline.id)
+    if preview is not None and preview.live:
+        await previews.end_preview(delivery.services, conv.api, preview, reason)
     await delivery.services.redis.xadd(
         contract.CLOSED_PIPELINES,
         {"clone_url": pipeline.clone_url, "pipeline": pipeline.id},
