@@ -50,15 +50,14 @@ class Loop:
         self.corpora = corpora
         self.port = free_port()
         self.creds: AppCredentials = gh.install_app(OWNER)
-        self.extra_env = env or {}
         repo_files = {"README.md": "# widgets\n", ".github/trimo.yml": CONFIG, **(files or {})}
         gh.create_repo(OWNER, REPO, repo_files)
         self.state.set_role(OWNER, REPO, WRITER, "write")
         self.serve: subprocess.Popen[bytes] | None = None
         self.runner: subprocess.Popen[bytes] | None = None
         self.http = httpx.Client(timeout=10)
-        self.extra_env: dict[str, str] = {}
-        """More `TRIMO_*` settings for the processes (e.g. the dashboard's sign-in)."""
+        self.extra_env: dict[str, str] = dict(env or {})
+        """More `TRIMO_*` settings for the processes (e.g. the dashboard's sign-in, previews)."""
 
     # --- processes ----------------------------------------------------------------------
 
