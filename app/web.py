@@ -270,13 +270,14 @@ def create_app(
     settings: AppSettings, redis_pool_factory: RedisPoolFactory | None = None
 ) -> Starlette:
     """The App's web edge and dashboard; raises `SettingsError` without a webhook secret."""
-    from app.dashboard.auth import auth_routes, error_pages, security_middleware
+    from app.dashboard.auth import SignIn, auth_routes, error_pages, security_middleware
     from app.dashboard.site import Dashboard
 
     redis = RedisHandle(redis_pool_factory or default_pool_factory(settings.redis_url))
     edge = WebhookEdge(settings, redis)
 
     dashboard = Dashboard(settings, redis)
+    signin = SignIn(settings)
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
@@ -285,6 +286,7 @@ def create_app(
             yield
         finally:
             await dashboard.close()
+            await signin.aclose()
             await redis.close()
 
     return Starlette(
@@ -294,7 +296,7 @@ def create_app(
             *auth_routes(),
             *dashboard.routes(),
         ],
-        middleware=security_middleware(settings),
+        middleware=security_middleware(settings, signin),
         exception_handlers=error_pages(),
         lifespan=lifespan,
     )

@@ -59,7 +59,7 @@ async def sign_in(
         token = UserToken("ghu_test_" + secrets.token_hex(8), None, None)
         session_id = await signin.open_session(login, token, dict(repos or {}))
     finally:
-        await signin.redis.aclose()
+        await signin.aclose()
     csrf = secrets.token_urlsafe(32)
     cookie = session_cookie(session_secret(settings), {SESSION_ID: session_id, SESSION_CSRF: csrf})
     client.cookies.set(SESSION_COOKIE, cookie)

@@ -151,6 +151,14 @@ class SignIn:
         self._redis: aioredis.Redis | None = None
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
+    async def aclose(self) -> None:
+        """Close the Redis client and GitHub's HTTP client (the App's lifespan ends)."""
+        if self._redis is not None:
+            await self._redis.aclose()
+            self._redis = None
+        if self.github is not None:
+            await self.github.aclose()
+
     @property
     def redis(self) -> aioredis.Redis:
         if self._redis is None:
