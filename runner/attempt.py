@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import docker
+import docker.errors
+import requests
 
 from runner import gitops
 from runner.agents.base import AgentAdapter
@@ -36,7 +38,7 @@ from runner.container import (
     export_command,
     run_helper,
 )
-from runner.delivery import BUNDLE_NAME, Delivery, Exporter, RunState, Start
+from runner.delivery import BUNDLE_NAME, Delivery, Exporter, RunState, Start, Unsaved
 from runner.errors import TrimoError
 from runner.events import AgentEvent, FinalResult, Usage
 from runner.handoff import Limits
@@ -472,7 +474,14 @@ class Attempt:
         """Export from a short-lived helper sandbox (the agent's container has ended)."""
 
         def export(known: list[str], message: str | None) -> None:
-            run_helper(self.host.client, spec, export_command(BUNDLE_NAME, known, message))
+            try:
+                run_helper(self.host.client, spec, export_command(BUNDLE_NAME, known, message))
+            except (TrimoError, docker.errors.DockerException, requests.RequestException) as exc:
+                why = exc.message if isinstance(exc, TrimoError) else type(exc).__name__
+                raise Unsaved(
+                    f"the sandbox that saves the agent's last changes could not start ({why}); "
+                    "they are kept on the runner and saved before this pipeline's next run"
+                ) from exc
 
         return export
 

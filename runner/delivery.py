@@ -42,6 +42,11 @@ HEAD_NAME = f"{BUNDLE_NAME}.head"
 MAX_HEAD_BYTES = 4096
 MAX_REFUSED_PATHS = 5
 
+
+class Unsaved(TrimoError):
+    """The sandbox that commits and exports the agent's last changes could not run."""
+
+
 Exporter = Callable[[list[str], str | None], object]
 """Runs `trimo-export` in a sandbox with (commits the host has, commit message or None).
 It leaves the bundle and a line `head SHA` in the run's out directory."""
@@ -56,7 +61,8 @@ def salvage_ref(run_id: str) -> str:
 
 
 def pending_ref(pipeline: str) -> str:
-    """Commits of the pipeline that the remote refused, kept for its next run."""
+    """Commits of the pipeline that the remote refused or could not take, kept for its next
+    run."""
     return f"refs/trimo/pending/{pipeline}"
 
 
@@ -93,6 +99,8 @@ class RunState:
     final_result: FinalResult | None = None
     last_word: LastWord = field(default_factory=LastWord)
     usage: Usage | None = None
+    unsaved: bool = False
+    """The final export could not run: the workspace still holds work the remote lacks."""
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -186,6 +194,7 @@ class Delivery:
                 return head
             if not gitops.is_ancestor(mirror, previous, head):
                 if final:  # the agent may still be rewriting while it runs; decide at the end
+                    gitops.git(mirror, "update-ref", salvage_ref(request.run_id), head)
                     gitops.push(
                         mirror,
                         request.repo.clone_url,
@@ -202,6 +211,15 @@ class Delivery:
                 self._pushed(previous, head)
             except PushRefused as exc:
                 self._push_what_is_accepted(previous, head, exc)
+            except GitError as exc:
+                if not final:
+                    raise
+                gitops.git(mirror, "update-ref", pending_ref(request.pipeline), head)
+                raise GitError(
+                    f"{exc.message}; the run's commits are kept on the runner, and the next run "
+                    "of this pipeline pushes them",
+                    detail=exc.detail,
+                ) from exc
             return head
 
     def _pushed(self, previous: str, head: str) -> None:
@@ -266,6 +284,10 @@ class Delivery:
         except (HandoffRefused, GitError) as exc:
             notes.append(exc.message)
             outcome = Outcome.FAILURE if outcome is Outcome.SUCCESS else outcome
+        except Unsaved as exc:
+            notes.append(exc.message)
+            outcome = Outcome.ERROR
+            self.state.unsaved = True
         tip, base = self.tip, self.start.remote_sha
         commits: list[CommitInfo] = []
         diff = DiffSummary()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +44,9 @@ from runner.scrub import Scrubber
 __all__ = ["EngineConfig", "RunEngine", "StopSignal", "autosave_message"]
 
 log = logging.getLogger(__name__)
+
+ABANDONED = "the runner stopped while this run was going; the work it had done was saved"
+SAVED_LATE = "its work was saved before the pipeline's next run"
 
 
 @dataclass(frozen=True)
@@ -161,16 +164,20 @@ class RunEngine:
         pipeline.create()
         disk_bytes = self.config.disk_bytes
         with gitops.locked(pipeline.lock), disk.mounted(pipeline.path, disk_bytes) as root:
+            if self._save_earlier_runs(request, mirror, root, pipeline):
+                gitops.ensure_mirror(self.config.mirrors_dir, request.repo.clone_url, token)
             start = starting_point(mirror, request)
             ledger = self._write_ledger(request, start)
+            attempt: Attempt | None = None
             try:
-                for attempt in (1, 2):
-                    fresh = self._prepare_workspace(root, mirror, start, pipeline, request, attempt)
+                for number in (1, 2):
+                    fresh = self._prepare_workspace(root, mirror, start, pipeline, request, number)
+                    attempt = Attempt(
+                        host, request, adapter, mirror, root, pipeline, start, emit, protect,
+                        stop, token,
+                    )  # fmt: skip
                     try:
-                        return Attempt(
-                            host, request, adapter, mirror, root, pipeline, start, emit,
-                            protect, stop, token,
-                        ).run(fresh)  # fmt: skip
+                        return attempt.run(fresh)
                     except WorkspaceBroken:
                         log.warning("the workspace of %s was damaged", request.pipeline)
                         adapter = get_adapter(request.agent)
@@ -181,7 +188,7 @@ class RunEngine:
             finally:
                 if request.mode == "discover":
                     _discard_workspace(root, pipeline)
-                if ledger is not None:
+                if ledger is not None and not (attempt is not None and attempt.state.unsaved):
                     ledger.unlink(missing_ok=True)
 
     def _prepare_workspace(
@@ -226,80 +233,132 @@ class RunEngine:
             handle.write(entry.model_dump_json())
         return path
 
-    def recover_abandoned(self, on_event: EventSink) -> list[RunFinished]:
-        """Save and report the runs that earlier, dead processes of this runner left behind."""
-        recovered = []
+    def _ledger(self) -> Iterator[tuple[Path, _LedgerEntry, RunRequest]]:
+        """The runs on record as going (or as not saved), oldest name first."""
         for path in sorted(self.config.ledger_dir.glob("*.json")):
             try:
                 entry = _LedgerEntry.model_validate_json(path.read_text())
                 request = RunRequest.model_validate(entry.request)
-            except ValueError:
+            except (OSError, ValueError):
                 path.unlink(missing_ok=True)
                 continue
+            yield path, entry, request
+
+    def recover_abandoned(self, on_event: EventSink) -> list[RunFinished]:
+        """Save and report the runs that earlier, dead processes of this runner left behind."""
+        recovered = []
+        for path, entry, request in self._ledger():
             if entry.pid and entry.pid != os.getpid() and _alive(entry.pid):
                 continue  # another process (a second `trimo run`) is still running it
-            recovered.append(self._recover(request, entry, on_event))
-            path.unlink(missing_ok=True)
+            recovered.append(self._recover(path, request, entry, on_event))
         return recovered
 
+    def _save_earlier_runs(
+        self, request: RunRequest, mirror: Path, root: Path, pipeline: PipelineDir
+    ) -> bool:
+        """Save what earlier runs of this pipeline left unsaved, before the sandbox's sync
+        would reset the workspace; True if there were any. The caller holds the pipeline's
+        lock, so none of them is going."""
+        saved = False
+        if not self.config.keep_ledger:
+            return saved
+        for path, entry, earlier in self._ledger():
+            if earlier.pipeline != request.pipeline or earlier.repo != request.repo:
+                continue
+            # The earlier run's token has likely expired; this run's is for the same repository.
+            earlier = earlier.model_copy(update={"token": request.token})
+            finished = self._save_work(
+                path, earlier, entry, mirror, root, pipeline, _logged, SAVED_LATE
+            )
+            if finished.outcome is Outcome.ERROR and path.exists():
+                raise TrimoError(
+                    f"the work of this pipeline's earlier run {earlier.run_id} is not saved yet",
+                    finished.reason,
+                )
+            log.warning("saved the work run %s had left unsaved", earlier.run_id)
+            saved = True
+        return saved
+
     def _recover(
-        self, request: RunRequest, entry: _LedgerEntry, on_event: EventSink
+        self, path: Path, request: RunRequest, entry: _LedgerEntry, on_event: EventSink
     ) -> RunFinished:
         scrubber = Scrubber(request.secret_values())
 
         def emit(event: RunEvent) -> None:
             on_event(_scrubbed(scrubber, event))
 
-        reason = "the runner stopped while this run was going; the work it had done was saved"
         try:
-            for found in self.client.containers.list(
-                all=True, filters={"label": f"{LABEL_RUN}={request.run_id}"}
-            ):
-                with contextlib.suppress(docker.errors.APIError):
-                    found.remove(force=True)
             token = request.token.get_secret_value() if request.token else None
             mirror = gitops.ensure_mirror(self.config.mirrors_dir, request.repo.clone_url, token)
             pipeline = PipelineDir.of(
                 self.config.cache_dir, request.repo.clone_url, request.pipeline
             )
             pipeline.create()
-            start = Start(request.branch, entry.base_sha, entry.published_sha, entry.remote_sha)
             disk_bytes = self.config.disk_bytes
             with gitops.locked(pipeline.lock), disk.mounted(pipeline.path, disk_bytes) as root:
-                if request.mode == "discover":  # read-only: nothing of it is kept
-                    _discard_workspace(root, pipeline)
-                    return self._recovered(emit, RunFinished(
-                        run_id=request.run_id, outcome=Outcome.FAILURE,
-                        reason="the runner stopped while this discovery run was going",
-                    ))  # fmt: skip
-                attempt = Attempt(
-                    self._host(), request, get_adapter(request.agent), mirror, root, pipeline,
-                    start, emit, scrubber.add, StopSignal(), token,
-                )  # fmt: skip
-                attempt.state.published_sha = gitops.branch_sha(mirror, request.branch)
-                with attempt.io_dir() as (io, out):
-                    spec = attempt.spec([], io, out)
-                    delivery = Delivery(
-                        request, mirror, start, pipeline, out, emit, token, attempt.state,
-                        self.config.limits,
-                    )  # fmt: skip
-                    finished = delivery.save(
-                        attempt.helper_exporter(spec),
-                        Outcome.FAILURE,
-                        reason,
-                        autosave_message(request.prompt, Outcome.FAILURE, request.run_id),
-                    )
+                finished = self._save_work(
+                    path, request, entry, mirror, root, pipeline, emit, ABANDONED
+                )
         except TrimoError as exc:
             finished = RunFinished(
-                run_id=request.run_id, outcome=Outcome.ERROR, reason=f"{reason}, except: {exc}"
+                run_id=request.run_id, outcome=Outcome.ERROR, reason=f"{ABANDONED}, except: {exc}"
             )
         except Exception:
             finished = _internal_error(request.run_id)
-        return self._recovered(emit, finished)
-
-    @staticmethod
-    def _recovered(emit: EventSink, finished: RunFinished) -> RunFinished:
         emit(finished)
+        return finished
+
+    def _save_work(
+        self,
+        path: Path,
+        request: RunRequest,
+        entry: _LedgerEntry,
+        mirror: Path,
+        root: Path,
+        pipeline: PipelineDir,
+        emit: EventSink,
+        reason: str,
+    ) -> RunFinished:
+        """Commit and publish what a run that is no longer going left in its workspace; forget
+        the run unless that could not be done."""
+        for found in self.client.containers.list(
+            all=True, filters={"label": f"{LABEL_RUN}={request.run_id}"}
+        ):
+            with contextlib.suppress(docker.errors.APIError):
+                found.remove(force=True)
+        if request.mode == "discover":  # read-only: nothing of it is kept
+            _discard_workspace(root, pipeline)
+            path.unlink(missing_ok=True)
+            return RunFinished(
+                run_id=request.run_id,
+                outcome=Outcome.FAILURE,
+                reason="the runner stopped while this discovery run was going",
+            )
+        token = request.token.get_secret_value() if request.token else None
+        start = Start(request.branch, entry.base_sha, entry.published_sha, entry.remote_sha)
+        attempt = Attempt(
+            self._host(), request, get_adapter(request.agent), mirror, root, pipeline, start,
+            emit, lambda _secret: None, StopSignal(), token,
+        )  # fmt: skip
+        attempt.state.published_sha = gitops.branch_sha(mirror, request.branch)
+        try:
+            with attempt.io_dir() as (io, out):
+                spec = attempt.spec([], io, out)
+                delivery = Delivery(
+                    request, mirror, start, pipeline, out, emit, token, attempt.state,
+                    self.config.limits,
+                )  # fmt: skip
+                finished = delivery.save(
+                    attempt.helper_exporter(spec),
+                    Outcome.FAILURE,
+                    reason,
+                    autosave_message(request.prompt, Outcome.FAILURE, request.run_id),
+                )
+        except Exception:
+            finished = _internal_error(request.run_id)
+            attempt.state.unsaved = True
+        if not attempt.state.unsaved:
+            path.unlink(missing_ok=True)
         return finished
 
 
@@ -318,6 +377,11 @@ def _scrubbed_finished(scrubber: Scrubber, finished: RunFinished) -> RunFinished
     clean = _scrubbed(scrubber, finished)
     assert isinstance(clean, RunFinished)
     return clean
+
+
+def _logged(event: RunEvent) -> None:
+    if isinstance(event, RunFinished):
+        log.warning("run %s, saved late: %s %s", event.run_id, event.outcome, event.reason)
 
 
 def _internal_error(run_id: str) -> RunFinished:

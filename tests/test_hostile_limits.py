@@ -257,13 +257,15 @@ def test_replace_refs_left_by_a_run_do_not_poison_the_next_run(
 
 
 DEEP = "for i in $(seq 1 1500); do mkdir d && cd d; done"
+DEEP_SECONDS = 600
+"""Making the tree takes seconds alone, and over a minute on a loaded machine."""
 
 
 def test_a_deep_tree_in_out_does_not_turn_a_run_into_an_error(
     sample_repo: Path, cache: Path
 ) -> None:
     script = f"(cd /trimo/out && {DEEP}); echo work > work.txt"
-    request = make_request(sample_repo, script)
+    request = make_request(sample_repo, script, timeout_s=DEEP_SECONDS)
     finished, _ = engine_run(cache, request)
     assert_nothing_left(cache, request.run_id)
     assert git(sample_repo, "show", "trimo/p1:work.txt") == "work"  # pushed, then reported lost
@@ -274,7 +276,7 @@ def test_a_deep_tree_in_a_broken_workspace_does_not_brick_the_pipeline(
     sample_repo: Path, cache: Path
 ) -> None:
     script = f"(cd .git && {DEEP}); rm -rf .git/objects .git/refs; echo junk > .git/HEAD"
-    engine_run(cache, make_request(sample_repo, script))
+    engine_run(cache, make_request(sample_repo, script, timeout_s=DEEP_SECONDS))
     finished, _ = engine_run(cache, make_request(sample_repo, "echo two > two.txt"))
     assert finished.outcome is Outcome.SUCCESS, finished.reason
     assert git(sample_repo, "show", "trimo/p1:two.txt") == "two"
@@ -285,7 +287,11 @@ def test_a_deep_tree_in_home_does_not_stop_the_pipeline_sweep(
 ) -> None:
     from runner import pipelinedir
 
-    engine_run(cache, make_request(sample_repo, f"cd $HOME && {DEEP}"), disk_bytes=0)
+    engine_run(
+        cache,
+        make_request(sample_repo, f"cd $HOME && {DEEP}", timeout_s=DEEP_SECONDS),
+        disk_bytes=0,
+    )
     removed = pipelinedir.sweep(cache, ttl_days=0, now=time.time() + 10)
     assert removed, "the pipeline was not swept"
 

@@ -84,6 +84,9 @@ class FakeGitHub:
     def branch_sha(self, owner: str, name: str, branch: str) -> str | None:
         return gitserver.branch_sha(self.bare_path(owner, name), branch)
 
+    def has_file(self, owner: str, name: str, rev: str, path: str) -> bool:
+        return gitserver.read_file(self.bare_path(owner, name), rev, path) is not None
+
     # --- request handling ----------------------------------------------------------------
 
     def _endpoint(self, endpoint: Endpoint) -> Any:

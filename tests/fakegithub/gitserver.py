@@ -34,6 +34,7 @@ REF_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._/-]{0,254}$")
 
 PRE_RECEIVE = Path(__file__).with_name("prereceive.py")
 HOOK_DECLINED = b" pre-receive hook declined"
+UNAVAILABLE = "We're having trouble with git right now. Please try again later.\n"
 
 
 def _env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -312,6 +313,8 @@ class GitHttp:
         repo = self.state.repo(owner, name)
         if repo is None or inst is None or inst.account != owner or not token.covers(name):
             return PlainTextResponse("Repository not found.\n", status_code=404)
+        if push and self.state.git_push_outage:
+            return PlainTextResponse(UNAVAILABLE, status_code=503)
         if push and not token.allows("contents", "write"):
             return PlainTextResponse(
                 f"Permission to {owner}/{name}.git denied to {GIT_USER}.\n", status_code=403

@@ -309,6 +309,8 @@ class FakeState:
         # Modes (see modes.py): seconds before every answer, drift, chaos.
         self.delay: float = 0.0
         self.git_delay: float = 0.0
+        self.git_push_outage: bool = False
+        """Pushes answer 503, as during a GitHub incident; fetches still work."""
         self.drift: Drift | None = None
         self.chaos: Chaos | None = None
         self.chaos_log: list[tuple[str, str, str]] = []  # (method, path, kind)
