@@ -356,7 +356,9 @@ def pipelines(
         for n, record in enumerate(item.runs, 1):
             style = OUTCOME_STYLE[record.outcome][0]
             prompt_line = safe((record.prompt.strip().splitlines() or [""])[0], 70)
-            commits = f"{len(record.commits)} commit(s)"
+            commits = (
+                "discovery" if record.mode == "discover" else f"{len(record.commits)} commit(s)"
+            )
             out.print(
                 Text.assemble(
                     f"  {n}. ",

@@ -49,7 +49,8 @@ def event_line(event: RunEvent, width: int = 160) -> Text | None:
     Every text that came from the agent goes through `safe`; Text never parses markup."""
     match event:
         case RunStarted():
-            return Text(f"▶ {event.agent} started in {event.image} on {event.branch}", "bold")
+            what = " a read-only discovery" if event.mode == "discover" else ""
+            return Text(f"▶ {event.agent} started{what} in {event.image} on {event.branch}", "bold")
         case AssistantMessage():
             return Text(f"  {safe(event.text, width)}")
         case ToolCall():

@@ -36,6 +36,7 @@ def test_discover_prints_the_plan_and_changes_nothing(
     )  # fmt: skip
 
     assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert "started a read-only discovery" in ran.stdout
     assert "Findings and plan" in ran.stdout
     assert "1. [bold]Add[/bold] docs" in ran.stdout and "2. Test" in ran.stdout
     assert "\x1b]0;" not in ran.stdout
@@ -54,3 +55,6 @@ def test_discover_prints_the_plan_and_changes_nothing(
     assert follow.returncode == 0, follow.stdout + follow.stderr
     context = git(sample_repo, "show", "trimo/plan:ctx.md")
     assert "# The plan" in context and "2. Test" in context
+    listed = trimo("pipelines", "--repo", str(sample_repo), cache=cache)
+    assert listed.returncode == 0, listed.stderr
+    assert "success   discovery" in listed.stdout and "3 run(s)" in listed.stdout
