@@ -50,14 +50,16 @@ def dashboard_loop(gh: RunningFakeGitHub, redis_url: str, workdir: Path, corpora
     loop = Loop(gh, redis_url, workdir, corpora)
     app = gh.state.app
     assert app is not None
-    loop.extra_env = {
-        "TRIMO_GITHUB_URL": gh.api_url,
-        "TRIMO_GITHUB_CLIENT_ID": app.client_id,
-        "TRIMO_GITHUB_CLIENT_SECRET": gh.state.oauth.client_secret,
-        "TRIMO_SESSION_SECRET": SESSION_SECRET,
-        "TRIMO_PUBLIC_URL": loop.url,
-        "TRIMO_ADMINS": ADMIN,
-    }
+    loop.extra_env.update(
+        {
+            "TRIMO_GITHUB_URL": gh.api_url,
+            "TRIMO_GITHUB_CLIENT_ID": app.client_id,
+            "TRIMO_GITHUB_CLIENT_SECRET": gh.state.oauth.client_secret,
+            "TRIMO_SESSION_SECRET": SESSION_SECRET,
+            "TRIMO_PUBLIC_URL": loop.url,
+            "TRIMO_ADMINS": ADMIN,
+        }
+    )
     with gh.state.lock:
         gh.state.oauth.callback_url = f"{loop.url}/oauth/callback"
     return loop
