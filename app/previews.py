@@ -30,6 +30,7 @@ from runner import contract
 from runner.job import Outcome, RepoRef, RunFinished
 from runner.previews.job import PreviewEvent, PreviewFailed, PreviewReady, PreviewRequest
 from runner.printable import printable
+from runner.registry import runners_with_label
 from runner.templating import render
 
 log = logging.getLogger("trimo.previews")
@@ -69,6 +70,8 @@ class PreviewRecord(BaseModel):
     asked_sha: str = ""
     """The commit a refresh was asked for (a run's head, a push), so it is asked once."""
     refreshed: bool = False
+    no_runner: bool = False
+    """When it was asked for, no runner online with its label served previews."""
     expires_at: datetime | None = None
     reason: str = ""
     log_tail: str = ""
@@ -136,6 +139,7 @@ def _words(record: PreviewRecord) -> dict[str, object]:
         "url": record.url if url_ok else "",
         "sha": inline_code(record.sha[:7]) if record.sha else "its head",
         "refreshed": record.refreshed,
+        "no_runner": record.no_runner,
         "idle_minutes": record.request.idle_minutes,
         "expires": record.expires_at.strftime("%Y-%m-%d %H:%M UTC") if record.expires_at else "",
         "reason": printable(record.reason, MAX_REASON_CHARS, one_line=True),
@@ -268,6 +272,8 @@ async def start(
         sha=record.sha if record and record.status == "ready" else "",
         asked_sha=sha,
     )
+    runners = await runners_with_label(services.redis, request.runner_label)
+    record.no_runner = not any(runner.previews for runner in runners)
     await show(api, record)
     await save_record(services, record)
     await services.pipelines.dispatch.enqueue_preview(request, pipeline.installation_id)

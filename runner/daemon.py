@@ -212,6 +212,7 @@ class RunnerDaemon:
             pid=os.getpid(),
             started_at=self.started_at,
             seen_at=registry.now(),
+            previews=self.settings.runner_max_previews if self.previews else 0,
         )
 
     async def heartbeat(self) -> None:

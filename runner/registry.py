@@ -28,6 +28,8 @@ class RunnerInfo(BaseModel):
     pid: int
     started_at: datetime
     seen_at: datetime
+    previews: int = 0
+    """How many previews this runner may serve at once; 0 when it serves none."""
 
 
 async def announce(client: aioredis.Redis, info: RunnerInfo) -> None:

@@ -580,7 +580,8 @@ async def test_a_push_to_a_pipeline_branch_refreshes_its_live_preview(world: Wor
     assert [m.decode() for m in queued] == [after.request.preview_id]
     assert await world.pool.get(contract.preview_wanted(pid)) == after.request.preview_id.encode()
     [comment] = [b for b in world.bot_comments(issue.number) if "Preview starting" in b]
-    assert "asked by" not in comment
+    assert "asked by" not in comment  # a push, not a person
+    assert "No runner labelled `default` serves previews right now" in comment
 
 
 async def test_help_replies_with_usage_and_agents(world: World) -> None:
