@@ -32,7 +32,6 @@ cli = typer.Typer(
 cli.add_typer(runner_cli.image_app, name="image")
 cli.command()(runner_cli.run)
 cli.command()(runner_cli.pipelines)
-cli.command()(runner_cli.doctor)
 cli.command()(runner_cli.runner)
 cli.command("setup")(setup_command)
 events_app = typer.Typer(help="Events the App could not handle (the dead-letter stream).")
@@ -114,6 +113,22 @@ def up() -> None:
             runner_settings = runner_settings.model_copy(update={"redis_url": url})
             runner_cli.console.print(f"private Redis at {url}")
         _run_parts(settings, server.Parts(runner=runner_settings))
+
+
+@cli.command()
+def doctor() -> None:
+    """Check this machine and the deployment, and say how to fix what is wrong: Docker, the
+    agent image, disks and credentials here; Redis reachable and persistent; a runner online
+    for each label in use; the webhook secret and the App's credentials (GitHub is asked)."""
+    from rich.console import Console
+
+    from app import doctor as deployment
+
+    out = Console()
+    problems, settings = runner_cli.machine_checks(out)
+    problems += asyncio.run(deployment.report(out, settings.redis_url))
+    out.print("\nAll good." if not problems else f"\n{problems} problem(s) to fix.")
+    raise typer.Exit(1 if problems else 0)
 
 
 @events_app.command("failed")

@@ -109,6 +109,14 @@ class AccessToken(Answer):
     token: str
 
 
+class AppIdentity(Answer):
+    """`GET /app`: the App GitHub knows these credentials as."""
+
+    id: int
+    slug: str = ""
+    name: str = ""
+
+
 class Permission(Answer):
     """`GET .../collaborators/{user}/permission`: only the top-level fields (no `user.*`)."""
 
@@ -286,6 +294,10 @@ class GitHubApp:
     ) -> GitHub[AppInstallationAuthStrategy]:
         """A client authenticated as installation `installation_id`."""
         return self._app.with_auth(self._auth.as_installation(installation_id))
+
+    async def identity(self) -> AppIdentity:
+        """Who GitHub says this App is; an answer means the App id and private key work."""
+        return read(AppIdentity, _json(await self._app.arequest("GET", "/app")))
 
     async def mint_token(self, installation_id: int, repo_name: str) -> str:
         """A fresh token for the one repository `repo_name` (no owner), able only to push

@@ -1,4 +1,5 @@
-"""The runner's commands: `trimo run`, `trimo pipelines`, `trimo image`, `trimo doctor`."""
+"""The runner's commands: `trimo run`, `trimo pipelines`, `trimo image`, `trimo runner`, and
+`trimo doctor`'s checks of this machine."""
 
 from __future__ import annotations
 
@@ -368,11 +369,10 @@ def pipelines(
             )
 
 
-def doctor() -> None:
-    """Check Docker, images, Redis and settings, and say how to fix what is wrong."""
-    import redis  # only doctor needs it; keeps `trimo run` quick to start
-
-    out = Console()
+def machine_checks(out: Console) -> tuple[int, RunnerSettings]:
+    """`trimo doctor` on this machine: settings, git, Docker, the agent image, disks,
+    credentials, the cache directory. Prints each check; returns the problems and settings."""
+    out.print(Text("This machine", style="bold"))
     problems = 0
 
     def report(ok: bool, what: str, fix: str = "", required: bool = True) -> None:
@@ -412,16 +412,6 @@ def doctor() -> None:
         "and keep TRIMO_DISK above 0",
         required=False,
     )
-    try:
-        redis.Redis.from_url(settings.redis_url, socket_connect_timeout=2).ping()
-        report(True, f"Redis is reachable at {settings.redis_url}")
-    except (redis.RedisError, ValueError) as exc:
-        report(
-            False,
-            f"Redis is not reachable at {settings.redis_url}: {exc}",
-            "`trimo serve` and `trimo runner` need it: start redis-server or set TRIMO_REDIS_URL",
-            required=False,
-        )
     for agent, have in settings.credentials().items():
         if not ADAPTERS[agent].secret_env:
             continue
@@ -447,8 +437,7 @@ def doctor() -> None:
         )
     except OSError as exc:
         report(False, f"cache directory {settings.cache_dir}: {exc}", "set TRIMO_CACHE_DIR")
-    out.print("\nAll good." if not problems else f"\n{problems} problem(s) to fix.")
-    raise typer.Exit(1 if problems else 0)
+    return problems, settings
 
 
 def runner() -> None:

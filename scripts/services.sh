@@ -27,6 +27,9 @@ install_packages() {
   # The dashboard's browser tests drive Debian's headless Chromium through selenium.
   command -v chromium >/dev/null || missing+=(chromium)
   command -v chromedriver >/dev/null || missing+=(chromium-driver)
+  # Tests validate deploy/: the compose file and the systemd units.
+  command -v docker-compose >/dev/null || missing+=(docker-compose)
+  command -v systemd-analyze >/dev/null || missing+=(systemd)
   if [ "${#missing[@]}" -gt 0 ]; then
     need_root
     log "installing ${missing[*]} from Debian"

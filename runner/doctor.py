@@ -1,0 +1,197 @@
+"""`trimo doctor` for a deployment, the runner's part: is Redis reachable and persistent, and
+is a runner online for every label in use. Each check is a pure function of facts gathered
+first (`gather_redis`), so that it is tested without a broken deployment at hand.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+from rich.console import Console
+from rich.text import Text
+
+from runner import contract, redisurl, registry
+from runner.registry import RunnerInfo
+
+Mark = Literal["ok", "warn", "fail", "info"]
+MARKS: dict[Mark, tuple[str, str]] = {
+    "ok": ("✓", "green"),
+    "warn": ("!", "yellow"),
+    "fail": ("✗", "red"),
+    "info": ("·", "dim"),
+}
+BACKUP_HINT = "see deploy/README.md, “Redis”"
+
+
+@dataclass(frozen=True)
+class Check:
+    mark: Mark
+    what: str
+    fix: str = ""
+
+
+@dataclass(frozen=True)
+class RedisFacts:
+    where: str
+    """TRIMO_REDIS_URL without its password."""
+    error: str = ""
+    """Why Redis could not be asked; the other fields are then empty."""
+    version: str = ""
+    aof: bool = False
+    appendfsync: str = ""
+    save: str | None = None
+    """CONFIG GET save; None when Redis refuses CONFIG (managed services often do)."""
+    maxmemory_policy: str | None = None
+    queued: Mapping[str, int] = field(default_factory=dict)
+    """Runs waiting in each label's queue."""
+    runners: list[RunnerInfo] = field(default_factory=list)
+
+
+def redis_checks(facts: RedisFacts) -> list[Check]:
+    """Reachable, and keeping what it is given: queued runs, pipelines, dead letters."""
+    if facts.error:
+        return [
+            Check(
+                "fail",
+                f"Redis is not reachable at {facts.where}: {facts.error}",
+                "start redis-server, or set TRIMO_REDIS_URL (rediss:// for TLS, "
+                "redis+sentinel:// for Sentinel)",
+            )
+        ]
+    checks = [Check("ok", f"Redis {facts.version} is reachable at {facts.where}")]
+    if facts.aof:
+        fsync = f" (appendfsync {facts.appendfsync})" if facts.appendfsync else ""
+        checks.append(Check("ok", f"Redis keeps every write in its append-only file{fsync}"))
+    elif facts.save is None:
+        checks.append(
+            Check(
+                "warn",
+                "Redis's append-only file is off, and it does not say whether it saves "
+                "snapshots (CONFIG is refused)",
+                f"turn on appendonly yes, or check your provider's persistence; {BACKUP_HINT}",
+            )
+        )
+    elif facts.save.strip():
+        checks.append(
+            Check(
+                "warn",
+                f"Redis saves snapshots only (save {facts.save!r}): a crash loses the queued "
+                "runs, run events and pipelines written since the last one",
+                f"turn on appendonly yes; {BACKUP_HINT}",
+            )
+        )
+    else:
+        checks.append(
+            Check(
+                "fail",
+                "Redis keeps nothing on disk: a restart loses every queued run, run event, "
+                "pipeline and dead letter",
+                f"turn on appendonly yes; {BACKUP_HINT}",
+            )
+        )
+    if facts.maxmemory_policy not in (None, "noeviction"):
+        checks.append(
+            Check(
+                "fail",
+                f"Redis evicts keys when full (maxmemory-policy {facts.maxmemory_policy}): "
+                "it may drop queued runs and pipelines",
+                "set maxmemory-policy noeviction",
+            )
+        )
+    return checks
+
+
+def label_checks(
+    queued: Mapping[str, int], in_use: Iterable[str], runners: list[RunnerInfo]
+) -> list[Check]:
+    """For each label in use (or with runs queued), the runners online that take it."""
+    labels = sorted({*in_use, *(label for label, count in queued.items() if count)})
+    if not runners:
+        return [
+            Check(
+                "fail",
+                "no runner is online",
+                "start `trimo runner` on a machine that runs agents (deploy/trimo-runner.service)",
+            )
+        ]
+    checks = []
+    for label in labels:
+        serving = [runner.id for runner in runners if label in runner.labels]
+        waiting = queued.get(label, 0)
+        queue_note = f", {waiting} run{'s' if waiting != 1 else ''} queued" if waiting else ""
+        if serving:
+            names = ", ".join(serving[:5]) + (" …" if len(serving) > 5 else "")
+            checks.append(
+                Check("ok", f"label {label}: {len(serving)} runner(s) online ({names}){queue_note}")
+            )
+        else:
+            checks.append(
+                Check(
+                    "fail" if waiting else "warn",
+                    f"label {label}: no runner online{queue_note}",
+                    f"start a runner with {label} in TRIMO_RUNNER_LABELS",
+                )
+            )
+    return checks
+
+
+def show(out: Console, title: str, checks: Iterable[Check]) -> int:
+    """Print `checks` under `title`; how many failed."""
+    out.print(Text(title, style="bold"))
+    failed = 0
+    for check in checks:
+        symbol, style = MARKS[check.mark]
+        line = Text.assemble((symbol, style), " ", check.what)
+        if check.fix:
+            line.append_text(Text.assemble("\n    ", ("→", "yellow"), " ", check.fix))
+        out.print(line, highlight=False)
+        failed += check.mark == "fail"
+    return failed
+
+
+async def gather_redis(url: str) -> RedisFacts:
+    """What Redis says about itself, its queues and the runners' heartbeats."""
+    import redis as redis_py
+
+    where = redisurl.display(url)
+    client = redisurl.async_client(url, socket_connect_timeout=3, socket_timeout=5)
+    try:
+        info = await client.info()
+        persistence = await client.info("persistence")
+        save = appendfsync = policy = None
+        try:
+            save = _config(await client.config_get("save"), "save")
+            appendfsync = _config(await client.config_get("appendfsync"), "appendfsync")
+            policy = _config(await client.config_get("maxmemory-policy"), "maxmemory-policy")
+        except redis_py.ResponseError:
+            pass
+        queued = {}
+        async for key in client.scan_iter(match=contract.run_queue("*"), count=500):
+            name = key.decode() if isinstance(key, bytes) else str(key)
+            if await client.type(name) in (b"zset", "zset"):
+                queued[name.removeprefix(contract.run_queue(""))] = int(await client.zcard(name))
+        runners = await registry.online_runners(client)
+    except (redis_py.RedisError, OSError) as exc:
+        return RedisFacts(where=where, error=f"{type(exc).__name__}: {exc}")
+    finally:
+        await client.aclose()
+    return RedisFacts(
+        where=where,
+        version=str(info.get("redis_version", "")),
+        aof=str(persistence.get("aof_enabled", "0")) == "1",
+        appendfsync=appendfsync or "",
+        save=save,
+        maxmemory_policy=policy or None,
+        queued=queued,
+        runners=runners,
+    )
+
+
+def _config(answer: Mapping[object, object], name: str) -> str:
+    for key, value in answer.items():
+        text_key = key.decode() if isinstance(key, bytes) else str(key)
+        if text_key == name:
+            return value.decode() if isinstance(value, bytes) else str(value)
+    return ""

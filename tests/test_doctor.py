@@ -1,0 +1,189 @@
+"""`trimo doctor` for a deployment: Redis reachable and persistent, a runner online for each
+label in use, the webhook secret, and the App's credentials as GitHub (the stand-in) judges
+them. The checks are pure functions, tested on facts; then the command on real processes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import redis
+
+from app.doctor import AppFacts, app_checks
+from app.github import AppIdentity
+from runner import contract, registry
+from runner.doctor import Check, RedisFacts, label_checks, redis_checks
+from runner.registry import RunnerInfo
+from tests.fakegithub import RunningFakeGitHub, generate_key_pair
+from tests.redis_servers import RedisProcess
+
+TRIMO = [sys.executable, "-m", "app.cli"]
+
+
+def marks(checks: list[Check]) -> list[str]:
+    return [check.mark for check in checks]
+
+
+@pytest.mark.parametrize(
+    ("facts", "expected", "says"),
+    [
+        (RedisFacts("r", error="ConnectionError: refused"), ["fail"], "not reachable at r"),
+        (RedisFacts("r", version="7", aof=True, appendfsync="always", save=""), ["ok", "ok"], ""),
+        (RedisFacts("r", version="7", save="3600 1"), ["ok", "warn"], "snapshots only"),
+        (RedisFacts("r", version="7", save=""), ["ok", "fail"], "keeps nothing on disk"),
+        (RedisFacts("r", version="7", save=None), ["ok", "warn"], "CONFIG is refused"),
+        (
+            RedisFacts("r", version="7", aof=True, save="", maxmemory_policy="allkeys-lru"),
+            ["ok", "ok", "fail"],
+            "may drop queued runs",
+        ),
+    ],
+)
+def test_redis_checks(facts: RedisFacts, expected: list[str], says: str) -> None:
+    checks = redis_checks(facts)
+    assert marks(checks) == expected
+    assert says in " ".join(check.what for check in checks)
+
+
+def runner_info(runner_id: str, *labels: str) -> RunnerInfo:
+    now = registry.now()
+    return RunnerInfo(
+        id=runner_id,
+        host="h",
+        labels=list(labels),
+        capacity=2,
+        running=[],
+        version="0",
+        pid=1,
+        started_at=now,
+        seen_at=now,
+    )
+
+
+def test_label_checks() -> None:
+    assert marks(label_checks({"default": 3}, {"default"}, [])) == ["fail"]
+    runners = [runner_info("m1", "default", "gpu"), runner_info("m2", "default")]
+    checks = label_checks({"gpu": 2, "arm": 1, "idle": 0}, {"default", "docs"}, runners)
+    by_label = {check.what.split(":")[0]: check for check in checks}
+    assert by_label["label default"].mark == "ok"
+    assert "2 runner(s) online (m1, m2)" in by_label["label default"].what
+    assert by_label["label gpu"].what.endswith("(m1), 2 runs queued")
+    assert by_label["label arm"].mark == "fail" and "1 run queued" in by_label["label arm"].what
+    assert by_label["label docs"].mark == "warn"  # in use, nothing waiting
+    assert "label idle" not in by_label
+
+
+def test_app_checks() -> None:
+    assert marks(app_checks(AppFacts(configured=False))) == ["info"]
+    no_secret = app_checks(AppFacts(configured=True, key_error="no key"))
+    assert marks(no_secret) == ["fail", "fail"]
+    refused = app_checks(
+        AppFacts(configured=True, webhook_secret=True, github_error="HTTP 401", api_url="u")
+    )
+    assert marks(refused) == ["ok", "fail"] and "HTTP 401" in refused[1].what
+    renamed = app_checks(
+        AppFacts(
+            configured=True,
+            webhook_secret=True,
+            identity=AppIdentity(id=7, slug="trimo-bot"),
+            slug="trimo",
+        )
+    )
+    assert marks(renamed) == ["ok", "ok", "warn"] and "TRIMO_APP_SLUG=trimo-bot" in renamed[2].fix
+
+
+def doctor(tmp_path: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("TRIMO_")}
+    return subprocess.run(
+        [*TRIMO, "doctor"],
+        cwd=tmp_path,
+        env={
+            **clean,
+            "TRIMO_CACHE_DIR": str(tmp_path / "cache"),
+            "TRIMO_IMAGE": "trimo-agent:base",
+            "COLUMNS": "300",
+            "TERM": "dumb",
+            **env,
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+async def announce(url: str, info: RunnerInfo) -> None:
+    client = redis.asyncio.Redis.from_url(url)
+    try:
+        await registry.announce(client, info)
+    finally:
+        await client.aclose()
+
+
+@pytest.mark.docker
+@pytest.mark.redis
+def test_doctor_checks_a_deployment(tmp_path: Path, test_image: str) -> None:
+    password = "doctor-pw-5e1f"
+    server = RedisProcess(
+        tmp_path / "redis",
+        ["--appendonly", "yes", "--appendfsync", "always", "--requirepass", password],
+    )
+    server.start(ready=lambda: server_answers(server.port, password))
+    try:
+        url = f"redis://:{password}@127.0.0.1:{server.port}/0"
+        asyncio.run(announce(url, runner_info("doc-runner", "default")))
+        client = redis.Redis(port=server.port, password=password)
+        client.zadd(contract.run_queue("gpu"), {"queued-run": 1})
+        with RunningFakeGitHub() as gh:
+            creds = gh.install_app("octo-org")
+            app_env = {
+                "TRIMO_REDIS_URL": url,
+                "TRIMO_GITHUB_APP_ID": str(creds.app_id),
+                "TRIMO_GITHUB_PRIVATE_KEY": creds.private_key_pem,
+                "TRIMO_GITHUB_API_URL": gh.api_url,
+                "TRIMO_WEBHOOK_SECRET": "s3cret",
+            }
+            good = doctor(tmp_path, app_env)
+            wrong_key = doctor(
+                tmp_path,
+                {**app_env, "TRIMO_GITHUB_PRIVATE_KEY": generate_key_pair()[0]},
+            )
+            app_slug = gh.state.app.slug if gh.state.app else ""
+        client.close()
+    finally:
+        server.stop()
+
+    out = good.stdout
+    assert "✓ Redis 7" in out and f"reachable at redis://127.0.0.1:{server.port}/0" in out
+    assert "✓ Redis keeps every write in its append-only file (appendfsync always)" in out
+    assert "✓ label default: 1 runner(s) online (doc-runner)" in out
+    assert "✗ label gpu: no runner online, 1 run queued" in out
+    assert "→ start a runner with gpu in TRIMO_RUNNER_LABELS" in out
+    assert "✓ the webhook secret is set" in out
+    assert f"✓ GitHub accepts the App's credentials: {app_slug} (id {creds.app_id})" in out
+    assert "1 problem(s) to fix." in out and good.returncode == 1
+    assert password not in out + good.stderr
+
+    assert "✗ GitHub did not accept the App's credentials" in wrong_key.stdout
+    assert "HTTP 401" in wrong_key.stdout
+    assert "Traceback" not in wrong_key.stdout + wrong_key.stderr
+
+
+def server_answers(port: int, password: str) -> bool:
+    try:
+        return bool(redis.Redis(port=port, password=password, socket_timeout=1).ping())
+    except redis.RedisError:
+        return False
+
+
+@pytest.mark.docker
+def test_doctor_without_redis_says_so_without_a_traceback(tmp_path: Path, test_image: str) -> None:
+    result = doctor(tmp_path, {"TRIMO_REDIS_URL": "redis://:hunter2@127.0.0.1:1/0"})
+    assert "✗ Redis is not reachable at redis://127.0.0.1:1/0" in result.stdout
+    assert "Runners" not in result.stdout  # nothing to say about runners without Redis
+    assert "hunter2" not in result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    assert result.returncode == 1
