@@ -19,9 +19,11 @@ from pydantic import SecretStr
 from redis.exceptions import WatchError
 
 from app.pipelines import Pickup, Pipeline, PipelineRun
+from app.redisio import sadd
 from runner.contract import (
     PREVIEW_FUNCTION,
     RUN_FUNCTION,
+    RUN_LABELS,
     preview_queue,
     preview_wanted,
     run_queue,
@@ -95,6 +97,7 @@ class Dispatch:
         job = await self.redis.enqueue_job(
             RUN_FUNCTION, request.dump_for_queue(), _job_id=run.run_id, _queue_name=queue
         )
+        await sadd(self.redis, RUN_LABELS, run.label)
         log.info(
             "run %s of %s %s to %s",
             run.run_id,

@@ -24,6 +24,7 @@ from githubkit.cache import MemCacheStrategy
 from githubkit.exception import RateLimitExceeded, RequestError, RequestFailed
 from pydantic import Field, ValidationError
 
+from app import metrics
 from app.policy import ROLE_ORDER
 from app.redisio import as_text, hmget
 from app.settings import AppSettings
@@ -287,6 +288,7 @@ class GitHubApp:
             cache_strategy=MemCacheStrategy(),
             http_cache=False,
             auto_retry=auto_retry,
+            async_event_hooks={"response": [metrics.count_github_response]},
         )
 
     async def installation_client(

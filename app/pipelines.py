@@ -25,6 +25,7 @@ from pydantic import BaseModel, Field, TypeAdapter
 from app import redisio
 from app.naming import pipeline_id
 from app.policy import RunSettings
+from app.runcounts import RunCounts
 from app.summary import PipelineSummary, summarise
 from runner.contract import RunMode, SafeId
 from runner.diffsummary import DiffSummary
@@ -288,6 +289,7 @@ class Pipelines:
     def __init__(self, redis: ArqRedis, dispatch: Dispatch | None = None) -> None:
         self.redis = redis
         self._dispatch = dispatch
+        self._counts = RunCounts(redis)
 
     @property
     def dispatch(self) -> Dispatch:
@@ -510,6 +512,7 @@ class Pipelines:
         pipe.zadd(BY_ACTIVITY, {pipeline.id: pipeline.updated_at.timestamp()})
         pipe.publish(CHANGES, pipeline.id)
         await pipe.execute()
+        await self._counts.track((run.run_id, run.status, run.outcome) for run in pipeline.runs)
 
     @asynccontextmanager
     async def _locked(self, pipeline_id: str) -> AsyncIterator[None]:

@@ -45,6 +45,7 @@ from app.runs import CHECK_NAME, RETRY_ACTION, STOP_ACTION, show_queued, start_n
 from app.runview import RunView
 from app.services import Services
 from runner import contract as keys
+from runner import logs
 from runner.job import Outcome, RunEvent, RunFinished, RunStarted, run_event_adapter
 
 log = logging.getLogger("trimo.reporter")
@@ -255,14 +256,15 @@ class Reporter:
     async def _report_run(self, run_id: str, items: list[tuple[str, Any]]) -> None:
         """`run_id`'s events in order; the first that must wait holds back the rest."""
         async with self._slots:
-            for entry_id, raw in items:
-                try:
-                    if not await self._report(run_id, entry_id, raw):
+            with logs.log_context(run_id=run_id):
+                for entry_id, raw in items:
+                    try:
+                        if not await self._report(run_id, entry_id, raw):
+                            return
+                    except Exception:  # Redis gone while settling: the entry stays pending
+                        log.exception("run %s: event %s left for later", run_id, entry_id)
+                        self._hold(run_id, 5.0)
                         return
-                except Exception:  # Redis gone while settling: the entry stays pending
-                    log.exception("run %s: event %s left for later", run_id, entry_id)
-                    self._hold(run_id, 5.0)
-                    return
 
     async def _report(self, run_id: str, entry_id: str, raw: Any) -> bool:
         """Report one event; False when the run must wait (the event stays pending)."""
@@ -387,6 +389,7 @@ class Reporter:
             await self._save(view)  # a run the App did not start (local, or long forgotten)
             return
         pipeline, run = located
+        logs.bind(pipeline=pipeline.id, repo=pipeline.repo)
         api = await self.services.github.repo(pipeline.installation_id, pipeline.repo)
         speak = await hget(self.redis, STEPS_PREFIX + run_id, GONE_FLAG) is None
         if run.status == "finished":

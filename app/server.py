@@ -31,6 +31,7 @@ from app.settings import AppSettings, SettingsError
 from app.tokens import TokenDesk
 from app.web import create_app
 from app.worker import build_services, create_worker
+from runner import logs
 from runner.daemon import RunnerDaemon
 from runner.errors import TrimoError
 from runner.redisurl import redis_settings
@@ -99,6 +100,9 @@ async def run(settings: AppSettings, parts: Parts) -> None:
 
     The web edge, the event worker and the reporter are supervised (see `supervise`).
     """
+    logs.hide_settings(settings)
+    with contextlib.suppress(SettingsError):
+        logs.hide(settings.private_key())  # also when it comes from a file
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -111,7 +115,11 @@ async def run(settings: AppSettings, parts: Parts) -> None:
 
     async def serve_web() -> None:
         config = uvicorn.Config(
-            create_app(settings), host=settings.host, port=settings.port, log_level="info"
+            create_app(settings),
+            host=settings.host,
+            port=settings.port,
+            log_level="info",
+            log_config=None,  # uvicorn's lines go through Trimo's handler (JSON off a terminal)
         )
         server = _Server(config)
         servers[:] = [server]

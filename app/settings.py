@@ -39,6 +39,8 @@ class AppSettings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     max_webhook_bytes: int = Field(default=25 * 1024 * 1024, gt=0)
+    metrics_token: SecretStr | None = None
+    """When set, `GET /metrics` wants `Authorization: Bearer <token>`."""
 
     policy_max_timeout_minutes: int = Field(default=120, gt=0)
     policy_allowed_images: str = ""

@@ -7,9 +7,12 @@ Nothing slow happens here: no GitHub API call, only Redis. The App worker (arq, 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import hmac
 import json
 import logging
 import re
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from typing import Any, Final, TypeVar
@@ -21,11 +24,13 @@ from githubkit.webhooks import verify
 from redis.exceptions import RedisError
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from app import metrics, scrape
 from app.events import PING_EVENT, is_handled
 from app.settings import AppSettings
+from runner.logs import log_context
 from runner.redisurl import redis_settings
 
 log = logging.getLogger("trimo.web")
@@ -196,6 +201,24 @@ async def enqueue_delivery(
     return job is not None
 
 
+@dataclasses.dataclass
+class Seen:
+    """What a webhook request turned out to be, for the metrics."""
+
+    event: str | None = None
+    """Set once the signature is verified (before, the header is anyone's)."""
+    outcome: str = "rejected"
+
+
+REJECTED_OUTCOMES: Final = {400: "malformed", 401: "unauthorized", 413: "too_large"}
+
+
+def repository_name(payload: dict[str, Any]) -> str | None:
+    repository = payload.get("repository")
+    name = repository.get("full_name") if isinstance(repository, dict) else None
+    return name if isinstance(name, str) else None
+
+
 def _redis_unavailable(exc: BaseException) -> JSONResponse:
     log.warning("Redis unavailable: %s: %s", type(exc).__name__, exc)
     return JSONResponse(
@@ -215,14 +238,21 @@ class WebhookEdge:
         self._secret = settings.require_webhook_secret()
         self._limit = settings.max_webhook_bytes
         self._redis = redis
+        token = settings.metrics_token
+        self._metrics_token = token.get_secret_value() if token is not None else None
 
     async def webhook(self, request: Request) -> JSONResponse:
+        began = time.perf_counter()
+        seen = Seen()
         try:
-            return await self._webhook(request)
+            response = await self._webhook(request, seen)
         except Rejected as rejected:
-            return rejected.response()
+            seen.outcome = REJECTED_OUTCOMES.get(rejected.status, "rejected")
+            response = rejected.response()
+        metrics.observe_webhook(seen.event, seen.outcome, time.perf_counter() - began)
+        return response
 
-    async def _webhook(self, request: Request) -> JSONResponse:
+    async def _webhook(self, request: Request, seen: Seen) -> JSONResponse:
         signature = request.headers.get("x-hub-signature-256", "")
         if not signature.startswith("sha256="):
             raise Rejected(401, "missing X-Hub-Signature-256 (sha256) signature")
@@ -230,22 +260,44 @@ class WebhookEdge:
         if not verify(self._secret, body, signature):
             raise Rejected(401, "signature does not match the body")
         event = _header(request, "x-github-event", _EVENT_RE)
+        seen.event = event
         delivery_id = _header(request, "x-github-delivery", _DELIVERY_RE)
         payload = parse_payload(request.headers.get("content-type"), body)
         if event == PING_EVENT:
+            seen.outcome = "ping"
             return JSONResponse({"pong": True})
         action = event_action(payload)
         if not is_handled(event, action):
+            seen.outcome = "ignored"
             return JSONResponse({"ignored": f"{event}.{action}" if action else event}, 202)
+        with log_context(delivery_id=delivery_id, repo=repository_name(payload)):
+            try:
+                queued = await enqueue_delivery(
+                    await self._redis.get(), event, delivery_id, payload
+                )
+            except _REDIS_ERRORS as exc:
+                seen.outcome = "unavailable"
+                return _redis_unavailable(exc)
+            if not queued:
+                seen.outcome = "duplicate"
+                log.info("delivery %s (%s) already seen", delivery_id, event)
+                return JSONResponse({"duplicate": True}, 202)
+            seen.outcome = "queued"
+            log.info("queued delivery %s (%s.%s)", delivery_id, event, action)
+            return JSONResponse({"queued": True}, 202)
+
+    async def serve_metrics(self, request: Request) -> Response:
+        """Prometheus's scrape: this process's figures and those kept in Redis."""
+        if self._metrics_token is not None and not hmac.compare_digest(
+            request.headers.get("authorization", "").encode(),
+            f"Bearer {self._metrics_token}".encode(),
+        ):
+            return JSONResponse({"error": "/metrics wants the bearer token"}, 401)
         try:
-            queued = await enqueue_delivery(await self._redis.get(), event, delivery_id, payload)
-        except _REDIS_ERRORS as exc:
-            return _redis_unavailable(exc)
-        if not queued:
-            log.info("delivery %s (%s) already seen", delivery_id, event)
-            return JSONResponse({"duplicate": True}, 202)
-        log.info("queued delivery %s (%s.%s)", delivery_id, event, action)
-        return JSONResponse({"queued": True}, 202)
+            redis: ArqRedis | None = await self._redis.get()
+        except _REDIS_ERRORS:
+            redis = None
+        return Response(await scrape.exposition(redis, QUEUE_NAME), media_type=scrape.CONTENT_TYPE)
 
     async def healthz(self, request: Request) -> JSONResponse:
         try:
@@ -293,6 +345,7 @@ def create_app(
         routes=[
             Route("/webhooks/github", edge.webhook, methods=["POST"]),
             Route("/healthz", edge.healthz, methods=["GET"]),
+            Route("/metrics", edge.serve_metrics, methods=["GET"]),
             *auth_routes(),
             *dashboard.routes(),
         ],

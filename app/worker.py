@@ -12,22 +12,25 @@ side effect is idempotent per delivery, so a retry repeats none.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any, Final, cast
 
 from arq.connections import ArqRedis
 from arq.worker import Retry, Worker, func
 from githubkit.exception import RequestFailed
 
-from app import failures
+from app import failures, metrics
 from app.dispatch import Dispatch
 from app.github import GitHubApp, UnexpectedAnswer, is_transient
 from app.handlers import router
+from app.naming import pipeline_id
 from app.pipelines import Pipelines
 from app.policy import ServerPolicy
 from app.services import Delivery, MalformedPayload, Services
 from app.settings import AppSettings
-from app.web import HANDLER_FUNCTION, QUEUE_NAME
+from app.web import HANDLER_FUNCTION, QUEUE_NAME, repository_name
 from runner.contract import NETWORK_MODES
+from runner.logs import log_context
 from runner.redisurl import redis_settings
 
 log = logging.getLogger("trimo.app")
@@ -79,6 +82,38 @@ async def handle_event(
     ctx: dict[str, Any], event: str, delivery_id: str, payload: dict[str, Any]
 ) -> str:
     """The arq job: handle one webhook delivery. Returns what happened, for arq's result."""
+    began = time.perf_counter()
+    outcome = "error"
+    with log_context(
+        delivery_id=delivery_id, repo=repository_name(payload), pipeline=_pipeline_of(payload)
+    ):
+        try:
+            result = await _handle_event(ctx, event, delivery_id, payload)
+            outcome = result.partition(" ")[0]
+            return result
+        except Retry:
+            outcome = "retry"
+            raise
+        finally:
+            metrics.observe_event(event, outcome, time.perf_counter() - began)
+
+
+def _pipeline_of(payload: dict[str, Any]) -> str | None:
+    """The pipeline an issue's or pull request's event belongs to (by its number)."""
+    repo = repository_name(payload)
+    thread = payload.get("issue") or payload.get("pull_request")
+    number = thread.get("number") if isinstance(thread, dict) else None
+    if repo is None or not isinstance(number, int) or isinstance(number, bool):
+        return None
+    try:
+        return pipeline_id(repo, number)
+    except ValueError:  # not a number GitHub gives
+        return None
+
+
+async def _handle_event(
+    ctx: dict[str, Any], event: str, delivery_id: str, payload: dict[str, Any]
+) -> str:
     services = cast(Services, ctx[SERVICES_KEY])
     raw_action = payload.get("action")
     action = raw_action if isinstance(raw_action, str) else None

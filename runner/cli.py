@@ -467,12 +467,7 @@ def runner() -> None:
 
 
 def configure_logging() -> None:
-    """Readable logs for the long-running commands."""
-    import logging
+    """Logs for the long-running commands: rich on a terminal, JSON lines elsewhere."""
+    from runner import logs
 
-    from rich.logging import RichHandler
-
-    logging.basicConfig(
-        level=logging.INFO, format="%(message)s", handlers=[RichHandler(show_path=False)]
-    )
-    logging.getLogger("arq").setLevel(logging.WARNING)
+    logs.configure()

@@ -27,6 +27,10 @@ TOKEN_REQUESTS: Final = "trimo:token-requests"
 """Stream a runner adds to when it takes a run whose token is missing or old (field `run_id`)."""
 TOKEN_TTL_SECONDS: Final = 50 * 60
 """How long a run's answered token waits under `run_token(run_id)` (tokens live 60 min)."""
+RUN_LABELS: Final = "trimo:run-labels"
+"""Every runner label the App has queued runs for (so /metrics shows queues no runner serves)."""
+RUNNER_FIGURES: Final = "trimo:runner-figures"
+"""Ids of the runners with a `runner_figures` hash (see `runner.figures`)."""
 
 
 def run_queue(label: str) -> str:
@@ -59,6 +63,11 @@ def run_events(run_id: str) -> str:
 
 def runner_info(runner_id: str) -> str:
     return f"trimo:runner:{runner_id}"
+
+
+def runner_figures(runner_id: str) -> str:
+    """A runner's measurements of its runs, read by the App's /metrics."""
+    return f"trimo:runner:{runner_id}:figures"
 
 
 def run_token(run_id: str) -> str:

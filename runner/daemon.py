@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import os
 import signal
@@ -22,9 +23,9 @@ import redis.asyncio as aioredis
 from arq.worker import Worker, func
 from pydantic import SecretStr
 
-from runner import __version__, contract, pipelinedir, redisurl, registry
+from runner import __version__, contract, figures, logs, pipelinedir, redisurl, registry
 from runner.engine import RunEngine, StopSignal
-from runner.job import Outcome, RunEvent, RunFinished, RunRequest
+from runner.job import Outcome, RunEvent, RunFinished, RunRequest, RunStarted
 from runner.policy import RunnerPolicy, refusal
 from runner.previews import sandbox
 from runner.previews.job import PreviewRequest
@@ -83,6 +84,7 @@ async def ask_for_token(
 class RunnerDaemon:
     def __init__(self, settings: RunnerSettings, policy: RunnerPolicy | None = None) -> None:
         self.settings = settings
+        logs.hide_settings(settings)
         self.policy = policy or RunnerPolicy()
         self.labels = [x.strip() for x in settings.runner_labels.split(",") if x.strip()]
         self.engine = RunEngine(settings.engine_config(settings.runner_id, keep_ledger=True))
@@ -108,7 +110,14 @@ class RunnerDaemon:
             request = RunRequest.model_validate(payload)
         except ValueError as exc:
             run_id = str(payload.get("run_id", "unknown"))[:100]
-            return self._finish_early(run_id, Outcome.ERROR, f"the job is malformed: {exc}")
+            with logs.log_context(run_id=run_id):
+                return self._finish_early(run_id, Outcome.ERROR, f"the job is malformed: {exc}")
+        with logs.log_context(
+            run_id=request.run_id, pipeline=request.pipeline, repo=request.repo.full_name
+        ):
+            return await self._run(request, queued_at)
+
+    async def _run(self, request: RunRequest, queued_at: datetime | None) -> str:
         waited = (registry.now() - queued_at).total_seconds() if queued_at else 0.0
         if request.token is not None and waited > TOKEN_FRESH_SECONDS:
             # Its token was minted when it was queued and may expire mid-run: renew it.
@@ -136,7 +145,13 @@ class RunnerDaemon:
                 registry.mark_active(self.redis, request.run_id, self.settings.runner_id)
             )
             loop = asyncio.get_running_loop()
-            future = loop.run_in_executor(None, self._execute, request, stop)
+            taken = loop.time()
+            log.info("run %s: %s agent on %s", request.run_id, request.agent, request.branch)
+            agent_began: list[datetime] = []
+            future = loop.run_in_executor(
+                None, contextvars.copy_context().run, self._execute, request, stop, agent_began
+            )
+            finished: RunFinished | None = None
             try:
                 finished = await asyncio.shield(future)
             except asyncio.CancelledError:
@@ -148,6 +163,10 @@ class RunnerDaemon:
             finally:
                 self.running.pop(request.run_id, None)
                 await self._quietly(registry.mark_done(self.redis, request.run_id))
+                if finished is not None:
+                    await self._observe(finished, loop.time() - taken, queued_at, agent_began)
+        log.info("run %s ended: %s after %.0fs", request.run_id, finished.outcome.value,
+                 loop.time() - taken)  # fmt: skip
         return finished.outcome.value
 
     async def preview_job(self, payload: dict[str, Any]) -> str:
@@ -186,8 +205,31 @@ class RunnerDaemon:
             settings.runner_preview_listen,
         )
 
-    def _execute(self, request: RunRequest, stop: StopSignal) -> RunFinished:
+    async def _observe(
+        self,
+        finished: RunFinished,
+        duration: float,
+        queued_at: datetime | None,
+        agent_began: list[datetime],
+    ) -> None:
+        began = agent_began[0] if agent_began else None
+        to_agent = (began - queued_at).total_seconds() if began and queued_at else None
+        await self._quietly(
+            figures.observe_run(
+                self.redis,
+                self.settings.runner_id,
+                outcome=finished.outcome.value,
+                duration=duration,
+                time_to_agent=to_agent,
+            )
+        )
+
+    def _execute(
+        self, request: RunRequest, stop: StopSignal, agent_began: list[datetime]
+    ) -> RunFinished:
         def on_event(event: RunEvent) -> None:
+            if isinstance(event, RunStarted):
+                agent_began.append(event.at)
             self.publisher.publish(request.run_id, event)
 
         finished = self.engine.execute(request, on_event, stop)

@@ -11,6 +11,7 @@ import redis.asyncio as aioredis
 from pydantic import BaseModel
 
 from runner import contract
+from runner.figures import FIGURES_TTL_SECONDS
 
 T = TypeVar("T")
 
@@ -36,6 +37,7 @@ async def announce(client: aioredis.Redis, info: RunnerInfo) -> None:
     pipe = client.pipeline(transaction=False)
     pipe.set(contract.runner_info(info.id), info.model_dump_json(), ex=HEARTBEAT_TTL_SECONDS)
     pipe.sadd(contract.RUNNERS, info.id)
+    pipe.expire(contract.runner_figures(info.id), FIGURES_TTL_SECONDS)  # a day after last seen
     await pipe.execute()
 
 

@@ -1,0 +1,70 @@
+"""What a runner measures about its runs, kept in Redis for the App's `/metrics`.
+
+Runners sit on team machines that a Prometheus server often cannot reach, while every
+runner already reaches Redis. So each runner adds its observations to one small hash
+(`contract.runner_figures(runner_id)`): a counter per histogram bucket, a sum and a count
+for the time to agent and the run duration, and runs by outcome. The hash is bounded (a
+fixed set of fields), survives the runner's restarts, and expires a day after the runner
+was last seen. The App reads the hashes when scraped (`app.metrics`).
+"""
+
+from __future__ import annotations
+
+import bisect
+from typing import Final
+
+import redis.asyncio as aioredis
+
+from runner import contract
+
+FIGURES_TTL_SECONDS: Final = 24 * 3600
+TIME_TO_AGENT: Final = "time_to_agent"
+"""From the run being queued for runners to its agent's container starting."""
+RUN_DURATION: Final = "run_duration"
+"""From a runner taking the run to the run's end (its work saved)."""
+BUCKETS: Final[dict[str, tuple[float, ...]]] = {
+    TIME_TO_AGENT: (0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600),
+    RUN_DURATION: (5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400),
+}
+"""Upper bounds (seconds) of each histogram's buckets; one more bucket holds the rest."""
+OUTCOME_PREFIX: Final = "outcome:"
+
+
+def bucket_field(histogram: str, seconds: float) -> str:
+    """The field counting observations of `seconds` (non-cumulative: one bucket each)."""
+    return f"{histogram}:bucket:{bisect.bisect_left(BUCKETS[histogram], seconds)}"
+
+
+def cumulative(histogram: str, fields: dict[str, str]) -> list[tuple[str, float]]:
+    """Prometheus buckets (`le`, cumulative count) from a runner's hash fields."""
+    bounds = BUCKETS[histogram]
+    total = 0.0
+    found: list[tuple[str, float]] = []
+    for index, bound in enumerate((*bounds, float("inf"))):
+        total += float(fields.get(f"{histogram}:bucket:{index}", 0) or 0)
+        found.append(("+Inf" if bound == float("inf") else repr(float(bound)), total))
+    return found
+
+
+async def observe_run(
+    redis: aioredis.Redis,
+    runner_id: str,
+    *,
+    outcome: str,
+    duration: float,
+    time_to_agent: float | None,
+) -> None:
+    """Count one finished run of `runner_id` (`time_to_agent` None: its agent never began)."""
+    key = contract.runner_figures(runner_id)
+    pipe = redis.pipeline(transaction=True)
+    observed = [(RUN_DURATION, max(0.0, duration))]
+    if time_to_agent is not None:
+        observed.append((TIME_TO_AGENT, max(0.0, time_to_agent)))
+    for histogram, seconds in observed:
+        pipe.hincrby(key, bucket_field(histogram, seconds), 1)
+        pipe.hincrby(key, f"{histogram}:count", 1)
+        pipe.hincrbyfloat(key, f"{histogram}:sum", seconds)
+    pipe.hincrby(key, OUTCOME_PREFIX + outcome, 1)
+    pipe.expire(key, FIGURES_TTL_SECONDS)
+    pipe.sadd(contract.RUNNER_FIGURES, runner_id)
+    await pipe.execute()
