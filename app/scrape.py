@@ -30,7 +30,7 @@ from app import reporter
 from app.budget import HOUR, MINUTE, WINDOW_PREFIX, Limits
 from app.failures import FAILED_EVENTS
 from app.metrics import REGISTRY, SCRAPE_ERRORS
-from app.redisio import as_text, hgetall, smembers, srem
+from app.redisio import as_text, smembers, srem
 from app.runcounts import RunCounts
 from runner import contract, figures, registry
 
@@ -113,12 +113,19 @@ async def _read_writes(redis: aioredis.Redis, state: State, now: float) -> None:
 
 async def _read_runner_figures(redis: aioredis.Redis, state: State) -> None:
     runner_ids = sorted(await smembers(redis, contract.RUNNER_FIGURES))[:MAX_LABELS]
+    pipe = redis.pipeline(transaction=False)
     for runner_id in runner_ids:
-        found = await hgetall(redis, contract.runner_figures(runner_id))
+        pipe.hgetall(contract.runner_figures(runner_id))
+    expired = []
+    for runner_id, found in zip(runner_ids, await pipe.execute(), strict=True):
         if found:
-            state.runner_figures[runner_id] = found
-        else:  # expired: the runner was not seen for a day
-            await srem(redis, contract.RUNNER_FIGURES, runner_id)
+            state.runner_figures[runner_id] = {
+                as_text(k) or "": as_text(v) or "" for k, v in found.items()
+            }
+        else:  # the runner was not seen for a day
+            expired.append(runner_id)
+    if expired:
+        await srem(redis, contract.RUNNER_FIGURES, *expired)
 
 
 class StateCollector(Collector):
@@ -262,4 +269,5 @@ async def exposition(redis: aioredis.Redis | None, event_queue: str) -> bytes:
         SCRAPE_ERRORS.inc()
     shared = CollectorRegistry()
     shared.register(StateCollector(state))
-    return generate_latest(REGISTRY) + generate_latest(shared)
+    # Rendering a large fleet's figures takes a while: not on the loop the webhooks use.
+    return await asyncio.to_thread(lambda: generate_latest(REGISTRY) + generate_latest(shared))

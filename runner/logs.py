@@ -30,19 +30,21 @@ CONTEXT_FIELDS: Final = ("delivery_id", "run_id", "pipeline", "repo")
 """The fields every record carries (None outside a delivery or a run)."""
 MASK: Final = "***"
 
-_CREDENTIAL_SHAPES: Final = re.compile(
-    "|".join(
+_CREDENTIAL_SHAPES: Final = tuple(
+    (clue, re.compile(pattern, re.DOTALL))
+    for clue, pattern in (
         (
+            "PRIVATE KEY",
             r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?(?:-----END [A-Z ]*PRIVATE KEY-----|\Z)",
-            r"\bgh[pousr]_[A-Za-z0-9]{20,}",  # GitHub tokens: installation, OAuth, user, PAT
-            r"\bgithub_pat_[A-Za-z0-9_]{20,}",
-            r"\bsk-[A-Za-z0-9_-]{20,}",  # Anthropic and OpenAI API keys
-            r"(?<=://)[^/@\s:]*:[^/@\s]+(?=@)",  # user:password in a URL
-            r"(?i:(?<=authorization: )(?:bearer|token|basic) \S+)",
-        )
-    ),
-    re.DOTALL,
+        ),
+        ("_", r"\bgh[pousr]_[A-Za-z0-9]{20,}"),  # GitHub tokens: installation, OAuth, user, PAT
+        ("github_pat_", r"\bgithub_pat_[A-Za-z0-9_]{20,}"),
+        ("sk-", r"\bsk-[A-Za-z0-9_-]{20,}"),  # Anthropic and OpenAI API keys
+        ("@", r"(?<=://)[^/@\s:]*:[^/@\s]+(?=@)"),  # user:password in a URL
+        ("uthorization", r"(?i:(?<=authorization: )(?:bearer|token|basic) \S+)"),
+    )
 )
+"""Credentials recognised by their shape, each with a clue a text must hold to be searched."""
 
 _context: ContextVar[Mapping[str, str]] = ContextVar("trimo_log_context", default={})  # noqa: B039
 _scrubber = Scrubber([], mask=MASK)
@@ -87,7 +89,9 @@ def hide(*secrets: str) -> None:
     """Mask these values (and their URL- and base64-encoded forms) in every record; a secret
     of several lines (a PEM key) line by line too."""
     for secret in secrets:
-        _scrubber.add(secret, *(line for line in secret.splitlines() if len(line) >= 16))
+        lines = [line for line in secret.splitlines() if len(line) >= 16]
+        # PEM armour is no secret, and masking it would hide the key's shape from `scrub`.
+        _scrubber.add(secret, *(line for line in lines if not line.startswith("-----")))
 
 
 def hide_settings(settings: BaseModel) -> None:
@@ -107,7 +111,19 @@ def hide_settings(settings: BaseModel) -> None:
 
 def scrub(text: str) -> str:
     """`text` without the secrets made known and without credential-shaped strings."""
-    return _CREDENTIAL_SHAPES.sub(MASK, _scrubber.scrub(text))
+    text = _scrubber.scrub(text)
+    for clue, shape in _CREDENTIAL_SHAPES:
+        if clue in text:
+            text = shape.sub(MASK, text)
+    return text
+
+
+def message_of(record: logging.LogRecord) -> str:
+    """The record's message; a format its arguments do not fit is shown, not raised."""
+    try:
+        return record.getMessage()
+    except Exception:  # a logging call's mistake must not stop the caller
+        return f"{record.msg!r} with arguments {record.args!r}"
 
 
 class ContextFilter(logging.Filter):
@@ -120,7 +136,7 @@ class ContextFilter(logging.Filter):
         for name, value in current_context().items():
             if not hasattr(record, name):
                 setattr(record, name, value)
-        record.msg = scrub(record.getMessage())
+        record.msg = scrub(message_of(record))
         record.args = None
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
@@ -139,7 +155,7 @@ class JsonFormatter(logging.Formatter):
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "message": scrub(record.getMessage()),
+            "message": scrub(message_of(record)),
         }
         for name in CONTEXT_FIELDS:
             line[name] = getattr(record, name, None)

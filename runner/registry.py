@@ -54,14 +54,13 @@ async def online_runners(client: aioredis.Redis) -> list[RunnerInfo]:
         m.decode() if isinstance(m, bytes) else m
         for m in await _awaited(client.smembers(contract.RUNNERS))
     )
-    found = []
-    for runner_id in ids:
-        raw = await client.get(contract.runner_info(runner_id))
-        if raw is None:
-            await _awaited(client.srem(contract.RUNNERS, runner_id))
-            continue
-        found.append(RunnerInfo.model_validate_json(raw))
-    return found
+    if not ids:
+        return []
+    found = await client.mget([contract.runner_info(runner_id) for runner_id in ids])
+    gone = [runner_id for runner_id, raw in zip(ids, found, strict=True) if raw is None]
+    if gone:
+        await _awaited(client.srem(contract.RUNNERS, *gone))
+    return [RunnerInfo.model_validate_json(raw) for raw in found if raw is not None]
 
 
 async def runners_with_label(client: aioredis.Redis, label: str) -> list[RunnerInfo]:

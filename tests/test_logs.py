@@ -194,3 +194,35 @@ def test_no_secret_reaches_either_format(
     for secret in secrets:
         assert secret not in text, f"{secret[:12]}… reached the {log_format} logs"
         assert secret[:16] not in text, f"a part of {secret[:12]}… reached the {log_format} logs"
+
+
+@pytest.mark.parametrize(
+    ("text", "kept"),
+    [
+        ("token ghp_" + "a1B2" * 9 + " used", "token *** used"),
+        ("pat github_pat_11ABCDEFG0123456789_abcdefghijklmnopqrstuvwxyz", "pat ***"),
+        ("key sk-ant-api03-" + "x" * 40, "key ***"),
+        ("GET https://bob:hunter2-pass@example.com/x", "GET https://***@example.com/x"),
+        ("header authorization: Bearer abc.def.ghi", "header authorization: ***"),
+        ("-----BEGIN RSA PRIVATE KEY-----\nMIIE\nabc\n-----END RSA PRIVATE KEY-----", "***"),
+        ("cut -----BEGIN PRIVATE KEY-----\nMIIEvQIBADAN", "cut ***"),
+        (
+            "run_id octo.widgets.7-abc pushed to trimo/7-x",
+            "run_id octo.widgets.7-abc pushed to trimo/7-x",
+        ),
+        ("git@github.com:o/r.git and sk-short", "git@github.com:o/r.git and sk-short"),
+    ],
+)
+def test_credentials_are_known_by_their_shape(text: str, kept: str) -> None:
+    assert logs.scrub(text) == kept
+
+
+@pytest.mark.parametrize("log_format", ["json", "rich"])
+def test_a_logging_mistake_is_shown_not_raised(
+    logger: logging.Logger, log_format: logs.LogFormat
+) -> None:
+    out = Tty() if log_format == "rich" else io.StringIO()
+    attach(logger, log_format, out)
+    logger.info("run %s took %d s", "r-1")  # one argument short
+    text = out.text() if isinstance(out, Tty) else out.getvalue()
+    assert "run %s took %d s" in text and "r-1" in text
