@@ -64,7 +64,7 @@ def test_webhooks_are_counted_by_event_and_outcome_with_their_latency(
         webhook_app.deliver("issue_comment", body, signature="sha256=" + "0" * 64).status_code
         == 401
     )
-    assert webhook_app.deliver("check_suite", b'{"action": "completed"}').status_code == 202
+    assert webhook_app.deliver("star", b'{"action": "created"}').status_code == 202
     assert webhook_app.deliver("ping", b'{"zen": "Keep it logically awesome."}').status_code == 200
     assert webhook_app.deliver("issue_comment", b"[1, 2]").status_code == 400
     after = scrape(webhook_app.client)
