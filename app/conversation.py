@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from app.github import FileUnreadable, PullInfo, ReactionContent, ReactionTarget, RepoAPI
 from app.installations import installation_for_repo
@@ -71,6 +71,9 @@ class Conversation:
     api: RepoAPI
     thread: Thread
     source: Source
+    unsaid: list[str] = field(default_factory=list)
+    """Replies with no thread to go to (a pipeline started from the dashboard has none yet):
+    the caller shows them where it can."""
 
     @property
     def services(self) -> Services:
@@ -90,6 +93,9 @@ class Conversation:
     async def reply(self, template: str, step: str = "reply", **context: object) -> None:
         """Post a comment rendered from `templates/github/<template>` on the thread."""
         body = render(f"github/{template}", user=self.source.user, **context)
+        if not self.thread.number:
+            self.unsaid.append(body)
+            return
         await self.delivery.once(step, lambda: self.api.comment(self.thread.number, body))
 
 

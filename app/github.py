@@ -146,6 +146,11 @@ class CheckRunRef(Answer):
     external_id: str | None = None
 
 
+class RepoInfo(Answer):
+    clone_url: str
+    default_branch: str = "main"
+
+
 class ComparedFile(Answer):
     filename: str
     status: str = "modified"
@@ -551,6 +556,11 @@ class RepoAPI:
         if conclusion is not None:
             body["conclusion"] = conclusion
         await self._call("PATCH", f"check-runs/{check_run_id}", json=body)
+
+    async def repository(self) -> RepoInfo:
+        """Where the repository is cloned from, and its default branch."""
+        response = await self._gh.arequest("GET", f"/repos/{self.owner}/{self.name}")
+        return read(RepoInfo, _json(response))
 
     async def compare(self, base: str, head: str) -> Comparison | None:
         """What `head` changes against `base`; None when either is not there (404)."""

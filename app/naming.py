@@ -111,6 +111,15 @@ def pipeline_id(repo_full_name: str, number: int) -> str:
     return f"{safe}-{digest}{suffix}" if safe else f"{digest}{suffix}"
 
 
+def branch_pipeline_id(repo_full_name: str, branch: str) -> str:
+    """The id of a pipeline with no issue behind it, from its repository and branch, e.g.
+    `new-hello-world-fix-login-3fa2b1c0` (a hash keeps different repositories apart)."""
+    name = repo_full_name.strip().lower()
+    digest = hashlib.sha256(f"{name}:{branch}".encode("utf-8", "surrogatepass")).hexdigest()
+    leaf = branch.rsplit("/", 1)[-1]
+    return f"new-{slugify(name.partition('/')[2], 30)}-{slugify(leaf, 50)}-{digest[:_HASH_LEN]}"
+
+
 def inline_code(text: str, limit: int = 60) -> str:
     """`text` as a markdown code span: shown literally, no mentions, links or formatting.
 

@@ -57,7 +57,9 @@ LOCK_SECONDS: Final = 10.0
 """Longest one change may hold a pipeline's lock (Redis only: nothing slow inside)."""
 
 RunStatus = Literal["waiting", "queued", "running", "finished"]
-PipelineKind = Literal["issue", "pull"]
+PipelineKind = Literal["issue", "pull", "branch"]
+"""`branch`: started from the dashboard with no issue behind it (number 0 until its pull
+request opens; the reporter opens it when the branch first has commits)."""
 CommentKind = Literal["issue_comment", "review_comment"]
 Pickup = Literal["absent", "taken_back", "started"]
 """Where a run's job stood when asked back: never queued (or gone), taken back, or begun."""
@@ -371,7 +373,8 @@ class Pipelines:
             pipe.sadd(PIPELINE_IDS, pipeline.id)
             pipe.hset(RUN_INDEX, run.run_id, pipeline.id)
             pipe.hset(BRANCH_INDEX, _branch_key(pipeline.repo, pipeline.branch), pipeline.id)
-            pipe.hset(THREAD_INDEX, _thread_key(pipeline.repo, run.thread), pipeline.id)
+            if run.thread:
+                pipe.hset(THREAD_INDEX, _thread_key(pipeline.repo, run.thread), pipeline.id)
             await pipe.execute()
             return pipeline
 

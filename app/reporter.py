@@ -62,6 +62,8 @@ TRIES: Final = "trimo:report:tries"
 """Stream entry → failed tries so far."""
 DEAD_LETTERS: Final = "trimo:report:dead"
 PULL_OF_PIPELINE: Final = "trimo:pull-of-pipeline"
+OPENS_PULLS: Final = ("issue", "branch")
+"""Pipeline kinds whose branch gets a pull request when it first has commits."""
 VIEW_TTL_SECONDS: Final = 14 * 24 * 3600
 CLAIM_IDLE_MS: Final = 60_000
 CALL_TIMEOUT_SECONDS: Final = 10.0
@@ -100,6 +102,14 @@ class LateWrites(Exception):
 
 class Unsettled(Exception):
     """GitHub said a report object is gone, yet it is there: try again later."""
+
+
+async def pull_of_pipeline(redis: aioredis.Redis, pipeline: Pipeline) -> int | None:
+    """The pipeline's pull request: its own, or the one the reporter opened for its branch."""
+    if pipeline.kind == "pull":
+        return pipeline.number
+    raw = await hget(redis, PULL_OF_PIPELINE, pipeline.id)
+    return int(raw) if raw is not None and raw.isdigit() else None
 
 
 def classify(exc: BaseException) -> Failure:
@@ -410,7 +420,7 @@ class Reporter:
             )
             if speak:
                 await self._started(api, pipeline, run, view)
-        elif event.type == "pushed" and pipeline.kind == "issue" and speak:
+        elif event.type == "pushed" and pipeline.kind in OPENS_PULLS and speak:
             await self._ensure_pull(api, pipeline, view, Priority.FIRST, final=False)
         elif event.type == "push_refused":
             await self.redis.delete(f"{VIEW_PREFIX}{run_id}:sent")  # shown with the next update
@@ -430,6 +440,11 @@ class Reporter:
             target, target_id = run.comment_kind, run.comment_id
         title, summary = runview.check_running(view, pipeline.branch, datetime.now(UTC))
         body = runview.progress_running(view, pipeline.branch, self._check_url(pipeline, run))
+
+        async def rocket() -> None:
+            if target_id:  # a run asked from the dashboard with no thread has nothing to mark
+                await api.react(target, target_id, "rocket")
+
         await _all(
             self._once(
                 pipeline, run, "first:check", Priority.FIRST,
@@ -439,7 +454,7 @@ class Reporter:
             ),
             self._once(
                 pipeline, run, "first:react", Priority.FIRST,
-                lambda: api.react(target, target_id, "rocket"),
+                rocket,
             ),
             self._once(
                 pipeline, run, "first:progress", Priority.FIRST,
@@ -473,7 +488,7 @@ class Reporter:
     async def _final_word(
         self, api: RepoAPI, pipeline: Pipeline, run: PipelineRun, view: RunView, event: RunFinished
     ) -> None:
-        if event.commits and pipeline.kind == "issue":
+        if event.commits and pipeline.kind in OPENS_PULLS:
             await self._ensure_pull(api, pipeline, view, Priority.FINAL, final=True)
         pull = await self._pull_number(pipeline)
         problem = await hget(self.redis, STEPS_PREFIX + run.run_id, PULL_PROBLEM) or ""
@@ -501,10 +516,10 @@ class Reporter:
                     lambda: api.comment(run.thread, plan),
                 )
             )  # fmt: skip
-        if pull is not None and pipeline.kind == "issue":
+        if pull is not None and pipeline.kind in OPENS_PULLS:
             run.status, run.started = "finished", True
             run.outcome, run.commits = event.outcome, list(event.commits)
-            pull_body = runview.pull_body(pipeline, closes=True)
+            pull_body = runview.pull_body(pipeline, closes=pipeline.kind == "issue")
             steps.append(
                 self._once(
                     pipeline, run, "final:pull-body", Priority.FINAL,
@@ -676,7 +691,8 @@ class Reporter:
     async def _ensure_pull(
         self, api: RepoAPI, pipeline: Pipeline, view: RunView, priority: Priority, final: bool
     ) -> None:
-        """An issue pipeline's first commits get a pull request to the base branch.
+        """An issue's (or the dashboard's) pipeline's first commits get a pull request to the
+        base branch.
 
         When GitHub will not open it (one exists that cannot be found, no diff, the base
         branch deleted), the reason is kept for the progress comment, and nothing waits.
@@ -688,7 +704,11 @@ class Reporter:
             return  # said already; tried once more with the last word
         number = await _timed(api.open_pull_for(pipeline.branch))
         if number is None:
-            issue_title = await _timed(api.issue_title(pipeline.number))
+            issue_title = (
+                await _timed(api.issue_title(pipeline.number))
+                if pipeline.number
+                else pipeline.title
+            )
             await self._spend(pipeline, priority)
             try:
                 number = await _timed(
@@ -696,7 +716,7 @@ class Reporter:
                         head=pipeline.branch,
                         base=pipeline.base_branch,
                         title=runview.pull_title(issue_title),
-                        body=runview.pull_body(pipeline, closes=True),
+                        body=runview.pull_body(pipeline, closes=pipeline.kind == "issue"),
                     )
                 )
                 log.info("opened pull request #%d for %s", number, pipeline.id)
@@ -713,10 +733,7 @@ class Reporter:
         await hdel(self.redis, key, PULL_PROBLEM)
 
     async def _pull_number(self, pipeline: Pipeline) -> int | None:
-        if pipeline.kind == "pull":
-            return pipeline.number
-        raw = await hget(self.redis, PULL_OF_PIPELINE, pipeline.id)
-        return int(raw) if raw is not None else None
+        return await pull_of_pipeline(self.redis, pipeline)
 
     # --- live check-run updates, merged and paced ------------------------------------------
 

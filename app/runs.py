@@ -18,13 +18,13 @@ from githubkit.exception import RequestFailed
 from app.commands import RunCommand
 from app.conversation import Conversation, fenced
 from app.github import CheckAction, RepoAPI, failure_detail, is_transient
-from app.naming import inline_code, issue_branch, pipeline_id
+from app.naming import branch_pipeline_id, inline_code, issue_branch, pipeline_id, slugify
 from app.pipelines import Pipeline, PipelineRun, Stopped
 from app.policy import Refusal, RunSettings, effective_run
 from app.repoconfig import RepoConfig
 from app.services import Delivery, Services
-from runner.contract import AGENTS, RunMode
-from runner.job import FailingCheck, ReviewContext, is_valid_branch_name
+from runner.contract import AGENTS, DEFAULT_LABEL, RunMode
+from runner.job import FailingCheck, Resources, ReviewContext, is_valid_branch_name
 from runner.registry import runners_with_label
 from runner.templating import render
 
@@ -72,6 +72,83 @@ async def request_run(conv: Conversation, config: RepoConfig, command: RunComman
             "discover_request.md.j2", title=thread.title, body=thread.body, focus=prompt
         ).strip()
     await accept_run(conv, seed, prompt, settings, head_sha, conv.thread.review, mode=command.mode)
+
+
+async def follow_up(
+    conv: Conversation, config: RepoConfig, pipeline: Pipeline, command: RunCommand
+) -> None:
+    """A new run on `pipeline`'s branch (the dashboard's follow-up, for a pipeline with no
+    issue behind it: there is no thread to find it from)."""
+    if pipeline.closed:
+        await conv.reply("closed_thread.md.j2", kind=conv.thread.kind)
+        return
+    settings = await run_settings(conv, config, command)
+    if settings is not None:
+        await accept_run(conv, pipeline, command.prompt, settings, None)
+
+
+async def start_branch_pipeline(
+    conv: Conversation, config: RepoConfig, command: RunCommand, base_branch: str
+) -> Pipeline | None:
+    """A pipeline with no issue behind it, on a new branch `<prefix><slug of the prompt>`
+    from `base_branch` (else the default branch), and its first run. The reporter opens its
+    pull request when it first has commits. A run that may not go is recorded as failed
+    with the reason, so the dashboard shows it."""
+    repo = conv.thread.repo
+    base = base_branch or repo.default_branch
+    title = _first_line(command.prompt, 200)
+    branch = await _free_branch(conv, config.branch_prefix, slugify(title))
+    if branch is None or not is_valid_branch_name(base):
+        await conv.reply("unsafe_branch.md.j2", branch=inline_code(branch or base))
+        return None
+    seed = Pipeline(
+        id=branch_pipeline_id(repo.full_name, branch),
+        number=0,
+        kind="branch",
+        branch=branch,
+        base_branch=base,
+        repo=repo.full_name,
+        clone_url=repo.clone_url,
+        installation_id=conv.thread.installation_id,
+        title=title,
+    )
+    settings = await run_settings(conv, config, command)
+    if settings is None:
+        await record_refused(conv, seed, command.prompt, command.agent or config.agent)
+        return None
+    await accept_run(conv, seed, command.prompt, settings, None)
+    return seed
+
+
+async def record_refused(conv: Conversation, seed: Pipeline, prompt: str, agent: str) -> None:
+    """Keep a run that may not go as failed, with what would have been replied (there is no
+    thread for it), so the person who asked sees why on the dashboard."""
+    said = conv.unsaid[-1] if conv.unsaid else "refused"
+    reason = " ".join(said.replace("`", "").replace("*", "").split())[:500]
+    run_id = conv.delivery.run_id(seed.id)
+    settings = RunSettings(
+        agent=agent, image=conv.services.policy.default_image, label=DEFAULT_LABEL,
+        timeout_minutes=1, network="none", resources=Resources(),
+    )  # fmt: skip
+    run = PipelineRun(
+        run_id=run_id, prompt=prompt, settings=settings, requested_by=conv.source.user, thread=0
+    )
+    pipelines = conv.services.pipelines
+    await pipelines.add_run(seed, run)
+    await pipelines.fail_start(seed.id, run_id, reason)
+
+
+async def _free_branch(conv: Conversation, prefix: str, slug: str) -> str | None:
+    """`<prefix><slug>`, or with `-2`, `-3`… when a pipeline or GitHub has that branch."""
+    pipelines, repo = conv.services.pipelines, conv.thread.repo.full_name
+    for attempt in range(1, 20):
+        branch = f"{prefix}{slug}" if attempt == 1 else f"{prefix}{slug}-{attempt}"
+        if not is_valid_branch_name(branch):
+            return None
+        taken = await pipelines.find_by_branch(repo, branch) is not None
+        if not taken and await conv.api.branch_head(branch) is None:
+            return branch
+    return None
 
 
 async def retry_run(
@@ -240,6 +317,8 @@ async def accept_run(
         await services.pipelines.attach(run_id, check_run_id=check_run_id)
 
     async def progress_comment() -> None:
+        if not conv.thread.number:
+            return  # no thread yet (a pipeline started from the dashboard)
         progress = await progress_text(services, pipeline, run)
         comment_id = await delivery.once(
             "progress", lambda: api.comment(conv.thread.number, progress)
@@ -500,6 +579,10 @@ def _run_names(pipeline: Pipeline, run: PipelineRun) -> dict[str, str]:
         "mode": run.mode,
         "automatic": inline_code(run.ci_sha[:7]) if run.ci_sha else "",
     }
+
+
+def _first_line(text: str, limit: int) -> str:
+    return _shorten((text.strip().splitlines() or [""])[0].strip(), limit)
 
 
 def _shorten(text: str, limit: int) -> str:

@@ -11,6 +11,7 @@ import pytest
 import redis
 
 from app.dashboard.site import sse
+from app.installations import REPO_INSTALLATIONS
 from runner import contract
 from runner.events import AssistantMessage, ToolCall
 from runner.job import Outcome, RunFinished, RunStarted
@@ -263,3 +264,49 @@ def test_the_board_shows_a_change_after_it_read_the_pipeline_once(
     assert 'id="card-o.r.9"' in running
     needs_you = after.split('id="col-needs_you"')[1].split('id="col-review"')[0]
     assert 'id="card-o.r.9"' in needs_you and "timed out" in needs_you
+
+
+def test_new_pipeline_form_queues_a_request_for_a_repository_the_viewer_may_write(
+    dash: RunningApp,
+) -> None:
+    with client_as(dash) as client:
+        form = client.get("/pipelines/new")
+        assert form.status_code == 200 and "<option >o/r</option>" in form.text.replace(
+            "<option>", "<option >"
+        )
+        token = CSRF["alice"]
+        missing = client.post("/pipelines/new", data={"csrf": token, "repo": "o/r", "prompt": "Go"})
+        assert missing.status_code == 400 and "not installed" in missing.text
+        dash.redis.hset(REPO_INSTALLATIONS, "o/r", "7")
+        other = client.post("/pipelines/new", data={"csrf": token, "repo": "x/y", "prompt": "Go"})
+        assert other.status_code == 400 and "Pick one of your repositories" in other.text
+        bad = client.post(
+            "/pipelines/new",
+            data={"csrf": token, "repo": "o/r", "prompt": "Go", "base_branch": "../main"},
+        )
+        assert bad.status_code == 400 and "base branch" in bad.text
+        assert "Go" in bad.text  # what was typed is kept
+        started = client.post(
+            "/pipelines/new",
+            data={
+                "csrf": token,
+                "repo": "O/R",
+                "prompt": "Add a health endpoint",
+                "agent": "script",
+            },
+        )
+        assert started.status_code == 303 and started.headers["location"] == "/?asked=new"
+        assert 'id="asked"' in client.get("/?asked=new").text
+        forged = client.post("/pipelines/new", data={"repo": "o/r", "prompt": "Go"})
+        assert forged.status_code == 403
+    jobs = queued_dashboard_jobs(dash)
+    assert len(jobs) == 1
+    payload = jobs[0][1]
+    assert payload["action"] == "new" and payload["installation"] == {"id": 7}
+    assert payload["ask"] == {
+        "prompt": "Add a health endpoint",
+        "agent": "script",
+        "base_branch": "",
+    }
+    with client_as(dash, "reader", role="read") as client:
+        assert "no repository" in client.get("/pipelines/new").text

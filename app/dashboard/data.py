@@ -138,11 +138,6 @@ async def run_views(redis: aioredis.Redis, run_ids: list[str]) -> dict[str, RunV
     }
 
 
-async def pull_of(redis: aioredis.Redis, pipeline_id: str) -> int | None:
-    raw = await redisio.hget(redis, PULL_OF_PIPELINE, pipeline_id)
-    return int(raw) if raw is not None and raw.isdigit() else None
-
-
 @dataclass(frozen=True)
 class Queue:
     label: str

@@ -45,6 +45,7 @@ from app.github import GitHubApp
 from app.installations import installation_for_repo
 from app.pipelines import Pipeline, Pipelines
 from app.policy import role_allows
+from app.reporter import pull_of_pipeline
 from app.runview import html_url
 from app.settings import AppSettings, SettingsError
 from app.web import RedisHandle, enqueue_delivery
@@ -96,6 +97,8 @@ class Dashboard:
         return [
             Route("/", self.board),
             Route("/events/board", self.board_events),
+            Route("/pipelines/new", self.new_pipeline_page),
+            Route("/pipelines/new", self.new_pipeline, methods=["POST"]),
             Route("/pipelines/{pipeline_id}", self.pipeline_page),
             Route("/pipelines/{pipeline_id}/diff", self.pipeline_diff),
             Route("/pipelines/{pipeline_id}/stop", self.stop, methods=["POST"]),
@@ -123,7 +126,10 @@ class Dashboard:
         placed = place(loaded.summaries, loaded.pulls, filters)
         usage = await self.usage.of(pipelines.redis, placed.runs())
         board = build_board(placed, loaded.pulls, usage, _now())
-        return self._page(request, viewer, "board.html.j2", board=board, filters=filters)
+        asked = request.query_params.get("asked") == "new"
+        return self._page(
+            request, viewer, "board.html.j2", board=board, filters=filters, asked=asked
+        )
 
     async def pipeline_page(self, request: Request) -> Response:
         viewer = await current_viewer(request)
@@ -132,9 +138,7 @@ class Dashboard:
         pipeline = await self._visible_pipeline(request, viewer)
         redis = await self.redis.get()
         views = await data.run_views(redis, [run.run_id for run in pipeline.runs])
-        pull = (
-            pipeline.number if pipeline.kind == "pull" else await data.pull_of(redis, pipeline.id)
-        )
+        pull = await pull_of_pipeline(redis, pipeline)
         web = html_url(pipeline.clone_url)
         return self._page(
             request,

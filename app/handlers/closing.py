@@ -8,7 +8,7 @@ from app import previews
 from app.conversation import Source, open_conversation
 from app.handlers.context import router
 from app.payloads import IssueClosedEvent, PullClosedEvent, RepoEvent
-from app.pipelines import Stopped
+from app.pipelines import Pipeline, Stopped
 from app.runs import report_dropped
 from app.services import Delivery
 from runner import contract
@@ -25,12 +25,29 @@ async def issue_closed(delivery: Delivery) -> None:
 @router.on("pull_request", "closed")
 async def pull_closed(delivery: Delivery) -> None:
     event = delivery.parse(PullClosedEvent)
-    await _close(delivery, event, event.pull_request.number, is_pull=True)
+    pull = event.pull_request
+    found = await delivery.services.pipelines.find_by_branch(
+        event.repository.full_name, pull.head.ref
+    )
+    head_repo = pull.head.repo.full_name if pull.head.repo else None
+    same_repo = (head_repo or "").lower() == event.repository.full_name.lower()
+    if found is not None and found.kind == "branch" and same_repo:
+        # Started from the dashboard: its pull request is its only thread.
+        await _close(delivery, event, pull.number, is_pull=True, pipeline=found)
+        return
+    await _close(delivery, event, pull.number, is_pull=True)
 
 
-async def _close(delivery: Delivery, event: RepoEvent, number: int, *, is_pull: bool) -> None:
+async def _close(
+    delivery: Delivery,
+    event: RepoEvent,
+    number: int,
+    *,
+    is_pull: bool,
+    pipeline: Pipeline | None = None,
+) -> None:
     pipelines = delivery.services.pipelines
-    pipeline = await pipelines.for_thread(event.repository.full_name, number)
+    pipeline = pipeline or await pipelines.for_thread(event.repository.full_name, number)
     if pipeline is None:
         return
     conv = await open_conversation(

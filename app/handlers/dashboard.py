@@ -22,15 +22,68 @@ from app.conversation import (
 )
 from app.dashboard.requests import DASHBOARD_EVENT, DashboardEvent
 from app.handlers.context import router
-from app.naming import inline_code
+from app.naming import branch_pipeline_id, inline_code, slugify
 from app.pipelines import Pipeline
-from app.repoconfig import ConfigError
-from app.runs import request_run, retry_run, stop_run
+from app.repoconfig import ConfigError, RepoConfig
+from app.reporter import pull_of_pipeline
+from app.runs import (
+    follow_up,
+    record_refused,
+    request_run,
+    retry_run,
+    start_branch_pipeline,
+    stop_run,
+)
 from app.services import Delivery
 
 log = logging.getLogger("trimo.app")
 
 MAX_PROMPT_IN_NOTE = 1000
+
+
+@router.on(DASHBOARD_EVENT, "new")
+async def new_pipeline(delivery: Delivery) -> None:
+    """A pipeline with no issue behind it: a new branch, its first run, later its PR."""
+    event = delivery.parse(DashboardEvent)
+    if event.installation is None:
+        return
+    api = await delivery.services.github.repo(event.installation.id, event.repository.full_name)
+    info = await api.repository()
+    repository = event.repository.model_copy(
+        update={"clone_url": info.clone_url, "default_branch": info.default_branch}
+    )
+    event = event.model_copy(update={"repository": repository})
+    conv = await open_conversation(
+        delivery, event, Source(user=event.sender.login), number=0, is_pull=False,
+        title=event.ask.prompt,
+    )  # fmt: skip
+    if conv is None:
+        return
+    config, role = await config_and_role(conv)
+    allowed = await authorise(conv, config, role)
+    if allowed and isinstance(config, ConfigError):
+        await report_config_error(conv, config)
+    command = RunCommand(prompt=event.ask.prompt, agent=event.ask.agent or None)
+    if not allowed or isinstance(config, ConfigError):
+        # No thread to answer on: the refusal shows on the dashboard, as a failed run.
+        seed_config = config if isinstance(config, RepoConfig) else RepoConfig()
+        await _refused_on_the_board(conv, seed_config, command, event.ask.base_branch)
+        return
+    await start_branch_pipeline(conv, config, command, event.ask.base_branch)
+
+
+async def _refused_on_the_board(
+    conv: Conversation, config: RepoConfig, command: RunCommand, base_branch: str
+) -> None:
+    repo = conv.thread.repo
+    branch = config.branch_prefix + slugify(command.prompt.strip().splitlines()[0] or "new")
+    seed = Pipeline(
+        id=branch_pipeline_id(repo.full_name, branch), number=0, kind="branch",
+        branch=branch, base_branch=base_branch or repo.default_branch, repo=repo.full_name,
+        clone_url=repo.clone_url, installation_id=conv.thread.installation_id,
+        title=command.prompt.strip().splitlines()[0][:200],
+    )  # fmt: skip
+    await record_refused(conv, seed, command.prompt, command.agent or config.agent)
 
 
 @router.on(DASHBOARD_EVENT, "stop", "retry", "run")
@@ -41,12 +94,13 @@ async def dashboard_request(delivery: Delivery) -> None:
     if pipeline is None or pipeline.repo.lower() != event.repository.full_name.lower():
         log.warning("delivery %s: no pipeline %r here", delivery.delivery_id, ask.pipeline)
         return
+    pull = await pull_of_pipeline(delivery.services.redis, pipeline)
     conv = await open_conversation(
         delivery,
         event,
         Source(user=event.sender.login),
-        number=pipeline.number,
-        is_pull=pipeline.kind == "pull",
+        number=pull or pipeline.number,
+        is_pull=pull is not None,
         state="closed" if pipeline.closed else "open",
         title=pipeline.title,
     )
@@ -64,6 +118,8 @@ async def dashboard_request(delivery: Delivery) -> None:
     elif event.action == "retry":
         run = pipeline.find(ask.run_id) if ask.run_id else pipeline.last_run()
         await retry_run(conv, config, pipeline, run)
+    elif pipeline.kind == "branch":
+        await follow_up(conv, config, pipeline, RunCommand(ask.prompt, agent=ask.agent or None))
     else:
         await request_run(conv, config, RunCommand(prompt=ask.prompt, agent=ask.agent or None))
 
