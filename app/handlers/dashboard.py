@@ -94,13 +94,14 @@ async def dashboard_request(delivery: Delivery) -> None:
     if pipeline is None or pipeline.repo.lower() != event.repository.full_name.lower():
         log.warning("delivery %s: no pipeline %r here", delivery.delivery_id, ask.pipeline)
         return
-    pull = await pull_of_pipeline(delivery.services.redis, pipeline)
+    # Its issue or pull request; a pipeline started here has its pull request once open.
+    number = pipeline.number or await pull_of_pipeline(delivery.services.redis, pipeline) or 0
     conv = await open_conversation(
         delivery,
         event,
         Source(user=event.sender.login),
-        number=pull or pipeline.number,
-        is_pull=pull is not None,
+        number=number,
+        is_pull=pipeline.kind != "issue" and number > 0,
         state="closed" if pipeline.closed else "open",
         title=pipeline.title,
     )
