@@ -171,6 +171,25 @@ class Loop:
         self.deliver("issue_comment", payload)
         return comment
 
+    def announce_installation(self) -> None:
+        """The `installation.created` delivery GitHub sends when the App is installed on
+        OWNER's repositories; the App learns from it which installation serves each one."""
+        payload = json.loads(
+            (self.corpora / "webhooks" / "installation.created.1.json").read_text()
+        )
+        repo = self.state.repo(OWNER, REPO)
+        assert repo is not None
+        payload["installation"].update(id=self.creds.installation_id, app_id=self.creds.app_id)
+        payload["installation"]["account"] = {
+            **payload["installation"]["account"],
+            "login": OWNER,
+            "type": "Organization",
+        }
+        payload["repositories"] = [
+            {**payload["repositories"][0], "id": repo.id, "name": REPO, "full_name": repo.full_name}
+        ]
+        self.deliver("installation", payload)
+
     def deliver(self, event: str, payload: dict[str, Any]) -> httpx.Response:
         body = json.dumps(copy.deepcopy(payload)).encode()
         response = self.http.post(

@@ -32,6 +32,7 @@ def loop(
         gh.install_app(OWNER)
         harness = dashboard_loop(gh, redis_server, tmp_path_factory.mktemp("dash"), corpora)
         harness.start()
+        harness.announce_installation()
         try:
             yield harness
         finally:
