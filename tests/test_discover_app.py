@@ -187,6 +187,7 @@ async def test_checks_failing_elsewhere_start_nothing(world: World) -> None:
     own = failing_suite(world, branch, sha, "Trimo")
     own["check_suite"]["app"] = {"id": world.creds.app_id}
     await world.send("check_suite", own)
+    await world.send("check_suite", failing_suite(world, branch, sha, "Trimo"))  # its name
     passed = failing_suite(world, branch, sha, "tests")
     passed["check_suite"]["conclusion"] = "success"
     await world.send("check_suite", passed)
