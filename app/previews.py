@@ -15,6 +15,7 @@ import re
 from datetime import datetime
 from typing import Final, Literal
 
+import redis.asyncio as aioredis
 from pydantic import BaseModel
 
 from app.commands import RunCommand
@@ -130,13 +131,12 @@ def check_text(record: PreviewRecord) -> tuple[str, str]:
 
 
 def _words(record: PreviewRecord) -> dict[str, object]:
-    url_ok = bool(_URL_RE.fullmatch(record.url))
     return {
         "status": record.status,
         "branch": inline_code(record.branch),
         "by": record.requested_by,
         "label": inline_code(record.request.runner_label),
-        "url": record.url if url_ok else "",
+        "url": safe_url(record),
         "sha": inline_code(record.sha[:7]) if record.sha else "its head",
         "refreshed": record.refreshed,
         "no_runner": record.no_runner,
@@ -154,26 +154,34 @@ def stop_reason(reason: str, idle_minutes: int) -> str:
 # --- the record ------------------------------------------------------------------------
 
 
-async def load_record(services: Services, pipeline_id: str) -> PreviewRecord | None:
-    raw = await services.redis.get(RECORD_PREFIX + pipeline_id)
+async def load_record(redis: aioredis.Redis, pipeline_id: str) -> PreviewRecord | None:
+    raw = await redis.get(RECORD_PREFIX + pipeline_id)
     return PreviewRecord.model_validate_json(raw) if raw is not None else None
 
 
-async def save_record(services: Services, record: PreviewRecord) -> None:
-    await services.redis.set(RECORD_PREFIX + record.pipeline, record.model_dump_json())
+async def save_record(redis: aioredis.Redis, record: PreviewRecord) -> None:
+    await redis.set(RECORD_PREFIX + record.pipeline, record.model_dump_json())
+
+
+def safe_url(record: PreviewRecord) -> str:
+    """The preview's link, if it is one (it comes from a runner's settings)."""
+    return record.url if _URL_RE.fullmatch(record.url) else ""
 
 
 # --- commands ----------------------------------------------------------------------------
 
 
-async def request_preview(conv: Conversation, config: RepoConfig) -> None:
-    """`/trimo preview`: start the pipeline's preview, or refresh the running one."""
+async def request_preview(
+    conv: Conversation, config: RepoConfig, pipeline: Pipeline | None = None
+) -> None:
+    """`/trimo preview` (on the thread, or the dashboard's button for `pipeline`): start
+    the pipeline's preview, or refresh the running one."""
     if config.preview is None:
         await conv.reply(
             "preview_not_configured.md.j2", branch=inline_code(conv.thread.repo.default_branch)
         )
         return
-    pipeline = await thread_pipeline(conv)
+    pipeline = pipeline or await thread_pipeline(conv)
     if pipeline is None:
         await conv.reply("preview_no_pipeline.md.j2", kind=conv.thread.kind)
         return
@@ -183,13 +191,16 @@ async def request_preview(conv: Conversation, config: RepoConfig) -> None:
         await conv.reply("refused_preview.md.j2", message=request.message)
         return
     await conv.react("eyes")
-    await start(conv.services, conv.api, pipeline, request, conv.source.user)
+    await start(
+        conv.services, conv.api, pipeline, request, conv.source.user, number=conv.thread.number
+    )
 
 
-async def stop_preview(conv: Conversation) -> None:
-    """`/trimo preview stop`: the runner stops it; the comment says so at once."""
-    pipeline = await thread_pipeline(conv)
-    record = await load_record(conv.services, pipeline.id) if pipeline else None
+async def stop_preview(conv: Conversation, pipeline: Pipeline | None = None) -> None:
+    """`/trimo preview stop` (or the dashboard's button for `pipeline`): the runner stops
+    it; the comment says so at once."""
+    pipeline = pipeline or await thread_pipeline(conv)
+    record = await load_record(conv.services.redis, pipeline.id) if pipeline else None
     if record is None or not record.live:
         await conv.reply("preview_not_running.md.j2")
         return
@@ -202,7 +213,7 @@ async def end_preview(services: Services, api: RepoAPI, record: PreviewRecord, r
     says so at once."""
     await services.redis.delete(contract.preview_wanted(record.pipeline))
     record.status, record.reason = "stopped", reason
-    await save_record(services, record)
+    await save_record(services.redis, record)
     await show(api, record)
 
 
@@ -211,7 +222,7 @@ async def after_push(
 ) -> None:
     """Commits pushed to the branch of a pipeline with a live preview refresh it; pushes
     of a run in progress wait for its end (`after_run`)."""
-    record = await load_record(services, pipeline.id)
+    record = await load_record(services.redis, pipeline.id)
     if record is None or not record.live or _has(record, sha) or pipeline.active() is not None:
         return
     refresh = record.request.model_copy(update={"preview_id": preview_id_for(pipeline.id, cause)})
@@ -230,7 +241,7 @@ async def after_run(
     pipeline's base branch) a successful run starts one."""
     if event.outcome != Outcome.SUCCESS:
         return
-    record = await load_record(services, pipeline.id)
+    record = await load_record(services.redis, pipeline.id)
     preview_id = preview_id_for(pipeline.id, event.run_id)
     if record is not None and record.live:
         if event.commits and event.head_sha and not _has(record, event.head_sha):
@@ -253,16 +264,17 @@ async def start(
     request: PreviewRequest,
     by: str,
     sha: str = "",
+    number: int = 0,
 ) -> None:
     """Record the preview as starting, show it, and queue it for a runner."""
-    record = await load_record(services, pipeline.id)
+    record = await load_record(services.redis, pipeline.id)
     if record is not None and record.request.preview_id == request.preview_id and record.live:
         return  # this delivery or run asked already
     record = PreviewRecord(
         pipeline=pipeline.id,
         repo=pipeline.repo,
         installation_id=pipeline.installation_id,
-        number=pipeline.number,
+        number=number or pipeline.number or (record.number if record else 0),
         branch=pipeline.branch,
         request=request,
         requested_by=by,
@@ -275,13 +287,16 @@ async def start(
     runners = await runners_with_label(services.redis, request.runner_label)
     record.no_runner = not any(runner.previews for runner in runners)
     await show(api, record)
-    await save_record(services, record)
+    await save_record(services.redis, record)
     await services.pipelines.dispatch.enqueue_preview(request, pipeline.installation_id)
 
 
 async def show(api: RepoAPI, record: PreviewRecord) -> None:
-    """Write the record's state into its one comment (made the first time)."""
+    """Write the record's state into its one comment (made the first time); a pipeline
+    with no issue or pull request yet shows it on the dashboard only."""
     body = comment_text(record)
+    if not record.number:
+        return
     if record.comment_id is not None:
         await api.update_comment(record.comment_id, body)
     else:
@@ -293,7 +308,7 @@ async def show(api: RepoAPI, record: PreviewRecord) -> None:
 
 async def apply_event(services: Services, event: PreviewEvent) -> None:
     """Fold a runner's event into the pipeline's record, its comment and its check run."""
-    record = await load_record(services, event.pipeline)
+    record = await load_record(services.redis, event.pipeline)
     if record is None or record.request.preview_id != event.preview_id or not record.live:
         log.info("preview %s of %s: %s (not current)", event.preview_id, event.pipeline, event.type)
         return
@@ -327,4 +342,4 @@ async def apply_event(services: Services, event: PreviewEvent) -> None:
                 record.check_run_id, conclusion="neutral", title=title, summary=summary
             )
     await show(api, record)
-    await save_record(services, record)
+    await save_record(services.redis, record)

@@ -557,7 +557,7 @@ async def test_a_push_to_a_pipeline_branch_refreshes_its_live_preview(world: Wor
         number=issue.number, branch=pipeline.branch, request=request, status="ready",
         url="http://runner.example/p/tok/", sha=shown,
     )  # fmt: skip
-    await previews.save_record(services, record)
+    await previews.save_record(services.redis, record)
 
     def push(after: str) -> dict[str, Any]:
         payload = world.point(world.corpus("push.none.2.json"))
@@ -565,7 +565,7 @@ async def test_a_push_to_a_pipeline_branch_refreshes_its_live_preview(world: Wor
         return payload
 
     await world.send("push", push("b" * 40))  # a run is going: its end refreshes it
-    during = await previews.load_record(services, pid)
+    during = await previews.load_record(services.redis, pid)
     assert during is not None and during.request.preview_id == "pv-first"
     await world.pipelines.finish(
         RunFinished(run_id=run_id_for(issue.number, first), outcome=Outcome.SUCCESS)
@@ -574,7 +574,7 @@ async def test_a_push_to_a_pipeline_branch_refreshes_its_live_preview(world: Wor
     await world.send("push", push("c" * 40))
     await world.send("push", push("c" * 40))  # the same commit again: asked once
 
-    after = await previews.load_record(services, pid)
+    after = await previews.load_record(services.redis, pid)
     assert after is not None and after.status == "starting" and after.asked_sha == "c" * 40
     queued = await world.pool.zrange(contract.preview_queue("default"), 0, -1)
     assert [m.decode() for m in queued] == [after.request.preview_id]

@@ -141,3 +141,18 @@ def push_commit(world: World, tmp: Path, branch: str) -> None:
     git(work, "add", "-A")
     git(work, "commit", "-q", "-m", "Add a health endpoint")
     git(work, "push", "-q", "origin", branch)
+
+
+async def test_a_preview_from_the_dashboard_is_handled_like_the_comment(world: World) -> None:
+    number, run_id = await world.accept()
+    pipeline_id = (await world.services.pipelines.get_run(run_id))[0].id  # type: ignore[index]
+
+    assert await ask(world, "preview", WRITER, pipeline=pipeline_id) == (
+        "handled trimo_dashboard.preview"
+    )
+    await ask(world, "preview_stop", WRITER, pipeline=pipeline_id)
+
+    notes = world.bot_comments(number)
+    assert any(f"requested from the dashboard by @{WRITER}" in body for body in notes)
+    assert any("this repository has no previews yet" in body for body in notes)
+    assert any("no preview is running here" in body for body in notes)

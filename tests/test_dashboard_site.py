@@ -12,9 +12,11 @@ import redis
 
 from app.dashboard.site import sse
 from app.installations import REPO_INSTALLATIONS
+from app.previews import RECORD_PREFIX, PreviewRecord
 from runner import contract
 from runner.events import AssistantMessage, ToolCall
-from runner.job import Outcome, RunFinished, RunStarted
+from runner.job import Outcome, RepoRef, RunFinished, RunStarted
+from runner.previews.job import PreviewRequest
 from runner.registry import RunnerInfo, now
 from tests.dashboard_helpers import (
     dashboard_settings,
@@ -310,3 +312,53 @@ def test_new_pipeline_form_queues_a_request_for_a_repository_the_viewer_may_writ
     }
     with client_as(dash, "reader", role="read") as client:
         assert "no repository" in client.get("/pipelines/new").text
+
+
+def seed_preview(redis_url: str, pipeline_id: str, **fields: object) -> None:
+    request = PreviewRequest(
+        preview_id="pv-1", pipeline=pipeline_id, repo=RepoRef(full_name="o/r", clone_url="x"),
+        branch="trimo/6-work", command="make serve", port=8000,
+    )  # fmt: skip
+    record = PreviewRecord(
+        pipeline=pipeline_id, repo="o/r", installation_id=1, number=6, branch="trimo/6-work",
+        request=request, **fields,
+    )  # fmt: skip
+    client = redis.Redis.from_url(redis_url)
+    client.set(RECORD_PREFIX + pipeline_id, record.model_dump_json())
+    client.close()
+
+
+def test_the_pipeline_page_shows_its_preview_and_asks_for_one(
+    dash: RunningApp, redis_url: str
+) -> None:
+    seed_sync(redis_url, make_pipeline("o/r", 6, "Preview me"), make_run("o.r.6-a"), "finished")
+    with client_as(dash) as client:
+        page = client.get("/pipelines/o.r.6")
+        assert 'data-status="none"' in page.text and 'id="preview-start"' in page.text
+        assert 'id="preview-stop"' not in page.text
+
+        link = "https://previews.example.com/p/abc_DEF-123/"
+        seed_preview(redis_url, "o.r.6", status="ready", url=link, sha="f" * 40)
+        page = client.get("/pipelines/o.r.6")
+        assert f'id="preview-link" href="{link}"' in page.text
+        assert "Refresh the preview" in page.text and 'id="preview-stop"' in page.text
+
+        seed_preview(redis_url, "o.r.6", status="ready", url='javascript:alert(1)//"', sha="f" * 40)
+        page = client.get("/pipelines/o.r.6")
+        assert "javascript:" not in page.text and 'id="preview-link"' not in page.text
+
+        for path, action in (("preview", "preview"), ("preview-stop", "preview_stop")):
+            asked = client.post(f"/pipelines/o.r.6/{path}", data={"csrf": CSRF["alice"]})
+            assert asked.headers["location"] == f"/pipelines/o.r.6?asked={action}"
+        assert "Asked." in client.get("/pipelines/o.r.6?asked=preview").text
+    with client_as(dash, "reader", role="read") as client:
+        page = client.get("/pipelines/o.r.6")
+        assert 'id="preview-start"' not in page.text
+        refused = client.post("/pipelines/o.r.6/preview", data={"csrf": CSRF["reader"]})
+        assert refused.status_code == 403
+    jobs = queued_dashboard_jobs(dash)
+    assert sorted(str(payload["action"]) for _event, payload in jobs) == [
+        "preview",
+        "preview_stop",
+    ]
+    assert all(payload["ask"] == {"pipeline": "o.r.6"} for _event, payload in jobs)

@@ -28,6 +28,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response, Stream
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from app import previews
 from app.dashboard import data
 from app.dashboard.auth import Viewer, checked_form, csrf_token, current_viewer
 from app.dashboard.board import Filters, build_board, card_of, matches, place
@@ -57,6 +58,8 @@ T = TypeVar("T")
 STATIC_DIR: Final = Path(__file__).resolve().parent / "static"
 KEEPALIVE_SECONDS: Final = 15.0
 LEAST_ROLE_TO_ACT: Final = "write"
+ASKED: Final = ("stop", "retry", "run", "preview", "preview_stop")
+"""Actions the pipeline page thanks people for after they asked."""
 """No repository config asks for less than this; the App worker checks the config's own."""
 
 
@@ -103,6 +106,8 @@ class Dashboard:
             Route("/pipelines/{pipeline_id}/diff", self.pipeline_diff),
             Route("/pipelines/{pipeline_id}/stop", self.stop, methods=["POST"]),
             Route("/pipelines/{pipeline_id}/retry", self.retry, methods=["POST"]),
+            Route("/pipelines/{pipeline_id}/preview", self.preview, methods=["POST"]),
+            Route("/pipelines/{pipeline_id}/preview-stop", self.preview_stop, methods=["POST"]),
             Route("/pipelines/{pipeline_id}/follow-up", self.follow_up, methods=["POST"]),
             Route("/runs/{run_id}", self.run_page),
             Route("/runs/{run_id}/events", self.run_events),
@@ -140,10 +145,13 @@ class Dashboard:
         views = await data.run_views(redis, [run.run_id for run in pipeline.runs])
         pull = await pull_of_pipeline(redis, pipeline)
         web = html_url(pipeline.clone_url)
+        preview = await previews.load_record(redis, pipeline.id)
         return self._page(
             request,
             viewer,
             "pipeline.html.j2",
+            preview=preview,
+            preview_url=previews.safe_url(preview) if preview else "",
             pipeline=pipeline,
             runs=list(reversed(pipeline.runs)),
             views=views,
@@ -152,7 +160,7 @@ class Dashboard:
             may_act=may_act(viewer, pipeline.repo),
             agents=AGENTS,
             error=request.query_params.get("error", "")[:300],
-            asked=request.query_params.get("asked", "") in ("stop", "retry", "run"),
+            asked=request.query_params.get("asked", "") in ASKED,
         )
 
     async def pipeline_diff(self, request: Request) -> Response:
@@ -293,6 +301,12 @@ class Dashboard:
     async def follow_up(self, request: Request) -> Response:
         return await self._act(request, "run")
 
+    async def preview(self, request: Request) -> Response:
+        return await self._act(request, "preview")
+
+    async def preview_stop(self, request: Request) -> Response:
+        return await self._act(request, "preview_stop")
+
     async def _act(self, request: Request, action: str) -> Response:
         viewer = await current_viewer(request)
         if viewer is None:
@@ -309,6 +323,8 @@ class Dashboard:
         elif action == "retry":
             last = pipeline.last_run()
             ask["run_id"] = str(form.get("run_id") or (last.run_id if last else ""))
+        elif action in ("preview", "preview_stop"):
+            pass  # the pipeline is all a preview needs
         else:
             parsed = parse_follow_up(dict(form))
             if isinstance(parsed, FormError):

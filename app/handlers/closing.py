@@ -65,7 +65,7 @@ async def _close(
             dropped.setdefault(run.run_id, Stopped(run=run, how="dropped"))
     for item in dropped.values():
         await report_dropped(delivery, conv.api, after, item, "closed", event.sender.login)
-    preview = await previews.load_record(delivery.services, pipeline.id)
+    preview = await previews.load_record(delivery.services.redis, pipeline.id)
     if preview is not None and preview.live:
         await previews.end_preview(delivery.services, conv.api, preview, reason)
     await delivery.services.redis.xadd(

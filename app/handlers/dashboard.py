@@ -24,6 +24,7 @@ from app.dashboard.requests import DASHBOARD_EVENT, DashboardEvent
 from app.handlers.context import router
 from app.naming import branch_pipeline_id, inline_code, slugify
 from app.pipelines import Pipeline
+from app.previews import request_preview, stop_preview
 from app.repoconfig import ConfigError, RepoConfig
 from app.reporter import pull_of_pipeline
 from app.runs import (
@@ -86,7 +87,7 @@ async def _refused_on_the_board(
     await record_refused(conv, seed, command.prompt, command.agent or config.agent)
 
 
-@router.on(DASHBOARD_EVENT, "stop", "retry", "run")
+@router.on(DASHBOARD_EVENT, "stop", "retry", "run", "preview", "preview_stop")
 async def dashboard_request(delivery: Delivery) -> None:
     event = delivery.parse(DashboardEvent)
     ask = event.ask
@@ -114,11 +115,15 @@ async def dashboard_request(delivery: Delivery) -> None:
     if event.action == "stop":
         run = pipeline.find(ask.run_id) if ask.run_id else pipeline.active()
         await stop_run(conv, pipeline, run)
+    elif event.action == "preview_stop":
+        await stop_preview(conv, pipeline)
     elif isinstance(config, ConfigError):
         await report_config_error(conv, config)
     elif event.action == "retry":
         run = pipeline.find(ask.run_id) if ask.run_id else pipeline.last_run()
         await retry_run(conv, config, pipeline, run)
+    elif event.action == "preview":
+        await request_preview(conv, config, pipeline)
     elif pipeline.kind == "branch":
         await follow_up(conv, config, pipeline, RunCommand(ask.prompt, agent=ask.agent or None))
     else:
