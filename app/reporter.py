@@ -811,7 +811,9 @@ class Reporter:
         return RunView.model_validate_json(raw) if raw is not None else None
 
     async def _save(self, view: RunView) -> None:
-        await self.redis.set(VIEW_PREFIX + view.run_id, view.model_dump_json(), ex=VIEW_TTL_SECONDS)
+        # The run page shows its tokens and cost for as long as its log stays.
+        keep = max(VIEW_TTL_SECONDS, self.services.settings.log_retention_days * 24 * 3600)
+        await self.redis.set(VIEW_PREFIX + view.run_id, view.model_dump_json(), ex=keep)
 
     @staticmethod
     def _check_url(pipeline: Pipeline, run: PipelineRun) -> str:

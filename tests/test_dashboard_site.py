@@ -224,6 +224,7 @@ def test_board_stream_moves_cards_the_viewer_may_see(dash: RunningApp, redis_url
         assert events.next(1)[0][1] == "hello"
         time.sleep(0.3)  # the shared subscription is up
         seed_sync(redis_url, make_pipeline("x/secret", 3, "Secret"), make_run("x.secret.3-a"))
+        time.sleep(0.3)  # a batch of its own: were it sent, it would come first
         seed_sync(redis_url, make_pipeline("o/r", 7, "Live one"), make_run("o.r.7-a"))
         event = events.next(1)[0]
         assert event[1] == "card"
