@@ -508,7 +508,8 @@ class Reporter:
                 lambda: self._edit_progress(api, pipeline, run, body, Priority.FINAL),
             ),
         ]  # fmt: skip
-        if run.mode == "discover" and (event.outcome is Outcome.SUCCESS or event.plan.strip()):
+        answered = event.outcome is Outcome.SUCCESS or event.plan.strip()
+        if run.mode == "discover" and answered and run.thread:  # thread 0: the dashboard's
             plan = runview.plan_comment(view, pipeline, run, check_url)
             steps.append(
                 self._once(

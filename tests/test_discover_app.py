@@ -8,11 +8,23 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.naming import pipeline_id
-from runner.job import Outcome, RunFinished
+from app.naming import branch_pipeline_id, pipeline_id
+from app.pipelines import Pipeline, PipelineRun
+from app.policy import RunSettings
+from app.reporter import PULL_OF_PIPELINE
+from runner.job import Outcome, Resources, RunFinished
 from tests import test_app_worker
 from tests.fakegithub.gitserver import run_git
-from tests.test_app_worker import FULL, OWNER, REPO, TITLE, World, labeled_payload, run_id_for
+from tests.test_app_worker import (
+    FULL,
+    OWNER,
+    REPO,
+    TITLE,
+    WRITER,
+    World,
+    labeled_payload,
+    run_id_for,
+)
 
 fake = test_app_worker.fake
 world = test_app_worker.world
@@ -75,9 +87,13 @@ def failing_suite(world: World, branch: str, sha: str, *names: str) -> dict[str,
 
 
 async def automatic_runs(world: World, number: int) -> list[Any]:
-    pipeline = await world.pipelines.get(pipeline_id(FULL, number))
-    assert pipeline is not None
-    return [run for run in pipeline.runs if run.automatic]
+    return await automatic_runs_of(world, pipeline_id(FULL, number))
+
+
+async def automatic_runs_of(world: World, pipeline: str) -> list[PipelineRun]:
+    found = await world.pipelines.get(pipeline)
+    assert found is not None
+    return [run for run in found.runs if run.automatic]
 
 
 # --- asking for a discovery run -----------------------------------------------------------
@@ -215,3 +231,37 @@ async def test_a_suite_gone_from_the_checks_api_starts_nothing(world: World) -> 
     payload["check_suite"]["id"] = 424242  # GitHub answers 404 for it
     await world.send("check_suite", payload)
     assert await automatic_runs(world, 1) == []
+
+
+async def test_a_pipeline_started_from_the_dashboard_answers_on_its_pull_request(
+    world: World,
+) -> None:
+    set_config(world, "agent: script\nci_failure: discover\n")
+    branch = "trimo/speed-up"
+    seed = Pipeline(
+        id=branch_pipeline_id(FULL, branch), repo=FULL, number=0, kind="branch", branch=branch,
+        base_branch="main", clone_url=world.gh.clone_url(OWNER, REPO),
+        installation_id=world.creds.installation_id, title="Speed up",
+    )  # fmt: skip
+    settings = RunSettings(
+        agent="script", image="i", label="default", timeout_minutes=5, network="none",
+        resources=Resources(),
+    )  # fmt: skip
+    run = PipelineRun(run_id="dash-1", prompt="speed up", settings=settings, requested_by=WRITER,
+                      thread=0)  # fmt: skip
+    await world.pipelines.add_run(seed, run)
+    sha = advance(world, branch)
+    await world.pipelines.finish(RunFinished(run_id="dash-1", outcome=Outcome.SUCCESS))
+    assert await automatic_runs_of(world, seed.id) == []
+    await world.send("check_suite", failing_suite(world, branch, sha, "tests"))
+    assert await automatic_runs_of(world, seed.id) == []  # no pull request to answer on yet
+
+    pull = world.state.add_pull(
+        OWNER, REPO, title="Speed up", body="", user="trimo[bot]", head_ref=branch,
+        base_ref="main", head_sha=sha, base_sha=world.head(),
+    )  # fmt: skip
+    await world.pool.hset(PULL_OF_PIPELINE, seed.id, str(pull.number))
+    await world.send("check_suite", failing_suite(world, branch, sha, "tests"))
+    [automatic] = await automatic_runs_of(world, seed.id)
+    assert automatic.thread == pull.number
+    assert any("Checks failed on" in c for c in world.bot_comments(pull.number))

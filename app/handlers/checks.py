@@ -25,6 +25,7 @@ from app.naming import inline_code
 from app.payloads import CheckRunEvent, CheckSuiteEvent
 from app.pipelines import Pipeline, PipelineRun
 from app.repoconfig import ConfigError
+from app.reporter import pull_of_pipeline
 from app.runs import CHECK_NAME, ChecksFailed, accept_run, retry_run, run_settings, stop_run
 from app.services import Delivery
 from runner.contract import RunMode
@@ -112,19 +113,27 @@ async def check_suite_completed(delivery: Delivery) -> None:
         return  # Trimo's own check runs: a failed run is reported already
     repo = event.repository.full_name
     pipeline = await delivery.services.pipelines.find_by_branch(repo, suite.head_branch)
-    if pipeline is None or pipeline.kind != "issue" or pipeline.closed:
+    if pipeline is None or pipeline.kind == "pull" or pipeline.closed:
         return  # only the branches Trimo made for its own pipelines
     if pipeline.active_run is not None or pipeline.waiting():
         return  # a run is going: its own pushes get checked again
     if pipeline.answered_checks_on(suite.head_sha):
+        return
+    # An issue's pipeline answers on the issue; one started from the dashboard, on its PR.
+    number = (
+        pipeline.number
+        if pipeline.kind == "issue"
+        else await pull_of_pipeline(delivery.services.redis, pipeline)
+    )
+    if not number:
         return
     last = pipeline.last_run()
     conv = await open_conversation(
         delivery,
         event,
         Source(user=last.requested_by if last else ""),
-        number=pipeline.number,
-        is_pull=False,
+        number=number,
+        is_pull=pipeline.kind != "issue",
     )
     if conv is None:
         return
