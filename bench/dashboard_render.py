@@ -184,7 +184,7 @@ def page(board: object) -> str:
 
     return render(
         "board.html.j2", board=board, filters=Filters(), viewer=Viewer(ADMIN, True, {}),
-        csrf="x", path="/", now=_now(),
+        csrf="x", path="/", now=_now(), asked=False,
     )  # fmt: skip
 
 

@@ -46,7 +46,6 @@ def render(name: str, **context: Any) -> str:
 
 @lru_cache(maxsize=CARDS_CACHED)
 def render_card(card: Card) -> Markup:
-    """One board card (the `card` macro of `_card.html.j2`). A card is made of everything
-    it shows, so an unchanged card is rendered once (the board draws hundreds)."""
-    macro = environment().get_template("_card.html.j2").module.card  # type: ignore[attr-defined]
-    return Markup(macro(card))
+    """One board card (`_card.html.j2`). A card is made of everything it shows, so an
+    unchanged card is rendered once (the board draws hundreds)."""
+    return Markup(render("_card.html.j2", card=card))
