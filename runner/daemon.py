@@ -199,6 +199,7 @@ class RunnerDaemon:
         self.previews = PreviewManager(
             host, self.redis, settings.runner_preview_url, routes, limits, self.policy
         )
+        await self.previews.clear_leftovers()
         log.info(
             "previews served at %s (listening on %s)",
             settings.runner_preview_url,

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -97,7 +98,17 @@ class PreviewManager:
     # -- starting -----------------------------------------------------------------------
 
     async def start(self, request: PreviewRequest) -> str:
-        """Start (or refresh) `request`'s preview; what happened, for arq's result."""
+        """Start (or refresh) `request`'s preview; what happened, for arq's result. A bug
+        or Docker trouble ends as a failed preview the App shows, never a silent one."""
+        try:
+            return await self._start(request)
+        except Exception:
+            reference = secrets.token_hex(4)
+            log.exception("preview %s failed (ref %s)", request.preview_id, reference)
+            await self._fail(request, f"the runner hit an unexpected error (ref {reference})")
+            return "failed"
+
+    async def _start(self, request: PreviewRequest) -> str:
         lock = self._locks.setdefault(request.pipeline, asyncio.Lock())
         async with lock:
             if not await self._wanted(request):
@@ -246,6 +257,21 @@ class PreviewManager:
             except Exception:  # a bad sweep never ends the runner's previews
                 log.exception("previews: a sweep failed")
             await asyncio.sleep(SWEEP_SECONDS)
+
+    async def clear_leftovers(self) -> None:
+        """Remove the previews an earlier process of this runner left running (killed, say),
+        and tell the App they stopped."""
+        loop = asyncio.get_running_loop()
+        left = await loop.run_in_executor(None, sandbox.remove_leftovers, self.host)
+        for preview_id, pipeline in left:
+            await self.publish(
+                PreviewStopped(
+                    preview_id=preview_id,
+                    pipeline=pipeline,
+                    runner=self.host.runner_id,
+                    reason="shutdown",
+                )
+            )
 
     async def close(self) -> None:
         """Stop every preview (the runner is going away)."""

@@ -193,6 +193,24 @@ def _network(
     return name, {}, ()
 
 
+def remove_leftovers(host: Host) -> list[tuple[str, str]]:
+    """Remove this runner's preview containers and networks an earlier process left
+    behind, and their directories; (preview id, pipeline) of each container."""
+    client, found = host.client, []
+    mine = {"label": [f"{LABEL_RUNNER}={host.runner_id}", LABEL_PREVIEW]}
+    for container in client.containers.list(all=True, filters=mine):
+        labels = container.labels or {}
+        found.append((labels.get(LABEL_PREVIEW, ""), labels.get(LABEL_PIPELINE, "")))
+        with contextlib.suppress(docker.errors.APIError):
+            container.remove(force=True)
+    for network in client.networks.list(filters=mine):
+        with contextlib.suppress(docker.errors.APIError):
+            network.remove()
+    with contextlib.suppress(TrimoError):
+        gitops.remove_tree(host.cache_dir / "previews")
+    return [(p, q) for p, q in found if p and q]
+
+
 def _remove_named(client: docker.DockerClient, name: str) -> None:
     with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
         client.containers.get(name).remove(force=True)
