@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Final, Literal
 
 from arq.connections import ArqRedis
-from pydantic import BaseModel, Field, TypeAdapter
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
 from app import redisio
 from app.naming import pipeline_id
@@ -346,7 +346,10 @@ class Pipelines:
             return []
         raws = await self.redis.mget([SUMMARY_PREFIX + pid for pid in ids])
         found = [redisio.as_text(raw) or "" for raw in raws if raw is not None]
-        return _SUMMARIES.validate_json("[" + ",".join(found) + "]")
+        try:
+            return _SUMMARIES.validate_json("[" + ",".join(found) + "]")
+        except ValidationError:  # one unreadable summary must not hide the others
+            return [s for raw in found if (s := _summary_or_none(raw)) is not None]
 
     async def _reindex(self) -> None:
         for pid in await self.ids():
@@ -526,6 +529,14 @@ class Pipelines:
         )
         async with lock:
             yield
+
+
+def _summary_or_none(raw: str) -> PipelineSummary | None:
+    try:
+        return PipelineSummary.model_validate_json(raw)
+    except ValidationError:
+        log.warning("an unreadable pipeline summary was skipped: %.200r", raw)
+        return None
 
 
 _SUMMARIES: Final = TypeAdapter(list[PipelineSummary])

@@ -6,7 +6,7 @@ import asyncio
 
 import redis.asyncio as aioredis
 
-from app.pipelines import CHANGES, PIPELINE_IDS, PIPELINE_PREFIX, Pipelines
+from app.pipelines import CHANGES, PIPELINE_IDS, PIPELINE_PREFIX, SUMMARY_PREFIX, Pipelines
 from tests.dashboard_helpers import make_pipeline, make_run
 
 
@@ -47,5 +47,16 @@ async def test_pipelines_saved_before_the_index_are_indexed_when_read(redis_url:
         store = Pipelines(client)  # type: ignore[arg-type]
         assert [pid for pid, _ in await store.recent()] == ["o.r.3"]
         assert [s.title for s in await store.summaries(["o.r.3"])] == ["Old"]
+    finally:
+        await client.aclose()
+
+
+async def test_an_unreadable_summary_hides_no_other(redis_url: str) -> None:
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        store = Pipelines(client)  # type: ignore[arg-type]
+        await store.add_run(make_pipeline("o/r", 4, "Fine"), make_run("o.r.4-a"))
+        await client.set(SUMMARY_PREFIX + "o.r.5", '{"id": "o.r.5", "broken": ')
+        assert [s.id for s in await store.summaries(["o.r.5", "o.r.4"])] == ["o.r.4"]
     finally:
         await client.aclose()

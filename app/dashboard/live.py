@@ -109,6 +109,9 @@ class BoardFeed:
             except (RedisError, OSError) as exc:
                 log.warning("board feed: Redis trouble (%s); again in %.0fs", exc, RETRY_SECONDS)
                 await asyncio.sleep(RETRY_SECONDS)
+            except Exception:  # a bug here must not leave every board without news
+                log.exception("board feed failed; again in %.0fs", RETRY_SECONDS)
+                await asyncio.sleep(RETRY_SECONDS)
 
     async def _subscribed(self) -> None:
         redis = await self._redis()
@@ -236,6 +239,10 @@ class RunFeeds:
                     )
                 except (RedisError, OSError) as exc:
                     log.warning("run %s feed: Redis trouble (%s)", run_id, exc)
+                    await asyncio.sleep(RETRY_SECONDS)
+                    continue
+                except Exception:  # a bug here must not leave the run's pages without news
+                    log.exception("run %s feed failed", run_id)
                     await asyncio.sleep(RETRY_SECONDS)
                     continue
                 for _stream, raw in answer or []:
