@@ -17,7 +17,7 @@ import redis.asyncio as aioredis
 
 from app.redisio import as_text
 from app.services import Services
-from runner import contract
+from runner import contract, logs
 
 log = logging.getLogger("trimo.tokens")
 
@@ -58,7 +58,8 @@ class TokenDesk:
             for _stream, entries in read or []:
                 for entry_id, fields in entries:
                     run_id = as_text(fields.get(b"run_id") or fields.get("run_id")) or ""
-                    await self.answer(run_id)
+                    with logs.log_context(run_id=run_id if contract.is_valid_id(run_id) else None):
+                        await self.answer(run_id)
                     await self.redis.xack(contract.TOKEN_REQUESTS, GROUP, entry_id)
                     await self.redis.xdel(contract.TOKEN_REQUESTS, entry_id)
                     answered += 1
@@ -85,6 +86,7 @@ class TokenDesk:
         if found is None:
             return None
         pipeline, run = found
+        logs.bind(pipeline=pipeline.id, repo=pipeline.repo)
         if run.status not in ("queued", "running"):
             return None
         return await self.services.pipelines.dispatch.mint_token(

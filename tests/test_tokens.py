@@ -7,6 +7,9 @@ GitHub is the stand-in (fixtures of test_app_worker).
 from __future__ import annotations
 
 import asyncio
+import io
+import json
+import logging
 import socket
 from datetime import timedelta
 from pathlib import Path
@@ -16,7 +19,7 @@ import redis.asyncio as aioredis
 
 import runner.daemon as daemon_module
 from app.tokens import TokenDesk
-from runner import contract, registry
+from runner import contract, logs, registry
 from runner.daemon import TOKEN_FRESH_SECONDS, RunnerDaemon, ask_for_token
 from runner.job import Outcome, RunFinished
 from runner.settings import RunnerSettings
@@ -99,3 +102,26 @@ async def test_the_runner_renews_an_old_token_and_ends_the_run_without_one(
     assert outcome == Outcome.ERROR.value
     events = await world.pool.xrange(contract.ALL_RUN_EVENTS)
     assert any(b"fresh token" in fields[b"event"] for _, fields in events)
+
+
+async def test_the_desk_logs_the_run_its_pipeline_and_repository_but_not_the_token(
+    world: World, redis_url: str
+) -> None:
+    run_id = await queued_run(world)
+    out = io.StringIO()
+    handler = logs.make_handler("json", out)
+    desk_log = logging.getLogger("trimo.tokens")
+    desk_log.addHandler(handler)
+    level = desk_log.level
+    desk_log.setLevel(logging.INFO)
+    try:
+        token = await ask_while_desk_answers(world, redis_url, run_id)
+    finally:
+        desk_log.removeHandler(handler)
+        desk_log.setLevel(level)
+    [line] = [json.loads(text) for text in out.getvalue().splitlines()]
+    assert line["message"] == f"run {run_id}: fresh token given"
+    assert (line["run_id"], line["repo"]) == (run_id, f"{OWNER}/{REPO}")
+    found = await world.pipelines.get_run(run_id)
+    assert found is not None and line["pipeline"] == found[0].id
+    assert token is not None and token not in out.getvalue()
