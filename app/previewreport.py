@@ -17,7 +17,7 @@ from typing import Any, Final
 import redis.asyncio as aioredis
 
 from app import previews
-from app.redisio import settle
+from app.redisio import ensure_group, settle
 from app.reporter import describe
 from app.services import Services
 from runner import contract
@@ -41,11 +41,7 @@ class PreviewReporter:
         self.consumer = consumer
 
     async def ensure_group(self) -> None:
-        try:
-            await self.redis.xgroup_create(contract.PREVIEW_EVENTS, GROUP, id="0", mkstream=True)
-        except aioredis.ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
+        await ensure_group(self.redis, contract.PREVIEW_EVENTS, GROUP)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Report until `stop` is set; Redis trouble pauses, nothing ends it."""

@@ -15,6 +15,7 @@ from runner.redisio import settle
 
 __all__ = [
     "as_text",
+    "ensure_group",
     "hdel",
     "hget",
     "hgetall",
@@ -71,3 +72,12 @@ async def sadd(redis: aioredis.Redis, key: str, *members: str) -> int:
 async def srem(redis: aioredis.Redis, key: str, *members: str) -> int:
     count: int = await settle(redis.srem(key, *members))
     return count
+
+
+async def ensure_group(redis: aioredis.Redis, stream: str, group: str) -> None:
+    """Consumer group `group` on `stream` (both made if missing; there already is fine)."""
+    try:
+        await redis.xgroup_create(stream, group, id="0", mkstream=True)
+    except aioredis.ResponseError as exc:
+        if "BUSYGROUP" not in str(exc):
+            raise

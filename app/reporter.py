@@ -40,7 +40,7 @@ from app import previews, runview
 from app.budget import LiveRun, Priority, WriteBudget, due_live
 from app.github import CheckAction, ReactionTarget, RepoAPI, failure_detail, is_transient
 from app.pipelines import Pipeline, PipelineRun
-from app.redisio import hdel, hget, hgetall, hset, settle, smembers, srem
+from app.redisio import ensure_group, hdel, hget, hgetall, hset, settle, smembers, srem
 from app.runs import CHECK_NAME, RETRY_ACTION, STOP_ACTION, show_queued, start_next
 from app.runview import RunView
 from app.services import Services
@@ -171,11 +171,7 @@ class Reporter:
         """The first wait after a failure, doubled on each further try."""
 
     async def ensure_group(self) -> None:
-        try:
-            await self.redis.xgroup_create(keys.ALL_RUN_EVENTS, GROUP, id="0", mkstream=True)
-        except aioredis.ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
+        await ensure_group(self.redis, keys.ALL_RUN_EVENTS, GROUP)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Report until `stop` is set. Only Redis trouble pauses everything; nothing ends it."""

@@ -15,7 +15,7 @@ from typing import Final
 
 import redis.asyncio as aioredis
 
-from app.redisio import as_text
+from app.redisio import as_text, ensure_group
 from app.services import Services
 from runner import contract, logs
 
@@ -32,11 +32,7 @@ class TokenDesk:
         self.consumer = consumer
 
     async def ensure_group(self) -> None:
-        try:
-            await self.redis.xgroup_create(contract.TOKEN_REQUESTS, GROUP, id="0", mkstream=True)
-        except aioredis.ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
+        await ensure_group(self.redis, contract.TOKEN_REQUESTS, GROUP)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Answer requests until `stop` is set (supervised by `app.server`)."""
