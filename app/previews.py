@@ -16,15 +16,16 @@ from datetime import datetime
 from typing import Final, Literal
 
 import redis.asyncio as aioredis
+from githubkit.exception import RequestFailed
 from pydantic import BaseModel
 
 from app.commands import RunCommand
 from app.conversation import Conversation, fenced, load_config
-from app.github import RepoAPI
+from app.github import RepoAPI, status_of
 from app.naming import inline_code
 from app.pipelines import Pipeline
 from app.policy import Refusal, ServerPolicy, effective_run
-from app.repoconfig import RepoConfig
+from app.repoconfig import PreviewConfig, RepoConfig
 from app.runs import thread_pipeline
 from app.services import Services
 from runner import contract
@@ -88,12 +89,14 @@ def preview_id_for(pipeline_id: str, cause: str) -> str:
 
 
 def preview_request(
-    pipeline: Pipeline, config: RepoConfig, policy: ServerPolicy, preview_id: str
+    pipeline: Pipeline,
+    config: RepoConfig,
+    preview: PreviewConfig,
+    policy: ServerPolicy,
+    preview_id: str,
 ) -> PreviewRequest | Refusal:
-    """What a runner gets for `pipeline`'s preview: the image, network and limits of a run
-    (the preview's own image if it names one), within the server's policy."""
-    preview = config.preview
-    assert preview is not None
+    """What a runner gets for `pipeline`'s `preview` (of `config`): the image, network and
+    limits of a run (the preview's own image if it names one), within the server's policy."""
     asked = config.model_copy(update={"image": preview.image or config.image})
     settings = effective_run(asked, RunCommand(prompt="preview"), policy)
     if isinstance(settings, Refusal):
@@ -186,7 +189,7 @@ async def request_preview(
         await conv.reply("preview_no_pipeline.md.j2", kind=conv.thread.kind)
         return
     preview_id = preview_id_for(pipeline.id, conv.delivery.delivery_id)
-    request = preview_request(pipeline, config, conv.services.policy, preview_id)
+    request = preview_request(pipeline, config, config.preview, conv.services.policy, preview_id)
     if isinstance(request, Refusal):
         await conv.reply("refused_preview.md.j2", message=request.message)
         return
@@ -213,8 +216,7 @@ async def end_preview(services: Services, api: RepoAPI, record: PreviewRecord, r
     says so at once."""
     await services.redis.delete(contract.preview_wanted(record.pipeline))
     record.status, record.reason = "stopped", reason
-    await save_record(services.redis, record)
-    await show(api, record)
+    await show(services.redis, api, record)
 
 
 async def after_push(
@@ -250,7 +252,7 @@ async def after_run(
         return
     config = await load_config(api, pipeline.base_branch)
     if isinstance(config, RepoConfig) and config.preview is not None and config.preview.auto:
-        request = preview_request(pipeline, config, services.policy, preview_id)
+        request = preview_request(pipeline, config, config.preview, services.policy, preview_id)
         if isinstance(request, Refusal):
             log.warning("%s: no automatic preview: %s", pipeline.id, request.message)
             return
@@ -268,8 +270,9 @@ async def start(
 ) -> None:
     """Record the preview as starting, show it, and queue it for a runner."""
     record = await load_record(services.redis, pipeline.id)
-    if record is not None and record.request.preview_id == request.preview_id and record.live:
-        return  # this delivery or run asked already
+    asked = record is not None and record.request.preview_id == request.preview_id
+    if asked and record is not None and record.status != "starting":
+        return  # this delivery or run asked already, and its runner answered
     record = PreviewRecord(
         pipeline=pipeline.id,
         repo=pipeline.repo,
@@ -286,21 +289,28 @@ async def start(
     )
     runners = await runners_with_label(services.redis, request.runner_label)
     record.no_runner = not any(runner.previews for runner in runners)
-    await show(api, record)
     await save_record(services.redis, record)
     await services.pipelines.dispatch.enqueue_preview(request, pipeline.installation_id)
+    await show(services.redis, api, record)
 
 
-async def show(api: RepoAPI, record: PreviewRecord) -> None:
-    """Write the record's state into its one comment (made the first time); a pipeline
-    with no issue or pull request yet shows it on the dashboard only."""
-    body = comment_text(record)
+async def show(redis: aioredis.Redis, api: RepoAPI, record: PreviewRecord) -> None:
+    """Write the record's state into its one comment (made the first time, or again if
+    someone deleted it); a pipeline with no issue or pull request yet shows it on the
+    dashboard only. Every step is saved as soon as it is done, so a retry repeats none."""
+    await save_record(redis, record)
     if not record.number:
         return
+    body = comment_text(record)
     if record.comment_id is not None:
-        await api.update_comment(record.comment_id, body)
-    else:
-        record.comment_id = await api.comment(record.number, body)
+        try:
+            await api.update_comment(record.comment_id, body)
+            return
+        except RequestFailed as exc:
+            if status_of(exc) != 404:
+                raise
+    record.comment_id = await api.comment(record.number, body)
+    await save_record(redis, record)
 
 
 # --- the runners' events -------------------------------------------------------------------
@@ -312,34 +322,37 @@ async def apply_event(services: Services, event: PreviewEvent) -> None:
     if record is None or record.request.preview_id != event.preview_id or not record.live:
         log.info("preview %s of %s: %s (not current)", event.preview_id, event.pipeline, event.type)
         return
-    api = await services.github.repo(record.installation_id, record.repo)
     if isinstance(event, PreviewReady):
         if record.check_run_id is not None and record.sha != event.sha:
             record.check_run_id = None  # a new commit: a new check run on it
         record.status, record.url, record.sha = "ready", event.url, event.sha
         record.refreshed, record.expires_at = event.refreshed, event.expires_at
-        title, summary = check_text(record)
-        if record.check_run_id is None:
-            record.check_run_id = await api.create_check_run(
-                name=CHECK_NAME,
-                head_sha=event.sha,
-                external_id=event.preview_id,
-                title=title,
-                summary=summary,
-                actions=[],
-            )
-        await api.complete_check_run(
-            record.check_run_id, conclusion="neutral", title=title, summary=summary
-        )
     elif isinstance(event, PreviewFailed):
         record.status, record.reason, record.log_tail = "failed", event.reason, event.log_tail
     else:
         record.status = "stopped"
         record.reason = stop_reason(event.reason, record.request.idle_minutes)
-        if record.check_run_id is not None:
-            title, summary = check_text(record)
-            await api.complete_check_run(
-                record.check_run_id, conclusion="neutral", title=title, summary=summary
-            )
-    await show(api, record)
-    await save_record(services.redis, record)
+    await save_record(services.redis, record)  # the dashboard shows it from now on
+    api = await services.github.repo(record.installation_id, record.repo)
+    await show(services.redis, api, record)
+    await _show_check(services.redis, api, record)
+
+
+async def _show_check(redis: aioredis.Redis, api: RepoAPI, record: PreviewRecord) -> None:
+    """A ready preview's link on a check run of the commit it shows; stopped, it says so."""
+    if record.status == "failed" or (record.status == "stopped" and record.check_run_id is None):
+        return
+    title, summary = check_text(record)
+    if record.check_run_id is None:
+        record.check_run_id = await api.create_check_run(
+            name=CHECK_NAME,
+            head_sha=record.sha,
+            external_id=record.request.preview_id,
+            title=title,
+            summary=summary,
+            actions=[],
+        )
+        await save_record(redis, record)
+    await api.complete_check_run(
+        record.check_run_id, conclusion="neutral", title=title, summary=summary
+    )

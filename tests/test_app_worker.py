@@ -56,7 +56,7 @@ from runner.job import (
     RunFinished,
     RunRequest,
 )
-from runner.previews.job import PreviewRequest
+from runner.previews.job import PreviewReady, PreviewRequest, PreviewStopped
 from tests.fakegithub import AppCredentials, FakeState, RunningFakeGitHub
 from tests.fakegithub.gitserver import run_git
 
@@ -582,6 +582,47 @@ async def test_a_push_to_a_pipeline_branch_refreshes_its_live_preview(world: Wor
     [comment] = [b for b in world.bot_comments(issue.number) if "Preview starting" in b]
     assert "asked by" not in comment  # a push, not a person
     assert "No runner labelled `default` serves previews right now" in comment
+
+
+async def test_a_ready_preview_gets_its_link_on_a_check_run_and_a_new_comment_if_deleted(
+    world: World,
+) -> None:
+    issue = world.state.add_issue(OWNER, REPO, TITLE, "details")
+    services = world.ctx[SERVICES_KEY]
+    pid = pipeline_id(FULL, issue.number)
+    request = PreviewRequest(
+        preview_id="pv-9", pipeline=pid, repo=RepoRef(full_name=FULL, clone_url="x"),
+        branch="trimo/9-x", command="make serve", port=8000,
+    )  # fmt: skip
+    record = previews.PreviewRecord(
+        pipeline=pid, repo=FULL, installation_id=world.creds.installation_id,
+        number=issue.number, branch="trimo/9-x", request=request, comment_id=987654321,
+    )  # fmt: skip
+    await previews.save_record(services.redis, record)
+    link = "https://previews.example.com/p/tok_en-1/"
+    ready = PreviewReady(
+        preview_id="pv-9", pipeline=pid, runner="r1", url=link, sha=world.head(),
+        expires_at=datetime(2030, 1, 1, tzinfo=UTC),
+    )  # fmt: skip
+    stale = ready.model_copy(update={"preview_id": "pv-older"})
+
+    await previews.apply_event(services, stale)  # not the current preview: nothing
+    assert world.bot_comments(issue.number) == []
+    await previews.apply_event(services, ready)
+
+    [comment] = world.bot_comments(issue.number)
+    assert f"[open the preview]({link})" in comment and "2030-01-01 00:00 UTC" in comment
+    [check] = world.state.check_runs.values()
+    assert check.name == "Trimo preview" and check.conclusion == "neutral"
+    assert link in check.output["summary"] and check.external_id == "pv-9"
+    after = await previews.load_record(services.redis, pid)
+    assert after is not None and after.status == "ready" and after.comment_id != 987654321
+
+    stopped = PreviewStopped(preview_id="pv-9", pipeline=pid, runner="r1", reason="idle")
+    await previews.apply_event(services, stopped)
+    [comment] = world.bot_comments(issue.number)
+    assert "Preview stopped" in comment and "nobody used it for 30 minutes" in comment
+    assert "stopped" in world.state.check_runs[check.id].output["title"].lower()
 
 
 async def test_help_replies_with_usage_and_agents(world: World) -> None:
