@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
+from selenium.webdriver.support.ui import Select
 
 from tests.browser import ADMIN, Browser, dashboard_loop
 from tests.fakegithub import RunningFakeGitHub
@@ -184,6 +185,31 @@ def test_a_follow_up_from_the_dashboard_runs_on_the_same_branch(
     )
     assert f"@{WRITER}" in noted[0]
     browser.shot("follow-up-done")
+
+
+def test_a_new_pipeline_pushes_a_branch_and_opens_a_pull_request(
+    browser: Browser, loop: Loop
+) -> None:
+    browser.sign_in(WRITER, then="/pipelines/new")
+    form = browser.element("#new-pipeline")
+    Select(form.find_element(By.NAME, "repo")).select_by_visible_text(FULL_NAME)
+    form.find_element(By.NAME, "prompt").send_keys(
+        "Add a changelog\n\necho '# Changes' > CHANGELOG.md && git add . && git commit -qm Log"
+    )
+    browser.shot("new-pipeline")
+    before = set(loop.branches())
+    form.find_element(By.CSS_SELECTOR, "button").click()
+    branch = loop.wait(
+        lambda: next((b for b in set(loop.branches()) - before if b.startswith("trimo/")), None),
+        120,
+        "the new pipeline's branch",
+    )
+    loop.wait(lambda: loop.file_on(branch, "CHANGELOG.md"), 120, "the agent's commit")
+    pulls = loop.wait(lambda: loop.state.pulls_for(branch), 60, "a pull request")
+    assert pulls[0].base_ref == "main"
+    browser.get("/")
+    browser.wait(lambda: branch in browser.text("#board"), 60, "the new pipeline's card")
+    browser.shot("new-pipeline-on-board")
 
 
 def test_a_person_without_access_sees_nothing_of_the_repository(
