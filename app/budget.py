@@ -27,6 +27,8 @@ from typing import Final
 import redis.asyncio as aioredis
 
 WINDOW_PREFIX: Final = "trimo:budget:writes:"
+WRITERS: Final = "trimo:budget:writers"
+"""Installations that wrote in the last hour (sorted set, score = last write), for /metrics."""
 MINUTE: Final = 60.0
 HOUR: Final = 3600.0
 
@@ -122,8 +124,8 @@ def due_live(runs: Sequence[LiveRun], usage: Usage, limits: Limits, now: float) 
 
 # --- Redis ---------------------------------------------------------------------------------
 
-# KEYS[1]: the installation's writes (sorted set, score = time)
-# ARGV: now, minute cap, hour cap, member, take (1) or only count (0)
+# KEYS[1]: the installation's writes (sorted set, score = time); KEYS[2]: `WRITERS`
+# ARGV: now, minute cap, hour cap, member, take (1) or only count (0), installation id
 _TAKE: Final = """
 local now = tonumber(ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - 3600)
@@ -134,6 +136,8 @@ if ARGV[5] == '0' or minute >= tonumber(ARGV[2]) or hour >= tonumber(ARGV[3]) th
 end
 redis.call('ZADD', KEYS[1], now, ARGV[4])
 redis.call('EXPIRE', KEYS[1], 3660)
+redis.call('ZADD', KEYS[2], now, ARGV[6])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - 3600)
 return {1, minute + 1, hour + 1}
 """
 
@@ -154,8 +158,8 @@ class WriteBudget:
     async def _call(self, installation_id: int, priority: Priority, take: bool) -> list[int]:
         minute_cap, hour_cap = self.limits.caps(priority)
         reply = await self._script(
-            keys=[f"{WINDOW_PREFIX}{installation_id}"],
-            args=[self.clock(), minute_cap, hour_cap, uuid.uuid4().hex, int(take)],
+            keys=[f"{WINDOW_PREFIX}{installation_id}", WRITERS],
+            args=[self.clock(), minute_cap, hour_cap, uuid.uuid4().hex, int(take), installation_id],
         )
         return [int(value) for value in reply]
 

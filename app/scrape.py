@@ -27,7 +27,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from app import reporter
-from app.budget import HOUR, MINUTE, WINDOW_PREFIX, Limits
+from app.budget import HOUR, MINUTE, WINDOW_PREFIX, WRITERS, Limits
 from app.failures import FAILED_EVENTS
 from app.metrics import REGISTRY, SCRAPE_ERRORS
 from app.redisio import as_text, smembers, srem
@@ -71,14 +71,15 @@ async def read_state(redis: aioredis.Redis, event_queue: str, now: float | None 
             state.runners_online[label] = state.runners_online.get(label, 0) + 1
             state.runner_slots[label] = state.runner_slots.get(label, 0) + runner.capacity
     labels = sorted(await smembers(redis, contract.RUN_LABELS) | set(state.runners_online))
+    labels = labels[:MAX_LABELS]
     pipe = redis.pipeline(transaction=False)
-    for label in labels[:MAX_LABELS]:
+    for label in labels:
         pipe.zcard(contract.run_queue(label))
     pipe.zcard(event_queue)
     pipe.xlen(FAILED_EVENTS)
     pipe.xlen(reporter.DEAD_LETTERS)
     *depths, state.event_queue, state.failed_events, state.failed_reports = await pipe.execute()
-    state.run_queues = dict(zip(labels, depths, strict=False))
+    state.run_queues = dict(zip(labels, depths, strict=True))
     await _read_reporter(redis, state)
     await _read_writes(redis, state, time.time() if now is None else now)
     await _read_runner_figures(redis, state)
@@ -96,19 +97,16 @@ async def _read_reporter(redis: aioredis.Redis, state: State) -> None:
 
 
 async def _read_writes(redis: aioredis.Redis, state: State, now: float) -> None:
-    keys: list[str] = []
-    async for key in redis.scan_iter(match=f"{WINDOW_PREFIX}*", count=500):
-        keys.append(as_text(key) or "")
-        if len(keys) >= MAX_LABELS:
-            break
+    writers = await redis.zrevrangebyscore(WRITERS, "+inf", now - HOUR, start=0, num=MAX_LABELS)
+    installations = [as_text(writer) or "" for writer in writers]
     pipe = redis.pipeline(transaction=False)
-    for key in keys:
+    for installation in installations:
+        key = f"{WINDOW_PREFIX}{installation}"
         pipe.zcount(key, f"({now - MINUTE}", "+inf")
         pipe.zcount(key, f"({now - HOUR}", "+inf")
     counts = await pipe.execute()
-    for index, key in enumerate(keys):
-        minute, hour = counts[2 * index], counts[2 * index + 1]
-        state.writes[key.removeprefix(WINDOW_PREFIX)] = (int(minute), int(hour))
+    for index, installation in enumerate(installations):
+        state.writes[installation] = (int(counts[2 * index]), int(counts[2 * index + 1]))
 
 
 async def _read_runner_figures(redis: aioredis.Redis, state: State) -> None:
