@@ -200,12 +200,7 @@ async def test_an_expired_token_is_refreshed_and_the_repository_list_follows_git
     _age_sessions(redis_url)
     me = (await client.get("/")).json()
     assert me["repos"] == {f"{ORG}/widgets": "write", f"{ORG}/secret-plans": "triage"}
-    refreshes = [
-        r
-        for r in github.state.requests_to("POST", r"^/login/oauth/access_token$")
-        if (r.json or {}).get("grant_type") == "refresh_token"
-    ]
-    assert len(refreshes) == 1
+    assert refreshes(github) == 1
 
 
 async def test_requests_at_once_share_one_refresh_of_an_expired_token(
@@ -217,12 +212,7 @@ async def test_requests_at_once_share_one_refresh_of_an_expired_token(
     _age_sessions(redis_url, expired_token=True)
     answers = await asyncio.gather(*(client.get("/") for _ in range(5)))
     assert [a.status_code for a in answers] == [200] * 5
-    refreshes = [
-        r
-        for r in github.state.requests_to("POST", r"^/login/oauth/access_token$")
-        if (r.json or {}).get("grant_type") == "refresh_token"
-    ]
-    assert len(refreshes) == 1
+    assert refreshes(github) == 1
 
 
 async def test_github_down_keeps_the_last_repository_list(
@@ -251,12 +241,7 @@ async def test_a_renewed_token_is_kept_when_listing_repositories_then_fails(
     _age_sessions(redis_url)
     me = await client.get("/")  # the renewed token still works: no second refresh
     assert me.status_code == 200 and me.json()["login"] == "alice"
-    refreshes = [
-        r
-        for r in github.state.requests_to("POST", r"^/login/oauth/access_token$")
-        if (r.json or {}).get("grant_type") == "refresh_token"
-    ]
-    assert len(refreshes) == 1
+    assert refreshes(github) == 1
 
 
 async def test_a_post_without_the_csrf_token_is_refused(
@@ -386,6 +371,12 @@ def test_token_answers_form_json_and_errors() -> None:
         with pytest.raises(OAuthFailure) as caught:
             parse_token_answer("application/json", body, now=0.0)
         assert caught.value.reason == reason
+
+
+def refreshes(github: RunningFakeGitHub) -> int:
+    """How many times a refresh token was handed to GitHub."""
+    asked = github.state.requests_to("POST", r"^/login/oauth/access_token$")
+    return sum(1 for r in asked if (r.json or {}).get("grant_type") == "refresh_token")
 
 
 def _age_sessions(redis_url: str, expired_token: bool = False) -> None:
