@@ -5,16 +5,19 @@ tests/screenshots/ (git-ignored)."""
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+import redis
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import Select
 
+from app.dashboard.auth import SESSION_KEY_PREFIX
 from tests.browser import ADMIN, Browser, dashboard_loop
 from tests.fakegithub import RunningFakeGitHub
 from tests.loop_harness import OWNER, REPO, WRITER, Loop
@@ -116,6 +119,26 @@ def test_signing_in_with_github_lands_on_the_board(browser: Browser, loop: Loop)
     assert "did not authorise" in browser.text("#auth-failure")
     assert browser.find("#nav #sign-out") == []
     browser.shot("cancelled-on-github")
+
+
+def test_a_revoked_authorisation_sends_the_person_through_github_again(
+    browser: Browser, loop: Loop
+) -> None:
+    browser.sign_in(WRITER)
+    browser.element("#board")
+    loop.state.revoke_user_tokens(WRITER)
+    client = redis.Redis.from_url(loop.redis_url)
+    try:
+        for key in client.keys(SESSION_KEY_PREFIX + "*"):
+            record = json.loads(client.get(key) or b"{}")
+            client.set(key, json.dumps({**record, "repos_at": 0}))  # due for a refresh
+    finally:
+        client.close()
+    asked = len(loop.state.requests_to("GET", r"^/login/oauth/authorize$"))
+    browser.get("/")  # the refresh is refused: signed out, and straight back to GitHub
+    browser.element("#board")
+    assert len(loop.state.requests_to("GET", r"^/login/oauth/authorize$")) == asked + 1
+    assert f"@{WRITER}" in browser.text("#nav")
 
 
 def test_a_run_appears_by_itself_and_its_log_grows(browser: Browser, loop: Loop) -> None:
