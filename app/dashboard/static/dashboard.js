@@ -67,19 +67,23 @@ function followBoard(board) {
 
 function followLog(log) {
   const source = new EventSource(log.dataset.stream);
+  const status = document.getElementById("run-status");
   source.addEventListener("line", (event) => {
     const line = fragment(event.data);
     if (!line) return;
+    if (status && (status.dataset.status === "waiting" || status.dataset.status === "queued")) {
+      status.dataset.status = "running"; // its events flow: a runner has it
+      document.getElementById("run-state").textContent = "running";
+    }
     const stick = window.innerHeight + window.scrollY >= document.body.scrollHeight - 40;
     log.appendChild(line);
     if (stick) line.scrollIntoView({ block: "end" });
   });
   source.addEventListener("end", (event) => {
     source.close();
-    const status = document.getElementById("run-status");
     if (status) {
       status.dataset.status = "finished";
-      status.firstChild.textContent = JSON.parse(event.data).outcome + " ";
+      document.getElementById("run-state").textContent = JSON.parse(event.data).outcome;
     }
     const stop = document.getElementById("stop");
     if (stop) stop.remove();
