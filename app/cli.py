@@ -75,7 +75,12 @@ def _run_parts(settings: AppSettings, parts: Parts) -> None:
 
 @cli.command()
 def serve() -> None:
-    """Run the GitHub App: webhook endpoint (TRIMO_HOST:TRIMO_PORT), event worker and reporter."""
+    """Run the GitHub App: webhook endpoint (TRIMO_HOST:TRIMO_PORT), event worker and reporter.
+
+    GET /metrics serves Prometheus's format; TRIMO_METRICS_TOKEN guards it.
+
+    Logs: rich on a terminal, JSON lines otherwise (TRIMO_LOG_FORMAT=auto|rich|json).
+    """
     from app.server import Parts
 
     _run_parts(_app_settings(need_web=True), Parts())

@@ -449,6 +449,8 @@ def runner() -> None:
     Previews: TRIMO_RUNNER_PREVIEW_URL (the public base of this runner's preview proxy;
     previews are off without it), TRIMO_RUNNER_PREVIEW_LISTEN, TRIMO_RUNNER_MAX_PREVIEWS
     and TRIMO_RUNNER_PREVIEW_MAX_HOURS.
+
+    Logs: rich on a terminal, JSON lines otherwise (TRIMO_LOG_FORMAT=auto|rich|json).
     """
     import asyncio
 

@@ -165,8 +165,8 @@ class RunnerDaemon:
                 await self._quietly(registry.mark_done(self.redis, request.run_id))
                 if finished is not None:
                     await self._observe(finished, loop.time() - taken, queued_at, agent_began)
-        log.info("run %s ended: %s after %.0fs", request.run_id, finished.outcome.value,
-                 loop.time() - taken)  # fmt: skip
+        elapsed = loop.time() - taken
+        log.info("run %s ended: %s after %.0fs", request.run_id, finished.outcome.value, elapsed)
         return finished.outcome.value
 
     async def preview_job(self, payload: dict[str, Any]) -> str:
@@ -177,7 +177,8 @@ class RunnerDaemon:
             return "malformed"
         if self.previews is None:
             return "previews are off"
-        return await self.previews.start(request)
+        with logs.log_context(pipeline=request.pipeline, repo=request.repo.full_name):
+            return await self.previews.start(request)
 
     async def start_previews(self) -> None:
         """The preview proxy and manager, when TRIMO_RUNNER_PREVIEW_URL is set."""
