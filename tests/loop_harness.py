@@ -151,17 +151,7 @@ class Loop:
         """A comment on issue `number`, delivered as a signed `issue_comment` webhook."""
         issue = self.state.issues[(OWNER, REPO, number)]
         comment = self.state.add_comment(OWNER, REPO, number, body, login)
-        payload = json.loads(
-            (self.corpora / "webhooks" / "issue_comment.created.1.json").read_text()
-        )
-        payload["repository"].update(
-            name=REPO,
-            full_name=f"{OWNER}/{REPO}",
-            clone_url=self.gh.clone_url(OWNER, REPO),
-            default_branch="main",
-        )
-        payload["repository"]["owner"] = {**payload["repository"]["owner"], "login": OWNER}
-        payload["installation"] = {"id": self.creds.installation_id, "node_id": "MDIz"}
+        payload = self.payload("issue_comment.created.1.json")
         user = {**payload["comment"]["user"], "login": login, "type": "User"}
         payload["issue"].update(number=number, title=issue.title, body=issue.body, state="open")
         payload["issue"].pop("pull_request", None)
@@ -170,6 +160,19 @@ class Loop:
         payload["sender"] = user
         self.deliver("issue_comment", payload)
         return comment
+
+    def payload(self, name: str) -> dict[str, Any]:
+        """Corpus webhook `name`, aimed at OWNER/REPO of the stand-in and the installation."""
+        payload: dict[str, Any] = json.loads((self.corpora / "webhooks" / name).read_text())
+        payload["repository"].update(
+            name=REPO,
+            full_name=f"{OWNER}/{REPO}",
+            clone_url=self.gh.clone_url(OWNER, REPO),
+            default_branch="main",
+        )
+        payload["repository"]["owner"] = {**payload["repository"]["owner"], "login": OWNER}
+        payload["installation"] = {"id": self.creds.installation_id, "node_id": "MDIz"}
+        return payload
 
     def announce_installation(self) -> None:
         """The `installation.created` delivery GitHub sends when the App is installed on

@@ -4,7 +4,6 @@ failing checks on a Trimo branch start a run by themselves."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -45,22 +44,9 @@ def loop(
             assert gh.state.violations == [], gh.state.violations
 
 
-def pointed(loop: Loop, name: str) -> dict[str, Any]:
-    payload: dict[str, Any] = json.loads((loop.corpora / "webhooks" / name).read_text())
-    payload["repository"].update(
-        name=REPO,
-        full_name=f"{OWNER}/{REPO}",
-        clone_url=loop.gh.clone_url(OWNER, REPO),
-        default_branch="main",
-    )
-    payload["repository"]["owner"] = {**payload["repository"]["owner"], "login": OWNER}
-    payload["installation"] = {"id": loop.creds.installation_id, "node_id": "MDIz"}
-    return payload
-
-
 def label(loop: Loop, number: int, name: str) -> None:
     issue = loop.state.issues[(OWNER, REPO, number)]
-    payload = pointed(loop, "issues.labeled.1.json")
+    payload = loop.payload("issues.labeled.1.json")
     payload["issue"].update(number=number, title=issue.title, body=issue.body, state="open")
     payload["issue"].pop("pull_request", None)
     payload["label"] = {**payload["label"], "name": name}
@@ -105,7 +91,7 @@ def test_failing_checks_on_a_trimo_branch_start_a_run_that_says_why(loop: Loop) 
     ci = loop.state.add_check_run(OWNER, REPO, "tests", sha, suite_id=suite_id, app=CI_APP)
     ci.status, ci.conclusion = "completed", "failure"
     ci.output = {"title": "1 failed", "summary": "test_a: expected b"}
-    payload = pointed(loop, "check_suite.completed.1.json")
+    payload = loop.payload("check_suite.completed.1.json")
     payload["check_suite"].update(
         id=suite_id, head_branch=branch, head_sha=sha, conclusion="failure", app=CI_APP
     )
