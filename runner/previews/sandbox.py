@@ -16,6 +16,7 @@ import contextlib
 import hashlib
 import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,26 +91,12 @@ class Launched:
 
 
 def launch(host: Host, request: PreviewRequest) -> Launched:
-    """Check out the branch head, start the container; raises `TrimoError` with the reason."""
+    """Check out the branch head, start the container; raises `TrimoError` with the reason.
+    The preview's network is made while git works."""
     client = host.client
     dockerclient.require_image(client, request.image)
-    token = request.token.get_secret_value() if request.token else None
-    mirror = gitops.ensure_mirror(host.cache_dir / "mirrors", request.repo.clone_url, token)
-    sha = gitops.branch_sha(mirror, request.branch)
-    if sha is None:
-        raise TrimoError(
-            f"The branch {request.branch} does not exist yet.",
-            "a preview shows a pipeline's branch once a run has pushed to it",
-        )
     directory = host.cache_dir / "previews" / request.preview_id
-    gitops.remove_tree(directory)
-    directory.mkdir(parents=True, mode=0o700)
-    for name in ("context/out", "out", "home"):
-        (directory / name).mkdir(parents=True)
-    if host.owner is not None:
-        os.chown(directory / "home", host.owner, host.owner)
-    gitops.create_workspace(directory / "workspace", mirror, [request.branch], host.owner)
-    cleanups: list[Callable[[], object]] = [lambda: gitops.remove_tree(directory)]
+    cleanups: list[Callable[[], object]] = []
 
     def teardown() -> None:
         for cleanup in reversed(cleanups):
@@ -117,7 +104,10 @@ def launch(host: Host, request: PreviewRequest) -> Launched:
                 cleanup()
 
     try:
-        network, env, dns = _network(host, request, cleanups)
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            network_ready = pool.submit(_network, host, request, cleanups)
+            sha = _checkout(host, request, directory, cleanups)
+            network, env, dns = network_ready.result()
         spec = ContainerSpec(
             image=request.image,
             command=["bash", "-c", SCRIPT],
@@ -154,6 +144,30 @@ def launch(host: Host, request: PreviewRequest) -> Launched:
     except BaseException:
         teardown()
         raise
+
+
+def _checkout(
+    host: Host, request: PreviewRequest, directory: Path, cleanups: list[Callable[[], object]]
+) -> str:
+    """A fresh workspace at `directory` holding the branch from the trusted mirror (its
+    removal added to `cleanups`); the branch head's sha."""
+    token = request.token.get_secret_value() if request.token else None
+    mirror = gitops.ensure_mirror(host.cache_dir / "mirrors", request.repo.clone_url, token)
+    sha = gitops.branch_sha(mirror, request.branch)
+    if sha is None:
+        raise TrimoError(
+            f"The branch {request.branch} does not exist yet.",
+            "a preview shows a pipeline's branch once a run has pushed to it",
+        )
+    cleanups.append(lambda: gitops.remove_tree(directory))
+    gitops.remove_tree(directory)
+    directory.mkdir(parents=True, mode=0o700)
+    for name in ("context/out", "out", "home"):
+        (directory / name).mkdir(parents=True)
+    if host.owner is not None:
+        os.chown(directory / "home", host.owner, host.owner)
+    gitops.create_workspace(directory / "workspace", mirror, [request.branch], host.owner)
+    return sha
 
 
 def _network(
