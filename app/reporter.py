@@ -29,12 +29,13 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Any, Final, Literal, TypeVar
 
 import redis.asyncio as aioredis
 from githubkit.exception import RequestError, RequestFailed
+from redis.exceptions import LockError
 
 from app import previews, runview
 from app.budget import LiveRun, Priority, WriteBudget, due_live
@@ -76,6 +77,13 @@ LATE_WRITE_SECONDS: Final = 30.0
 """How long a write GitHub did not answer may still land (and undo a later one)."""
 CONCURRENCY: Final = 16
 DEAD_LETTERS_MAXLEN: Final = 10_000
+RUN_LOCK_PREFIX: Final = "trimo:report:lock:"
+"""Per run: held by the one App process reporting it now. The stream's entries of one run
+may go to different consumers; the lock keeps them from reporting it at once (a `started`
+landing after the `finished` would leave its check run in progress forever)."""
+RUN_LOCK_SECONDS: Final = 300.0
+RUN_LOCK_BUSY_SECONDS: Final = 0.5
+"""How long a run another process is reporting waits before this one looks again."""
 
 GONE_FLAG: Final = "flag:gone"
 CHECK_OFF_FLAG: Final = "flag:check-off"
@@ -261,7 +269,10 @@ class Reporter:
 
     async def _report_run(self, run_id: str, items: list[tuple[str, Any]]) -> None:
         """`run_id`'s events in order; the first that must wait holds back the rest."""
-        async with self._slots:
+        async with self._slots, self._run_lock(run_id) as mine:
+            if not mine:
+                self._hold(run_id, RUN_LOCK_BUSY_SECONDS)
+                return
             with logs.log_context(run_id=run_id):
                 for entry_id, raw in items:
                     try:
@@ -756,7 +767,9 @@ class Reporter:
             await asyncio.gather(*started)
 
     async def _live(self, run_id: str) -> None:
-        async with self._slots:
+        async with self._slots, self._run_lock(run_id) as mine:
+            if not mine:
+                return  # another process reports the run now; a later update merges this
             try:
                 await self._live_update(run_id)
             except OverBudget:
@@ -795,6 +808,19 @@ class Reporter:
                 api, pipeline, run, view, title, summary, [STOP_ACTION], None, Priority.LIVE
             ),
         )
+
+    @contextlib.asynccontextmanager
+    async def _run_lock(self, run_id: str) -> AsyncIterator[bool]:
+        """Whether this process got `run_id` to itself (across App processes)."""
+        lock = self.redis.lock(RUN_LOCK_PREFIX + run_id, timeout=RUN_LOCK_SECONDS)
+        if not await lock.acquire(blocking=False):
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            with contextlib.suppress(LockError):  # expired meanwhile: nothing to release
+                await lock.release()
 
     async def _mark_sent(self, run_id: str) -> None:
         await self.redis.set(
