@@ -293,7 +293,10 @@ class GitHubApp:
             cache_strategy=MemCacheStrategy(),
             http_cache=False,
             auto_retry=auto_retry,
-            async_event_hooks={"response": [metrics.count_github_response]},
+            async_event_hooks={
+                "request": [metrics.count_github_request],
+                "response": [metrics.count_github_response],
+            },
         )
 
     async def installation_client(

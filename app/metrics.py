@@ -51,6 +51,12 @@ GITHUB_REQUESTS: Final = Counter(
     ["method", "status"],
     registry=REGISTRY,
 )
+GITHUB_SENT: Final = Counter(
+    "trimo_github_requests_sent",
+    "Requests sent to GitHub's API, by method (those without an answer are the difference).",
+    ["method"],
+    registry=REGISTRY,
+)
 SCRAPE_ERRORS: Final = Counter(
     "trimo_scrape_errors",
     "Scrapes that left out the figures kept in Redis (Redis unreachable, slow or failing).",
@@ -76,7 +82,15 @@ def observe_event(event: str, outcome: str, seconds: float) -> None:
 _METHODS: Final = frozenset({"GET", "POST", "PATCH", "PUT", "DELETE"})
 
 
+def _method(request: httpx.Request) -> str:
+    return request.method if request.method in _METHODS else "other"
+
+
+async def count_github_request(request: httpx.Request) -> None:
+    """httpx request hook on the App's GitHub client."""
+    GITHUB_SENT.labels(_method(request)).inc()
+
+
 async def count_github_response(response: httpx.Response) -> None:
     """httpx response hook on the App's GitHub client."""
-    method = response.request.method if response.request.method in _METHODS else "other"
-    GITHUB_REQUESTS.labels(method, f"{response.status_code // 100}xx").inc()
+    GITHUB_REQUESTS.labels(_method(response.request), f"{response.status_code // 100}xx").inc()

@@ -16,10 +16,12 @@ import redis
 import redis.asyncio as aioredis
 from arq import create_pool
 from arq.connections import ArqRedis, RedisSettings
+from githubkit.exception import RequestError
 from pydantic import SecretStr
 
 from app import reporter
 from app.budget import Priority, WriteBudget
+from app.github import GitHubApp
 from app.pipelines import Pipeline, PipelineRun, Pipelines
 from app.policy import RunSettings
 from app.redisio import settle
@@ -27,6 +29,7 @@ from app.scrape import SCRAPE_TIMEOUT_SECONDS
 from runner import contract, figures, registry
 from runner.job import Outcome, Resources, RunFinished
 from tests import webhook_helpers
+from tests.fakegithub import generate_key_pair
 from tests.metrics_helpers import scrape
 from tests.webhook_helpers import RunningApp, free_port, make_settings, running_app
 
@@ -247,3 +250,24 @@ def test_metrics_token_guards_the_scrape(redis_url: str) -> None:
     assert refused.status_code == wrong.status_code == 401
     assert "bearer token" in refused.json()["error"]
     assert got.value("trimo_redis_up") == 1
+
+
+async def test_github_requests_without_an_answer_show_as_sent_but_not_answered(
+    pool: ArqRedis, webhook_app: RunningApp
+) -> None:
+    pem, _public = generate_key_pair()
+    settings = make_settings(
+        webhook_app.settings.redis_url,
+        github_app_id=1,
+        github_private_key=SecretStr(pem),
+        github_api_url=f"http://127.0.0.1:{free_port()}",  # nothing listens
+    )
+    github = GitHubApp(settings, pool, auto_retry=False, timeout=2)
+    before = scrape(webhook_app.client)
+    with pytest.raises(RequestError):
+        await github.mint_token(7, "widgets")
+    after = scrape(webhook_app.client)
+    sent = "trimo_github_requests_sent_total"
+    assert after.total(sent) - before.total(sent) >= 1
+    answered = "trimo_github_requests_total"
+    assert after.total(answered) == before.total(answered)

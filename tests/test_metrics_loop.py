@@ -60,6 +60,9 @@ def test_a_run_shows_in_metrics_and_in_json_logs(loop: Loop) -> None:
     assert delta("trimo_event_handling_seconds_count", event="issue_comment") == 1
     assert delta("trimo_github_requests_total", method="POST", status="2xx") >= 3
     assert delta("trimo_github_requests_total", method="PATCH", status="2xx") >= 1
+    sent, answered = "trimo_github_requests_sent_total", "trimo_github_requests_total"
+    # The stand-in answers every request (one may be on its way at the scrape).
+    assert 0 <= delta(sent) - delta(answered) <= 1 and delta(answered) > 0
     assert (
         after.value("trimo_runs", state="waiting")
         == after.value("trimo_runs", state="running")
