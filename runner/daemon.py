@@ -138,33 +138,39 @@ class RunnerDaemon:
             return self._finish_early(
                 request.run_id, Outcome.ERROR, f"refused by runner {self.settings.runner_id}: {why}"
             )
-        async with self.slots:
-            stop = StopSignal()
-            self.running[request.run_id] = stop
-            await self._quietly(
-                registry.mark_active(self.redis, request.run_id, self.settings.runner_id)
-            )
-            loop = asyncio.get_running_loop()
-            taken = loop.time()
-            log.info("run %s: %s agent on %s", request.run_id, request.agent, request.branch)
-            agent_began: list[datetime] = []
-            future = loop.run_in_executor(
-                None, contextvars.copy_context().run, self._execute, request, stop, agent_began
-            )
-            finished: RunFinished | None = None
-            try:
-                finished = await asyncio.shield(future)
-            except asyncio.CancelledError:
-                stop.stop(
-                    "stopped on request" if not self._draining.is_set() else "the runner shut down"
+        # Active from now, not from when a slot frees: if this process dies while the job
+        # waits for a slot, the other runners' reaper reports it instead of it being lost.
+        await self._quietly(
+            registry.mark_active(self.redis, request.run_id, self.settings.runner_id)
+        )
+        try:
+            async with self.slots:
+                stop = StopSignal()
+                self.running[request.run_id] = stop
+                loop = asyncio.get_running_loop()
+                taken = loop.time()
+                log.info("run %s: %s agent on %s", request.run_id, request.agent, request.branch)
+                agent_began: list[datetime] = []
+                future = loop.run_in_executor(
+                    None, contextvars.copy_context().run, self._execute, request, stop, agent_began
                 )
-                finished = await future
-                raise
-            finally:
-                self.running.pop(request.run_id, None)
-                await self._quietly(registry.mark_done(self.redis, request.run_id))
-                if finished is not None:
-                    await self._observe(finished, loop.time() - taken, queued_at, agent_began)
+                finished: RunFinished | None = None
+                try:
+                    finished = await asyncio.shield(future)
+                except asyncio.CancelledError:
+                    stop.stop(
+                        "stopped on request"
+                        if not self._draining.is_set()
+                        else "the runner shut down"
+                    )
+                    finished = await future
+                    raise
+                finally:
+                    self.running.pop(request.run_id, None)
+                    if finished is not None:
+                        await self._observe(finished, loop.time() - taken, queued_at, agent_began)
+        finally:
+            await self._quietly(registry.mark_done(self.redis, request.run_id))
         elapsed = loop.time() - taken
         log.info("run %s ended: %s after %.0fs", request.run_id, finished.outcome.value, elapsed)
         return finished.outcome.value
