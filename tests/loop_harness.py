@@ -80,10 +80,14 @@ class Loop:
             **self.extra_env,
         }
 
-    def _spawn(self, command: str) -> subprocess.Popen[bytes]:
-        log = (self.workdir / f"{command}.log").open("ab")
+    def _spawn(self, command: str, name: str = "", **env: str) -> subprocess.Popen[bytes]:
+        """`trimo COMMAND` with the loop's environment and `env` on top, logged to NAME.log."""
+        log = (self.workdir / f"{name or command}.log").open("ab")
         return subprocess.Popen(
-            [sys.executable, "-m", "app.cli", command], env=self._env(), stdout=log, stderr=log
+            [sys.executable, "-m", "app.cli", command],
+            env={**self._env(), **env},
+            stdout=log,
+            stderr=log,
         )
 
     @property
@@ -144,34 +148,45 @@ class Loop:
 
     # --- GitHub side --------------------------------------------------------------------
 
-    def new_issue(self, title: str, body: str = "") -> int:
-        return self.state.add_issue(OWNER, REPO, title, body, WRITER).number
+    def new_issue(self, title: str, body: str = "", repo: str = REPO, owner: str = OWNER) -> int:
+        return self.state.add_issue(owner, repo, title, body, WRITER).number
 
-    def comment(self, number: int, body: str, login: str = WRITER) -> IssueComment:
+    def comment(
+        self, number: int, body: str, login: str = WRITER, repo: str = REPO
+    ) -> IssueComment:
         """A comment on issue `number`, delivered as a signed `issue_comment` webhook."""
-        issue = self.state.issues[(OWNER, REPO, number)]
-        comment = self.state.add_comment(OWNER, REPO, number, body, login)
-        payload = self.payload("issue_comment.created.1.json")
+        comment, payload = self.comment_event(number, body, login, repo)
+        self.deliver("issue_comment", payload)
+        return comment
+
+    def comment_event(
+        self, number: int, body: str, login: str = WRITER, repo: str = REPO, owner: str = OWNER
+    ) -> tuple[IssueComment, dict[str, Any]]:
+        """A comment on issue `number` and its `issue_comment` webhook payload, not sent."""
+        issue = self.state.issues[(owner, repo, number)]
+        comment = self.state.add_comment(owner, repo, number, body, login)
+        payload = self.payload("issue_comment.created.1.json", repo, owner)
         user = {**payload["comment"]["user"], "login": login, "type": "User"}
         payload["issue"].update(number=number, title=issue.title, body=issue.body, state="open")
         payload["issue"].pop("pull_request", None)
         payload["comment"].update(id=comment.id, body=body, user=user)
         payload["comment"]["performed_via_github_app"] = None
         payload["sender"] = user
-        self.deliver("issue_comment", payload)
-        return comment
+        return comment, payload
 
-    def payload(self, name: str) -> dict[str, Any]:
-        """Corpus webhook `name`, aimed at OWNER/REPO of the stand-in and the installation."""
+    def payload(self, name: str, repo: str = REPO, owner: str = OWNER) -> dict[str, Any]:
+        """Corpus webhook `name`, aimed at `owner`/`repo` of the stand-in and the App's
+        installation there."""
         payload: dict[str, Any] = json.loads((self.corpora / "webhooks" / name).read_text())
         payload["repository"].update(
-            name=REPO,
-            full_name=f"{OWNER}/{REPO}",
-            clone_url=self.gh.clone_url(OWNER, REPO),
+            name=repo,
+            full_name=f"{owner}/{repo}",
+            clone_url=self.gh.clone_url(owner, repo),
             default_branch="main",
         )
-        payload["repository"]["owner"] = {**payload["repository"]["owner"], "login": OWNER}
-        payload["installation"] = {"id": self.creds.installation_id, "node_id": "MDIz"}
+        payload["repository"]["owner"] = {**payload["repository"]["owner"], "login": owner}
+        installation = self.gh.install_app(owner).installation_id
+        payload["installation"] = {"id": installation, "node_id": "MDIz"}
         return payload
 
     def announce_installation(self) -> None:
