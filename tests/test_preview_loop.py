@@ -107,7 +107,12 @@ def test_a_comment_previews_the_branch_live_refreshes_it_and_stops_it(
     assert "Branch one" in chromium.find_element("tag name", "h1").text
     assert chromium.current_url.endswith("/")  # the cookie took the browser past /p/<token>/
 
-    [check] = [c for c in loop.check_runs() if c.name == "Trimo preview"]
+    # The comment and the check run are written one after the other: wait for the second.
+    [check] = loop.wait(
+        lambda: [c for c in loop.check_runs() if c.name == "Trimo preview" and c.conclusion],
+        30,
+        "the preview's check run",
+    )
     assert check.conclusion == "neutral" and link in check.output["summary"]
 
     # A new commit from a run refreshes the preview behind the same link.
