@@ -8,6 +8,7 @@ from typing import Any
 
 from runner.engine import EngineConfig, RunEngine, StopSignal
 from runner.job import RepoRef, Resources, RunEvent, RunFinished, RunRecord, RunRequest
+from tests.fakegithub.runner import RunningFakeGitHub
 
 _ids = itertools.count(1)
 
@@ -71,3 +72,19 @@ def record_of(request: RunRequest, finished: RunFinished) -> RunRecord:
         commits=finished.commits,
         diff=finished.diff,
     )
+
+
+def remote_request(
+    gh: RunningFakeGitHub, owner: str, repo: str, prompt: str, number: int, **overrides: Any
+) -> RunRequest:
+    """A run of pipeline `owner.repo.<issue>` against the stand-in's repository."""
+    issue = overrides.pop("issue", 1)
+    request = make_request(
+        Path("/unused"),
+        prompt,
+        pipeline=f"{owner}.{repo}.{issue}",
+        run_id=f"{owner}.{repo}.{issue}-{number}",
+        **overrides,
+    )
+    clone = RepoRef(full_name=f"{owner}/{repo}", clone_url=gh.clone_url(owner, repo))
+    return request.model_copy(update={"repo": clone})

@@ -17,8 +17,8 @@ import pytest
 from pydantic import SecretStr
 
 from runner.engine import EngineConfig, RunEngine
-from runner.job import Outcome, RepoRef, RunFinished, RunRequest
-from tests.engine_helpers import Recorder, make_request, run
+from runner.job import Outcome, RunFinished, RunRequest
+from tests.engine_helpers import Recorder, remote_request, run
 from tests.fakegithub.runner import RunningFakeGitHub
 
 pytestmark = pytest.mark.docker
@@ -39,17 +39,10 @@ def gh() -> Iterator[RunningFakeGitHub]:
 
 
 def request_for(gh: RunningFakeGitHub, prompt: str, n: int, image: str) -> RunRequest:
-    request = make_request(
-        Path("/unused"),
-        prompt,
-        pipeline="acme.widgets.7",
-        run_id=f"acme.widgets.7-{n}",
-        branch=BRANCH,
-        token=SecretStr(gh.token_for(OWNER)),
-        image=image,
-    )
-    repo = RepoRef(full_name=f"{OWNER}/{REPO}", clone_url=gh.clone_url(OWNER, REPO))
-    return request.model_copy(update={"repo": repo})
+    return remote_request(
+        gh, OWNER, REPO, prompt, n, issue=7, branch=BRANCH,
+        token=SecretStr(gh.token_for(OWNER)), image=image,
+    )  # fmt: skip
 
 
 def pushed_files(gh: RunningFakeGitHub) -> set[str]:
