@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from runner.job import Outcome, RepoRef, RunRequest
-from tests.engine_helpers import make_request, run
+from runner.job import Outcome, RunRequest
+from tests.engine_helpers import remote_request, run
 from tests.fakegithub.runner import RunningFakeGitHub
 
 pytestmark = pytest.mark.docker
@@ -35,16 +35,7 @@ def gh() -> Iterator[RunningFakeGitHub]:
 
 
 def request_for(gh: RunningFakeGitHub, prompt: str, token: str, n: int) -> RunRequest:
-    request = make_request(
-        Path("/unused"),
-        prompt,
-        pipeline="acme.widgets.1",
-        run_id=f"acme.widgets.1-{n}",
-        branch="trimo/1-ci",
-        token=SecretStr(token),
-    )
-    repo = RepoRef(full_name=f"{OWNER}/{REPO}", clone_url=gh.clone_url(OWNER, REPO))
-    return request.model_copy(update={"repo": repo})
+    return remote_request(gh, OWNER, REPO, prompt, n, branch="trimo/1-ci", token=SecretStr(token))
 
 
 def test_a_refused_workflow_file_keeps_the_work_and_says_why(
