@@ -11,9 +11,9 @@ from typing import Any, Final, TypeVar
 from arq.connections import ArqRedis
 from pydantic import BaseModel, ValidationError
 
-from app.github import GitHubApp
-from app.pipelines import Pipelines
-from app.policy import ServerPolicy
+from app.conversation.policy import ServerPolicy
+from app.github.client import GitHubApp
+from app.runs.pipelines import Pipelines
 from app.settings import AppSettings
 
 STEP_PREFIX: Final = "trimo:step:"

@@ -31,8 +31,8 @@ from arq.connections import RedisSettings, create_pool
 from pydantic import SecretStr
 
 from app.dashboard.auth import SESSION_COOKIE
-from app.pipelines import Pipelines
-from app.server import private_redis
+from app.ops.server import private_redis
+from app.runs.pipelines import Pipelines
 from app.settings import AppSettings
 from bench.dashboard_render import ADMIN, make_pipeline, percentile, signed_cookie, start_app
 from bench.scratch import scratch

@@ -29,6 +29,7 @@ import httpx
 from arq.connections import ArqRedis, RedisSettings, create_pool
 from pydantic import SecretStr
 
+from app.conversation.policy import RunSettings
 from app.dashboard.auth import SESSION_COOKIE, SESSION_CSRF, SESSION_ID, SignIn, session_secret
 from app.dashboard.board import Filters, build_board, place
 from app.dashboard.data import (
@@ -40,13 +41,12 @@ from app.dashboard.data import (
 )
 from app.dashboard.oauth import UserToken
 from app.dashboard.pages import render
-from app.pipelines import PIPELINE_PREFIX, Pipeline, PipelineRun, Pipelines
-from app.policy import RunSettings
-from app.reporter import PULL_OF_PIPELINE, VIEW_PREFIX
-from app.runview import RunView
-from app.server import private_redis
+from app.ops.server import private_redis
+from app.reporting.reporter import PULL_OF_PIPELINE, VIEW_PREFIX
+from app.reporting.runview import RunView
+from app.runs.pipelines import PIPELINE_PREFIX, Pipeline, PipelineRun, Pipelines
+from app.runs.summary import summarise
 from app.settings import AppSettings
-from app.summary import summarise
 from bench.scratch import scratch
 from runner.job import CommitInfo, Outcome, Resources
 
@@ -205,7 +205,7 @@ def start_app(redis_url: str, secret: str) -> tuple[subprocess.Popen[bytes], str
         os.environ, TRIMO_WEBHOOK_SECRET="bench", TRIMO_REDIS_URL=redis_url,
         TRIMO_SESSION_SECRET=secret, TRIMO_ADMINS=ADMIN, PYTHONPATH=str(ROOT),
     )  # fmt: skip
-    command = [sys.executable, "-m", "uvicorn", "--factory", "app.web:app_from_env",
+    command = [sys.executable, "-m", "uvicorn", "--factory", "app.edge.web:app_from_env",
                "--port", str(port), "--log-level", "warning", "--no-access-log"]  # fmt: skip
     server = subprocess.Popen(command, cwd=ROOT, env=env)
     base = f"http://127.0.0.1:{port}"

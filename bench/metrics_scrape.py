@@ -4,7 +4,7 @@ Against a private redis-server, fills Redis as a busy installation would (`--run
 runners online over 20 labels, runs queued, `--installations` write budgets, every
 runner's figures, `--live` runs in flight), then prints side by side with a baseline:
 
-- a `/metrics` scrape (`app.scrape.exposition`) vs a Redis PING and the process's own
+- a `/metrics` scrape (`app.ops.scrape.exposition`) vs a Redis PING and the process's own
   figures alone (what a scrape costs without Redis);
 - a pipeline save with the runs-by-state script vs the same save without it (before);
 - a log line in JSON (with its context and scrubbing) and rich vs a plain stdlib line and
@@ -30,15 +30,15 @@ from prometheus_client import generate_latest
 from rich.console import Console
 from rich.logging import RichHandler
 
-from app.budget import Priority, WriteBudget
-from app.metrics import REGISTRY
-from app.pipelines import Pipeline, PipelineRun, Pipelines
-from app.policy import RunSettings
+from app.conversation.policy import RunSettings
+from app.edge.web import QUEUE_NAME
+from app.ops.metrics import REGISTRY
+from app.ops.scrape import exposition
+from app.ops.server import private_redis
 from app.redisio import settle
-from app.runcounts import RunCounts
-from app.scrape import exposition
-from app.server import private_redis
-from app.web import QUEUE_NAME
+from app.reporting.budget import Priority, WriteBudget
+from app.runs.pipelines import Pipeline, PipelineRun, Pipelines
+from app.runs.runcounts import RunCounts
 from bench.scratch import scratch
 from runner import contract, figures, logs, registry
 from runner.job import Resources

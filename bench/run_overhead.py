@@ -62,7 +62,7 @@ def cli_run(repo: Path, cache: Path, image: str) -> float:
     env = {**os.environ, "TRIMO_CACHE_DIR": str(cache), "TERM": "dumb", "TRIMO_NETWORK": "none"}
     t0 = time.perf_counter()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "run", "--repo", str(repo), "--pipeline", "cli",
+        [sys.executable, "-m", "app.ops.cli", "run", "--repo", str(repo), "--pipeline", "cli",
          "--agent", "script", "--image", image, f"echo {MARK}"],
         stdout=subprocess.PIPE, env=env,
     )  # fmt: skip

@@ -113,7 +113,7 @@ def main() -> None:
     }
     log = (root / "runner.log").open("w")
     daemon = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "runner"], env=env, stdout=log, stderr=log
+        [sys.executable, "-m", "app.ops.cli", "runner"], env=env, stdout=log, stderr=log
     )
     try:
         time.sleep(3)

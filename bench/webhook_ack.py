@@ -1,6 +1,6 @@
 """Webhook ack latency: signed deliveries at a steady rate against the real App and Redis.
 
-Starts `uvicorn --factory app.web:app_from_env` in a subprocess, sends `--rate` deliveries a
+Starts `uvicorn --factory app.edge.web:app_from_env` in a subprocess, sends `--rate` deliveries a
 second for `--seconds` from an asyncio httpx client with a pacing loop, prints latency
 percentiles (measured from each delivery's scheduled send time, so client lag counts too)
 and errors, then checks in Redis that every delivery was queued exactly once and that
@@ -74,7 +74,7 @@ def start_server(port: int, secret: str, redis_url: str) -> subprocess.Popen[byt
         "-m",
         "uvicorn",
         "--factory",
-        "app.web:app_from_env",
+        "app.edge.web:app_from_env",
         "--host",
         "127.0.0.1",
         "--port",

@@ -2,7 +2,7 @@
 
     PYTHONPATH=. python bench/write_budget.py [--runs 20] [--seed 1]
 
-Drives the real pacing (`app.budget.due_live`) and the real budget (`WriteBudget`
+Drives the real pacing (`app.reporting.budget.due_live`) and the real budget (`WriteBudget`
 on a private redis-server) with a simulated clock, one tick a second. Each run
 starts at once (🚀, in progress, progress comment: 3 writes), opens its pull
 request on its first push (1), has news every few seconds (tool calls), and ends
@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
 
-from app.budget import Limits, LiveRun, Priority, WriteBudget, due_live
+from app.reporting.budget import Limits, LiveRun, Priority, WriteBudget, due_live
 from tests.webhook_helpers import free_port
 
 INSTALLATION = 1

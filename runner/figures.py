@@ -5,7 +5,7 @@ runner already reaches Redis. So each runner adds its observations to one small 
 (`contract.runner_figures(runner_id)`): a counter per histogram bucket, a sum and a count
 for the time to agent and the run duration, and runs by outcome. The hash is bounded (a
 fixed set of fields), survives the runner's restarts, and expires a day after the runner
-was last seen. The App reads the hashes when scraped (`app.metrics`).
+was last seen. The App reads the hashes when scraped (`app.ops.metrics`).
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ import itsdangerous
 import redis.asyncio as aioredis
 from pydantic import SecretStr
 
+from app.conversation.policy import RunSettings
 from app.dashboard.auth import (
     SESSION_COOKIE,
     SESSION_CSRF,
@@ -28,8 +29,7 @@ from app.dashboard.auth import (
     session_secret,
 )
 from app.dashboard.oauth import UserToken
-from app.pipelines import Pipeline, PipelineRun, Pipelines
-from app.policy import RunSettings
+from app.runs.pipelines import Pipeline, PipelineRun, Pipelines
 from app.settings import AppSettings
 from runner.job import CommitInfo, Outcome, Resources, RunFinished
 from tests.webhook_helpers import make_settings

@@ -84,7 +84,7 @@ class Loop:
         """`trimo COMMAND` with the loop's environment and `env` on top, logged to NAME.log."""
         log = (self.workdir / f"{name or command}.log").open("ab")
         return subprocess.Popen(
-            [sys.executable, "-m", "app.cli", command],
+            [sys.executable, "-m", "app.ops.cli", command],
             env={**self._env(), **env},
             stdout=log,
             stderr=log,

@@ -53,7 +53,10 @@ class RunnerProcess:
     def start(self) -> RunnerProcess:
         handle = self.log.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "runner"], env=self.env, stdout=handle, stderr=handle
+            [sys.executable, "-m", "app.ops.cli", "runner"],
+            env=self.env,
+            stdout=handle,
+            stderr=handle,
         )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:

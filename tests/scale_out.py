@@ -23,7 +23,7 @@ from typing import Any, cast
 import httpx
 import redis
 
-from app.pipelines import PIPELINE_IDS, PIPELINE_PREFIX, Pipeline
+from app.runs.pipelines import PIPELINE_IDS, PIPELINE_PREFIX, Pipeline
 from runner import contract
 from tests.loop_harness import SECRET, WRITER, Loop
 from tests.webhook_helpers import sign
@@ -79,7 +79,7 @@ class Plan:
 
     def repo(self, index: int) -> tuple[str, str]:
         """Owner and name of repository `index`: each in an organisation (an installation)
-        of its own, as GitHub allows one installation 500 writes an hour (app.budget)."""
+        of its own, as GitHub allows one installation 500 writes an hour (app.reporting.budget)."""
         return f"org-{index:02d}", "svc"
 
     def label_of(self, index: int) -> str:

@@ -14,10 +14,11 @@ from arq.jobs import Job
 from arq.worker import Retry
 from typer.testing import CliRunner
 
-from app import failures, runs
-from app.cli import cli
-from app.web import HANDLER_FUNCTION, QUEUE_NAME
-from app.worker import MAX_TRIES, handle_event
+from app.edge.web import HANDLER_FUNCTION, QUEUE_NAME
+from app.ops.cli import cli
+from app.ops.worker import MAX_TRIES, handle_event
+from app.reporting import failures
+from app.runs import service as runs
 from runner.job import Outcome
 from tests import test_app_worker as base
 from tests.test_app_worker import OWNER, REPO, SCRIPT, TITLE, WRITER, World, run_id_for

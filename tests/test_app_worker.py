@@ -26,18 +26,14 @@ from arq.worker import Retry
 from githubkit import GitHub
 from pydantic import SecretStr
 
-from app import failures, previews
-from app.commands import USAGE
-from app.github import RepoAPI
-from app.installations import REPO_INSTALLATIONS, installation_for_repo
-from app.naming import pipeline_id
-from app.pipelines import Pipeline, PipelineRun, Pipelines
-from app.policy import RunSettings
-from app.repoconfig import ConfigError, parse_repo_config
-from app.services import Delivery
-from app.settings import AppSettings
-from app.web import HANDLER_FUNCTION, QUEUE_NAME
-from app.worker import (
+from app.conversation.commands import USAGE
+from app.conversation.naming import pipeline_id
+from app.conversation.policy import RunSettings
+from app.conversation.repoconfig import ConfigError, parse_repo_config
+from app.edge.web import HANDLER_FUNCTION, QUEUE_NAME
+from app.github.client import RepoAPI
+from app.github.installations import REPO_INSTALLATIONS, installation_for_repo
+from app.ops.worker import (
     ARQ_MAX_TRIES,
     MAX_TRIES,
     SERVICES_KEY,
@@ -45,6 +41,11 @@ from app.worker import (
     handle_event,
     worker_settings,
 )
+from app.reporting import failures
+from app.runs import previews
+from app.runs.pipelines import Pipeline, PipelineRun, Pipelines
+from app.services import Delivery
+from app.settings import AppSettings
 from runner import contract, registry
 from runner.contract import RUN_FUNCTION, run_queue
 from runner.job import (

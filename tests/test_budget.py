@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 
-from app.budget import (
+from app.reporting.budget import (
     Limits,
     LiveRun,
     Priority,

@@ -20,7 +20,7 @@ from typing import cast
 import pytest
 import redis
 
-from app.failures import FAILED_EVENTS
+from app.reporting.failures import FAILED_EVENTS
 from tests.fakegithub import Chaos, RunningFakeGitHub
 from tests.loop_harness import OWNER, REPO, Loop
 

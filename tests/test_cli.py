@@ -12,7 +12,7 @@ import pytest
 
 from tests.conftest import git
 
-TRIMO = [sys.executable, "-m", "app.cli"]
+TRIMO = [sys.executable, "-m", "app.ops.cli"]
 
 
 def trimo(

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from app.commands import (
+from app.conversation.commands import (
     USAGE,
     HelpCommand,
     Ignore,

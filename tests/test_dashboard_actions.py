@@ -6,8 +6,8 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
-from app.pipelines import Pipeline
-from app.worker import SERVICES_KEY, handle_event
+from app.ops.worker import SERVICES_KEY, handle_event
+from app.runs.pipelines import Pipeline
 from runner.job import Pushed
 from tests import test_reporter
 from tests.test_dashboard_diffs import git

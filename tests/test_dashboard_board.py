@@ -16,8 +16,8 @@ from app.dashboard.board import (
     place,
     state_words,
 )
-from app.pipelines import Pipeline, PipelineRun
-from app.summary import summarise
+from app.runs.pipelines import Pipeline, PipelineRun
+from app.runs.summary import summarise
 from runner.contract import RUNNER_LOST
 from runner.job import CommitInfo, Outcome
 from tests.dashboard_helpers import make_pipeline, make_run

@@ -13,7 +13,7 @@ from pydantic import SecretStr
 
 from app.dashboard.diffs import PATCH_LINES, diff_page, load_diff
 from app.dashboard.pages import render
-from app.github import Comparison, GitHubApp
+from app.github.client import Comparison, GitHubApp
 from app.settings import AppSettings
 from tests.dashboard_helpers import make_pipeline
 from tests.fakegithub import RunningFakeGitHub

@@ -11,8 +11,8 @@ import pytest
 import redis
 
 from app.dashboard.site import sse
-from app.installations import REPO_INSTALLATIONS
-from app.previews import RECORD_PREFIX, PreviewRecord
+from app.github.installations import REPO_INSTALLATIONS
+from app.runs.previews import RECORD_PREFIX, PreviewRecord
 from runner import contract
 from runner.events import AssistantMessage, ToolCall
 from runner.job import Outcome, RepoRef, RunFinished, RunStarted

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.naming import branch_pipeline_id, pipeline_id
-from app.pipelines import Pipeline, PipelineRun
-from app.policy import RunSettings
-from app.reporter import PULL_OF_PIPELINE
+from app.conversation.naming import branch_pipeline_id, pipeline_id
+from app.conversation.policy import RunSettings
+from app.reporting.reporter import PULL_OF_PIPELINE
+from app.runs.pipelines import Pipeline, PipelineRun
 from runner.job import Outcome, Resources, RunFinished
 from tests import test_app_worker
 from tests.fakegithub.gitserver import run_git

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 from arq.connections import ArqRedis
 
-from app.pipelines import Pipelines
+from app.runs.pipelines import Pipelines
 from runner.job import Outcome, RunFinished
 from tests.dashboard_helpers import (
     dashboard_settings,

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from arq.connections import create_pool
 
-from app.pipelines import Pipelines
+from app.runs.pipelines import Pipelines
 from runner.redisurl import redis_settings
 from tests.fakegithub import RunningFakeGitHub
 from tests.loop_harness import CONFIG, OWNER, REPO, WRITER, Loop

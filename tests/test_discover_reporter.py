@@ -3,7 +3,7 @@ agent's text kept inside its quote."""
 
 from __future__ import annotations
 
-from app import runview
+from app.reporting import runview
 from runner.job import Outcome, RunFinished
 from tests import test_reporter
 from tests.test_reporter import World

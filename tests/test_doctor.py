@@ -13,15 +13,15 @@ from pathlib import Path
 import pytest
 import redis
 
-from app.doctor import AppFacts, app_checks
-from app.github import AppIdentity
+from app.github.client import AppIdentity
+from app.ops.doctor import AppFacts, app_checks
 from runner import contract, registry
 from runner.doctor import Check, RedisFacts, label_checks, redis_checks
 from runner.registry import RunnerInfo
 from tests.fakegithub import RunningFakeGitHub, generate_key_pair
 from tests.redis_servers import RedisProcess
 
-TRIMO = [sys.executable, "-m", "app.cli"]
+TRIMO = [sys.executable, "-m", "app.ops.cli"]
 
 
 def marks(checks: list[Check]) -> list[str]:

@@ -18,7 +18,7 @@ import httpx
 import pytest
 from githubkit import GitHub
 
-from app.github import GitHubApp, PullInfo, RepoAPI, UnexpectedAnswer
+from app.github.client import GitHubApp, PullInfo, RepoAPI, UnexpectedAnswer
 
 OWNER, REPO = "octocat", "Hello-World"
 Answer = tuple[int, object]

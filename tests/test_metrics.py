@@ -19,13 +19,13 @@ from arq.connections import ArqRedis, RedisSettings
 from githubkit.exception import RequestError
 from pydantic import SecretStr
 
-from app import reporter
-from app.budget import Priority, WriteBudget
-from app.github import GitHubApp
-from app.pipelines import Pipeline, PipelineRun, Pipelines
-from app.policy import RunSettings
+from app.conversation.policy import RunSettings
+from app.github.client import GitHubApp
+from app.ops.scrape import SCRAPE_TIMEOUT_SECONDS
 from app.redisio import settle
-from app.scrape import SCRAPE_TIMEOUT_SECONDS
+from app.reporting import reporter
+from app.reporting.budget import Priority, WriteBudget
+from app.runs.pipelines import Pipeline, PipelineRun, Pipelines
 from runner import contract, figures, registry
 from runner.job import Outcome, Resources, RunFinished
 from tests import webhook_helpers

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from app.naming import (
+from app.conversation.naming import (
     PIPELINE_ID_RE,
     SLUG_FALLBACK,
     inline_code,

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from app.payloads import (
+from app.edge.payloads import (
     CheckRunEvent,
     InstallationEvent,
     InstallationRepositoriesEvent,

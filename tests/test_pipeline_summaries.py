@@ -6,7 +6,7 @@ import asyncio
 
 import redis.asyncio as aioredis
 
-from app.pipelines import CHANGES, PIPELINE_IDS, PIPELINE_PREFIX, SUMMARY_PREFIX, Pipelines
+from app.runs.pipelines import CHANGES, PIPELINE_IDS, PIPELINE_PREFIX, SUMMARY_PREFIX, Pipelines
 from tests.dashboard_helpers import make_pipeline, make_run
 
 

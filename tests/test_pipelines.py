@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from app.pipelines import Pickup, Pipeline, PipelineRun
-from app.policy import RunSettings
+from app.conversation.policy import RunSettings
+from app.runs.pipelines import Pickup, Pipeline, PipelineRun
 from runner.job import Outcome, Resources, RunFinished
 
 SETTINGS = RunSettings(

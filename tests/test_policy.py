@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from app.commands import RunCommand, parse_comment
-from app.policy import (
+from app.conversation.commands import RunCommand, parse_comment
+from app.conversation.policy import (
     ROLE_ORDER,
     Refusal,
     RunSettings,
@@ -19,9 +19,9 @@ from app.policy import (
     is_bot,
     role_allows,
 )
-from app.repoconfig import RepoConfig, parse_repo_config
+from app.conversation.repoconfig import RepoConfig, parse_repo_config
+from app.ops.worker import server_policy
 from app.settings import AppSettings, SettingsError
-from app.worker import server_policy
 from runner.job import RepoRef, Resources, RunRequest
 
 

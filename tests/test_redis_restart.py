@@ -22,8 +22,8 @@ import pytest
 import redis
 from arq import create_pool
 
-from app import failures
-from app.pipelines import PIPELINE_IDS, PIPELINE_PREFIX
+from app.reporting import failures
+from app.runs.pipelines import PIPELINE_IDS, PIPELINE_PREFIX
 from runner import contract, redisurl
 from tests.fakegithub import RunningFakeGitHub
 from tests.loop_harness import Loop

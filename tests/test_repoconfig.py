@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from app.repoconfig import (
+from app.conversation.repoconfig import (
     ConfigError,
     RepoConfig,
     ResourcesConfig,

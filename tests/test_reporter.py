@@ -20,17 +20,17 @@ import pytest
 from arq.connections import ArqRedis, RedisSettings, create_pool
 from pydantic import SecretStr
 
-from app import reporter as reporter_module
-from app import runview
-from app.budget import Limits, WriteBudget
-from app.github import RepoAPI
-from app.naming import pipeline_id
-from app.pipelines import PipelineRun
+from app.conversation.naming import pipeline_id
+from app.github.client import RepoAPI
+from app.ops.worker import SERVICES_KEY, build_services, handle_event
 from app.redisio import hget
-from app.reporter import DEAD_LETTERS, GONE_FLAG, STEPS_PREFIX, Reporter
+from app.reporting import reporter as reporter_module
+from app.reporting import runview
+from app.reporting.budget import Limits, WriteBudget
+from app.reporting.reporter import DEAD_LETTERS, GONE_FLAG, STEPS_PREFIX, Reporter
+from app.runs.pipelines import PipelineRun
 from app.services import Services
 from app.settings import AppSettings
-from app.worker import SERVICES_KEY, build_services, handle_event
 from runner import contract as keys
 from runner.contract import RunMode
 from runner.job import (

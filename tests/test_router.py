@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from app.conversation.handlers import router as app_router
 from app.dashboard.requests import DASHBOARD_EVENT
-from app.events import ANY_ACTION, HANDLED_EVENTS, is_handled
-from app.handlers import router as app_router
-from app.router import Router
+from app.edge.events import ANY_ACTION, HANDLED_EVENTS, is_handled
+from app.edge.router import Router
 
 
 def make_router(calls: list[str]) -> Router[str]:

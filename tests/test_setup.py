@@ -39,9 +39,8 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 from typer.testing import CliRunner
 
-from app.cli import cli
-from app.settings import AppSettings
-from app.setup import (
+from app.ops.cli import cli
+from app.ops.setup import (
     MANIFEST_PATH,
     RegisteredApp,
     SetupError,
@@ -55,6 +54,7 @@ from app.setup import (
     save_registration,
     webhook_url_for,
 )
+from app.settings import AppSettings
 from tests.fakegithub import generate_key_pair
 from tests.fakegithub.validation import check
 
@@ -124,8 +124,8 @@ def test_every_subscribed_event_is_covered_by_a_granted_permission() -> None:
 
 
 def test_every_event_with_a_handler_reaches_the_app() -> None:
+    from app.conversation.handlers import router
     from app.dashboard.requests import DASHBOARD_EVENT
-    from app.handlers import router
 
     routed = {event for event, _ in router.routes()}
     # The dashboard's requests travel as deliveries of an event of Trimo's own.
@@ -813,7 +813,7 @@ def test_the_command_runs_the_whole_flow_and_prints_no_secret(
 
         threading.Thread(target=visit, daemon=True).start()
 
-    monkeypatch.setattr("app.setup._open_browser", browser)
+    monkeypatch.setattr("app.ops.setup._open_browser", browser)
     monkeypatch.setenv("TRIMO_APP_SLUG", "set-in-the-shell")
     argv = ["setup", "--webhook-url", "https://trimo.example.com", "--github-url", site.base_url]
     argv += ["--port", "0", "--env-file", str(tmp_path / ".env")]

@@ -1,4 +1,4 @@
-"""`app.server.supervise`: a failing part restarts with backoff; only fatal errors end it."""
+"""`app.ops.server.supervise`: a failing part restarts with backoff; only fatal errors end it."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import itertools
 
 import pytest
 
-from app.server import supervise
+from app.ops.server import supervise
 from app.settings import SettingsError
 
 

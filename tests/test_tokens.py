@@ -18,7 +18,7 @@ import pytest
 import redis.asyncio as aioredis
 
 import runner.daemon as daemon_module
-from app.tokens import TokenDesk
+from app.runs.tokens import TokenDesk
 from runner import contract, logs, registry
 from runner.daemon import TOKEN_FRESH_SECONDS, RunnerDaemon, ask_for_token
 from runner.job import Outcome, RunFinished

@@ -30,7 +30,7 @@ def test_up_starts_a_private_redis_and_stops_it(tmp_path: Path, test_image: str)
     }
     log = (tmp_path / "up.log").open("wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "up"], env=env, cwd=tmp_path, stdout=log, stderr=log
+        [sys.executable, "-m", "app.ops.cli", "up"], env=env, cwd=tmp_path, stdout=log, stderr=log
     )
     try:
         health = None

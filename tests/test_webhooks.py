@@ -22,9 +22,9 @@ from arq.constants import job_key_prefix
 from githubkit.webhooks import verify
 from pydantic import SecretStr
 
-from app.events import HANDLED_EVENTS, is_handled
+from app.edge.events import HANDLED_EVENTS, is_handled
+from app.edge.web import DELIVERY_TTL_SECONDS, QUEUE_NAME, create_app, delivery_key
 from app.settings import AppSettings, SettingsError
-from app.web import DELIVERY_TTL_SECONDS, QUEUE_NAME, create_app, delivery_key
 from tests import webhook_helpers
 from tests.webhook_helpers import (
     RunningApp,
@@ -37,7 +37,7 @@ from tests.webhook_helpers import (
 
 webhook_app = webhook_helpers.webhook_app
 
-# Written out here rather than taken from app.events, so the test checks the list itself.
+# Written out here rather than taken from app.edge.events, so the test checks the list itself.
 EXPECTED_HANDLED = {
     ("issue_comment", "created"),
     ("issues", "labeled"),

@@ -25,8 +25,8 @@ from arq.jobs import JobDef, deserialize_job
 from pydantic import SecretStr
 from starlette.applications import Starlette
 
+from app.edge.web import QUEUE_NAME, create_app, delivery_key, job_id
 from app.settings import AppSettings
-from app.web import QUEUE_NAME, create_app, delivery_key, job_id
 
 SECRET = "test-webhook-secret"
 

@@ -13,8 +13,8 @@ from datetime import datetime
 from typing import Final, Literal
 from urllib.parse import urlencode
 
-from app.runview import duration, money
-from app.summary import PipelineSummary, RunBrief
+from app.reporting.runview import duration, money
+from app.runs.summary import PipelineSummary, RunBrief
 from runner.contract import RUNNER_LOST
 from runner.job import Outcome
 

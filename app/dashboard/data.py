@@ -10,10 +10,10 @@ import redis.asyncio as aioredis
 
 from app import redisio
 from app.dashboard.board import Usage
-from app.pipelines import Pipelines
-from app.reporter import PULL_OF_PIPELINE, VIEW_PREFIX
-from app.runview import RunView
-from app.summary import PipelineSummary, RunBrief
+from app.reporting.reporter import PULL_OF_PIPELINE, VIEW_PREFIX
+from app.reporting.runview import RunView
+from app.runs.pipelines import Pipelines
+from app.runs.summary import PipelineSummary, RunBrief
 from runner import contract
 from runner.registry import RunnerInfo, online_runners
 

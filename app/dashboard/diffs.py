@@ -9,8 +9,8 @@ from typing import Final
 from githubkit.exception import RequestError, RequestFailed
 
 from app.dashboard.logview import clean
-from app.github import Comparison, GitHubApp, UnexpectedAnswer, failure_detail
-from app.pipelines import Pipeline
+from app.github.client import Comparison, GitHubApp, UnexpectedAnswer, failure_detail
+from app.runs.pipelines import Pipeline
 
 log = logging.getLogger("trimo.dashboard")
 

@@ -26,8 +26,8 @@ from redis.exceptions import RedisError
 from app import redisio
 from app.dashboard.board import Usage
 from app.dashboard.data import pulls_of, usage_of_runs
-from app.pipelines import CHANGES, Pipelines
-from app.summary import PipelineSummary
+from app.runs.pipelines import CHANGES, Pipelines
+from app.runs.summary import PipelineSummary
 from runner import contract
 
 log = logging.getLogger("trimo.dashboard")

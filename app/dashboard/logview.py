@@ -13,7 +13,7 @@ from typing import Final
 
 from pydantic import ValidationError
 
-from app.runview import duration, money
+from app.reporting.runview import duration, money
 from runner.job import run_event_adapter
 
 BODY_CHARS: Final = 4000

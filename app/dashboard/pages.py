@@ -10,7 +10,7 @@ import jinja2
 from markupsafe import Markup
 
 from app.dashboard.board import COLUMN_TITLES, COLUMNS, Card, ago
-from app.runview import duration, money
+from app.reporting.runview import duration, money
 from runner.templating import TEMPLATES_DIR
 
 CARDS_CACHED: Final = 4096

@@ -13,8 +13,8 @@ from typing import Final, Literal
 
 from pydantic import Field
 
-from app.payloads import RepoEvent
-from app.tolerant import Tolerant
+from app.edge.payloads import RepoEvent
+from app.github.tolerant import Tolerant
 from runner.contract import AGENTS
 from runner.job import is_valid_branch_name
 

@@ -28,7 +28,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response, Stream
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from app import previews
+from app.conversation.policy import role_allows
 from app.dashboard import data
 from app.dashboard.auth import Viewer, checked_form, csrf_token, current_viewer
 from app.dashboard.board import Filters, build_board, card_of, matches, place
@@ -42,14 +42,14 @@ from app.dashboard.requests import (
     parse_follow_up,
     parse_new_pipeline,
 )
-from app.github import GitHubApp
-from app.installations import installation_for_repo
-from app.pipelines import Pipeline, Pipelines
-from app.policy import role_allows
-from app.reporter import pull_of_pipeline
-from app.runview import html_url
+from app.edge.web import RedisHandle, enqueue_delivery
+from app.github.client import GitHubApp
+from app.github.installations import installation_for_repo
+from app.reporting.reporter import pull_of_pipeline
+from app.reporting.runview import html_url
+from app.runs import previews
+from app.runs.pipelines import Pipeline, Pipelines
 from app.settings import AppSettings, SettingsError
-from app.web import RedisHandle, enqueue_delivery
 from runner.contract import AGENTS, is_valid_id
 
 log = logging.getLogger("trimo.dashboard")

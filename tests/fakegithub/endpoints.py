@@ -872,7 +872,7 @@ ENDPOINTS: list[Endpoint] = [
 ]
 
 
-# The fields of each answer that Trimo reads (app/github.py): drift never touches them.
+# The fields of each answer that Trimo reads (app/github/client.py): drift never touches them.
 NEEDS: dict[str, frozenset[str]] = {
     "get_app": frozenset({"id", "slug"}),
     "create_access_token": frozenset({"token", "expires_at"}),

@@ -1,0 +1,197 @@
+"""check_run.requested_action (Stop / Retry buttons), check_run.rerequested (Re-run), and
+check_suite.completed: failing checks on a Trimo branch start a run (`ci_failure`)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Final
+
+from githubkit.exception import RequestFailed
+
+from app.conversation.commands import RunCommand
+from app.conversation.handlers.context import router
+from app.conversation.naming import inline_code
+from app.conversation.repoconfig import ConfigError
+from app.conversation.thread import (
+    Conversation,
+    Source,
+    authorise,
+    config_and_role,
+    load_config,
+    open_conversation,
+    report_config_error,
+)
+from app.edge.payloads import CheckRunEvent, CheckSuiteEvent
+from app.github.client import is_transient
+from app.reporting.reporter import pull_of_pipeline
+from app.runs.pipelines import Pipeline, PipelineRun
+from app.runs.service import CHECK_NAME, ChecksFailed, accept_run, retry_run, run_settings, stop_run
+from app.services import Delivery
+from runner.contract import RunMode
+from runner.job import FailingCheck
+from runner.printable import printable
+from runner.templating import render
+
+log = logging.getLogger("trimo.app")
+
+FAILED: Final = frozenset({"failure", "timed_out", "startup_failure"})
+"""Check conclusions that count as failing."""
+MAX_FAILING_CHECKS: Final = 10
+MAX_CHECK_SUMMARY: Final = 4_000
+"""Of each failing check's summary, the most given to the agent."""
+
+Button = Callable[[Conversation, Pipeline, PipelineRun], Awaitable[None]]
+
+
+async def _stop(conv: Conversation, pipeline: Pipeline, run: PipelineRun) -> None:
+    await stop_run(conv, pipeline, run)
+
+
+async def _retry(conv: Conversation, pipeline: Pipeline, run: PipelineRun) -> None:
+    config = await load_config(conv.api, conv.thread.repo.default_branch)
+    if isinstance(config, ConfigError):
+        await report_config_error(conv, config)
+        return
+    await retry_run(conv, config, pipeline, run)
+
+
+BUTTONS: dict[str, Button] = {"stop": _stop, "retry": _retry}
+"""Check-run action identifiers and what they do."""
+
+
+@router.on("check_run", "requested_action")
+async def check_run_action(delivery: Delivery) -> None:
+    event = delivery.parse(CheckRunEvent)
+    action = event.requested_action
+    button = BUTTONS.get(action.identifier) if action else None
+    if button is not None:
+        await _press(delivery, event, button)
+
+
+@router.on("check_run", "rerequested")
+async def check_run_rerequested(delivery: Delivery) -> None:
+    await _press(delivery, delivery.parse(CheckRunEvent), _retry)
+
+
+async def _press(delivery: Delivery, event: CheckRunEvent, button: Button) -> None:
+    """Find the run behind the check run, authorise the sender, then press `button`."""
+    app_id = delivery.services.settings.github_app_id
+    check = event.check_run
+    if check.app is not None and app_id is not None and check.app.id != app_id:
+        return
+    if event.sender.is_bot or not check.external_id:
+        return
+    found = await delivery.services.pipelines.get_run(check.external_id)
+    if found is None:
+        return
+    pipeline, run = found
+    conv = await open_conversation(
+        delivery,
+        event,
+        Source(user=event.sender.login),
+        number=run.thread,
+        is_pull=pipeline.kind == "pull" or run.thread != pipeline.number,
+        state="closed" if pipeline.closed else "open",
+    )
+    if conv is None:
+        return
+    config, role = await config_and_role(conv)
+    if await authorise(conv, config, role):
+        await button(conv, pipeline, run)
+
+
+@router.on("check_suite", "completed")
+async def check_suite_completed(delivery: Delivery) -> None:
+    """Checks failed on a Trimo branch: start a discovery or fixing run, per `ci_failure`."""
+    event = delivery.parse(CheckSuiteEvent)
+    suite = event.check_suite
+    app_id = delivery.services.settings.github_app_id
+    if suite.conclusion not in FAILED or not suite.head_branch or not suite.head_sha:
+        return
+    if suite.app is not None and app_id is not None and suite.app.id == app_id:
+        return  # Trimo's own check runs: a failed run is reported already
+    repo = event.repository.full_name
+    pipeline = await delivery.services.pipelines.find_by_branch(repo, suite.head_branch)
+    if pipeline is None or pipeline.kind == "pull" or pipeline.closed:
+        return  # only the branches Trimo made for its own pipelines
+    if pipeline.active_run is not None or pipeline.waiting():
+        return  # a run is going: its own pushes get checked again
+    if pipeline.answered_checks_on(suite.head_sha):
+        return
+    # An issue's pipeline answers on the issue; one started from the dashboard, on its PR.
+    number = (
+        pipeline.number
+        if pipeline.kind == "issue"
+        else await pull_of_pipeline(delivery.services.redis, pipeline)
+    )
+    if not number:
+        return
+    last = pipeline.last_run()
+    conv = await open_conversation(
+        delivery,
+        event,
+        Source(user=last.requested_by if last else ""),
+        number=number,
+        is_pull=pipeline.kind != "issue",
+    )
+    if conv is None:
+        return
+    await answer_failing_checks(conv, pipeline, suite.id, suite.head_sha)
+
+
+async def answer_failing_checks(
+    conv: Conversation, pipeline: Pipeline, suite_id: int, sha: str
+) -> None:
+    """Start the run `ci_failure` asks for, at most `ci_failure_attempts` in a row."""
+    config = await load_config(conv.api, conv.thread.repo.default_branch)
+    if isinstance(config, ConfigError) or config.ci_failure == "off":
+        return
+    attempt = pipeline.automatic_runs + 1
+    if attempt > config.ci_failure_attempts:
+        log.info("%s: checks failed on %s; automatic runs used up", pipeline.id, sha[:7])
+        return
+    if await conv.api.branch_head(pipeline.branch) != sha:
+        return  # the branch moved on: its newer commit gets checked
+    try:
+        suite_runs = await conv.api.suite_check_runs(suite_id)
+    except RequestFailed as exc:
+        if is_transient(exc):
+            raise
+        log.warning("%s: check suite %s unreadable (%s)", pipeline.id, suite_id, exc)
+        return
+    failing = [
+        FailingCheck(
+            name=printable(run.name, 200, one_line=True),
+            conclusion=printable(run.conclusion, 40, one_line=True),
+            title=printable(run.output.title, 300, one_line=True),
+            summary=printable(run.output.summary, MAX_CHECK_SUMMARY).strip(),
+        )
+        for run in suite_runs
+        if run.conclusion in FAILED and run.name != CHECK_NAME
+    ][:MAX_FAILING_CHECKS]
+    if not failing:
+        return
+    mode: RunMode = "discover" if config.ci_failure == "discover" else "code"
+    command = RunCommand(prompt="", mode=mode)
+    settings = await run_settings(conv, config, command)
+    if settings is None:
+        return
+    prompt = render(
+        "ci_failure_request.md.j2",
+        mode=mode,
+        branch=pipeline.branch,
+        checks=[check.name for check in failing],
+    ).strip()
+    await conv.reply(
+        "ci_failure_run.md.j2",
+        mode=mode,
+        sha=inline_code(sha[:7]),
+        branch=inline_code(pipeline.branch),
+        checks=[inline_code(f"{check.name}: {check.conclusion}", 80) for check in failing],
+        attempt=attempt,
+        attempts=config.ci_failure_attempts,
+    )
+    await accept_run(
+        conv, pipeline, prompt, settings, sha, mode=mode, checks_failed=ChecksFailed(sha, failing)
+    )

@@ -1,0 +1,145 @@
+"""trimo_dashboard.*: what people ask from the dashboard, handled like comment commands.
+
+The web process queues these deliveries (GitHub never sends this event, and the webhook
+edge never takes it). Each opens a conversation on the pipeline's issue or pull request for
+whoever asked, checks their role against the repository's config, leaves a note there
+("requested from the dashboard by @user"), and calls the runs service.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from app.conversation.commands import RunCommand
+from app.conversation.handlers.context import router
+from app.conversation.naming import branch_pipeline_id, inline_code, slugify
+from app.conversation.repoconfig import ConfigError, RepoConfig
+from app.conversation.thread import (
+    Conversation,
+    Source,
+    authorise,
+    config_and_role,
+    fenced,
+    open_conversation,
+    report_config_error,
+)
+from app.dashboard.requests import DASHBOARD_EVENT, DashboardEvent
+from app.reporting.reporter import pull_of_pipeline
+from app.runs.pipelines import Pipeline
+from app.runs.previews import request_preview, stop_preview
+from app.runs.service import (
+    follow_up,
+    record_refused,
+    request_run,
+    retry_run,
+    start_branch_pipeline,
+    stop_run,
+)
+from app.services import Delivery
+
+log = logging.getLogger("trimo.app")
+
+MAX_PROMPT_IN_NOTE = 1000
+
+
+@router.on(DASHBOARD_EVENT, "new")
+async def new_pipeline(delivery: Delivery) -> None:
+    """A pipeline with no issue behind it: a new branch, its first run, later its PR."""
+    event = delivery.parse(DashboardEvent)
+    if event.installation is None:
+        return
+    api = await delivery.services.github.repo(event.installation.id, event.repository.full_name)
+    info = await api.repository()
+    repository = event.repository.model_copy(
+        update={"clone_url": info.clone_url, "default_branch": info.default_branch}
+    )
+    event = event.model_copy(update={"repository": repository})
+    conv = await open_conversation(
+        delivery, event, Source(user=event.sender.login), number=0, is_pull=False,
+        title=event.ask.prompt,
+    )  # fmt: skip
+    if conv is None:
+        return
+    config, role = await config_and_role(conv)
+    allowed = await authorise(conv, config, role)
+    if allowed and isinstance(config, ConfigError):
+        await report_config_error(conv, config)
+    command = RunCommand(prompt=event.ask.prompt, agent=event.ask.agent or None)
+    if not allowed or isinstance(config, ConfigError):
+        # No thread to answer on: the refusal shows on the dashboard, as a failed run.
+        seed_config = config if isinstance(config, RepoConfig) else RepoConfig()
+        await _refused_on_the_board(conv, seed_config, command, event.ask.base_branch)
+        return
+    await start_branch_pipeline(conv, config, command, event.ask.base_branch)
+
+
+async def _refused_on_the_board(
+    conv: Conversation, config: RepoConfig, command: RunCommand, base_branch: str
+) -> None:
+    repo = conv.thread.repo
+    branch = config.branch_prefix + slugify(command.prompt.strip().splitlines()[0] or "new")
+    seed = Pipeline(
+        id=branch_pipeline_id(repo.full_name, branch), number=0, kind="branch",
+        branch=branch, base_branch=base_branch or repo.default_branch, repo=repo.full_name,
+        clone_url=repo.clone_url, installation_id=conv.thread.installation_id,
+        title=command.prompt.strip().splitlines()[0][:200],
+    )  # fmt: skip
+    await record_refused(conv, seed, command.prompt, command.agent or config.agent)
+
+
+@router.on(DASHBOARD_EVENT, "stop", "retry", "run", "preview", "preview_stop")
+async def dashboard_request(delivery: Delivery) -> None:
+    event = delivery.parse(DashboardEvent)
+    ask = event.ask
+    pipeline = await delivery.services.pipelines.get(ask.pipeline) if ask.pipeline else None
+    if pipeline is None or pipeline.repo.lower() != event.repository.full_name.lower():
+        log.warning("delivery %s: no pipeline %r here", delivery.delivery_id, ask.pipeline)
+        return
+    # Its issue or pull request; a pipeline started here has its pull request once open.
+    number = pipeline.number or await pull_of_pipeline(delivery.services.redis, pipeline) or 0
+    conv = await open_conversation(
+        delivery,
+        event,
+        Source(user=event.sender.login),
+        number=number,
+        is_pull=pipeline.kind != "issue" and number > 0,
+        state="closed" if pipeline.closed else "open",
+        title=pipeline.title,
+    )
+    if conv is None:
+        return
+    config, role = await config_and_role(conv)
+    if not await authorise(conv, config, role):
+        return
+    await _note(conv, event.action, pipeline, ask.prompt, ask.run_id)
+    if event.action == "stop":
+        run = pipeline.find(ask.run_id) if ask.run_id else pipeline.active()
+        await stop_run(conv, pipeline, run)
+    elif event.action == "preview_stop":
+        await stop_preview(conv, pipeline)
+    elif isinstance(config, ConfigError):
+        await report_config_error(conv, config)
+    elif event.action == "retry":
+        run = pipeline.find(ask.run_id) if ask.run_id else pipeline.last_run()
+        await retry_run(conv, config, pipeline, run)
+    elif event.action == "preview":
+        await request_preview(conv, config, pipeline)
+    elif pipeline.kind == "branch":
+        await follow_up(conv, config, pipeline, RunCommand(ask.prompt, agent=ask.agent or None))
+    else:
+        await request_run(conv, config, RunCommand(prompt=ask.prompt, agent=ask.agent or None))
+
+
+async def _note(
+    conv: Conversation, action: str, pipeline: Pipeline, prompt: str, run_id: str
+) -> None:
+    """GitHub stays the record: what was asked from the dashboard, and by whom."""
+    short = prompt if len(prompt) <= MAX_PROMPT_IN_NOTE else prompt[: MAX_PROMPT_IN_NOTE - 1] + "…"
+    await conv.reply(
+        "dashboard_request.md.j2",
+        step="dashboard-note",
+        action=action,
+        prompt_block=fenced(short, "text") if short else "",
+        run_id=inline_code(run_id) if run_id else "",
+        branch=inline_code(pipeline.branch),
+    )

@@ -1,0 +1,176 @@
+"""What may run: who may command Trimo, and the server's caps on what a repository asks."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from app.conversation.commands import MAX_TIMEOUT_MINUTES, RunCommand
+from app.conversation.naming import inline_code
+from app.conversation.repoconfig import RepoConfig, memory_bytes
+from runner.contract import DEFAULT_IMAGE, NetworkMode
+from runner.job import Resources
+from runner.network.hosts import outside_caps
+
+ROLE_ORDER: tuple[str, ...] = ("read", "triage", "write", "maintain", "admin")
+"""Repository roles from least to most powerful, as GitHub's `role_name` spells them."""
+
+
+def role_allows(role_name: str | None, minimum: str) -> bool:
+    """Whether `role_name` reaches `minimum`; an unknown or missing role never does."""
+    if role_name not in ROLE_ORDER or minimum not in ROLE_ORDER:
+        return False
+    return ROLE_ORDER.index(role_name) >= ROLE_ORDER.index(minimum)
+
+
+def is_bot(login: str, user_type: str | None) -> bool:
+    """Whether a comment's author is a bot (including Trimo itself): bots never command."""
+    return user_type == "Bot" or login.lower().endswith("[bot]")
+
+
+def _all_networks() -> list[NetworkMode]:
+    return ["none", "allowlist", "bridge"]
+
+
+class ServerPolicy(BaseModel):
+    """Limits set by whoever runs the Trimo server; repositories cannot go past them."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_timeout_minutes: int = Field(default=120, ge=1, le=MAX_TIMEOUT_MINUTES)
+    allowed_images: list[str] = Field(default_factory=list)
+    """Images a repository may choose; empty means any. The default image is always allowed."""
+    allowed_networks: list[NetworkMode] = Field(default_factory=_all_networks)
+    allowed_agents: list[str] = Field(default_factory=list)
+    """Empty means any agent."""
+    allowed_hosts: list[str] = Field(default_factory=list)
+    """Hosts (`name` or `*.suffix`) a repository may add on an `allowlist` network; empty: any."""
+    default_image: str = DEFAULT_IMAGE
+    max_memory: str = "16g"
+    max_cpus: float = Field(default=8.0, gt=0, le=64)
+    max_pids: int = Field(default=4096, ge=16, le=65536)
+
+    @field_validator("max_memory")
+    @classmethod
+    def _memory_ok(cls, value: str) -> str:
+        memory_bytes(value)
+        return value
+
+
+class RunSettings(BaseModel):
+    """The settings one run gets, after command, repository config and policy are merged."""
+
+    model_config = ConfigDict(frozen=True)
+
+    agent: str
+    image: str
+    label: str
+    timeout_minutes: int
+    network: NetworkMode
+    allowed_hosts: list[str] = Field(default_factory=list)
+    """The repository's hosts, added to the agent's API hosts on an `allowlist` network."""
+    resources: Resources
+
+    @property
+    def timeout_s(self) -> int:
+        return self.timeout_minutes * 60
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """The run may not start; `message` (markdown) says why, for the person who asked."""
+
+    message: str
+    problems: tuple[str, ...]
+
+
+def effective_run(
+    config: RepoConfig, command: RunCommand, policy: ServerPolicy
+) -> RunSettings | Refusal:
+    """Merge the command's options over the repository's config, then check the policy."""
+    network = command.network or config.network
+    settings = RunSettings(
+        agent=command.agent or config.agent,
+        image=config.image or policy.default_image,
+        label=command.label or config.runner_label,
+        timeout_minutes=command.timeout_minutes or config.timeout_minutes,
+        network=network,
+        allowed_hosts=list(config.allowed_hosts) if network == "allowlist" else [],
+        resources=Resources(
+            memory=config.resources.memory,
+            cpus=config.resources.cpus,
+            pids=config.resources.pids,
+        ),
+    )
+    problems = _problems(settings, command, policy)
+    if problems:
+        return Refusal(message=" ".join(problems), problems=tuple(problems))
+    return settings
+
+
+def _problems(settings: RunSettings, command: RunCommand, policy: ServerPolicy) -> list[str]:
+    problems: list[str] = []
+    config_file = "`.github/trimo.yml`"
+
+    if settings.timeout_minutes > policy.max_timeout_minutes:
+        asked = "you asked for" if command.timeout_minutes else f"{config_file} asks for"
+        problems.append(
+            f"This repository may run for at most {policy.max_timeout_minutes} minutes; "
+            f"{asked} {settings.timeout_minutes}."
+        )
+    if settings.network not in policy.allowed_networks:
+        asked = "you asked for" if command.network else f"{config_file} asks for"
+        allowed = _names(policy.allowed_networks)
+        problems.append(
+            f"This server does not allow the network {inline_code(settings.network)} "
+            f"({asked} it); allowed: {allowed}."
+        )
+    if outside := outside_caps(settings.allowed_hosts, policy.allowed_hosts):
+        hosts, them = ("hosts", "them") if len(outside) > 1 else ("host", "it")
+        problems.append(
+            f"This server does not allow the {hosts} {_names(outside)} ({config_file} asks "
+            f"for {them} in `allowed_hosts`); allowed: {_names(policy.allowed_hosts)}. Remove "
+            f"{them} from `allowed_hosts`, or ask whoever runs this Trimo server to add "
+            f"{them} to `TRIMO_POLICY_ALLOWED_HOSTS`."
+        )
+    if policy.allowed_agents and settings.agent not in policy.allowed_agents:
+        asked = "you asked for" if command.agent else f"{config_file} asks for"
+        problems.append(
+            f"This server does not offer the agent {inline_code(settings.agent)} "
+            f"({asked} it); available: {_names(policy.allowed_agents)}."
+        )
+    image_ok = (
+        not policy.allowed_images
+        or settings.image == policy.default_image
+        or settings.image in policy.allowed_images
+    )
+    if not image_ok:
+        problems.append(
+            f"This server does not allow the image {inline_code(settings.image)} "
+            f"({config_file} asks for it); allowed: "
+            f"{_names([policy.default_image, *policy.allowed_images])}."
+        )
+    resources = settings.resources
+    if memory_bytes(resources.memory) > memory_bytes(policy.max_memory):
+        problems.append(
+            f"A run may use at most {policy.max_memory} of memory; "
+            f"{config_file} asks for {resources.memory}."
+        )
+    if resources.cpus > policy.max_cpus:
+        problems.append(
+            f"A run may use at most {policy.max_cpus:g} CPUs; "
+            f"{config_file} asks for {resources.cpus:g}."
+        )
+    if resources.pids > policy.max_pids:
+        problems.append(
+            f"A run may start at most {policy.max_pids} processes; "
+            f"{config_file} asks for {resources.pids}."
+        )
+    return problems
+
+
+def _names(values: Sequence[str]) -> str:
+    unique = list(dict.fromkeys(values))
+    return ", ".join(inline_code(value) for value in unique) if unique else "nothing"

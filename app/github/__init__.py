@@ -1,0 +1,1 @@
+"""GitHub I/O as the App, reading only the fields Trimo uses."""

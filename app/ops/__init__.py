@@ -1,0 +1,1 @@
+"""The processes (server, worker, CLI), metrics, doctor and setup."""

@@ -1,0 +1,271 @@
+"""`/metrics` in Prometheus's text format: this process's figures and those Redis holds.
+
+Figures kept in Redis and shared by every App process and runner (runs by state, queue
+depths, runners online, reporter lag, write budgets, the runners' own measurements) are
+read at scrape time (`read_state`), bounded and under a timeout. A scrape never fails for
+them: when Redis cannot answer they are left out, `trimo_redis_up` is 0 and
+`trimo_scrape_errors_total` counts it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Final
+
+import redis.asyncio as aioredis
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from app.ops.metrics import REGISTRY, SCRAPE_ERRORS
+from app.redisio import as_text, smembers, srem
+from app.reporting import reporter
+from app.reporting.budget import HOUR, MINUTE, WINDOW_PREFIX, WRITERS, Limits
+from app.reporting.failures import FAILED_EVENTS
+from app.runs.runcounts import RunCounts
+from runner import contract, figures, registry
+
+log = logging.getLogger("trimo.metrics")
+
+CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
+SCRAPE_TIMEOUT_SECONDS: Final = 3.0
+MAX_LABELS: Final = 200
+"""Most runner labels, runners and installations one scrape reads (the rest are left out)."""
+
+
+@dataclass
+class State:
+    """The shared figures, read from Redis at one scrape."""
+
+    runs_by_state: dict[str, int] = field(default_factory=dict)
+    runs_finished: dict[str, int] = field(default_factory=dict)
+    run_queues: dict[str, int] = field(default_factory=dict)
+    event_queue: int = 0
+    runners_online: dict[str, int] = field(default_factory=dict)
+    runner_slots: dict[str, int] = field(default_factory=dict)
+    reporter_pending: int = 0
+    reporter_lag: int | None = None
+    failed_events: int = 0
+    failed_reports: int = 0
+    writes: dict[str, tuple[int, int]] = field(default_factory=dict)
+    """installation id -> writes in the last minute and hour."""
+    runner_figures: dict[str, dict[str, str]] = field(default_factory=dict)
+
+
+async def read_state(redis: aioredis.Redis, event_queue: str, now: float | None = None) -> State:
+    """Everything `/metrics` shows from Redis (bounded: at most `MAX_LABELS` of each kind)."""
+    state = State()
+    state.runs_by_state, state.runs_finished = await RunCounts(redis).read()
+    runners = (await registry.online_runners(redis))[:MAX_LABELS]
+    for runner in runners:
+        for label in runner.labels:
+            state.runners_online[label] = state.runners_online.get(label, 0) + 1
+            state.runner_slots[label] = state.runner_slots.get(label, 0) + runner.capacity
+    labels = sorted(await smembers(redis, contract.RUN_LABELS) | set(state.runners_online))
+    labels = labels[:MAX_LABELS]
+    pipe = redis.pipeline(transaction=False)
+    for label in labels:
+        pipe.zcard(contract.run_queue(label))
+    pipe.zcard(event_queue)
+    pipe.xlen(FAILED_EVENTS)
+    pipe.xlen(reporter.DEAD_LETTERS)
+    *depths, state.event_queue, state.failed_events, state.failed_reports = await pipe.execute()
+    state.run_queues = dict(zip(labels, depths, strict=True))
+    await _read_reporter(redis, state)
+    await _read_writes(redis, state, time.time() if now is None else now)
+    await _read_runner_figures(redis, state)
+    return state
+
+
+async def _read_reporter(redis: aioredis.Redis, state: State) -> None:
+    if not await redis.exists(contract.ALL_RUN_EVENTS):
+        return
+    for group in await redis.xinfo_groups(contract.ALL_RUN_EVENTS):
+        if as_text(group.get("name")) == reporter.GROUP:
+            state.reporter_pending = int(group.get("pending") or 0)
+            lag = group.get("lag")
+            state.reporter_lag = int(lag) if lag is not None else None
+
+
+async def _read_writes(redis: aioredis.Redis, state: State, now: float) -> None:
+    writers = await redis.zrevrangebyscore(WRITERS, "+inf", now - HOUR, start=0, num=MAX_LABELS)
+    installations = [as_text(writer) or "" for writer in writers]
+    pipe = redis.pipeline(transaction=False)
+    for installation in installations:
+        key = f"{WINDOW_PREFIX}{installation}"
+        pipe.zcount(key, f"({now - MINUTE}", "+inf")
+        pipe.zcount(key, f"({now - HOUR}", "+inf")
+    counts = await pipe.execute()
+    for index, installation in enumerate(installations):
+        state.writes[installation] = (int(counts[2 * index]), int(counts[2 * index + 1]))
+
+
+async def _read_runner_figures(redis: aioredis.Redis, state: State) -> None:
+    runner_ids = sorted(await smembers(redis, contract.RUNNER_FIGURES))[:MAX_LABELS]
+    pipe = redis.pipeline(transaction=False)
+    for runner_id in runner_ids:
+        pipe.hgetall(contract.runner_figures(runner_id))
+    expired = []
+    for runner_id, found in zip(runner_ids, await pipe.execute(), strict=True):
+        if found:
+            state.runner_figures[runner_id] = {
+                as_text(k) or "": as_text(v) or "" for k, v in found.items()
+            }
+        else:  # the runner was not seen for a day
+            expired.append(runner_id)
+    if expired:
+        await srem(redis, contract.RUNNER_FIGURES, *expired)
+
+
+class StateCollector(Collector):
+    """The families of one `State`; none when Redis could not be read."""
+
+    def __init__(self, state: State | None, limits: Limits | None = None) -> None:
+        self.state = state
+        self.limits = limits or Limits()
+
+    def collect(self) -> Iterator[Metric]:
+        up = GaugeMetricFamily(
+            "trimo_redis_up", "Whether this scrape could read the figures kept in Redis."
+        )
+        up.add_metric([], 1 if self.state is not None else 0)
+        yield up
+        if self.state is not None:
+            yield from self._families(self.state)
+
+    def _families(self, state: State) -> Iterator[Metric]:
+        runs = GaugeMetricFamily(
+            "trimo_runs",
+            "Runs not finished, by state (waiting, queued, running).",
+            labels=["state"],
+        )
+        for name in ("waiting", "queued", "running"):
+            runs.add_metric([name], state.runs_by_state.get(name, 0))
+        yield runs
+        finished = CounterMetricFamily(
+            "trimo_runs_finished", "Runs that ended, by outcome.", labels=["outcome"]
+        )
+        for outcome, count in sorted(state.runs_finished.items()):
+            finished.add_metric([outcome], count)
+        yield finished
+        yield _gauge(
+            "trimo_run_queue_depth",
+            "Runs queued for runners and not yet taken, by runner label.",
+            "label",
+            state.run_queues,
+        )
+        events = GaugeMetricFamily(
+            "trimo_event_queue_depth", "Deliveries queued for the event worker."
+        )
+        events.add_metric([], state.event_queue)
+        yield events
+        yield _gauge(
+            "trimo_runners_online", "Runners with a live heartbeat, by label.", "label",
+            state.runners_online,
+        )  # fmt: skip
+        yield _gauge(
+            "trimo_runner_slots", "Runs the online runners can take at once, by label.", "label",
+            state.runner_slots,
+        )  # fmt: skip
+        pending = GaugeMetricFamily(
+            "trimo_reporter_pending",
+            "Run events the reporter has read but GitHub has not yet taken (pending entries).",
+        )
+        pending.add_metric([], state.reporter_pending)
+        yield pending
+        if state.reporter_lag is not None:
+            lag = GaugeMetricFamily(
+                "trimo_reporter_lag", "Run events the reporter has not read yet."
+            )
+            lag.add_metric([], state.reporter_lag)
+            yield lag
+        failed = GaugeMetricFamily(
+            "trimo_dead_letters",
+            "Entries parked for the operator: events given up and run reports given up.",
+            labels=["stream"],
+        )
+        failed.add_metric(["events"], state.failed_events)
+        failed.add_metric(["reports"], state.failed_reports)
+        yield failed
+        budget = GaugeMetricFamily(
+            "trimo_github_write_budget_remaining",
+            "Writes an installation may still make to GitHub, by window (minute, hour).",
+            labels=["installation", "window"],
+        )
+        for installation, (minute, hour) in sorted(state.writes.items()):
+            budget.add_metric([installation, "minute"], max(0, self.limits.per_minute - minute))
+            budget.add_metric([installation, "hour"], max(0, self.limits.per_hour - hour))
+        yield budget
+        yield from _runner_families(state.runner_figures)
+
+
+def _gauge(name: str, documentation: str, label: str, values: dict[str, int]) -> Metric:
+    family = GaugeMetricFamily(name, documentation, labels=[label])
+    for key, value in sorted(values.items()):
+        family.add_metric([key], value)
+    return family
+
+
+_HISTOGRAM_HELP: Final = {
+    figures.TIME_TO_AGENT: "Seconds from a run being queued to its agent starting, by runner.",
+    figures.RUN_DURATION: "Seconds from a runner taking a run to its end, by runner.",
+}
+
+
+def _runner_families(by_runner: dict[str, dict[str, str]]) -> Iterator[Metric]:
+    for histogram, documentation in _HISTOGRAM_HELP.items():
+        family = HistogramMetricFamily(
+            f"trimo_{histogram}_seconds", documentation, labels=["runner"]
+        )
+        for runner_id, fields in sorted(by_runner.items()):
+            family.add_metric(
+                [runner_id],
+                figures.cumulative(histogram, fields),
+                sum_value=_number(fields.get(f"{histogram}:sum")),
+            )
+        yield family
+    outcomes = CounterMetricFamily(
+        "trimo_runner_runs", "Runs a runner ended, by runner and outcome.",
+        labels=["runner", "outcome"],
+    )  # fmt: skip
+    for runner_id, fields in sorted(by_runner.items()):
+        for name, value in sorted(fields.items()):
+            if name.startswith(figures.OUTCOME_PREFIX):
+                outcomes.add_metric(
+                    [runner_id, name.removeprefix(figures.OUTCOME_PREFIX)], _number(value)
+                )
+    yield outcomes
+
+
+def _number(value: str | None) -> float:
+    try:
+        return float(value or 0)
+    except ValueError:
+        return 0.0
+
+
+async def exposition(redis: aioredis.Redis | None, event_queue: str) -> bytes:
+    """The text a scrape gets; never raises for Redis (see the module's docstring)."""
+    state = None
+    if redis is not None:
+        try:
+            async with asyncio.timeout(SCRAPE_TIMEOUT_SECONDS):
+                state = await read_state(redis, event_queue)
+        except Exception as exc:  # a scrape reports the failure, it never fails
+            SCRAPE_ERRORS.inc()
+            log.warning("/metrics: the figures kept in Redis are left out: %r", exc)
+    else:
+        SCRAPE_ERRORS.inc()
+    shared = CollectorRegistry()
+    shared.register(StateCollector(state))
+    # Rendering a large fleet's figures takes a while: not on the loop the webhooks use.
+    return await asyncio.to_thread(lambda: generate_latest(REGISTRY) + generate_latest(shared))

@@ -1,0 +1,119 @@
+"""A pipeline in a few fields: what a list of pipelines shows, kept beside each pipeline.
+
+The store writes one with every change (`Pipelines._save`), so the dashboard's board
+reads a thousand small summaries instead of a thousand whole histories. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING, Final, Literal
+
+from pydantic import BaseModel
+
+from runner.job import Outcome
+
+if TYPE_CHECKING:
+    from app.runs.pipelines import Pipeline, PipelineRun
+
+PROMPT_CHARS: Final = 200
+REASON_CHARS: Final = 200
+
+Activity = Literal["queued", "running", "finished", "none"]
+
+
+class RunBrief(BaseModel):
+    """The run a card talks about: the one going, else the one next in line, else the last."""
+
+    run_id: str
+    prompt: str
+    agent: str
+    label: str
+    requested_by: str
+    status: str
+    outcome: Outcome | None = None
+    reason: str = ""
+    runner: str | None = None
+    commits: int = 0
+    check_run_id: int | None = None
+    requested_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+class PipelineSummary(BaseModel):
+    id: str
+    repo: str
+    number: int
+    kind: str
+    title: str = ""
+    branch: str
+    base_branch: str
+    clone_url: str
+    closed: bool
+    activity: Activity
+    runs: int
+    commits: int
+    """Commits all its runs pushed."""
+    people: list[str]
+    agents: list[str]
+    run: RunBrief | None
+    created_at: datetime
+    updated_at: datetime
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _brief(run: PipelineRun) -> RunBrief:
+    return RunBrief(
+        run_id=run.run_id,
+        prompt=_clip(run.prompt.strip(), PROMPT_CHARS),
+        agent=run.agent,
+        label=run.label,
+        requested_by=run.requested_by,
+        status=run.status,
+        outcome=run.outcome,
+        reason=_clip(run.reason, REASON_CHARS),
+        runner=run.runner,
+        commits=len(run.commits),
+        check_run_id=run.check_run_id,
+        requested_at=run.requested_at,
+        started_at=run.started_at,
+        finished_at=run.finished_at,
+    )
+
+
+def _focus(pipeline: Pipeline) -> tuple[Activity, PipelineRun | None]:
+    running = next((r for r in pipeline.runs if r.status == "running"), None)
+    if running is not None:
+        return "running", running
+    in_line = [r for r in pipeline.runs if r.status in ("waiting", "queued")]
+    if in_line and not pipeline.closed:
+        return "queued", pipeline.active() or in_line[0]
+    last = pipeline.last_run()
+    return ("finished", last) if last is not None else ("none", None)
+
+
+def summarise(pipeline: Pipeline) -> PipelineSummary:
+    activity, run = _focus(pipeline)
+    return PipelineSummary(
+        id=pipeline.id,
+        repo=pipeline.repo,
+        number=pipeline.number,
+        kind=pipeline.kind,
+        title=pipeline.title,
+        branch=pipeline.branch,
+        base_branch=pipeline.base_branch,
+        clone_url=pipeline.clone_url,
+        closed=pipeline.closed,
+        activity=activity,
+        runs=len(pipeline.runs),
+        commits=sum(len(r.commits) for r in pipeline.runs),
+        people=sorted({r.requested_by for r in pipeline.runs}),
+        agents=sorted({r.agent for r in pipeline.runs}),
+        run=_brief(run) if run is not None else None,
+        created_at=pipeline.created_at,
+        updated_at=pipeline.updated_at,
+    )
