@@ -283,7 +283,7 @@ def allowed_hosts(values: list[str], mode: NetworkMode, settings: RunnerSettings
     if errors:
         raise TrimoError(
             f"--allow-host: {'; '.join(errors)}.",
-            "give a host name like registry.npmjs.org, or *.suffix like *.npmjs.org",
+            "give a host name like registry.example.com, or *.suffix like *.example.com",
         )
     caps = settings.runner_policy().allowed_hosts
     if outside := outside_caps(hosts, caps):

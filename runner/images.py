@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 import docker
@@ -21,6 +22,33 @@ HOST_EXTRA_CAS = Path("/usr/local/share/ca-certificates")
 def host_extra_cas() -> list[Path]:
     """CA certificates this host added to its own trust store (corporate proxies)."""
     return sorted(HOST_EXTRA_CAS.glob("**/*.crt")) if HOST_EXTRA_CAS.is_dir() else []
+
+
+def registry_build_args(
+    environ: Mapping[str, str] = os.environ,
+    ask: Callable[[list[str]], str] = lambda argv: _ask(argv),
+) -> dict[str, str]:
+    """The package registries this host uses, as build arguments for the agent image: npm's
+    (`TRIMO_NPM_REGISTRY`, else `npm config get registry`) and pip's index
+    (`TRIMO_PIP_INDEX_URL`, else `PIP_INDEX_URL`, else `pip config get global.index-url`).
+    A registry the host does not name is left out."""
+    npm = environ.get("TRIMO_NPM_REGISTRY") or ask(["npm", "config", "get", "registry"])
+    pip = (
+        environ.get("TRIMO_PIP_INDEX_URL")
+        or environ.get("PIP_INDEX_URL")
+        or ask(["pip3", "config", "get", "global.index-url"])
+    )
+    args = {"NPM_REGISTRY": npm, "PIP_INDEX_URL": pip}
+    return {name: value.strip() for name, value in args.items() if value.strip().startswith("http")}
+
+
+def _ask(argv: list[str]) -> str:
+    """One line of a host tool's configuration; empty when the tool is missing or says nothing."""
+    try:
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return result.stdout.strip() if result.returncode == 0 else ""
 
 
 def ensure_base_image(client: docker.DockerClient, image: str = BASE_IMAGE) -> None:
@@ -62,7 +90,7 @@ def build_image(
                 path=str(context),
                 tag=tag,
                 target=target,
-                buildargs=build_args or {},
+                buildargs=(registry_build_args() if target == "agent" else {}) | (build_args or {}),
                 rm=True,
                 decode=True,
             ):

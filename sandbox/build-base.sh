@@ -13,13 +13,24 @@ if timeout 20 "$DOCKER" pull "$IMAGE" >/dev/null 2>&1; then
   exit 0
 fi
 
-sources=/etc/apt/sources.list.d/debian.sources
-mirror=http://deb.debian.org/debian
-security=http://deb.debian.org/debian-security
-if [ -f "$sources" ]; then
-  mirror=$(awk '/^URIs:/ && $2 !~ /security/ {print $2; exit}' "$sources")
-  security=$(awk '/^URIs:/ && $2 ~ /security/ {print $2; exit}' "$sources")
+# The Debian mirror is this machine's own (apt's sources), or TRIMO_DEBIAN_MIRROR.
+mirror="${TRIMO_DEBIAN_MIRROR:-}"
+security="${TRIMO_DEBIAN_SECURITY_MIRROR:-}"
+for sources in /etc/apt/sources.list.d/*.sources; do
+  [ -f "$sources" ] || continue
+  [ -n "$mirror" ] || mirror=$(awk '/^URIs:/ && $2 !~ /security/ {print $2; exit}' "$sources")
+  [ -n "$security" ] || security=$(awk '/^URIs:/ && $2 ~ /security/ {print $2; exit}' "$sources")
+done
+for list in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
+  [ -f "$list" ] || continue
+  [ -n "$mirror" ] || mirror=$(awk '$1 == "deb" && $2 !~ /security/ {print $2; exit}' "$list")
+  [ -n "$security" ] || security=$(awk '$1 == "deb" && $2 ~ /security/ {print $2; exit}' "$list")
+done
+if [ -z "$mirror" ]; then
+  echo "[trimo] no Debian mirror in apt's sources: set TRIMO_DEBIAN_MIRROR=http://host/debian" >&2
+  exit 1
 fi
+security="${security:-${mirror%/debian}/debian-security}"
 
 echo "[trimo] building $IMAGE from $mirror with mmdebstrap (about 30 s, once)" >&2
 mmdebstrap --variant=minbase --mode=root --quiet \

@@ -652,7 +652,7 @@ async def test_a_policy_refusal_is_explained(world: World) -> None:
     assert await world.queued() == []
 
 
-HOSTS_CONFIG = "agent: script\nallowed_hosts: [registry.npmjs.org, Example.org]\n"
+HOSTS_CONFIG = "agent: script\nallowed_hosts: [registry.example.com, Example.org]\n"
 
 
 async def test_the_repositorys_hosts_reach_the_run_within_the_servers_cap(world: World) -> None:
@@ -666,11 +666,11 @@ async def test_the_repositorys_hosts_reach_the_run_within_the_servers_cap(world:
     assert request is not None
     assert (request.network, request.allowed_hosts) == (
         "allowlist",
-        ["registry.npmjs.org", "example.org"],
+        ["registry.example.com", "example.org"],
     )
 
     services = world.ctx[SERVICES_KEY]
-    capped = services.settings.model_copy(update={"policy_allowed_hosts": "*.npmjs.org"})
+    capped = services.settings.model_copy(update={"policy_allowed_hosts": "*.example.com"})
     world.ctx[SERVICES_KEY] = build_services(capped, world.pool, github_retry=False)
     second = world.state.add_issue(OWNER, "hosts", TITLE, "details")
     comment = world.issue_comment("/trimo run echo hi", number=second.number, repo="hosts")
@@ -680,7 +680,7 @@ async def test_the_repositorys_hosts_reach_the_run_within_the_servers_cap(world:
     ]
     assert replies == [
         f"@{WRITER} I can't start that run: This server does not allow the host `example.org` "
-        "(`.github/trimo.yml` asks for it in `allowed_hosts`); allowed: `*.npmjs.org`. "
+        "(`.github/trimo.yml` asks for it in `allowed_hosts`); allowed: `*.example.com`. "
         "Remove it from `allowed_hosts`, or ask whoever runs this Trimo server to add it to "
         "`TRIMO_POLICY_ALLOWED_HOSTS`."
     ]

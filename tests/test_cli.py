@@ -89,7 +89,7 @@ def test_timeout_exits_124(sample_repo: Path, tmp_path: Path, test_image: str) -
         (["run", "--allow-host", "10.0.0.1", "x"], "'10.0.0.1' is an address"),
         (["run", "--allow-host", "*.com", "x"], "'*.com' is too wide"),
         (
-            ["run", "--network", "none", "--allow-host", "pypi.org", "x"],
+            ["run", "--network", "none", "--allow-host", "pkgs.example.com", "x"],
             "--allow-host needs the allowlist network",
         ),
         (["run", "--pipeline", "Bad Name!", "x"], "not a valid pipeline name"),
@@ -106,14 +106,14 @@ def test_bad_input_gets_a_clear_message(
 
 def test_a_host_outside_the_runners_cap_is_refused(sample_repo: Path, tmp_path: Path) -> None:
     result = trimo(
-        "run", "--repo", str(sample_repo), "--allow-host", "registry.npmjs.org",
+        "run", "--repo", str(sample_repo), "--allow-host", "registry.example.com",
         "--allow-host", "example.org", "x",
-        cache=tmp_path / "c", env={"TRIMO_RUNNER_ALLOWED_HOSTS": "*.npmjs.org,pypi.org"},
+        cache=tmp_path / "c", env={"TRIMO_RUNNER_ALLOWED_HOSTS": "*.example.com,pkgs.example.com"},
     )  # fmt: skip
     assert result.returncode == 1
     assert (
         "This machine does not allow the host example.org: TRIMO_RUNNER_ALLOWED_HOSTS allows "
-        "only *.npmjs.org, pypi.org." in result.stderr
+        "only *.example.com, pkgs.example.com." in result.stderr
     )
     assert "add example.org to TRIMO_RUNNER_ALLOWED_HOSTS" in result.stderr
     assert "Traceback" not in result.stderr
@@ -132,11 +132,11 @@ def test_an_allowlist_run_shows_and_sums_up_the_hosts_it_blocked(
 ) -> None:
     script = (
         "for url in https://example.org/a https://example.org/b https://evil.test/c "
-        "https://registry.npmjs.org/d; do timeout 20 git ls-remote $url; done; "
+        "https://registry.example.com/d; do timeout 20 git ls-remote $url; done; "
         "echo '[bold]inert[/bold]'; true"
     )
     result = trimo(
-        "run", "--repo", str(sample_repo), "--allow-host", "registry.npmjs.org", script,
+        "run", "--repo", str(sample_repo), "--allow-host", "registry.example.com", script,
         cache=tmp_path / "c", env={"TRIMO_NETWORK": "allowlist"},
     )  # fmt: skip
     out = result.stdout
@@ -147,7 +147,7 @@ def test_an_allowlist_run_shows_and_sums_up_the_hosts_it_blocked(
     summary = out[out.index("The run succeeded") :]
     assert "The network blocked 2 host(s):\n  example.org ×2\n  evil.test ×1\n" in summary
     assert "trimo run --allow-host example.org" in summary
-    assert "registry.npmjs.org" not in summary
+    assert "registry.example.com" not in summary
 
 
 def test_outside_a_repository_says_what_to_do(tmp_path: Path) -> None:

@@ -1,8 +1,8 @@
 """The `allowlist` network with real Docker: the egress proxy lets through allowed names only.
 
-The registries this machine reaches (pypi.org, registry.npmjs.org) are the real
-hosts; no proxy variable is set on this machine, so the proxy's own way out is
-the one every container has.
+The outside host is the package registry this machine is configured to reach
+(tests/outside.py); no proxy variable is set on this machine, so the proxy's own
+way out is the one every container has.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from runner.network.egress import blocked_hosts, ensure_image, parse_upstream
 from runner.policy import RunnerPolicy, refusal
 from tests.conftest import free_port
 from tests.engine_helpers import make_request, run
+from tests.outside import registry_host, registry_url, suffix_of
 
 CLIENT_IMAGE = "trimo-test-netclient:on"
 CLIENT_DOCKERFILE = """
@@ -34,7 +35,6 @@ RUN apt-get update && apt-get install -y --no-install-recommends curl \\
  && rm -rf /var/lib/apt/lists/*
 USER agent
 """
-ALLOWED = "pypi.org"
 REGISTRY_ADDRESS = "203.0.113.80"  # what the registries resolve to on these machines
 
 
@@ -90,38 +90,40 @@ def status(url: str, *extra: str) -> str:
 def test_an_allowed_host_is_reached_over_https_and_tls_is_not_intercepted(
     docker_client: docker.DockerClient, client_image: str, proxy: EgressProxy
 ) -> None:
-    attachment = proxy.attach("allowed", [ALLOWED])
+    attachment = proxy.attach("allowed", [registry_host()])
     out = run_in(
         docker_client,
         client_image,
         attachment,
-        status(f"https://{ALLOWED}/simple/")
-        + "; curl -s -m 20 -o /dev/null -w '%{http_connect}\\n' https://pypi.org/simple/",
+        status(registry_url())
+        + f"; curl -s -m 20 -o /dev/null -w '%{{http_connect}}\\n' {registry_url()}",
     )
     assert attachment.release() == {}
     lines = out.split("\n")
-    assert lines[0] == f"https://{ALLOWED}/simple/ 200", out
+    assert lines[0] == f"{registry_url()} 200", out
     assert lines[1] == "200"  # the proxy answered CONNECT: the TLS session is the client's own
 
 
 def test_a_suffix_allows_deeper_names_only(
     docker_client: docker.DockerClient, client_image: str, proxy: EgressProxy
 ) -> None:
-    attachment = proxy.attach("suffix", ["*.npmjs.org"])
+    parent = suffix_of(registry_host())
+    attachment = proxy.attach("suffix", [f"*.{parent}"])
     out = run_in(
         docker_client,
         client_image,
         attachment,
-        status("https://registry.npmjs.org/") + "; " + status("https://npmjs.org/"),
+        status(registry_url()) + "; " + status(f"https://{parent}/"),
     )
-    assert out.split("\n")[:2] == ["https://registry.npmjs.org/ 200", "https://npmjs.org/ 000"]
-    assert attachment.release() == {"npmjs.org": 1}
+    assert out.split("\n")[:2] == [f"{registry_url()} 200", f"https://{parent}/ 000"]
+    assert attachment.release() == {parent: 1}
 
 
 def test_a_host_not_on_the_list_is_refused_and_reported_with_counts(
     docker_client: docker.DockerClient, client_image: str, proxy: EgressProxy
 ) -> None:
-    attachment = proxy.attach("refused", [ALLOWED])
+    allowed = registry_host()
+    attachment = proxy.attach("refused", [f"not-{allowed}"])
     out = run_in(
         docker_client,
         client_image,
@@ -131,7 +133,7 @@ def test_a_host_not_on_the_list_is_refused_and_reported_with_counts(
                 status("https://example.org/"),
                 status("https://example.org/again"),
                 status("http://example.org/"),
-                status("https://registry.npmjs.org/"),
+                status(registry_url()),
                 "curl -s -m 20 -o /dev/null -w '%{http_connect}\\n' https://example.org/",
             ]
         ),
@@ -141,24 +143,24 @@ def test_a_host_not_on_the_list_is_refused_and_reported_with_counts(
         "https://example.org/ 000",  # CONNECT refused: curl never got to speak HTTP
         "https://example.org/again 000",
         "http://example.org/ 403",
-        "https://registry.npmjs.org/ 000",
+        f"{registry_url()} 000",
     ], out
     assert lines[4] == "403"
-    assert attachment.release() == {"example.org": 4, "registry.npmjs.org": 1}
-    assert attachment.release() == {"example.org": 4, "registry.npmjs.org": 1}  # idempotent
+    assert attachment.release() == {"example.org": 4, allowed: 1}
+    assert attachment.release() == {"example.org": 4, allowed: 1}  # idempotent
 
 
 def test_direct_connections_and_dns_fail_inside_the_container(
     docker_client: docker.DockerClient, client_image: str, proxy: EgressProxy
 ) -> None:
-    attachment = proxy.attach("direct", [ALLOWED])
+    attachment = proxy.attach("direct", [registry_host()])
     out = run_in(
         docker_client,
         client_image,
         attachment,
         f"curl -s -m 5 --noproxy '*' -o /dev/null https://{REGISTRY_ADDRESS}/; echo ip $?; "
-        f"curl -s -m 5 --noproxy '*' -o /dev/null https://{ALLOWED}/; echo name $?; "
-        f"getent hosts {ALLOWED}; echo dns $?; "
+        f"curl -s -m 5 --noproxy '*' -o /dev/null {registry_url()}; echo name $?; "
+        f"getent hosts {registry_host()}; echo dns $?; "
         "curl -s -m 5 --noproxy '*' -o /dev/null http://169.254.169.254/; echo metadata $?",
     )
     attachment.release()
@@ -211,8 +213,8 @@ def test_the_proxy_never_connects_to_private_or_metadata_addresses(
 def test_runs_never_use_each_others_proxy(
     docker_client: docker.DockerClient, client_image: str, proxy: EgressProxy
 ) -> None:
-    first = proxy.attach("first", [ALLOWED])
-    second = proxy.attach("second", ["registry.npmjs.org"])
+    first = proxy.attach("first", ["first.example.com"])
+    second = proxy.attach("second", [registry_host()])
     assert first.env["HTTPS_PROXY"] != second.env["HTTPS_PROXY"]
     port = second.env["HTTPS_PROXY"].rsplit(":", 1)[1]
     other = first.env["HTTPS_PROXY"].rsplit(":", 1)[0] + ":" + port  # first's password
@@ -223,7 +225,7 @@ def test_runs_never_use_each_others_proxy(
         docker_client,
         client_image,
         borrowed,
-        "curl -s -m 20 -o /dev/null -w '%{http_connect}' https://registry.npmjs.org/",
+        f"curl -s -m 20 -o /dev/null -w '%{{http_connect}}' {registry_url()}",
     )
     first.release()
     second.release()
@@ -249,17 +251,17 @@ def test_the_proxy_chains_to_an_upstream_proxy(
         chained = EgressProxy.ensure(
             docker_client, f"test-up-{secrets.token_hex(4)}", f"http://127.0.0.1:{port}"
         )
-        attachment = chained.attach("chained", [ALLOWED])
+        attachment = chained.attach("chained", [registry_host()])
         out = run_in(
             docker_client,
             client_image,
             attachment,
-            status(f"https://{ALLOWED}/simple/") + "; " + status("https://example.org/"),
+            status(registry_url()) + "; " + status("https://example.org/"),
         )
         assert attachment.release() == {"example.org": 1}
         _code, log = upstream.exec_run(["cat", "/tmp/up.log"])
-        assert out.split("\n")[:2] == [f"https://{ALLOWED}/simple/ 200", "https://example.org/ 000"]
-        assert f"CONNECT {ALLOWED}:443" in log.decode()
+        assert out.split("\n")[:2] == [f"{registry_url()} 200", "https://example.org/ 000"]
+        assert f"CONNECT {registry_host()}:443" in log.decode()
         assert "example.org" not in log.decode()  # refused hosts never reach the upstream
     finally:
         upstream.remove(force=True)
@@ -276,12 +278,13 @@ def test_none_has_only_loopback_and_bridge_is_as_before(
         docker_client,
         client_image,
         direct("bridge"),
-        f"ls /sys/class/net | tr '\\n' ' '; echo; getent hosts {ALLOWED} >/dev/null; echo dns $?; "
-        + status(f"https://{ALLOWED}/simple/"),
+        "ls /sys/class/net | tr '\\n' ' '; echo; "
+        f"getent hosts {registry_host()} >/dev/null; echo dns $?; "
+        + status(registry_url()),
     )
     lines = bridge.split("\n")
     assert lines[0].split() == ["eth0", "lo"]
-    assert lines[1:3] == ["dns 0", f"https://{ALLOWED}/simple/ 200"]
+    assert lines[1:3] == ["dns 0", f"{registry_url()} 200"]
 
 
 def test_attach_for_each_mode(docker_client: docker.DockerClient) -> None:
@@ -333,12 +336,14 @@ def request(hosts: list[str], network: str = "allowlist") -> RunRequest:
 
 
 def test_the_runner_caps_the_hosts_a_job_may_add() -> None:
-    policy = RunnerPolicy(allowed_hosts=["*.npmjs.org", "pypi.org"])
-    assert refusal(request(["registry.npmjs.org", "pypi.org"]), policy) is None
+    policy = RunnerPolicy(allowed_hosts=["*.example.com", "pkgs.example.net"])
+    assert refusal(request(["registry.example.com", "pkgs.example.net"]), policy) is None
     assert refusal(request([]), policy) is None
-    reason = refusal(request(["evil.example", "*.npmjs.org", "files.pypi.org"]), policy)
+    reason = refusal(request(["evil.example", "*.example.com", "files.pkgs.example.net"]), policy)
     assert reason is not None
-    assert "evil.example, files.pypi.org" in reason and "TRIMO_RUNNER_ALLOWED_HOSTS" in reason
+    assert (
+        "evil.example, files.pkgs.example.net" in reason and "TRIMO_RUNNER_ALLOWED_HOSTS" in reason
+    )
     assert refusal(request(["anything.example"]), RunnerPolicy()) is None  # no cap
     assert "address" in (refusal(request(["10.0.0.1"]), RunnerPolicy()) or "")
     # hosts only matter on an allowlist network
@@ -368,13 +373,17 @@ def test_an_allowlist_run_through_the_engine_reports_what_was_blocked(
     sample_repo: Path, tmp_path: Path, client_image: str
 ) -> None:
     script = (
-        "curl -s -m 20 -o /dev/null -w 'allowed %{http_code}\\n' https://pypi.org/simple/; "
+        f"curl -s -m 20 -o /dev/null -w 'allowed %{{http_code}}\\n' {registry_url()}; "
         "curl -s -m 20 -o /dev/null https://example.org/; echo blocked $?; "
         "curl -s -m 20 -o /dev/null https://example.org/; "
         "echo proxy=$HTTPS_PROXY"
     )
     request = make_request(
-        sample_repo, script, image=client_image, network="allowlist", allowed_hosts=["pypi.org"]
+        sample_repo,
+        script,
+        image=client_image,
+        network="allowlist",
+        allowed_hosts=[registry_host()],
     )
     finished, events = run(tmp_path / "cache", request)
 

@@ -394,7 +394,7 @@ done
 echo requests=$n
 """
     request = make_request(
-        sample_repo, script, image=tag, network="allowlist", allowed_hosts=["pypi.org"],
+        sample_repo, script, image=tag, network="allowlist", allowed_hosts=["pkgs.example.com"],
         timeout_s=120,
     )  # fmt: skip
     _finished, events = engine_run(cache, request)

@@ -293,29 +293,29 @@ def test_refusals(
 
 
 def test_the_repositorys_hosts_go_with_an_allowlist_run_only() -> None:
-    config = parse_repo_config('allowed_hosts: [registry.npmjs.org, "*.PyPI.org"]')
+    config = parse_repo_config('allowed_hosts: [registry.example.com, "*.PyPI.org"]')
     settings = effective_run(config, run(), DEFAULT_POLICY)
     assert isinstance(settings, RunSettings)
     assert (settings.network, settings.allowed_hosts) == (
         "allowlist",
-        ["registry.npmjs.org", "*.pypi.org"],
+        ["registry.example.com", "*.pkgs.example.com"],
     )
     closed = effective_run(config, run(network="none"), DEFAULT_POLICY)
     assert isinstance(closed, RunSettings)
     assert closed.allowed_hosts == []
 
 
-NPM_ONLY = ServerPolicy(allowed_hosts=["*.npmjs.org", "pypi.org"])
+NPM_ONLY = ServerPolicy(allowed_hosts=["*.example.com", "pkgs.example.com"])
 
 
 @pytest.mark.parametrize(
     ("hosts", "allowed"),
     [
-        ("[registry.npmjs.org]", True),
-        ('["*.npmjs.org", "*.x.npmjs.org", pypi.org]', True),
+        ("[registry.example.com]", True),
+        ('["*.example.com", "*.x.npmjs.org", pypi.org]', True),
         ("[npmjs.org]", False),
         ("[files.pypi.org]", False),
-        ('["*.pypi.org"]', False),
+        ('["*.pkgs.example.com"]', False),
     ],
 )
 def test_the_servers_host_cap(hosts: str, allowed: bool) -> None:
@@ -324,18 +324,18 @@ def test_the_servers_host_cap(hosts: str, allowed: bool) -> None:
 
 
 def test_a_host_outside_the_servers_cap_is_refused_saying_which_and_how() -> None:
-    config = parse_repo_config("allowed_hosts: [registry.npmjs.org, example.org, evil.test]")
+    config = parse_repo_config("allowed_hosts: [registry.example.com, example.org, evil.test]")
     result = effective_run(config, run(), NPM_ONLY)
     assert result == Refusal(
         message=(
             "This server does not allow the hosts `example.org`, `evil.test` "
-            "(`.github/trimo.yml` asks for them in `allowed_hosts`); allowed: `*.npmjs.org`, "
+            "(`.github/trimo.yml` asks for them in `allowed_hosts`); allowed: `*.example.com`, "
             "`pypi.org`. Remove them from `allowed_hosts`, or ask whoever runs this Trimo "
             "server to add them to `TRIMO_POLICY_ALLOWED_HOSTS`."
         ),
         problems=(
             "This server does not allow the hosts `example.org`, `evil.test` "
-            "(`.github/trimo.yml` asks for them in `allowed_hosts`); allowed: `*.npmjs.org`, "
+            "(`.github/trimo.yml` asks for them in `allowed_hosts`); allowed: `*.example.com`, "
             "`pypi.org`. Remove them from `allowed_hosts`, or ask whoever runs this Trimo "
             "server to add them to `TRIMO_POLICY_ALLOWED_HOSTS`.",
         ),
@@ -351,7 +351,7 @@ def test_the_servers_caps_come_from_its_settings() -> None:
         policy_allowed_networks="allowlist,none",
     )
     policy = server_policy(settings)
-    assert policy.allowed_hosts == ["*.npmjs.org", "pypi.org"]
+    assert policy.allowed_hosts == ["*.example.com", "pkgs.example.com"]
     assert policy.allowed_networks == ["none", "allowlist"]
     assert server_policy(AppSettings(_env_file=None)).allowed_networks == [
         "none",

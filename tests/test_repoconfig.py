@@ -53,8 +53,8 @@ def test_empty_gives_defaults(text: str | None) -> None:
         ("network: none", {"network": "none"}),
         ("network: allowlist", {"network": "allowlist"}),
         (
-            'allowed_hosts: [Registry.NPMjs.org., "*.pypi.org", registry.npmjs.org]',
-            {"allowed_hosts": ["registry.npmjs.org", "*.pypi.org"]},
+            'allowed_hosts: [Registry.NPMjs.org., "*.pkgs.example.com", registry.example.com]',
+            {"allowed_hosts": ["registry.example.com", "*.pkgs.example.com"]},
         ),
         (
             'allowed_hosts:\n  - "*.crates.io"\n  - static.rust-lang.org\n',
@@ -165,7 +165,7 @@ def test_valid(text: str, expected: dict[str, Any]) -> None:
         ("allowed_host: [pypi.org]", ["Unknown setting `allowed_host`", "`allowed_hosts`?"]),
         (
             "allowed_hosts: pypi.org",
-            ["`allowed_hosts` should be a list, like `[registry.npmjs.org", "`pypi.org`"],
+            ["`allowed_hosts` should be a list, like `[registry.example.com", "`pypi.org`"],
         ),
         (
             "allowed_hosts: [pypi.org, https://x.org/]",
@@ -180,7 +180,7 @@ def test_valid(text: str, expected: dict[str, Any]) -> None:
         ("allowed_hosts: ['']", ["`allowed_hosts.0` should be a host name like"]),
         ("allowed_hosts: [3]", ["`allowed_hosts.0` should be text"]),
         (
-            "allowed_hosts:\n  - *.npmjs.org\n",
+            "allowed_hosts:\n  - *.example.com\n",
             ["not valid YAML", "line 2", "Quote a host pattern that starts with `*`"],
         ),
         (

@@ -69,7 +69,7 @@ def _host_pattern(value: str) -> str:
         return normalise_host(value)
     if error.startswith(f"{value!r} "):
         raise ValueError(error.removeprefix(f"{value!r} "))
-    raise ValueError("should be a host name like `registry.npmjs.org` or `*.npmjs.org`")
+    raise ValueError("should be a host name like `registry.example.com` or `*.example.com`")
 
 
 HostPattern = Annotated[str, AfterValidator(_host_pattern)]
@@ -265,12 +265,12 @@ def _yaml_message(exc: yaml.YAMLError) -> str:
         what = exc.problem or exc.context or what
     hint = ""
     if _unquoted_star(exc):
-        hint = ' Quote a host pattern that starts with `*`, like `"*.npmjs.org"`.'
+        hint = ' Quote a host pattern that starts with `*`, like `"*.example.com"`.'
     return f"`{CONFIG_PATH}` is not valid YAML{where}: {what}.{hint}"
 
 
 def _unquoted_star(exc: yaml.YAMLError) -> bool:
-    """Whether the broken line holds a `*` (YAML's alias mark), as in `- *.npmjs.org`."""
+    """Whether the broken line holds a `*` (YAML's alias mark), as in `- *.example.com`."""
     mark = getattr(exc, "problem_mark", None)
     buffer = getattr(mark, "buffer", None)
     if mark is None or not isinstance(buffer, str):
@@ -307,7 +307,7 @@ def _problem(error: ErrorDetails) -> str:
     elif error["type"] == "string_too_short":
         message = "should not be empty"
     elif error["type"] == "list_type":
-        message = 'should be a list, like `[registry.npmjs.org, "*.pypi.org"]`'
+        message = 'should be a list, like `[registry.example.com, "*.pkgs.example.com"]`'
     elif error["type"] == "too_long":
         message = f"should have at most {MAX_ALLOWED_HOSTS} entries"
     elif error["type"] == "missing":

@@ -1,8 +1,8 @@
 """Allowed host names: exact names and `*.suffix`, checked, normalised and matched. Pure.
 
 A pattern is a DNS name (`api.anthropic.com`) or `*.` and a suffix of at least
-two labels (`*.npmjs.org`, which matches `registry.npmjs.org` and deeper names,
-not `npmjs.org` itself). Addresses are refused: the allowlist is by name, and
+two labels (`*.example.com`, which matches `registry.example.com` and deeper names,
+not `example.com` itself). Addresses are refused: the allowlist is by name, and
 the egress proxy resolves names itself.
 """
 
