@@ -54,7 +54,7 @@ def main() -> None:
             t0 = time.perf_counter()
             none.append(sample(client, args.image, direct("none")) - t0)
             t0 = time.perf_counter()
-            attachment = proxy.attach(f"bench-{n}", ["api.anthropic.com", "*.npmjs.org"])
+            attachment = proxy.attach(f"bench-{n}", ["api.anthropic.com", "*.npm.example.net"])
             attach_s.append(time.perf_counter() - t0)
             allow.append(sample(client, args.image, attachment) - t0)
             t1 = time.perf_counter()

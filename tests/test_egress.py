@@ -279,8 +279,7 @@ def test_none_has_only_loopback_and_bridge_is_as_before(
         client_image,
         direct("bridge"),
         "ls /sys/class/net | tr '\\n' ' '; echo; "
-        f"getent hosts {registry_host()} >/dev/null; echo dns $?; "
-        + status(registry_url()),
+        f"getent hosts {registry_host()} >/dev/null; echo dns $?; " + status(registry_url()),
     )
     lines = bridge.split("\n")
     assert lines[0].split() == ["eth0", "lo"]

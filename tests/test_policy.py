@@ -293,29 +293,29 @@ def test_refusals(
 
 
 def test_the_repositorys_hosts_go_with_an_allowlist_run_only() -> None:
-    config = parse_repo_config('allowed_hosts: [registry.example.com, "*.PyPI.org"]')
+    config = parse_repo_config('allowed_hosts: [registry.npm.example.net, "*.pkgs.example.net"]')
     settings = effective_run(config, run(), DEFAULT_POLICY)
     assert isinstance(settings, RunSettings)
     assert (settings.network, settings.allowed_hosts) == (
         "allowlist",
-        ["registry.example.com", "*.pkgs.example.com"],
+        ["registry.npm.example.net", "*.pkgs.example.net"],
     )
     closed = effective_run(config, run(network="none"), DEFAULT_POLICY)
     assert isinstance(closed, RunSettings)
     assert closed.allowed_hosts == []
 
 
-NPM_ONLY = ServerPolicy(allowed_hosts=["*.example.com", "pkgs.example.com"])
+NPM_ONLY = ServerPolicy(allowed_hosts=["*.npm.example.net", "pkgs.example.net"])
 
 
 @pytest.mark.parametrize(
     ("hosts", "allowed"),
     [
-        ("[registry.example.com]", True),
-        ('["*.example.com", "*.x.npmjs.org", pypi.org]', True),
-        ("[npmjs.org]", False),
-        ("[files.pypi.org]", False),
-        ('["*.pkgs.example.com"]', False),
+        ("[registry.npm.example.net]", True),
+        ('["*.npm.example.net", "*.x.npm.example.net", pkgs.example.net]', True),
+        ("[npm.example.net]", False),
+        ("[files.pkgs.example.net]", False),
+        ('["*.pkgs.example.net"]', False),
     ],
 )
 def test_the_servers_host_cap(hosts: str, allowed: bool) -> None:
@@ -324,19 +324,19 @@ def test_the_servers_host_cap(hosts: str, allowed: bool) -> None:
 
 
 def test_a_host_outside_the_servers_cap_is_refused_saying_which_and_how() -> None:
-    config = parse_repo_config("allowed_hosts: [registry.example.com, example.org, evil.test]")
+    config = parse_repo_config("allowed_hosts: [registry.npm.example.net, example.org, evil.test]")
     result = effective_run(config, run(), NPM_ONLY)
     assert result == Refusal(
         message=(
             "This server does not allow the hosts `example.org`, `evil.test` "
-            "(`.github/trimo.yml` asks for them in `allowed_hosts`); allowed: `*.example.com`, "
-            "`pypi.org`. Remove them from `allowed_hosts`, or ask whoever runs this Trimo "
+            "(`.github/trimo.yml` asks for them in `allowed_hosts`); allowed: `*.npm.example.net`, "
+            "`pkgs.example.net`. Remove them from `allowed_hosts`, or ask whoever runs this Trimo "
             "server to add them to `TRIMO_POLICY_ALLOWED_HOSTS`."
         ),
         problems=(
             "This server does not allow the hosts `example.org`, `evil.test` "
-            "(`.github/trimo.yml` asks for them in `allowed_hosts`); allowed: `*.example.com`, "
-            "`pypi.org`. Remove them from `allowed_hosts`, or ask whoever runs this Trimo "
+            "(`.github/trimo.yml` asks for them in `allowed_hosts`); allowed: `*.npm.example.net`, "
+            "`pkgs.example.net`. Remove them from `allowed_hosts`, or ask whoever runs this Trimo "
             "server to add them to `TRIMO_POLICY_ALLOWED_HOSTS`.",
         ),
     )
@@ -347,18 +347,18 @@ def test_a_host_outside_the_servers_cap_is_refused_saying_which_and_how() -> Non
 def test_the_servers_caps_come_from_its_settings() -> None:
     settings = AppSettings(
         _env_file=None,
-        policy_allowed_hosts=" pypi.org, *.NPMjs.org ,",
+        policy_allowed_hosts=" pkgs.example.net, *.npm.example.net ,",
         policy_allowed_networks="allowlist,none",
     )
     policy = server_policy(settings)
-    assert policy.allowed_hosts == ["*.example.com", "pkgs.example.com"]
+    assert policy.allowed_hosts == ["*.npm.example.net", "pkgs.example.net"]
     assert policy.allowed_networks == ["none", "allowlist"]
     assert server_policy(AppSettings(_env_file=None)).allowed_networks == [
         "none",
         "allowlist",
         "bridge",
     ]
-    broken = AppSettings(_env_file=None, policy_allowed_hosts="pypi.org,10.0.0.1")
+    broken = AppSettings(_env_file=None, policy_allowed_hosts="pkgs.example.net,10.0.0.1")
     with pytest.raises(
         SettingsError, match=r"TRIMO_POLICY_ALLOWED_HOSTS: '10\.0\.0\.1' is an address"
     ):

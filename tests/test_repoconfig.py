@@ -53,8 +53,9 @@ def test_empty_gives_defaults(text: str | None) -> None:
         ("network: none", {"network": "none"}),
         ("network: allowlist", {"network": "allowlist"}),
         (
-            'allowed_hosts: [Registry.NPMjs.org., "*.pkgs.example.com", registry.example.com]',
-            {"allowed_hosts": ["registry.example.com", "*.pkgs.example.com"]},
+            "allowed_hosts: "
+            '[Registry.npm.example.net., "*.pkgs.example.net", registry.npm.example.net]',
+            {"allowed_hosts": ["registry.npm.example.net", "*.pkgs.example.net"]},
         ),
         (
             'allowed_hosts:\n  - "*.crates.io"\n  - static.rust-lang.org\n',
@@ -162,13 +163,19 @@ def test_valid(text: str, expected: dict[str, Any]) -> None:
         ("branch_prefix: a//", ["`branch_prefix` should be"]),
         ("branch_prefix: 'a b/'", ["`branch_prefix` should be"]),
         ("branch_prefix: ''", ["`branch_prefix` should be"]),
-        ("allowed_host: [pypi.org]", ["Unknown setting `allowed_host`", "`allowed_hosts`?"]),
         (
-            "allowed_hosts: pypi.org",
-            ["`allowed_hosts` should be a list, like `[registry.example.com", "`pypi.org`"],
+            "allowed_host: [pkgs.example.net]",
+            ["Unknown setting `allowed_host`", "`allowed_hosts`?"],
         ),
         (
-            "allowed_hosts: [pypi.org, https://x.org/]",
+            "allowed_hosts: pkgs.example.net",
+            [
+                "`allowed_hosts` should be a list, like `[registry.example.com",
+                "`pkgs.example.net`",
+            ],
+        ),
+        (
+            "allowed_hosts: [pkgs.example.net, https://x.org/]",
             ["a problem", "`allowed_hosts.1` is not a host name", "(found `https://x.org/`)"],
         ),
         (
@@ -180,7 +187,7 @@ def test_valid(text: str, expected: dict[str, Any]) -> None:
         ("allowed_hosts: ['']", ["`allowed_hosts.0` should be a host name like"]),
         ("allowed_hosts: [3]", ["`allowed_hosts.0` should be text"]),
         (
-            "allowed_hosts:\n  - *.example.com\n",
+            "allowed_hosts:\n  - *.npm.example.net\n",
             ["not valid YAML", "line 2", "Quote a host pattern that starts with `*`"],
         ),
         (
