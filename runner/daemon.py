@@ -23,14 +23,24 @@ import redis.asyncio as aioredis
 from arq.worker import Worker, func
 from pydantic import SecretStr
 
-from runner import __version__, contract, figures, logs, pipelinedir, redisurl, registry
+from runner import (
+    __version__,
+    contract,
+    descriptors,
+    figures,
+    logs,
+    pipelinedir,
+    redisurl,
+    registry,
+)
 from runner.engine import RunEngine, StopSignal
 from runner.job import Outcome, RunEvent, RunFinished, RunRequest, RunStarted
 from runner.policy import RunnerPolicy, refusal
 from runner.previews import sandbox
 from runner.previews.job import PreviewRequest
+from runner.previews.links import Links
 from runner.previews.manager import Limits, PreviewManager
-from runner.previews.proxy import PreviewProxy
+from runner.previews.proxy import PreviewProxy, ProxyLimits
 from runner.previews.routes import Routes
 from runner.publisher import EventPublisher
 from runner.redisio import settle
@@ -102,6 +112,7 @@ class RunnerDaemon:
         self._draining = asyncio.Event()
         self.previews: PreviewManager | None = None
         self.proxy: PreviewProxy | None = None
+        self.descriptors = descriptors.soft_limit()
 
     # -- jobs ---------------------------------------------------------------
 
@@ -201,16 +212,16 @@ class RunnerDaemon:
             max_previews=settings.runner_max_previews,
             max_lifetime_seconds=settings.runner_preview_max_hours * 3600,
         )
-        self.proxy = PreviewProxy(routes, secure=settings.runner_preview_url.startswith("https"))
+        links = Links.parse(settings.runner_preview_url)
+        self.proxy = PreviewProxy(routes, links, ProxyLimits.for_descriptors(self.descriptors))
         await self.proxy.start(*settings.preview_listen())
-        self.previews = PreviewManager(
-            host, self.redis, settings.runner_preview_url, routes, limits, self.policy
-        )
+        self.previews = PreviewManager(host, self.redis, links, routes, limits, self.policy)
         await self.previews.clear_leftovers()
         log.info(
-            "previews served at %s (listening on %s)",
-            settings.runner_preview_url,
+            "previews served at %s (listening on %s, at most %d connections)",
+            links.url("<token>"),
             settings.runner_preview_listen,
+            self.proxy.limits.max_connections,
         )
 
     async def _observe(
@@ -378,6 +389,8 @@ class RunnerDaemon:
 
     async def serve(self, handle_signals: bool = True) -> None:
         """Run until SIGTERM/SIGINT (or `request_stop`), then drain."""
+        self.descriptors = descriptors.raise_to_hard()
+        log.info("open-file limit: %d", self.descriptors)
         await asyncio.get_running_loop().run_in_executor(None, self.recover)
         self.workers = [self.make_worker(label) for label in self.labels]
         if self.settings.runner_preview_url:

@@ -15,6 +15,7 @@ from runner.engine import EngineConfig
 from runner.handoff import Limits
 from runner.network.egress import upstream_from_env
 from runner.policy import RunnerPolicy, split_list
+from runner.previews.links import Links
 from runner.redisurl import parse as parse_redis_url
 
 
@@ -69,7 +70,8 @@ class RunnerSettings(BaseSettings):
     runner_allowed_hosts: str = ""
     runner_max_timeout_minutes: float = 24 * 60
     runner_preview_url: str = ""
-    """The public base URL of this runner's preview proxy; previews are served when set."""
+    """Where people reach this runner's previews; previews are served when set. A host per
+    preview (recommended): `https://*.previews.example.com`; one host: `https://host`."""
     runner_preview_listen: str = "127.0.0.1:8090"
     """Where the preview proxy listens (host:port); put TLS in front of it."""
     runner_max_previews: int = Field(default=4, ge=1, le=100)
@@ -115,9 +117,7 @@ class RunnerSettings(BaseSettings):
     @field_validator("runner_preview_url")
     @classmethod
     def _url_ok(cls, value: str) -> str:
-        if value and not value.startswith(("http://", "https://")):
-            raise ValueError("should be an http:// or https:// URL")
-        return value.rstrip("/")
+        return str(Links.parse(value)) if value else ""
 
     def runner_policy(self) -> RunnerPolicy:
         return RunnerPolicy(

@@ -131,3 +131,10 @@ def test_the_runner_unit_drains_and_says_what_the_docker_socket_means() -> None:
         assert namespaced not in settings
     text = (DEPLOY / "trimo-runner.service").read_text()
     assert "Docker socket" in text and "root-equivalent" in text
+
+
+@pytest.mark.parametrize("unit", ["trimo-serve.service", "trimo-runner.service"])
+def test_units_allow_many_open_files(unit: str) -> None:
+    """The preview proxy's and the dashboard's connections are open files: systemd's default
+    soft limit of 1024 is too few."""
+    assert int(dict(unit_lines(unit))["LimitNOFILE"]) >= 65536

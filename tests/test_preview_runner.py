@@ -25,6 +25,7 @@ from runner.previews.job import (
     PreviewStopped,
     preview_event_adapter,
 )
+from runner.previews.links import Links
 from runner.previews.manager import Limits, PreviewManager
 from runner.previews.proxy import COOKIE, PreviewProxy
 from runner.previews.routes import Routes
@@ -122,13 +123,13 @@ async def setup(
     redis = aioredis.Redis.from_url(redis_url)
     clock = Clock()
     routes = Routes(clock)
-    proxy = PreviewProxy(routes, secure=False)
+    proxy = PreviewProxy(routes, Links.parse("http://127.0.0.1:1"))
     await proxy.start("127.0.0.1", 0)
     host = sandbox.Host.of_this_process(docker_client, "test-runner", tmp_path / "cache", 1000)
     manager = PreviewManager(
         host,
         redis,
-        f"http://127.0.0.1:{proxy.port}",
+        Links.parse(f"http://127.0.0.1:{proxy.port}"),
         routes,
         Limits(max_previews=2, ready_timeout_seconds=30),
     )
@@ -161,7 +162,7 @@ async def test_the_branch_app_is_reachable_through_its_link_and_only_its_link(
 
     [ready] = await setup.events()
     assert isinstance(ready, PreviewReady) and not ready.refreshed
-    base = setup.manager.public_url
+    base = f"http://127.0.0.1:{setup.port}"
     assert ready.url.startswith(f"{base}/p/") and len(ready.url) > len(base) + 40
     with httpx.Client(follow_redirects=True, timeout=10) as browser:
         page = await asyncio.to_thread(browser.get, ready.url)
@@ -341,7 +342,7 @@ async def test_previews_a_killed_runner_left_running_are_removed_and_reported(
     setup.manager.served.clear()  # this process "dies": it forgets, the container runs on
 
     after_restart = PreviewManager(
-        setup.manager.host, setup.redis, setup.manager.public_url, Routes(setup.clock)
+        setup.manager.host, setup.redis, setup.manager.links, Routes(setup.clock)
     )
     await after_restart.clear_leftovers()
 

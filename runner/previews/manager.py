@@ -39,6 +39,7 @@ from runner.previews.job import (
     PreviewStopped,
     StopReason,
 )
+from runner.previews.links import Links
 from runner.previews.routes import Route, Routes, new_token
 
 log = logging.getLogger("trimo.previews")
@@ -73,14 +74,14 @@ class PreviewManager:
         self,
         host: sandbox.Host,
         redis_client: aioredis.Redis,
-        public_url: str,
+        links: Links,
         routes: Routes,
         limits: Limits = Limits(),
         policy: RunnerPolicy | None = None,
     ) -> None:
         self.host = host
         self.redis = redis_client
-        self.public_url = public_url.rstrip("/")
+        self.links = links
         self.routes = routes
         self.limits = limits
         self.policy = policy or RunnerPolicy()
@@ -91,9 +92,6 @@ class PreviewManager:
     @property
     def clock(self) -> Callable[[], float]:
         return self.routes.clock
-
-    def url(self, token: str) -> str:
-        return f"{self.public_url}/p/{token}/"
 
     # -- starting -----------------------------------------------------------------------
 
@@ -191,7 +189,7 @@ class PreviewManager:
                 preview_id=request.preview_id,
                 pipeline=request.pipeline,
                 runner=self.host.runner_id,
-                url=self.url(token),
+                url=self.links.url(token),
                 sha=launched.sha,
                 expires_at=datetime.fromtimestamp(route.expires_at, UTC),
                 refreshed=earlier is not None,

@@ -1,11 +1,13 @@
 """Which preview a token opens: the proxy's table, kept by the preview manager.
 
-Tokens come from `secrets.token_urlsafe(32)` and are compared in constant time; a token
-past its expiry opens nothing.
+Tokens are 256 random bits in lower-case base32 (52 characters: one DNS label, so a token
+can be a host name in host mode) and are compared in constant time; a token past its
+expiry opens nothing.
 """
 
 from __future__ import annotations
 
+import base64
 import hmac
 import secrets
 import time
@@ -14,7 +16,7 @@ from dataclasses import dataclass, field
 
 
 def new_token() -> str:
-    return secrets.token_urlsafe(32)
+    return base64.b32encode(secrets.token_bytes(32)).decode().rstrip("=").lower()
 
 
 @dataclass
