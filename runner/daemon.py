@@ -2,8 +2,8 @@
 
 One arq worker per label (queue `trimo:runs:<label>`) shares one limit of runs
 at a time. The daemon announces itself with a heartbeat, publishes every run's
-events, saves the work of runs an earlier process left behind, marks runs of
-vanished runners failed, and drains on SIGTERM.
+events, removes what a killed earlier process left on the host and saves the work of its
+runs, marks runs of vanished runners failed, and drains on SIGTERM.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import socket
 from datetime import datetime
 from typing import Any
 
+import docker.errors
 import redis
 import redis.asyncio as aioredis
 from arq.worker import Worker, func
@@ -28,16 +29,18 @@ from runner import (
     contract,
     descriptors,
     figures,
+    leftovers,
     logs,
     pipelinedir,
     redisurl,
     registry,
 )
 from runner.engine import RunEngine, StopSignal
+from runner.errors import TrimoError
 from runner.job import Outcome, RunEvent, RunFinished, RunRequest, RunStarted
 from runner.policy import RunnerPolicy, refusal
-from runner.previews import sandbox
-from runner.previews.job import PreviewRequest
+from runner.previews import manager, sandbox
+from runner.previews.job import PreviewRequest, PreviewStopped
 from runner.previews.links import Links
 from runner.previews.manager import Limits, PreviewManager
 from runner.previews.proxy import PreviewProxy, ProxyLimits
@@ -216,7 +219,6 @@ class RunnerDaemon:
         self.proxy = PreviewProxy(routes, links, ProxyLimits.for_descriptors(self.descriptors))
         await self.proxy.start(*settings.preview_listen())
         self.previews = PreviewManager(host, self.redis, links, routes, limits, self.policy)
-        await self.previews.clear_leftovers()
         log.info(
             "previews served at %s (listening on %s, at most %d connections)",
             links.url("<token>"),
@@ -344,6 +346,52 @@ class RunnerDaemon:
 
     # -- lifecycle ----------------------------------------------------------
 
+    async def clear_leftovers(self) -> leftovers.Cleared | None:
+        """Remove what a killed process of this runner left on the host (containers,
+        networks, mounted disks, preview checkouts) and tell the App its previews stopped.
+        Nothing is touched while another live process answers to this runner's id."""
+        runner_id = self.settings.runner_id
+        try:
+            namesake = await registry.live_namesake(
+                self.redis, runner_id, socket.gethostname(), os.getpid()
+            )
+        except (redis.RedisError, OSError) as exc:
+            log.error("leftovers stay: Redis cannot say whether runner %s is running (%s)",
+                      runner_id, exc)  # fmt: skip
+            return None
+        if namesake is not None:
+            log.error(
+                "another process runs as runner %s (pid %d on %s): its containers, networks "
+                "and disks are left alone; give each runner its own TRIMO_RUNNER_ID",
+                runner_id,
+                namesake.pid,
+                namesake.host,
+            )
+            return None
+        loop = asyncio.get_running_loop()
+        try:
+            cleared = await loop.run_in_executor(
+                None, leftovers.clear, self.engine.client, runner_id, self.settings.cache_dir
+            )
+        except (docker.errors.DockerException, TrimoError, OSError) as exc:
+            log.error("could not remove what an earlier process left: %s", exc)
+            return None
+        if cleared:
+            log.warning(
+                "removed what an earlier process left: %d container(s), %d network(s), "
+                "%d mounted disk(s), %d preview checkout(s)",
+                cleared.containers,
+                cleared.networks,
+                cleared.unmounted,
+                cleared.checkouts,
+            )
+        for preview_id, pipeline in cleared.previews:
+            stopped = PreviewStopped(
+                preview_id=preview_id, pipeline=pipeline, runner=runner_id, reason="shutdown"
+            )
+            await manager.publish(self.redis, stopped)
+        return cleared
+
     def recover(self) -> list[RunFinished]:
         """Runs an earlier process of this runner left behind: save, report, clean up."""
         recovered = self.engine.recover_abandoned(
@@ -391,6 +439,7 @@ class RunnerDaemon:
         """Run until SIGTERM/SIGINT (or `request_stop`), then drain."""
         self.descriptors = descriptors.raise_to_hard()
         log.info("open-file limit: %d", self.descriptors)
+        await self.clear_leftovers()
         await asyncio.get_running_loop().run_in_executor(None, self.recover)
         self.workers = [self.make_worker(label) for label in self.labels]
         if self.settings.runner_preview_url:

@@ -39,6 +39,7 @@ from runner.errors import TrimoError, WorkspaceError
 from runner.handoff import Limits
 from runner.job import Outcome, RunEvent, RunFinished, RunRequest, run_event_adapter
 from runner.pipelinedir import PipelineDir
+from runner.registry import pid_alive
 from runner.scrub import Scrubber
 
 __all__ = ["EngineConfig", "RunEngine", "StopSignal", "autosave_message"]
@@ -248,7 +249,7 @@ class RunEngine:
         """Save and report the runs that earlier, dead processes of this runner left behind."""
         recovered = []
         for path, entry, request in self._ledger():
-            if entry.pid and entry.pid != os.getpid() and _alive(entry.pid):
+            if entry.pid and entry.pid != os.getpid() and pid_alive(entry.pid):
                 continue  # another process (a second `trimo run`) is still running it
             recovered.append(self._recover(path, request, entry, on_event))
         return recovered
@@ -386,13 +387,3 @@ def _logged(event: RunEvent) -> None:
 
 def _internal_error(run_id: str) -> RunFinished:
     return RunFinished(run_id=run_id, outcome=Outcome.ERROR, reason=internal_error(run_id))
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Awaitable
+import os
+import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TypeVar, cast
 
@@ -61,6 +64,52 @@ async def online_runners(client: aioredis.Redis) -> list[RunnerInfo]:
     if gone:
         await _awaited(client.srem(contract.RUNNERS, *gone))
     return [RunnerInfo.model_validate_json(raw) for raw in found if raw is not None]
+
+
+async def runner(client: aioredis.Redis, runner_id: str) -> RunnerInfo | None:
+    """The last heartbeat of `runner_id`, if it has not expired."""
+    raw = await client.get(contract.runner_info(runner_id))
+    return RunnerInfo.model_validate_json(raw) if raw is not None else None
+
+
+async def live_namesake(
+    client: aioredis.Redis,
+    runner_id: str,
+    host: str,
+    pid: int,
+    poll_seconds: float = 0.5,
+    alive: Callable[[int], bool] | None = None,
+) -> RunnerInfo | None:
+    """Another live process that announces itself as `runner_id`, if there is one.
+
+    A heartbeat from this host whose process is gone is a killed predecessor's. Any other
+    heartbeat is watched until it either expires (its process is gone) or is renewed (it is
+    alive), which takes at most `HEARTBEAT_TTL_SECONDS`."""
+    first = await runner(client, runner_id)
+    if first is None:
+        return None
+    if first.host == host and (first.pid == pid or not (alive or pid_alive)(first.pid)):
+        return None
+    deadline = time.monotonic() + HEARTBEAT_TTL_SECONDS + HEARTBEAT_SECONDS
+    while time.monotonic() < deadline:
+        await asyncio.sleep(poll_seconds)
+        latest = await runner(client, runner_id)
+        if latest is None:
+            return None
+        if latest.seen_at != first.seen_at:
+            return latest
+    return None
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process `pid` exists on this host."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 async def runners_with_label(client: aioredis.Redis, label: str) -> list[RunnerInfo]:

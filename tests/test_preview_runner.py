@@ -333,25 +333,6 @@ async def test_previews_on_the_other_networks_are_reachable_too(setup: Setup, ne
     assert f"On {network}" in (await asyncio.to_thread(fetch, ready.url)).text
 
 
-async def test_previews_a_killed_runner_left_running_are_removed_and_reported(
-    setup: Setup, docker_client: docker.DockerClient
-) -> None:
-    remote = make_remote(setup.tmp_path, "app", "Left behind")
-    request = setup.request(remote)
-    assert await setup.start(request) == "ready"
-    setup.manager.served.clear()  # this process "dies": it forgets, the container runs on
-
-    after_restart = PreviewManager(
-        setup.manager.host, setup.redis, setup.manager.links, Routes(setup.clock)
-    )
-    await after_restart.clear_leftovers()
-
-    assert containers(docker_client, request.preview_id) == []
-    stopped = (await setup.events())[-1]
-    assert isinstance(stopped, PreviewStopped) and stopped.reason == "shutdown"
-    assert (stopped.preview_id, stopped.pipeline) == (request.preview_id, request.pipeline)
-
-
 async def test_an_unexpected_error_ends_as_a_failed_preview(
     setup: Setup, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -256,21 +256,6 @@ class PreviewManager:
                 log.exception("previews: a sweep failed")
             await asyncio.sleep(SWEEP_SECONDS)
 
-    async def clear_leftovers(self) -> None:
-        """Remove the previews an earlier process of this runner left running (killed, say),
-        and tell the App they stopped."""
-        loop = asyncio.get_running_loop()
-        left = await loop.run_in_executor(None, sandbox.remove_leftovers, self.host)
-        for preview_id, pipeline in left:
-            await self.publish(
-                PreviewStopped(
-                    preview_id=preview_id,
-                    pipeline=pipeline,
-                    runner=self.host.runner_id,
-                    reason="shutdown",
-                )
-            )
-
     async def close(self) -> None:
         """Stop every preview (the runner is going away)."""
         for pipeline in list(self.served):
@@ -314,15 +299,20 @@ class PreviewManager:
         )
 
     async def publish(self, event: PreviewEvent) -> None:
-        try:
-            await self.redis.xadd(
-                contract.PREVIEW_EVENTS,
-                {"pipeline": event.pipeline, "event": event.model_dump_json()},
-                maxlen=contract.PREVIEW_EVENTS_MAXLEN,
-                approximate=True,
-            )
-        except (redis.RedisError, OSError) as exc:
-            log.error("previews: could not tell the App (%s): %s", exc, event.model_dump_json())
+        await publish(self.redis, event)
+
+
+async def publish(redis_client: aioredis.Redis, event: PreviewEvent) -> None:
+    """Tell the App about a preview; Redis trouble is logged, never raised."""
+    try:
+        await redis_client.xadd(
+            contract.PREVIEW_EVENTS,
+            {"pipeline": event.pipeline, "event": event.model_dump_json()},
+            maxlen=contract.PREVIEW_EVENTS_MAXLEN,
+            approximate=True,
+        )
+    except (redis.RedisError, OSError) as exc:
+        log.error("previews: could not tell the App (%s): %s", exc, event.model_dump_json())
 
 
 async def _answers(address: str, port: int, path: str) -> bool:

@@ -95,7 +95,7 @@ def launch(host: Host, request: PreviewRequest) -> Launched:
     The preview's network is made while git works."""
     client = host.client
     dockerclient.require_image(client, request.image)
-    directory = host.cache_dir / "previews" / request.preview_id
+    directory = checkouts(host.cache_dir, host.runner_id) / request.preview_id
     cleanups: list[Callable[[], object]] = []
 
     def teardown() -> None:
@@ -207,22 +207,10 @@ def _network(
     return name, {}, ()
 
 
-def remove_leftovers(host: Host) -> list[tuple[str, str]]:
-    """Remove this runner's preview containers and networks an earlier process left
-    behind, and their directories; (preview id, pipeline) of each container."""
-    client, found = host.client, []
-    mine = {"label": [f"{LABEL_RUNNER}={host.runner_id}", LABEL_PREVIEW]}
-    for container in client.containers.list(all=True, filters=mine):
-        labels = container.labels or {}
-        found.append((labels.get(LABEL_PREVIEW, ""), labels.get(LABEL_PIPELINE, "")))
-        with contextlib.suppress(docker.errors.APIError):
-            container.remove(force=True)
-    for network in client.networks.list(filters=mine):
-        with contextlib.suppress(docker.errors.APIError):
-            network.remove()
-    with contextlib.suppress(TrimoError):
-        gitops.remove_tree(host.cache_dir / "previews")
-    return [(p, q) for p, q in found if p and q]
+def checkouts(cache_dir: Path, runner_id: str) -> Path:
+    """Where this runner's previews are checked out: a directory of its own, since runners
+    may share a cache directory (`runner.leftovers` removes it at start)."""
+    return cache_dir / "previews" / gitops.repo_key(runner_id)
 
 
 def _remove_named(client: docker.DockerClient, name: str) -> None:
