@@ -29,6 +29,7 @@ from runner import (
     contract,
     descriptors,
     figures,
+    images,
     leftovers,
     logs,
     pipelinedir,
@@ -54,6 +55,8 @@ log = logging.getLogger("trimo.runner")
 REAP_INTERVAL_SECONDS = 10.0
 SWEEP_INTERVAL_SECONDS = 3600.0
 CLOSED_POLL_SECONDS = 30.0
+IMAGES_SECONDS = 60.0
+"""How often the runner looks at its images again for its heartbeat."""
 
 
 TOKEN_FRESH_SECONDS = 40 * 60
@@ -116,6 +119,7 @@ class RunnerDaemon:
         self.previews: PreviewManager | None = None
         self.proxy: PreviewProxy | None = None
         self.descriptors = descriptors.soft_limit()
+        self.images: list[registry.ImageInfo] = []
 
     # -- jobs ---------------------------------------------------------------
 
@@ -276,7 +280,29 @@ class RunnerDaemon:
             started_at=self.started_at,
             seen_at=registry.now(),
             previews=self.settings.runner_max_previews if self.previews else 0,
+            images=self.images,
         )
+
+    def agent_images(self) -> list[str]:
+        """The images this runner runs agents from: those it allows, else the default."""
+        allowed = self.policy.allowed_images
+        return list(allowed) or sorted({contract.DEFAULT_IMAGE, self.settings.image})
+
+    async def look_at_images(self) -> None:
+        """What Docker has of this runner's images, for the heartbeat (`trimo doctor`)."""
+        loop = asyncio.get_running_loop()
+        try:
+            self.images = await loop.run_in_executor(
+                None, images.inventory, self.engine.client, self.agent_images()
+            )
+        except (docker.errors.DockerException, TrimoError) as exc:
+            log.warning("could not look at this runner's images: %s", exc)
+            self.images = []
+
+    async def watch_images(self) -> None:
+        while True:
+            await asyncio.sleep(IMAGES_SECONDS)
+            await self.look_at_images()
 
     async def heartbeat(self) -> None:
         while True:
@@ -449,8 +475,10 @@ class RunnerDaemon:
         if handle_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self.request_stop)
+        await self.look_at_images()
         duties = [
             asyncio.create_task(self.heartbeat()),
+            asyncio.create_task(self.watch_images()),
             asyncio.create_task(self.reap()),
             asyncio.create_task(self.sweep()),
             *(asyncio.create_task(self._keep_working(w)) for w in self.workers),

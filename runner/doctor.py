@@ -1,5 +1,6 @@
-"""`trimo doctor` for a deployment, the runner's part: is Redis reachable and persistent, and
-is a runner online for every label in use. Each check is a pure function of facts gathered
+"""`trimo doctor` for a deployment, the runner's part: is Redis reachable and persistent, is a
+runner online for every label in use, and has each runner the images this Trimo needs (as
+its heartbeat says). Each check is a pure function of facts gathered
 first (`gather_redis`), so that it is tested without a broken deployment at hand.
 """
 
@@ -13,7 +14,9 @@ from rich.console import Console
 from rich.text import Text
 
 from runner import contract, redisurl, registry
-from runner.registry import RunnerInfo
+from runner.container import SANDBOX_VERSION
+from runner.network.egress import PROXY_VERSION
+from runner.registry import ImageInfo, RunnerInfo
 
 Mark = Literal["ok", "warn", "fail", "info"]
 MARKS: dict[Mark, tuple[str, str]] = {
@@ -135,6 +138,86 @@ def label_checks(
                 )
             )
     return checks
+
+
+def image_checks(runners: list[RunnerInfo]) -> list[Check]:
+    """For each runner online, the images its heartbeat reports: an agent image that is
+    missing or built for another version of Trimo fails (its runs would); the egress proxy's
+    image is built by the runner itself when it needs it. Builds of one image that differ
+    between runners are noted."""
+    checks: list[Check] = []
+    for runner in runners:
+        where = f"runner {runner.id} on {runner.host}"
+        if runner.images is None:
+            checks.append(
+                Check(
+                    "warn",
+                    f"{where} does not report its images (its Trimo is {runner.version})",
+                    f"upgrade Trimo on {runner.host} and restart the runner",
+                )
+            )
+            continue
+        if not runner.images:
+            checks.append(
+                Check(
+                    "warn",
+                    f"{where} could not look at its images",
+                    f"check that Docker is reachable on {runner.host} (`trimo doctor` there)",
+                )
+            )
+            continue
+        problems = [_image_check(where, runner.host, image) for image in runner.images]
+        found = [check for check in problems if check is not None]
+        if not any(check.mark == "fail" for check in found):
+            names = ", ".join(
+                f"{image.name} {_short(image.id)}" for image in runner.images if image.id
+            )
+            found.insert(0, Check("ok", f"{where} has its images: {names}"))
+        checks.extend(found)
+    return checks + _differing_builds(runners)
+
+
+def _image_check(where: str, host: str, image: ImageInfo) -> Check | None:
+    build = f"build it on {host} with `trimo image build --tag {image.name}`"
+    if image.role == "egress":
+        if not image.id:
+            return Check(
+                "info", f"{where} has no {image.name} yet: built at its first allowlist run"
+            )
+        if image.version != PROXY_VERSION:
+            return Check("info", f"{where} rebuilds {image.name} at its next allowlist run")
+        return None
+    if not image.id:
+        return Check("fail", f"{where} is missing the image {image.name}", build)
+    if image.version != SANDBOX_VERSION:
+        built = f"sandbox {image.version}" if image.version else "no sandbox label"
+        return Check(
+            "fail",
+            f"{where} has an outdated image {image.name} ({built}; this Trimo needs sandbox "
+            f"{SANDBOX_VERSION}): its runs fail",
+            "re" + build,
+        )
+    return None
+
+
+def _differing_builds(runners: list[RunnerInfo]) -> list[Check]:
+    builds: dict[str, dict[str, list[str]]] = {}
+    for runner in runners:
+        for image in runner.images or []:
+            if image.role == "agent" and image.id:
+                builds.setdefault(image.name, {}).setdefault(image.id, []).append(runner.id)
+    checks = []
+    for name, by_id in sorted(builds.items()):
+        if len(by_id) > 1:
+            which = "; ".join(
+                f"{_short(image_id)} on {', '.join(ids)}" for image_id, ids in sorted(by_id.items())
+            )
+            checks.append(Check("info", f"the runners have different builds of {name}: {which}"))
+    return checks
+
+
+def _short(image_id: str) -> str:
+    return image_id.removeprefix("sha256:")[:12]
 
 
 def show(out: Console, title: str, checks: Iterable[Check]) -> int:

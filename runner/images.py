@@ -12,11 +12,34 @@ from pathlib import Path
 import docker
 import docker.errors
 
+from runner.container import SANDBOX_LABEL
 from runner.errors import ImageMissing, TrimoError
+from runner.network.egress import LABEL_EGRESS, PROXY_IMAGE
+from runner.registry import ImageInfo
 
 SANDBOX_DIR = Path(__file__).resolve().parent.parent / "sandbox"
 BASE_IMAGE = "debian:bookworm-slim"
 HOST_EXTRA_CAS = Path("/usr/local/share/ca-certificates")
+
+
+MAX_REPORTED = 10
+"""The most agent images a runner reports in its heartbeat."""
+
+
+def inventory(client: docker.DockerClient, agent_images: Iterable[str]) -> list[ImageInfo]:
+    """What the engine has of `agent_images` (the first `MAX_REPORTED`) and of the egress
+    proxy's image: each one's id and the Trimo version it was built for."""
+    wanted = [(name, "agent", SANDBOX_LABEL) for name in list(agent_images)[:MAX_REPORTED]]
+    found = []
+    for name, role, label in [*wanted, (PROXY_IMAGE, "egress", LABEL_EGRESS)]:
+        try:
+            image = client.images.get(name)
+        except docker.errors.ImageNotFound:
+            found.append(ImageInfo(name=name, role=role))
+            continue
+        version = str((image.labels or {}).get(label, ""))
+        found.append(ImageInfo(name=name, role=role, id=str(image.id), version=version))
+    return found
 
 
 def host_extra_cas() -> list[Path]:

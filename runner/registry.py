@@ -8,7 +8,7 @@ import os
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import TypeVar, cast
+from typing import Literal, TypeVar, cast
 
 import redis.asyncio as aioredis
 from pydantic import BaseModel
@@ -20,6 +20,18 @@ T = TypeVar("T")
 
 HEARTBEAT_SECONDS = 5.0
 HEARTBEAT_TTL_SECONDS = 20
+
+
+class ImageInfo(BaseModel):
+    """An image a runner uses, as its Docker engine has it."""
+
+    name: str
+    role: Literal["agent", "egress"]
+    id: str = ""
+    """The image's id; empty when the engine does not have the image."""
+    version: str = ""
+    """The Trimo contract it was built for: its `dev.trimo.sandbox` label (agent images) or
+    `dev.trimo.egress` label (the egress proxy)."""
 
 
 class RunnerInfo(BaseModel):
@@ -34,6 +46,8 @@ class RunnerInfo(BaseModel):
     seen_at: datetime
     previews: int = 0
     """How many previews this runner may serve at once; 0 when it serves none."""
+    images: list[ImageInfo] | None = None
+    """The images it runs agents and its egress proxy from (None: a runner too old to say)."""
 
 
 async def announce(client: aioredis.Redis, info: RunnerInfo) -> None:

@@ -5,21 +5,28 @@ them. The checks are pure functions, tested on facts; then the command on real p
 from __future__ import annotations
 
 import asyncio
+import io
 import os
+import secrets
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
+import docker
 import pytest
 import redis
 
 from app.github.client import AppIdentity
 from app.ops.doctor import AppFacts, app_checks
 from runner import contract, registry
-from runner.doctor import Check, RedisFacts, label_checks, redis_checks
-from runner.registry import RunnerInfo
+from runner.container import SANDBOX_VERSION
+from runner.doctor import Check, RedisFacts, image_checks, label_checks, redis_checks
+from runner.network.egress import PROXY_IMAGE, PROXY_VERSION
+from runner.registry import ImageInfo, RunnerInfo
 from tests.fakegithub import RunningFakeGitHub, generate_key_pair
 from tests.redis_servers import RedisProcess
+from tests.runner_helpers import RunnerProcess
 
 TRIMO = [sys.executable, "-m", "app.ops.cli"]
 
@@ -75,6 +82,54 @@ def test_label_checks() -> None:
     assert by_label["label arm"].mark == "fail" and "1 run queued" in by_label["label arm"].what
     assert by_label["label docs"].mark == "warn"  # in use, nothing waiting
     assert "label idle" not in by_label
+
+
+def agent(name: str, image_id: str = "", version: str = SANDBOX_VERSION) -> ImageInfo:
+    return ImageInfo(name=name, role="agent", id=image_id, version=version if image_id else "")
+
+
+EGRESS = ImageInfo(name=PROXY_IMAGE, role="egress", id="sha256:e9", version=PROXY_VERSION)
+
+
+def with_images(runner_id: str, images: list[ImageInfo] | None) -> RunnerInfo:
+    return runner_info(runner_id, "default").model_copy(update={"images": images})
+
+
+def test_image_checks() -> None:
+    fresh = with_images("m1", [agent("trimo-agent:latest", "sha256:aaaa1111bbbb2222"), EGRESS])
+    checks = image_checks([fresh])
+    assert marks(checks) == ["ok"]
+    assert checks[0].what == (
+        f"runner m1 on h has its images: trimo-agent:latest aaaa1111bbbb, {PROXY_IMAGE} e9"
+    )
+
+    old = with_images("m2", [agent("trimo-agent:latest", "sha256:0ld", version="2"), EGRESS])
+    [check] = image_checks([old])
+    assert check.mark == "fail"
+    assert "runner m2 on h has an outdated image trimo-agent:latest (sandbox 2" in check.what
+    assert check.fix == "rebuild it on h with `trimo image build --tag trimo-agent:latest`"
+
+    missing = with_images("m3", [agent("trimo-agent:latest"), agent("team/agent:1", "sha256:t")])
+    [check] = image_checks([missing])
+    assert (
+        check.mark == "fail"
+        and check.what == "runner m3 on h is missing the image trimo-agent:latest"
+    )
+
+    no_proxy = with_images("m4", [agent("trimo-agent:latest", "sha256:aaaa1111bbbb2222"),
+                                  ImageInfo(name=PROXY_IMAGE, role="egress")])  # fmt: skip
+    assert marks(image_checks([no_proxy])) == ["ok", "info"]
+
+    assert marks(image_checks([with_images("m5", None)])) == ["warn"]  # an older runner
+    assert marks(image_checks([with_images("m6", [])])) == ["warn"]  # Docker did not answer
+
+    other_build = with_images("m7", [agent("trimo-agent:latest", "sha256:cccc3333dddd4444")])
+    *_, note = image_checks([fresh, other_build])
+    assert note.mark == "info"
+    assert note.what == (
+        "the runners have different builds of trimo-agent:latest: "
+        "aaaa1111bbbb on m1; cccc3333dddd on m7"
+    )
 
 
 def test_app_checks() -> None:
@@ -186,4 +241,42 @@ def test_doctor_without_redis_says_so_without_a_traceback(tmp_path: Path, test_i
     assert "Runners" not in result.stdout  # nothing to say about runners without Redis
     assert "hunter2" not in result.stdout + result.stderr
     assert "Traceback" not in result.stdout + result.stderr
+    assert result.returncode == 1
+
+
+@pytest.mark.docker
+@pytest.mark.redis
+def test_doctor_names_the_runner_with_an_old_or_missing_image(
+    tmp_path: Path, redis_url: str, docker_client: docker.DockerClient, test_image: str
+) -> None:
+    suffix = secrets.token_hex(3)
+    old, missing = f"trimo-test-old-{suffix}:1", f"trimo-test-missing-{suffix}:1"
+    dockerfile = f'FROM {test_image}\nLABEL dev.trimo.sandbox="2"\n'
+    docker_client.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=old, rm=True)
+    fresh_id, stale_id = f"doc-fresh-{suffix}", f"doc-stale-{suffix}"
+    runners = [
+        RunnerProcess(redis_url, tmp_path / "cache-fresh", fresh_id, "default",
+                      TRIMO_RUNNER_ALLOWED_IMAGES=test_image),
+        RunnerProcess(redis_url, tmp_path / "cache-stale", stale_id, "default",
+                      TRIMO_RUNNER_ALLOWED_IMAGES=f"{old},{missing}"),
+    ]  # fmt: skip
+    try:
+        for runner in runners:
+            runner.start()
+        result = doctor(tmp_path, {"TRIMO_REDIS_URL": redis_url})
+    finally:
+        for runner in runners:
+            if runner.proc is not None:
+                runner.terminate()
+        docker_client.images.remove(old, force=True)
+
+    out, host = result.stdout, socket.gethostname()
+    assert f"✓ runner {fresh_id} on {host} has its images: {test_image} " in out
+    assert (
+        f"✗ runner {stale_id} on {host} has an outdated image {old} (sandbox 2; this Trimo "
+        f"needs sandbox {SANDBOX_VERSION}): its runs fail"
+    ) in out
+    assert f"→ rebuild it on {host} with `trimo image build --tag {old}`" in out
+    assert f"✗ runner {stale_id} on {host} is missing the image {missing}" in out
+    assert "3 problem(s) to fix." in out  # and the test's Redis, which keeps nothing on disk
     assert result.returncode == 1

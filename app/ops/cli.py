@@ -124,7 +124,8 @@ def up() -> None:
 def doctor() -> None:
     """Check this machine and the deployment, and say how to fix what is wrong: Docker, the
     agent image, disks and credentials here; Redis reachable and persistent; a runner online
-    for each label in use; the webhook secret and the App's credentials (GitHub is asked)."""
+    for each label in use, and the images of every runner online (from their heartbeats);
+    the webhook secret and the App's credentials (GitHub is asked)."""
     from rich.console import Console
 
     from app.ops import doctor as deployment

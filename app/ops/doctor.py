@@ -16,15 +16,15 @@ from app.runs.pipelines import Pipelines
 from app.settings import AppSettings
 from runner import redisurl
 from runner.contract import DEFAULT_LABEL
-from runner.doctor import Check, gather_redis, label_checks, redis_checks, show
+from runner.doctor import Check, gather_redis, image_checks, label_checks, redis_checks, show
 from runner.errors import TrimoError
 
 GITHUB_TIMEOUT_SECONDS = 10.0
 
 
 async def report(out: Console, redis_url: str) -> int:
-    """Print the deployment's checks: Redis, the runners for each label, the App; how many
-    failed."""
+    """Print the deployment's checks: Redis, the runners for each label and their images, the
+    App; how many failed."""
     redis = await gather_redis(redis_url)
     failed = show(out, "\nRedis", redis_checks(redis))
     settings = app_settings()
@@ -36,6 +36,8 @@ async def report(out: Console, redis_url: str) -> int:
             labels = set()
     if not redis.error:
         failed += show(out, "\nRunners", label_checks(redis.queued, labels, redis.runners))
+        if redis.runners:
+            failed += show(out, "\nRunners' images", image_checks(redis.runners))
     if isinstance(settings, str):
         return failed + show(out, "\nThe GitHub App", [Check("fail", settings)])
     return failed + show(out, "\nThe GitHub App", app_checks(await gather_app(settings)))
