@@ -23,11 +23,11 @@ from pathlib import Path
 import docker
 
 from tests import preview_app
+from tests.conftest import CORPORA
 from tests.fakegithub import RunningFakeGitHub
 from tests.loop_harness import CONFIG, Loop
 from tests.webhook_helpers import free_port
 
-CORPORA = Path(__file__).resolve().parent.parent.parent / "shared" / "corpora"
 IMAGE = "trimo-agent:base"
 TARGET_SECONDS = 3.0
 READY = ("Preview ready", "Preview refreshed")

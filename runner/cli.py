@@ -405,9 +405,10 @@ def machine_checks(out: Console) -> tuple[int, RunnerSettings]:
     limited = disk.parse_size(settings.disk) > 0 and disk.can_limit()
     report(
         limited,
-        f"each pipeline's disk is limited to {settings.disk}"
+        f"each pipeline's and each preview's disk is limited to {settings.disk}"
         if limited
-        else "pipelines have no disk limit: an agent can fill this machine's disk",
+        else "pipelines and previews have no disk limit: an agent or a preview's setup can "
+        "fill this machine's disk",
         "run Trimo as root on a machine with loop devices (/dev/loop-control), "
         "and keep TRIMO_DISK above 0",
         required=False,

@@ -36,6 +36,7 @@ from runner import (
     redisurl,
     registry,
 )
+from runner.disk import parse_size
 from runner.engine import RunEngine, StopSignal
 from runner.errors import TrimoError
 from runner.job import Outcome, RunEvent, RunFinished, RunRequest, RunStarted
@@ -214,6 +215,7 @@ class RunnerDaemon:
             settings.cache_dir,
             settings.agent_uid,
             settings.upstream(),
+            parse_size(settings.disk),
         )
         limits = Limits(
             max_previews=settings.runner_max_previews,

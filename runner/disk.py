@@ -22,6 +22,8 @@ log = logging.getLogger(__name__)
 
 IMAGE_NAME = "disk.img"
 ROOT_NAME = "root"
+FULL_BYTES = 1 << 20
+"""Less room than this left to the agent is a full disk."""
 
 
 def parse_size(text: str) -> int:
@@ -41,22 +43,36 @@ def can_limit() -> bool:
     return os.geteuid() == 0 and Path("/dev/loop-control").exists()
 
 
+def mount(pipeline_dir: Path, size: int) -> Path:
+    """The root directory under `pipeline_dir`, on a filesystem of its own of `size` bytes
+    (a plain directory when `size` is 0 or limits are not possible); `unmount` it after."""
+    root = pipeline_dir / ROOT_NAME
+    root.mkdir(parents=True, exist_ok=True, mode=0o755)
+    if size > 0 and can_limit() and not os.path.ismount(root):
+        _mount(pipeline_dir / IMAGE_NAME, root, size)
+    return root
+
+
 @contextmanager
 def mounted(pipeline_dir: Path, size: int) -> Iterator[Path]:
     """The pipeline's root directory, on its own filesystem of `size` bytes while the
     context lasts (a plain directory when `size` is 0 or limits are not possible)."""
-    root = pipeline_dir / ROOT_NAME
-    root.mkdir(parents=True, exist_ok=True, mode=0o755)
+    root = mount(pipeline_dir, size)
     if size <= 0 or not can_limit():
         yield root
         return
-    image = pipeline_dir / IMAGE_NAME
-    if not os.path.ismount(root):
-        _mount(image, root, size)
     try:
         yield root
     finally:
         unmount(root)
+
+
+def full(root: Path) -> bool:
+    """Whether the size-capped filesystem at `root` has no room left for the agent."""
+    if not os.path.ismount(root):
+        return False
+    stats = os.statvfs(root)
+    return stats.f_bavail * stats.f_frsize < FULL_BYTES
 
 
 def _mount(image: Path, root: Path, size: int) -> None:

@@ -83,6 +83,9 @@ def clear(client: docker.DockerClient, runner_id: str, cache_dir: Path) -> Clear
     mine = checkouts(cache_dir, runner_id)
     if mine.exists():
         cleared.checkouts = sum(1 for _ in mine.iterdir())
+        for root in mine.glob(f"*/{disk.ROOT_NAME}"):  # each preview's own disk
+            if os.path.ismount(root):
+                disk.unmount(root)
         with contextlib.suppress(TrimoError):
             gitops.remove_tree(mine)
     cleared.previews = [(p, q) for p, q in cleared.previews if p and q]

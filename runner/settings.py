@@ -44,8 +44,8 @@ class RunnerSettings(BaseSettings):
     """The uid the agent runs as in its container when Trimo itself runs as root."""
     stop_grace_seconds: float = 3.0
     disk: str = "10g"
-    """Each pipeline's disk (workspace, home and run files) as a filesystem of this size;
-    0 for none. Needs root and loop devices."""
+    """Each pipeline's disk (workspace, home and run files), and each preview's, as a
+    filesystem of this size; 0 for none. Needs root and loop devices."""
     home_ttl_days: float = Field(default=14, gt=0)
     """Pipelines (workspace, home, disk) unused for this long are deleted."""
     max_bundle: str = "1g"

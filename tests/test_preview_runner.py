@@ -5,6 +5,7 @@ reported with its log tail. (The whole loop from a comment: tests/test_preview_l
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -35,6 +36,7 @@ from tests.conftest import git
 pytestmark = [pytest.mark.docker, pytest.mark.redis]
 
 BRANCH = "trimo/1-web-app"
+DISK = 64 * 1024 * 1024
 
 
 class Clock:
@@ -87,13 +89,16 @@ class Setup:
         self.clock = clock
         self.port = port
         self.count = 0
+        self.nonce = secrets.token_hex(4)
+        """Preview ids name containers and networks: other test runs on this Docker must
+        not share them."""
 
     def request(
         self, remote: Path, pipeline: str = "acme-app.1", **changes: object
     ) -> PreviewRequest:
         self.count += 1
         fields: dict[str, object] = {
-            "preview_id": f"{pipeline}-p{self.count}",
+            "preview_id": f"{pipeline}-p{self.count}-{self.nonce}",
             "pipeline": pipeline,
             "repo": RepoRef(full_name="acme/app", clone_url=str(remote)),
             "branch": BRANCH,
@@ -125,7 +130,9 @@ async def setup(
     routes = Routes(clock)
     proxy = PreviewProxy(routes, Links.parse("http://127.0.0.1:1"))
     await proxy.start("127.0.0.1", 0)
-    host = sandbox.Host.of_this_process(docker_client, "test-runner", tmp_path / "cache", 1000)
+    host = sandbox.Host.of_this_process(
+        docker_client, "test-runner", tmp_path / "cache", 1000, disk_bytes=DISK
+    )
     manager = PreviewManager(
         host,
         redis,
@@ -345,3 +352,25 @@ async def test_an_unexpected_error_ends_as_a_failed_preview(
     [failed] = await setup.events()
     assert isinstance(failed, PreviewFailed) and "unexpected error (ref " in failed.reason
     assert "a bug" not in failed.reason
+
+
+async def test_a_preview_that_writes_beyond_its_disk_fails_and_says_so(
+    setup: Setup, docker_client: docker.DockerClient
+) -> None:
+    """Its setup writes 100 MiB to /workspace: that used to land on the runner host's own
+    disk. Now it fills the preview's disk (TRIMO_DISK) and the preview fails, saying why."""
+    remote = make_remote(setup.tmp_path, "app", "Never shown")
+    fill = "head -c 100M /dev/zero > /workspace/big && echo wrote it all"
+    request = setup.request(remote, setup=fill)
+
+    assert await setup.start(request) == "failed"
+
+    [failed] = await setup.events()
+    assert isinstance(failed, PreviewFailed)
+    assert "ended before it answered; its disk is full (64 MiB" in failed.reason
+    assert "No space left on device" in failed.log_tail and "wrote it all" not in failed.log_tail
+    assert containers(docker_client, request.preview_id) == []
+    place = setup.tmp_path / "cache" / "previews" / request.preview_id
+    assert not place.exists()
+    with open("/proc/mounts") as mounts:
+        assert str(place) not in mounts.read()

@@ -27,7 +27,7 @@ from typing import Any, Final
 import redis
 import redis.asyncio as aioredis
 
-from runner import contract
+from runner import contract, disk
 from runner.errors import TrimoError
 from runner.policy import RunnerPolicy, host_refusal
 from runner.previews import sandbox
@@ -126,6 +126,8 @@ class PreviewManager:
                 tail = await loop.run_in_executor(
                     None, sandbox.log_tail, self.host.client, launched.container_id
                 )
+                if await loop.run_in_executor(None, disk.full, launched.directory):
+                    why += f"; {disk_full(self.host.disk_bytes)}"
                 await loop.run_in_executor(None, launched.teardown)
                 await self._fail(request, why, tail)
                 return "failed"
@@ -313,6 +315,15 @@ async def publish(redis_client: aioredis.Redis, event: PreviewEvent) -> None:
         )
     except (redis.RedisError, OSError) as exc:
         log.error("previews: could not tell the App (%s): %s", exc, event.model_dump_json())
+
+
+def disk_full(size: int) -> str:
+    gib = size / (1 << 30)
+    shown = f"{gib:g} GiB" if gib >= 1 else f"{size / (1 << 20):g} MiB"
+    return (
+        f"its disk is full ({shown}, the runner's TRIMO_DISK): what the setup and the app "
+        "write must fit in it"
+    )
 
 
 async def _answers(address: str, port: int, path: str) -> bool:

@@ -3,7 +3,8 @@
 The checkout is made by the host from the mirror (never the agent's workspace) and checked
 out at the branch head inside the sandbox, as for runs. The container is an agent
 container (read-only image, limits, the agent's uid, no capabilities) with no secret in
-its environment: `PORT`, the two scripts and, for `allowlist`, its egress proxy.
+its environment: `PORT`, the two scripts and, for `allowlist`, its egress proxy. Its
+workspace and home are on a disk of its own, `TRIMO_DISK` in size like a pipeline's.
 
 Every preview has a network the runner's proxy can reach: `none` is a network of its own
 with no way out (`--internal`), `bridge` a network of its own with one, `allowlist` the
@@ -23,7 +24,7 @@ from pathlib import Path
 import docker
 import docker.errors
 
-from runner import dockerclient, gitops
+from runner import disk, dockerclient, gitops
 from runner.container import (
     LABEL_PIPELINE,
     LABEL_RUN,
@@ -57,6 +58,8 @@ class Host:
     user: str
     owner: int | None
     upstream_proxy: str | None = None
+    disk_bytes: int = 0
+    """Each preview's disk (TRIMO_DISK, as for a pipeline's): 0 for none."""
 
     @classmethod
     def of_this_process(
@@ -66,6 +69,7 @@ class Host:
         cache_dir: Path,
         agent_uid: int,
         upstream_proxy: str | None = None,
+        disk_bytes: int = 0,
     ) -> Host:
         """As for runs: the agent's uid when the runner is root, else the runner's own."""
         root = os.geteuid() == 0
@@ -76,6 +80,7 @@ class Host:
             user=f"{agent_uid}:{agent_uid}" if root else f"{os.getuid()}:{os.getgid()}",
             owner=agent_uid if root else None,
             upstream_proxy=upstream_proxy,
+            disk_bytes=disk_bytes,
         )
 
 
@@ -87,6 +92,7 @@ class Launched:
     address: str
     sha: str
     directory: Path
+    """Its disk's root: workspace/, home/, context/, out/."""
     teardown: Callable[[], None]
 
 
@@ -95,7 +101,7 @@ def launch(host: Host, request: PreviewRequest) -> Launched:
     The preview's network is made while git works."""
     client = host.client
     dockerclient.require_image(client, request.image)
-    directory = checkouts(host.cache_dir, host.runner_id) / request.preview_id
+    place = checkouts(host.cache_dir, host.runner_id) / request.preview_id
     cleanups: list[Callable[[], object]] = []
 
     def teardown() -> None:
@@ -106,7 +112,7 @@ def launch(host: Host, request: PreviewRequest) -> Launched:
     try:
         with ThreadPoolExecutor(max_workers=1) as pool:
             network_ready = pool.submit(_network, host, request, cleanups)
-            sha = _checkout(host, request, directory, cleanups)
+            directory, sha = _checkout(host, request, place, cleanups)
             network, env, dns = network_ready.result()
         spec = ContainerSpec(
             image=request.image,
@@ -147,10 +153,11 @@ def launch(host: Host, request: PreviewRequest) -> Launched:
 
 
 def _checkout(
-    host: Host, request: PreviewRequest, directory: Path, cleanups: list[Callable[[], object]]
-) -> str:
-    """A fresh workspace at `directory` holding the branch from the trusted mirror (its
-    removal added to `cleanups`); the branch head's sha."""
+    host: Host, request: PreviewRequest, place: Path, cleanups: list[Callable[[], object]]
+) -> tuple[Path, str]:
+    """The preview's disk at `place` (its own filesystem of `host.disk_bytes`), with a fresh
+    workspace holding the branch from the trusted mirror; its removal added to `cleanups`.
+    (The disk's root, the branch head's sha.)"""
     token = request.token.get_secret_value() if request.token else None
     mirror = gitops.ensure_mirror(host.cache_dir / "mirrors", request.repo.clone_url, token)
     sha = gitops.branch_sha(mirror, request.branch)
@@ -159,15 +166,24 @@ def _checkout(
             f"The branch {request.branch} does not exist yet.",
             "a preview shows a pipeline's branch once a run has pushed to it",
         )
-    cleanups.append(lambda: gitops.remove_tree(directory))
-    gitops.remove_tree(directory)
-    directory.mkdir(parents=True, mode=0o700)
+    cleanups.append(lambda: gitops.remove_tree(place))
+    _remove(place)
+    place.mkdir(parents=True, mode=0o700)
+    directory = disk.mount(place, host.disk_bytes)
+    cleanups.append(lambda: disk.unmount(directory))
     for name in ("context/out", "out", "home"):
         (directory / name).mkdir(parents=True)
     if host.owner is not None:
         os.chown(directory / "home", host.owner, host.owner)
     gitops.create_workspace(directory / "workspace", mirror, [request.branch], host.owner)
-    return sha
+    return directory, sha
+
+
+def _remove(place: Path) -> None:
+    """Remove a preview's directory, its disk unmounted first."""
+    if os.path.ismount(place / disk.ROOT_NAME):
+        disk.unmount(place / disk.ROOT_NAME)
+    gitops.remove_tree(place)
 
 
 def _network(
