@@ -447,9 +447,10 @@ def runner() -> None:
     Settings: TRIMO_REDIS_URL, TRIMO_RUNNER_ID, TRIMO_RUNNER_LABELS,
     TRIMO_RUNNER_CONCURRENCY, TRIMO_DRAIN_SECONDS, and the limits
     TRIMO_RUNNER_ALLOWED_{REPOS,IMAGES,NETWORKS,HOSTS} and TRIMO_RUNNER_MAX_TIMEOUT_MINUTES.
-    Previews: TRIMO_RUNNER_PREVIEW_URL (the public base of this runner's preview proxy;
-    previews are off without it), TRIMO_RUNNER_PREVIEW_LISTEN, TRIMO_RUNNER_MAX_PREVIEWS
-    and TRIMO_RUNNER_PREVIEW_MAX_HOURS.
+    Previews: TRIMO_RUNNER_PREVIEW_URL (where people reach this runner's previews, best
+    a host per preview: https://*.previews.example.com; previews are off without it),
+    TRIMO_RUNNER_PREVIEW_LISTEN, TRIMO_RUNNER_MAX_PREVIEWS and
+    TRIMO_RUNNER_PREVIEW_MAX_HOURS.
 
     Logs: rich on a terminal, JSON lines otherwise (TRIMO_LOG_FORMAT=auto|rich|json).
     """

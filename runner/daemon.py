@@ -283,6 +283,7 @@ class RunnerDaemon:
             seen_at=registry.now(),
             previews=self.settings.runner_max_previews if self.previews else 0,
             images=self.images,
+            preview_url=self.settings.runner_preview_url if self.previews else "",
         )
 
     def agent_images(self) -> list[str]:

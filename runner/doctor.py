@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
+from urllib.parse import urlsplit
 
 from rich.console import Console
 from rich.text import Text
@@ -16,6 +17,7 @@ from rich.text import Text
 from runner import contract, redisurl, registry
 from runner.container import SANDBOX_VERSION
 from runner.network.egress import PROXY_VERSION
+from runner.previews.links import Links
 from runner.registry import ImageInfo, RunnerInfo
 
 Mark = Literal["ok", "warn", "fail", "info"]
@@ -26,6 +28,8 @@ MARKS: dict[Mark, tuple[str, str]] = {
     "info": ("·", "dim"),
 }
 BACKUP_HINT = "see deploy/README.md, “Redis”"
+HOST_MODE = "TRIMO_RUNNER_PREVIEW_URL=https://*.previews.example.com (README, “Previews”)"
+SEPARATE_HOSTS = "the dashboard at trimo.example.com, previews at *.previews.example.com"
 
 
 @dataclass(frozen=True)
@@ -218,6 +222,61 @@ def _differing_builds(runners: list[RunnerInfo]) -> list[Check]:
 
 def _short(image_id: str) -> str:
     return image_id.removeprefix("sha256:")[:12]
+
+
+def preview_checks(dashboard_url: str, previews: Mapping[str, str]) -> list[Check]:
+    """Whether previews (who serves them → TRIMO_RUNNER_PREVIEW_URL) keep apart from each
+    other and from the dashboard at `dashboard_url` (TRIMO_PUBLIC_URL)."""
+    dashboard = (urlsplit(dashboard_url).hostname or "").lower()
+    checks = []
+    if previews and not dashboard:
+        checks.append(
+            Check(
+                "info",
+                "TRIMO_PUBLIC_URL is not set here: whether previews share the dashboard's "
+                "host name is not checked",
+            )
+        )
+    for who, url in sorted(previews.items()):
+        try:
+            links = Links.parse(url)
+        except ValueError:
+            continue
+        if (
+            links.per_host
+            and dashboard
+            and (dashboard == links.host or dashboard.endswith("." + links.host))
+        ):
+            checks.append(
+                Check(
+                    "warn",
+                    f"the dashboard ({dashboard}) is inside {who}'s preview host names "
+                    f"({links}): a preview's script can set cookies the dashboard receives",
+                    f"serve previews under a name the dashboard is not in: {SEPARATE_HOSTS}",
+                )
+            )
+        elif links.per_host:
+            checks.append(Check("ok", f"{who} serves each preview on a host of its own ({links})"))
+        elif links.host == dashboard:
+            checks.append(
+                Check(
+                    "warn",
+                    f"{who}'s previews share the host name {dashboard} with the dashboard: "
+                    "cookies do not keep them apart (ports do not count), so a preview's "
+                    "script can set cookies the dashboard receives",
+                    f"give each preview a host of its own: {HOST_MODE}",
+                )
+            )
+        else:
+            checks.append(
+                Check(
+                    "info",
+                    f"{who} serves previews on one host ({links}): they share one origin, so "
+                    "in one browser a preview can read another that was opened after it",
+                    f"recommended: a host per preview, {HOST_MODE}",
+                )
+            )
+    return checks
 
 
 def show(out: Console, title: str, checks: Iterable[Check]) -> int:

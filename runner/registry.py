@@ -48,6 +48,8 @@ class RunnerInfo(BaseModel):
     """How many previews this runner may serve at once; 0 when it serves none."""
     images: list[ImageInfo] | None = None
     """The images it runs agents and its egress proxy from (None: a runner too old to say)."""
+    preview_url: str = ""
+    """Where its previews are reached (TRIMO_RUNNER_PREVIEW_URL), when it serves them."""
 
 
 async def announce(client: aioredis.Redis, info: RunnerInfo) -> None:

@@ -21,7 +21,14 @@ from app.github.client import AppIdentity
 from app.ops.doctor import AppFacts, app_checks
 from runner import contract, registry
 from runner.container import SANDBOX_VERSION
-from runner.doctor import Check, RedisFacts, image_checks, label_checks, redis_checks
+from runner.doctor import (
+    Check,
+    RedisFacts,
+    image_checks,
+    label_checks,
+    preview_checks,
+    redis_checks,
+)
 from runner.network.egress import PROXY_IMAGE, PROXY_VERSION
 from runner.registry import ImageInfo, RunnerInfo
 from tests.fakegithub import RunningFakeGitHub, generate_key_pair
@@ -132,6 +139,29 @@ def test_image_checks() -> None:
     )
 
 
+def test_preview_checks() -> None:
+    assert preview_checks("https://trimo.example.com", {}) == []
+    checks = preview_checks(
+        "https://Trimo.example.com/",
+        {
+            "runner same": "https://trimo.example.com:8443",
+            "runner hosts": "https://*.previews.example.com",
+            "runner around": "https://*.example.com",
+            "runner path": "https://previews.example.com",
+        },
+    )
+    by_who = {check.what.split("'")[0].split(" serves")[0]: check for check in checks}
+    same = by_who["runner same"]
+    assert same.mark == "warn" and "share the host name trimo.example.com" in same.what
+    assert "https://*.previews.example.com" in same.fix
+    assert by_who["runner hosts"].mark == "ok"
+    around = next(c for c in checks if "inside runner around" in c.what)
+    assert around.mark == "warn" and "(https://*.example.com)" in around.what
+    assert by_who["runner path"].mark == "info" and "one origin" in by_who["runner path"].what
+    unknown = preview_checks("", {"runner path": "https://previews.example.com"})
+    assert "TRIMO_PUBLIC_URL is not set" in unknown[0].what
+
+
 def test_app_checks() -> None:
     assert marks(app_checks(AppFacts(configured=False))) == ["info"]
     no_secret = app_checks(AppFacts(configured=True, key_error="no key"))
@@ -189,7 +219,9 @@ def test_doctor_checks_a_deployment(tmp_path: Path, test_image: str) -> None:
     server.start(ready=lambda: server_answers(server.port, password))
     try:
         url = f"redis://:{password}@127.0.0.1:{server.port}/0"
-        asyncio.run(announce(url, runner_info("doc-runner", "default")))
+        info = runner_info("doc-runner", "default")
+        info.preview_url = "https://trimo.example.com:8443"
+        asyncio.run(announce(url, info))
         client = redis.Redis(port=server.port, password=password)
         client.zadd(contract.run_queue("gpu"), {"queued-run": 1})
         with RunningFakeGitHub() as gh:
@@ -200,6 +232,7 @@ def test_doctor_checks_a_deployment(tmp_path: Path, test_image: str) -> None:
                 "TRIMO_GITHUB_PRIVATE_KEY": creds.private_key_pem,
                 "TRIMO_GITHUB_API_URL": gh.api_url,
                 "TRIMO_WEBHOOK_SECRET": "s3cret",
+                "TRIMO_PUBLIC_URL": "https://trimo.example.com",
             }
             good = doctor(tmp_path, app_env)
             wrong_key = doctor(
@@ -217,6 +250,7 @@ def test_doctor_checks_a_deployment(tmp_path: Path, test_image: str) -> None:
     assert "✓ label default: 1 runner(s) online (doc-runner)" in out
     assert "✗ label gpu: no runner online, 1 run queued" in out
     assert "→ start a runner with gpu in TRIMO_RUNNER_LABELS" in out
+    assert "! runner doc-runner's previews share the host name trimo.example.com" in out
     assert "✓ the webhook secret is set" in out
     assert f"✓ GitHub accepts the App's credentials: {app_slug} (id {creds.app_id})" in out
     assert "1 problem(s) to fix." in out and good.returncode == 1

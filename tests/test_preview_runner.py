@@ -121,14 +121,15 @@ class Setup:
         return [preview_event_adapter.validate_json(fields[b"event"]) for _id, fields in entries]
 
 
-@pytest.fixture
-async def setup(
-    tmp_path: Path, redis_url: str, docker_client: docker.DockerClient, test_image: str
+async def serving(
+    tmp_path: Path, redis_url: str, docker_client: docker.DockerClient, url: str
 ) -> AsyncIterator[Setup]:
+    """A proxy and a preview manager; `url` is TRIMO_RUNNER_PREVIEW_URL, `{port}` in it
+    the proxy's port."""
     redis = aioredis.Redis.from_url(redis_url)
     clock = Clock()
     routes = Routes(clock)
-    proxy = PreviewProxy(routes, Links.parse("http://127.0.0.1:1"))
+    proxy = PreviewProxy(routes, Links.parse(url.format(port=1)))
     await proxy.start("127.0.0.1", 0)
     host = sandbox.Host.of_this_process(
         docker_client, "test-runner", tmp_path / "cache", 1000, disk_bytes=DISK
@@ -136,7 +137,7 @@ async def setup(
     manager = PreviewManager(
         host,
         redis,
-        Links.parse(f"http://127.0.0.1:{proxy.port}"),
+        Links.parse(url.format(port=proxy.port)),
         routes,
         Limits(max_previews=2, ready_timeout_seconds=30),
     )
@@ -146,6 +147,22 @@ async def setup(
         await manager.close()
         await proxy.close()
         await redis.aclose()
+
+
+@pytest.fixture
+async def setup(
+    tmp_path: Path, redis_url: str, docker_client: docker.DockerClient, test_image: str
+) -> AsyncIterator[Setup]:
+    async for found in serving(tmp_path, redis_url, docker_client, "http://127.0.0.1:{port}"):
+        yield found
+
+
+@pytest.fixture
+async def per_host(
+    tmp_path: Path, redis_url: str, docker_client: docker.DockerClient, test_image: str
+) -> AsyncIterator[Setup]:
+    async for found in serving(tmp_path, redis_url, docker_client, "http://*.localhost:{port}"):
+        yield found
 
 
 def fetch(url: str, client: httpx.Client | None = None) -> httpx.Response:
@@ -374,3 +391,39 @@ async def test_a_preview_that_writes_beyond_its_disk_fails_and_says_so(
     assert not place.exists()
     with open("/proc/mounts") as mounts:
         assert str(place) not in mounts.read()
+
+
+async def test_with_a_host_per_preview_each_is_at_its_own_host_name_and_no_other(
+    per_host: Setup,
+) -> None:
+    remote = make_remote(per_host.tmp_path, "app", "First app")
+    other = make_remote(per_host.tmp_path, "other", "Second app")
+    assert await per_host.start(per_host.request(remote, pipeline="acme-app.1")) == "ready"
+    assert await per_host.start(per_host.request(other, pipeline="acme-other.2")) == "ready"
+    urls = [e.url for e in await per_host.events() if isinstance(e, PreviewReady)]
+    hosts = [httpx.URL(url).host for url in urls]
+    assert all(h.endswith(".localhost") and len(h) == 52 + len(".localhost") for h in hosts)
+    assert urls == [f"http://{host}:{per_host.port}/" for host in hosts]
+
+    def get(host: str, path: str = "/") -> httpx.Response:
+        address = f"http://127.0.0.1:{per_host.port}{path}"
+        return httpx.get(address, headers={"Host": f"{host}:{per_host.port}"}, timeout=10)
+
+    first, second = [await asyncio.to_thread(get, host) for host in hosts]
+    assert first.status_code == 200 and "First app" in first.text
+    assert second.status_code == 200 and "Second app" in second.text
+    assert "First app" in (await asyncio.to_thread(get, hosts[0], "/any/path")).text
+    for unknown in ("localhost", "x" * 52 + ".localhost", f"{hosts[0]}.example.com"):
+        assert (await asyncio.to_thread(get, unknown)).status_code == 404
+
+    # A dev server's live-reload WebSocket on its own host.
+    reader, writer = await asyncio.open_connection("127.0.0.1", per_host.port)
+    writer.write(
+        f"GET /ws HTTP/1.1\r\nHost: {hosts[1]}\r\nConnection: Upgrade\r\n"
+        "Upgrade: websocket\r\n\r\n".encode()
+    )
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    assert head.startswith(b"HTTP/1.1 101")
+    writer.write(b"live")
+    assert await asyncio.wait_for(reader.readexactly(4), 10) == b"LIVE"
+    writer.close()

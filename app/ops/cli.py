@@ -132,7 +132,7 @@ def doctor() -> None:
 
     out = Console()
     problems, settings = runner_cli.machine_checks(out)
-    problems += asyncio.run(deployment.report(out, settings.redis_url))
+    problems += asyncio.run(deployment.report(out, settings.redis_url, settings.runner_preview_url))
     out.print("\nAll good." if not problems else f"\n{problems} problem(s) to fix.")
     raise typer.Exit(1 if problems else 0)
 

@@ -16,15 +16,24 @@ from app.runs.pipelines import Pipelines
 from app.settings import AppSettings
 from runner import redisurl
 from runner.contract import DEFAULT_LABEL
-from runner.doctor import Check, gather_redis, image_checks, label_checks, redis_checks, show
+from runner.doctor import (
+    Check,
+    gather_redis,
+    image_checks,
+    label_checks,
+    preview_checks,
+    redis_checks,
+    show,
+)
 from runner.errors import TrimoError
 
 GITHUB_TIMEOUT_SECONDS = 10.0
 
 
-async def report(out: Console, redis_url: str) -> int:
-    """Print the deployment's checks: Redis, the runners for each label and their images, the
-    App; how many failed."""
+async def report(out: Console, redis_url: str, preview_url: str = "") -> int:
+    """Print the deployment's checks: Redis, the runners for each label and their images,
+    previews beside the dashboard (`preview_url`: this machine's TRIMO_RUNNER_PREVIEW_URL),
+    the App; how many failed."""
     redis = await gather_redis(redis_url)
     failed = show(out, "\nRedis", redis_checks(redis))
     settings = app_settings()
@@ -38,6 +47,11 @@ async def report(out: Console, redis_url: str) -> int:
         failed += show(out, "\nRunners", label_checks(redis.queued, labels, redis.runners))
         if redis.runners:
             failed += show(out, "\nRunners' images", image_checks(redis.runners))
+    previews = {f"runner {r.id}": r.preview_url for r in redis.runners if r.preview_url}
+    if preview_url and preview_url not in previews.values():
+        previews["this machine's runner"] = preview_url
+    if isinstance(settings, AppSettings) and previews:
+        failed += show(out, "\nPreviews", preview_checks(settings.public_url, previews))
     if isinstance(settings, str):
         return failed + show(out, "\nThe GitHub App", [Check("fail", settings)])
     return failed + show(out, "\nThe GitHub App", app_checks(await gather_app(settings)))
