@@ -234,6 +234,7 @@ class Delivery:
         line = gitops.git(
             mirror,
             "rev-list", "--first-parent", "--ancestry-path", "--reverse", f"{previous}..{head}",
+            bounds=gitops.UNTRUSTED,
         ).stdout.split()  # fmt: skip
         accepted, low, high = -1, 0, len(line) - 2  # line[-1] (the head) was refused
         reason = refusal.reason
@@ -254,10 +255,13 @@ class Delivery:
             self._pushed(previous, line[accepted])
         first_refused = line[accepted + 1]
         gitops.git(mirror, "update-ref", pending_ref(request.pipeline), head)
-        paths = gitops.git(
-            mirror, "diff-tree", "--no-commit-id", "--name-only", "-r", "--root", first_refused,
-            check=False,
-        ).stdout.splitlines()[:MAX_REFUSED_PATHS]  # fmt: skip
+        paths = gitops.first_lines(
+            mirror,
+            ["diff-tree", "--no-commit-id", "--name-only", "--no-renames", "-r", "--root",
+             first_refused],
+            MAX_REFUSED_PATHS,
+            gitops.SUMMARY,
+        )  # fmt: skip
         event = PushRefusedEvent(
             branch=request.branch,
             sha=first_refused,

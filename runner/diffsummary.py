@@ -37,6 +37,10 @@ class DiffSummary(BaseModel):
     """Why unidiff rejected the diff; `files` then come from a best-effort scan."""
     truncated: str | None = None
     """Why only part of the diff is summarised (it was over the size cap)."""
+    unlisted: int = 0
+    """Changed files not in `files`: too many to list, or past the size cap."""
+    at_least: bool = False
+    """Counting stopped early: at least `files_changed` files changed."""
 
     @property
     def added(self) -> int:
@@ -48,11 +52,11 @@ class DiffSummary(BaseModel):
 
     @property
     def files_changed(self) -> int:
-        return len(self.files)
+        return len(self.files) + self.unlisted
 
     @property
     def is_empty(self) -> bool:
-        return not self.files
+        return not self.files and not self.unlisted
 
 
 def summarize_diff(diff_text: str) -> DiffSummary:

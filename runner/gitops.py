@@ -25,6 +25,7 @@ from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
 
+from runner import bounded, treecount
 from runner.diffsummary import DiffSummary, FileChange, summarize_diff
 from runner.errors import GitError, PushRefused
 from runner.job import CommitInfo
@@ -44,9 +45,14 @@ SAFE_OPTIONS = (
 )  # fmt: skip
 
 MAX_COMMITS_LISTED = 500
+MAX_FILES_LISTED = 1000
+"""A summary lists the files of a diff of at most this many files; a larger one is counted."""
 MAX_DIFF_BYTES = 4 * 1024 * 1024
 DIFF_BIG_FILE = "1m"
 """Files over this size count as binary in summaries, so their text is never read."""
+RENAME_LIMIT = 1000
+"""git's own default, said here: past this many files on each side, renames are found only
+when the contents are identical."""
 
 _GLOBAL_CONFIG = """\
 [safe]
@@ -70,9 +76,19 @@ WORKSPACE_CONFIG = """\
 """A new workspace's config: no remote, so nothing in it names a host path."""
 
 SHA_RE = re.compile(r"^[0-9a-f]{40}$")
-UNTRUSTED_CPU_SECONDS = 120
-BOUNDED = ("prlimit", f"--cpu={UNTRUSTED_CPU_SECONDS}", "--", "nice", "-n", "10")
-"""The prefix for git working on what an agent handed over."""
+UNTRUSTED = bounded.Bounds(cpu_seconds=120, memory_bytes=1024 * bounded.MB, wall_seconds=300)
+"""For git on what an agent made: a small bundle can inflate to a great deal."""
+PUSH = bounded.Bounds(cpu_seconds=120, memory_bytes=1024 * bounded.MB, wall_seconds=600)
+"""A push sends the agent's objects, over a network that may be slow."""
+SUMMARY = bounded.Bounds(cpu_seconds=60, memory_bytes=512 * bounded.MB, wall_seconds=60)
+"""Counting and diffing a run's changes, for its summary."""
+BOUNDED_OPTIONS = (
+    "-c", "core.packedGitWindowSize=32m",
+    "-c", "core.packedGitLimit=256m",
+    "-c", "core.deltaBaseCacheLimit=32m",
+    "-c", "pack.threads=2",
+)  # fmt: skip
+"""Git's pack windows and caches sized to fit its address-space limit."""
 
 
 @cache
@@ -120,22 +136,25 @@ def git(
     *args: str,
     env: Mapping[str, str] | None = None,
     check: bool = True,
-    timeout: float = 600,
     what: str = "",
-    untrusted: bool = False,
+    bounds: bounded.Bounds | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run git with Trimo's safety options. On failure, raise a GitError saying `what` failed;
-    git's own text goes to the log. `untrusted` work (on what an agent handed over) runs at
-    low priority with a CPU-time limit, since a small bundle can inflate to a great deal."""
-    proc = subprocess.run(
-        [*(BOUNDED if untrusted else ()), "git", *SAFE_OPTIONS, *args],
-        cwd=cwd,
-        env=git_env(env),
-        capture_output=True,
-        encoding="utf-8",
-        errors="replace",
-        timeout=timeout,
-    )
+    git's own text goes to the log. Work on what an agent made runs within `bounds`."""
+    if bounds is not None:
+        proc = bounded.run(
+            ["git", *SAFE_OPTIONS, *BOUNDED_OPTIONS, *args], bounds, cwd=cwd, env=git_env(env)
+        )
+    else:
+        proc = subprocess.run(
+            ["git", *SAFE_OPTIONS, *args],
+            cwd=cwd,
+            env=git_env(env),
+            capture_output=True,
+            encoding="utf-8",
+            errors="replace",
+            timeout=600,
+        )
     if check and proc.returncode != 0:
         detail = log_excerpt(proc.stderr)
         log.warning("git %s failed (exit %d): %s", args[0], proc.returncode, detail)
@@ -247,8 +266,11 @@ def write_sync_bundle(mirror: Path, dest: Path, branches: list[str], known: list
     have = [sha for sha in known if resolve(mirror, sha)]
     refs = [f"refs/heads/{b}" for b in branches if branch_sha(mirror, b)]
     proc = git(
-        mirror, "bundle", "create", str(dest), *refs, *[f"^{sha}" for sha in have], check=False
-    )
+        mirror,
+        "bundle", "create", str(dest), *refs, *[f"^{sha}" for sha in have],
+        check=False,
+        bounds=UNTRUSTED,
+    )  # fmt: skip
     if proc.returncode == 0:
         dest.chmod(0o644)
         return True
@@ -260,7 +282,8 @@ def write_sync_bundle(mirror: Path, dest: Path, branches: list[str], known: list
 
 
 def is_ancestor(repo: Path, older: str, newer: str) -> bool:
-    return git(repo, "merge-base", "--is-ancestor", older, newer, check=False).returncode == 0
+    proc = git(repo, "merge-base", "--is-ancestor", older, newer, check=False, bounds=UNTRUSTED)
+    return proc.returncode == 0
 
 
 _REJECTION = re.compile(r"^\s*!.*?\[(?:remote )?rejected\].*?\((?P<why>.+)\)\s*$", re.M)
@@ -277,6 +300,7 @@ def push(mirror: Path, remote_url: str, sha: str, ref: str, token: str | None) -
         "push", "--quiet", "--no-verify", "--porcelain", remote_url, f"{sha}:{ref}",
         env=auth_env(token),
         check=False,
+        bounds=PUSH,
     )  # fmt: skip
     if proc.returncode == 0:
         return
@@ -307,6 +331,7 @@ def commits_between(repo: Path, base: str, head: str) -> list[CommitInfo]:
         "log", f"--max-count={MAX_COMMITS_LISTED}", "--format=%H%x00%<(200,trunc)%s",
         f"{base}..{head}",
         what="could not list the run's commits",
+        bounds=UNTRUSTED,
     ).stdout  # fmt: skip
     commits = [
         CommitInfo(sha=sha, subject=printable(subject.rstrip(" "), limit=200, one_line=True))
@@ -316,32 +341,57 @@ def commits_between(repo: Path, base: str, head: str) -> list[CommitInfo]:
 
 
 def count_commits(repo: Path, base: str, head: str) -> int:
-    out = git(repo, "rev-list", "--count", f"{base}..{head}", check=False).stdout.strip()
+    out = git(
+        repo, "rev-list", "--count", f"{base}..{head}", check=False, bounds=UNTRUSTED
+    ).stdout.strip()
     return int(out) if out.isdigit() else 0
 
 
+def first_lines(repo: Path, args: list[str], count: int, bounds: bounded.Bounds) -> list[str]:
+    """The first `count` lines git prints for `args`, read as a stream; none if it fails."""
+    with bounded.popen(
+        ["git", *SAFE_OPTIONS, *BOUNDED_OPTIONS, *args], bounds, cwd=repo, env=git_env(),
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+    ) as proc:  # fmt: skip
+        assert proc.stdout is not None
+        lines = [proc.stdout.readline(4096) for _ in range(count)]
+    return [ln.decode("utf-8", errors="replace").rstrip("\n") for ln in lines if ln]
+
+
 def summarize(repo: Path, base: str, head: str, max_bytes: int = MAX_DIFF_BYTES) -> DiffSummary:
-    """The diff summary of `base..head`, read as a stream and cut at `max_bytes`."""
+    """The diff summary of `base..head`. Its files are first counted from the trees; a diff
+    of more than MAX_FILES_LISTED files is only counted, a smaller one is read from
+    `git diff -M` as a stream, cut at `max_bytes`, within SUMMARY's bounds."""
+    git_command = ["git", *SAFE_OPTIONS, *BOUNDED_OPTIONS]
+    count = treecount.count_changed(repo, base, head, git_command, git_env(), SUMMARY)
+    if not count.complete or count.files > MAX_FILES_LISTED:
+        return DiffSummary(unlisted=count.files, at_least=not count.complete)
+    if count.files == 0:
+        return DiffSummary()
     args = [
-        "git", *SAFE_OPTIONS, "-c", f"core.bigFileThreshold={DIFF_BIG_FILE}",
+        *git_command,
+        "-c", f"core.bigFileThreshold={DIFF_BIG_FILE}", "-c", f"diff.renameLimit={RENAME_LIMIT}",
         "diff", "-M", "--no-color", "--no-ext-diff", "--no-textconv", base, head,
     ]  # fmt: skip
-    with subprocess.Popen(
-        args, cwd=repo, env=git_env(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+    with bounded.popen(
+        args, SUMMARY, cwd=repo, env=git_env(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
     ) as proc:
         assert proc.stdout is not None
         data = proc.stdout.read(max_bytes + 1)
         cut = len(data) > max_bytes
-        if cut:
-            proc.kill()
-            data = data[: data.rfind(b"\ndiff --git ", 0, max_bytes) + 1]
-        proc.communicate()
+        failed = not cut and proc.wait() != 0
+    if failed:  # past its bounds: the count is all there is
+        log.warning("git diff for the summary failed (exit %s)", proc.returncode)
+        return DiffSummary(unlisted=count.files)
+    if cut:
+        data = data[: data.rfind(b"\ndiff --git ", 0, max_bytes) + 1]
     summary = summarize_diff(data.decode("utf-8", errors="replace"))
     summary = summary.model_copy(update={"files": [_printable_names(f) for f in summary.files]})
     if cut:
         limit = f"{max_bytes // (1024 * 1024)} MB"
         note = f"the diff is larger than {limit}; only the files before that point are listed"
-        return summary.model_copy(update={"truncated": note})
+        unlisted = max(0, count.files - len(summary.files))
+        return summary.model_copy(update={"truncated": note, "unlisted": unlisted})
     return summary
 
 

@@ -17,7 +17,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from runner import gitops
+from runner import bounded, gitops
 from runner.errors import HandoffRefused
 from runner.printable import printable
 
@@ -98,12 +98,12 @@ def import_bundle(
     A bundle with a file over the cap is refused; its commits stay in the mirror
     under `ref` (the runner keeps the work) but the caller must not publish them."""
     verify = gitops.git(
-        mirror, "bundle", "verify", "--quiet", str(bundle), check=False, untrusted=True
+        mirror, "bundle", "verify", "--quiet", str(bundle), check=False, bounds=gitops.UNTRUSTED
     )
     if verify.returncode:
         raise HandoffRefused("the agent's work could not be verified (a damaged or forged bundle)")
     heads = gitops.git(
-        mirror, "bundle", "list-heads", str(bundle), check=False, untrusted=True
+        mirror, "bundle", "list-heads", str(bundle), check=False, bounds=gitops.UNTRUSTED
     ).stdout.split()
     if len(heads) != 2 or not gitops.SHA_RE.match(heads[0]):
         raise HandoffRefused("the agent's work was handed over in an unexpected shape")
@@ -113,13 +113,13 @@ def import_bundle(
         "-c", "fetch.fsckObjects=true", "-c", "transfer.fsckObjects=true",
         "fetch", "--quiet", "--no-tags", "--no-write-fetch-head", str(bundle), f"+{heads[1]}:{ref}",
         check=False,
-        untrusted=True,
+        bounds=gitops.UNTRUSTED,
     )  # fmt: skip
     if proc.returncode != 0 or gitops.resolve(mirror, ref) != head:
         gitops.log.warning("fetch from bundle failed: %s", gitops.log_excerpt(proc.stderr))
         raise HandoffRefused(
-            "the agent's commits failed git's integrity checks (or took more than "
-            f"{gitops.UNTRUSTED_CPU_SECONDS} s of the runner's CPU to check)"
+            "the agent's commits failed git's integrity checks (or checking them took more "
+            f"than the runner allows: {gitops.UNTRUSTED.describe()})"
         )
     big, new_bytes = new_files(mirror, head, known, limits.file_bytes)
     if big is not None:
@@ -140,23 +140,23 @@ def new_files(
     """The first new file in `head` (not in `known`) larger than `cap`, if any, and the size
     of all new files together; read as a stream."""
     have = [sha for sha in known if gitops.resolve(mirror, sha)]
-    env = gitops.git_env()
-    rev_list = subprocess.Popen(
-        [*gitops.BOUNDED, "git", *gitops.SAFE_OPTIONS, "rev-list", "--objects", head, "--not",
-         *have],
-        cwd=mirror, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    check = subprocess.Popen(
-        [*gitops.BOUNDED, "git", *gitops.SAFE_OPTIONS, "cat-file",
-         "--batch-check=%(objecttype) %(objectsize) %(rest)"],
-        cwd=mirror, env=env, stdin=rev_list.stdout, stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    assert rev_list.stdout is not None and check.stdout is not None
-    rev_list.stdout.close()
+    git = ["git", *gitops.SAFE_OPTIONS, *gitops.BOUNDED_OPTIONS]
+    env, bounds = gitops.git_env(), gitops.UNTRUSTED
     found: tuple[str, int] | None = None
     total = 0
-    with check:
+    with (
+        bounded.popen(
+            [*git, "rev-list", "--objects", head, "--not", *have], bounds,
+            cwd=mirror, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        ) as rev_list,
+        bounded.popen(
+            [*git, "cat-file", "--batch-check=%(objecttype) %(objectsize) %(rest)"], bounds,
+            cwd=mirror, env=env, stdin=rev_list.stdout, stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        ) as check,
+    ):  # fmt: skip
+        assert rev_list.stdout is not None and check.stdout is not None
+        rev_list.stdout.close()
         for raw in check.stdout:
             kind, size, *rest = raw.decode("utf-8", errors="replace").rstrip("\n").split(" ", 2)
             if kind != "blob" or not size.isdigit():
@@ -164,8 +164,5 @@ def new_files(
             total += int(size)
             if int(size) > cap:
                 found = (printable(rest[0] if rest else "?", 200, one_line=True), int(size))
-                check.kill()
                 break
-    rev_list.kill()
-    rev_list.wait()
     return found, total

@@ -27,6 +27,7 @@ from runner.job import (
     Salvaged,
 )
 from runner.printable import printable
+from runner.templating import render
 
 OUTCOME_STYLE = {
     Outcome.SUCCESS: ("bold green", "succeeded"),
@@ -151,9 +152,13 @@ def print_summary(
             else:
                 table.add_row(Text(name), f"+{change.added}", f"-{change.removed}")
         console.print(table)
-        console.print(
-            f"{len(finished.diff.files)} file(s), +{finished.diff.added} -{finished.diff.removed}"
-        )
+        if finished.diff.unlisted:
+            console.print(render("diff_unlisted.txt.j2", diff=finished.diff).strip())
+        else:
+            console.print(
+                f"{len(finished.diff.files)} file(s), "
+                f"+{finished.diff.added} -{finished.diff.removed}"
+            )
     if finished.usage is not None:
         usage = finished.usage
         cost = f", ${usage.cost_usd:.4f}" if usage.cost_usd is not None else ""

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from runner import bounded, gitops, treecount
 from runner.diffsummary import DiffSummary, FileChange, summarize_diff, unquote_git_path
 from tests.conftest import CORPORA
 
@@ -318,3 +319,41 @@ def test_fallback_on_a_corrupted_real_diff(changed_repo: tuple[Path, str, str]) 
 
     assert summary.parse_error is not None
     assert summary.files == EXPECTED
+
+
+# -- gitops.summarize: counted first, listed within bounds ---------------------------------
+
+
+def test_summarize_lists_the_files_of_a_real_diff(changed_repo: tuple[Path, str, str]) -> None:
+    repo, base, head = changed_repo
+    summary = gitops.summarize(repo, base, head)
+    assert (summary.files, summary.unlisted) == (EXPECTED, 0)
+    assert gitops.summarize(repo, head, head) == DiffSummary()
+
+
+def test_summarize_counts_a_diff_of_too_many_files(
+    changed_repo: tuple[Path, str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo, base, head = changed_repo
+    monkeypatch.setattr(gitops, "MAX_FILES_LISTED", 5)
+    assert gitops.summarize(repo, base, head) == DiffSummary(unlisted=15)  # renames count 2
+
+
+def test_summarize_counts_a_diff_git_cannot_finish_within_its_bounds(
+    changed_repo: tuple[Path, str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo, base, head = changed_repo
+    counted = treecount.count_changed(repo, base, head, ["git"], gitops.git_env(), gitops.SUMMARY)
+    monkeypatch.setattr(treecount, "count_changed", lambda *_args: counted)
+    starved = bounded.Bounds(cpu_seconds=1, memory_bytes=1 * bounded.MB, wall_seconds=10)
+    monkeypatch.setattr(gitops, "SUMMARY", starved)
+    assert gitops.summarize(repo, base, head) == DiffSummary(unlisted=15)
+
+
+def test_summarize_cuts_a_large_diff_and_counts_the_rest(
+    changed_repo: tuple[Path, str, str],
+) -> None:
+    repo, base, head = changed_repo
+    summary = gitops.summarize(repo, base, head, max_bytes=600)
+    assert summary.truncated and 0 < len(summary.files) < 13
+    assert summary.files_changed == 15  # counted from the trees: a rename counts 2

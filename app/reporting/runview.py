@@ -213,8 +213,9 @@ def _diff(diff: DiffSummary, limit: int = 25) -> dict[str, Any]:
     ]
     return {
         "files": files,
-        "more": max(0, len(diff.files) - limit),
-        "total_files": len(diff.files),
+        "more": max(0, len(diff.files) - limit) + diff.unlisted,
+        "total_files": diff.files_changed,
+        "unlisted": render("diff_unlisted.txt.j2", diff=diff).strip() if diff.unlisted else "",
         "added": diff.added,
         "removed": diff.removed,
     }
