@@ -257,7 +257,7 @@ def preview_checks(dashboard_url: str, previews: Mapping[str, str]) -> list[Chec
             )
         elif links.per_host:
             checks.append(Check("ok", f"{who} serves each preview on a host of its own ({links})"))
-        elif links.host == dashboard:
+        elif links.host.strip("[]") == dashboard:
             checks.append(
                 Check(
                     "warn",

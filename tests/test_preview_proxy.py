@@ -319,12 +319,14 @@ def test_links_in_either_mode() -> None:
     path = Links.parse("http://127.0.0.1:8090")
     assert not path.per_host and path.url("abc") == "http://127.0.0.1:8090/p/abc/"
     assert path.token_of(f"{token}.127.0.0.1") is None
+    assert Links.parse("http://[::1]:8090/").url("abc") == "http://[::1]:8090/p/abc/"
     for bad in (
         "ftp://x",
         "https://x/y",
         "https://*.*.example.com",
         "https://a*.example.com",
         "https://u@x",
+        "https://x:99999",
     ):
         with pytest.raises(ValueError):
             Links.parse(bad)

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -33,15 +34,20 @@ class Links:
             raise ValueError("should be an http:// or https:// URL")
         if parts.path or parts.query or parts.fragment or "@" in parts.netloc:
             raise ValueError("should be a scheme and a host only, with no path")
-        host, _, port = parts.netloc.lower().partition(":")
-        if port and not (port.isdigit() and 0 < int(port) < 65536):
-            raise ValueError(f"not a port: {port}")
+        try:
+            port = parts.port
+        except ValueError as exc:
+            raise ValueError(f"not a port in {url}") from exc
+        host = (parts.hostname or "").lower()
+        if ":" in host:  # an IPv6 address: path mode only
+            ipaddress.IPv6Address(host)
+            return cls(parts.scheme, f"[{host}]", port, per_host=False)
         per_host = host.startswith("*.")
         name = host.removeprefix("*.")
         labels = name.split(".")
         if "*" in name or not all(_NAME.fullmatch(label) for label in labels):
             raise ValueError("a host per preview reads https://*.previews.example.com")
-        return cls(parts.scheme, name, int(port) if port else None, per_host)
+        return cls(parts.scheme, name, port or None, per_host)
 
     @property
     def secure(self) -> bool:
