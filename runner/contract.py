@@ -75,6 +75,25 @@ def run_token(run_id: str) -> str:
     return f"trimo:run:{run_id}:token"
 
 
+KEPT_MAX_DEFAULT: Final = "200m"
+"""`TRIMO_KEPT_MAX`: the most a pipeline's kept commits may take in Redis, as bundles."""
+KEPT_CHUNK_BYTES: Final = 1 << 20
+"""A kept bundle is stored as a list of chunks of this size: no one Redis call is large."""
+KEPT_PENDING: Final = "pending"
+"""The entry of `kept_work` that a pipeline's next run continues from."""
+
+
+def kept_work(pipeline: str) -> str:
+    """A hash of the pipeline's kept commits, whichever runner kept them (field: the entry's
+    id, `KEPT_PENDING` or `kept-<n>`; value: a `runner.kept.KeptRecord` as JSON)."""
+    return f"trimo:kept:{pipeline}"
+
+
+def kept_bundle(pipeline: str, bundle_id: str) -> str:
+    """One kept bundle's bytes, a list of `KEPT_CHUNK_BYTES` chunks."""
+    return f"trimo:kept:{pipeline}:bundle:{bundle_id}"
+
+
 # --- ids --------------------------------------------------------------------------------------
 
 ID_PATTERN: Final = r"^(?![.-])(?!.*\.\.)[A-Za-z0-9._-]{1,100}$"

@@ -40,6 +40,7 @@ from runner.disk import parse_size
 from runner.engine import RunEngine, StopSignal
 from runner.errors import TrimoError
 from runner.job import Outcome, RunEvent, RunFinished, RunRequest, RunStarted
+from runner.keptstore import KeptStore
 from runner.policy import RunnerPolicy, refusal
 from runner.previews import manager, sandbox
 from runner.previews.job import PreviewRequest, PreviewStopped
@@ -104,7 +105,13 @@ class RunnerDaemon:
         logs.hide_settings(settings)
         self.policy = policy or RunnerPolicy()
         self.labels = [x.strip() for x in settings.runner_labels.split(",") if x.strip()]
-        self.engine = RunEngine(settings.engine_config(settings.runner_id, keep_ledger=True))
+        self.engine = RunEngine(
+            settings.engine_config(settings.runner_id, keep_ledger=True),
+            kept=KeptStore(
+                redisurl.client(settings.redis_url, socket_timeout=30, socket_connect_timeout=3),
+                parse_size(settings.kept_max),
+            ),
+        )
         self.publisher = EventPublisher(
             redisurl.client(settings.redis_url, socket_timeout=5, socket_connect_timeout=3),
             settings.cache_dir / "spool" / settings.runner_id,

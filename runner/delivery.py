@@ -5,7 +5,9 @@ The sandbox exports the agent's commits as a bundle: during the run with
 first commits what the agent left. The host takes the bundle (`runner.handoff`)
 into the trusted mirror and pushes from there: a fast-forward of the pipeline
 branch, or a salvage ref when the agent rewrote history. Commits the remote
-refuses stay on the runner, and the pipeline's next run continues from them.
+refuses, or that no push could deliver, are kept as the pipeline's pending ref; the
+engine then stores them for the whole fleet (`runner.keeper`), and the pipeline's next
+run continues from them on whichever runner takes it.
 """
 
 from __future__ import annotations
@@ -101,6 +103,8 @@ class RunState:
     usage: Usage | None = None
     unsaved: bool = False
     """The final export could not run: the workspace still holds work the remote lacks."""
+    kept_reason: str = ""
+    """Why commits of this run were kept as the pipeline's pending ref, if they were."""
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -121,7 +125,7 @@ class Delivery:
     @property
     def tip(self) -> str:
         """The newest commit of this pipeline on the remote."""
-        return self.state.last_pushed or self.state.published_sha or self.start.remote_sha
+        return remote_tip(self.state, self.start)
 
     def known(self) -> list[str]:
         """Commits the mirror has that the workspace may build on (bundle prerequisites)."""
@@ -215,9 +219,10 @@ class Delivery:
                 if not final:
                     raise
                 gitops.git(mirror, "update-ref", pending_ref(request.pipeline), head)
+                state.kept_reason = exc.message
                 raise GitError(
-                    f"{exc.message}; the run's commits are kept on the runner, and the next run "
-                    "of this pipeline pushes them",
+                    f"{exc.message}; the run's commits are kept for this pipeline, and its next "
+                    "run pushes them",
                     detail=exc.detail,
                 ) from exc
             return head
@@ -255,6 +260,7 @@ class Delivery:
             self._pushed(previous, line[accepted])
         first_refused = line[accepted + 1]
         gitops.git(mirror, "update-ref", pending_ref(request.pipeline), head)
+        self.state.kept_reason = f"the repository refused commit {first_refused[:7]}: {reason}"
         paths = gitops.first_lines(
             mirror,
             ["diff-tree", "--no-commit-id", "--name-only", "--no-renames", "-r", "--root",
@@ -305,7 +311,7 @@ class Delivery:
             refused = self.state.refused
             notes.append(
                 f"the repository refused commit {refused.sha[:7]} ({refused.reason}); "
-                "it and the commits after it are kept on the runner, and the next run "
+                "it and the commits after it are kept for this pipeline, and its next run "
                 "continues from them"
             )
             outcome = Outcome.FAILURE if outcome is Outcome.SUCCESS else outcome
@@ -338,18 +344,21 @@ def _claimed_head(output: str) -> str | None:
     return None
 
 
+def remote_tip(state: RunState, start: Start) -> str:
+    """The newest commit of the pipeline on the remote, as far as the run knows."""
+    return state.last_pushed or state.published_sha or start.remote_sha
+
+
 def starting_point(mirror: Path, request: RunRequest) -> Start:
-    """Where the run starts: the pipeline's refused-but-kept commits, else its published head,
-    else the base branch."""
+    """Where the run starts: the pipeline's kept commits when they build on its published
+    head (`runner.keeper` has settled them against the branch), else that head, else the
+    base branch."""
     published = gitops.branch_sha(mirror, request.branch)
     base = published or gitops.branch_sha(mirror, request.base_branch)
     if base is None:
         raise GitError(f"the base branch {request.base_branch!r} does not exist in the repository")
     remote = base
     pending = gitops.resolve(mirror, pending_ref(request.pipeline))
-    if pending is not None:
-        if gitops.is_ancestor(mirror, base, pending) and pending != base:
-            base = pending
-        else:  # the remote took them since, or the branch moved on without them
-            gitops.git(mirror, "update-ref", "-d", pending_ref(request.pipeline), check=False)
+    if pending is not None and pending != base and gitops.is_ancestor(mirror, base, pending):
+        base = pending
     return Start(request.branch, base_sha=base, published_sha=published, remote_sha=remote)

@@ -3,8 +3,10 @@
 One call of `RunEngine.execute` brings the repository's mirror up to date,
 mounts the pipeline's disk, makes the workspace if it is new, and hands the run
 to an `Attempt` (runner.attempt), which starts the agent and always saves its
-work. A runner that died mid-run leaves a ledger entry; `recover_abandoned`
-saves those runs' work when the runner comes back.
+work. Before it, the pipeline's kept commits (from any runner of the fleet) are
+brought here and settled against the branch; after it, what the remote still
+lacks is kept for the fleet (runner.keeper). A runner that died mid-run leaves a
+ledger entry; `recover_abandoned` saves those runs' work when the runner comes back.
 """
 
 from __future__ import annotations
@@ -34,12 +36,15 @@ from runner.attempt import (
     internal_error,
 )
 from runner.container import LABEL_RUN
-from runner.delivery import Delivery, Start, starting_point
+from runner.delivery import Delivery, RunState, Start, pending_ref, remote_tip, starting_point
 from runner.errors import TrimoError, WorkspaceError
 from runner.handoff import Limits
 from runner.job import Outcome, RunEvent, RunFinished, RunRequest, run_event_adapter
+from runner.keeper import Keeper
+from runner.keptstore import KeptStore
 from runner.pipelinedir import PipelineDir
 from runner.registry import pid_alive
+from runner.replay import Replayer
 from runner.scrub import Scrubber
 
 __all__ = ["EngineConfig", "RunEngine", "StopSignal", "autosave_message"]
@@ -87,9 +92,16 @@ class _LedgerEntry(BaseModel):
 class RunEngine:
     """Executes `RunRequest`s on this machine."""
 
-    def __init__(self, config: EngineConfig, client: docker.DockerClient | None = None) -> None:
+    def __init__(
+        self,
+        config: EngineConfig,
+        client: docker.DockerClient | None = None,
+        kept: KeptStore | None = None,
+    ) -> None:
         self.config = config
         self._client = client
+        self.kept = kept
+        """Where kept commits go for the whole fleet (None: they stay in this mirror)."""
 
     @property
     def client(self) -> docker.DockerClient:
@@ -167,6 +179,8 @@ class RunEngine:
         with gitops.locked(pipeline.lock), disk.mounted(pipeline.path, disk_bytes) as root:
             if self._save_earlier_runs(request, mirror, root, pipeline):
                 gitops.ensure_mirror(self.config.mirrors_dir, request.repo.clone_url, token)
+            keeper = self._keeper(request, mirror, root, pipeline, emit, token)
+            keeper.restore()
             start = starting_point(mirror, request)
             ledger = self._write_ledger(request, start)
             attempt: Attempt | None = None
@@ -178,7 +192,7 @@ class RunEngine:
                         stop, token,
                     )  # fmt: skip
                     try:
-                        return attempt.run(fresh)
+                        return _shared(keeper, attempt.run(fresh), attempt.state, start)
                     except WorkspaceBroken:
                         log.warning("the workspace of %s was damaged", request.pipeline)
                         adapter = get_adapter(request.agent)
@@ -204,18 +218,42 @@ class RunEngine:
         """Make the workspace and home if they are missing; on a second attempt (the sandbox
         could not prepare the first) make both afresh. True when the workspace was made now."""
         workspace, home = root / "workspace", root / "home"
-        made = attempt > 1 or workspace.is_symlink() or not workspace.is_dir()
+        kept = start.base_sha if start.base_sha != start.remote_sha else None
+        lacks_kept = kept is not None and not any(
+            gitops.is_ancestor(mirror, kept, known) for known in pipeline.known()
+        )  # kept commits another runner made, or replayed: only a new workspace takes them
+        made = attempt > 1 or workspace.is_symlink() or not workspace.is_dir() or lacks_kept
         if made:
             gitops.remove_tree(workspace)
             pipeline.forget_workspace()
             branches = [request.base_branch] + ([request.branch] if start.published_sha else [])
-            gitops.create_workspace(workspace, mirror, branches, self._owner)
+            also = (pending_ref(request.pipeline),) if kept else ()
+            gitops.create_workspace(workspace, mirror, branches, self._owner, also)
         if attempt > 1 or home.is_symlink() or not home.is_dir():
             gitops.remove_tree(home)
             home.mkdir(mode=0o700)
             if self._owner is not None:
                 os.lchown(home, self._owner, self._owner)
         return made
+
+    def _keeper(
+        self,
+        request: RunRequest,
+        mirror: Path,
+        root: Path,
+        pipeline: PipelineDir,
+        emit: EventSink,
+        token: str | None,
+    ) -> Keeper:
+        config = self.config
+        replayer = Replayer(
+            self.client, request, mirror, root, pipeline, self._user, self._owner,
+            config.runner_id, config.limits,
+        )  # fmt: skip
+        return Keeper(
+            request, mirror, pipeline, self.kept, emit, token, config.runner_id,
+            replayer.replay, config.limits,
+        )  # fmt: skip
 
     def _write_ledger(self, request: RunRequest, start: Start) -> Path | None:
         if not self.config.keep_ledger:
@@ -355,12 +393,28 @@ class RunEngine:
                     reason,
                     autosave_message(request.prompt, Outcome.FAILURE, request.run_id),
                 )
+            keeper = self._keeper(request, mirror, root, pipeline, emit, token)
+            finished = _shared(keeper, finished, attempt.state, start)
         except Exception:
             finished = _internal_error(request.run_id)
             attempt.state.unsaved = True
         if not attempt.state.unsaved:
             path.unlink(missing_ok=True)
         return finished
+
+
+def _shared(keeper: Keeper, finished: RunFinished, state: RunState, start: Start) -> RunFinished:
+    """`finished`, once what the remote still lacks is kept for the fleet (or said why not)."""
+    if keeper.request.mode != "code":
+        return finished
+    try:
+        words = keeper.share(remote_tip(state, start), state.kept_reason)
+    except Exception:
+        log.exception("run %s: kept commits not shared", finished.run_id)
+        words = "they could not be kept in Trimo's store (see the runner's log)"
+    if not words:
+        return finished
+    return finished.model_copy(update={"reason": "; ".join(filter(None, [finished.reason, words]))})
 
 
 def _discard_workspace(root: Path, pipeline: PipelineDir) -> None:

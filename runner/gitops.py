@@ -210,8 +210,11 @@ def resolve(repo: Path, rev: str) -> str | None:
     return sha if SHA_RE.match(sha) else None
 
 
-def create_workspace(path: Path, mirror: Path, branches: list[str], owner: int | None) -> None:
-    """A new workspace holding `branches` of the mirror as `origin/<branch>`.
+def create_workspace(
+    path: Path, mirror: Path, branches: list[str], owner: int | None, also: tuple[str, ...] = ()
+) -> None:
+    """A new workspace holding `branches` of the mirror as `origin/<branch>`, and the
+    commits of the mirror's refs `also` (kept commits) with no ref of their own.
 
     Made by the host before any agent sees it; no remote is configured and no
     other branch is copied. The agent's container checks out the run's start.
@@ -223,6 +226,7 @@ def create_workspace(path: Path, mirror: Path, branches: list[str], owner: int |
     (tmp / ".git" / "config").write_text(WORKSPACE_CONFIG)
     shutil.rmtree(tmp / ".git" / "hooks", ignore_errors=True)
     refspecs = [f"+refs/heads/{b}:refs/remotes/origin/{b}" for b in branches]
+    carried = [f"refs/trimo/carried/{n}" for n in range(len(also))]
     git(
         tmp,
         "fetch",
@@ -230,8 +234,11 @@ def create_workspace(path: Path, mirror: Path, branches: list[str], owner: int |
         "--no-tags",
         str(mirror),
         *refspecs,
+        *[f"+{ref}:{into}" for ref, into in zip(also, carried, strict=True)],
         what="could not copy the repository into a new workspace",
     )
+    for into in carried:
+        git(tmp, "update-ref", "-d", into)
     if owner is not None:
         chown_tree(tmp, owner)
     tmp.rename(path)
@@ -286,6 +293,7 @@ def is_ancestor(repo: Path, older: str, newer: str) -> bool:
     return proc.returncode == 0
 
 
+NOT_FAST_FORWARD = "the branch moved on the remote (not a fast-forward)"
 _REJECTION = re.compile(r"^\s*!.*?\[(?:remote )?rejected\].*?\((?P<why>.+)\)\s*$", re.M)
 _REMOTE_ERROR = re.compile(r"^remote: (?:error: )?(?P<why>GH\d{3}: .+?)\s*$", re.M)
 
@@ -316,7 +324,7 @@ def push(mirror: Path, remote_url: str, sha: str, ref: str, token: str | None) -
 def refusal_reason(text: str) -> str | None:
     """The remote's own first line of why it refused a push, or None when it did not say."""
     if "non-fast-forward" in text or "fetch first" in text:
-        return "the branch moved on the remote (not a fast-forward)"
+        return NOT_FAST_FORWARD
     for pattern in (_REMOTE_ERROR, _REJECTION):
         if match := pattern.search(text):
             return printable(match.group("why"), limit=300, one_line=True)

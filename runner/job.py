@@ -240,6 +240,36 @@ class PushRefused(_RunEvent):
     kept_ref: str
 
 
+KeptAction = Literal["continued", "replayed", "branch", "bundle", "runner"]
+KeptWhy = Literal["", "conflict", "replay_failed", "unverified", "beside_newer"]
+
+
+class Kept(_RunEvent):
+    """What became of the commits an earlier run of the pipeline kept (refused, or not
+    pushed), told when the next run starts: it `continued` from them; the branch had moved
+    on, so they were `replayed` on its new head; or they were set aside, `why` says why, on
+    a `branch`, as a `bundle` in Trimo's store (entry `entry`, on the dashboard) or, when
+    neither could be had, on this `runner` only (as `ref`)."""
+
+    type: Literal["kept"] = "kept"
+    action: KeptAction
+    kept_by: str
+    """The run that kept them ("" when no record says)."""
+    commits: int
+    sha: str
+    """Their head; after a replay, the replayed head."""
+    why: KeptWhy = ""
+    problem: str = ""
+    """What failed, for `replay_failed` and `unverified`."""
+    branch: str = ""
+    refused: str = ""
+    """Why the remote did not take them as a kept branch."""
+    entry: str = ""
+    unstored: str = ""
+    """Why Trimo's store could not keep them either."""
+    ref: str = ""
+
+
 class EgressBlocked(_RunEvent):
     """Hosts the egress proxy refused during the run, with how often each was refused."""
 
@@ -277,6 +307,7 @@ RunEvent = Annotated[
     | Salvaged
     | EgressBlocked
     | PushRefused
+    | Kept
     | RunFinished,
     Field(discriminator="type"),
 ]

@@ -5,11 +5,13 @@
             workspace/  home/                    the agent's (mounted into its container)
             io/<run>/                            /trimo (read-only) for one run
                 out/                             /trimo/out, where the sandbox leaves bundles
+            replay-<run>/  io/replay-<run>/      a replay of kept commits (runner.replay)
         state.json                               the host's notes: commits the workspace has
         incoming/                                host only: bundles taken from out/
 
-Only `workspace`, `home` and `io/<run>/out` are ever written by an
-agent; the host reads nothing from them but a bundle (`runner.handoff`).
+Only `workspace`, `home`, `io/<run>/out` and a replay's directories are ever
+written in a sandbox; the host reads nothing from them but a bundle
+(`runner.handoff`).
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from runner.agents import ADAPTERS
+from runner.contract import KEPT_MAX_DEFAULT
 from runner.disk import parse_size
 from runner.engine import EngineConfig
 from runner.handoff import Limits
@@ -50,6 +51,9 @@ class RunnerSettings(BaseSettings):
     """Pipelines (workspace, home, disk) unused for this long are deleted."""
     max_bundle: str = "1g"
     """The most an agent may hand over from one run, as a git bundle."""
+    kept_max: str = KEPT_MAX_DEFAULT
+    """The most a pipeline's kept commits (refused, or not pushed) may take in Redis, where
+    every runner reaches them, as bundles; beyond it they stay on the runner that made them."""
 
     anthropic_api_key: SecretStr | None = None
     openai_api_key: SecretStr | None = None
@@ -83,7 +87,7 @@ class RunnerSettings(BaseSettings):
         parse_redis_url(value)
         return value
 
-    @field_validator("disk", "max_bundle")
+    @field_validator("disk", "max_bundle", "kept_max")
     @classmethod
     def _size_ok(cls, value: str) -> str:
         parse_size(value)

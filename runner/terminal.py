@@ -18,6 +18,7 @@ from runner.events import (
 )
 from runner.job import (
     EgressBlocked,
+    Kept,
     Outcome,
     Pushed,
     PushRefused,
@@ -42,6 +43,15 @@ def safe(text: str, width: int | None = None) -> str:
     """Agent-derived text for one terminal line: no escape sequences or control characters."""
     clean = printable(text, one_line=True)
     return shorten(clean, width) if width is not None else clean
+
+
+KEPT_WORDS = {
+    "continued": "this run continues from {n} kept commit(s)",
+    "replayed": "{n} kept commit(s) replayed on the branch's new head",
+    "branch": "kept commits set aside on branch {where}",
+    "bundle": "kept commits set aside in Trimo's store",
+    "runner": "kept commits set aside on this runner as {where}",
+}
 
 
 def event_line(event: RunEvent, width: int = 160) -> Text | None:
@@ -81,6 +91,11 @@ def event_line(event: RunEvent, width: int = 160) -> Text | None:
                 ", ".join(f"{safe(host, 100)} ×{count}" for host, count in _ranked(event.hosts)),
                 ("  (allow a host with --allow-host HOST)", "dim"),
             )
+        case Kept():
+            said = KEPT_WORDS[event.action].format(n=event.commits, where=event.branch or event.ref)
+            why = event.problem or event.refused or event.unstored
+            detail = f": {safe(why, width)}" if why else ""
+            return Text(f"⚑ {said} ({event.sha[:7]}){detail}", "yellow")
         case Salvaged():
             return Text(
                 f"⚠ history was rewritten; work kept on {event.ref} ({event.sha[:7]})", "yellow"

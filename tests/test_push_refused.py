@@ -51,7 +51,7 @@ def test_a_refused_workflow_file_keeps_the_work_and_says_why(
     refused = finished.refused
     assert refused is not None and refused.paths == [".github/workflows/ci.yml"]
     assert "without `workflows` permission" in refused.reason
-    assert "kept on the runner" in finished.reason and refused.sha[:7] in finished.reason
+    assert "kept for this pipeline" in finished.reason and refused.sha[:7] in finished.reason
     assert [e for e in events.events if e.type == "push_refused"] == [refused]
 
     # The App is given the permission; the next run continues from the kept commits.

@@ -540,7 +540,7 @@ async def test_a_refused_push_is_shown_at_once_and_in_the_last_word(world: World
     for text in (final, check.output["summary"]):
         assert "`c0ffee0`" in text and "`.github/workflows/ci.yml`" in text
         assert "without `workflows` permission" in text.replace("\\", "")
-        assert "refs/trimo/kept/run-1" in text and "/trimo retry" in text
+        assert "kept for this pipeline" in text and "/trimo retry" in text
         assert "more detail GitHub gave" not in text
     assert "nothing was left to save" not in final
 

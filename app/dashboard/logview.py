@@ -18,6 +18,13 @@ from runner.job import run_event_adapter
 
 BODY_CHARS: Final = 4000
 DETAIL_CHARS: Final = 2000
+KEPT_TITLES: Final = {
+    "continued": "continues from kept commits",
+    "replayed": "kept commits replayed on the branch",
+    "branch": "kept commits set aside on a branch",
+    "bundle": "kept commits set aside as a bundle",
+    "runner": "kept commits stay on one runner",
+}
 _CONTROL: Final = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
@@ -83,6 +90,13 @@ def log_line(raw: str) -> LogLine:
         case "egress_blocked":
             hosts = ", ".join(clean(h, 100) for h in sorted(event.hosts)[:20])
             return LogLine("error", "network blocked", hosts, failed=True)
+        case "kept":
+            noun = "commit" if event.commits == 1 else "commits"
+            where = event.branch or event.entry or event.ref or event.sha[:7]
+            why = event.problem or event.refused or event.unstored
+            body = clean(f"{event.commits} {noun}, {where}. {why}".strip(), 500)
+            return LogLine("milestone", KEPT_TITLES[event.action], body,
+                           failed=event.action in ("bundle", "runner"))  # fmt: skip
         case _:
             reason = clean(event.reason, 500)
             return LogLine("end", event.outcome.value.replace("_", " "), reason,

@@ -17,11 +17,12 @@ from app.runs.pipelines import Pipeline, PipelineRun
 from runner.contract import RunMode
 from runner.diffsummary import DiffSummary
 from runner.events import shorten
-from runner.job import Outcome, PushRefused, RunEvent, RunFinished
+from runner.job import Kept, Outcome, PushRefused, RunEvent, RunFinished
 from runner.printable import printable
 from runner.templating import render
 
 RECENT_TOOLS = 5
+KEPT_SHOWN = 5
 BLOCKED_HOSTS_SHOWN = 10
 MAX_PLAN_SHOWN = 60_000
 """Of a plan, at most this much goes in a comment (65,536) or a check-run summary (65,535)."""
@@ -67,6 +68,8 @@ class RunView(BaseModel):
     refused: PushRefused | None = None
     blocked_hosts: dict[str, int] = Field(default_factory=dict)
     """Host names the egress proxy refused, with how often."""
+    kept: list[Kept] = Field(default_factory=list)
+    """What became of commits earlier runs kept, as this run started."""
     finished: RunFinished | None = None
     events: int = 0
 
@@ -101,6 +104,8 @@ class RunView(BaseModel):
             case "egress_blocked":
                 for host, count in event.hosts.items():
                     view.blocked_hosts[host] = view.blocked_hosts.get(host, 0) + count
+            case "kept":
+                view.kept = [*view.kept, event][:KEPT_SHOWN]
             case "finished":
                 view.finished = event
                 view.refused = event.refused or view.refused
@@ -175,6 +180,7 @@ def _common(view: RunView, branch: str, now: datetime) -> dict[str, Any]:
         "discover": view.mode == "discover",
         "salvage": _code(view.salvage_ref, 100) if view.salvage_ref else "",
         "refused": _refused(view.refused),
+        "kept": [_kept(kept) for kept in view.kept],
         "blocked": _blocked(view.blocked_hosts),
         "blocked_more": max(0, len(view.blocked_hosts) - BLOCKED_HOSTS_SHOWN),
     }
@@ -198,7 +204,28 @@ def _refused(refused: PushRefused | None) -> dict[str, str] | None:
         "sha": _code(refused.sha[:7]),
         "paths": ", ".join(_code(path, 90) for path in refused.paths[:5]),
         "reason": _code(reason, 200),
-        "kept": _code(refused.kept_ref, 100),
+    }
+
+
+def _kept(kept: Kept) -> dict[str, Any]:
+    """What became of kept commits, for `_kept.md.j2`: values escaped, `by` in words."""
+    return {
+        "action": kept.action,
+        "why": kept.why,
+        "by": f"run {_code(kept.kept_by, 100)}" if kept.kept_by else "an earlier run",
+        "commits": kept.commits,
+        "sha": _code(kept.sha[:7]),
+        "branch": _code(kept.branch, 200),
+        "entry": _code(kept.entry),
+        "ref": _code(kept.ref, 200),
+        **{
+            name: _code(text, 300) if text else ""
+            for name, text in (
+                ("problem", kept.problem),
+                ("refused", kept.refused),
+                ("unstored", kept.unstored),
+            )
+        },
     }
 
 
