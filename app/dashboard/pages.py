@@ -11,6 +11,7 @@ from markupsafe import Markup
 
 from app.dashboard.board import COLUMN_TITLES, COLUMNS, Card, ago
 from app.reporting.runview import duration, money
+from runner.handoff import size_text
 from runner.templating import TEMPLATES_DIR
 
 CARDS_CACHED: Final = 4096
@@ -32,6 +33,7 @@ def environment() -> jinja2.Environment:
     env.filters["duration"] = duration
     env.filters["money"] = money
     env.filters["short_sha"] = lambda sha: str(sha)[:7]
+    env.filters["filesize"] = size_text
     env.filters["iso"] = lambda when: when.isoformat() if when else ""
     env.globals["ago"] = _ago
     env.globals["COLUMNS"] = COLUMNS

@@ -7,7 +7,8 @@ runs service handles them exactly as it handles comment commands.
 
 Stable hooks for browser tests (documented in the templates): `#col-<column>` columns,
 `#card-<pipeline id>` cards (`data-column`), `#log` with `.log-line` lines (`data-id`),
-and buttons `#stop`, `#retry`, `#follow-up` and `#new-pipeline`.
+`#kept` with `.kept` sets (`data-entry`), and buttons `#stop`, `#retry`, `#follow-up` and
+`#new-pipeline`.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from app.conversation.policy import role_allows
-from app.dashboard import data
+from app.dashboard import data, kept
 from app.dashboard.auth import Viewer, checked_form, csrf_token, current_viewer
 from app.dashboard.board import Filters, build_board, card_of, matches, place
 from app.dashboard.diffs import DiffPage, load_diff
@@ -109,6 +110,7 @@ class Dashboard:
             Route("/pipelines/{pipeline_id}/preview", self.preview, methods=["POST"]),
             Route("/pipelines/{pipeline_id}/preview-stop", self.preview_stop, methods=["POST"]),
             Route("/pipelines/{pipeline_id}/follow-up", self.follow_up, methods=["POST"]),
+            Route("/pipelines/{pipeline_id}/kept/{entry}", self.kept_bundle),
             Route("/runs/{run_id}", self.run_page),
             Route("/runs/{run_id}/events", self.run_events),
             Route("/fleet", self.fleet),
@@ -146,6 +148,7 @@ class Dashboard:
         pull = await pull_of_pipeline(redis, pipeline)
         web = html_url(pipeline.clone_url)
         preview = await previews.load_record(redis, pipeline.id)
+        kept_sets = await kept.kept_of(redis, pipeline.id, pipeline.clone_url)
         return self._page(
             request,
             viewer,
@@ -157,6 +160,7 @@ class Dashboard:
             views=views,
             pull=pull,
             web=web,
+            kept=kept_sets,
             may_act=may_act(viewer, pipeline.repo),
             agents=AGENTS,
             error=request.query_params.get("error", "")[:300],
@@ -170,6 +174,32 @@ class Dashboard:
         pipeline = await self._visible_pipeline(request, viewer)
         page: DiffPage = await load_diff(await self._github_app(), pipeline)
         return HTMLResponse(render("_diff.html.j2", diff=page))
+
+    async def kept_bundle(self, request: Request) -> Response:
+        """A kept set's commits as a git bundle, for people who may push to the repository
+        (GitHub may have refused them for what they hold, such as a secret)."""
+        viewer = await current_viewer(request)
+        if viewer is None:
+            return _to_login(request)
+        pipeline = await self._visible_pipeline(request, viewer)
+        if not may_act(viewer, pipeline.repo):
+            raise HTTPException(403, "Kept commits are for people who may push to the repository.")
+        redis = await self.redis.get()
+        entry = request.path_params["entry"]
+        found = await kept.kept_of(redis, pipeline.id, pipeline.clone_url)
+        record = next((k for k in found if k.id == entry), None)
+        if not is_valid_id(entry) or record is None or record.bundle is None:
+            raise HTTPException(404, "No such kept bundle.")
+        name = f"{pipeline.id}-{record.id}.bundle"
+        return StreamingResponse(
+            kept.bundle_chunks(redis, record),
+            media_type="application/octet-stream",
+            headers={
+                "Content-Disposition": f'attachment; filename="{name}"',
+                "Content-Length": str(record.bundle.size),
+                "Cache-Control": "no-store",
+            },
+        )
 
     async def run_page(self, request: Request) -> Response:
         viewer = await current_viewer(request)
