@@ -269,24 +269,25 @@ def _finished(view: RunView, branch: str, commit_limit: int = 15) -> dict[str, A
     }
 
 
-def _title_and_summary(text: str) -> tuple[str, str]:
+def title_and_summary(text: str) -> tuple[str, str]:
+    """A rendered check-run text: its first line is the title, the rest the summary."""
     title, _, summary = text.strip().partition("\n")
     return title.strip(), summary.strip()
 
 
 def check_running(view: RunView, branch: str, now: datetime) -> tuple[str, str]:
     recent = [_code(tool, 100) for tool in view.recent_tools]
-    return _title_and_summary(
+    return title_and_summary(
         render("github/check_running.md.j2", recent_tools=recent, **_common(view, branch, now))
     )
 
 
 def check_finished(view: RunView, branch: str, mode: RunMode = "code") -> tuple[str, str]:
     if mode == "discover":
-        return _title_and_summary(
+        return title_and_summary(
             render("github/check_discovered.md.j2", **_discovered(view, branch))
         )
-    return _title_and_summary(render("github/check_finished.md.j2", **_finished(view, branch)))
+    return title_and_summary(render("github/check_finished.md.j2", **_finished(view, branch)))
 
 
 def _discovered(view: RunView, branch: str) -> dict[str, Any]:

@@ -387,15 +387,19 @@ class Pipelines:
         *,
         check_run_id: int | None = None,
         progress_comment_id: int | None = None,
-    ) -> None:
-        """Remember the GitHub objects that report on `run_id`."""
+    ) -> PipelineRun | None:
+        """Remember the GitHub objects that report on `run_id`; the run as saved with them
+        (None when unknown). A run over already is nobody's to report any more: see
+        `app.runs.ended`."""
         updates: dict[str, int] = {}
         if check_run_id is not None:
             updates["check_run_id"] = check_run_id
         if progress_comment_id is not None:
             updates["progress_comment_id"] = progress_comment_id
-        if updates:
-            await self._change_run(run_id, lambda p: _set(p.find(run_id), updates))
+        if not updates:
+            return None
+        pipeline = await self._change_run(run_id, lambda p: _set(p.find(run_id), updates))
+        return pipeline.find(run_id) if pipeline is not None else None
 
     async def mark_running(
         self, run_id: str, *, runner: str, started_at: datetime | None = None

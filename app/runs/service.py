@@ -27,6 +27,8 @@ from app.conversation.policy import Refusal, RunSettings, effective_run
 from app.conversation.repoconfig import RepoConfig
 from app.conversation.thread import Conversation, fenced
 from app.github.client import CheckAction, RepoAPI, failure_detail, is_transient
+from app.reporting.runview import title_and_summary
+from app.runs import ended
 from app.runs.pipelines import Pipeline, PipelineRun, Stopped
 from app.services import Delivery, Services
 from runner.contract import AGENTS, DEFAULT_LABEL, RunMode
@@ -284,7 +286,7 @@ async def accept_run(
         _head_sha(api, seed, head_sha),
     )
     code = _run_names(pipeline, run)
-    title, summary = _title_and_summary(
+    title, summary = title_and_summary(
         render(
             "github/check_queued.md.j2",
             user=conv.source.user,
@@ -320,7 +322,8 @@ async def accept_run(
 
     async def check_run() -> None:
         check_run_id = await delivery.once("check-run", create_check, recover=earlier_check)
-        await services.pipelines.attach(run_id, check_run_id=check_run_id)
+        if check_run_id is not None:
+            await _record_check_run(services, api, pipeline, run_id, check_run_id)
 
     async def progress_comment() -> None:
         if not conv.thread.number:
@@ -329,7 +332,8 @@ async def accept_run(
         comment_id = await delivery.once(
             "progress", lambda: api.comment(conv.thread.number, progress)
         )
-        await services.pipelines.attach(run_id, progress_comment_id=comment_id)
+        if comment_id is not None:
+            await _record_progress_comment(services, api, pipeline, run_id, comment_id)
 
     async def token() -> None:
         if pipeline.ahead_of(run_id) is None:  # next in line: its token now, not after these
@@ -344,6 +348,54 @@ async def accept_run(
         pipeline.id,
         f"started {started.run_id}" if started else "waits its turn",
     )
+
+
+async def _record_check_run(
+    services: Services, api: RepoAPI, pipeline: Pipeline, run_id: str, check_run_id: int
+) -> None:
+    """Record the run's check run; if the run is over already, complete it with its
+    outcome here (its end was reported without it, and nobody else ever will)."""
+    end = await _record(services, pipeline, run_id, check_run_id=check_run_id)
+    if end is not None:
+        log.info("run %s ended before its check run was recorded: completed now", run_id)
+        await _late_write(
+            run_id,
+            api.update_check_run(
+                check_run_id,
+                title=end.title,
+                summary=end.summary,
+                actions=[RETRY_ACTION] if end.ran else [],
+                conclusion=end.conclusion,
+            ),
+        )
+
+
+async def _record_progress_comment(
+    services: Services, api: RepoAPI, pipeline: Pipeline, run_id: str, comment_id: int
+) -> None:
+    """Record the run's progress comment; if the run is over already, it says how."""
+    end = await _record(services, pipeline, run_id, progress_comment_id=comment_id)
+    if end is not None:
+        await _late_write(run_id, api.update_comment(comment_id, end.comment))
+
+
+async def _record(
+    services: Services, pipeline: Pipeline, run_id: str, **objects: int
+) -> ended.Ending | None:
+    """Record report objects on the run; how it ended when it is over already."""
+    run = await services.pipelines.attach(run_id, **objects)
+    return await ended.ending(services.redis, pipeline, run) if run is not None else None
+
+
+async def _late_write(run_id: str, write: Awaitable[None]) -> None:
+    """A report object's last word after its run ended; GitHub's final refusal (the
+    object or its thread deleted meanwhile) is only logged, a passing failure retried."""
+    try:
+        await write
+    except RequestFailed as exc:
+        if is_transient(exc):
+            raise
+        log.warning("run %s: its end could not be shown (%s)", run_id, failure_detail(exc))
 
 
 async def _head_sha(api: RepoAPI, pipeline: Pipeline, known: str | None) -> str | None:
@@ -398,7 +450,7 @@ async def fail_unstarted(
     check_run_id, comment_id = failed.check_run_id, failed.progress_comment_id
     try:
         if check_run_id is not None:
-            title, summary = _title_and_summary(render(f"github/check_{why}.md.j2", **context))
+            title, summary = title_and_summary(render(f"github/check_{why}.md.j2", **context))
             await api.complete_check_run(
                 check_run_id, conclusion="failure", title=title, summary=summary
             )
@@ -461,7 +513,7 @@ async def report_dropped(
     }
     check_run_id, comment_id = run.check_run_id, run.progress_comment_id
     if check_run_id is not None:
-        title, summary = _title_and_summary(render("github/check_cancelled.md.j2", **context))
+        title, summary = title_and_summary(render("github/check_cancelled.md.j2", **context))
 
         async def complete() -> None:
             await api.complete_check_run(
@@ -598,8 +650,3 @@ def _shorten(text: str, limit: int) -> str:
 def _table_cell(prompt: str) -> str:
     first = (prompt.strip().splitlines() or [""])[0]
     return inline_code(first, MAX_PROMPT_IN_STATUS).replace("|", "\\|")
-
-
-def _title_and_summary(text: str) -> tuple[str, str]:
-    title, _, summary = text.strip().partition("\n")
-    return title.strip(), summary.strip()
