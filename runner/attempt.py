@@ -304,11 +304,11 @@ class Attempt:
             )
             if network.secret:
                 self.protect(network.secret)
-            command = adapter.command(
-                prompt,
-                resume=resumed and bool(request.history),
-                read_only=request.mode == "discover",
+            resume = resumed and bool(request.history)
+            adapter.session_cost_before = (
+                self.pipeline.session_cost(adapter.name) if resume else 0.0
             )
+            command = adapter.command(prompt, resume=resume, read_only=request.mode == "discover")
             container = AgentContainer(
                 self.host.client, self.spec(command, io, out, env, network, writable)
             )
@@ -337,9 +337,19 @@ class Attempt:
         finally:
             if container is not None:
                 container.remove()
+                self._note_session()
             if network is not None and (blocked := network.release()):
                 self.emit(EgressBlocked(hosts=blocked))
         return self.finish(delivery, container, outcome, reason, exit_info)
+
+    def _note_session(self) -> None:
+        """What the agent's session in this home has cost now, for the next continued run:
+        its own last report, or what it had cost before when it gave none."""
+        adapter = self.adapter
+        total = adapter.session_cost_usd
+        self.pipeline.note_session_cost(
+            adapter.name, adapter.session_cost_before if total is None else total
+        )
 
     def _follow(
         self, container: AgentContainer, lines: Iterator[str], delivery: Delivery

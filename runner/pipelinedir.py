@@ -6,7 +6,8 @@
             io/<run>/                            /trimo (read-only) for one run
                 out/                             /trimo/out, where the sandbox leaves bundles
             replay-<run>/  io/replay-<run>/      a replay of kept commits (runner.replay)
-        state.json                               the host's notes: commits the workspace has
+        state.json                               the host's notes: commits the workspace has,
+                                                 what each agent's session had cost
         incoming/                                host only: bundles taken from out/
 
 Only `workspace`, `home`, `io/<run>/out` and a replay's directories are ever
@@ -23,6 +24,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from runner import disk, gitops
 from runner.errors import TrimoError
@@ -54,20 +56,42 @@ class PipelineDir:
         self.path.chmod(0o700)
         self.incoming.mkdir(exist_ok=True, mode=0o700)
 
-    def known(self) -> list[str]:
-        """Commits the workspace is known to hold (the host's own notes, not the agent's)."""
+    def _state(self) -> dict[str, Any]:
         try:
             data = json.loads((self.path / STATE_FILE).read_text())
         except (OSError, ValueError):
-            return []
-        found = data.get("known", []) if isinstance(data, dict) else []
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def _save(self, state: dict[str, Any]) -> None:
+        tmp = self.path / f".{STATE_FILE}.tmp"
+        tmp.write_text(json.dumps(state | {"used": time.time()}))
+        tmp.replace(self.path / STATE_FILE)
+
+    def known(self) -> list[str]:
+        """Commits the workspace is known to hold (the host's own notes, not the agent's)."""
+        found = self._state().get("known", [])
+        found = found if isinstance(found, list) else []
         return [sha for sha in found if isinstance(sha, str) and gitops.SHA_RE.match(sha)]
 
     def remember(self, *shas: str | None) -> None:
         known = list(dict.fromkeys([s for s in shas if s] + self.known()))[:MAX_KNOWN]
-        tmp = self.path / f".{STATE_FILE}.tmp"
-        tmp.write_text(json.dumps({"known": known, "used": time.time()}))
-        tmp.replace(self.path / STATE_FILE)
+        self._save(self._state() | {"known": known})
+
+    def session_cost(self, agent: str) -> float:
+        """What `agent`'s session in this home had cost after its last run here, as the host
+        noted it from the run's own output (never from the agent's files); 0 with no note."""
+        sessions = self._state().get("sessions")
+        cost = sessions.get(agent) if isinstance(sessions, dict) else None
+        if isinstance(cost, int | float) and not isinstance(cost, bool) and 0 <= cost < 1e9:
+            return float(cost)
+        return 0.0
+
+    def note_session_cost(self, agent: str, cost: float) -> None:
+        state = self._state()
+        sessions = state.get("sessions")
+        sessions = sessions if isinstance(sessions, dict) else {}
+        self._save(state | {"sessions": sessions | {agent: cost}})
 
     def forget_workspace(self) -> None:
         (self.path / STATE_FILE).unlink(missing_ok=True)

@@ -25,7 +25,7 @@ from runner.events import AssistantMessage, FinalResult, Usage
 from runner.job import Outcome, Resources, RunFinished, RunRequest
 from runner.pipelinedir import PipelineDir
 from tests.api_standins import INPUT_TOKENS, OUTPUT_TOKENS, REPLY, StandIn, bridge_gateway, serve
-from tests.engine_helpers import Recorder, make_request, run
+from tests.engine_helpers import Recorder, make_request, record_of, run
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -177,24 +177,33 @@ def the_call(api: StandIn, route: str) -> tuple[dict[str, str], str, str]:
     return calls[0].headers, model, json.dumps(body)
 
 
-def test_claude_code_first_run_against_a_standin_of_the_messages_api(
+def test_claude_code_first_run_and_follow_up_against_a_standin_of_the_messages_api(
     docker_client: docker.DockerClient, agent_image: str, sample_repo: Path, tmp_path: Path
 ) -> None:
-    """Claude Code streams from ANTHROPIC_BASE_URL (SSE), and its stream-json becomes events."""
+    """Claude Code streams from ANTHROPIC_BASE_URL (SSE), and its stream-json becomes events.
+    A follow-up continues the session (`--continue`), whose result's total_cost_usd is the
+    session's: each run reports its own cost, the same for the same calls."""
+    cache = tmp_path / "cache"
     with serve(bridge_gateway(docker_client)) as api:
-        request = request_for(
-            sample_repo,
-            "claude",
-            agent_image,
-            {"ANTHROPIC_API_KEY": KEY, "ANTHROPIC_BASE_URL": api.url},
+        secrets = {"ANTHROPIC_API_KEY": KEY, "ANTHROPIC_BASE_URL": api.url}
+        first = request_for(sample_repo, "claude", agent_image, secrets)
+        finished, recorder = run(cache, first)
+        headers, model, body = the_call(api, "/v1/messages")
+        assert headers.get("x-api-key") == KEY
+        assert PROMPT in body
+        assert json.loads(body).get("stream") is True
+        assert_first_run_parsed(finished, recorder, api, model, final_result=True)
+        assert recorder.of_type("error") == [], recorder.text()
+        follow = request_for(sample_repo, "claude", agent_image, secrets).model_copy(
+            update={"prompt": "And again.", "history": [record_of(first, finished)]}
         )
-        finished, recorder = run(tmp_path / "cache", request)
-    headers, model, body = the_call(api, "/v1/messages")
-    assert headers.get("x-api-key") == KEY
-    assert PROMPT in body
-    assert json.loads(body).get("stream") is True
-    assert_first_run_parsed(finished, recorder, api, model, final_result=True)
-    assert recorder.of_type("error") == [], recorder.text()
+        again, recorder_again = run(cache, follow)
+    assert again.outcome == Outcome.SUCCESS, diagnosis(again, recorder_again, api)
+    calls = api.to("/v1/messages")
+    assert len(calls) == 2 and PROMPT in json.dumps(calls[1].body), "not the same session"
+    costs = [r.usage.cost_usd if r.usage else None for r in (finished, again)]
+    assert costs[0] is not None and costs[0] > 0, costs
+    assert costs[1] == pytest.approx(costs[0]), costs  # not the session's total, twice this
 
 
 CODEX_CONFIG = """\

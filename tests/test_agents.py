@@ -735,9 +735,7 @@ def test_resume_adds_continue_for_claude_only(agent: str) -> None:
     fresh, resumed = adapter.command("go", resume=False), adapter.command("go", resume=True)
     assert "--continue" not in fresh
     if agent == "claude":
-        # resumed: the session-cost launcher, then claude's own argv with --continue
-        assert resumed[:2] == ["bash", "-c"] and resumed[3] == "claude-launcher"
-        assert resumed[4:-2] == [*fresh[:-2], "--continue"] and resumed[-2:] == ["--", "go"]
+        assert resumed == [*fresh[:-2], "--continue", "--", "go"]
     else:
         assert resumed == fresh
 
@@ -931,37 +929,41 @@ def test_claude_model_is_not_the_synthetic_placeholder() -> None:
     assert of_type(events, Usage)[0].model == "claude-opus-5-5"  # from init, not "<synthetic>"
 
 
-def test_claude_cost_of_a_continued_session_is_this_runs_part() -> None:
-    """With --continue, total_cost_usd is the session's: the run's cost is the difference."""
+def claude_result(total: float) -> str:
     result = objects(AGENTS / "claude" / "gleam.result_success.json")[0]
-    total = result["total_cost_usd"]
-    baseline = {"type": "trimo_session_cost", "total_cost_usd": total / 4}
-    resumed = feed(get_adapter("claude"), [json.dumps(baseline), json.dumps(result)])
-    fresh = feed(get_adapter("claude"), [json.dumps(result)])
-    assert of_type(fresh, Usage)[0].cost_usd == pytest.approx(total)
-    assert of_type(resumed, Usage)[0].cost_usd == pytest.approx(total * 3 / 4)
-    assert not of_type(resumed, RawLog)  # the baseline line is bookkeeping, never shown
+    return json.dumps(result | {"total_cost_usd": total})
 
 
-def test_claude_session_cost_launcher_reads_claudes_record(tmp_path: Path) -> None:
-    """The launcher prints what Claude Code recorded for this directory, then runs claude."""
-    node = subprocess.run(["bash", "-c", "command -v node"], capture_output=True, text=True)
-    if not node.stdout.strip():
-        pytest.fail("node is required to run the launcher (it is in the agent image)")
-    argv = get_adapter("claude").command("go", resume=True)
-    home, work = tmp_path / "home", tmp_path / "work"
-    home.mkdir()
-    work.mkdir()
-    record = {"projects": {str(work): {"lastCost": 0.25, "lastSessionId": "s"}}}
-    (home / ".claude.json").write_text(json.dumps(record))
-    fake = [argv[0], argv[1], argv[2], argv[3], "echo", "claude-ran"]
-    out = subprocess.run(fake, cwd=work, capture_output=True, text=True,
-                         env={**os.environ, "HOME": str(home)}).stdout.splitlines()  # fmt: skip
-    assert out == ['{"type":"trimo_session_cost","total_cost_usd":0.25}', "claude-ran"]
-    (home / ".claude.json").unlink()
-    out = subprocess.run(fake, cwd=work, capture_output=True, text=True,
-                         env={**os.environ, "HOME": str(home)}).stdout.splitlines()  # fmt: skip
-    assert out[0] == '{"type":"trimo_session_cost","total_cost_usd":0}'
+def test_claude_cost_of_a_continued_session_is_this_runs_part() -> None:
+    """With --continue, total_cost_usd is the session's (Claude Code 2.1.332 reported
+    $0.0194 after a first run of $0.0097): the run's cost is what it adds to the total the
+    host noted after the session's previous run, and the new total is kept for the next."""
+    first = get_adapter("claude")
+    assert of_type(feed(first, [claude_result(0.0097)]), Usage)[0].cost_usd == 0.0097
+    assert first.session_cost_usd == 0.0097
+    follow_up = get_adapter("claude")
+    follow_up.session_cost_before = first.session_cost_usd
+    cost = of_type(feed(follow_up, [claude_result(0.0194)]), Usage)[0].cost_usd
+    assert cost == pytest.approx(0.0097)
+    assert follow_up.session_cost_usd == 0.0194
+
+
+def test_claude_total_below_the_noted_one_is_a_session_of_its_own() -> None:
+    """A total below what the session had cost cannot have gone on from it: all of it is
+    this run's (a session Claude did not continue), never a negative or zero cost."""
+    adapter = get_adapter("claude")
+    adapter.session_cost_before = 0.5
+    assert of_type(feed(adapter, [claude_result(0.02)]), Usage)[0].cost_usd == 0.02
+    assert adapter.session_cost_usd == 0.02
+
+
+def test_claude_agent_cannot_set_its_own_baseline() -> None:
+    """The agent's own output cannot lower its cost: a line claiming what the session had
+    cost before (Trimo's old launcher printed one) is only a log line now."""
+    baseline = json.dumps({"type": "trimo_session_cost", "total_cost_usd": 0.0194})
+    events = feed(get_adapter("claude"), [baseline, claude_result(0.0194)])
+    assert of_type(events, Usage)[0].cost_usd == 0.0194
+    assert [e.line for e in of_type(events, RawLog)] == [baseline]
 
 
 def test_codex_reconnects_are_retries_not_errors() -> None:

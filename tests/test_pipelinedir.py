@@ -71,3 +71,20 @@ async def test_the_runner_removes_pipelines_the_app_closed(redis_url: str, tmp_p
         await client.aclose()
     assert not closed.path.exists() and other.path.exists()
     assert (tmp_path / "pipelines").exists(), "an unsafe name must never reach the disk"
+
+
+def test_session_costs_are_noted_per_agent_beside_the_known_commits(tmp_path: Path) -> None:
+    """The host's notes keep each agent's session total across `remember`, and read
+    anything odd in them as no note."""
+    pipeline = a_pipeline(tmp_path, "p")
+    assert pipeline.session_cost("claude") == 0.0
+    pipeline.note_session_cost("claude", 0.0097)
+    pipeline.remember("b" * 40)
+    assert pipeline.session_cost("claude") == 0.0097 and pipeline.session_cost("codex") == 0.0
+    assert pipeline.known() == ["b" * 40, "a" * 40]
+    for odd in ('{"sessions": {"claude": "1"}}', '{"sessions": {"claude": -1}}',
+                '{"sessions": {"claude": NaN}}', '{"sessions": [1]}', "[]", "{"):  # fmt: skip
+        (pipeline.path / "state.json").write_text(odd)
+        assert pipeline.session_cost("claude") == 0.0
+    pipeline.forget_workspace()
+    assert pipeline.session_cost("claude") == 0.0

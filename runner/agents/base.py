@@ -30,6 +30,12 @@ class AgentAdapter(ABC):
     """Host names the agent must reach (its model's API), allowed on an `allowlist` network."""
     reported_error: str | None = None
     """The agent's own last reported error: the run's failure reason when the run fails."""
+    session_cost_before: float = 0.0
+    """What the session this run continues had cost before it, as the host noted it after
+    the pipeline's earlier runs: set by the runner before the agent starts."""
+    session_cost_usd: float | None = None
+    """The session's running cost, as the agent last reported it (for an agent that reports
+    its session's total, not its run's): the host notes it for the next continued run."""
 
     def report_error(self, message: str) -> list[AgentEvent]:
         """An AgentError for `message`, remembered as the failure reason; a repeat is dropped."""

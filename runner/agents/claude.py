@@ -34,17 +34,6 @@ from runner.events import (
     shorten,
 )
 
-BASELINE_TYPE = "trimo_session_cost"
-# What the resumed session had cost so far, from Claude Code's own record of it
-# (~/.claude.json, projects[cwd].lastCost), printed as one line before claude
-# starts; 0 when there is none. The prompt stays an argument ("$@").
-_BASELINE_SHIM = (
-    'node -e \'let c=0;try{const p=JSON.parse(require("fs").readFileSync('
-    '(process.env.CLAUDE_CONFIG_DIR||process.env.HOME)+"/.claude.json"))'
-    ".projects[process.cwd()];c=Number(p&&p.lastCost)||0}catch(e){}"
-    f'console.log(JSON.stringify({{type:"{BASELINE_TYPE}",total_cost_usd:c}}))\' '
-    '2>/dev/null || true; exec "$@"'
-)
 _SESSION_LOG_KEYS = frozenset({"parentUuid", "isSidechain", "sessionId", "userType"})
 _SKIPPED_BLOCKS = frozenset({"thinking", "redacted_thinking"})
 _SUMMARY_KEYS = (
@@ -106,19 +95,15 @@ class ClaudeAdapter(JsonLinesAdapter):
     def __init__(self) -> None:
         self._init_model: str | None = None
         self._last_model: str | None = None
-        self._session_cost_before: float = 0.0
 
     def command(self, prompt: str, *, resume: bool, read_only: bool = False) -> list[str]:
         permissions = (
             ["--permission-mode", "plan"] if read_only else ["--dangerously-skip-permissions"]
         )
         argv = ["claude", "-p", "--output-format", "stream-json", "--verbose", *permissions]
-        if not resume:
-            return [*argv, "--", checked_prompt(prompt)]
-        # `--continue` restores the session's cost, so its result's total_cost_usd is the
-        # session's: print what the session had cost before, to report this run's part.
-        return ["bash", "-c", _BASELINE_SHIM, "claude-launcher", *argv, "--continue", "--",
-                checked_prompt(prompt)]  # fmt: skip
+        # `--continue` restores the session's cost: its result's total_cost_usd is then the
+        # session's, and the run's part is what it adds to `session_cost_before`.
+        return [*argv, *(["--continue"] if resume else []), "--", checked_prompt(prompt)]
 
     def parse_object(self, obj: JsonObject) -> list[AgentEvent] | None:
         if _SESSION_LOG_KEYS & obj.keys():
@@ -126,9 +111,6 @@ class ClaudeAdapter(JsonLinesAdapter):
         kind = obj.get("type")
         if kind == "system":
             return self._system(obj)
-        if kind == BASELINE_TYPE:
-            self._session_cost_before = max(get_float(obj, "total_cost_usd") or 0.0, 0.0)
-            return []
         if kind == "assistant":
             return self._assistant(obj)
         if kind == "user":
@@ -210,7 +192,7 @@ class ClaudeAdapter(JsonLinesAdapter):
                 + get_int(usage, "cache_creation_input_tokens"),
                 output_tokens=get_int(usage, "output_tokens"),
                 cache_read_tokens=get_int(usage, "cache_read_input_tokens"),
-                cost_usd=None if total is None else max(total - self._session_cost_before, 0.0),
+                cost_usd=None if total is None else self._run_cost(total),
             )
         ]
         if not success:
@@ -224,6 +206,13 @@ class ClaudeAdapter(JsonLinesAdapter):
             )
         )
         return events
+
+    def _run_cost(self, session_total: float) -> float:
+        """This run's part of the session's total. A total below what the session had cost
+        before is a session that did not go on from there: all of it is this run's."""
+        total = self.session_cost_usd = max(session_total, 0.0)
+        before = self.session_cost_before
+        return total - before if total >= before else total
 
     def _result_model(self, obj: JsonObject) -> str | None:
         if self._init_model:
