@@ -5,12 +5,17 @@ A test that needs Docker or Redis fails (never skips) when they are missing.
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import os
+import secrets
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import docker
@@ -81,6 +86,29 @@ def host(tmp_path: Path) -> Path:
     (path / "profile").write_text(f"export SECRET={HOST_SECRET}\n")
     (path / "config").write_text(f"[core]\n\tsecret = {HOST_SECRET}\n")
     return path
+
+
+PROCESS_TAG = secrets.token_hex(3)
+
+
+def unique(name: str) -> str:
+    """`name` made this test process's own. Runner ids, and the Docker objects and keys named
+    after them, must not meet those of a parallel xdist worker or of another test session on
+    the same engine: a runner starting clears what carries its id."""
+    return f"{name}-{PROCESS_TAG}"
+
+
+@contextmanager
+def build_lock(tag: str) -> Iterator[None]:
+    """Held while building image `tag`: of parallel workers and sessions, one builds it and the
+    others wait, then find it built (or cached)."""
+    key = hashlib.sha256(tag.encode()).hexdigest()[:16]
+    with open(Path(tempfile.gettempdir()) / f"trimo-test-build-{key}.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def free_port() -> int:

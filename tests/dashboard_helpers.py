@@ -11,12 +11,14 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
+import time
 from base64 import b64encode
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 
 import httpx
 import itsdangerous
+import redis
 import redis.asyncio as aioredis
 from pydantic import SecretStr
 
@@ -131,3 +133,11 @@ async def seed(
 
 def seed_sync(redis_url: str, *args: object, **kwargs: object) -> None:
     asyncio.run(seed(redis_url, *args, **kwargs))  # type: ignore[arg-type]
+
+
+def wait_for_subscriber(client: redis.Redis, channel: str, timeout: float = 10) -> None:
+    """Wait until someone listens on `channel` (the dashboard's shared feed is subscribed)."""
+    deadline = time.monotonic() + timeout
+    while client.pubsub_numsub(channel)[0][1] < 1:
+        assert time.monotonic() < deadline, f"no subscriber on {channel} in {timeout:g}s"
+        time.sleep(0.02)

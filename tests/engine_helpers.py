@@ -8,14 +8,16 @@ from typing import Any
 
 from runner.engine import EngineConfig, RunEngine, StopSignal
 from runner.job import RepoRef, Resources, RunEvent, RunFinished, RunRecord, RunRequest
+from tests.conftest import unique
 from tests.fakegithub.runner import RunningFakeGitHub
 
 _ids = itertools.count(1)
+RUNNER_ID = unique("test")
 
 
 def make_request(repo: Path, prompt: str, pipeline: str = "p1", **overrides: Any) -> RunRequest:
     fields: dict[str, Any] = {
-        "run_id": f"{pipeline}-{next(_ids)}",
+        "run_id": unique(f"{pipeline}-{next(_ids)}"),
         "pipeline": pipeline,
         "repo": RepoRef(full_name="local/sample", clone_url=str(repo)),
         "branch": f"trimo/{pipeline}",
@@ -56,7 +58,9 @@ class Recorder:
 def run(
     cache: Path, request: RunRequest, stop: StopSignal | None = None
 ) -> tuple[RunFinished, Recorder]:
-    engine = RunEngine(EngineConfig(cache_dir=cache, runner_id="test", push_interval_seconds=0.5))
+    engine = RunEngine(
+        EngineConfig(cache_dir=cache, runner_id=RUNNER_ID, push_interval_seconds=0.5)
+    )
     recorder = Recorder()
     finished = engine.execute(request, recorder, stop)
     return finished, recorder

@@ -18,6 +18,8 @@ from typing import Any, TypeVar
 
 import httpx
 
+from runner import contract
+from tests.conftest import unique
 from tests.fakegithub import AppCredentials, RunningFakeGitHub
 from tests.fakegithub.state import CheckRun, IssueComment
 from tests.webhook_helpers import free_port, sign
@@ -27,6 +29,7 @@ REPO = "widgets"
 WRITER = "alice"
 SECRET = "e2e-webhook-secret"
 CONFIG = "agent: script\nimage: trimo-agent:base\ntimeout_minutes: 10\n"
+RUNNER_ID = unique("e2e-runner")
 
 T = TypeVar("T")
 
@@ -73,7 +76,7 @@ class Loop:
             "TRIMO_HOST": "127.0.0.1",
             "TRIMO_PORT": str(self.port),
             "TRIMO_CACHE_DIR": str(self.workdir / "cache"),
-            "TRIMO_RUNNER_ID": "e2e-runner",
+            "TRIMO_RUNNER_ID": RUNNER_ID,
             "TRIMO_RUNNER_CONCURRENCY": "3",
             "TRIMO_STOP_GRACE_SECONDS": "1",
             "COLUMNS": "200",
@@ -104,7 +107,9 @@ class Loop:
         import redis
 
         client = redis.Redis.from_url(self.redis_url)
-        self.wait(lambda: client.exists("trimo:runner:e2e-runner"), 30, "the runner to announce")
+        self.wait(
+            lambda: client.exists(contract.runner_info(RUNNER_ID)), 30, "the runner to announce"
+        )
 
     def start(self) -> Loop:
         """Serve and a runner on an empty Redis: an earlier loop's pipelines, queues and

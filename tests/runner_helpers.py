@@ -81,6 +81,13 @@ class RunnerProcess:
     def output(self) -> str:
         return self.log.read_text(errors="replace")
 
+    def wait_for_output(self, text: str, timeout: float = 30) -> None:
+        """Wait until the runner has logged `text`."""
+        deadline = time.monotonic() + timeout
+        while text not in self.output():
+            assert time.monotonic() < deadline, f"runner never said {text!r}: {self.output()}"
+            time.sleep(0.1)
+
 
 def enqueue(redis_url: str, request: RunRequest) -> None:
     async def go() -> None:

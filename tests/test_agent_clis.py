@@ -25,6 +25,7 @@ from runner.events import AssistantMessage, FinalResult, Usage
 from runner.job import Outcome, Resources, RunFinished, RunRequest
 from runner.pipelinedir import PipelineDir
 from tests.api_standins import INPUT_TOKENS, OUTPUT_TOKENS, REPLY, StandIn, bridge_gateway, serve
+from tests.conftest import build_lock
 from tests.engine_helpers import Recorder, make_request, record_of, run
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -44,13 +45,14 @@ VERSIONS = {
 @pytest.fixture(scope="module")
 def agent_image(docker_client: docker.DockerClient) -> str:
     """The full image from the current Dockerfile (cached: well under a second when unchanged)."""
-    images.build_image(
-        docker_client,
-        AGENT_IMAGE,
-        target="agent",
-        ca_certs=images.host_extra_cas(),
-        on_line=lambda _line: None,
-    )
+    with build_lock(AGENT_IMAGE):
+        images.build_image(
+            docker_client,
+            AGENT_IMAGE,
+            target="agent",
+            ca_certs=images.host_extra_cas(),
+            on_line=lambda _line: None,
+        )
     return AGENT_IMAGE
 
 

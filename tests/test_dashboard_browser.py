@@ -20,7 +20,7 @@ from selenium.webdriver.support.ui import Select
 from app.dashboard.auth import SESSION_KEY_PREFIX
 from tests.browser import ADMIN, Browser, dashboard_loop
 from tests.fakegithub import RunningFakeGitHub
-from tests.loop_harness import OWNER, REPO, WRITER, Loop
+from tests.loop_harness import OWNER, REPO, RUNNER_ID, WRITER, Loop
 
 OUTSIDER = "mallory"
 FULL_NAME = f"{OWNER}/{REPO}"
@@ -254,7 +254,7 @@ def test_a_person_without_access_sees_nothing_of_the_repository(
         assert "Private matters" not in outsider.driver.page_source
         assert REPO not in outsider.text("body")
         outsider.get("/fleet")
-        assert "e2e-runner" not in outsider.driver.page_source
+        assert RUNNER_ID not in outsider.driver.page_source
         outsider.shot("no-pipeline")
     finally:
         outsider.quit()

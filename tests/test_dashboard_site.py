@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 
 import httpx
@@ -12,6 +11,7 @@ import redis
 
 from app.dashboard.site import sse
 from app.github.installations import REPO_INSTALLATIONS
+from app.runs.pipelines import CHANGES
 from app.runs.previews import RECORD_PREFIX, PreviewRecord
 from runner import contract
 from runner.events import AssistantMessage, ToolCall
@@ -24,6 +24,7 @@ from tests.dashboard_helpers import (
     make_run,
     seed_sync,
     signed_in,
+    wait_for_subscriber,
 )
 from tests.webhook_helpers import RunningApp, running_app
 
@@ -222,9 +223,9 @@ def test_board_stream_moves_cards_the_viewer_may_see(dash: RunningApp, redis_url
     with client_as(dash) as client, client.stream("GET", "/events/board") as response:
         events = Events(response)
         assert events.next(1)[0][1] == "hello"
-        time.sleep(0.3)  # the shared subscription is up
-        seed_sync(redis_url, make_pipeline("x/secret", 3, "Secret"), make_run("x.secret.3-a"))
-        time.sleep(0.3)  # a batch of its own: were it sent, it would come first
+        wait_for_subscriber(dash.redis, CHANGES)
+        # Sorted before o.r.7: sent in the same batch or an earlier one, it would come first.
+        seed_sync(redis_url, make_pipeline("a/secret", 3, "Secret"), make_run("a.secret.3-a"))
         seed_sync(redis_url, make_pipeline("o/r", 7, "Live one"), make_run("o.r.7-a"))
         event = events.next(1)[0]
         assert event[1] == "card"

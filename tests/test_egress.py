@@ -23,7 +23,7 @@ from runner.job import Outcome, RepoRef, RunRequest
 from runner.network import EgressProxy, NetworkAttachment, attach, direct
 from runner.network.egress import blocked_hosts, ensure_image, parse_upstream
 from runner.policy import RunnerPolicy, refusal
-from tests.conftest import free_port
+from tests.conftest import build_lock, free_port
 from tests.engine_helpers import make_request, run
 from tests.outside import registry_host, registry_url, suffix_of
 
@@ -38,17 +38,22 @@ USER agent
 REGISTRY_ADDRESS = "203.0.113.80"  # what the registries resolve to on these machines
 
 
+def netclient_image(docker_client: docker.DockerClient, base: str) -> str:
+    """`base` (which trusts this machine's CAs) plus curl, built once per base image."""
+    base_id = docker_client.images.get(base).id.split(":")[-1][:12]
+    tag = f"{CLIENT_IMAGE}-{base_id}"
+    with build_lock(tag):
+        try:
+            docker_client.images.get(tag)
+        except docker.errors.ImageNotFound:
+            dockerfile = io.BytesIO(CLIENT_DOCKERFILE.format(base=base).encode())
+            docker_client.images.build(fileobj=dockerfile, tag=tag, rm=True)
+    return tag
+
+
 @pytest.fixture(scope="module")
 def client_image(docker_client: docker.DockerClient, test_image: str) -> str:
-    """The test image (which trusts this machine's CAs) plus curl, built once per test image."""
-    base_id = docker_client.images.get(test_image).id.split(":")[-1][:12]
-    tag = f"{CLIENT_IMAGE}-{base_id}"
-    try:
-        docker_client.images.get(tag)
-    except docker.errors.ImageNotFound:
-        dockerfile = io.BytesIO(CLIENT_DOCKERFILE.format(base=test_image).encode())
-        docker_client.images.build(fileobj=dockerfile, tag=tag, rm=True)
-    return tag
+    return netclient_image(docker_client, test_image)
 
 
 @pytest.fixture(scope="module")
@@ -247,7 +252,10 @@ def test_the_proxy_chains_to_an_upstream_proxy(
     )
     chained = None
     try:
-        time.sleep(0.5)
+        deadline = time.monotonic() + 30
+        while b"Accepting connections" not in upstream.exec_run(["cat", "/tmp/up.log"])[1]:
+            assert time.monotonic() < deadline, upstream.logs().decode(errors="replace")
+            time.sleep(0.1)
         chained = EgressProxy.ensure(
             docker_client, f"test-up-{secrets.token_hex(4)}", f"http://127.0.0.1:{port}"
         )

@@ -15,7 +15,7 @@ import pytest
 
 from runner.engine import EngineConfig, RunEngine
 from runner.job import Outcome, Resources
-from tests.conftest import git
+from tests.conftest import git, unique
 from tests.engine_helpers import Recorder, make_request
 from tests.procwatch import ChildPeak
 
@@ -49,7 +49,9 @@ def test_a_tree_bomb_costs_the_host_little_and_is_still_pushed(
     request = make_request(
         sample_repo, TREE_BOMB, timeout_s=300, resources=Resources(memory="256m", pids=128)
     )
-    engine = RunEngine(EngineConfig(cache_dir=cache, runner_id="review", push_interval_seconds=1))
+    engine = RunEngine(
+        EngineConfig(cache_dir=cache, runner_id=unique("review"), push_interval_seconds=1)
+    )
     recorder = Recorder()
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     with ChildPeak() as children:

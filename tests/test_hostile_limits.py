@@ -20,7 +20,7 @@ import pytest
 from runner.engine import EngineConfig, RunEngine, StopSignal
 from runner.handoff import Limits
 from runner.job import Outcome, Resources, RunFinished
-from tests.conftest import git
+from tests.conftest import git, unique
 from tests.engine_helpers import Recorder, make_request
 
 pytestmark = pytest.mark.docker
@@ -33,7 +33,10 @@ def engine_run(
 ) -> tuple[RunFinished, Recorder]:
     engine = RunEngine(
         EngineConfig(
-            cache_dir=cache, runner_id="review", push_interval_seconds=0.5, disk_bytes=disk_bytes
+            cache_dir=cache,
+            runner_id=unique("review"),
+            push_interval_seconds=0.5,
+            disk_bytes=disk_bytes,
         )
     )
     recorder = Recorder()
@@ -370,17 +373,9 @@ def test_the_hosts_git_work_is_bounded_like_the_agents(sample_repo: Path, cache:
 def test_blocked_host_reports_and_proxy_logs_are_bounded(
     sample_repo: Path, cache: Path, docker_client: docker.DockerClient
 ) -> None:
-    import io as _io
+    from tests.test_egress import netclient_image
 
-    from tests.test_egress import CLIENT_DOCKERFILE, CLIENT_IMAGE
-
-    base_id = docker_client.images.get("trimo-agent:base").id.split(":")[-1][:12]
-    tag = f"{CLIENT_IMAGE}-{base_id}"
-    try:
-        docker_client.images.get(tag)
-    except docker.errors.ImageNotFound:
-        dockerfile = _io.BytesIO(CLIENT_DOCKERFILE.format(base="trimo-agent:base").encode())
-        docker_client.images.build(fileobj=dockerfile, tag=tag, rm=True)
+    tag = netclient_image(docker_client, "trimo-agent:base")
     label = "a" * 60
     script = rf"""
 n=0

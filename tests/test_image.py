@@ -6,6 +6,7 @@ import docker
 import pytest
 
 from runner import images
+from tests.conftest import build_lock
 
 
 def run(client: docker.DockerClient, image: str, command: list[str]) -> str:
@@ -34,13 +35,14 @@ def test_the_full_agent_image_builds_with_claude_and_codex(
 ) -> None:
     """The real Dockerfile (target `agent`) builds here, trusting the host's extra CAs."""
     lines: list[str] = []
-    images.build_image(
-        docker_client,
-        "trimo-agent:latest",
-        target="agent",
-        ca_certs=images.host_extra_cas(),
-        on_line=lines.append,
-    )
+    with build_lock("trimo-agent:latest"):
+        images.build_image(
+            docker_client,
+            "trimo-agent:latest",
+            target="agent",
+            ca_certs=images.host_extra_cas(),
+            on_line=lines.append,
+        )
     assert any(line.startswith("Step ") for line in lines)
     claude = run(docker_client, "trimo-agent:latest", ["claude", "--version"])
     codex = run(docker_client, "trimo-agent:latest", ["codex", "--version"])

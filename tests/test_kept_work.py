@@ -22,6 +22,7 @@ from runner.delivery import pending_ref
 from runner.engine import EngineConfig, RunEngine
 from runner.job import Kept, Outcome, RunFinished, RunRequest
 from runner.keptstore import KeptStore
+from tests.conftest import unique
 from tests.engine_helpers import Recorder, remote_request
 from tests.fakegithub.runner import RunningFakeGitHub
 
@@ -54,7 +55,7 @@ class Runner:
 
     def __init__(self, cache: Path, name: str, store: KeptStore) -> None:
         self.cache = cache
-        config = EngineConfig(cache_dir=cache, runner_id=name, push_interval_seconds=0.5)
+        config = EngineConfig(cache_dir=cache, runner_id=unique(name), push_interval_seconds=0.5)
         self.engine = RunEngine(config, kept=store)
 
     def run(self, request: RunRequest) -> tuple[RunFinished, Recorder]:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.fakegithub import RunningFakeGitHub
-from tests.loop_harness import OWNER, REPO, Loop
+from tests.loop_harness import OWNER, REPO, RUNNER_ID, Loop
 from tests.metrics_helpers import Scrape, scrape
 
 pytestmark = [pytest.mark.docker, pytest.mark.redis]
@@ -70,11 +70,11 @@ def test_a_run_shows_in_metrics_and_in_json_logs(loop: Loop) -> None:
     )
     assert after.value("trimo_run_queue_depth", label="default") == 0
     assert after.value("trimo_event_queue_depth") == 0
-    assert after.value("trimo_time_to_agent_seconds_count", runner="e2e-runner") == 1
-    assert 0 < after.value("trimo_time_to_agent_seconds_sum", runner="e2e-runner") < 60
-    assert after.value("trimo_run_duration_seconds_count", runner="e2e-runner") == 1
-    assert after.value("trimo_run_duration_seconds_sum", runner="e2e-runner") >= 1  # sleep 1
-    assert after.value("trimo_runner_runs_total", runner="e2e-runner", outcome="success") == 1
+    assert after.value("trimo_time_to_agent_seconds_count", runner=RUNNER_ID) == 1
+    assert 0 < after.value("trimo_time_to_agent_seconds_sum", runner=RUNNER_ID) < 60
+    assert after.value("trimo_run_duration_seconds_count", runner=RUNNER_ID) == 1
+    assert after.value("trimo_run_duration_seconds_sum", runner=RUNNER_ID) >= 1  # sleep 1
+    assert after.value("trimo_runner_runs_total", runner=RUNNER_ID, outcome="success") == 1
     installation = str(loop.creds.installation_id)
     remaining = after.value(
         "trimo_github_write_budget_remaining", installation=installation, window="hour"

@@ -11,7 +11,7 @@ import docker
 import pytest
 
 from runner.job import Outcome
-from tests.conftest import git
+from tests.conftest import free_port, git, unique
 from tests.engine_helpers import make_request
 from tests.runner_helpers import RunnerProcess, abort, enqueue, events, finished_of, wait_for
 
@@ -55,6 +55,7 @@ def start(
     labels: str,
     **kw: str,
 ) -> RunnerProcess:
+    runner_id = unique(runner_id)
     STARTED_IDS.add(runner_id)
     proc = RunnerProcess(
         redis_url, tmp_path / f"cache-{runner_id}", runner_id, labels, **kw
@@ -63,11 +64,18 @@ def start(
     return proc
 
 
+def has_file(repo: Path, branch: str, name: str) -> bool:
+    found = subprocess.run(
+        ["git", "cat-file", "-e", f"{branch}:{name}"], cwd=repo, capture_output=True
+    )
+    return found.returncode == 0
+
+
 def test_jobs_run_only_on_runners_with_their_label(
     origin: Path, tmp_path: Path, redis_url: str, runners: list[RunnerProcess]
 ) -> None:
-    start(runners, redis_url, tmp_path, "runner-gpu", "gpu")
-    start(runners, redis_url, tmp_path, "runner-cpu", "default")
+    gpu_runner = start(runners, redis_url, tmp_path, "runner-gpu", "gpu")
+    cpu_runner = start(runners, redis_url, tmp_path, "runner-cpu", "default")
     gpu = make_request(
         origin,
         "echo gpu > gpu.txt && git add -A && git commit -qm gpu",
@@ -86,8 +94,8 @@ def test_jobs_run_only_on_runners_with_their_label(
     gpu_events = wait_for(redis_url, gpu.run_id, "finished")
     cpu_events = wait_for(redis_url, cpu.run_id, "finished")
 
-    assert next(e for e in gpu_events if e.type == "started").runner == "runner-gpu"
-    assert next(e for e in cpu_events if e.type == "started").runner == "runner-cpu"
+    assert next(e for e in gpu_events if e.type == "started").runner == gpu_runner.runner_id
+    assert next(e for e in cpu_events if e.type == "started").runner == cpu_runner.runner_id
     assert finished_of(gpu_events).outcome is Outcome.SUCCESS
     assert git(origin, "show", "trimo/g:gpu.txt") == "gpu"
     assert git(origin, "show", "trimo/c:cpu.txt") == "cpu"
@@ -202,7 +210,7 @@ def test_token_never_reaches_container_or_events(
     assert TOKEN not in published
     assert "the token is ***" in published
     assert TOKEN not in runner.output()
-    for path in (tmp_path / "cache-runner-t").rglob("*"):
+    for path in (tmp_path / f"cache-{runner.runner_id}").rglob("*"):
         if path.is_file() and path.stat().st_size < 5_000_000:
             assert TOKEN.encode() not in path.read_bytes(), path
 
@@ -232,7 +240,7 @@ def test_run_of_a_vanished_runner_is_marked_failed(
 
     finished = finished_of(wait_for(redis_url, request.run_id, "finished", timeout=60))
     assert finished.outcome is Outcome.ERROR
-    assert "runner-doomed stopped answering" in finished.reason
+    assert f"{doomed.runner_id} stopped answering" in finished.reason
 
 
 def test_sigterm_drains_running_jobs_and_takes_no_new_ones(
@@ -244,7 +252,7 @@ def test_sigterm_drains_running_jobs_and_takes_no_new_ones(
     wait_for(redis_url, running.run_id, "started")
     assert runner.proc is not None
     runner.proc.terminate()
-    time.sleep(0.5)
+    runner.wait_for_output("draining:")
     late = make_request(origin, "echo late", pipeline="late")
     enqueue(redis_url, late)
 
@@ -257,7 +265,7 @@ def test_sigterm_drains_running_jobs_and_takes_no_new_ones(
 def test_runner_rides_out_a_redis_outage(
     origin: Path, tmp_path: Path, runners: list[RunnerProcess], test_image: str
 ) -> None:
-    port = 16399
+    port = free_port()
     url = f"redis://127.0.0.1:{port}/0"
 
     def redis_server() -> None:
@@ -287,8 +295,11 @@ def test_runner_rides_out_a_redis_outage(
         enqueue(url, request)
         wait_for(url, request.run_id, "started")
         subprocess.run(["redis-cli", "-p", str(port), "shutdown", "nosave"], capture_output=True)
-        time.sleep(6)
-        assert "Redis is unreachable" in runner.output()
+        runner.wait_for_output("Redis is unreachable")
+        deadline = time.monotonic() + 60  # the run ends and pushes while Redis is down
+        while not has_file(origin, "trimo/p1", "kept.txt"):
+            assert time.monotonic() < deadline, runner.output()
+            time.sleep(0.2)
         redis_server()
         found = wait_for(url, request.run_id, "finished", timeout=60)
         assert finished_of(found).outcome is Outcome.SUCCESS

@@ -18,7 +18,8 @@ from pydantic import SecretStr
 
 from runner.engine import EngineConfig, RunEngine
 from runner.job import Outcome, RunFinished, RunRequest
-from tests.engine_helpers import Recorder, remote_request, run
+from tests.conftest import unique
+from tests.engine_helpers import RUNNER_ID, Recorder, remote_request, run
 from tests.fakegithub.runner import RunningFakeGitHub
 
 pytestmark = pytest.mark.docker
@@ -76,10 +77,12 @@ def test_work_github_would_not_take_is_pushed_by_the_next_run(
 def test_leftovers_docker_could_not_save_are_saved_before_the_next_run(
     gh: RunningFakeGitHub, cache: Path, test_image: str, docker_client: docker.DockerClient
 ) -> None:
-    doomed = "trimo-test-doomed:save"
+    doomed = unique("trimo-test-doomed") + ":save"
     docker_client.images.get(test_image).tag(doomed)
     engine = RunEngine(
-        EngineConfig(cache_dir=cache, runner_id="test", push_interval_seconds=0.5, keep_ledger=True)
+        EngineConfig(
+            cache_dir=cache, runner_id=RUNNER_ID, push_interval_seconds=0.5, keep_ledger=True
+        )
     )
     recorder = Recorder()
     results: list[RunFinished] = []
