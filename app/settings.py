@@ -1,16 +1,16 @@
-"""The GitHub App's settings: environment variables prefixed `TRIMO_`, or `.env`."""
+"""The GitHub App's settings: environment variables prefixed `TRIMO_`, or `.env`; each
+secret also as `TRIMO_<NAME>_FILE` (runner/basesettings.py)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr
 
+from runner.basesettings import TrimoSettings
 from runner.contract import DEFAULT_IMAGE
 from runner.errors import TrimoError
 from runner.network.hosts import clean_hosts
-from runner.redisurl import parse as parse_redis_url
 
 
 class SettingsError(TrimoError):
@@ -21,12 +21,8 @@ def _csv(value: str) -> frozenset[str]:
     return frozenset(item.strip() for item in value.split(",") if item.strip())
 
 
-class AppSettings(BaseSettings):
+class AppSettings(TrimoSettings):
     """Settings for the App's web edge, its worker and its server-side policy."""
-
-    model_config = SettingsConfigDict(
-        env_prefix="TRIMO_", env_file=".env", extra="ignore", hide_input_in_errors=True
-    )
 
     github_app_id: int | None = None
     github_private_key: SecretStr | None = None
@@ -35,7 +31,6 @@ class AppSettings(BaseSettings):
     webhook_secret: SecretStr | None = None
     github_api_url: str = "https://api.github.com"
     app_slug: str = "trimo"
-    redis_url: str = "redis://127.0.0.1:6379/0"
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     max_webhook_bytes: int = Field(default=25 * 1024 * 1024, gt=0)
@@ -65,12 +60,6 @@ class AppSettings(BaseSettings):
     admins: str = ""
     """Comma-separated GitHub logins who see every repository and the fleet."""
 
-    @field_validator("redis_url")
-    @classmethod
-    def _redis_url_ok(cls, value: str) -> str:
-        parse_redis_url(value)
-        return value
-
     def private_key(self) -> str:
         """The App's PEM private key, from `github_private_key` or else the file it names."""
         if self.github_private_key is not None and self.github_private_key.get_secret_value():
@@ -95,7 +84,8 @@ class AppSettings(BaseSettings):
         if self.webhook_secret is None or not self.webhook_secret.get_secret_value():
             raise SettingsError(
                 "no webhook secret: refusing to accept unsigned GitHub webhooks",
-                hint="set TRIMO_WEBHOOK_SECRET to the secret configured on the GitHub App",
+                hint="set TRIMO_WEBHOOK_SECRET_FILE (or TRIMO_WEBHOOK_SECRET) to the secret "
+                "configured on the GitHub App",
             )
         return self.webhook_secret.get_secret_value()
 

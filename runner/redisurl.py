@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlsplit, urlunsplit
 
 if TYPE_CHECKING:  # imported where used: settings parse the URL without loading redis and arq
     import redis
@@ -132,6 +132,21 @@ def display(url: str) -> str:
         return parse(url).display()
     except RedisUrlError:
         return "(an invalid TRIMO_REDIS_URL)"
+
+
+def with_password(url: str, password: str) -> str:
+    """TRIMO_REDIS_URL with `password` (TRIMO_REDIS_PASSWORD) in it; a URL that has a
+    password of its own is refused: which one is right cannot be told."""
+    target = parse(url)
+    if target.password is not None:
+        raise RedisUrlError(
+            "TRIMO_REDIS_URL has a password, and TRIMO_REDIS_PASSWORD (or its _FILE) gives "
+            "one too: keep one (a URL without its password keeps it out of the environment)"
+        )
+    parts = urlsplit(url.strip())
+    userinfo, _, hostinfo = parts.netloc.rpartition("@")
+    netloc = f"{userinfo}:{quote(password, safe='')}@{hostinfo}"
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def redis_settings(url: str, **overrides: Any) -> RedisSettings:

@@ -1,4 +1,5 @@
-"""Runner and local-mode settings: environment variables prefixed `TRIMO_`, or `.env`."""
+"""Runner and local-mode settings: environment variables prefixed `TRIMO_`, or `.env`; each
+secret also as `TRIMO_<NAME>_FILE` (runner/basesettings.py)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,9 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from runner.agents import ADAPTERS
+from runner.basesettings import TrimoSettings
 from runner.contract import KEPT_MAX_DEFAULT
 from runner.disk import parse_size
 from runner.engine import EngineConfig
@@ -17,19 +18,14 @@ from runner.handoff import Limits
 from runner.network.egress import upstream_from_env
 from runner.policy import RunnerPolicy, split_list
 from runner.previews.links import Links
-from runner.redisurl import parse as parse_redis_url
 
 
 def _default_cache_dir() -> Path:
     return Path.home() / ".cache" / "trimo"
 
 
-class RunnerSettings(BaseSettings):
+class RunnerSettings(TrimoSettings):
     """Settings for `trimo run` and `trimo runner`."""
-
-    model_config = SettingsConfigDict(
-        env_prefix="TRIMO_", env_file=".env", extra="ignore", hide_input_in_errors=True
-    )
 
     cache_dir: Path = Field(default_factory=_default_cache_dir)
     image: str = "trimo-agent:latest"
@@ -62,7 +58,6 @@ class RunnerSettings(BaseSettings):
     codex_auth_file: Path | None = None
     """Codex's ChatGPT sign-in (`~/.codex/auth.json`), copied into each Codex run's home."""
 
-    redis_url: str = "redis://127.0.0.1:6379/0"
     runner_id: str = Field(default_factory=socket.gethostname)
     runner_labels: str = "default"
     runner_concurrency: int = Field(default=2, ge=1, le=64)
@@ -80,12 +75,6 @@ class RunnerSettings(BaseSettings):
     """Where the preview proxy listens (host:port); put TLS in front of it."""
     runner_max_previews: int = Field(default=4, ge=1, le=100)
     runner_preview_max_hours: float = Field(default=8, gt=0, le=7 * 24)
-
-    @field_validator("redis_url")
-    @classmethod
-    def _redis_url_ok(cls, value: str) -> str:
-        parse_redis_url(value)
-        return value
 
     @field_validator("disk", "max_bundle", "kept_max")
     @classmethod
@@ -140,14 +129,13 @@ class RunnerSettings(BaseSettings):
 
     def agent_secrets(self) -> dict[str, SecretStr]:
         """The API keys this machine gives to agents, by the variable the agent reads."""
-        found: dict[str, SecretStr] = {}
-        if self.anthropic_api_key is not None:
-            found["ANTHROPIC_API_KEY"] = self.anthropic_api_key
-        if self.openai_api_key is not None:
-            found["OPENAI_API_KEY"] = self.openai_api_key
-        if self.claude_code_oauth_token is not None:
-            found["CLAUDE_CODE_OAUTH_TOKEN"] = self.claude_code_oauth_token
-        return found
+        given = {
+            "ANTHROPIC_API_KEY": self.anthropic_api_key,
+            "OPENAI_API_KEY": self.openai_api_key,
+            "CLAUDE_CODE_OAUTH_TOKEN": self.claude_code_oauth_token,
+        }
+        # An empty key (`TRIMO_ANTHROPIC_API_KEY=` in runner.env) is no key.
+        return {k: v for k, v in given.items() if v is not None and v.get_secret_value()}
 
     def upstream(self) -> str | None:
         """The upstream proxy URL for the egress proxy, if this host must use one."""

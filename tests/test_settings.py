@@ -40,3 +40,12 @@ def test_bad_settings_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TRIMO_RUNNER_CONCURRENCY", "0")
     with pytest.raises(ValueError, match="runner_concurrency"):
         RunnerSettings()
+
+
+def test_an_empty_key_is_no_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`TRIMO_ANTHROPIC_API_KEY=` (as runner.env.example has it) gives no agent a key, and
+    `trimo doctor` does not count it."""
+    monkeypatch.setenv("TRIMO_ANTHROPIC_API_KEY", "")
+    settings = RunnerSettings()
+    assert settings.secrets_for("claude") == {}
+    assert settings.credentials()["claude"] == [] and settings.credentials()["aider"] == []
