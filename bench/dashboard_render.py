@@ -42,7 +42,8 @@ from app.dashboard.data import (
 from app.dashboard.oauth import UserToken
 from app.dashboard.pages import render
 from app.ops.server import private_redis
-from app.reporting.reporter import PULL_OF_PIPELINE, VIEW_PREFIX
+from app.reporting.channels.pullrequest import PULL_OF_PIPELINE
+from app.reporting.reporter import VIEW_PREFIX
 from app.reporting.runview import RunView
 from app.runs.pipelines import PIPELINE_PREFIX, Pipeline, PipelineRun, Pipelines
 from app.runs.summary import summarise

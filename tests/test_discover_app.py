@@ -10,7 +10,7 @@ from typing import Any
 
 from app.conversation.naming import branch_pipeline_id, pipeline_id
 from app.conversation.policy import RunSettings
-from app.reporting.reporter import PULL_OF_PIPELINE
+from app.reporting.channels.pullrequest import PULL_OF_PIPELINE
 from app.runs.pipelines import Pipeline, PipelineRun
 from runner.job import Outcome, Resources, RunFinished
 from tests import test_app_worker

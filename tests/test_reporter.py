@@ -27,7 +27,9 @@ from app.redisio import hget
 from app.reporting import reporter as reporter_module
 from app.reporting import runview
 from app.reporting.budget import Limits, WriteBudget
-from app.reporting.reporter import DEAD_LETTERS, GONE_FLAG, STEPS_PREFIX, Reporter
+from app.reporting.channels import steps as steps_module
+from app.reporting.channels.steps import GONE_FLAG, STEPS_PREFIX
+from app.reporting.reporter import DEAD_LETTERS, Reporter
 from app.runs.pipelines import PipelineRun
 from app.services import Services
 from app.settings import AppSettings
@@ -253,8 +255,8 @@ async def test_a_running_note_that_lands_late_never_undoes_the_last_word(
     _number, run_id = await world.accept()
     note = (await world.run(run_id)).progress_comment_id
     assert note is not None
-    monkeypatch.setattr(reporter_module, "CALL_TIMEOUT_SECONDS", 0.3)
-    monkeypatch.setattr(reporter_module, "LATE_WRITE_SECONDS", 1.5)
+    monkeypatch.setattr(steps_module, "CALL_TIMEOUT_SECONDS", 0.3)
+    monkeypatch.setattr(steps_module, "LATE_WRITE_SECONDS", 1.5)
     real = RepoAPI.update_comment
     landing: list[asyncio.Task[None]] = []
 
@@ -369,7 +371,7 @@ async def test_a_slow_answer_holds_back_only_its_run(
     _number_a, run_a = await world.accept("slow")
     _number_b, run_b = await world.accept("quick")
     slow_comment = (await world.run(run_a)).progress_comment_id
-    monkeypatch.setattr(reporter_module, "CALL_TIMEOUT_SECONDS", 0.5)
+    monkeypatch.setattr(steps_module, "CALL_TIMEOUT_SECONDS", 0.5)
     real = RepoAPI.update_comment
 
     async def sluggish(self: RepoAPI, comment_id: int, body: str) -> None:

@@ -10,7 +10,8 @@ import redis.asyncio as aioredis
 
 from app import redisio
 from app.dashboard.board import Usage
-from app.reporting.reporter import PULL_OF_PIPELINE, VIEW_PREFIX
+from app.reporting.channels.pullrequest import PULL_OF_PIPELINE
+from app.reporting.reporter import VIEW_PREFIX
 from app.reporting.runview import RunView
 from app.runs.pipelines import Pipelines
 from app.runs.summary import PipelineSummary, RunBrief

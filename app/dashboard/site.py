@@ -46,7 +46,7 @@ from app.dashboard.requests import (
 from app.edge.web import RedisHandle, enqueue_delivery
 from app.github.client import GitHubApp
 from app.github.installations import installation_for_repo
-from app.reporting.reporter import pull_of_pipeline
+from app.reporting.channels.pullrequest import pull_of_pipeline
 from app.reporting.runview import html_url
 from app.runs import previews
 from app.runs.pipelines import Pipeline, Pipelines

@@ -17,7 +17,7 @@ from typing import Any, Final
 import redis.asyncio as aioredis
 
 from app.redisio import ensure_group, settle
-from app.reporting.reporter import describe
+from app.reporting.channels.steps import describe
 from app.runs import previews
 from app.services import Services
 from runner import contract

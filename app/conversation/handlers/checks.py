@@ -24,7 +24,7 @@ from app.conversation.thread import (
 )
 from app.edge.payloads import CheckRunEvent, CheckSuiteEvent
 from app.github.client import is_transient
-from app.reporting.reporter import pull_of_pipeline
+from app.reporting.channels.pullrequest import pull_of_pipeline
 from app.runs.pipelines import Pipeline, PipelineRun
 from app.runs.service import CHECK_NAME, ChecksFailed, accept_run, retry_run, run_settings, stop_run
 from app.services import Delivery

@@ -24,7 +24,7 @@ from app.conversation.thread import (
     report_config_error,
 )
 from app.dashboard.requests import DASHBOARD_EVENT, DashboardEvent
-from app.reporting.reporter import pull_of_pipeline
+from app.reporting.channels.pullrequest import pull_of_pipeline
 from app.runs.pipelines import Pipeline
 from app.runs.previews import request_preview, stop_preview
 from app.runs.service import (

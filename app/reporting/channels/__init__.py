@@ -1,0 +1,1 @@
+"""The reporter's channels: check run, progress comment, pull request and reactions."""
