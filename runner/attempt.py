@@ -26,6 +26,14 @@ import requests
 
 from runner import gitops
 from runner.agents.base import AgentAdapter
+from runner.agents.endpoints import (
+    ANTHROPIC_BASE_URL,
+    ANTHROPIC_KEY_ENV,
+    CodexConfig,
+    Endpoint,
+    endpoint_of,
+    read_codex_config,
+)
 from runner.container import (
     CODEX_HOME_MOUNT,
     LABEL_PIPELINE,
@@ -98,6 +106,8 @@ class Host:
     limits: Limits
     upstream_proxy: str | None = None
     codex_auth_file: Path | None = None
+    codex_config_file: Path | None = None
+    anthropic_base_url: str | None = None
 
 
 def autosave_message(prompt: str, outcome: Outcome, run_id: str) -> str:
@@ -239,12 +249,31 @@ class Attempt:
             )
         return prompt
 
-    def codex_home(self, io: Path) -> dict[Path, str]:
-        """Codex's ChatGPT sign-in, for this run only: a CODEX_HOME of the run's own that is
-        deleted with /trimo, never the pipeline's lasting home. Its tokens are scrubbed."""
-        source = self.host.codex_auth_file
-        if self.adapter.name != "codex" or source is None:
-            return {}
+    def codex_home(self, io: Path) -> tuple[dict[Path, str], list[Endpoint]]:
+        """Codex's ChatGPT sign-in and the operator's config.toml, for this run only: a
+        CODEX_HOME of the run's own that is deleted with /trimo, never the pipeline's lasting
+        home. Their tokens are scrubbed; the config's providers' endpoints are returned."""
+        if self.adapter.name != "codex":
+            return {}, []
+        files: dict[str, str] = {}
+        endpoints: list[Endpoint] = []
+        if self.host.codex_auth_file is not None:
+            files["auth.json"] = self._codex_sign_in(self.host.codex_auth_file)
+        if self.host.codex_config_file is not None:
+            config = self._codex_config(self.host.codex_config_file)
+            files["config.toml"], endpoints = config.text, config.endpoints
+        if not files:
+            return {}, []
+        home = io / "codex"
+        home.mkdir(mode=0o700)
+        self._give(home)
+        for name, text in files.items():
+            (home / name).write_text(text)
+            (home / name).chmod(0o600)
+            self._give(home / name)
+        return {home: CODEX_HOME_MOUNT}, endpoints
+
+    def _codex_sign_in(self, source: Path) -> str:
         try:
             text = source.read_text()
             tokens = json.loads(text)
@@ -256,13 +285,27 @@ class Attempt:
         for value in _strings(tokens):
             if len(value) >= 16:
                 self.protect(value)
-        home = io / "codex"
-        home.mkdir(mode=0o700)
-        (home / "auth.json").write_text(text)
-        (home / "auth.json").chmod(0o600)
-        self._give(home)
-        self._give(home / "auth.json")
-        return {home: CODEX_HOME_MOUNT}
+        return text
+
+    def _codex_config(self, source: Path) -> CodexConfig:
+        try:
+            config = read_codex_config(source.read_text(), str(source))
+        except (OSError, UnicodeDecodeError) as exc:
+            raise TrimoError(
+                f"The Codex config file {source} could not be read: {exc}",
+                "point TRIMO_CODEX_CONFIG_FILE at a config.toml the runner can read",
+            ) from exc
+        for value in config.secrets:
+            self.protect(value)
+        return config
+
+    def anthropic_endpoint(self, env: dict[str, str]) -> list[Endpoint]:
+        """The operator's Anthropic base URL, given to an agent that calls Anthropic's API."""
+        url = self.host.anthropic_base_url
+        if url is None or ANTHROPIC_KEY_ENV not in self.adapter.secret_env:
+            return []
+        env[ANTHROPIC_BASE_URL] = url
+        return [endpoint_of(url, "TRIMO_ANTHROPIC_BASE_URL")]
 
     # -- the run --------------------------------------------------------------
 
@@ -289,16 +332,17 @@ class Attempt:
                 gitops.write_sync_bundle(
                     self.mirror, io / "sync.bundle", branches, self.pipeline.known()
                 )
-            writable = self.codex_home(io)
+            writable, endpoints = self.codex_home(io)
             env = {k: v.get_secret_value() for k, v in request.secrets.items()}
             env |= {"TRIMO_BRANCH": request.branch, "TRIMO_START": self.start.base_sha}
             if writable:
                 env["CODEX_HOME"] = CODEX_HOME_MOUNT
+            endpoints += self.anthropic_endpoint(env)
             network = attach(
                 self.host.client,
                 request.network,
                 request.run_id,
-                [*adapter.api_hosts, *request.allowed_hosts],
+                [*adapter.api_hosts, *(e.host for e in endpoints), *request.allowed_hosts],
                 self.host.runner_id,
                 self.host.upstream_proxy,
             )

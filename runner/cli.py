@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-from runner import disk, dockerclient, images, localstate
+from runner import disk, dockerclient, doctor, images, localstate
 from runner.agents import ADAPTERS, get_adapter
 from runner.contract import NETWORK_MODES, NetworkMode
 from runner.engine import RunEngine, StopSignal
@@ -424,6 +424,9 @@ def machine_checks(out: Console) -> tuple[int, RunnerSettings]:
                 "" if ok else f"\n    → set {credential_hint(agent)}",
             )
         )
+    problems += doctor.show(
+        out, "Agents' endpoints", doctor.endpoint_checks(endpoint_facts(settings))
+    )
     out.print(
         "· aider is installed in the full image (`trimo image build`), not in the base "
         "image (`--target base`), which runs only the script agent",
@@ -439,6 +442,21 @@ def machine_checks(out: Console) -> tuple[int, RunnerSettings]:
     except OSError as exc:
         report(False, f"cache directory {settings.cache_dir}: {exc}", "set TRIMO_CACHE_DIR")
     return problems, settings
+
+
+def endpoint_facts(settings: RunnerSettings) -> doctor.EndpointFacts:
+    codex, text, error = settings.codex_config_file, None, ""
+    if codex is not None:
+        try:
+            text = codex.read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            error = str(exc)
+    return doctor.EndpointFacts(
+        anthropic_base_url=settings.anthropic_base_url,
+        codex_config_file=str(codex) if codex else None,
+        codex_config=text,
+        codex_error=error,
+    )
 
 
 def runner() -> None:

@@ -1,7 +1,8 @@
 """`trimo doctor` for a deployment, the runner's part: is Redis reachable and persistent, is a
-runner online for every label in use, and has each runner the images this Trimo needs (as
-its heartbeat says). Each check is a pure function of facts gathered
-first (`gather_redis`), so that it is tested without a broken deployment at hand.
+runner online for every label in use, has each runner the images this Trimo needs (as
+its heartbeat says), and where this machine's agents call (the operator's endpoints).
+Each check is a pure function of facts gathered first (`gather_redis`), so that it is
+tested without a broken deployment at hand.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ from rich.console import Console
 from rich.text import Text
 
 from runner import contract, redisurl, registry
+from runner.agents.endpoints import CODEX_KEY_ENV, endpoint_of, read_codex_config
 from runner.container import SANDBOX_VERSION
+from runner.errors import TrimoError
 from runner.network.egress import PROXY_VERSION
 from runner.previews.links import Links
 from runner.registry import ImageInfo, RunnerInfo
@@ -274,6 +277,80 @@ def preview_checks(dashboard_url: str, previews: Mapping[str, str]) -> list[Chec
                     f"{who} serves previews on one host ({links}): they share one origin, so "
                     "in one browser a preview can read another that was opened after it",
                     f"recommended: a host per preview, {HOST_MODE}",
+                )
+            )
+    return checks
+
+
+@dataclass(frozen=True)
+class EndpointFacts:
+    """The operator's endpoints for agents' APIs, as this machine's settings give them."""
+
+    anthropic_base_url: str | None = None
+    codex_config_file: str | None = None
+    codex_config: str | None = None
+    """The Codex config file's text; None when it could not be read (see `codex_error`)."""
+    codex_error: str = ""
+
+
+def endpoint_checks(facts: EndpointFacts) -> list[Check]:
+    """Where agents call: their vendors' APIs, or the operator's gateways, whose hosts join
+    each run's allowlist (and may be private addresses, unlike a repository's hosts)."""
+    checks: list[Check] = []
+    if facts.anthropic_base_url:
+        endpoint = endpoint_of(facts.anthropic_base_url, "TRIMO_ANTHROPIC_BASE_URL")
+        checks.append(
+            Check(
+                "ok",
+                f"claude and aider call Anthropic's API at {facts.anthropic_base_url} "
+                f"({endpoint} joins their allowlist)",
+            )
+        )
+    if facts.codex_config_file:
+        checks.extend(_codex_config_checks(facts))
+    if not checks:
+        checks.append(
+            Check(
+                "info",
+                "agents call their vendors' APIs; TRIMO_ANTHROPIC_BASE_URL or "
+                "TRIMO_CODEX_CONFIG_FILE point them at a gateway (README, “Agent credentials”)",
+            )
+        )
+    return checks
+
+
+def _codex_config_checks(facts: EndpointFacts) -> list[Check]:
+    where = f"TRIMO_CODEX_CONFIG_FILE {facts.codex_config_file}"
+    if facts.codex_config is None:
+        return [
+            Check(
+                "fail",
+                f"{where} cannot be read: {facts.codex_error}",
+                "point it at a config.toml the runner can read; codex runs fail until then",
+            )
+        ]
+    try:
+        config = read_codex_config(facts.codex_config, str(facts.codex_config_file))
+    except TrimoError as exc:
+        return [Check("fail", exc.message, exc.hint or "codex runs fail until it is fixed")]
+    if not config.endpoints:
+        checks = [
+            Check(
+                "warn",
+                f"{where} names no model provider with a base_url: codex calls OpenAI's API",
+                'add [model_providers.<id>] with base_url, and model_provider = "<id>"',
+            )
+        ]
+    else:
+        hosts = ", ".join(map(str, config.endpoints))
+        checks = [Check("ok", f"codex takes its config from {where}; {hosts} join its allowlist")]
+    for provider, env in sorted(config.key_env.items()):
+        if env not in CODEX_KEY_ENV:
+            checks.append(
+                Check(
+                    "warn",
+                    f"model_providers.{provider}.env_key is {env}, which no run is given",
+                    'set env_key = "OPENAI_API_KEY" and give the key as TRIMO_OPENAI_API_KEY',
                 )
             )
     return checks

@@ -71,6 +71,10 @@ class EngineConfig:
     """A proxy the egress proxy chains to, when this host must use one."""
     codex_auth_file: Path | None = None
     """Codex's ChatGPT sign-in (auth.json), given to each Codex run for that run only."""
+    codex_config_file: Path | None = None
+    """The operator's Codex config.toml (model providers), given to each Codex run likewise."""
+    anthropic_base_url: str | None = None
+    """The operator's endpoint for Anthropic's API, given to agents that call it."""
 
     @property
     def mirrors_dir(self) -> Path:
@@ -132,6 +136,8 @@ class RunEngine:
             limits=config.limits,
             upstream_proxy=config.upstream_proxy,
             codex_auth_file=config.codex_auth_file,
+            codex_config_file=config.codex_config_file,
+            anthropic_base_url=config.anthropic_base_url,
         )
 
     def execute(

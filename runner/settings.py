@@ -10,10 +10,12 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 
 from runner.agents import ADAPTERS
+from runner.agents.endpoints import endpoint_of
 from runner.basesettings import TrimoSettings
 from runner.contract import KEPT_MAX_DEFAULT
 from runner.disk import parse_size
 from runner.engine import EngineConfig
+from runner.errors import TrimoError
 from runner.handoff import Limits
 from runner.network.egress import upstream_from_env
 from runner.policy import RunnerPolicy, split_list
@@ -57,6 +59,12 @@ class RunnerSettings(TrimoSettings):
     """A Claude subscription token (`claude setup-token`), given as CLAUDE_CODE_OAUTH_TOKEN."""
     codex_auth_file: Path | None = None
     """Codex's ChatGPT sign-in (`~/.codex/auth.json`), copied into each Codex run's home."""
+    codex_config_file: Path | None = None
+    """A Codex `config.toml` (model providers, base URLs), copied into each Codex run's home;
+    its providers' hosts join the run's allowlist."""
+    anthropic_base_url: str | None = None
+    """Given to agents that call Anthropic's API as ANTHROPIC_BASE_URL (a gateway or proxy);
+    its host joins the run's allowlist."""
 
     runner_id: str = Field(default_factory=socket.gethostname)
     runner_labels: str = "default"
@@ -76,6 +84,17 @@ class RunnerSettings(TrimoSettings):
     runner_max_previews: int = Field(default=4, ge=1, le=100)
     runner_preview_max_hours: float = Field(default=8, gt=0, le=7 * 24)
 
+    @field_validator("anthropic_base_url")
+    @classmethod
+    def _base_url_ok(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        try:
+            endpoint_of(value, "TRIMO_ANTHROPIC_BASE_URL")
+        except TrimoError as exc:
+            raise ValueError(exc.message) from exc
+        return value.strip()
+
     @field_validator("disk", "max_bundle", "kept_max")
     @classmethod
     def _size_ok(cls, value: str) -> str:
@@ -93,6 +112,8 @@ class RunnerSettings(TrimoSettings):
             limits=Limits(bundle_bytes=parse_size(self.max_bundle)),
             upstream_proxy=self.upstream(),
             codex_auth_file=self.codex_auth_file,
+            codex_config_file=self.codex_config_file,
+            anthropic_base_url=self.anthropic_base_url,
         )
 
     def preview_listen(self) -> tuple[str, int]:

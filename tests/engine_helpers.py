@@ -56,10 +56,11 @@ class Recorder:
 
 
 def run(
-    cache: Path, request: RunRequest, stop: StopSignal | None = None
+    cache: Path, request: RunRequest, stop: StopSignal | None = None, **config: Any
 ) -> tuple[RunFinished, Recorder]:
+    """`request` run to its end by an engine on `cache` (`config`: more EngineConfig fields)."""
     engine = RunEngine(
-        EngineConfig(cache_dir=cache, runner_id=RUNNER_ID, push_interval_seconds=0.5)
+        EngineConfig(cache_dir=cache, runner_id=RUNNER_ID, push_interval_seconds=0.5, **config)
     )
     recorder = Recorder()
     finished = engine.execute(request, recorder, stop)

@@ -18,12 +18,10 @@ from pathlib import Path
 import docker
 import pytest
 
-from runner import disk, images
+from runner import images
 from runner.container import AgentContainer, ContainerSpec
-from runner.engine import EngineConfig
 from runner.events import AssistantMessage, FinalResult, Usage
 from runner.job import Outcome, Resources, RunFinished, RunRequest
-from runner.pipelinedir import PipelineDir
 from tests.api_standins import INPUT_TOKENS, OUTPUT_TOKENS, REPLY, StandIn, bridge_gateway, serve
 from tests.conftest import build_lock
 from tests.engine_helpers import Recorder, make_request, record_of, run
@@ -125,21 +123,6 @@ def request_for(sample_repo: Path, agent: str, image: str, secrets: dict[str, st
     )
 
 
-def seed_home(cache: Path, request: RunRequest, files: dict[str, str]) -> None:
-    """Files in the pipeline's lasting home before its first run, owned by the agent."""
-    pipeline = PipelineDir.of(cache, request.repo.clone_url, request.pipeline)
-    pipeline.create()
-    with disk.mounted(pipeline.path, EngineConfig(cache_dir=cache).disk_bytes) as root:
-        home = agent_dir(root / "home")
-        for name, text in files.items():
-            path = home / name
-            for parent in reversed(path.relative_to(home).parents[:-1]):
-                if not (home / parent).exists():
-                    agent_dir(home / parent)
-            path.write_text(text)
-            os.chown(path, AGENT_UID, AGENT_UID)
-
-
 def diagnosis(finished: RunFinished, recorder: Recorder, api: StandIn) -> str:
     return f"{finished.outcome} {finished.reason!r}\n{recorder.text()}\napi: {api.seen()}"
 
@@ -187,9 +170,10 @@ def test_claude_code_first_run_and_follow_up_against_a_standin_of_the_messages_a
     session's: each run reports its own cost, the same for the same calls."""
     cache = tmp_path / "cache"
     with serve(bridge_gateway(docker_client)) as api:
-        secrets = {"ANTHROPIC_API_KEY": KEY, "ANTHROPIC_BASE_URL": api.url}
+        secrets = {"ANTHROPIC_API_KEY": KEY}
+        operator = {"anthropic_base_url": api.url}  # TRIMO_ANTHROPIC_BASE_URL
         first = request_for(sample_repo, "claude", agent_image, secrets)
-        finished, recorder = run(cache, first)
+        finished, recorder = run(cache, first, **operator)
         headers, model, body = the_call(api, "/v1/messages")
         assert headers.get("x-api-key") == KEY
         assert PROMPT in body
@@ -199,7 +183,7 @@ def test_claude_code_first_run_and_follow_up_against_a_standin_of_the_messages_a
         follow = request_for(sample_repo, "claude", agent_image, secrets).model_copy(
             update={"prompt": "And again.", "history": [record_of(first, finished)]}
         )
-        again, recorder_again = run(cache, follow)
+        again, recorder_again = run(cache, follow, **operator)
     assert again.outcome == Outcome.SUCCESS, diagnosis(again, recorder_again, api)
     calls = api.to("/v1/messages")
     assert len(calls) == 2 and PROMPT in json.dumps(calls[1].body), "not the same session"
@@ -216,22 +200,26 @@ name = "Stand-in"
 base_url = "{url}/v1"
 env_key = "CODEX_API_KEY"
 wire_api = "responses"
+http_headers = {{ "X-Gateway-Token" = "{token}" }}
 """
+GATEWAY_TOKEN = "gw-token-0123456789abcdef"
 
 
-def test_codex_first_run_against_a_standin_of_the_responses_api(
+def test_codex_first_run_through_a_provider_of_the_operators_config(
     docker_client: docker.DockerClient, agent_image: str, sample_repo: Path, tmp_path: Path
 ) -> None:
-    """Codex takes its base URL from a model provider in ~/.codex/config.toml (it ignores
-    OPENAI_BASE_URL), and its key from CODEX_API_KEY, which Trimo's launcher sets from
+    """Codex takes its base URL from a model provider in config.toml (it ignores
+    OPENAI_BASE_URL): the operator's TRIMO_CODEX_CONFIG_FILE, copied into the run's own
+    CODEX_HOME. Its key comes from CODEX_API_KEY, which Trimo's launcher sets from
     OPENAI_API_KEY. Its `exec --json` stream becomes events, with the model named."""
-    cache = tmp_path / "cache"
+    config = tmp_path / "config.toml"
     with serve(bridge_gateway(docker_client)) as api:
+        config.write_text(CODEX_CONFIG.format(url=api.url, token=GATEWAY_TOKEN))
         request = request_for(sample_repo, "codex", agent_image, {"OPENAI_API_KEY": KEY})
-        seed_home(cache, request, {".codex/config.toml": CODEX_CONFIG.format(url=api.url)})
-        finished, recorder = run(cache, request)
+        finished, recorder = run(tmp_path / "cache", request, codex_config_file=config)
     headers, model, body = the_call(api, "/v1/responses")
     assert headers.get("authorization") == f"Bearer {KEY}"
+    assert headers.get("x-gateway-token") == GATEWAY_TOKEN  # the whole config was used
     assert PROMPT in body
     assert_first_run_parsed(finished, recorder, api, model, final_result=True)
     assert recorder.of_type("error") == [], recorder.text()

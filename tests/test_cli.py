@@ -231,6 +231,35 @@ def test_doctor_says_which_credentials_each_agent_gets(tmp_path: Path, test_imag
     assert "! credentials for claude: none" in signed_in.stdout
 
 
+@pytest.mark.docker
+def test_doctor_shows_where_agents_call(tmp_path: Path, test_image: str) -> None:
+    """The operator's endpoints: their hosts join the allowlist; a config that cannot be read
+    fails doctor, as it would fail every codex run."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRIMO_")}
+    env |= {"TRIMO_CACHE_DIR": str(tmp_path / "c"), "TRIMO_IMAGE": test_image, "COLUMNS": "300"}
+
+    def doctor(**more: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*TRIMO, "doctor"], cwd=tmp_path, env=env | more,
+                              capture_output=True, text=True, timeout=60)  # fmt: skip
+
+    assert "· agents call their vendors' APIs" in doctor().stdout
+    config = tmp_path / "codex.toml"
+    config.write_text(
+        'model_provider = "gw"\n[model_providers.gw]\nbase_url = "http://10.0.0.7:4000"\n'
+    )
+    shown = doctor(
+        TRIMO_ANTHROPIC_BASE_URL="https://gw.example.com", TRIMO_CODEX_CONFIG_FILE=str(config)
+    ).stdout
+    assert (
+        "✓ claude and aider call Anthropic's API at https://gw.example.com "
+        "(gw.example.com:443 joins their allowlist)"
+    ) in shown
+    assert f"✓ codex takes its config from TRIMO_CODEX_CONFIG_FILE {config}; 10.0.0.7:4000" in shown
+    missing = doctor(TRIMO_CODEX_CONFIG_FILE=str(tmp_path / "absent.toml"))
+    assert f"✗ TRIMO_CODEX_CONFIG_FILE {tmp_path / 'absent.toml'} cannot be read" in missing.stdout
+    assert missing.returncode == 1
+
+
 def test_doctor_with_docker_unreachable(tmp_path: Path) -> None:
     result = subprocess.run(
         [*TRIMO, "doctor"],

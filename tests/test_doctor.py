@@ -23,7 +23,9 @@ from runner import contract, registry
 from runner.container import SANDBOX_VERSION
 from runner.doctor import (
     Check,
+    EndpointFacts,
     RedisFacts,
+    endpoint_checks,
     image_checks,
     label_checks,
     preview_checks,
@@ -314,3 +316,51 @@ def test_doctor_names_the_runner_with_an_old_or_missing_image(
     assert f"✗ runner {stale_id} on {host} is missing the image {missing}" in out
     assert "3 problem(s) to fix." in out  # and the test's Redis, which keeps nothing on disk
     assert result.returncode == 1
+
+
+CODEX_GATEWAY = """\
+model_provider = "gw"
+[model_providers.gw]
+base_url = "http://10.0.0.7:4000/v1"
+env_key = "OPENAI_API_KEY"
+"""
+
+
+@pytest.mark.parametrize(
+    ("facts", "expected"),
+    [
+        (EndpointFacts(), [("info", "agents call their vendors' APIs")]),
+        (
+            EndpointFacts(anthropic_base_url="https://gw.example.com/anthropic"),
+            [("ok", "gw.example.com:443 joins their allowlist")],
+        ),
+        (
+            EndpointFacts(codex_config_file="/etc/c.toml", codex_config=CODEX_GATEWAY),
+            [("ok", "10.0.0.7:4000 join its allowlist")],
+        ),
+        (
+            EndpointFacts(codex_config_file="/etc/c.toml", codex_error="No such file"),
+            [("fail", "cannot be read: No such file")],
+        ),
+        (
+            EndpointFacts(codex_config_file="/etc/c.toml", codex_config="model = "),
+            [("fail", "not valid TOML")],
+        ),
+        (
+            EndpointFacts(codex_config_file="/etc/c.toml", codex_config='model = "m"'),
+            [("warn", "no model provider with a base_url")],
+        ),
+        (
+            EndpointFacts(
+                codex_config_file="/etc/c.toml",
+                codex_config=CODEX_GATEWAY.replace("OPENAI_API_KEY", "AZURE_KEY"),
+            ),
+            [("ok", "10.0.0.7:4000"), ("warn", "env_key is AZURE_KEY, which no run is given")],
+        ),
+    ],
+)
+def test_endpoint_checks(facts: EndpointFacts, expected: list[tuple[str, str]]) -> None:
+    checks = endpoint_checks(facts)
+    assert len(checks) == len(expected), checks
+    for check, (mark, part) in zip(checks, expected, strict=True):
+        assert check.mark == mark and part in check.what, check

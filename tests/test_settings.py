@@ -49,3 +49,20 @@ def test_an_empty_key_is_no_key(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = RunnerSettings()
     assert settings.secrets_for("claude") == {}
     assert settings.credentials()["claude"] == [] and settings.credentials()["aider"] == []
+
+
+@pytest.mark.parametrize("url", ["gw.example.com", "http://localhost:4000", "ftp://gw"])
+def test_an_anthropic_base_url_that_cannot_work_is_refused(
+    monkeypatch: pytest.MonkeyPatch, url: str
+) -> None:
+    monkeypatch.setenv("TRIMO_ANTHROPIC_BASE_URL", url)
+    with pytest.raises(ValueError, match="TRIMO_ANTHROPIC_BASE_URL"):
+        RunnerSettings()
+
+
+def test_the_operators_endpoints_reach_the_engine(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TRIMO_ANTHROPIC_BASE_URL", " https://gw.example.com ")
+    monkeypatch.setenv("TRIMO_CODEX_CONFIG_FILE", "/etc/trimo/codex.toml")
+    config = RunnerSettings().engine_config("r", keep_ledger=False)
+    assert config.anthropic_base_url == "https://gw.example.com"
+    assert str(config.codex_config_file) == "/etc/trimo/codex.toml"
