@@ -3,7 +3,7 @@
 One arq worker per label (queue `trimo:runs:<label>`) shares one limit of runs
 at a time. The daemon announces itself with a heartbeat, publishes every run's
 events, removes what a killed earlier process left on the host and saves the work of its
-runs, marks runs of vanished runners failed, and drains on SIGTERM.
+runs, marks runs of vanished runners failed, gc-s its mirrors, and drains on SIGTERM.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import logging
 import os
 import signal
 import socket
+import time
 from datetime import datetime
 from typing import Any
 
@@ -32,6 +33,7 @@ from runner import (
     images,
     leftovers,
     logs,
+    mirrors,
     pipelinedir,
     redisurl,
     registry,
@@ -355,6 +357,35 @@ class RunnerDaemon:
                     log.error("could not remove old pipelines: %s", exc)
             await asyncio.sleep(CLOSED_POLL_SECONDS)
 
+    async def tend_mirrors(self) -> None:
+        """Gc the mirrors that are due and report their size (`runner.mirrors`), now and every
+        `mirrors.LOOK_SECONDS`."""
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                upkeep = await loop.run_in_executor(
+                    None, mirrors.tend, self.engine.config.mirrors_dir, time.time()
+                )
+            except OSError as exc:
+                log.error("could not look after the mirrors: %s", exc)
+            else:
+                if upkeep.collected or upkeep.failed:
+                    log.info(
+                        "mirrors: %d gc-ed, %d failed, %d busy; %d mirror(s), %d bytes",
+                        upkeep.collected, upkeep.failed, upkeep.busy, upkeep.mirrors, upkeep.bytes,
+                    )  # fmt: skip
+                await self._quietly(
+                    figures.observe_mirrors(
+                        self.redis,
+                        self.settings.runner_id,
+                        mirrors=upkeep.mirrors,
+                        size=upkeep.bytes,
+                        collected=upkeep.collected,
+                        failed=upkeep.failed,
+                    )
+                )
+            await asyncio.sleep(mirrors.LOOK_SECONDS)
+
     async def remove_closed(self) -> None:
         """Delete this runner's copies of pipelines the App closed since the last look."""
         cursor_file = self.settings.cache_dir / "closed-pipelines.cursor"
@@ -491,6 +522,7 @@ class RunnerDaemon:
             asyncio.create_task(self.watch_images()),
             asyncio.create_task(self.reap()),
             asyncio.create_task(self.sweep()),
+            asyncio.create_task(self.tend_mirrors()),
             *(asyncio.create_task(self._keep_working(w)) for w in self.workers),
             *([asyncio.create_task(self.previews.keep_sweeping())] if self.previews else []),
         ]

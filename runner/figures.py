@@ -3,7 +3,8 @@
 Runners sit on team machines that a Prometheus server often cannot reach, while every
 runner already reaches Redis. So each runner adds its observations to one small hash
 (`contract.runner_figures(runner_id)`): a counter per histogram bucket, a sum and a count
-for the time to agent and the run duration, and runs by outcome. The hash is bounded (a
+for the time to agent and the run duration, runs by outcome, and its mirror cache's size
+and gcs. The hash is bounded (a
 fixed set of fields), survives the runner's restarts, and expires a day after the runner
 was last seen. The App reads the hashes when scraped (`app.ops.metrics`).
 """
@@ -28,6 +29,11 @@ BUCKETS: Final[dict[str, tuple[float, ...]]] = {
 }
 """Upper bounds (seconds) of each histogram's buckets; one more bucket holds the rest."""
 OUTCOME_PREFIX: Final = "outcome:"
+MIRROR_BYTES: Final = "mirror_bytes"
+"""Size of the runner's mirror cache at its last look (`runner.mirrors`)."""
+MIRRORS: Final = "mirrors"
+MIRROR_GC_PREFIX: Final = "mirror_gc:"
+"""Mirror gcs by result: `collected` or `failed`."""
 
 
 def bucket_field(histogram: str, seconds: float) -> str:
@@ -65,6 +71,20 @@ async def observe_run(
         pipe.hincrby(key, f"{histogram}:count", 1)
         pipe.hincrbyfloat(key, f"{histogram}:sum", seconds)
     pipe.hincrby(key, OUTCOME_PREFIX + outcome, 1)
+    pipe.expire(key, FIGURES_TTL_SECONDS)
+    pipe.sadd(contract.RUNNER_FIGURES, runner_id)
+    await pipe.execute()
+
+
+async def observe_mirrors(
+    redis: aioredis.Redis, runner_id: str, *, mirrors: int, size: int, collected: int, failed: int
+) -> None:
+    """Record one look at `runner_id`'s mirror cache (`runner.mirrors.tend`)."""
+    key = contract.runner_figures(runner_id)
+    pipe = redis.pipeline(transaction=True)
+    pipe.hset(key, mapping={MIRRORS: mirrors, MIRROR_BYTES: size})
+    pipe.hincrby(key, MIRROR_GC_PREFIX + "collected", collected)
+    pipe.hincrby(key, MIRROR_GC_PREFIX + "failed", failed)
     pipe.expire(key, FIGURES_TTL_SECONDS)
     pipe.sadd(contract.RUNNER_FIGURES, runner_id)
     await pipe.execute()

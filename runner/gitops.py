@@ -179,6 +179,22 @@ def locked(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+@contextmanager
+def locked_now(path: Path) -> Iterator[bool]:
+    """`locked` without waiting: whether the lock was taken (held until the block ends)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def ensure_mirror(mirrors_dir: Path, clone_url: str, token: str | None = None) -> Path:
     """A bare mirror of the repository's branches, created or brought up to date."""
     mirror = mirrors_dir / f"{repo_key(clone_url)}.git"

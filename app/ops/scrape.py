@@ -244,6 +244,32 @@ def _runner_families(by_runner: dict[str, dict[str, str]]) -> Iterator[Metric]:
                     [runner_id, name.removeprefix(figures.OUTCOME_PREFIX)], _number(value)
                 )
     yield outcomes
+    yield from _mirror_families(by_runner)
+
+
+def _mirror_families(by_runner: dict[str, dict[str, str]]) -> Iterator[Metric]:
+    size = GaugeMetricFamily(
+        "trimo_runner_mirror_bytes", "Bytes of a runner's repository mirrors on its disk.",
+        labels=["runner"],
+    )  # fmt: skip
+    count = GaugeMetricFamily(
+        "trimo_runner_mirrors", "Repository mirrors a runner keeps.", labels=["runner"]
+    )
+    gcs = CounterMetricFamily(
+        "trimo_runner_mirror_gcs", "Scheduled git gcs of a runner's mirrors, by result.",
+        labels=["runner", "result"],
+    )  # fmt: skip
+    for runner_id, fields in sorted(by_runner.items()):
+        if figures.MIRROR_BYTES not in fields:
+            continue  # it has not looked at its mirrors yet
+        size.add_metric([runner_id], _number(fields[figures.MIRROR_BYTES]))
+        count.add_metric([runner_id], _number(fields.get(figures.MIRRORS)))
+        for result in ("collected", "failed"):
+            value = fields.get(figures.MIRROR_GC_PREFIX + result)
+            gcs.add_metric([runner_id, result], _number(value))
+    yield size
+    yield count
+    yield gcs
 
 
 def _number(value: str | None) -> float:
