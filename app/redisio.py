@@ -2,14 +2,20 @@
 
 redis-py types its hash and set commands as `Awaitable[T] | T` (one signature for the sync
 and the async client), which an `await` cannot take under strict mypy. These wrappers await
-the async client's answer and return plain `str` values.
+the async client's answer and return plain `str` values. `held` is a lock that outlives no
+holder: renewed while its holder works, free soon after the holder dies or loses Redis.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Mapping
 
 import redis.asyncio as aioredis
+from redis.asyncio.lock import Lock
+from redis.exceptions import LockNotOwnedError, RedisError
 
 from runner.redisio import settle
 
@@ -17,6 +23,7 @@ __all__ = [
     "as_text",
     "ensure_group",
     "hdel",
+    "held",
     "hget",
     "hgetall",
     "hmget",
@@ -26,6 +33,8 @@ __all__ = [
     "smembers",
     "srem",
 ]
+
+log = logging.getLogger("trimo.redis")
 
 
 def as_text(value: bytes | str | None) -> str | None:
@@ -81,3 +90,35 @@ async def ensure_group(redis: aioredis.Redis, stream: str, group: str) -> None:
     except aioredis.ResponseError as exc:
         if "BUSYGROUP" not in str(exc):
             raise
+
+
+@contextlib.asynccontextmanager
+async def held(redis: aioredis.Redis, key: str, seconds: float) -> AsyncIterator[bool]:
+    """Whether this process got `key` to itself (across processes), without waiting.
+
+    Taken for `seconds` and renewed every quarter of that while the block runs, so a holder
+    that is killed, or that loses Redis (a crash keeps the key in its append-only file),
+    holds the others back for at most `seconds`, never for a long fixed term."""
+    lock = redis.lock(key, timeout=seconds)
+    if not await lock.acquire(blocking=False):
+        yield False
+        return
+    renewal = asyncio.create_task(_renew(lock, seconds / 4))
+    try:
+        yield True
+    finally:
+        renewal.cancel()
+        with contextlib.suppress(RedisError):  # expired, or Redis away: it expires by itself
+            await lock.release()
+
+
+async def _renew(lock: Lock, every: float) -> None:
+    while True:
+        await asyncio.sleep(every)
+        try:
+            await lock.reacquire()
+        except LockNotOwnedError:
+            log.warning("lock %s expired while held (was Redis away?)", lock.name)
+            return
+        except RedisError:
+            continue  # Redis away: try again; if it stays away, the lock expires

@@ -37,10 +37,9 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 import redis.asyncio as aioredis
-from redis.exceptions import LockError
 
 from app.github.client import RepoAPI
-from app.redisio import ensure_group, hdel, hgetall, hset, settle, smembers, srem
+from app.redisio import ensure_group, hdel, held, hgetall, hset, settle, smembers, srem
 from app.reporting.budget import LiveRun, Priority, WriteBudget, due_live
 from app.reporting.channels.checkrun import CHECK_OFF_FLAG, CheckRun
 from app.reporting.channels.comment import ProgressComment
@@ -91,7 +90,9 @@ RUN_LOCK_PREFIX: Final = "trimo:report:lock:"
 """Per run: held by the one App process reporting it now. The stream's entries of one run
 may go to different consumers; the lock keeps them from reporting it at once (a `started`
 landing after the `finished` would leave its check run in progress forever)."""
-RUN_LOCK_SECONDS: Final = 300.0
+RUN_LOCK_SECONDS: Final = 10.0
+"""Renewed while held: an App process killed (or cut from Redis) mid-report holds its run
+back this long at most."""
 RUN_LOCK_BUSY_SECONDS: Final = 0.5
 """How long a run another process is reporting waits before this one looks again."""
 
@@ -494,15 +495,8 @@ class Reporter:
     @contextlib.asynccontextmanager
     async def _run_lock(self, run_id: str) -> AsyncIterator[bool]:
         """Whether this process got `run_id` to itself (across App processes)."""
-        lock = self.redis.lock(RUN_LOCK_PREFIX + run_id, timeout=RUN_LOCK_SECONDS)
-        if not await lock.acquire(blocking=False):
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            with contextlib.suppress(LockError):  # expired meanwhile: nothing to release
-                await lock.release()
+        async with held(self.redis, RUN_LOCK_PREFIX + run_id, RUN_LOCK_SECONDS) as mine:
+            yield mine
 
     async def _mark_sent(self, run_id: str) -> None:
         await self.redis.set(
