@@ -184,6 +184,24 @@ def image_checks(runners: list[RunnerInfo]) -> list[Check]:
     return checks + _differing_builds(runners)
 
 
+def version_checks(version: str, runners: list[RunnerInfo]) -> list[Check]:
+    """Runners on another version of Trimo than `version` (this machine's): a warning, as
+    the job contract may have moved between them."""
+    other = [runner for runner in runners if runner.version != version]
+    if not other:
+        return [Check("ok", f"every runner online runs Trimo {version}, as here")]
+    return [
+        Check(
+            "warn",
+            f"runner {runner.id} on {runner.host} runs Trimo {runner.version or '(unknown)'}, "
+            f"this machine {version}",
+            "upgrade the older of the two, so that the App and every runner run one version "
+            "(deploy/README.md, “Upgrading without losing runs”)",
+        )
+        for runner in other
+    ]
+
+
 def _image_check(where: str, host: str, image: ImageInfo) -> Check | None:
     build = f"build it on {host} with `trimo image build --tag {image.name}`"
     if image.role == "egress":

@@ -191,6 +191,7 @@ def test_doctor_says_which_credentials_each_agent_gets(tmp_path: Path, test_imag
             "TRIMO_CACHE_DIR": str(tmp_path / "c"),
             "TRIMO_IMAGE": test_image,
             "TRIMO_CLAUDE_CODE_OAUTH_TOKEN": "sk-ant-oat-very-secret",
+            "TRIMO_ANTHROPIC_API_KEY": "",  # as runner.env.example had it: no key
             "TRIMO_CODEX_AUTH_FILE": str(tmp_path / "absent" / "auth.json"),
             "COLUMNS": "300",
             "TERM": "dumb",

@@ -13,7 +13,7 @@ from app.dashboard.site import sse
 from app.github.installations import REPO_INSTALLATIONS
 from app.runs.pipelines import CHANGES
 from app.runs.previews import RECORD_PREFIX, PreviewRecord
-from runner import contract
+from runner import __version__, contract
 from runner.events import AssistantMessage, ToolCall
 from runner.job import Outcome, RepoRef, RunFinished, RunStarted
 from runner.previews.job import PreviewRequest
@@ -364,3 +364,20 @@ def test_the_pipeline_page_shows_its_preview_and_asks_for_one(
         "preview_stop",
     ]
     assert all(payload["ask"] == {"pipeline": "o.r.6"} for _event, payload in jobs)
+
+
+def test_fleet_warns_of_runners_on_another_version(dash: RunningApp) -> None:
+    for runner_id, version in (("same-1", __version__), ("old-1", "0.0.1")):
+        info = RunnerInfo(
+            id=runner_id, host="box", labels=["default"], capacity=1, running=[],
+            version=version, pid=1, started_at=now(), seen_at=now(),
+        )  # fmt: skip
+        dash.redis.set(contract.runner_info(runner_id), info.model_dump_json())
+        dash.redis.sadd(contract.RUNNERS, runner_id)
+    with client_as(dash, "root", role="read") as client:
+        html = client.get("/fleet").text
+    assert (
+        "version-skew" in html and f"another version of Trimo than this App ({__version__})" in html
+    )
+    assert 'class="runner skew" data-runner="old-1"' in html
+    assert 'class="runner" data-runner="same-1"' in html

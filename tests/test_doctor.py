@@ -18,8 +18,8 @@ import pytest
 import redis
 
 from app.github.client import AppIdentity
-from app.ops.doctor import AppFacts, app_checks
-from runner import contract, registry
+from app.ops.doctor import AppFacts, app_checks, choose_sides
+from runner import __version__, contract, registry
 from runner.container import SANDBOX_VERSION
 from runner.doctor import (
     Check,
@@ -30,6 +30,7 @@ from runner.doctor import (
     label_checks,
     preview_checks,
     redis_checks,
+    version_checks,
 )
 from runner.network.egress import PROXY_IMAGE, PROXY_VERSION
 from runner.registry import ImageInfo, RunnerInfo
@@ -183,10 +184,56 @@ def test_app_checks() -> None:
     assert marks(renamed) == ["ok", "ok", "warn"] and "TRIMO_APP_SLUG=trimo-bot" in renamed[2].fix
 
 
-def doctor(tmp_path: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+def test_version_checks() -> None:
+    same = runner_info("a", "default").model_copy(update={"version": __version__})
+    old = runner_info("b", "default").model_copy(update={"version": "0.0.1", "host": "box"})
+    assert marks(version_checks(__version__, [same])) == ["ok"]
+    skewed = version_checks(__version__, [same, old])
+    assert marks(skewed) == ["warn"]
+    assert skewed[0].what == f"runner b on box runs Trimo 0.0.1, this machine {__version__}"
+    assert "one version" in skewed[0].fix
+
+
+@pytest.mark.parametrize(
+    ("flags", "app_set", "runner_set", "expected"),
+    [
+        ((False, False), True, False, (True, False)),  # the App's container
+        ((False, False), False, True, (False, True)),  # a runner machine
+        ((False, False), False, False, (False, True)),  # `trimo run` on a laptop
+        ((False, False), True, True, (True, True)),  # `trimo up`
+        ((True, False), False, True, (True, False)),
+        ((False, True), True, False, (False, True)),
+        ((True, True), False, False, (True, True)),
+    ],
+)
+def test_doctor_chooses_its_side_from_the_environment(
+    flags: tuple[bool, bool], app_set: bool, runner_set: bool, expected: tuple[bool, bool]
+) -> None:
+    sides = choose_sides(*flags, app_configured=app_set, runner_configured=runner_set)
+    assert (sides.app, sides.runner) == expected and sides.why
+
+
+@pytest.mark.docker
+def test_doctor_checks_the_side_it_is_asked_for(tmp_path: Path, test_image: str) -> None:
+    """Redis unreachable (port 1) keeps each run short; the sections say which side ran."""
+    base = {"TRIMO_REDIS_URL": "redis://127.0.0.1:1/0", "TRIMO_GITHUB_APP_ID": "1"}
+    app = doctor(tmp_path, base)
+    runner = doctor(tmp_path, base, "--runner")
+    both = doctor(tmp_path, {**base, "TRIMO_RUNNER_ID": "box-1"})
+    for result in (app, runner, both):
+        assert "Traceback" not in result.stdout + result.stderr
+        assert "✗ Redis is not reachable" in result.stdout and result.returncode == 1
+    assert "This machine" not in app.stdout and "The GitHub App" in app.stdout
+    assert "This machine" in runner.stdout and "The GitHub App" not in runner.stdout
+    assert "git is installed" in runner.stdout
+    assert "This machine" in both.stdout and "The GitHub App" in both.stdout
+    assert "TRIMO_GITHUB_APP_ID and TRIMO_RUNNER_* are set here" in both.stdout
+
+
+def doctor(tmp_path: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("TRIMO_")}
     return subprocess.run(
-        [*TRIMO, "doctor"],
+        [*TRIMO, "doctor", *args],
         cwd=tmp_path,
         env={
             **clean,
@@ -247,6 +294,10 @@ def test_doctor_checks_a_deployment(tmp_path: Path, test_image: str) -> None:
         server.stop()
 
     out = good.stdout
+    # The App's side only (as in the App's container): no git, Docker or cache checks.
+    assert "Checking the App (TRIMO_GITHUB_APP_ID is set here" in out
+    assert "This machine" not in out and "Docker" not in out
+    assert f"! runner doc-runner on h runs Trimo 0, this machine {__version__}" in out
     assert "✓ Redis 7" in out and f"reachable at redis://127.0.0.1:{server.port}/0" in out
     assert "✓ Redis keeps every write in its append-only file (appendfsync always)" in out
     assert "✓ label default: 1 runner(s) online (doc-runner)" in out

@@ -51,6 +51,7 @@ from app.reporting.runview import html_url
 from app.runs import previews
 from app.runs.pipelines import Pipeline, Pipelines
 from app.settings import AppSettings, SettingsError
+from runner import __version__
 from runner.contract import AGENTS, is_valid_id
 
 log = logging.getLogger("trimo.dashboard")
@@ -232,7 +233,9 @@ class Dashboard:
         summaries = await self.summaries.all(pipelines)
         waiting = {s.run.label for s in summaries if s.activity == "queued" and s.run}
         fleet = await data.load_fleet(pipelines.redis, waiting)
-        return self._page(request, viewer, "fleet.html.j2", fleet=fleet, now=_now())
+        return self._page(
+            request, viewer, "fleet.html.j2", fleet=fleet, now=_now(), app_version=__version__
+        )
 
     async def new_pipeline_page(self, request: Request) -> Response:
         viewer = await current_viewer(request)

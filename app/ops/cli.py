@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
@@ -121,20 +121,52 @@ def up() -> None:
 
 
 @cli.command()
-def doctor() -> None:
-    """Check this machine and the deployment, and say how to fix what is wrong: Docker, the
-    agent image, disks and credentials here; Redis reachable and persistent; a runner online
-    for each label in use, and the images of every runner online (from their heartbeats);
-    the webhook secret and the App's credentials (GitHub is asked)."""
+def doctor(
+    app: Annotated[bool, typer.Option("--app", help="Check the App's side here.")] = False,
+    runner: Annotated[
+        bool, typer.Option("--runner", help="Check this machine as a runner.")
+    ] = False,
+) -> None:
+    """Check the deployment from here, and say how to fix what is wrong. Both sides: Redis
+    reachable and persistent, a runner online for each label in use, every runner's images
+    and version (from their heartbeats). A runner (--runner): this machine's Docker, agent
+    image, disks and credentials. The App (--app): the webhook secret and the App's
+    credentials (GitHub is asked). Without either: the App where TRIMO_GITHUB_APP_ID is set,
+    a runner where TRIMO_RUNNER_ID or _LABELS is or nothing is."""
     from rich.console import Console
 
     from app.ops import doctor as deployment
 
     out = Console()
-    problems, settings = runner_cli.machine_checks(out)
-    problems += asyncio.run(deployment.report(out, settings.redis_url, settings.runner_preview_url))
+    app_settings = deployment.app_settings()
+    sides = deployment.choose_sides(
+        app, runner, deployment.app_configured(app_settings), _runner_configured()
+    )
+    checked = " and ".join(
+        name for name, on in (("the App", sides.app), ("a runner", sides.runner)) if on
+    )
+    out.print(f"Checking {checked} ({sides.why}).\n", highlight=False)
+    problems, preview_url = 0, ""
+    if sides.runner:
+        problems, runner_settings = runner_cli.machine_checks(out)
+        redis_url, preview_url = runner_settings.redis_url, runner_settings.runner_preview_url
+    elif isinstance(app_settings, AppSettings):
+        redis_url = app_settings.redis_url
+    else:
+        out.print(f"[red]✗[/] {app_settings}", highlight=False)
+        raise typer.Exit(1)
+    problems += asyncio.run(deployment.report(out, redis_url, preview_url, app=sides.app))
     out.print("\nAll good." if not problems else f"\n{problems} problem(s) to fix.")
     raise typer.Exit(1 if problems else 0)
+
+
+def _runner_configured() -> bool:
+    """Whether this environment names a runner (TRIMO_RUNNER_ID or TRIMO_RUNNER_LABELS)."""
+    try:
+        given = RunnerSettings().model_fields_set
+    except ValueError:
+        return True  # `machine_checks` says what is wrong
+    return bool(given & {"runner_id", "runner_labels"})
 
 
 @events_app.command("failed")

@@ -14,7 +14,7 @@ from rich.console import Console
 from app.github.client import AppIdentity, GitHubApp, UnexpectedAnswer
 from app.runs.pipelines import Pipelines
 from app.settings import AppSettings
-from runner import redisurl
+from runner import __version__, redisurl
 from runner.contract import DEFAULT_LABEL
 from runner.doctor import (
     Check,
@@ -24,16 +24,45 @@ from runner.doctor import (
     preview_checks,
     redis_checks,
     show,
+    version_checks,
 )
 from runner.errors import TrimoError
 
 GITHUB_TIMEOUT_SECONDS = 10.0
 
 
-async def report(out: Console, redis_url: str, preview_url: str = "") -> int:
-    """Print the deployment's checks: Redis, the runners for each label and their images,
-    previews beside the dashboard (`preview_url`: this machine's TRIMO_RUNNER_PREVIEW_URL),
-    the App; how many failed."""
+@dataclass(frozen=True)
+class Sides:
+    """Which side of a deployment `trimo doctor` checks here, and why."""
+
+    app: bool
+    runner: bool
+    why: str
+
+
+def choose_sides(
+    app_flag: bool, runner_flag: bool, app_configured: bool, runner_configured: bool
+) -> Sides:
+    """`--app` / `--runner` as given; else what this environment is set up as: the App where
+    TRIMO_GITHUB_APP_ID is set, a runner where a TRIMO_RUNNER_* identity is or nothing is."""
+    if app_flag or runner_flag:
+        return Sides(app_flag, runner_flag, "as asked")
+    if app_configured and runner_configured:
+        return Sides(True, True, "TRIMO_GITHUB_APP_ID and TRIMO_RUNNER_* are set here")
+    if app_configured:
+        return Sides(True, False, "TRIMO_GITHUB_APP_ID is set here; --runner checks a runner")
+    return Sides(False, True, "TRIMO_GITHUB_APP_ID is not set here; --app checks the App")
+
+
+def app_configured(settings: AppSettings | str) -> bool:
+    """Whether this environment is the App's (settings that fail to load count: say why)."""
+    return not isinstance(settings, AppSettings) or settings.github_app_id is not None
+
+
+async def report(out: Console, redis_url: str, preview_url: str = "", app: bool = True) -> int:
+    """Print the deployment's checks: Redis, the runners for each label and their images and
+    versions, previews beside the dashboard (`preview_url`: this machine's
+    TRIMO_RUNNER_PREVIEW_URL), and with `app` the App's own; how many failed."""
     redis = await gather_redis(redis_url)
     failed = show(out, "\nRedis", redis_checks(redis))
     settings = app_settings()
@@ -47,11 +76,14 @@ async def report(out: Console, redis_url: str, preview_url: str = "") -> int:
         failed += show(out, "\nRunners", label_checks(redis.queued, labels, redis.runners))
         if redis.runners:
             failed += show(out, "\nRunners' images", image_checks(redis.runners))
+            failed += show(out, "\nVersions", version_checks(__version__, redis.runners))
     previews = {f"runner {r.id}": r.preview_url for r in redis.runners if r.preview_url}
     if preview_url and preview_url not in previews.values():
         previews["this machine's runner"] = preview_url
     if isinstance(settings, AppSettings) and previews:
         failed += show(out, "\nPreviews", preview_checks(settings.public_url, previews))
+    if not app:
+        return failed
     if isinstance(settings, str):
         return failed + show(out, "\nThe GitHub App", [Check("fail", settings)])
     return failed + show(out, "\nThe GitHub App", app_checks(await gather_app(settings)))
