@@ -271,3 +271,16 @@ async def test_github_requests_without_an_answer_show_as_sent_but_not_answered(
     assert after.total(sent) - before.total(sent) >= 1
     answered = "trimo_github_requests_total"
     assert after.total(answered) == before.total(answered)
+
+
+def test_runner_gauges_read_0_rather_than_vanish(webhook_app: RunningApp) -> None:
+    """With no runner online for a label, `trimo_runners_online` and `trimo_runner_slots`
+    say 0 for it: an alert on `== 0` can fire (an absent series matches nothing)."""
+    label = f"arm-{uuid.uuid4().hex[:8]}"
+    webhook_app.redis.sadd(contract.RUN_LABELS, label)
+    webhook_app.redis.zadd(contract.run_queue(label), {"run-x": 1})
+    got = scrape(webhook_app.client)
+    for name in ("trimo_runners_online", "trimo_runner_slots"):
+        assert got.has(name, label=label) and got.value(name, label=label) == 0, name
+        assert got.has(name, label=contract.DEFAULT_LABEL), name
+    assert got.value("trimo_run_queue_depth", label=label) == 1

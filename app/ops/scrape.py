@@ -70,8 +70,11 @@ async def read_state(redis: aioredis.Redis, event_queue: str, now: float | None 
         for label in runner.labels:
             state.runners_online[label] = state.runners_online.get(label, 0) + 1
             state.runner_slots[label] = state.runner_slots.get(label, 0) + runner.capacity
-    labels = sorted(await smembers(redis, contract.RUN_LABELS) | set(state.runners_online))
-    labels = labels[:MAX_LABELS]
+    known = await smembers(redis, contract.RUN_LABELS) | {contract.DEFAULT_LABEL}
+    labels = sorted(known | set(state.runners_online))[:MAX_LABELS]
+    for label in labels:  # 0, not absent: an alert on "no runner" must see the label
+        state.runners_online.setdefault(label, 0)
+        state.runner_slots.setdefault(label, 0)
     pipe = redis.pipeline(transaction=False)
     for label in labels:
         pipe.zcard(contract.run_queue(label))
