@@ -30,12 +30,18 @@ install_packages() {
   # Tests validate deploy/: the compose file and the systemd units.
   command -v docker-compose >/dev/null || missing+=(docker-compose)
   command -v systemd-analyze >/dev/null || missing+=(systemd)
+  # ... and deploy/prometheus/trimo-rules.yml, with promtool.
+  command -v promtool >/dev/null || missing+=(prometheus)
   if [ "${#missing[@]}" -gt 0 ]; then
     need_root
     log "installing ${missing[*]} from Debian"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     apt-get install -y -qq "${missing[@]}" >/dev/null
+    # Only promtool is wanted from `prometheus`: where systemd started its daemon, stop it.
+    if [[ " ${missing[*]} " == *" prometheus "* ]] && [ -d /run/systemd/system ]; then
+      systemctl disable --now prometheus prometheus-node-exporter >/dev/null 2>&1 || true
+    fi
   fi
 }
 
