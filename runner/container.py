@@ -16,6 +16,7 @@ from docker.models.containers import Container
 
 from runner.contract import NetworkMode
 from runner.errors import DockerUnavailable, TrimoError
+from runner.eventcap import CUT_MARKER
 from runner.job import Resources
 
 LABEL_RUNNER = "dev.trimo.runner"
@@ -118,7 +119,7 @@ def split_lines(chunks: Iterable[bytes], max_bytes: int = MAX_LINE_BYTES) -> Ite
             if not dropping:
                 pending += piece[: max_bytes + 1 - len(pending)]
                 if len(pending) > max_bytes:
-                    yield _text(pending[:max_bytes]) + " …(line cut)"
+                    yield _text(pending[:max_bytes]) + CUT_MARKER
                     pending.clear()
                     dropping = True
             if end < 0:

@@ -117,6 +117,7 @@ class RunnerDaemon:
         self.publisher = EventPublisher(
             redisurl.client(settings.redis_url, socket_timeout=5, socket_connect_timeout=3),
             settings.cache_dir / "spool" / settings.runner_id,
+            parse_size(settings.run_log_max),
         )
         self.redis = redisurl.async_client(
             settings.redis_url, socket_timeout=5, socket_connect_timeout=3

@@ -277,6 +277,14 @@ class EgressBlocked(_RunEvent):
     hosts: dict[str, int]
 
 
+class LogLimited(_RunEvent):
+    """The run's agent events reached its log budget (`TRIMO_RUN_LOG_MAX`): later lines are
+    not kept, and `RunFinished.lines_not_kept` says how many."""
+
+    type: Literal["log_limited"] = "log_limited"
+    limit_bytes: int
+
+
 class RunFinished(_RunEvent):
     type: Literal["finished"] = "finished"
     run_id: str
@@ -291,6 +299,9 @@ class RunFinished(_RunEvent):
     usage: Usage | None = None
     plan: str = ""
     """A discovery run's findings and plan: the agent's final message (hostile text)."""
+    lines_not_kept: int = 0
+    """Lines of the agent's output that were not stored: over the run's log budget, or
+    with no room to wait while Redis was away."""
     at: datetime = Field(default_factory=now)
 
 
@@ -306,6 +317,7 @@ RunEvent = Annotated[
     | Pushed
     | Salvaged
     | EgressBlocked
+    | LogLimited
     | PushRefused
     | Kept
     | RunFinished,

@@ -16,6 +16,7 @@ from runner.contract import KEPT_MAX_DEFAULT
 from runner.disk import parse_size
 from runner.engine import EngineConfig
 from runner.errors import TrimoError
+from runner.eventcap import RUN_LOG_MAX_DEFAULT
 from runner.handoff import Limits
 from runner.network.egress import upstream_from_env
 from runner.policy import RunnerPolicy, split_list
@@ -49,6 +50,9 @@ class RunnerSettings(TrimoSettings):
     """Pipelines (workspace, home, disk) unused for this long are deleted."""
     max_bundle: str = "1g"
     """The most an agent may hand over from one run, as a git bundle."""
+    run_log_max: str = RUN_LOG_MAX_DEFAULT
+    """The most one run's output lines take in Redis, across its streams; the lines past it
+    are counted, not kept."""
     kept_max: str = KEPT_MAX_DEFAULT
     """The most a pipeline's kept commits (refused, or not pushed) may take in Redis, where
     every runner reaches them, as bundles; beyond it they stay on the runner that made them."""
@@ -95,7 +99,7 @@ class RunnerSettings(TrimoSettings):
             raise ValueError(exc.message) from exc
         return value.strip()
 
-    @field_validator("disk", "max_bundle", "kept_max")
+    @field_validator("disk", "max_bundle", "kept_max", "run_log_max")
     @classmethod
     def _size_ok(cls, value: str) -> str:
         parse_size(value)

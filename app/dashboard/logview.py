@@ -13,7 +13,8 @@ from typing import Final
 
 from pydantic import ValidationError
 
-from app.reporting.runview import duration, money
+from app.reporting.runview import duration, money, not_kept
+from runner.handoff import size_text
 from runner.job import run_event_adapter
 
 BODY_CHARS: Final = 4000
@@ -97,7 +98,14 @@ def log_line(raw: str) -> LogLine:
             body = clean(f"{event.commits} {noun}, {where}. {why}".strip(), 500)
             return LogLine("milestone", KEPT_TITLES[event.action], body,
                            failed=event.action in ("bundle", "runner"))  # fmt: skip
+        case "log_limited":
+            limit = size_text(event.limit_bytes)
+            return LogLine("error", "log limit reached",
+                           f"this run's output reached {limit}: later lines are not kept",
+                           failed=True)  # fmt: skip
         case _:
             reason = clean(event.reason, 500)
+            if event.lines_not_kept:
+                reason = " · ".join(x for x in (reason, not_kept(event.lines_not_kept)) if x)
             return LogLine("end", event.outcome.value.replace("_", " "), reason,
                            failed=event.outcome.value != "success")  # fmt: skip

@@ -263,10 +263,16 @@ def _finished(view: RunView, branch: str, commit_limit: int = 15) -> dict[str, A
         "verb": verb,
         "success": finished.outcome is Outcome.SUCCESS,
         "reason": _code(finished.reason, 300) if finished.reason else "",
+        "not_kept": not_kept(finished.lines_not_kept) if finished.lines_not_kept else "",
         "commits": commits,
         "more_commits": max(0, len(finished.commits) - commit_limit),
         "salvage": _code(finished.salvage_ref, 100) if finished.salvage_ref else "",
     }
+
+
+def not_kept(lines: int) -> str:
+    """How a run's log and summary say that some of its output lines were not stored."""
+    return f"{lines:,} {'line' if lines == 1 else 'lines'} not kept"
 
 
 def title_and_summary(text: str) -> tuple[str, str]:

@@ -1,0 +1,105 @@
+"""The log flood: what an agent printing 1,200 lines of 256 KiB in seconds costs the host.
+
+Each case runs the engine and the event publisher in a process of its own, as a runner
+does, so that the peak resident size (VmHWM) is the flood's:
+
+- Redis up: how much Redis grows (INFO used_memory after − before, a redis-server of the
+  bench's own), and the runner's peak RSS;
+- Redis away (a port nothing answers on): the runner's peak RSS and the spool it leaves.
+
+Baseline: main before the byte caps (2980e13), this machine: Redis +750 MB, runner
+674 MB with Redis away (issue 18 measured +796 MB, 659 MB and a 314 MB spool). Targets:
+Redis ≤ 100 MB, runner ≤ 300 MB.
+
+    PYTHONPATH=. python bench/log_flood.py [--lines 1200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import redis
+
+from bench.scratch import empty_repo, scratch, script_run
+from runner.engine import EngineConfig, RunEngine
+from runner.publisher import SPOOL_NAME, EventPublisher
+from tests.procwatch import rss_bytes
+from tests.redis_servers import RedisProcess
+from tests.test_hostile_logs import flood
+
+MB = 1 << 20
+BASELINE = {"redis": 796, "rss": 659, "spool": 314}
+"""Issue 18's figures for main before the byte caps, in MB."""
+
+
+def child(redis_url: str, root: Path, lines: int) -> None:
+    """One flood, in this process; prints its figures as JSON."""
+    repo = empty_repo(root / "repo")
+    client = redis.Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=1)
+    publisher = EventPublisher(client, root / "spool")
+    engine = RunEngine(EngineConfig(cache_dir=root / "cache", runner_id="bench"))
+    run = script_run(repo, "flood", flood(lines))
+    finished = engine.execute(run, lambda event: publisher.publish(run.run_id, event))
+    sent = publisher.flush(timeout=30)
+    spool = root / "spool" / SPOOL_NAME
+    print(json.dumps({
+        "rss": rss_bytes(os.getpid(), "VmHWM"),
+        "spool": spool.stat().st_size if spool.exists() else 0,
+        "sent": sent,
+        "lines_not_kept": finished.lines_not_kept,
+        "outcome": finished.outcome.value,
+    }))  # fmt: skip
+
+
+def flood_in_child(redis_url: str, root: Path, lines: int) -> dict[str, object]:
+    root.mkdir(parents=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.log_flood", "--child", redis_url, str(root), str(lines)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"the flood failed: {done.stderr[-2000:]}")
+    figures: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
+    return figures
+
+
+def row(what: str, mb: float, baseline: int, target: str) -> str:
+    return f"{what:<36} {mb:>8.1f} MB   baseline {baseline:>4} MB   target {target}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--lines", type=int, default=1200)
+    parser.add_argument("--child", nargs=3, metavar=("REDIS_URL", "DIR", "LINES"))
+    args = parser.parse_args()
+    if args.child:
+        child(args.child[0], Path(args.child[1]), int(args.child[2]))
+        return
+    with scratch() as root:
+        server = RedisProcess(root / "redis", ["--appendonly", "no"]).start()
+        try:
+            client = redis.Redis.from_url(server.url)
+            before = int(client.info("memory")["used_memory"])
+            up = flood_in_child(server.url, root / "up", args.lines)
+            grown = (int(client.info("memory")["used_memory"]) - before) / MB
+        finally:
+            server.stop()
+        away = flood_in_child("redis://127.0.0.1:1/0", root / "away", args.lines)
+    print(f"log flood: {args.lines} lines of 256 KiB (lines not kept: {up['lines_not_kept']})")
+    print(row("Redis growth, Redis up", grown, BASELINE["redis"], "≤ 100 MB"))
+    print(row("runner peak RSS, Redis up", int(str(up["rss"])) / MB, BASELINE["rss"], "≤ 300 MB"))
+    rss = int(str(away["rss"])) / MB
+    print(row("runner peak RSS, Redis away", rss, BASELINE["rss"], "≤ 300 MB"))
+    spool = int(str(away["spool"])) / MB
+    print(row("spool, Redis away", spool, BASELINE["spool"], "bounded (64 MB)"))
+
+
+if __name__ == "__main__":
+    main()
