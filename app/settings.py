@@ -34,6 +34,8 @@ class AppSettings(TrimoSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     max_webhook_bytes: int = Field(default=25 * 1024 * 1024, gt=0)
+    worker_port: int = Field(default=8001, ge=0, le=65535)
+    """Where `trimo worker` serves /healthz and its own /metrics (on `host`)."""
     metrics_token: SecretStr | None = None
     """When set, `GET /metrics` wants `Authorization: Bearer <token>`."""
 

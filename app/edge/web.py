@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import hmac
 import json
 import logging
 import re
@@ -238,8 +237,7 @@ class WebhookEdge:
         self._secret = settings.require_webhook_secret()
         self._limit = settings.max_webhook_bytes
         self._redis = redis
-        token = settings.metrics_token
-        self._metrics_token = token.get_secret_value() if token is not None else None
+        self._metrics_token = settings.metrics_token
 
     async def webhook(self, request: Request) -> JSONResponse:
         began = time.perf_counter()
@@ -288,10 +286,7 @@ class WebhookEdge:
 
     async def serve_metrics(self, request: Request) -> Response:
         """Prometheus's scrape: this process's figures and those kept in Redis."""
-        if self._metrics_token is not None and not hmac.compare_digest(
-            request.headers.get("authorization", "").encode(),
-            f"Bearer {self._metrics_token}".encode(),
-        ):
+        if not scrape.authorized(request, self._metrics_token):
             return JSONResponse({"error": "/metrics wants the bearer token"}, 401)
         try:
             redis: ArqRedis | None = await self._redis.get()

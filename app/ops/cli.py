@@ -88,7 +88,11 @@ def serve() -> None:
 
 @cli.command()
 def worker() -> None:
-    """Run the App's event worker and reporter alone (to scale them apart from `serve`)."""
+    """Run the App's event worker and reporter alone (to scale them apart from `serve`).
+
+    GET /healthz and /metrics (this process's own figures; TRIMO_METRICS_TOKEN guards it) on
+    TRIMO_HOST:TRIMO_WORKER_PORT (default 8001).
+    """
     from app.ops.server import Parts
 
     _run_parts(_app_settings(need_web=False), Parts(web=False))

@@ -10,6 +10,7 @@ them: when Redis cannot answer they are left out, `trimo_redis_up` is 0 and
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import time
 from collections.abc import Iterator
@@ -25,6 +26,8 @@ from prometheus_client.core import (
     Metric,
 )
 from prometheus_client.registry import Collector
+from pydantic import SecretStr
+from starlette.requests import Request
 
 from app.ops.metrics import REGISTRY, SCRAPE_ERRORS
 from app.redisio import as_text, smembers, srem
@@ -280,6 +283,17 @@ def _number(value: str | None) -> float:
         return float(value or 0)
     except ValueError:
         return 0.0
+
+
+def authorized(request: Request, token: SecretStr | None) -> bool:
+    """Whether a scrape may read `/metrics`: any, without TRIMO_METRICS_TOKEN; else only
+    with `Authorization: Bearer <token>`."""
+    if token is None:
+        return True
+    return hmac.compare_digest(
+        request.headers.get("authorization", "").encode(),
+        f"Bearer {token.get_secret_value()}".encode(),
+    )
 
 
 async def exposition(redis: aioredis.Redis | None, event_queue: str) -> bytes:

@@ -1,7 +1,8 @@
 """Running the App's parts in one process: web edge, event worker, reporter (and a runner).
 
-`trimo serve` runs the first three, `trimo worker` the last two, and `trimo up`
-all of them plus a runner, with a private Redis when none is configured.
+`trimo serve` runs the first three, `trimo worker` the last two (with an endpoint of its own
+for /healthz and /metrics), and `trimo up` all of them plus a runner, with a private Redis
+when none is configured.
 """
 
 from __future__ import annotations
@@ -24,9 +25,11 @@ import redis
 import uvicorn
 from arq import create_pool
 from arq.worker import Worker
+from starlette.applications import Starlette
 
 from app.edge.web import create_app
 from app.ops.worker import build_services, create_worker
+from app.ops.workerweb import create_worker_app
 from app.reporting.previewreport import PreviewReporter
 from app.reporting.reporter import Reporter
 from app.runs.tokens import TokenDesk
@@ -113,11 +116,11 @@ async def run(settings: AppSettings, parts: Parts) -> None:
     workers: list[Worker] = []
     daemon: RunnerDaemon | None = None
 
-    async def serve_web() -> None:
+    async def serve_http(app: Starlette, port: int, what: str, variable: str) -> None:
         config = uvicorn.Config(
-            create_app(settings),
+            app,
             host=settings.host,
-            port=settings.port,
+            port=port,
             log_level="info",
             log_config=None,  # uvicorn's lines go through Trimo's handler (JSON off a terminal)
         )
@@ -126,9 +129,16 @@ async def run(settings: AppSettings, parts: Parts) -> None:
         await server.serve()
         if not server.started and not stop.is_set():
             raise SettingsError(
-                f"the web edge could not listen on {settings.host}:{settings.port}",
-                "free the port or set TRIMO_PORT",
+                f"{what} could not listen on {settings.host}:{port}",
+                f"free the port or set {variable}",
             )
+
+    async def serve_web() -> None:
+        await serve_http(create_app(settings), settings.port, "the web edge", "TRIMO_PORT")
+
+    async def serve_worker_web() -> None:
+        app = create_worker_app(settings, pool)
+        await serve_http(app, settings.worker_port, "the worker's endpoint", "TRIMO_WORKER_PORT")
 
     async def work() -> None:
         worker = create_worker(settings, handle_signals=False)
@@ -158,6 +168,8 @@ async def run(settings: AppSettings, parts: Parts) -> None:
     try:
         if parts.web:
             tasks.append(asyncio.create_task(supervise("web edge", serve_web, stop)))
+        elif parts.worker and parts.runner is None:  # `trimo worker`: its own endpoint
+            tasks.append(asyncio.create_task(supervise("endpoint", serve_worker_web, stop)))
         if parts.worker:
             tasks.append(asyncio.create_task(supervise("event worker", work, stop)))
             tasks.append(asyncio.create_task(supervise("token desk", answer_tokens, stop)))
