@@ -29,6 +29,28 @@ cli = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from runner import __version__
+
+        typer.echo(f"trimo {__version__}")
+        raise typer.Exit()
+
+
+@cli.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print Trimo's version."
+        ),
+    ] = False,
+) -> None:
+    """Options before any command (the help text is the Typer's)."""
+
+
 cli.add_typer(runner_cli.image_app, name="image")
 cli.command()(runner_cli.run)
 cli.command()(runner_cli.pipelines)
