@@ -37,6 +37,7 @@ from runner import (
     pipelinedir,
     redisurl,
     registry,
+    sdnotify,
 )
 from runner.disk import parse_size
 from runner.engine import RunEngine, StopSignal
@@ -560,6 +561,7 @@ class RunnerDaemon:
     async def drain(self, grace_seconds: float) -> None:
         """Take no new jobs; let running ones finish, then stop and save them."""
         log.info("draining: %d run(s) in progress", len(self.running))
+        sdnotify.extend_stop(grace_seconds)
         for worker in self.workers:
             worker.allow_pick_jobs = False
         deadline = asyncio.get_running_loop().time() + grace_seconds

@@ -249,6 +249,8 @@ def test_the_runner_unit_drains_and_says_what_the_docker_socket_means() -> None:
         if line and not line.startswith("#")
     )
     assert int(settings["TimeoutStopSec"]) >= float(example["TRIMO_DRAIN_SECONDS"]) + 120
+    # and a raised drain is asked for when it begins (runner/sdnotify.py)
+    assert settings["NotifyAccess"] == "main"
     assert settings["NoNewPrivileges"] == "yes"
     assert settings["CacheDirectory"] == "trimo"
     # Its loop-mounted disks must be visible to dockerd: no private mount namespace.
