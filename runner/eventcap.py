@@ -3,7 +3,9 @@
 An agent decides how much it prints. Each of its events is stored in two streams: the
 run's own (at most `LINE_MAX_BYTES` an entry, read by the dashboard) and the runner-wide
 one the App reports from (at most `REPORT_LINE_MAX_BYTES`: GitHub shows a few hundred
-characters of a message). A text too long is cut, with `CUT_MARKER` at the cut. One run's
+characters of a message), which is trimmed by entries and shared by every run: one run
+puts at most `REPORT_ENTRIES_MAX` of its agent's events there, so that its flood never
+pushes other runs' events out. A text too long is cut, with `CUT_MARKER` at the cut. One run's
 agent events take at most its log budget (`TRIMO_RUN_LOG_MAX`) across both streams; the
 lines past it are not kept, only counted, and the count travels in the run's last word.
 The runner's own events (started, pushed, finished...) are few and always kept.
@@ -24,6 +26,9 @@ LINE_MAX_BYTES: Final = 16 * 1024
 """The most one stored event of an agent takes in the run's own stream."""
 REPORT_LINE_MAX_BYTES: Final = 1024
 """The most one event of an agent takes in the runner-wide stream."""
+REPORT_ENTRIES_MAX: Final = 5_000
+"""The most agent events one run puts in the runner-wide stream; the App's view of a run
+needs its last message and tool calls, and its last word carries its usage whole."""
 CUT_MARKER: Final = " …(line cut)"
 ENTRY_OVERHEAD: Final = 64
 """What Redis spends on a stream entry besides its payload, charged to the budget."""
@@ -36,17 +41,19 @@ AGENT_EVENTS: Final = get_args(get_args(AgentEvent)[0])
 
 @dataclass(frozen=True)
 class Entry:
-    """One event as stored: its payload in the run's stream and in the runner-wide one."""
+    """One event as stored: its payload in the run's stream and in the runner-wide one
+    (None when the run has had its share of that)."""
 
     own: str
-    report: str
+    report: str | None
     agent: bool
     """An agent's event, which may be dropped; the runner's own never are."""
 
     @property
     def size(self) -> int:
         """What it takes in Redis (and in memory, and in the spool), payloads and entries."""
-        return len(self.own.encode()) + len(self.report.encode()) + 2 * ENTRY_OVERHEAD
+        report = 0 if self.report is None else len(self.report.encode()) + ENTRY_OVERHEAD
+        return len(self.own.encode()) + ENTRY_OVERHEAD + report
 
 
 @dataclass
@@ -55,6 +62,8 @@ class RunLog:
 
     limit: int
     stored: int = 0
+    reported: int = 0
+    """Agent events put in the runner-wide stream."""
     lines_not_kept: int = 0
     told: bool = False
     """Whether the run's stream already says that the budget ran out."""
@@ -69,10 +78,12 @@ class RunLog:
             return [whole(event)]
         if not isinstance(event, AGENT_EVENTS):
             return [whole(event)]
-        own = cut(event, LINE_MAX_BYTES)
-        entry = Entry(own, cut(event, REPORT_LINE_MAX_BYTES), agent=True)
+        shared = self.reported < REPORT_ENTRIES_MAX
+        report = cut(event, REPORT_LINE_MAX_BYTES) if shared else None
+        entry = Entry(cut(event, LINE_MAX_BYTES), report, agent=True)
         if self.stored + entry.size <= self.limit:
             self.stored += entry.size
+            self.reported += shared
             return [entry]
         self.lines_not_kept += 1
         if self.told:

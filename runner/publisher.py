@@ -121,11 +121,12 @@ class EventPublisher:
     def _send(self, run_id: str, entry: Entry) -> None:
         pipe = self._client.pipeline(transaction=False)
         pipe.xadd(contract.run_events(run_id), {"event": entry.own}, maxlen=contract.EVENTS_MAXLEN)
-        pipe.xadd(
-            contract.ALL_RUN_EVENTS,
-            {"run_id": run_id, "event": entry.report},
-            maxlen=contract.ALL_EVENTS_MAXLEN,
-        )
+        if entry.report is not None:
+            pipe.xadd(
+                contract.ALL_RUN_EVENTS,
+                {"run_id": run_id, "event": entry.report},
+                maxlen=contract.ALL_EVENTS_MAXLEN,
+            )
         pipe.execute()
 
     def _spool_file(self) -> Path:
@@ -178,9 +179,8 @@ class EventPublisher:
 def _stamped(entry: Entry, lines_not_kept: int) -> Entry:
     if entry.agent or not lines_not_kept:
         return entry
-    return Entry(
-        stamped(entry.own, lines_not_kept), stamped(entry.report, lines_not_kept), agent=False
-    )
+    report = None if entry.report is None else stamped(entry.report, lines_not_kept)
+    return Entry(stamped(entry.own, lines_not_kept), report, agent=False)
 
 
 def _spool_line(run_id: str, entry: Entry) -> str:
@@ -200,7 +200,9 @@ def _read_spool(path: Path, limit: int) -> Iterator[tuple[str, Entry]]:
                 report = item.get("report", own)
             except (ValueError, KeyError, TypeError):
                 continue
-            if not all(isinstance(x, str) for x in (run_id, own, report)):
+            if not (isinstance(run_id, str) and isinstance(own, str)):
+                continue
+            if not isinstance(report, str | None):
                 continue
             entry = Entry(own, report, agent=bool(item.get("agent")))
             if entry.agent and size + len(line.encode()) > limit:

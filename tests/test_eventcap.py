@@ -15,12 +15,13 @@ from app.reporting.runview import RunView, check_finished
 from runner.eventcap import (
     CUT_MARKER,
     LINE_MAX_BYTES,
+    REPORT_ENTRIES_MAX,
     REPORT_LINE_MAX_BYTES,
     RunLog,
     cut,
     stamped,
 )
-from runner.events import AssistantMessage, RawLog, ToolCall, ToolResult
+from runner.events import AssistantMessage, RawLog, ToolCall, ToolResult, Usage
 from runner.job import LogLimited, Outcome, Pushed, RunFinished, RunStarted, run_event_adapter
 from runner.lastword import MAX_SAID_CHARS, LastWord
 from runner.publisher import EventPublisher
@@ -74,6 +75,23 @@ def test_a_run_stores_its_lines_until_its_budget_then_counts_them_and_says_so_on
     finished = run_event_adapter.validate_json(last.own)
     assert isinstance(finished, RunFinished)
     assert finished.lines_not_kept == 200 - len(lines) + 5
+
+
+def test_a_run_takes_only_its_share_of_the_runner_wide_stream_and_its_usage_stays_whole() -> None:
+    run = RunLog(1 << 30)
+    entries = []
+    for n in range(REPORT_ENTRIES_MAX + 100):
+        entries += run.admit(Usage(model="m", input_tokens=n, cost_usd=0.01))
+    shared = [e for e in entries if e.report is not None]
+    assert len(shared) == REPORT_ENTRIES_MAX and len(entries) == REPORT_ENTRIES_MAX + 100
+    total = Usage(model="m", input_tokens=7, output_tokens=8, cost_usd=12.5)
+    (last,) = run.admit(RunFinished(run_id="r", outcome=Outcome.SUCCESS, usage=total))
+    assert last.report is not None, "the run's last word is always reported"
+    view = RunView(run_id="r")
+    for entry in [*shared, last]:
+        assert entry.report is not None
+        view = view.apply(run_event_adapter.validate_json(entry.report))
+    assert (view.input_tokens, view.output_tokens, view.cost_usd) == (7, 8, 12.5)
 
 
 def test_what_was_not_kept_is_shown_in_the_dashboards_log_and_the_check_run() -> None:

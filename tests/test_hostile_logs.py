@@ -17,7 +17,7 @@ import redis
 
 from runner import contract
 from runner.engine import EngineConfig, RunEngine
-from runner.eventcap import CUT_MARKER
+from runner.eventcap import CUT_MARKER, REPORT_ENTRIES_MAX
 from runner.job import Outcome, RunFinished, run_event_adapter
 from runner.publisher import EventPublisher
 from tests.engine_helpers import make_request
@@ -138,4 +138,25 @@ def test_a_line_of_one_mebibyte_is_stored_cut_with_the_marker(
     assert long.endswith(CUT_MARKER) and long.count("(line cut)") == 1
     assert len(long) > 8 * KIB and max(len(raw) for raw in stored) <= 16 * KIB
     assert "after" in texts, "the line after the long one was lost"
+    publisher.close()
+
+
+def test_a_flood_of_short_lines_takes_only_its_share_of_the_runner_wide_stream(
+    sample_repo: Path, cache: Path, own_redis: RedisProcess
+) -> None:
+    """The App reports every run from one stream, trimmed by entries: 20,000 short lines of
+    one run pushed other runs' unread events out of it. A run's agent events take at most
+    `REPORT_ENTRIES_MAX` entries of it; its own stream keeps them."""
+    client = redis.Redis.from_url(own_redis.url)
+    publisher = EventPublisher(client, cache / "spool")
+    engine = RunEngine(EngineConfig(cache_dir=cache, runner_id="short", push_interval_seconds=5))
+    request = make_request(sample_repo, "seq 20000", timeout_s=120)
+    engine.execute(request, lambda event: publisher.publish(request.run_id, event))
+    assert publisher.flush(timeout=30)
+    shared = client.xrange(contract.ALL_RUN_EVENTS)
+    of_run = [f for _, f in shared if f[b"run_id"] == request.run_id.encode()]
+    assert len(of_run) <= REPORT_ENTRIES_MAX + 10, f"{len(of_run)} entries of one run"
+    assert json.loads(of_run[-1][b"event"])["type"] == "finished"
+    own = client.xlen(contract.run_events(request.run_id))
+    assert own >= min(20_000, contract.EVENTS_MAXLEN), f"the run's own stream holds {own}"
     publisher.close()

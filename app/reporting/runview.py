@@ -109,6 +109,11 @@ class RunView(BaseModel):
             case "finished":
                 view.finished = event
                 view.refused = event.refused or view.refused
+                if event.usage is not None:  # the runner's sum: whole, however much was shown
+                    view.model = event.usage.model or view.model
+                    view.input_tokens = event.usage.input_tokens
+                    view.output_tokens = event.usage.output_tokens
+                    view.cost_usd = event.usage.cost_usd
         return view
 
     def elapsed_seconds(self, now: datetime) -> float:
