@@ -11,6 +11,7 @@ import pytest
 import redis
 
 from app.dashboard.logview import log_line
+from app.dashboard.pages import render
 from app.reporting.runview import RunView, check_finished
 from runner.eventcap import (
     CUT_MARKER,
@@ -96,9 +97,11 @@ def test_a_run_takes_only_its_share_of_the_runner_wide_stream_and_its_usage_stay
 
 def test_what_was_not_kept_is_shown_in_the_dashboards_log_and_the_check_run() -> None:
     finished = RunFinished(run_id="r", outcome=Outcome.SUCCESS, lines_not_kept=12_345)
-    assert "12,345 lines not kept" in log_line(finished.model_dump_json()).body
+    end = log_line(finished.model_dump_json())
+    assert "12,345 lines not kept" in render("_log_line.html.j2", line=end, entry_id="1-0")
     notice = log_line(LogLimited(limit_bytes=64 << 20).model_dump_json())
     assert notice.title == "log limit reached" and "64.0 MB" in notice.body
+    assert "later lines are not kept" in render("_log_line.html.j2", line=notice, entry_id="2-0")
     view = RunView(run_id="r", agent="script").apply(finished)
     _, summary = check_finished(view, "trimo/p1")
     assert "12,345 lines not kept" in summary
