@@ -105,6 +105,13 @@ class RunnerSettings(TrimoSettings):
         parse_size(value)
         return value
 
+    @field_validator("run_log_max")
+    @classmethod
+    def _some_log(cls, value: str) -> str:
+        if parse_size(value) < 1 << 20:
+            raise ValueError(f"TRIMO_RUN_LOG_MAX is {value!r}: a run needs at least 1m of log")
+        return value
+
     def engine_config(self, runner_id: str, keep_ledger: bool) -> EngineConfig:
         return EngineConfig(
             cache_dir=self.cache_dir,

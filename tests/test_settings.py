@@ -42,6 +42,19 @@ def test_bad_settings_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
         RunnerSettings()
 
 
+@pytest.mark.parametrize(
+    ("value", "said"), [("0", "at least 1m"), ("512k", "at least 1m"), ("lots", "not a size")]
+)
+def test_a_run_log_budget_that_cannot_work_is_refused(
+    monkeypatch: pytest.MonkeyPatch, value: str, said: str
+) -> None:
+    monkeypatch.setenv("TRIMO_RUN_LOG_MAX", value)
+    with pytest.raises(ValueError, match=said):
+        RunnerSettings()
+    monkeypatch.setenv("TRIMO_RUN_LOG_MAX", "128m")
+    assert RunnerSettings().run_log_max == "128m"
+
+
 def test_an_empty_key_is_no_key(monkeypatch: pytest.MonkeyPatch) -> None:
     """`TRIMO_ANTHROPIC_API_KEY=` (as runner.env.example has it) gives no agent a key, and
     `trimo doctor` does not count it."""
