@@ -20,11 +20,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, cast
 
+import docker
 import httpx
 import redis
 
 from app.runs.pipelines import PIPELINE_IDS, PIPELINE_PREFIX, Pipeline
-from runner import contract
+from runner import contract, leftovers
 from tests.loop_harness import SECRET, WRITER, Loop
 from tests.webhook_helpers import sign
 
@@ -101,7 +102,12 @@ class Fleet:
     def __init__(self, loop: Loop, plan: Plan) -> None:
         self.loop = loop
         self.plan = plan
+        tag = uuid.uuid4().hex[:6]
+        self.machines = tuple(Machine(f"{m.id}-{tag}", m.labels) for m in plan.machines)
+        """The plan's machines under ids of this fleet's own: a runner at start removes the
+        containers its id left, so two fleets on one Docker engine must not share ids."""
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.killed: list[str] = []
         self.redelivered = 0
         self.issues: list[tuple[str, str, int]] = []
         self.label_of_repo: dict[str, str] = {}
@@ -127,11 +133,11 @@ class Fleet:
         self.loop.start_serve()
         for n in range(1, self.plan.app_workers):
             self.processes[f"worker-{n}"] = self.loop._spawn("worker", f"worker-{n}")
-        for machine in self.plan.machines:
+        for machine in self.machines:
             self.start_runner(machine)
         client = redis.Redis.from_url(self.loop.redis_url)
         try:
-            for machine in self.plan.machines:
+            for machine in self.machines:
                 self.loop.wait(
                     lambda m=machine: client.exists(contract.runner_info(m.id)),
                     60,
@@ -148,8 +154,11 @@ class Fleet:
             TRIMO_RUNNER_ID=machine.id,
             TRIMO_RUNNER_LABELS=",".join(machine.labels),
             TRIMO_RUNNER_CONCURRENCY=str(self.plan.concurrency),
-            TRIMO_CACHE_DIR=str(self.loop.workdir / "machines" / machine.id),
+            TRIMO_CACHE_DIR=str(self.cache_of(machine.id)),
         )
+
+    def cache_of(self, machine_id: str) -> Path:
+        return self.loop.workdir / "machines" / machine_id
 
     def submit(self, senders: int = 8) -> float:
         """Post every run's comment, round by round over the issues, from `senders` threads
@@ -194,6 +203,7 @@ class Fleet:
         proc = self.processes[machine_id]
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
+        self.killed.append(machine_id)
 
     def completed_checks(self) -> int:
         return sum(1 for c in self.loop.check_runs() if c.status == "completed")
@@ -207,17 +217,25 @@ class Fleet:
                 proc.wait(60)
             except subprocess.TimeoutExpired:
                 proc.kill()
+        for machine_id in self.killed:  # what its agents' containers left, as its restart would
+            leftovers.clear(docker.from_env(), machine_id, self.cache_of(machine_id))
         self.loop.stop()
 
-    def facts(self) -> Facts:
+    def pipelines(self) -> list[Pipeline]:
         client = redis.Redis.from_url(self.loop.redis_url)
         try:
             ids = sorted(m.decode() for m in cast(set[bytes], client.smembers(PIPELINE_IDS)))
-            pipelines = [
+            return [
                 Pipeline.model_validate_json(cast(bytes, client.get(PIPELINE_PREFIX + pid)))
                 for pid in ids
             ]
-            facts = Facts(pipelines=pipelines)
+        finally:
+            client.close()
+
+    def facts(self) -> Facts:
+        facts = Facts(pipelines=self.pipelines())
+        client = redis.Redis.from_url(self.loop.redis_url)
+        try:
             entries = cast(
                 list[tuple[bytes, dict[bytes, bytes]]], client.xrange(contract.ALL_RUN_EVENTS)
             )
@@ -235,10 +253,9 @@ class Fleet:
 
     def facts_when_all_ended(self, runs: int = 0) -> Facts | None:
         """The facts once the pipelines hold `runs` runs (or more) and recorded every end."""
-        facts = self.facts()
-        held = [run for pipeline in facts.pipelines for run in pipeline.runs]
+        held = [run for pipeline in self.pipelines() for run in pipeline.runs]
         ended = len(held) >= runs and all(run.status == "finished" for run in held)
-        return facts if ended else None
+        return self.facts() if ended else None
 
     def order_on_branch(self, pipeline: Pipeline) -> list[str]:
         owner, repo = pipeline.repo.split("/", 1)
