@@ -5,22 +5,26 @@ A test that needs Docker or Redis fails (never skips) when they are missing.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import os
+import re
 import secrets
 import shutil
 import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import docker
 import pytest
 import redis
+
+from runner import leftovers
 
 CORPORA = Path(__file__).resolve().parent.parent.parent / "shared" / "corpora"
 if not CORPORA.is_dir():
@@ -88,7 +92,8 @@ def host(tmp_path: Path) -> Path:
     return path
 
 
-PROCESS_TAG = secrets.token_hex(3)
+PROCESS_TAG = f"p{os.getpid()}x{secrets.token_hex(2)}"
+_TAGGED = re.compile(r"-p(\d+)x[0-9a-f]{4}$")
 
 
 def unique(name: str) -> str:
@@ -96,6 +101,49 @@ def unique(name: str) -> str:
     after them, must not meet those of a parallel xdist worker or of another test session on
     the same engine: a runner starting clears what carries its id."""
     return f"{name}-{PROCESS_TAG}"
+
+
+def _ours_or_orphaned(owner: str) -> bool:
+    """Whether a runner id made by `unique` is this process's, or that of a process gone."""
+    found = _TAGGED.search(owner)
+    if found is None:
+        return False
+    if owner.endswith(PROCESS_TAG):
+        return True
+    try:
+        os.kill(int(found.group(1)), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+@pytest.fixture(scope="session", autouse=True)
+def remove_runner_leftovers() -> Iterator[None]:
+    """A runner keeps its egress proxy (a container and two networks) for its next runs, and
+    a killed one leaves its containers. The runners of a test process are its own (`unique`):
+    remove what they left when the process ends, and what killed test processes left before.
+    Docker has room for about thirty networks."""
+    _remove_owned(_ours_or_orphaned)
+    yield
+    _remove_owned(lambda owner: owner.endswith(PROCESS_TAG))
+
+
+def _remove_owned(wanted: Callable[[str], bool]) -> None:
+    try:
+        client = docker.from_env()
+        for label in leftovers.OWNER_LABELS:
+            for container in client.containers.list(all=True, filters={"label": label}):
+                if wanted((container.labels or {}).get(label, "")):
+                    with contextlib.suppress(docker.errors.APIError):
+                        container.remove(force=True)
+            for network in client.networks.list(filters={"label": label}):
+                if wanted((network.attrs.get("Labels") or {}).get(label, "")):
+                    with contextlib.suppress(docker.errors.APIError):
+                        network.remove()
+    except docker.errors.DockerException:
+        pass  # the tests that need Docker say so
 
 
 @contextmanager
@@ -136,15 +184,16 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     )  # fmt: skip
     url = f"redis://127.0.0.1:{port}/0"
     client = redis.Redis.from_url(url)
-    for _ in range(100):
+    deadline = time.monotonic() + 30  # slow on a busy machine
+    while True:
         try:
             client.ping()
             break
         except redis.exceptions.ConnectionError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                pytest.fail("redis-server did not start")
             time.sleep(0.05)
-    else:
-        proc.kill()
-        pytest.fail("redis-server did not start")
     yield url
     client.close()
     proc.terminate()

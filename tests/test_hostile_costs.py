@@ -15,8 +15,8 @@ import pytest
 
 from runner.engine import EngineConfig, RunEngine
 from runner.job import Outcome, Resources
-from tests.conftest import git, unique
-from tests.engine_helpers import Recorder, make_request
+from tests.conftest import git
+from tests.engine_helpers import RUNNER_ID, Recorder, make_request
 from tests.procwatch import ChildPeak
 
 pytestmark = pytest.mark.docker
@@ -49,9 +49,7 @@ def test_a_tree_bomb_costs_the_host_little_and_is_still_pushed(
     request = make_request(
         sample_repo, TREE_BOMB, timeout_s=300, resources=Resources(memory="256m", pids=128)
     )
-    engine = RunEngine(
-        EngineConfig(cache_dir=cache, runner_id=unique("review"), push_interval_seconds=1)
-    )
+    engine = RunEngine(EngineConfig(cache_dir=cache, runner_id=RUNNER_ID, push_interval_seconds=1))
     recorder = Recorder()
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     with ChildPeak() as children:

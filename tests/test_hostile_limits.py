@@ -20,8 +20,8 @@ import pytest
 from runner.engine import EngineConfig, RunEngine, StopSignal
 from runner.handoff import Limits
 from runner.job import Outcome, Resources, RunFinished
-from tests.conftest import git, unique
-from tests.engine_helpers import Recorder, make_request
+from tests.conftest import git
+from tests.engine_helpers import RUNNER_ID, Recorder, make_request
 
 pytestmark = pytest.mark.docker
 
@@ -34,7 +34,7 @@ def engine_run(
     engine = RunEngine(
         EngineConfig(
             cache_dir=cache,
-            runner_id=unique("review"),
+            runner_id=RUNNER_ID,
             push_interval_seconds=0.5,
             disk_bytes=disk_bytes,
         )

@@ -31,7 +31,7 @@ from runner.previews.manager import Limits, PreviewManager
 from runner.previews.proxy import COOKIE, PreviewProxy
 from runner.previews.routes import Routes
 from tests import preview_app
-from tests.conftest import git
+from tests.conftest import git, unique
 
 pytestmark = [pytest.mark.docker, pytest.mark.redis]
 
@@ -132,7 +132,7 @@ async def serving(
     proxy = PreviewProxy(routes, Links.parse(url.format(port=1)))
     await proxy.start("127.0.0.1", 0)
     host = sandbox.Host.of_this_process(
-        docker_client, "test-runner", tmp_path / "cache", 1000, disk_bytes=DISK
+        docker_client, unique("test-runner"), tmp_path / "cache", 1000, disk_bytes=DISK
     )
     manager = PreviewManager(
         host,
