@@ -13,6 +13,7 @@ import pytest
 import redis
 
 from app.reporting.reporter import RUN_LOCK_PREFIX
+from runner.contract import ACTIVE_RUNS
 from tests.fakegithub import RunningFakeGitHub
 from tests.loop_harness import Loop
 
@@ -131,11 +132,16 @@ def test_the_app_restarted_mid_run_loses_nothing(loop: Loop) -> None:
     App that replaces it reports the run's end once that lapses, not minutes later."""
     client = redis.Redis.from_url(loop.redis_url)
     number = loop.new_issue("Survive a restart")
-    loop.state.delay = 2.0  # GitHub answers slowly: reporting the start takes seconds
+    loop.comment(
+        number, "/trimo run sleep 6; echo done > done.txt && git add -A && git commit -qm Done"
+    )
+    loop.wait(
+        lambda: any(f"widgets.{number}-" in run.decode() for run in client.hkeys(ACTIVE_RUNS)),
+        60,
+        "the runner to take the run",
+    )
+    loop.state.delay = 2.0  # GitHub answers slowly: each report of the run takes seconds
     try:
-        loop.comment(
-            number, "/trimo run sleep 6; echo done > done.txt && git add -A && git commit -qm Done"
-        )
         locked = loop.wait(
             lambda: list(client.scan_iter(f"{RUN_LOCK_PREFIX}*widgets.{number}-*")),
             90,
