@@ -4,7 +4,7 @@ Events go to the run's own stream and to the stream the App reports from, each e
 to size and each run within its log budget (`runner.eventcap`). When Redis is away they
 wait in memory and, when a run ends, on disk, both bounded in bytes: an agent's lines
 past the room are not kept but counted in their run's last word; the runner's own events
-always are.
+always are. The spool is sent when Redis answers again, or when the runner next starts.
 """
 
 from __future__ import annotations
@@ -54,6 +54,8 @@ class EventPublisher:
         self._pending: deque[tuple[str, Entry]] = deque()
         self._pending_bytes = 0
         self._lock = threading.Lock()
+        self._spool_lock = threading.Lock()
+        """Held while the spool file is written or taken back."""
         self._wake = threading.Event()
         self._closed = False
         self.redis_ok = True
@@ -117,6 +119,14 @@ class EventPublisher:
                     if self._pending and self._pending[0][1] is entry:
                         self._pending.popleft()
                         self._pending_bytes -= entry.size
+            if self._spool_file().exists() and self._answers():
+                self._load_spool()  # Redis is back: what a run left on disk goes too
+
+    def _answers(self) -> bool:
+        try:
+            return bool(self._client.ping())
+        except redis.RedisError:
+            return False
 
     def _send(self, run_id: str, entry: Entry) -> None:
         pipe = self._client.pipeline(transaction=False)
@@ -139,8 +149,11 @@ class EventPublisher:
             items = list(self._pending)
             self._pending.clear()
             self._pending_bytes = 0
-        if not items:
-            return
+        if items:
+            with self._spool_lock:
+                self._append_to_spool(items)
+
+    def _append_to_spool(self, items: list[tuple[str, Entry]]) -> None:
         path = self._spool_file()
         size = path.stat().st_size if path.exists() else 0
         kept: list[tuple[str, Entry]] = []
@@ -165,10 +178,11 @@ class EventPublisher:
 
     def _load_spool(self) -> None:
         path = self._spool_file()
-        if not path.exists():
-            return
-        loaded = list(_read_spool(path, self._spool_max))
-        path.unlink()
+        with self._spool_lock:
+            if not path.exists():
+                return
+            loaded = list(_read_spool(path, self._spool_max))
+            path.unlink()
         with self._lock:
             for run_id, entry in loaded:
                 self._pending.append((run_id, entry))

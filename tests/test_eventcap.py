@@ -1,10 +1,11 @@
 """A run's events stored by bytes: lines cut with a marker, a budget per run, the count of
 what was not kept in the run's last word. Pure, except the publisher's room while Redis is
-away (files, and a Redis port nothing answers on)."""
+away (files, a Redis port nothing answers on, and a redis-server that comes back)."""
 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ import redis
 from app.dashboard.logview import log_line
 from app.dashboard.pages import render
 from app.reporting.runview import RunView, check_finished
+from runner import contract
 from runner.eventcap import (
     CUT_MARKER,
     LINE_MAX_BYTES,
@@ -25,8 +27,9 @@ from runner.eventcap import (
 from runner.events import AssistantMessage, RawLog, ToolCall, ToolResult, Usage
 from runner.job import LogLimited, Outcome, Pushed, RunFinished, RunStarted, run_event_adapter
 from runner.lastword import MAX_SAID_CHARS, LastWord
-from runner.publisher import EventPublisher
+from runner.publisher import SPOOL_NAME, EventPublisher
 from tests.conftest import free_port
+from tests.redis_servers import RedisProcess
 
 KIB = 1024
 
@@ -162,3 +165,28 @@ def test_while_redis_is_away_the_queue_and_the_spool_hold_their_size_and_count_t
     assert isinstance(finished, RunFinished)
     assert finished.lines_not_kept == 20 - sum(1 for item in r2 if item["agent"]) > 0
     second.close(timeout=0)
+
+
+def test_what_was_spooled_is_sent_once_redis_is_back_without_a_restart(tmp_path: Path) -> None:
+    """A run that ended while Redis was away left its last word in the spool, which was
+    read only when the runner next started: its check run stayed open until then."""
+    server = RedisProcess(tmp_path / "redis", ["--appendonly", "no"])
+    client = redis.Redis.from_url(server.url, socket_connect_timeout=0.2, socket_timeout=1)
+    publisher = EventPublisher(client, tmp_path / "spool")
+    try:
+        publisher.publish("r1", AssistantMessage(text="said while Redis was away"))
+        publisher.publish("r1", RunFinished(run_id="r1", outcome=Outcome.SUCCESS))
+        assert not publisher.flush(timeout=0.3)
+        assert (tmp_path / "spool" / SPOOL_NAME).exists()
+        server.start()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and client.xlen(contract.run_events("r1")) < 2:
+            time.sleep(0.1)
+        types = [
+            json.loads(f[b"event"])["type"] for _, f in client.xrange(contract.run_events("r1"))
+        ]
+        assert types == ["message", "finished"]
+        assert not (tmp_path / "spool" / SPOOL_NAME).exists()
+    finally:
+        publisher.close(timeout=0)
+        server.stop()
