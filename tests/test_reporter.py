@@ -24,11 +24,11 @@ from app.conversation.naming import pipeline_id
 from app.github.client import RepoAPI
 from app.ops.worker import SERVICES_KEY, build_services, handle_event
 from app.redisio import hget
+from app.reporting import owed, runview
 from app.reporting import reporter as reporter_module
-from app.reporting import runview
 from app.reporting.budget import Limits, WriteBudget
 from app.reporting.channels import steps as steps_module
-from app.reporting.channels.steps import GONE_FLAG, STEPS_PREFIX
+from app.reporting.channels.steps import STEPS_PREFIX, off_flag
 from app.reporting.reporter import DEAD_LETTERS, Reporter
 from app.runs.pipelines import PipelineRun
 from app.services import Services
@@ -133,11 +133,15 @@ class World:
         info = await self.pool.xpending(keys.ALL_RUN_EVENTS, reporter_module.GROUP)
         return int(info["pending"])
 
+    async def owed(self) -> int:
+        """Channel updates runs still owe (see `app.reporting.owed`)."""
+        return int(await self.pool.zcard(owed.OWED))
+
     async def settle(self, steps: int = 12) -> None:
-        """Step until nothing is pending (or `steps` ran out)."""
+        """Step until nothing is pending or owed (or `steps` ran out)."""
         for _ in range(steps):
             await self.reporter.step()
-            if await self.pending() == 0:
+            if await self.pending() == 0 and await self.owed() == 0:
                 return
 
 
@@ -276,7 +280,7 @@ async def test_a_running_note_that_lands_late_never_undoes_the_last_word(
     await world.emit(run_id, finished(run_id))
     for _ in range(100):
         await world.reporter.step()
-        if await world.pending() == 0:
+        if await world.pending() == 0 and await world.owed() == 0:
             break
         await asyncio.sleep(0.05)
     await asyncio.gather(*landing)
@@ -354,15 +358,25 @@ async def test_github_failing_one_run_holds_back_no_other(world: World) -> None:
     assert world.check_of(run_b).conclusion == "success"
     assert any("finished after" in b for b in world.bot_comments(number_b))
     assert (await world.run(run_b)).status == "finished"
-    assert await world.pending() == 1  # run A's started event waits its turn
-
-    # A keeps failing: after a bounded number of tries it is parked and acknowledged.
-    await world.settle(steps=reporter_module.TRANSIENT_TRIES + 2)
+    assert world.check_of(run_a).status == "in_progress"  # A's comment holds not even A's check
     assert await world.pending() == 0
-    [(_id, parked)] = await world.pool.xrange(DEAD_LETTERS)
-    assert parked[b"run_id"].decode() == run_a and b"502" in parked[b"error"]
+    assert await world.owed() == 1  # run A's comment waits its turn
+
+    # A's comment keeps failing: after a bounded number of tries it is parked.
+    await world.settle(steps=reporter_module.TRANSIENT_TRIES + 2)
+    assert await world.owed() == 0
+    [parked] = await world.reporter.parked()
+    assert (parked["run_id"], parked["channel"]) == (run_a, "comment")
+    assert "502" in parked["error"]
     assert (await world.run(run_a)).status == "running"  # its bookkeeping went on
     assert not any("is running" in b for b in world.bot_comments(number_a))
+
+    # GitHub is back; the operator replays it, and the comment says what the run is now.
+    world.state.faults.clear()
+    assert await world.reporter.replay(parked["id"])
+    await world.settle()
+    assert any("is running" in b for b in world.bot_comments(number_a))
+    assert await world.reporter.parked() == []
 
 
 async def test_a_slow_answer_holds_back_only_its_run(
@@ -371,12 +385,12 @@ async def test_a_slow_answer_holds_back_only_its_run(
     _number_a, run_a = await world.accept("slow")
     _number_b, run_b = await world.accept("quick")
     slow_comment = (await world.run(run_a)).progress_comment_id
-    monkeypatch.setattr(steps_module, "CALL_TIMEOUT_SECONDS", 0.5)
+    monkeypatch.setattr(steps_module, "CALL_TIMEOUT_SECONDS", 2.0)
     real = RepoAPI.update_comment
 
     async def sluggish(self: RepoAPI, comment_id: int, body: str) -> None:
         if comment_id == slow_comment:
-            await asyncio.sleep(5)
+            await asyncio.sleep(10)
         await real(self, comment_id, body)
 
     monkeypatch.setattr(RepoAPI, "update_comment", sluggish)
@@ -384,16 +398,10 @@ async def test_a_slow_answer_holds_back_only_its_run(
     await world.started(run_b)
     await world.reporter.step()
     assert world.check_of(run_b).status == "in_progress"
-    assert await world.pending() == 1
-    info = await hget(world.pool, reporter_module.TRIES, (await _pending_ids(world))[0])
-    assert info == "1"  # counted as one failed try, retried later
-
-
-async def _pending_ids(world: World) -> list[str]:
-    rows = await world.pool.xpending_range(
-        keys.ALL_RUN_EVENTS, reporter_module.GROUP, min="-", max="+", count=10
-    )
-    return [row["message_id"].decode() for row in rows]
+    assert world.check_of(run_a).status == "in_progress"  # not held by its own comment
+    assert await world.pending() == 0
+    tries = await hget(world.pool, owed.LANE_TRIES, owed.lane(run_a, "comment"))
+    assert tries == "1"  # counted as one failed try, retried later
 
 
 async def test_a_deleted_issue_gives_up_that_runs_output_and_the_pipeline_goes_on(
@@ -407,7 +415,7 @@ async def test_a_deleted_issue_gives_up_that_runs_output_and_the_pipeline_goes_o
     await world.settle(steps=reporter_module.GONE_TRIES + 3)
 
     assert await world.pending() == 0
-    assert await hget(world.pool, STEPS_PREFIX + run_id, GONE_FLAG) is not None
+    assert await hget(world.pool, STEPS_PREFIX + run_id, off_flag("comment")) is not None
     assert (await world.run(run_id)).status == "finished"
     assert await world.pool.xlen(DEAD_LETTERS) == 0  # given up, not parked
     assert world.check_of(run_id).status == "completed"  # it is on the commit, not the issue
@@ -492,20 +500,25 @@ async def test_live_updates_are_merged_and_paced_by_the_budget(world: World) -> 
     assert patches() == after_start + 2
 
 
-async def test_a_full_budget_holds_the_last_word_until_there_is_room(world: World) -> None:
+async def test_a_full_budget_holds_the_last_word_until_there_is_room(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The check run's end goes first; the comment waits for room, not the check run."""
+    monkeypatch.setattr(reporter_module, "OVER_BUDGET_WAIT_SECONDS", 0.0)
     clock = [2_000_000.0]
     limits = Limits(per_minute=4, live_per_minute=1)
     world.reporter.budget = WriteBudget(world.pool, limits, clock=lambda: clock[0])
     number, run_id = await world.accept()
     await world.started(run_id)  # three writes
-    await world.emit(run_id, finished(run_id))  # two more: one must wait
-    await world.reporter.step()
-    assert await world.pending() == 1
-    clock[0] += 61
-    world.reporter._held.clear()
     await world.settle()
-    assert await world.pending() == 0
+    await world.emit(run_id, finished(run_id))  # two more: one must wait
+    await world.settle(steps=3)
     assert world.check_of(run_id).conclusion == "success"
+    assert not any("finished after" in b for b in world.bot_comments(number))
+    assert await world.pending() == 0 and await world.owed() == 1
+    clock[0] += 61
+    await world.settle()
+    assert await world.owed() == 0
     assert any("finished after" in b for b in world.bot_comments(number))
 
 

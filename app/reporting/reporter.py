@@ -1,24 +1,31 @@
 """The reporter: run events from Redis become check runs, comments and pull requests.
 
-This module reads the events and fans each out to the channels in
-`app.reporting.channels` (check run, progress comment, pull request, reactions).
-
 It reads the stream every runner writes to (`trimo:run-events`) as a consumer
-group, so several App processes share the work. An event is acknowledged once
-GitHub accepted what it caused, or once the reporter gave up on it.
+group, so several App processes share the work, and fans each event out to the
+channels in `app.reporting.channels`: check run, progress comment, pull request,
+reactions. The channels are independent: one's failure never delays another.
 
-Each run is reported on its own: runs are handled concurrently, a run's events
-in order, and a failure holds back only that run.
+- The check run goes with the run's events: runs are handled concurrently, a
+  run's events in order, and an event is acknowledged once its check run (and
+  Trimo's own bookkeeping) is done, or once the reporter gave up on it. Only the
+  check run's own trouble holds a run's events back.
+- The other channels each have a lane per run (`app.reporting.owed`): an event
+  marks the channels it concerns owed, and each lane brings its channel up to
+  the run's latest state on its own, retried on its own.
 
-- GitHub busy or slow (5xx, timeouts, rate limits, no answer within 10 s): the
-  run is tried again with backoff, a bounded number of times.
+Failures, for an event and for a lane alike:
+
+- GitHub busy or slow (5xx, timeouts, rate limits, no answer within 10 s): tried
+  again with backoff, a bounded number of times.
 - A report object gone: a deleted progress comment or check run is made again;
   a pull request GitHub will not open is explained in the progress comment.
 - The thread, the installation or a permission gone (403, 404, 410): after a
-  few tries the run's GitHub output is given up and logged; Trimo's own
-  bookkeeping (the pipeline, the next run) goes on.
-- Anything else, or trouble that outlasts its tries: the event is parked in the
-  dead-letter stream `trimo:report:dead` with its error, and acknowledged.
+  few tries that channel of the run (or, when the run itself cannot be reached,
+  its whole GitHub output) is given up and logged; Trimo's own bookkeeping (the
+  pipeline, the next run) goes on.
+- Anything else, or trouble that outlasts its tries: the event (or the lane's
+  update) is parked in the dead-letter stream `trimo:report:dead` with its
+  error, counted on `/metrics`, and can be replayed.
 
 Every write takes a unit of its installation's write budget (`app.reporting.budget`): a
 run's first and last words go first; live check-run updates are merged (the
@@ -40,22 +47,24 @@ import redis.asyncio as aioredis
 
 from app.github.client import RepoAPI
 from app.redisio import ensure_group, hdel, held, hgetall, hset, settle, smembers, srem
+from app.reporting import owed
 from app.reporting.budget import LiveRun, Priority, WriteBudget, due_live
 from app.reporting.channels.checkrun import CHECK_OFF_FLAG, CheckRun
 from app.reporting.channels.comment import ProgressComment
-from app.reporting.channels.pullrequest import OPENS_PULLS, PullRequest
+from app.reporting.channels.pullrequest import PullRequest
 from app.reporting.channels.reactions import Reactions
 from app.reporting.channels.steps import (
     GONE_FLAG,
     STEPS_PREFIX,
     VIEW_TTL_SECONDS,
+    Channel,
     LateWrites,
     OverBudget,
     Steps,
     Target,
-    all_of,
     classify,
     describe,
+    off_flag,
     timed,
 )
 from app.reporting.runview import RunView
@@ -86,6 +95,12 @@ MAX_BACKOFF_SECONDS: Final = 60.0
 OVER_BUDGET_WAIT_SECONDS: Final = 2.0
 CONCURRENCY: Final = 16
 DEAD_LETTERS_MAXLEN: Final = 10_000
+OWES: Final[dict[str, tuple[Channel, ...]]] = {
+    "started": ("reactions", "comment"),
+    "pushed": ("pull",),
+    "finished": ("comment", "pull"),
+}
+"""The channels each event owes an update, beside the check run."""
 RUN_LOCK_PREFIX: Final = "trimo:report:lock:"
 """Per run: held by the one App process reporting it now. The stream's entries of one run
 may go to different consumers; the lock keeps them from reporting it at once (a `started`
@@ -188,14 +203,20 @@ class Reporter:
                 continue
             started.append(self._start(run_id, self._report_run(run_id, items)))
             taken += len(items)
-        if wait and started:
-            await asyncio.gather(*started)
+        for member in await owed.due(self.redis):
+            if member not in self._busy:
+                started.append(self._start(member, self._lane(member)))
+                taken += 1
+        if wait:
+            while self._busy:  # and the lanes those runs owed meanwhile
+                await asyncio.gather(*self._busy.values(), return_exceptions=True)
         return taken
 
-    def _start(self, run_id: str, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+    def _start(self, key: str, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """`work` on a run (`key` its id) or a lane (`<run>|<channel>`), one at a time."""
         task = asyncio.create_task(work)
-        self._busy[run_id] = task
-        task.add_done_callback(lambda _task: self._busy.pop(run_id, None))
+        self._busy[key] = task
+        task.add_done_callback(lambda _task: self._busy.pop(key, None))
         return task
 
     async def _read(
@@ -278,6 +299,8 @@ class Reporter:
             )
             await self._park(entry_id, run_id, raw, detail)
         await self._bookkeep(run_id, event)
+        if kind != "gone":  # the check run's trouble holds no other channel
+            await self._owe(run_id, *OWES.get(event.type, ()))
         await self._ack(entry_id)
         return True
 
@@ -304,12 +327,16 @@ class Reporter:
         except Exception as exc:
             log.error("run %s: bookkeeping of %s failed: %s", run_id, event.type, describe(exc))
 
-    async def _park(self, entry_id: str, run_id: str, raw: Any, error: str) -> None:
+    async def _park(
+        self, entry_id: str, run_id: str, raw: Any, error: str, channel: str = ""
+    ) -> None:
+        """Park an event (or, with `channel`, a channel's update of a run) for the operator."""
         await self.redis.xadd(
             DEAD_LETTERS,
             {
                 "entry": entry_id,
                 "run_id": run_id,
+                "channel": channel,
                 "event": _text(raw),
                 "error": error[:2000],
                 "at": datetime.now(UTC).isoformat(),
@@ -332,9 +359,14 @@ class Reporter:
         if not found:
             return False
         fields = {_text(k): _text(v) for k, v in found[0][1].items()}
-        await self.redis.xadd(
-            keys.ALL_RUN_EVENTS, {"run_id": fields.get("run_id", ""), "event": fields["event"]}
-        )
+        lane = owed.parse(f"{fields.get('run_id', '')}|{fields.get('channel', '')}")
+        if lane is not None:  # a channel's update, not an event: that channel is owed again
+            await owed.owe(self.redis, *lane)
+        else:
+            await self.redis.xadd(
+                keys.ALL_RUN_EVENTS,
+                {"run_id": fields.get("run_id", ""), "event": fields.get("event", "")},
+            )
         if fields.get("run_id"):
             await hdel(self.redis, STEPS_PREFIX + fields["run_id"], GONE_FLAG)
         await self.redis.xdel(DEAD_LETTERS, dead_id)
@@ -363,9 +395,9 @@ class Reporter:
             if isinstance(event, RunFinished):
                 await self._start_next(api, pipeline)
             return
+        if speak:
+            await self._save(view)  # what the other channels' lanes read
         if isinstance(event, RunFinished):
-            if speak:
-                await self.steps.wait_out_late_writes(run_id)
             await self._finished(target, speak, event)
             await self._start_next(api, pipeline)
             return
@@ -374,10 +406,12 @@ class Reporter:
                 run.run_id, runner=event.runner, started_at=event.at
             )
             if speak:
-                await self._started(target)
-        elif event.type == "pushed" and pipeline.kind in OPENS_PULLS and speak:
-            await self.pull.ensure(target, Priority.FIRST, final=False)
-        elif event.type == "push_refused":
+                async with self._then_the_others(run_id, event):
+                    await self.check.started(target)
+                await self._mark_sent(run_id)
+        elif speak:
+            await self._owe(run_id, *OWES.get(event.type, ()))
+        if event.type == "push_refused":
             await self.redis.delete(f"{VIEW_PREFIX}{run_id}:sent")  # shown with the next update
         await self._save(view)
         pipe = self.redis.pipeline(transaction=False)
@@ -385,14 +419,12 @@ class Reporter:
         pipe.sadd(DIRTY, run_id)
         await pipe.execute()
 
-    async def _started(self, t: Target) -> None:
-        """🚀, in progress and the progress comment, all at once."""
-        await all_of(self.check.started(t), self.reactions.started(t), self.comment.started(t))
-        await self._mark_sent(t.run.run_id)
-
     async def _finished(self, t: Target, speak: bool, event: RunFinished) -> None:
+        """The check run's end, then the pipeline's bookkeeping."""
         if speak:
-            await self._final_word(t, event)
+            async with self._then_the_others(t.run.run_id, event):
+                await self.steps.wait_out_late_writes(t.run.run_id, "check")
+                await self.check.finished(t, event)
         else:
             await self.check.end_anyway(t, event)
         await self._save(t.view)
@@ -403,17 +435,6 @@ class Reporter:
         pipe.srem(DIRTY, t.run.run_id)
         pipe.hdel(RUNNING, t.run.run_id)
         await pipe.execute()
-
-    async def _final_word(self, t: Target, event: RunFinished) -> None:
-        opens_pulls = t.pipeline.kind in OPENS_PULLS
-        if event.commits and opens_pulls:
-            await self.pull.ensure(t, Priority.FINAL, final=True)
-        pull = await self.pull.number(t.pipeline)
-        problem = await self.pull.problem(t.run.run_id)
-        steps = [self.check.finished(t, event), self.comment.finished(t, event, pull, problem)]
-        if pull is not None and opens_pulls:
-            steps.append(self.pull.finished(t, event, pull))
-        await all_of(*steps)
 
     async def _refresh_preview(self, api: RepoAPI, pipeline: Pipeline, event: RunFinished) -> None:
         """New commits refresh the pipeline's preview (or start one, with `auto`); the run's
@@ -429,8 +450,96 @@ class Reporter:
             latest = await self.services.pipelines.get(pipeline.id)
             if latest is not None:
                 await self.steps.unsure_if_unanswered(
-                    started.run_id, show_queued(self.services, api, latest)
+                    started.run_id, show_queued(self.services, api, latest), "check", "comment"
                 )
+
+    # --- the other channels, each in a lane of its own ------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def _then_the_others(self, run_id: str, event: RunEvent) -> AsyncIterator[None]:
+        """The check run's step first, then the other channels' lanes, whether the check run
+        managed or not: its trouble is its own (it is retried with the event)."""
+        try:
+            yield
+        finally:
+            await self._owe(run_id, *OWES.get(event.type, ()))
+
+    async def _owe(self, run_id: str, *channels: Channel) -> None:
+        """The run owes `channels` an update: their lanes start now, beside this one."""
+        for member in await owed.owe(self.redis, run_id, *channels):
+            if member not in self._busy:
+                self._start(member, self._lane(member))
+
+    async def _lane(self, member: str) -> None:
+        """Bring one channel of one run up to date; its failures are its own."""
+        parsed = owed.parse(member)
+        if parsed is None:
+            await self.redis.zrem(owed.OWED, member)
+            return
+        run_id, channel = parsed
+        async with self._slots, self._run_lock(member) as mine:
+            if not mine:
+                return  # another process has the lane; it stays owed
+            leased = await owed.lease(self.redis, member)
+            if leased is None:
+                return  # done meanwhile
+            with logs.log_context(run_id=run_id):
+                try:
+                    await self._catch_up(run_id, channel)
+                except Exception as exc:
+                    await self._lane_failed(member, leased, run_id, channel, exc)
+                    return
+                await owed.release(self.redis, member, leased, None)
+                await owed.forget_tries(self.redis, member)
+
+    async def _catch_up(self, run_id: str, channel: Channel) -> None:
+        located = await self.services.pipelines.get_run(run_id)
+        view = await self._load(run_id)
+        if located is None or view is None:
+            return
+        flags = await hgetall(self.redis, STEPS_PREFIX + run_id)
+        if GONE_FLAG in flags or off_flag(channel) in flags:
+            return
+        pipeline, run = located
+        logs.bind(pipeline=pipeline.id, repo=pipeline.repo)
+        api = await self.services.github.repo(pipeline.installation_id, pipeline.repo)
+        target = Target(api, pipeline, run, view)
+        if channel == "comment":
+            await self.comment.catch_up(target)
+        elif channel == "reactions":
+            await self.reactions.catch_up(target)
+        elif await self.pull.catch_up(target):
+            await self._owe(run_id, "comment")  # its last word names the pull request
+
+    async def _lane_failed(
+        self, member: str, leased: int, run_id: str, channel: Channel, exc: Exception
+    ) -> None:
+        if isinstance(exc, OverBudget | LateWrites):  # no try counted
+            wait = exc.seconds if isinstance(exc, LateWrites) else OVER_BUDGET_WAIT_SECONDS
+            await owed.release(self.redis, member, leased, wait)
+            return
+        kind = classify(exc)
+        detail = describe(exc)
+        tries = await owed.failed_try(self.redis, member)
+        limit = {"transient": TRANSIENT_TRIES, "gone": GONE_TRIES, "bug": BUG_TRIES}[kind]
+        if tries < limit:
+            delay = min(MAX_BACKOFF_SECONDS, self.backoff * 2.0 ** (tries - 1))
+            log.warning(
+                "run %s: its %s failed (%s; try %d of %d), again in %.0fs",
+                run_id, channel, detail, tries, limit, delay,
+            )  # fmt: skip
+            if kind == "bug":
+                log.debug("run %s: the failure", run_id, exc_info=exc)
+            await owed.release(self.redis, member, leased, delay)
+            return
+        if kind == "gone":
+            log.warning("run %s: its %s given up: %s", run_id, channel, detail)
+            await self.steps.set_flag(run_id, off_flag(channel), detail)
+        else:
+            log.error("run %s: its %s parked after %d tries: %s", run_id, channel, tries, detail)
+            await self._park("", run_id, "", f"{channel}: {detail}", channel)
+        await owed.release(self.redis, member, leased, None)
+        await owed.forget_tries(self.redis, member)
 
     # --- live check-run updates, merged and paced ------------------------------------------
 

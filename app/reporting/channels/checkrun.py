@@ -46,7 +46,7 @@ class CheckRun:
         """In progress, with Stop."""
         title, summary = runview.check_running(t.view, t.pipeline.branch, datetime.now(UTC))
         await self.steps.once(
-            t.pipeline, t.run, "first:check", Priority.FIRST,
+            t.pipeline, t.run, "check", "first:check", Priority.FIRST,
             lambda: self.edit(t, title, summary, [STOP_ACTION], None, Priority.FIRST),
         )  # fmt: skip
 
@@ -54,14 +54,16 @@ class CheckRun:
         """The latest state of a running run (the budget was spent by the caller)."""
         title, summary = runview.check_running(t.view, t.pipeline.branch, datetime.now(UTC))
         await self.steps.unsure_if_unanswered(
-            t.run.run_id, self.edit(t, title, summary, [STOP_ACTION], None, Priority.LIVE)
+            t.run.run_id,
+            self.edit(t, title, summary, [STOP_ACTION], None, Priority.LIVE),
+            "check",
         )
 
     async def finished(self, t: Target, event: RunFinished) -> None:
         """Completed with the run's conclusion, with Retry."""
         title, summary = runview.check_finished(t.view, t.pipeline.branch, t.run.mode)
         await self.steps.once(
-            t.pipeline, t.run, "final:check", Priority.FINAL,
+            t.pipeline, t.run, "check", "final:check", Priority.FINAL,
             lambda: self.edit(
                 t, title, summary, [RETRY_ACTION],
                 runview.conclusion_of(event, t.run.mode), Priority.FINAL,
@@ -74,7 +76,7 @@ class CheckRun:
         title, summary = runview.check_finished(t.view, t.pipeline.branch, t.run.mode)
         try:
             await self.steps.once(
-                t.pipeline, t.run, "final:check", Priority.FINAL,
+                t.pipeline, t.run, "check", "final:check", Priority.FINAL,
                 lambda: self.edit(
                     t, title, summary, [], runview.conclusion_of(event, t.run.mode),
                     Priority.FINAL,

@@ -108,6 +108,26 @@ class PullRequest:
         await hset(self.redis, PULL_OF_PIPELINE, {pipeline.id: str(number)})
         await hdel(self.redis, key, PULL_PROBLEM)
 
+    async def catch_up(self, t: Target) -> bool:
+        """Open the pull request once the branch has commits, and keep its body current.
+        Whether the progress comment must look again (the pull request, or why there is
+        none, changed: its last word may have been said meanwhile)."""
+        pipeline, run_id = t.pipeline, t.run.run_id
+        if pipeline.kind not in OPENS_PULLS:
+            return False
+        event = t.view.finished
+        before = (await self.number(pipeline), await self.problem(run_id))
+        if event is None:
+            if t.view.pushed_commits:
+                await self.ensure(t, Priority.FIRST, final=False)
+        else:
+            if event.commits:
+                await self.ensure(t, Priority.FINAL, final=True)
+            pull = await self.number(pipeline)
+            if pull is not None:
+                await self.finished(t, event, pull)
+        return (await self.number(pipeline), await self.problem(run_id)) != before
+
     async def finished(self, t: Target, event: RunFinished, pull: int) -> None:
         """The pull request's body lists the pipeline's runs, this one now ended."""
         pipeline, run = t.pipeline, t.run
@@ -115,6 +135,6 @@ class PullRequest:
         run.outcome, run.commits = event.outcome, list(event.commits)
         body = runview.pull_body(pipeline, closes=pipeline.kind == "issue")
         await self.steps.once(
-            pipeline, run, "final:pull-body", Priority.FINAL,
+            pipeline, run, "pull", "final:pull-body", Priority.FINAL,
             lambda: t.api.update_pull_body(pull, body),
         )  # fmt: skip

@@ -13,7 +13,7 @@ class Reactions:
     def __init__(self, steps: Steps) -> None:
         self.steps = steps
 
-    async def started(self, t: Target) -> None:
+    async def catch_up(self, t: Target) -> None:
         target: ReactionTarget = "issue"
         target_id = t.run.thread
         if t.run.comment_id is not None and t.run.comment_kind is not None:
@@ -23,4 +23,4 @@ class Reactions:
             if target_id:  # a run asked from the dashboard with no thread has nothing to mark
                 await t.api.react(target, target_id, "rocket")
 
-        await self.steps.once(t.pipeline, t.run, "first:react", Priority.FIRST, rocket)
+        await self.steps.once(t.pipeline, t.run, "reactions", "first:react", Priority.FIRST, rocket)

@@ -29,10 +29,22 @@ LATE_WRITE_SECONDS: Final = 30.0
 """How long a write GitHub did not answer may still land (and undo a later one)."""
 
 GONE_FLAG: Final = "flag:gone"
-UNSURE_FLAG: Final = "flag:unsure"
-"""When (epoch seconds) a write of the run last went unanswered: it may land later."""
+"""The run's GitHub output given up as a whole (its installation or repository gone)."""
 
+Channel = Literal["check", "comment", "pull", "reactions"]
 Failure = Literal["transient", "gone", "bug"]
+
+
+def unsure_flag(channel: Channel) -> str:
+    """When (epoch seconds) a write of the channel last went unanswered: it may land later."""
+    return f"flag:unsure:{channel}"
+
+
+def off_flag(channel: Channel) -> str:
+    """Why the channel was given up for the run (GitHub said its object or thread is gone)."""
+    return f"flag:off:{channel}"
+
+
 T = TypeVar("T")
 
 
@@ -112,6 +124,7 @@ class Steps:
         self,
         pipeline: Pipeline,
         run: PipelineRun,
+        channel: Channel,
         step: str,
         priority: Priority,
         make: Callable[[], Awaitable[object]],
@@ -121,7 +134,7 @@ class Steps:
         if await hget(self.redis, key, step) is not None:
             return
         await self.spend(pipeline, priority)
-        await self.unsure_if_unanswered(run.run_id, make())
+        await self.unsure_if_unanswered(run.run_id, make(), channel)
         pipe = self.redis.pipeline(transaction=False)
         pipe.hset(key, step, "1")
         pipe.expire(key, VIEW_TTL_SECONDS)
@@ -135,18 +148,24 @@ class Steps:
 
     # --- writes that may land late --------------------------------------------------------
 
-    async def unsure_if_unanswered(self, run_id: str, write: Awaitable[T]) -> T:
-        """`write` within 10 s; if GitHub did not answer, remember that it may still land."""
+    async def unsure_if_unanswered(self, run_id: str, write: Awaitable[T], *channels: Channel) -> T:
+        """`write` within 10 s; if GitHub did not answer, remember that it may still land
+        (on each of `channels`)."""
         try:
             return await timed(write)
+        except RequestFailed:
+            raise  # GitHub answered: it did not do it, and will not later
         except (TimeoutError, RequestError):
-            await self.set_flag(run_id, UNSURE_FLAG, str(time.time()))
+            now = str(time.time())
+            await hset(self.redis, STEPS_PREFIX + run_id, {unsure_flag(c): now for c in channels})
             raise
 
-    async def wait_out_late_writes(self, run_id: str) -> None:
-        """`LateWrites` while a write of the run that went unanswered may still land."""
-        raw = await self.flag(run_id, UNSURE_FLAG)
+    async def wait_out_late_writes(self, run_id: str, channel: Channel) -> None:
+        """`LateWrites` while a write on `channel` that went unanswered may still land."""
+        raw = await self.flag(run_id, unsure_flag(channel))
         left = float(raw or 0) + LATE_WRITE_SECONDS - time.time()
         if left > 0:
-            log.info("run %s: its last word waits %.0fs for a late write to land", run_id, left)
+            log.info(
+                "run %s: its last %s waits %.0fs for a late write to land", run_id, channel, left
+            )
             raise LateWrites(left)
