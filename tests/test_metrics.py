@@ -23,7 +23,7 @@ from app.conversation.policy import RunSettings
 from app.github.client import GitHubApp
 from app.ops.scrape import SCRAPE_TIMEOUT_SECONDS
 from app.redisio import settle
-from app.reporting import reporter
+from app.reporting import owed, reporter
 from app.reporting.budget import Priority, WriteBudget
 from app.runs.pipelines import Pipeline, PipelineRun, Pipelines
 from runner import contract, figures, registry
@@ -109,6 +109,7 @@ def test_queues_runners_budgets_reporter_and_dead_letters_come_from_redis(
         r.xadd(contract.ALL_RUN_EVENTS, {"run_id": f"run-{n}", "event": "{}"})
     r.xreadgroup(reporter.GROUP, "c", {contract.ALL_RUN_EVENTS: ">"}, count=2)
     r.xadd(reporter.DEAD_LETTERS, {"run_id": "x"})
+    r.zadd(owed.OWED, {"run-1|comment": 1, "run-1|reactions": 1})
 
     async def spend() -> None:
         client = aioredis.Redis.from_url(webhook_app.settings.redis_url)
@@ -128,6 +129,7 @@ def test_queues_runners_budgets_reporter_and_dead_letters_come_from_redis(
     assert got.value("trimo_run_queue_depth", label="gpu") == 0
     assert got.value("trimo_reporter_pending") == 2
     assert got.value("trimo_reporter_lag") == 3
+    assert got.value("trimo_reporter_owed") == 2
     assert got.value("trimo_dead_letters", stream="reports") == 1
     assert got.value("trimo_dead_letters", stream="events") == 0
     assert (

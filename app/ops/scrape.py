@@ -31,7 +31,7 @@ from starlette.requests import Request
 
 from app.ops.metrics import REGISTRY, SCRAPE_ERRORS
 from app.redisio import as_text, smembers, srem
-from app.reporting import reporter
+from app.reporting import owed, reporter
 from app.reporting.budget import HOUR, MINUTE, WINDOW_PREFIX, WRITERS, Limits
 from app.reporting.failures import FAILED_EVENTS
 from app.runs.runcounts import RunCounts
@@ -57,6 +57,7 @@ class State:
     runner_slots: dict[str, int] = field(default_factory=dict)
     reporter_pending: int = 0
     reporter_lag: int | None = None
+    reporter_owed: int = 0
     failed_events: int = 0
     failed_reports: int = 0
     writes: dict[str, tuple[int, int]] = field(default_factory=dict)
@@ -84,7 +85,14 @@ async def read_state(redis: aioredis.Redis, event_queue: str, now: float | None 
     pipe.zcard(event_queue)
     pipe.xlen(FAILED_EVENTS)
     pipe.xlen(reporter.DEAD_LETTERS)
-    *depths, state.event_queue, state.failed_events, state.failed_reports = await pipe.execute()
+    pipe.zcard(owed.OWED)
+    (
+        *depths,
+        state.event_queue,
+        state.failed_events,
+        state.failed_reports,
+        state.reporter_owed,
+    ) = await pipe.execute()
     state.run_queues = dict(zip(labels, depths, strict=True))
     await _read_reporter(redis, state)
     await _read_writes(redis, state, time.time() if now is None else now)
@@ -188,6 +196,12 @@ class StateCollector(Collector):
         )
         pending.add_metric([], state.reporter_pending)
         yield pending
+        owing = GaugeMetricFamily(
+            "trimo_reporter_owed",
+            "Comment, pull request and reaction updates runs owe GitHub (retried apart).",
+        )
+        owing.add_metric([], state.reporter_owed)
+        yield owing
         if state.reporter_lag is not None:
             lag = GaugeMetricFamily(
                 "trimo_reporter_lag", "Run events the reporter has not read yet."
