@@ -67,3 +67,31 @@ async def test_stop_interrupts_the_backoff() -> None:
         raise RuntimeError("boom")
 
     await asyncio.wait_for(supervise("part", part, stop, first_backoff=30), 1)
+
+
+async def test_a_part_that_meets_a_task_cancelled_under_it_is_restarted() -> None:
+    """arq's `Worker.close()` raises the CancelledError of the job it cancelled: when Redis
+    died mid-job, that ended the event worker's supervision and with it `trimo serve`."""
+    stop = asyncio.Event()
+    runs = 0
+
+    async def part() -> None:
+        nonlocal runs
+        runs += 1
+        if runs == 1:
+            job = asyncio.create_task(asyncio.sleep(60))
+            job.cancel()
+            await job  # what Worker.close() does with a job it cancelled
+        stop.set()
+
+    await asyncio.wait_for(supervise("part", part, stop, first_backoff=0.01), 5)
+    assert runs == 2
+
+
+async def test_cancelling_the_supervision_itself_still_ends_it() -> None:
+    stop = asyncio.Event()
+    task = asyncio.create_task(supervise("part", stop.wait, stop))
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task

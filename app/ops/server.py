@@ -89,6 +89,13 @@ async def supervise(
             log.error("%s stopped unexpectedly; restarting in %.0fs", name, backoff)
         except FATAL:
             raise
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is None or task.cancelling():
+                raise  # this supervision is being cancelled
+            # A task under the part was cancelled (arq's Worker.close() raises the
+            # cancellation of the job it stopped, e.g. when Redis died mid-job).
+            log.exception("%s failed; restarting in %.0fs", name, backoff)
         except Exception:
             log.exception("%s failed; restarting in %.0fs", name, backoff)
         if loop.time() - began > HEALTHY_SECONDS:
