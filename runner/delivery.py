@@ -207,6 +207,8 @@ class Delivery:
                         self.token,
                     )
                     self.emit(Salvaged(ref=salvage_ref(request.run_id), sha=head))
+                    # The remote keeps it now: no ref per salvaged run here for ever.
+                    gitops.git(mirror, "update-ref", "-d", salvage_ref(request.run_id))
                 return head
             try:
                 gitops.push(

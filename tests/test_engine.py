@@ -137,6 +137,9 @@ def test_rewritten_history_is_salvaged_not_force_pushed(sample_repo: Path, cache
     assert finished2.outcome is Outcome.FAILURE
     assert "rewrote" in finished2.reason
     assert events.of_type("salvaged")
+    # The remote holds it: the runner's mirror keeps no ref per salvaged run for ever.
+    [mirror] = (cache / "mirrors").glob("*.git")
+    assert not git(mirror, "for-each-ref", "refs/trimo/salvage"), "the mirror kept it"
 
 
 def test_missing_image_is_a_clear_error(sample_repo: Path, cache: Path) -> None:
