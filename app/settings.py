@@ -34,6 +34,9 @@ class AppSettings(TrimoSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     max_webhook_bytes: int = Field(default=25 * 1024 * 1024, gt=0)
+    stop_unready_seconds: float = Field(default=0, ge=0, le=60)
+    """On stop, how long the web edge goes on answering while /healthz says 503, so that a
+    load balancer in front (deploy/Caddyfile) sends no more requests before it closes."""
     worker_port: int = Field(default=8001, ge=0, le=65535)
     """Where `trimo worker` serves /healthz and its own /metrics (on `host`)."""
     metrics_token: SecretStr | None = None

@@ -32,15 +32,21 @@ install_packages() {
   command -v systemd-analyze >/dev/null || missing+=(systemd)
   # ... and deploy/prometheus/trimo-rules.yml, with promtool.
   command -v promtool >/dev/null || missing+=(prometheus)
+  # ... and deploy/Caddyfile, with two App instances restarted behind it.
+  command -v caddy >/dev/null || missing+=(caddy)
   if [ "${#missing[@]}" -gt 0 ]; then
     need_root
     log "installing ${missing[*]} from Debian"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     apt-get install -y -qq "${missing[@]}" >/dev/null
-    # Only promtool is wanted from `prometheus`: where systemd started its daemon, stop it.
-    if [[ " ${missing[*]} " == *" prometheus "* ]] && [ -d /run/systemd/system ]; then
-      systemctl disable --now prometheus prometheus-node-exporter >/dev/null 2>&1 || true
+    # The tests run promtool and caddy themselves: where systemd started their daemons, stop them.
+    if [ -d /run/systemd/system ]; then
+      for unit in prometheus prometheus-node-exporter caddy; do
+        if [[ " ${missing[*]} " == *" ${unit%-node-exporter} "* ]]; then
+          systemctl disable --now "$unit" >/dev/null 2>&1 || true
+        fi
+      done
     fi
   fi
 }

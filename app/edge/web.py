@@ -233,7 +233,10 @@ def _redis_unavailable(exc: BaseException) -> JSONResponse:
 class WebhookEdge:
     """The two endpoints, bound to settings and a Redis handle."""
 
-    def __init__(self, settings: AppSettings, redis: RedisHandle) -> None:
+    def __init__(
+        self, settings: AppSettings, redis: RedisHandle, stopping: asyncio.Event | None = None
+    ) -> None:
+        self._stopping = stopping
         self._secret = settings.require_webhook_secret()
         self._limit = settings.max_webhook_bytes
         self._redis = redis
@@ -295,6 +298,9 @@ class WebhookEdge:
         return Response(await scrape.exposition(redis, QUEUE_NAME), media_type=scrape.CONTENT_TYPE)
 
     async def healthz(self, request: Request) -> JSONResponse:
+        if self._stopping is not None and self._stopping.is_set():
+            # Still answering, but a load balancer should send its requests elsewhere now.
+            return JSONResponse({"stopping": True}, 503)
         try:
             pool = await self._redis.get()
             await _bounded(pool.ping())
@@ -314,14 +320,17 @@ def default_pool_factory(redis_url: str) -> RedisPoolFactory:
 
 
 def create_app(
-    settings: AppSettings, redis_pool_factory: RedisPoolFactory | None = None
+    settings: AppSettings,
+    redis_pool_factory: RedisPoolFactory | None = None,
+    stopping: asyncio.Event | None = None,
 ) -> Starlette:
-    """The App's web edge and dashboard; raises `SettingsError` without a webhook secret."""
+    """The App's web edge and dashboard; raises `SettingsError` without a webhook secret.
+    Once `stopping` is set, /healthz answers 503 (the process is about to stop)."""
     from app.dashboard.auth import SignIn, auth_routes, error_pages, security_middleware
     from app.dashboard.site import Dashboard
 
     redis = RedisHandle(redis_pool_factory or default_pool_factory(settings.redis_url))
-    edge = WebhookEdge(settings, redis)
+    edge = WebhookEdge(settings, redis, stopping)
 
     dashboard = Dashboard(settings, redis)
     signin = SignIn(settings)

@@ -62,6 +62,8 @@ class Parts:
 FATAL: Final = (SettingsError, SystemExit, KeyboardInterrupt)
 """Errors that end the process: configuration is wrong, or uvicorn could not bind."""
 MAX_BACKOFF_SECONDS: Final = 60.0
+WEB_GRACE_SECONDS: Final = 5
+"""On stop, how long requests being answered (and live streams) may go on."""
 HEALTHY_SECONDS: Final = 60.0
 """A part that ran this long before failing starts again without waiting."""
 
@@ -119,6 +121,8 @@ async def run(settings: AppSettings, parts: Parts) -> None:
         loop.add_signal_handler(sig, stop.set)
     pool = await create_pool(redis_settings(settings.redis_url))
     tasks: list[asyncio.Task[None]] = []
+    web: list[asyncio.Task[None]] = []
+    unready = asyncio.Event()
     servers: list[_Server] = []
     workers: list[Worker] = []
     daemon: RunnerDaemon | None = None
@@ -130,6 +134,7 @@ async def run(settings: AppSettings, parts: Parts) -> None:
             port=port,
             log_level="info",
             log_config=None,  # uvicorn's lines go through Trimo's handler (JSON off a terminal)
+            timeout_graceful_shutdown=WEB_GRACE_SECONDS,
         )
         server = _Server(config)
         servers[:] = [server]
@@ -141,7 +146,8 @@ async def run(settings: AppSettings, parts: Parts) -> None:
             )
 
     async def serve_web() -> None:
-        await serve_http(create_app(settings), settings.port, "the web edge", "TRIMO_PORT")
+        app = create_app(settings, stopping=unready)
+        await serve_http(app, settings.port, "the web edge", "TRIMO_PORT")
 
     async def serve_worker_web() -> None:
         app = create_worker_app(settings, pool)
@@ -174,9 +180,10 @@ async def run(settings: AppSettings, parts: Parts) -> None:
 
     try:
         if parts.web:
-            tasks.append(asyncio.create_task(supervise("web edge", serve_web, stop)))
+            web.append(asyncio.create_task(supervise("web edge", serve_web, stop)))
         elif parts.worker and parts.runner is None:  # `trimo worker`: its own endpoint
-            tasks.append(asyncio.create_task(supervise("endpoint", serve_worker_web, stop)))
+            web.append(asyncio.create_task(supervise("endpoint", serve_worker_web, stop)))
+        tasks.extend(web)
         if parts.worker:
             tasks.append(asyncio.create_task(supervise("event worker", work, stop)))
             tasks.append(asyncio.create_task(supervise("token desk", answer_tokens, stop)))
@@ -194,12 +201,19 @@ async def run(settings: AppSettings, parts: Parts) -> None:
                 raise error
     finally:
         stop.set()
+        if parts.web and settings.stop_unready_seconds and servers:
+            unready.set()  # /healthz says 503; requests are still answered meanwhile
+            await asyncio.sleep(settings.stop_unready_seconds)
         for server in servers:
             server.should_exit = True
+        if web:  # requests being answered get their answer (a webhook accepted is answered)
+            await asyncio.wait(web, timeout=WEB_GRACE_SECONDS + 1)
         if daemon is not None:
             daemon.request_stop()
         for worker in workers:
-            with contextlib.suppress(Exception):
+            # arq cancels the jobs it was running and re-raises their CancelledError: they
+            # are still queued in Redis, and run again; this process is stopping anyway.
+            with contextlib.suppress(Exception, asyncio.CancelledError):
                 await worker.close()
         for task in tasks:
             if daemon is None or task is not tasks[-1]:
