@@ -228,6 +228,9 @@ def test_doctor_checks_the_side_it_is_asked_for(tmp_path: Path, test_image: str)
     assert "git is installed" in runner.stdout
     assert "This machine" in both.stdout and "The GitHub App" in both.stdout
     assert "TRIMO_GITHUB_APP_ID and TRIMO_RUNNER_* are set here" in both.stdout
+    broken = doctor(tmp_path, {**base, "TRIMO_GITHUB_APP_ID": "[not] a number"})
+    assert "✗ the App's settings are invalid" in broken.stdout, broken.stdout + broken.stderr
+    assert broken.returncode == 1 and "Traceback" not in broken.stdout + broken.stderr
 
 
 def doctor(tmp_path: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

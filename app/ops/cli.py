@@ -160,6 +160,7 @@ def doctor(
     credentials (GitHub is asked). Without either: the App where TRIMO_GITHUB_APP_ID is set,
     a runner where TRIMO_RUNNER_ID or _LABELS is or nothing is."""
     from rich.console import Console
+    from rich.text import Text
 
     from app.ops import doctor as deployment
 
@@ -179,7 +180,7 @@ def doctor(
     elif isinstance(app_settings, AppSettings):
         redis_url = app_settings.redis_url
     else:
-        out.print(f"[red]✗[/] {app_settings}", highlight=False)
+        out.print(Text.assemble(("✗ ", "red"), app_settings), highlight=False)
         raise typer.Exit(1)
     problems += asyncio.run(deployment.report(out, redis_url, preview_url, app=sides.app))
     out.print("\nAll good." if not problems else f"\n{problems} problem(s) to fix.")
