@@ -500,6 +500,45 @@ async def test_live_updates_are_merged_and_paced_by_the_budget(world: World) -> 
     assert patches() == after_start + 2
 
 
+async def test_a_live_update_that_lands_after_the_last_word_never_undoes_it(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a starved App process the run's report lock can expire while a live update is on
+    its way: another process reports the run's end meanwhile, and the live update (in
+    progress) lands after it. The check run must still end completed."""
+    clock = [1_000_000.0]
+    world.reporter.budget = WriteBudget(world.pool, Limits(), clock=lambda: clock[0])
+    _number, run_id = await world.accept()
+    await world.started(run_id)
+    await world.settle()
+    other = Reporter(world.services, consumer="other")  # the second App process
+    real = RepoAPI.update_check_run
+    overtaken: list[str] = []
+
+    async def overtaken_live(self: RepoAPI, check_run_id: int, **fields: Any) -> None:
+        if fields.get("conclusion") is None and not overtaken:
+            overtaken.append("live")
+            await world.pool.delete(reporter_module.RUN_LOCK_PREFIX + run_id)  # expired
+            await world.emit(run_id, finished(run_id))
+            for _ in range(20):
+                await other.step()
+                if world.check_of(run_id).status == "completed":
+                    break
+            overtaken.append(world.check_of(run_id).status)
+        await real(self, check_run_id, **fields)
+
+    monkeypatch.setattr(RepoAPI, "update_check_run", overtaken_live)
+    await world.emit(run_id, Pushed(branch="b", sha="a" * 40, commits=1))
+    await world.settle()
+    clock[0] += 5
+    await world.reporter.flush_due()
+    await other.drain()
+
+    assert overtaken == ["live", "completed"]  # the end was shown before the live update
+    check = world.check_of(run_id)
+    assert (check.status, check.conclusion) == ("completed", "success")
+
+
 async def test_a_full_budget_holds_the_last_word_until_there_is_room(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -408,6 +408,7 @@ class Reporter:
             if speak:
                 async with self._then_the_others(run_id, event):
                     await self.check.started(target)
+                    await self._end_again_if_over(target)
                 await self._mark_sent(run_id)
         elif speak:
             await self._owe(run_id, *OWES.get(event.type, ()))
@@ -599,7 +600,19 @@ class Reporter:
         await srem(self.redis, DIRTY, run_id)  # news from now on makes it dirty again
         await self._mark_sent(run_id)
         api = await self.services.github.repo(pipeline.installation_id, pipeline.repo)
-        await self.check.live(Target(api, pipeline, run, view))
+        target = Target(api, pipeline, run, view)
+        await self.check.live(target)
+        await self._end_again_if_over(target)
+
+    async def _end_again_if_over(self, t: Target) -> None:
+        """After an "in progress" write to the check run: if the run ended meanwhile, say its
+        end again, last. A starved process's run lock can expire while its write is on the
+        way, and another process then reports the end, which the write may land after (the
+        end's view is saved before the end is sent, so it is seen here)."""
+        after = await self._load(t.run.run_id)
+        if after is not None and after.finished is not None:
+            log.info("run %s: it ended while an update was on its way; its end again", t.run.run_id)
+            await self.check.again(Target(t.api, t.pipeline, t.run, after), after.finished)
 
     @contextlib.asynccontextmanager
     async def _run_lock(self, run_id: str) -> AsyncIterator[bool]:

@@ -70,6 +70,17 @@ class CheckRun:
             ),
         )  # fmt: skip
 
+    async def again(self, t: Target, event: RunFinished) -> None:
+        """The end once more, for a live update that may have landed after it."""
+        title, summary = runview.check_finished(t.view, t.pipeline.branch, t.run.mode)
+        conclusion = runview.conclusion_of(event, t.run.mode)
+        await self.steps.spend(t.pipeline, Priority.FINAL)
+        await self.steps.unsure_if_unanswered(
+            t.run.run_id,
+            self.edit(t, title, summary, [RETRY_ACTION], conclusion, Priority.FINAL),
+            "check",
+        )
+
     async def end_anyway(self, t: Target, event: RunFinished) -> None:
         """The run's thread is gone, but its check run lives on the commit: end it, best
         effort, so it does not show as running for ever."""
