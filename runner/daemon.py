@@ -368,7 +368,7 @@ class RunnerDaemon:
                 upkeep = await loop.run_in_executor(
                     None, mirrors.tend, self.engine.config.mirrors_dir, time.time()
                 )
-            except OSError as exc:
+            except (OSError, TrimoError) as exc:
                 log.error("could not look after the mirrors: %s", exc)
             else:
                 if upkeep.collected or upkeep.failed:
