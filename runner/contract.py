@@ -31,6 +31,8 @@ RUN_LABELS: Final = "trimo:run-labels"
 """Every runner label the App has queued runs for (so /metrics shows queues no runner serves)."""
 RUNNER_FIGURES: Final = "trimo:runner-figures"
 """Ids of the runners with a `runner_figures` hash (see `runner.figures`)."""
+APP_VERSION: Final = "trimo:app-version"
+"""The Trimo version of the App process that started last (runners' doctor compares)."""
 
 
 def run_queue(label: str) -> str:

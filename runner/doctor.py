@@ -57,6 +57,8 @@ class RedisFacts:
     queued: Mapping[str, int] = field(default_factory=dict)
     """Runs waiting in each label's queue."""
     runners: list[RunnerInfo] = field(default_factory=list)
+    app_version: str = ""
+    """The version of the App process that started last; empty when none said."""
 
 
 def redis_checks(facts: RedisFacts) -> list[Check]:
@@ -184,19 +186,27 @@ def image_checks(runners: list[RunnerInfo]) -> list[Check]:
     return checks + _differing_builds(runners)
 
 
-def version_checks(version: str, runners: list[RunnerInfo]) -> list[Check]:
-    """Runners on another version of Trimo than `version` (this machine's): a warning, as
-    the job contract may have moved between them."""
+def version_checks(version: str, runners: list[RunnerInfo], app_version: str = "") -> list[Check]:
+    """The App (`app_version`) and runners on another version of Trimo than `version` (this
+    machine's): a warning, as the job contract may have moved between them."""
+    fix = (
+        "upgrade the older of the two, so that the App and every runner run one version "
+        "(deploy/README.md, “Upgrading without losing runs”)"
+    )
+    checks = []
+    if app_version and app_version != version:
+        checks.append(
+            Check("warn", f"the App runs Trimo {app_version}, this machine {version}", fix)
+        )
     other = [runner for runner in runners if runner.version != version]
-    if not other:
-        return [Check("ok", f"every runner online runs Trimo {version}, as here")]
-    return [
+    if runners and not other:
+        return [*checks, Check("ok", f"every runner online runs Trimo {version}, as here")]
+    return checks + [
         Check(
             "warn",
             f"runner {runner.id} on {runner.host} runs Trimo {runner.version or '(unknown)'}, "
             f"this machine {version}",
-            "upgrade the older of the two, so that the App and every runner run one version "
-            "(deploy/README.md, “Upgrading without losing runs”)",
+            fix,
         )
         for runner in other
     ]
@@ -410,6 +420,7 @@ async def gather_redis(url: str) -> RedisFacts:
             if await client.type(name) in (b"zset", "zset"):
                 queued[name.removeprefix(contract.run_queue(""))] = int(await client.zcard(name))
         runners = await registry.online_runners(client)
+        app_version = await client.get(contract.APP_VERSION)
     except (redis_py.RedisError, OSError) as exc:
         return RedisFacts(where=where, error=f"{type(exc).__name__}: {exc}")
     finally:
@@ -423,6 +434,7 @@ async def gather_redis(url: str) -> RedisFacts:
         maxmemory_policy=policy or None,
         queued=queued,
         runners=runners,
+        app_version=app_version.decode() if isinstance(app_version, bytes) else app_version or "",
     )
 
 

@@ -192,6 +192,10 @@ def test_version_checks() -> None:
     assert marks(skewed) == ["warn"]
     assert skewed[0].what == f"runner b on box runs Trimo 0.0.1, this machine {__version__}"
     assert "one version" in skewed[0].fix
+    app_old = version_checks(__version__, [same], app_version="0.0.2")
+    assert marks(app_old) == ["warn", "ok"]
+    assert app_old[0].what == f"the App runs Trimo 0.0.2, this machine {__version__}"
+    assert version_checks(__version__, [], app_version=__version__) == []
 
 
 @pytest.mark.parametrize(
@@ -353,6 +357,8 @@ def test_doctor_names_the_runner_with_an_old_or_missing_image(
     try:
         for runner in runners:
             runner.start()
+        with redis.Redis.from_url(redis_url) as client:
+            client.set(contract.APP_VERSION, "0.0.2")  # an older App
         result = doctor(tmp_path, {"TRIMO_REDIS_URL": redis_url})
     finally:
         for runner in runners:
@@ -362,6 +368,7 @@ def test_doctor_names_the_runner_with_an_old_or_missing_image(
 
     out, host = result.stdout, socket.gethostname()
     assert f"✓ runner {fresh_id} on {host} has its images: {test_image} " in out
+    assert f"! the App runs Trimo 0.0.2, this machine {__version__}" in out
     assert (
         f"✗ runner {stale_id} on {host} has an outdated image {old} (sandbox 2; this Trimo "
         f"needs sandbox {SANDBOX_VERSION}): its runs fail"

@@ -13,10 +13,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+import redis
 from arq import create_pool
 from arq.connections import RedisSettings
 
 from app.edge.web import enqueue_delivery
+from runner import __version__, contract
 from tests.fakegithub import generate_key_pair
 from tests.metrics_helpers import parse
 from tests.webhook_helpers import free_port
@@ -63,6 +65,9 @@ def test_a_worker_serves_its_health_and_the_events_it_handled(
                 assert time.monotonic() < deadline, "the worker's endpoint did not come up"
                 time.sleep(0.1)
         assert health.status_code == 200 and health.json() == {"redis": "ok"}
+        # and says which Trimo it is, for a runner's `trimo doctor`
+        with redis.Redis.from_url(redis_url) as client:
+            assert client.get(contract.APP_VERSION) == __version__.encode()
         assert httpx.get(f"{base}/metrics", timeout=5).status_code == 401
 
         asyncio.run(queue_star(redis_url))

@@ -76,7 +76,8 @@ async def report(out: Console, redis_url: str, preview_url: str = "", app: bool 
         failed += show(out, "\nRunners", label_checks(redis.queued, labels, redis.runners))
         if redis.runners:
             failed += show(out, "\nRunners' images", image_checks(redis.runners))
-            failed += show(out, "\nVersions", version_checks(__version__, redis.runners))
+        if versions := version_checks(__version__, redis.runners, redis.app_version):
+            failed += show(out, "\nVersions", versions)
     previews = {f"runner {r.id}": r.preview_url for r in redis.runners if r.preview_url}
     if preview_url and preview_url not in previews.values():
         previews["this machine's runner"] = preview_url

@@ -34,7 +34,7 @@ from app.reporting.previewreport import PreviewReporter
 from app.reporting.reporter import Reporter
 from app.runs.tokens import TokenDesk
 from app.settings import AppSettings, SettingsError
-from runner import logs
+from runner import __version__, contract, logs
 from runner.daemon import RunnerDaemon
 from runner.errors import TrimoError
 from runner.redisurl import redis_settings
@@ -120,6 +120,7 @@ async def run(settings: AppSettings, parts: Parts) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     pool = await create_pool(redis_settings(settings.redis_url))
+    await pool.set(contract.APP_VERSION, __version__)  # for a runner's `trimo doctor`
     tasks: list[asyncio.Task[None]] = []
     web: list[asyncio.Task[None]] = []
     unready = asyncio.Event()
