@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, Final
 
 import docker
 import pytest
@@ -32,6 +33,27 @@ if not CORPORA.is_dir():
 
 TEST_IMAGE = os.environ.get("TRIMO_TEST_IMAGE", "trimo-agent:base")
 REDIS_URL_OVERRIDE = os.environ.get("TRIMO_TEST_REDIS_URL", "")
+
+
+SPREAD: Final = frozenset({"tests/test_hostile_limits.py"})
+"""Files of long tests independent of each other (no module fixture, no shared name): under
+`--dist loadfile` (scripts/test) they go to any worker one by one."""
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """xdist's `loadfile`, a file's tests on one worker in order (its module fixtures start
+    once, its tests may share names), except for the files in SPREAD."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class Scheduling(LoadFileScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return nodeid if path in SPREAD else path
+
+    return Scheduling(config, log)
 
 
 @pytest.fixture(scope="session")
