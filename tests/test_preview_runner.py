@@ -16,6 +16,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from runner import contract
+from runner.container import AgentContainer
 from runner.job import RepoRef
 from runner.previews import sandbox
 from runner.previews.job import (
@@ -327,6 +328,33 @@ async def test_a_failing_setup_is_reported_with_its_log_tail(
     assert "installing packages" in failed.log_tail and "left-pad" in failed.log_tail
     assert containers(docker_client, request.preview_id) == []
     assert await setup.redis.get(contract.preview_wanted(request.pipeline)) is None
+
+
+async def test_a_setup_that_ends_before_its_address_is_read_is_reported_with_its_log(
+    setup: Setup, docker_client: docker.DockerClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a busy host a setup failing at once ends before the runner reads the container's
+    address, and Docker has taken it back by then: that is still a failed setup, with its log."""
+    real_start = AgentContainer.start
+
+    def start_then_end(self: AgentContainer) -> None:
+        real_start(self)
+        deadline = time.monotonic() + 30
+        while docker_client.containers.get(self.id).status == "running":
+            assert time.monotonic() < deadline, "the setup never ended"
+            time.sleep(0.05)
+
+    monkeypatch.setattr(AgentContainer, "start", start_then_end)
+    remote = make_remote(setup.tmp_path, "app", "Never shown")
+    request = setup.request(remote, setup="echo 'E: no such package: left-pad' >&2; exit 3")
+
+    assert await setup.start(request) == "failed"
+
+    [failed] = await setup.events()
+    assert isinstance(failed, PreviewFailed)
+    assert "ended before it answered" in failed.reason, failed.reason
+    assert "left-pad" in failed.log_tail
+    assert containers(docker_client, request.preview_id) == []
 
 
 async def test_a_preview_the_app_no_longer_wants_stops(

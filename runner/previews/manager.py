@@ -152,6 +152,8 @@ class PreviewManager:
         loop = asyncio.get_running_loop()
         deadline = time.monotonic() + self.limits.ready_timeout_seconds
         next_alive_check = 0.0
+        if not launched.address:  # it ended before Docker gave it one
+            return "the preview's setup or command ended before it answered"
         while time.monotonic() < deadline:
             if await _answers(launched.address, request.port, request.ready_path):
                 return ""

@@ -90,6 +90,7 @@ class Launched:
 
     container_id: str
     address: str
+    """Empty when the container ended before Docker gave it one (a setup failing at once)."""
     sha: str
     directory: Path
     """Its disk's root: workspace/, home/, context/, out/."""
@@ -235,10 +236,12 @@ def _remove_named(client: docker.DockerClient, name: str) -> None:
 
 
 def _address(client: docker.DockerClient, container_id: str, network: str) -> str:
+    """The container's address on `network`; '' when it has already ended (Docker takes an
+    ended container's address back), so its end is reported with its log."""
     container = client.containers.get(container_id)
     networks = container.attrs.get("NetworkSettings", {}).get("Networks", {})
     address = str((networks.get(network) or {}).get("IPAddress") or "")
-    if not address:
+    if not address and container.status == "running":
         raise TrimoError("The preview's container has no address on its network.")
     return address
 
