@@ -646,15 +646,17 @@ def test_chaos_speaks_githubs_words_and_can_aim_at_one_endpoint(gh: RunningFakeG
 
 
 def test_slow_answers_and_the_per_request_delay_really_wait(gh: RunningFakeGitHub) -> None:
-    start = time.monotonic()
-    statuses(gh, 5)
-    baseline = time.monotonic() - start
+    with httpx.Client(base_url=gh.api_url, timeout=30) as http:
 
-    gh.state.delay = 0.2
-    start = time.monotonic()
-    assert statuses(gh, 5) == [200] * 5
-    delayed = time.monotonic() - start
-    assert delayed >= 1.0 and delayed - baseline >= 0.9, (delayed, baseline)
+        def timed() -> float:
+            start = time.monotonic()
+            assert http.get("/rate_limit").status_code == 200
+            return time.monotonic() - start
+
+        baseline = min(timed() for _ in range(3))  # the quickest: a busy machine adds to some
+        gh.state.delay = 0.5
+        delayed = [timed() for _ in range(2)]
+    assert min(delayed) >= 0.5 and min(delayed) - baseline >= 0.45, (delayed, baseline)
 
     gh.state.delay = 0
     gh.state.chaos = Chaos(seed=1, rates={"slow": 1.0}, slow_seconds=0.6)

@@ -161,8 +161,8 @@ def test_many_secrets_in_a_large_text_is_fast() -> None:
     text = "".join(rng.choices(string.ascii_letters + " \n", k=1_000_000))
     text = text[:500_000] + secrets[7] + text[500_000:]
     scrubber = Scrubber(secrets)
-    started = time.perf_counter()
+    started = time.process_time()  # CPU time: a busy machine stretches the wall clock
     clean = scrubber.scrub(text)
-    assert time.perf_counter() - started < 1.0
+    assert time.process_time() - started < 1.0
     assert clean.count("***") == 1
     assert len(clean) == len(text) - 40 + 3
