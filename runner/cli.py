@@ -13,6 +13,8 @@ from pathlib import Path
 from secrets import token_hex as secrets_token
 from typing import Annotated
 
+import docker
+import docker.errors
 import typer
 from rich.console import Console
 from rich.text import Text
@@ -31,7 +33,9 @@ from runner.job import (
     RunRecord,
     RunRequest,
 )
+from runner.network import firewall
 from runner.network.hosts import clean_hosts, outside_caps
+from runner.network.proxyimage import PROXY_IMAGE
 from runner.settings import RunnerSettings
 from runner.terminal import OUTCOME_STYLE, event_line, print_plan, print_summary, safe
 
@@ -369,6 +373,18 @@ def pipelines(
             )
 
 
+def host_rules_problem(client: docker.DockerClient, runner_id: str) -> str | None:
+    """What is wrong with this runner's host rules (runner.network.firewall), or None."""
+    try:
+        client.images.get(PROXY_IMAGE)
+    except docker.errors.ImageNotFound:
+        return f"runner {runner_id}'s host rules are not checked: {PROXY_IMAGE} is not built yet"
+    try:
+        return firewall.problem(client, runner_id)
+    except TrimoError as exc:
+        return exc.message
+
+
 def machine_checks(out: Console) -> tuple[int, RunnerSettings]:
     """`trimo doctor` on this machine: settings, git, Docker, the agent image, disks,
     credentials, the cache directory. Prints each check; returns the problems and settings."""
@@ -400,6 +416,16 @@ def machine_checks(out: Console) -> tuple[int, RunnerSettings]:
         except TrimoError as exc:
             report(False, exc.message, exc.hint)
         recover_local(RunEngine(settings.engine_config(f"local@{settings.runner_id}", True)), out)
+        wrong = host_rules_problem(client, settings.runner_id)
+        report(
+            wrong is None,
+            wrong
+            or f"runner {settings.runner_id}'s host rules are in place: its runs and previews "
+            "reach neither this host nor private addresses",
+            "start the runner (`trimo runner` puts them in place, and takes them away when it "
+            "stops); Docker must be able to run a container with NET_ADMIN on the host's network",
+            required=False,
+        )
     except TrimoError as exc:
         report(False, exc.message, exc.hint)
     limited = disk.parse_size(settings.disk) > 0 and disk.can_limit()

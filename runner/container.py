@@ -11,6 +11,7 @@ from typing import Any
 
 import docker
 import docker.errors
+import docker.types
 import requests
 from docker.models.containers import Container
 
@@ -60,9 +61,11 @@ class ContainerSpec:
     network: NetworkMode
     resources: Resources
     network_name: str | None = None
-    """The Docker network to join for `allowlist`: the egress proxy's internal network."""
+    """The run's own Docker network (`allowlist`, `bridge`; runner.network.tenant)."""
     dns: tuple[str, ...] = ()
     """DNS upstreams for Docker's resolver; a dead one keeps outside names from resolving."""
+    address: str | None = None
+    """Its IPv4 address on `network_name`, when it must be known before it starts."""
     env: Mapping[str, str] = field(default_factory=dict)
     labels: Mapping[str, str] = field(default_factory=dict)
     name: str | None = None
@@ -87,7 +90,7 @@ def create_kwargs(spec: ContainerSpec) -> dict[str, Any]:
         "environment": {"HOME": HOME_MOUNT, **spec.env},
         "labels": dict(spec.labels),
         "volumes": mounts(spec),
-        "network_mode": spec.network_name or spec.network,
+        **_network_kwargs(spec),
         **({"dns": list(spec.dns)} if spec.dns else {}),
         "cap_drop": ["ALL"],
         "security_opt": ["no-new-privileges"],
@@ -104,6 +107,13 @@ def create_kwargs(spec: ContainerSpec) -> dict[str, Any]:
         "tty": False,
         "detach": True,
     }
+
+
+def _network_kwargs(spec: ContainerSpec) -> dict[str, Any]:
+    if spec.address and spec.network_name:
+        endpoint = docker.types.EndpointConfig("1.41", ipv4_address=spec.address)
+        return {"network": spec.network_name, "networking_config": {spec.network_name: endpoint}}
+    return {"network_mode": spec.network_name or spec.network}
 
 
 def split_lines(chunks: Iterable[bytes], max_bytes: int = MAX_LINE_BYTES) -> Iterator[str]:

@@ -44,6 +44,7 @@ from runner.engine import RunEngine, StopSignal
 from runner.errors import TrimoError
 from runner.job import Outcome, RunEvent, RunFinished, RunRequest, RunStarted
 from runner.keptstore import KeptStore
+from runner.network import firewall
 from runner.policy import RunnerPolicy, refusal
 from runner.previews import manager, sandbox
 from runner.previews.job import PreviewRequest, PreviewStopped
@@ -509,6 +510,7 @@ class RunnerDaemon:
         self.descriptors = descriptors.raise_to_hard()
         log.info("open-file limit: %d", self.descriptors)
         await self.clear_leftovers()
+        rules = asyncio.get_running_loop().run_in_executor(None, self.put_rules_in_place)
         await asyncio.get_running_loop().run_in_executor(None, self.recover)
         self.workers = [self.make_worker(label) for label in self.labels]
         if self.settings.runner_preview_url:
@@ -536,6 +538,7 @@ class RunnerDaemon:
         )
         await self._draining.wait()
         await self.drain(self.settings.drain_seconds)
+        await rules
         for task in duties:
             task.cancel()
         await asyncio.gather(*duties, return_exceptions=True)
@@ -546,8 +549,28 @@ class RunnerDaemon:
             with contextlib.suppress(Exception):
                 await worker.close()
         await self._quietly(registry.withdraw(self.redis, self.settings.runner_id))
+        await self.close_network()
         self.publisher.close()
         await self.redis.aclose()
+
+    def put_rules_in_place(self) -> None:
+        """This runner's host rules, in place from its start (its first network would wait
+        for them anyway)."""
+        try:
+            firewall.ensure(self.engine.client, self.settings.runner_id)
+        except (docker.errors.DockerException, TrimoError) as exc:
+            log.error("could not put this runner's host rules in place (its runs with a "
+                      "network fail until they are): %s", exc)  # fmt: skip
+
+    async def close_network(self) -> None:
+        """Remove this runner's egress proxy, networks and host rules (runner.leftovers)."""
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(
+                None, leftovers.close, self.engine.client, self.settings.runner_id
+            )
+        except (docker.errors.DockerException, TrimoError, OSError) as exc:
+            log.error("could not remove this runner's networks and host rules: %s", exc)
 
     async def _keep_working(self, worker: Worker) -> None:
         """arq's loop, restarted when Redis goes away and comes back."""

@@ -19,7 +19,7 @@ from runner import contract, redisurl, registry
 from runner.agents.endpoints import CODEX_KEY_ENV, endpoint_of, read_codex_config
 from runner.container import SANDBOX_VERSION
 from runner.errors import TrimoError
-from runner.network.egress import PROXY_VERSION
+from runner.network.proxyimage import PROXY_VERSION
 from runner.previews.links import Links
 from runner.registry import ImageInfo, RunnerInfo
 

@@ -14,7 +14,7 @@ import docker.errors
 
 from runner.container import SANDBOX_LABEL
 from runner.errors import ImageMissing, TrimoError
-from runner.network.egress import LABEL_EGRESS, PROXY_IMAGE
+from runner.network.proxyimage import LABEL_EGRESS, PROXY_IMAGE
 from runner.registry import ImageInfo
 
 SANDBOX_DIR = Path(__file__).resolve().parent.parent / "sandbox"

@@ -4,8 +4,11 @@ A runner killed mid-work (kill -9, a power cut) leaves its containers behind (ag
 helpers, previews, and its egress proxy with a tinyproxy for every run that was going), the
 networks they used, pipeline disks still mounted, and its previews' checkouts. At start,
 once no live process answers to its id (`registry.live_namesake`), a runner removes every
-container and network that names it in an owner label, unmounts the pipeline disks that no
-run holds, and deletes its preview checkouts.
+container and network that names it in an owner label (its tenants' networks among them),
+unmounts the pipeline disks that no run holds, and deletes its preview checkouts; its host
+rules (runner.network.firewall) are then put in place afresh, before its first network.
+When it stops, `close` removes its egress proxy, its networks and, once none is left, the
+host rules it put in place.
 
 Several runners may share a Docker engine and a cache directory. Their containers and
 networks name another runner; their pipeline disks are held by their runs' locks; their
@@ -29,7 +32,8 @@ import docker.errors
 from runner import disk, gitops
 from runner.container import LABEL_PIPELINE, LABEL_RUNNER
 from runner.errors import TrimoError
-from runner.network.egress import LABEL_EGRESS
+from runner.network import firewall
+from runner.network.proxyimage import LABEL_EGRESS
 from runner.pipelinedir import PipelineDir
 from runner.previews.sandbox import LABEL_PREVIEW, checkouts
 
@@ -90,6 +94,30 @@ def clear(client: docker.DockerClient, runner_id: str, cache_dir: Path) -> Clear
             gitops.remove_tree(mine)
     cleared.previews = [(p, q) for p, q in cleared.previews if p and q]
     return cleared
+
+
+def close(client: docker.DockerClient, runner_id: str) -> None:
+    """At a runner's end (its runs and previews over): remove its egress proxy and its
+    networks, then its host rules, unless a network of its own is still in use."""
+    for container in client.containers.list(
+        all=True, filters={"label": f"{LABEL_EGRESS}={runner_id}"}
+    ):
+        with contextlib.suppress(docker.errors.APIError):
+            container.remove(force=True)
+    kept = 0
+    for network in _owned(client.networks.list, runner_id):
+        try:
+            network.remove()
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError:
+            kept += 1
+    if kept:
+        log.warning(
+            "%d network(s) of runner %s are still in use: its host rules stay", kept, runner_id
+        )
+        return
+    firewall.remove(client, runner_id)
 
 
 def _owned(list_: Callable[..., list[Any]], runner_id: str, **kwargs: bool) -> list[Any]:

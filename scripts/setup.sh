@@ -28,7 +28,7 @@ setup_images() {
   log "building the agent images (cached after the first time)"
   .venv/bin/trimo image build --target base --tag trimo-agent:base --quiet
   log "building the egress proxy image (cached after the first time)"
-  .venv/bin/python -c 'import docker; from runner.network.egress import ensure_image; ensure_image(docker.from_env())'
+  .venv/bin/python -c 'import docker; from runner.network.proxyimage import ensure_image; ensure_image(docker.from_env())'
 }
 
 setup_all() {

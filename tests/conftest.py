@@ -26,6 +26,8 @@ import pytest
 import redis
 
 from runner import leftovers
+from runner.errors import TrimoError
+from runner.network import firewall
 
 CORPORA = Path(__file__).resolve().parent.parent.parent / "shared" / "corpora"
 if not CORPORA.is_dir():
@@ -153,6 +155,7 @@ def remove_runner_leftovers() -> Iterator[None]:
 
 
 def _remove_owned(wanted: Callable[[str], bool]) -> None:
+    owners: set[str] = set()
     try:
         client = docker.from_env()
         for label in leftovers.OWNER_LABELS:
@@ -161,9 +164,13 @@ def _remove_owned(wanted: Callable[[str], bool]) -> None:
                     with contextlib.suppress(docker.errors.APIError):
                         container.remove(force=True)
             for network in client.networks.list(filters={"label": label}):
-                if wanted((network.attrs.get("Labels") or {}).get(label, "")):
+                if wanted(owner := (network.attrs.get("Labels") or {}).get(label, "")):
+                    owners.add(owner)
                     with contextlib.suppress(docker.errors.APIError):
                         network.remove()
+        for owner in owners:  # and their host rules
+            with contextlib.suppress(TrimoError):
+                firewall.remove(client, owner)
     except docker.errors.DockerException:
         pass  # the tests that need Docker say so
 

@@ -32,7 +32,7 @@ from runner.doctor import (
     redis_checks,
     version_checks,
 )
-from runner.network.egress import PROXY_IMAGE, PROXY_VERSION
+from runner.network.proxyimage import PROXY_IMAGE, PROXY_VERSION
 from runner.registry import ImageInfo, RunnerInfo
 from tests.fakegithub import RunningFakeGitHub, generate_key_pair
 from tests.redis_servers import RedisProcess

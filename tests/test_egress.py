@@ -7,6 +7,7 @@ way out is the one every container has.
 
 from __future__ import annotations
 
+import base64
 import io
 import ipaddress
 import secrets
@@ -18,10 +19,12 @@ import docker
 import docker.errors
 import pytest
 
+from runner import leftovers
 from runner.errors import TrimoError
 from runner.job import Outcome, RepoRef, RunRequest
 from runner.network import EgressProxy, NetworkAttachment, attach, direct
-from runner.network.egress import blocked_hosts, ensure_image, parse_upstream
+from runner.network.egress import blocked_hosts, parse_upstream
+from runner.network.proxyimage import PROXY_IMAGE, ensure_image
 from runner.policy import RunnerPolicy, refusal
 from tests.conftest import build_lock, free_port
 from tests.engine_helpers import make_request, run
@@ -61,7 +64,7 @@ def proxy(docker_client: docker.DockerClient) -> Iterator[EgressProxy]:
     ensure_image(docker_client)
     started = EgressProxy.ensure(docker_client, f"test-{secrets.token_hex(4)}")
     yield started
-    started.remove()
+    leftovers.close(docker_client, started.runner_id)
 
 
 def run_in(
@@ -185,7 +188,7 @@ def test_the_proxy_never_connects_to_private_or_metadata_addresses(
     an internal service; the proxy resolves the name (to a private address) and refuses.
     """
     name = f"rebind-{secrets.token_hex(3)}.trimo-test.example"
-    outward = f"{proxy.internal.name}-out"
+    outward = proxy.outward
     server = docker_client.containers.run(
         client_image,
         ["bash", "-c", "while true; do echo -e 'HTTP/1.0 200 OK\\r\\n\\r\\nsecret' "
@@ -218,11 +221,15 @@ def test_the_proxy_never_connects_to_private_or_metadata_addresses(
 def test_runs_never_use_each_others_proxy(
     docker_client: docker.DockerClient, client_image: str, proxy: EgressProxy
 ) -> None:
+    """Another run's proxy is not even reachable (tests/test_tenants.py tries harder)."""
     first = proxy.attach("first", ["first.example.com"])
     second = proxy.attach("second", [registry_host()])
-    assert first.env["HTTPS_PROXY"] != second.env["HTTPS_PROXY"]
-    port = second.env["HTTPS_PROXY"].rsplit(":", 1)[1]
-    other = first.env["HTTPS_PROXY"].rsplit(":", 1)[0] + ":" + port  # first's password
+    assert first.network != second.network
+    other = (
+        first.env["HTTPS_PROXY"].rsplit("@", 1)[0]
+        + "@"
+        + second.env["HTTPS_PROXY"].rsplit("@", 1)[1]
+    )
     stolen = {k: other if k.lower().endswith("_proxy") else v for k, v in first.env.items()}
     stolen["NO_PROXY"] = stolen["no_proxy"] = first.env["NO_PROXY"]
     borrowed = NetworkAttachment(network=first.network, env=stolen, dns=first.dns)
@@ -230,11 +237,11 @@ def test_runs_never_use_each_others_proxy(
         docker_client,
         client_image,
         borrowed,
-        f"curl -s -m 20 -o /dev/null -w '%{{http_connect}}' {registry_url()}",
+        f"curl -s -m 10 -o /dev/null -w '%{{http_connect}}' {registry_url()}",
     )
     first.release()
     second.release()
-    assert out.strip() in ("401", "407")  # the second run's proxy wants its own credentials
+    assert out.strip() == "000"
 
 
 def test_the_proxy_chains_to_an_upstream_proxy(
@@ -244,7 +251,7 @@ def test_the_proxy_chains_to_an_upstream_proxy(
     port = free_port()
     conf = 'Port 8888\\nLogFile \\"/tmp/up.log\\"\\nLogLevel Info\\n'
     upstream = docker_client.containers.run(
-        "trimo-egress:latest",
+        PROXY_IMAGE,
         ["-c", f'printf "{conf}" > /tmp/up.conf; exec tinyproxy -d -c /tmp/up.conf'],
         entrypoint=["bash"],
         detach=True,
@@ -274,29 +281,35 @@ def test_the_proxy_chains_to_an_upstream_proxy(
     finally:
         upstream.remove(force=True)
         if chained is not None:
-            chained.remove()
+            leftovers.close(docker_client, chained.runner_id)
 
 
-def test_none_has_only_loopback_and_bridge_is_as_before(
-    docker_client: docker.DockerClient, client_image: str
+def test_none_has_only_loopback_and_bridge_reaches_outside_hosts(
+    docker_client: docker.DockerClient, client_image: str, proxy: EgressProxy
 ) -> None:
     none = run_in(docker_client, client_image, direct("none"), "ls /sys/class/net")
     assert none.split() == ["lo"]
-    bridge = run_in(
-        docker_client,
-        client_image,
-        direct("bridge"),
-        "ls /sys/class/net | tr '\\n' ' '; echo; "
-        f"getent hosts {registry_host()} >/dev/null; echo dns $?; " + status(registry_url()),
-    )
+    bridged = attach(docker_client, "bridge", "b", [], proxy.runner_id)
+    assert bridged.env == {} and bridged.network.startswith("trimo-net-")
+    try:
+        bridge = run_in(
+            docker_client,
+            client_image,
+            bridged,
+            "ls /sys/class/net | tr '\\n' ' '; echo; "
+            f"getent hosts {registry_host()} >/dev/null; echo dns $?; " + status(registry_url()),
+        )
+    finally:
+        bridged.release()
     lines = bridge.split("\n")
     assert lines[0].split() == ["eth0", "lo"]
     assert lines[1:3] == ["dns 0", f"{registry_url()} 200"]
+    with pytest.raises(docker.errors.NotFound):
+        docker_client.networks.get(bridged.network)  # released with the run
 
 
 def test_attach_for_each_mode(docker_client: docker.DockerClient) -> None:
     assert attach(docker_client, "none", "r", [], "x").network == "none"
-    assert attach(docker_client, "bridge", "r", [], "x").env == {}
     with pytest.raises(TrimoError, match="Unknown network mode"):
         attach(docker_client, "host", "r", [], "x")
 
@@ -401,3 +414,24 @@ def test_an_allowlist_run_through_the_engine_reports_what_was_blocked(
     assert blocked.model_dump()["hosts"] == {"example.org": 2}
     proxy_line = next(line for line in text.splitlines() if line.startswith("proxy="))
     assert "***" in proxy_line, "the run's proxy password reached its events"
+
+
+def test_a_request_for_the_proxy_itself_is_authenticated_and_filtered(
+    docker_client: docker.DockerClient, client_image: str, proxy: EgressProxy
+) -> None:
+    """tinyproxy takes a request with a bare path as a transparent one, its host from the
+    `Host` header (CVE-2026-55202): without the password it is refused, with it the host
+    is still filtered."""
+    attachment = proxy.attach("transparent", [registry_host()])
+    url = attachment.env["HTTPS_PROXY"]
+    credentials = base64.b64encode(url.split("//", 1)[1].rsplit("@", 1)[0].encode()).decode()
+    direct_url = "http://" + url.rsplit("@", 1)[1] + "/"
+    ask = "curl -s -m 10 --noproxy '*' -o /dev/null -w '%{http_code}\\n' -H 'Host: example.org'"
+    out = run_in(
+        docker_client,
+        client_image,
+        attachment,
+        f"{ask} {direct_url}; {ask} -H 'Proxy-Authorization: Basic {credentials}' {direct_url}",
+    )
+    attachment.release()
+    assert out.split() == ["407", "403"], out

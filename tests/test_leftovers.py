@@ -26,7 +26,8 @@ from arq.connections import RedisSettings
 from runner import contract, disk, leftovers, registry
 from runner.container import LABEL_RUNNER
 from runner.job import RepoRef
-from runner.network.egress import LABEL_EGRESS
+from runner.network import firewall, tenant
+from runner.network.proxyimage import LABEL_EGRESS
 from runner.pipelinedir import PipelineDir
 from runner.previews import sandbox
 from runner.previews.job import (
@@ -84,6 +85,7 @@ def ids(docker_client: docker.DockerClient) -> Iterator[tuple[str, str]]:
     yield pair
     for runner_id in pair:
         remove_owned(docker_client, runner_id)
+        firewall.remove(docker_client, runner_id)
 
 
 # -- clear(): containers, networks, disks, checkouts ---------------------------------------
@@ -95,7 +97,8 @@ def test_only_the_runners_own_containers_and_networks_go(
     mine, theirs = ids
     for runner_id in ids:
         for label in leftovers.OWNER_LABELS:
-            network = docker_client.networks.create(
+            network = tenant.make(
+                docker_client,
                 f"trimo-test-{runner_id}-{label.rsplit('.', 1)[-1]}",
                 internal=True,
                 labels={label: runner_id},

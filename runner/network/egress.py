@@ -5,16 +5,19 @@
     ... create the agent's container on attachment.network with attachment.env ...
     blocked = attachment.release()                       # {"example.org": 3}
 
-The agent's container joins an `--internal` Docker network: no route out, and
+Each run gets an `--internal` network of its own (runner.network.tenant): no route
+out, no way to the host or to any other tenant (runner.network.firewall), and
 Docker's DNS there answers nothing from outside (the container is given a dead
-upstream resolver). The proxy container sits on that network and on a normal
-bridge network of its own. Each run gets its own tinyproxy process on a port of
-its own, with its own credentials and allowlist, so runs never see each other's
-hosts. tinyproxy resolves names itself and allows HTTP and CONNECT (443 and 80)
-only to allowed names; TLS is tunnelled, never intercepted. Names resolving to
-private, loopback, link-local or metadata addresses are refused by the proxy
-container's firewall (sandbox/proxy/trimo-egress). An upstream proxy
-(TRIMO_UPSTREAM_PROXY, or this host's HTTPS_PROXY) is chained to.
+upstream resolver). The proxy container joins it and a normal bridge network of its
+own. On it the run has its own tinyproxy, listening only on the proxy's address in
+that network, with its own credentials, allowlist, uid, connection cap and log
+budget, so no run can reach, hold, fill or stop another run's proxy
+(sandbox/proxy/trimo-egress). tinyproxy resolves names itself and allows HTTP and
+CONNECT (443 and 80) only to allowed names; TLS is tunnelled, never intercepted.
+Names resolving to private, loopback, link-local or metadata addresses are refused
+by the proxy container's firewall. An upstream proxy (TRIMO_UPSTREAM_PROXY, or this
+host's HTTPS_PROXY) is chained to. Networks of ended runs are kept (a few) for the
+next ones, so a run does not wait for Docker to make one.
 """
 
 from __future__ import annotations
@@ -30,7 +33,6 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit
 
 import docker
@@ -39,14 +41,22 @@ from docker.models.containers import Container
 from docker.models.networks import Network
 
 from runner.errors import TrimoError
+from runner.network import tenant
 from runner.network.hosts import clean_hosts, tinyproxy_filter
+from runner.network.proxyimage import LABEL_EGRESS, PROXY_IMAGE, ensure_image
 
-PROXY_IMAGE = "trimo-egress:latest"
-PROXY_CONTEXT = Path(__file__).resolve().parent.parent.parent / "sandbox" / "proxy"
-LABEL_EGRESS = "dev.trimo.egress"
-PROXY_VERSION = "2"
-"""The `dev.trimo.egress` label of sandbox/proxy/Dockerfile: bumped when the image changes."""
-PORT_RANGE = (20000, 60000)
+PORT = 3128
+"""Each run's tinyproxy listens here, on the proxy's address in the run's own network."""
+MAX_CLIENTS = 64
+"""A run's proxy serves this many connections at once (also the proxy's firewall cap)."""
+SLOTS = 100
+"""The most runs one proxy container serves at once (each a uid of its own)."""
+LOG_BYTES = 512 * 1024
+"""A run's proxy log stops growing here (later lines are dropped, the proxy goes on)."""
+SLOT_BYTES = LOG_BYTES + 128 * 1024
+"""Room for one run's files in the proxy's tmpfs."""
+IDLE_NETWORKS = 4
+"""The most networks of ended runs kept for the next ones."""
 DEAD_DNS = ["127.0.0.1"]
 """The agent container's DNS upstream: nothing listens there, so outside names never resolve."""
 NO_PROXY = "localhost,127.0.0.1,::1"
@@ -109,15 +119,13 @@ def blocked_hosts(log: str, most: int = MAX_BLOCKED_HOSTS) -> BlockedHosts:
 
 
 def tinyproxy_config(
-    run_dir: str, port: int, listen: str, user: str, password: str, upstream: Upstream | None
+    run_dir: str, listen: str, user: str, password: str, upstream: Upstream | None
 ) -> str:
     lines = [
-        "User nobody",
-        "Group nogroup",
-        f"Port {port}",
+        f"Port {PORT}",
         f"Listen {listen}",
         "Timeout 900",
-        "MaxClients 200",
+        f"MaxClients {MAX_CLIENTS}",
         f'LogFile "{run_dir}/log"',
         "LogLevel Notice",
         f'PidFile "{run_dir}/pid"',
@@ -141,7 +149,7 @@ class NetworkAttachment:
     """How one run's container reaches the network, and how to let go of it afterwards."""
 
     network: str
-    """The container's `network_mode`: `none`, `bridge`, or the proxy's internal network."""
+    """The container's `network_mode`: `none`, or the run's own network."""
     env: dict[str, str] = field(default_factory=dict)
     dns: list[str] | None = None
     secret: str | None = None
@@ -157,51 +165,43 @@ class NetworkAttachment:
 
 
 def direct(mode: str) -> NetworkAttachment:
-    """`none` or `bridge`: no proxy."""
+    """`none`: no network at all."""
     return NetworkAttachment(network=mode)
+
+
+def bridged(client: docker.DockerClient, runner_id: str) -> NetworkAttachment:
+    """`bridge`: a network of the run's own with a way to public addresses only."""
+    network = tenant.create(client, runner_id, internal=False)
+
+    def release() -> BlockedHosts:
+        tenant.remove(network)
+        return {}
+
+    return NetworkAttachment(network=str(network.name), _release=release)
 
 
 def _short(runner_id: str) -> str:
     return hashlib.sha256(runner_id.encode()).hexdigest()[:12]
 
 
-def ensure_image(client: docker.DockerClient, tag: str = PROXY_IMAGE) -> None:
-    """Build the proxy image from sandbox/proxy when it is missing or older than this Trimo
-    (seconds, once)."""
-    try:
-        if client.images.get(tag).labels.get(LABEL_EGRESS) == PROXY_VERSION:
-            return
-    except docker.errors.ImageNotFound:
-        pass
-    from runner.images import ensure_base_image
-
-    ensure_base_image(client)
-    try:
-        client.images.build(path=str(PROXY_CONTEXT), tag=tag, rm=True)
-    except (docker.errors.BuildError, docker.errors.APIError) as exc:
-        raise TrimoError(
-            f"The egress proxy image could not be built: {exc}",
-            "network access to Debian's packages is needed once",
-        ) from exc
-
-
 class EgressProxy:
-    """This runner's egress proxy container and its two networks."""
+    """This runner's egress proxy container, its outward network, and the networks of ended
+    runs kept for the next ones."""
 
     def __init__(
         self,
         client: docker.DockerClient,
         container: Container,
-        internal: Network,
-        address: str,
+        runner_id: str,
         upstream: Upstream | None,
     ) -> None:
         self._client = client
         self.container = container
-        self.internal = internal
-        self.address = address
+        self.runner_id = runner_id
         self.upstream = upstream
+        self.outward = f"{container.name}-out"
         self._lock = threading.Lock()
+        self._idle: list[Network] = []
 
     @classmethod
     def ensure(
@@ -211,13 +211,13 @@ class EgressProxy:
         upstream_url: str | None = None,
         image: str = PROXY_IMAGE,
     ) -> EgressProxy:
-        """This runner's proxy, started if it is not running (about a second, once)."""
+        """This runner's proxy, started if it is not running (about a second, once), with
+        one network ready for a run."""
         ensure_image(client, image)
         key = _short(runner_id)
         name = f"trimo-egress-{key}"
         labels = {LABEL_EGRESS: runner_id}
-        internal = _ensure_network(client, name, labels, internal=True)
-        outward = _ensure_network(client, f"{name}-out", labels, internal=False)
+        outward = _ensure_network(client, f"{name}-out", labels)
         upstream = parse_upstream(upstream_url) if upstream_url else None
         if upstream is not None:
             upstream = _reachable_upstream(upstream, outward)
@@ -229,56 +229,98 @@ class EgressProxy:
             container.remove(force=True)
             container = None
         if container is None:
-            container = _start(client, name, image, outward, internal, exempt, labels, config)
-        container.reload()
-        address = container.attrs["NetworkSettings"]["Networks"][internal.name]["IPAddress"]
-        return cls(client, container, internal, address, upstream)
+            container = _start(client, name, image, outward, exempt, labels, config)
+        proxy = cls(client, container, runner_id, upstream)
+        proxy._release_network(proxy._new_network())
+        return proxy
 
     def attach(self, run_id: str, allowed_hosts: Iterable[str]) -> NetworkAttachment:
-        """A tinyproxy for this run only, allowing exactly `allowed_hosts`."""
+        """A network and a tinyproxy for this run only, allowing exactly `allowed_hosts`."""
         hosts, errors = clean_hosts(allowed_hosts)
         if errors:
             raise TrimoError("Allowed hosts: " + "; ".join(errors))
         password = secrets.token_urlsafe(18)
-        run_dir = f"/run/trimo/{run_id}"
-        for _ in range(5):
-            port = secrets.randbelow(PORT_RANGE[1] - PORT_RANGE[0]) + PORT_RANGE[0]
-            conf = tinyproxy_config(run_dir, port, self.address, "run", password, self.upstream)
+        network, address = self._take_network()
+        conf = tinyproxy_config(f"/run/trimo/{run_id}/p", address, "run", password, self.upstream)
+        try:
             code, output = self.container.exec_run(
-                ["trimo-egress", "start", run_id, str(port)],
+                ["trimo-egress", "start", run_id],
                 environment={"TRIMO_CONF": conf, "TRIMO_FILTER": tinyproxy_filter(hosts) or "^$"},
             )
-            if code == 0:
-                break
-        else:
+        except docker.errors.APIError as exc:
+            code, output = 1, str(exc).encode()
+        if code != 0:
+            self._release_network(network)
             text = output.decode(errors="replace").strip()
             raise TrimoError(f"The egress proxy could not start for this run: {text[-400:]}")
-        url = f"http://run:{password}@{self.address}:{port}"
+        url = f"http://run:{password}@{address}:{PORT}"
         env = {name: url for name in ("HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy")} | {
             "NO_PROXY": NO_PROXY,
             "no_proxy": NO_PROXY,
         }
         return NetworkAttachment(
-            network=self.internal.name,
+            network=str(network.name),
             env=env,
             dns=DEAD_DNS,
             secret=password,
-            _release=lambda: self._stop(run_id),
+            _release=lambda: self._stop(run_id, network),
         )
 
     def remove(self) -> None:
         """Stop the proxy and remove its networks (its runs lose their way out)."""
         with contextlib.suppress(docker.errors.APIError):
             self.container.remove(force=True)
-        for name in (self.internal.name, f"{self.internal.name}-out"):
-            with contextlib.suppress(docker.errors.APIError):
-                self._client.networks.get(name).remove()
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for network in idle:
+            tenant.remove(network)
+        with contextlib.suppress(docker.errors.APIError):
+            self._client.networks.get(self.outward).remove()
 
-    def _stop(self, run_id: str) -> BlockedHosts:
+    def _new_network(self) -> Network:
+        network = tenant.create(
+            self._client, self.runner_id, internal=True, labels={LABEL_EGRESS: self.runner_id}
+        )
+        try:
+            network.connect(self.container)
+        except docker.errors.APIError as exc:
+            tenant.remove(network)
+            raise TrimoError(f"The egress proxy could not join a run's network: {exc}") from exc
+        return network
+
+    def _take_network(self) -> tuple[Network, str]:
+        """A network with the proxy on it and nothing else, and the proxy's address there."""
+        with self._lock:
+            network = self._idle.pop() if self._idle else None
+        if network is None:
+            network = self._new_network()
+        network.reload()
+        for endpoint in (network.attrs.get("Containers") or {}).values():
+            if endpoint.get("Name") == self.container.name:
+                return network, str(endpoint.get("IPv4Address", "")).split("/")[0]
+        self._release_network(network)
+        raise TrimoError("The egress proxy is not on the run's network.")
+
+    def _release_network(self, network: Network) -> None:
+        """Keep `network` for a later run if only the proxy is on it, else remove it."""
+        with contextlib.suppress(docker.errors.APIError):
+            network.reload()
+            members = set(network.attrs.get("Containers") or {})
+            with self._lock:
+                if members == {self.container.id} and len(self._idle) < IDLE_NETWORKS:
+                    self._idle.append(network)
+                    return
+        with contextlib.suppress(docker.errors.APIError):
+            network.disconnect(self.container, force=True)
+        tenant.remove(network)
+
+    def _stop(self, run_id: str, network: Network) -> BlockedHosts:
         try:
             _code, output = self.container.exec_run(["trimo-egress", "stop", run_id])
         except docker.errors.APIError:
             return {}
+        finally:
+            self._release_network(network)
         return blocked_hosts(output.decode(errors="replace"))
 
 
@@ -290,9 +332,12 @@ def attach(
     runner_id: str,
     upstream_url: str | None = None,
 ) -> NetworkAttachment:
-    """The run's network for `mode`: `none`, `bridge`, or `allowlist` through the proxy."""
-    if mode in ("none", "bridge"):
+    """The run's network for `mode`: `none`, `bridge` (a network of its own), or `allowlist`
+    (a network of its own with only its proxy on it)."""
+    if mode == "none":
         return direct(mode)
+    if mode == "bridge":
+        return bridged(client, runner_id)
     if mode != "allowlist":
         raise TrimoError(f"Unknown network mode {mode!r}", "use none, allowlist or bridge")
     proxy = _proxies.get(client, runner_id, upstream_url)
@@ -330,18 +375,15 @@ def _is_running(container: Container) -> bool:
     return bool(container.status == "running")
 
 
-def _ensure_network(
-    client: docker.DockerClient, name: str, labels: Mapping[str, str], internal: bool
-) -> Network:
+def _ensure_network(client: docker.DockerClient, name: str, labels: Mapping[str, str]) -> Network:
+    """The proxy's own way out (no tenant is ever on it)."""
     try:
         return client.networks.get(name)
     except docker.errors.NotFound:
         pass
     try:
-        return client.networks.create(
-            name, driver="bridge", internal=internal, labels=dict(labels), check_duplicate=True
-        )
-    except docker.errors.APIError:
+        return tenant.make(client, name, internal=False, labels=labels)
+    except TrimoError:
         return client.networks.get(name)  # another process made it first
 
 
@@ -361,7 +403,6 @@ def _start(
     name: str,
     image: str,
     outward: Network,
-    internal: Network,
     exempt: str,
     labels: Mapping[str, str],
     config: str,
@@ -372,16 +413,23 @@ def _start(
             name=name,
             detach=True,
             network=outward.name,
-            environment={"TRIMO_EGRESS_EXEMPT": exempt},
+            environment={
+                "TRIMO_EGRESS_EXEMPT": exempt,
+                "TRIMO_PORT": str(PORT),
+                "TRIMO_SLOTS": str(SLOTS),
+                "TRIMO_MAX_CLIENTS": str(MAX_CLIENTS),
+                "TRIMO_LOG_BYTES": str(LOG_BYTES),
+            },
             labels={**labels, f"{LABEL_EGRESS}.config": config},
             cap_drop=["ALL"],
             cap_add=["NET_ADMIN", "SETUID", "SETGID", "CHOWN", "KILL", "DAC_OVERRIDE"],
             security_opt=["no-new-privileges"],
             init=True,
             mem_limit="256m",
-            pids_limit=1024,
-            # Each run's log lives here: capped, and never on the host's disk.
-            tmpfs={"/run/trimo": "rw,nosuid,nodev,size=64m,mode=0755"},
+            pids_limit=SLOTS * (MAX_CLIENTS + 8) + 64,
+            # Each run's files and log live here, each run's log capped (trimo-egress): they
+            # fit for every slot at once, and are never on the host's disk.
+            tmpfs={"/run/trimo": f"rw,nosuid,nodev,size={SLOTS * SLOT_BYTES},mode=0755"},
             log_config={"type": "json-file", "config": {"max-size": "16m", "max-file": "1"}},
             restart_policy={"Name": "unless-stopped"},
         )
@@ -391,7 +439,6 @@ def _start(
             if existing.status == "running":
                 return existing
         raise TrimoError(f"The egress proxy did not start: {exc.explanation or exc}") from exc
-    internal.connect(container)
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         container.reload()

@@ -6,15 +6,17 @@ container (read-only image, limits, the agent's uid, no capabilities) with no se
 its environment: `PORT`, the two scripts and, for `allowlist`, its egress proxy. Its
 workspace and home are on a disk of its own, `TRIMO_DISK` in size like a pipeline's.
 
-Every preview has a network the runner's proxy can reach: `none` is a network of its own
-with no way out (`--internal`), `bridge` a network of its own with one, `allowlist` the
-egress proxy's internal network, with the repository's allowed hosts.
+Every preview has a network of its own that the runner's preview proxy reaches (from the
+host) and no other tenant does: `none` has no way out (`--internal`), `bridge` a way to
+public addresses, `allowlist` only its own egress proxy, with the repository's allowed
+hosts. The runner's host rules (runner.network.firewall) keep each from the host and
+from every private address, so a preview's only way in is the preview proxy.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
+import ipaddress
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -33,7 +35,7 @@ from runner.container import (
     ContainerSpec,
 )
 from runner.errors import TrimoError
-from runner.network import egress
+from runner.network import egress, tenant
 from runner.previews.job import PreviewRequest
 from runner.printable import printable
 
@@ -90,7 +92,8 @@ class Launched:
 
     container_id: str
     address: str
-    """Empty when the container ended before Docker gave it one (a setup failing at once)."""
+    """Given to it before it starts (runner.previews.sandbox._free_address), so known even
+    when its setup fails at once."""
     sha: str
     directory: Path
     """Its disk's root: workspace/, home/, context/, out/."""
@@ -125,6 +128,7 @@ def launch(host: Host, request: PreviewRequest) -> Launched:
             user=host.user,
             network=request.network,
             network_name=network,
+            address=_free_address(client, network),
             dns=dns,
             resources=request.resources,
             env={
@@ -146,8 +150,7 @@ def launch(host: Host, request: PreviewRequest) -> Launched:
         container = AgentContainer(client, spec)
         cleanups.append(container.remove)
         container.start()
-        address = _address(client, container.id, network)
-        return Launched(container.id, address, sha, directory, teardown)
+        return Launched(container.id, spec.address or "", sha, directory, teardown)
     except BaseException:
         teardown()
         raise
@@ -202,26 +205,17 @@ def _network(
         )
         cleanups.append(attachment.release)
         return attachment.network, attachment.env, tuple(attachment.dns or ())
-    key = hashlib.sha256(request.preview_id.encode()).hexdigest()[:12]
-    name = f"trimo-preview-{key}"
-    with contextlib.suppress(docker.errors.NotFound):
-        host.client.networks.get(name).remove()
     try:
-        network = host.client.networks.create(
-            name,
-            driver="bridge",
+        network = tenant.create(
+            host.client,
+            host.runner_id,
             internal=request.network == "none",
-            labels={LABEL_RUNNER: host.runner_id, LABEL_PREVIEW: request.preview_id},
+            labels={LABEL_PREVIEW: request.preview_id},
         )
-    except docker.errors.APIError as exc:
-        raise TrimoError(f"Docker could not make the preview's network: {exc.explanation}") from exc
-
-    def remove_network() -> None:
-        with contextlib.suppress(docker.errors.APIError):
-            network.remove()
-
-    cleanups.append(remove_network)
-    return name, {}, ()
+    except TrimoError as exc:
+        raise TrimoError(f"The preview's network could not be made: {exc}") from exc
+    cleanups.append(lambda: tenant.remove(network))
+    return str(network.name), {}, ()
 
 
 def checkouts(cache_dir: Path, runner_id: str) -> Path:
@@ -235,15 +229,19 @@ def _remove_named(client: docker.DockerClient, name: str) -> None:
         client.containers.get(name).remove(force=True)
 
 
-def _address(client: docker.DockerClient, container_id: str, network: str) -> str:
-    """The container's address on `network`; '' when it has already ended (Docker takes an
-    ended container's address back), so its end is reported with its log."""
-    container = client.containers.get(container_id)
-    networks = container.attrs.get("NetworkSettings", {}).get("Networks", {})
-    address = str((networks.get(network) or {}).get("IPAddress") or "")
-    if not address and container.status == "running":
-        raise TrimoError("The preview's container has no address on its network.")
-    return address
+def _free_address(client: docker.DockerClient, network: str) -> str:
+    """An address of `network` nothing else has (its gateway, the egress proxy): the
+    preview's, known before it starts, however soon it ends."""
+    attrs = client.networks.get(network).attrs
+    config = (attrs.get("IPAM", {}).get("Config") or [{}])[0]
+    taken = {config.get("Gateway", "")} | {
+        str(endpoint.get("IPv4Address", "")).split("/")[0]
+        for endpoint in (attrs.get("Containers") or {}).values()
+    }
+    for address in ipaddress.ip_network(config.get("Subnet", "0.0.0.0/32")).hosts():
+        if str(address) not in taken:
+            return str(address)
+    raise TrimoError("The preview's network has no free address.")
 
 
 def is_running(client: docker.DockerClient, container_id: str) -> bool:
