@@ -13,17 +13,26 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlencode
 
 import httpx
 import pytest
 import redis
+from arq.connections import ArqRedis, RedisSettings, create_pool
 from arq.constants import job_key_prefix
 from githubkit.webhooks import verify
 from pydantic import SecretStr
 
 from app.edge.events import HANDLED_EVENTS, is_handled
-from app.edge.web import DELIVERY_TTL_SECONDS, QUEUE_NAME, create_app, delivery_key
+from app.edge.web import (
+    DELIVERY_TTL_SECONDS,
+    QUEUE_NAME,
+    Queuing,
+    create_app,
+    delivery_key,
+    enqueue_delivery,
+)
 from app.settings import AppSettings, SettingsError
 from tests import webhook_helpers
 from tests.webhook_helpers import (
@@ -222,10 +231,13 @@ async def test_concurrent_redeliveries_queue_once(webhook_app: RunningApp, corpo
         responses = await asyncio.gather(
             *(client.post("/webhooks/github", content=body, headers=headers) for _ in range(20))
         )
-    answers = sorted(json.dumps(r.json()) for r in responses)
-    assert {r.status_code for r in responses} == {202}
-    assert answers.count('{"queued": true}') == 1
-    assert answers.count('{"duplicate": true}') == 19
+    answers = [r.json() for r in responses]
+    # One queues it; the others hear it was queued, or (while that try is still on its
+    # way) that it is being queued and to come again: none is told "duplicate" too early.
+    assert answers.count({"queued": True}) == 1
+    later = [r for r in responses if r.status_code == 503]
+    assert all("being queued" in r.json()["error"] for r in later)
+    assert answers.count({"duplicate": True}) + len(later) == 19
     assert list(webhook_app.queued()) == [f"gh-{delivery}"]
 
 
@@ -243,6 +255,38 @@ def test_failed_enqueue_forgets_the_delivery(webhook_app: RunningApp, corpora: P
     redelivered = webhook_app.deliver("issue_comment", body, delivery=delivery)
     assert (redelivered.status_code, redelivered.json()) == (202, {"queued": True})
     assert list(webhook_app.queued()) == [f"gh-{delivery}"]
+
+
+async def test_a_redelivery_while_the_first_try_is_queuing_is_not_called_a_duplicate(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GitHub gives up on an answer after 10 s and the delivery is redelivered while the
+    first try still waits on a slow Redis. Answering the redelivery "duplicate" would lose
+    the delivery when the first try then fails: it must be told to come again."""
+    pool = await create_pool(RedisSettings.from_dsn(redis_url))
+    delivery, payload = str(uuid.uuid4()), {"action": "created"}
+    redelivered = asyncio.Event()
+    real = ArqRedis.enqueue_job
+
+    async def slow_then_failing(self: ArqRedis, *args: Any, **kwargs: Any) -> Any:
+        if not redelivered.is_set():
+            await redelivered.wait()
+            raise TimeoutError("Redis answered too late")
+        return await real(self, *args, **kwargs)
+
+    monkeypatch.setattr(ArqRedis, "enqueue_job", slow_then_failing)
+    try:
+        first = asyncio.create_task(enqueue_delivery(pool, "star", delivery, payload))
+        await asyncio.sleep(0.2)  # the first try holds the mark and waits on Redis
+        with pytest.raises(Queuing):
+            await enqueue_delivery(pool, "star", delivery, payload)
+        redelivered.set()
+        with pytest.raises(TimeoutError):
+            await first
+        assert await enqueue_delivery(pool, "star", delivery, payload)  # the next redelivery
+        assert [j.decode() for j in await pool.zrange(QUEUE_NAME, 0, -1)] == [f"gh-{delivery}"]
+    finally:
+        await pool.aclose()
 
 
 # --- malformed requests ----------------------------------------------------------------

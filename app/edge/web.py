@@ -38,6 +38,10 @@ QUEUE_NAME: Final = "trimo:app"
 HANDLER_FUNCTION: Final = "handle_event"
 DELIVERY_KEY_PREFIX: Final = "trimo:delivery:"
 DELIVERY_TTL_SECONDS: Final = 7 * 24 * 3600
+QUEUING: Final = b"queuing"
+QUEUED: Final = b"1"
+QUEUING_TTL_SECONDS: Final = 60
+"""A try that died while queuing holds its delivery's redeliveries back this long."""
 REDIS_TIMEOUT_SECONDS: Final = 5.0
 """Longest a webhook waits on one Redis command before answering 503."""
 
@@ -172,12 +176,23 @@ class RedisHandle:
             self._pool = None
 
 
+class Queuing(Exception):
+    """Another try of the delivery is being queued right now; whether it will be is not
+    known yet."""
+
+
 async def enqueue_delivery(
     pool: ArqRedis, event: str, delivery_id: str, payload: dict[str, Any]
 ) -> bool:
-    """Queue a delivery once; False when it was already seen (a redelivery)."""
+    """Queue a delivery once; False when it was queued already (a redelivery).
+
+    A try marks the delivery `QUEUING` first, then `QUEUED` once its job is in the queue. A
+    redelivery that finds it queuing (GitHub gave up waiting on a slow Redis) is not called
+    a duplicate: that try may yet fail and forget it. It raises `Queuing`, to come again."""
     key = delivery_key(delivery_id)
-    if not await _bounded(pool.set(key, "1", nx=True, ex=DELIVERY_TTL_SECONDS)):
+    if not await _bounded(pool.set(key, QUEUING, nx=True, ex=QUEUING_TTL_SECONDS)):
+        if await _bounded(pool.get(key)) == QUEUING:
+            raise Queuing(delivery_id)
         return False
     try:
         job = await _bounded(
@@ -197,6 +212,9 @@ async def enqueue_delivery(
             await _bounded(pool.delete(key, job_key_prefix + job_id(delivery_id)))
             await _bounded(pool.zrem(QUEUE_NAME, job_id(delivery_id)))
         raise
+    # Unmarked, the queuing mark expires and arq's job id still keeps out a second job.
+    with suppress(*_REDIS_ERRORS):
+        await _bounded(pool.set(key, QUEUED, ex=DELIVERY_TTL_SECONDS))
     return job is not None
 
 
@@ -279,6 +297,16 @@ class WebhookEdge:
             except _REDIS_ERRORS as exc:
                 seen.outcome = "unavailable"
                 return _redis_unavailable(exc)
+            except Queuing:
+                seen.outcome = "unavailable"
+                log.info("delivery %s (%s) is being queued by an earlier try", delivery_id, event)
+                return JSONResponse(
+                    {
+                        "error": "an earlier try of this delivery is being queued right now",
+                        "retry": "redeliver it in a minute",
+                    },
+                    status_code=503,
+                )
             if not queued:
                 seen.outcome = "duplicate"
                 log.info("delivery %s (%s) already seen", delivery_id, event)
