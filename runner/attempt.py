@@ -342,9 +342,10 @@ class Attempt:
                 self.host.client,
                 request.network,
                 request.run_id,
-                [*adapter.api_hosts, *(e.host for e in endpoints), *request.allowed_hosts],
+                [*adapter.api_hosts, *request.allowed_hosts],
                 self.host.runner_id,
                 self.host.upstream_proxy,
+                endpoints,
             )
             if network.secret:
                 self.protect(network.secret)

@@ -2,10 +2,12 @@
 
 Each CLI first shows it starts as uid 1000 with a fresh, empty home bind-mounted at
 /home/agent (as the runner mounts a pipeline's home), and leaves that home the agent's.
-Then each runs once through the real engine, with the command its adapter builds, against
-a local stand-in of its model API (`tests/api_standins.py`) reached over network `bridge`:
-the run succeeds and the adapter turns the CLI's real output into a message, a result
-and usage that match what the stand-in answered.
+Then each runs through the real engine, with the command its adapter builds, against a
+local stand-in of its model API (`tests/api_standins.py`) on this host: the run succeeds
+and the adapter turns the CLI's real output into a message, a result and usage that match
+what the stand-in answered. Claude Code and Codex reach it as an operator's gateway would
+be reached (TRIMO_ANTHROPIC_BASE_URL, TRIMO_CODEX_CONFIG_FILE) on network `allowlist`,
+through the egress proxy, although the stand-in is on a private address; so does aider.
 """
 
 from __future__ import annotations
@@ -116,7 +118,7 @@ def request_for(sample_repo: Path, agent: str, image: str, secrets: dict[str, st
         PROMPT,
         agent=agent,
         image=image,
-        network="bridge",
+        network="allowlist",
         timeout_s=180,
         resources=RESOURCES,
         secrets=secrets,
@@ -174,6 +176,7 @@ def test_claude_code_first_run_and_follow_up_against_a_standin_of_the_messages_a
         operator = {"anthropic_base_url": api.url}  # TRIMO_ANTHROPIC_BASE_URL
         first = request_for(sample_repo, "claude", agent_image, secrets)
         finished, recorder = run(cache, first, **operator)
+        assert finished.outcome == Outcome.SUCCESS, diagnosis(finished, recorder, api)
         headers, model, body = the_call(api, "/v1/messages")
         assert headers.get("x-api-key") == KEY
         assert PROMPT in body
@@ -217,6 +220,7 @@ def test_codex_first_run_through_a_provider_of_the_operators_config(
         config.write_text(CODEX_CONFIG.format(url=api.url, token=GATEWAY_TOKEN))
         request = request_for(sample_repo, "codex", agent_image, {"OPENAI_API_KEY": KEY})
         finished, recorder = run(tmp_path / "cache", request, codex_config_file=config)
+    assert finished.outcome == Outcome.SUCCESS, diagnosis(finished, recorder, api)
     headers, model, body = the_call(api, "/v1/responses")
     assert headers.get("authorization") == f"Bearer {KEY}"
     assert headers.get("x-gateway-token") == GATEWAY_TOKEN  # the whole config was used
@@ -238,15 +242,18 @@ def test_aider_first_run_against_a_standin_of_its_api(
     route: str,
 ) -> None:
     """Aider (through LiteLLM) takes ANTHROPIC_BASE_URL or OPENAI_API_BASE; its plain-text
-    reply and its `Tokens: … Cost: …` line become a message and usage."""
+    reply and its `Tokens: … Cost: …` line become a message and usage. The stand-in is a
+    gateway serving both formats on one host (as LiteLLM does), named by
+    TRIMO_ANTHROPIC_BASE_URL: the operator's, so the proxy lets it through."""
     with serve(bridge_gateway(docker_client)) as api:
         secrets = (
-            {"ANTHROPIC_API_KEY": KEY, "ANTHROPIC_BASE_URL": api.url}
+            {"ANTHROPIC_API_KEY": KEY}
             if provider == "anthropic"
             else {"OPENAI_API_KEY": KEY, "OPENAI_API_BASE": f"{api.url}/v1"}
         )
         request = request_for(sample_repo, "aider", agent_image, secrets)
-        finished, recorder = run(tmp_path / "cache", request)
+        finished, recorder = run(tmp_path / "cache", request, anthropic_base_url=api.url)
+    assert finished.outcome == Outcome.SUCCESS, diagnosis(finished, recorder, api)
     headers, model, body = the_call(api, route)
     sent_key = headers.get("x-api-key") or headers.get("authorization", "").removeprefix("Bearer ")
     assert sent_key == KEY

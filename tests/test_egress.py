@@ -20,10 +20,11 @@ import docker.errors
 import pytest
 
 from runner import leftovers
+from runner.agents.endpoints import Endpoint
 from runner.errors import TrimoError
 from runner.job import Outcome, RepoRef, RunRequest
 from runner.network import EgressProxy, NetworkAttachment, attach, direct
-from runner.network.egress import blocked_hosts, parse_upstream
+from runner.network.egress import blocked_hosts, parse_upstream, tinyproxy_config
 from runner.network.proxyimage import PROXY_IMAGE, ensure_image
 from runner.policy import RunnerPolicy, refusal
 from tests.conftest import build_lock, free_port
@@ -93,6 +94,29 @@ def status(url: str, *extra: str) -> str:
     """A shell line printing `<url> <HTTP status>` (000 when no answer came)."""
     flags = " ".join(extra)
     return f"echo {url} $(curl -s -m 20 -o /dev/null -w '%{{http_code}}' {flags} {url})"
+
+
+INTERNAL_SERVICE = (
+    '$SIG{PIPE} = "IGNORE";'
+    "$s = IO::Socket::INET->new(LocalPort => 8080, Listen => 16, ReuseAddr => 1) or die $!;"
+    'while ($c = $s->accept) { <$c>; print $c "HTTP/1.0 200 OK\\r\\n\\r\\nsecret"; close $c }'
+)
+
+
+def internal_service(
+    client: docker.DockerClient, image: str, network: str, name: str
+) -> docker.models.containers.Container:
+    """A web server answering 200 on port 8080 of a private address, as `name` on
+    `network`, standing in for a service inside the company's network."""
+    server = client.containers.run(
+        image, ["perl", "-MIO::Socket::INET", "-e", INTERNAL_SERVICE], detach=True
+    )
+    client.networks.get(network).connect(server, aliases=[name])
+    deadline = time.monotonic() + 30
+    while server.exec_run(["bash", "-c", "echo > /dev/tcp/127.0.0.1/8080"])[0] != 0:
+        assert time.monotonic() < deadline, server.logs().decode(errors="replace")
+        time.sleep(0.05)
+    return server
 
 
 def test_an_allowed_host_is_reached_over_https_and_tls_is_not_intercepted(
@@ -189,14 +213,8 @@ def test_the_proxy_never_connects_to_private_or_metadata_addresses(
     """
     name = f"rebind-{secrets.token_hex(3)}.trimo-test.example"
     outward = proxy.outward
-    server = docker_client.containers.run(
-        client_image,
-        ["bash", "-c", "while true; do echo -e 'HTTP/1.0 200 OK\\r\\n\\r\\nsecret' "
-         "| timeout 2 bash -c 'cat > /dev/null' ; sleep 0.1; done"],
-        detach=True,
-    )  # fmt: skip
+    server = internal_service(docker_client, client_image, outward, name)
     try:
-        docker_client.networks.get(outward).connect(server, aliases=[name])
         code, resolved = proxy.container.exec_run(["getent", "hosts", name])
         assert code == 0, resolved
         assert ipaddress.ip_address(resolved.decode().split()[0]).is_private, resolved
@@ -216,6 +234,53 @@ def test_the_proxy_never_connects_to_private_or_metadata_addresses(
         # refused at once by the proxy's firewall, not a timeout somewhere else
         assert "Connection refused" in output.decode(), (address, output)
         assert time.monotonic() - started < 2
+
+
+def test_the_operators_endpoint_is_reached_on_a_private_address_by_its_run_only(
+    docker_client: docker.DockerClient, client_image: str, proxy: EgressProxy
+) -> None:
+    """A gateway the operator named (TRIMO_ANTHROPIC_BASE_URL, a Codex provider) passes
+    the proxy on a private address, by address or by name. A repository's host resolving
+    to the same address and port never does: not in another run while the operator's run
+    goes on, nor in a later run on the same proxy slot."""
+    name = f"gateway-{secrets.token_hex(3)}.trimo-test.example"
+    server = internal_service(docker_client, client_image, proxy.outward, name)
+    try:
+        server.reload()
+        address = server.attrs["NetworkSettings"]["Networks"][proxy.outward]["IPAddress"]
+        assert ipaddress.ip_address(address).is_private, address
+        by_address = proxy.attach("operator", [], operator=[Endpoint(address, 8080)])
+        repository = proxy.attach("repository", [name])
+        both = status(f"http://{address}:8080/") + "; " + status(f"http://{name}:8080/")
+        assert run_in(docker_client, client_image, by_address, both).split("\n")[:2] == [
+            f"http://{address}:8080/ 200",
+            f"http://{name}:8080/ 403",  # not on its allowlist
+        ]
+        out = run_in(docker_client, client_image, repository, status(f"http://{name}:8080/"))
+        assert out.strip().endswith((" 500", " 502", " 503", " 000")), out
+        by_address.release()
+        repository.release()
+        later = proxy.attach("later", [name])  # the first free slot: the operator run's
+        out = run_in(docker_client, client_image, later, status(f"http://{name}:8080/"))
+        later.release()
+        assert out.strip().endswith((" 500", " 502", " 503", " 000")), out
+        by_name = proxy.attach("by-name", [], operator=[Endpoint(name, 8080)])
+        out = run_in(docker_client, client_image, by_name, status(f"http://{name}:8080/"))
+        by_name.release()
+        assert out.strip() == f"http://{name}:8080/ 200"
+    finally:
+        server.remove(force=True)
+
+
+def test_a_gateways_port_is_one_the_runs_proxy_tunnels_to() -> None:
+    conf = tinyproxy_config("/run/trimo/r/p", "172.31.0.2", "run", "pw", None, [8443, 443])
+    ports = [line for line in conf.splitlines() if line.startswith("ConnectPort")]
+    assert ports == ["ConnectPort 8443", "ConnectPort 443", "ConnectPort 80"]
+    plain = tinyproxy_config("/run/trimo/r/p", "172.31.0.2", "run", "pw", None)
+    assert [line for line in plain.splitlines() if line.startswith("ConnectPort")] == [
+        "ConnectPort 443",
+        "ConnectPort 80",
+    ]
 
 
 def test_runs_never_use_each_others_proxy(

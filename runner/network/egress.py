@@ -15,9 +15,10 @@ budget, so no run can reach, hold, fill or stop another run's proxy
 (sandbox/proxy/trimo-egress). tinyproxy resolves names itself and allows HTTP and
 CONNECT (443 and 80) only to allowed names; TLS is tunnelled, never intercepted.
 Names resolving to private, loopback, link-local or metadata addresses are refused
-by the proxy container's firewall. An upstream proxy (TRIMO_UPSTREAM_PROXY, or this
-host's HTTPS_PROXY) is chained to. Networks of ended runs are kept (a few) for the
-next ones, so a run does not wait for Docker to make one.
+by the proxy container's firewall, but for the operator's endpoints (its gateways, by
+name or address), which only their run's tinyproxy may reach. An upstream proxy
+(TRIMO_UPSTREAM_PROXY, or this host's HTTPS_PROXY) is chained to. Networks of ended
+runs are kept (a few) for the next ones, so a run does not wait for Docker to make one.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ import docker.errors
 from docker.models.containers import Container
 from docker.models.networks import Network
 
+from runner.agents.endpoints import Endpoint
 from runner.errors import TrimoError
 from runner.network import tenant
 from runner.network.hosts import clean_hosts, tinyproxy_filter
@@ -119,7 +121,12 @@ def blocked_hosts(log: str, most: int = MAX_BLOCKED_HOSTS) -> BlockedHosts:
 
 
 def tinyproxy_config(
-    run_dir: str, listen: str, user: str, password: str, upstream: Upstream | None
+    run_dir: str,
+    listen: str,
+    user: str,
+    password: str,
+    upstream: Upstream | None,
+    connect_ports: Iterable[int] = (),
 ) -> str:
     lines = [
         f"Port {PORT}",
@@ -134,8 +141,7 @@ def tinyproxy_config(
         "FilterType ere",
         "FilterURLs Off",
         "FilterDefaultDeny Yes",
-        "ConnectPort 443",
-        "ConnectPort 80",
+        *(f"ConnectPort {p}" for p in sorted({443, 80, *connect_ports}, reverse=True)),
         "DisableViaHeader Yes",
         "XTinyproxy No",
     ]
@@ -234,18 +240,27 @@ class EgressProxy:
         proxy._release_network(proxy._new_network())
         return proxy
 
-    def attach(self, run_id: str, allowed_hosts: Iterable[str]) -> NetworkAttachment:
-        """A network and a tinyproxy for this run only, allowing exactly `allowed_hosts`."""
+    def attach(
+        self, run_id: str, allowed_hosts: Iterable[str], operator: Iterable[Endpoint] = ()
+    ) -> NetworkAttachment:
+        """A network and a tinyproxy for this run only, allowing exactly `allowed_hosts`
+        (names) and the operator's endpoints (names or addresses, reached even when private)."""
         hosts, errors = clean_hosts(allowed_hosts)
         if errors:
             raise TrimoError("Allowed hosts: " + "; ".join(errors))
+        operator = list(operator)
+        allowed = tinyproxy_filter([*hosts, *(e.host for e in operator)]) or "^$"
+        ports = [e.port for e in operator]
+        exempt = " ".join(f"{e.host}:{e.port}" for e in operator if ":" not in e.host)
         password = secrets.token_urlsafe(18)
         network, address = self._take_network()
-        conf = tinyproxy_config(f"/run/trimo/{run_id}/p", address, "run", password, self.upstream)
+        conf = tinyproxy_config(
+            f"/run/trimo/{run_id}/p", address, "run", password, self.upstream, ports
+        )
         try:
             code, output = self.container.exec_run(
                 ["trimo-egress", "start", run_id],
-                environment={"TRIMO_CONF": conf, "TRIMO_FILTER": tinyproxy_filter(hosts) or "^$"},
+                environment={"TRIMO_CONF": conf, "TRIMO_FILTER": allowed, "TRIMO_OPERATOR": exempt},
             )
         except docker.errors.APIError as exc:
             code, output = 1, str(exc).encode()
@@ -331,9 +346,11 @@ def attach(
     allowed_hosts: Iterable[str],
     runner_id: str,
     upstream_url: str | None = None,
+    operator: Iterable[Endpoint] = (),
 ) -> NetworkAttachment:
     """The run's network for `mode`: `none`, `bridge` (a network of its own), or `allowlist`
-    (a network of its own with only its proxy on it)."""
+    (a network of its own with only its proxy on it, which lets the operator's endpoints
+    through even to private addresses)."""
     if mode == "none":
         return direct(mode)
     if mode == "bridge":
@@ -341,7 +358,7 @@ def attach(
     if mode != "allowlist":
         raise TrimoError(f"Unknown network mode {mode!r}", "use none, allowlist or bridge")
     proxy = _proxies.get(client, runner_id, upstream_url)
-    return proxy.attach(run_id, allowed_hosts)
+    return proxy.attach(run_id, allowed_hosts, operator)
 
 
 class _ProxyCache:
