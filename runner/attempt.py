@@ -346,6 +346,7 @@ class Attempt:
                 self.host.runner_id,
                 self.host.upstream_proxy,
                 endpoints,
+                wait=False,
             )
             if network.secret:
                 self.protect(network.secret)
@@ -357,6 +358,7 @@ class Attempt:
             container = AgentContainer(
                 self.host.client, self.spec(command, io, out, env, network, writable)
             )
+            network.ready()  # its proxy started while the container was made
             container.start()
             lines = container.lines()
             if next(lines, "") != READY_LINE:

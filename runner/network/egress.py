@@ -33,6 +33,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from urllib.parse import quote, unquote, urlsplit
 
@@ -162,9 +163,19 @@ class NetworkAttachment:
     """The run's proxy credential (also inside `env`): scrub it like any secret."""
     _release: Callable[[], BlockedHosts] | None = None
     _blocked: BlockedHosts | None = None
+    _starting: Future[None] | None = None
+
+    def ready(self) -> None:
+        """Wait until the run's way out works (its proxy may start while its container is
+        made); TrimoError when it could not start."""
+        if self._starting is not None:
+            self._starting.result()
 
     def release(self) -> BlockedHosts:
         """Close the run's way out; the hosts it was refused, with counts. Idempotent."""
+        if self._starting is not None:
+            with contextlib.suppress(Exception):
+                self._starting.result()
         if self._blocked is None:
             self._blocked = self._release() if self._release is not None else {}
         return self._blocked
@@ -241,10 +252,16 @@ class EgressProxy:
         return proxy
 
     def attach(
-        self, run_id: str, allowed_hosts: Iterable[str], operator: Iterable[Endpoint] = ()
+        self,
+        run_id: str,
+        allowed_hosts: Iterable[str],
+        operator: Iterable[Endpoint] = (),
+        wait: bool = True,
     ) -> NetworkAttachment:
         """A network and a tinyproxy for this run only, allowing exactly `allowed_hosts`
-        (names) and the operator's endpoints (names or addresses, reached even when private)."""
+        (names) and the operator's endpoints (names or addresses, reached even when private).
+        With `wait` false the proxy starts meanwhile: call `ready()` before the run's
+        container starts."""
         hosts, errors = clean_hosts(allowed_hosts)
         if errors:
             raise TrimoError("Allowed hosts: " + "; ".join(errors))
@@ -257,17 +274,32 @@ class EgressProxy:
         conf = tinyproxy_config(
             f"/run/trimo/{run_id}/p", address, "run", password, self.upstream, ports
         )
-        try:
-            code, output = self.container.exec_run(
-                ["trimo-egress", "start", run_id],
-                environment={"TRIMO_CONF": conf, "TRIMO_FILTER": allowed, "TRIMO_OPERATOR": exempt},
-            )
-        except docker.errors.APIError as exc:
-            code, output = 1, str(exc).encode()
-        if code != 0:
-            self._release_network(network)
-            text = output.decode(errors="replace").strip()
-            raise TrimoError(f"The egress proxy could not start for this run: {text[-400:]}")
+
+        def start() -> None:
+            try:
+                code, output = self.container.exec_run(
+                    ["trimo-egress", "start", run_id],
+                    environment={
+                        "TRIMO_CONF": conf,
+                        "TRIMO_FILTER": allowed,
+                        "TRIMO_OPERATOR": exempt,
+                    },
+                )
+            except docker.errors.APIError as exc:
+                code, output = 1, str(exc).encode()
+            if code != 0:
+                text = output.decode(errors="replace").strip()
+                raise TrimoError(f"The egress proxy could not start for this run: {text[-400:]}")
+
+        starting = None
+        if wait:
+            try:
+                start()
+            except TrimoError:
+                self._release_network(network)
+                raise
+        else:
+            starting = _starter.submit(start)
         url = f"http://run:{password}@{address}:{PORT}"
         env = {name: url for name in ("HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy")} | {
             "NO_PROXY": NO_PROXY,
@@ -279,6 +311,7 @@ class EgressProxy:
             dns=DEAD_DNS,
             secret=password,
             _release=lambda: self._stop(run_id, network),
+            _starting=starting,
         )
 
     def remove(self) -> None:
@@ -347,10 +380,11 @@ def attach(
     runner_id: str,
     upstream_url: str | None = None,
     operator: Iterable[Endpoint] = (),
+    wait: bool = True,
 ) -> NetworkAttachment:
     """The run's network for `mode`: `none`, `bridge` (a network of its own), or `allowlist`
     (a network of its own with only its proxy on it, which lets the operator's endpoints
-    through even to private addresses)."""
+    through even to private addresses; see `EgressProxy.attach` for `wait`)."""
     if mode == "none":
         return direct(mode)
     if mode == "bridge":
@@ -358,7 +392,7 @@ def attach(
     if mode != "allowlist":
         raise TrimoError(f"Unknown network mode {mode!r}", "use none, allowlist or bridge")
     proxy = _proxies.get(client, runner_id, upstream_url)
-    return proxy.attach(run_id, allowed_hosts, operator)
+    return proxy.attach(run_id, allowed_hosts, operator, wait)
 
 
 class _ProxyCache:
@@ -382,6 +416,8 @@ class _ProxyCache:
 
 
 _proxies = _ProxyCache()
+_starter = ThreadPoolExecutor(max_workers=8, thread_name_prefix="egress-start")
+"""Starts runs' proxies while their containers are made."""
 
 
 def _is_running(container: Container) -> bool:
