@@ -23,6 +23,7 @@ runs are kept (a few) for the next ones, so a run does not wait for Docker to ma
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import hashlib
 import os
@@ -318,12 +319,18 @@ class EgressProxy:
         """Stop the proxy and remove its networks (its runs lose their way out)."""
         with contextlib.suppress(docker.errors.APIError):
             self.container.remove(force=True)
+        self.drop_idle()
+        with contextlib.suppress(docker.errors.APIError):
+            self._client.networks.get(self.outward).remove()
+
+    def drop_idle(self) -> None:
+        """Remove the networks kept for later runs (this process's only; the proxy stays)."""
         with self._lock:
             idle, self._idle = self._idle, []
         for network in idle:
+            with contextlib.suppress(docker.errors.APIError):
+                network.disconnect(self.container, force=True)
             tenant.remove(network)
-        with contextlib.suppress(docker.errors.APIError):
-            self._client.networks.get(self.outward).remove()
 
     def _new_network(self) -> Network:
         network = tenant.create(
@@ -396,11 +403,20 @@ def attach(
 
 
 class _ProxyCache:
-    """One `EgressProxy` per (engine client, runner, upstream) for this process."""
+    """One `EgressProxy` per (engine client, runner, upstream) for this process. The networks
+    they keep for later runs are removed when the process ends (or a proxy is replaced): no
+    other process knows them, so they would pile up."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._proxies: dict[tuple[int, str, str | None], EgressProxy] = {}
+        atexit.register(self.drop_idle)
+
+    def drop_idle(self) -> None:
+        with self._lock:
+            proxies = list(self._proxies.values())
+        for proxy in proxies:
+            proxy.drop_idle()
 
     def get(
         self, client: docker.DockerClient, runner_id: str, upstream_url: str | None
@@ -410,6 +426,8 @@ class _ProxyCache:
             proxy = self._proxies.get(key)
             if proxy is not None and _is_running(proxy.container):
                 return proxy
+            if proxy is not None:
+                proxy.drop_idle()
             proxy = EgressProxy.ensure(client, runner_id, upstream_url)
             self._proxies[key] = proxy
             return proxy
