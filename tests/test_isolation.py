@@ -81,9 +81,10 @@ def test_fork_bomb_is_held_by_the_process_limit(sample_repo: Path, cache: Path) 
     line = next(ln for ln in events.text().splitlines() if ln.startswith("PIDS="))
     current, maximum = (int(part.split("=")[1]) for part in line.split())
     assert maximum == 64
-    # The bomb filled the limit and was held there. A `docker exec` of the push loop joins the
-    # cgroup without forking inside it, so it can stand one over the limit.
-    assert 32 <= current <= 65
+    # The bomb filled the limit and was held there. Each `docker exec` of the runner (the push
+    # loop's) joins the cgroup without forking inside it, so on a slow machine a few of them can
+    # stand over the limit; without the limit the bomb counts thousands.
+    assert 32 <= current <= maximum + 8
     assert finished.outcome is Outcome.SUCCESS, finished.reason
 
 
