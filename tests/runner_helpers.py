@@ -72,11 +72,21 @@ class RunnerProcess:
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(10)
 
-    def terminate(self, timeout: float = 60) -> int:
+    def terminate(self, timeout: float = 125) -> int:
+        """SIGTERM, then its exit within its drain (5 s) plus the two minutes the runner asks
+        systemd for its saves; killed, and its log shown, when it takes longer."""
         assert self.proc is not None
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+            raise AssertionError(
+                f"runner {self.runner_id} still running {timeout:.0f}s after SIGTERM; its log "
+                f"ends:\n{self.output()[-4000:]}"
+            ) from None
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
