@@ -2,8 +2,8 @@
 
 redis-py types its hash and set commands as `Awaitable[T] | T` (one signature for the sync
 and the async client), which an `await` cannot take under strict mypy. These wrappers await
-the async client's answer and return plain `str` values. `held` is a lock that outlives no
-holder: renewed while its holder works, free soon after the holder dies or loses Redis.
+the async client's answer and return plain `str` values. `held` and `waited` are locks that
+outlive no holder: renewed while their holder works, free soon after it dies or loses Redis.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 
 import redis.asyncio as aioredis
 from redis.asyncio.lock import Lock
@@ -20,18 +20,23 @@ from redis.exceptions import LockNotOwnedError, RedisError
 from runner.redisio import settle
 
 __all__ = [
+    "LockBusy",
+    "LockLost",
     "as_text",
     "ensure_group",
+    "evaluate",
     "hdel",
     "held",
     "hget",
     "hgetall",
     "hmget",
     "hset",
+    "owner_token",
     "sadd",
     "settle",
     "smembers",
     "srem",
+    "waited",
 ]
 
 log = logging.getLogger("trimo.redis")
@@ -110,6 +115,44 @@ async def held(redis: aioredis.Redis, key: str, seconds: float) -> AsyncIterator
         renewal.cancel()
         with contextlib.suppress(RedisError):  # expired, or Redis away: it expires by itself
             await lock.release()
+
+
+class LockBusy(RedisError):
+    """A lock stayed another holder's for as long as its caller would wait."""
+
+
+class LockLost(RedisError):
+    """A write under a lock came after the lock had expired (and may be another's now)."""
+
+
+async def evaluate(
+    redis: aioredis.Redis, script: str, keys: Sequence[str], args: Sequence[str]
+) -> object:
+    """The answer of Lua `script` run on `keys` and `args` (atomic in Redis)."""
+    return await settle(redis.eval(script, len(keys), *keys, *args))
+
+
+@contextlib.asynccontextmanager
+async def waited(redis: aioredis.Redis, key: str, seconds: float) -> AsyncIterator[Lock]:
+    """`key` to this process (across processes), waiting up to `seconds` for it (`LockBusy`
+    when it stays taken), renewed like `held`'s. The lock is yielded: a write that must not land
+    once it is lost checks its token (`owner_token`) in the same Redis call."""
+    lock = redis.lock(key, timeout=seconds, blocking_timeout=seconds)
+    if not await lock.acquire():
+        raise LockBusy(f"{key} stayed taken for {seconds:.0f}s")
+    renewal = asyncio.create_task(_renew(lock, seconds / 4))
+    try:
+        yield lock
+    finally:
+        renewal.cancel()
+        with contextlib.suppress(RedisError):  # expired, or Redis away: it expires by itself
+            await lock.release()
+
+
+def owner_token(lock: Lock) -> str:
+    """The value `lock`'s key holds while this process owns it."""
+    token = lock.local.token
+    return token.decode() if isinstance(token, bytes) else str(token)
 
 
 async def _renew(lock: Lock, every: float) -> None:

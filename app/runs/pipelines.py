@@ -15,12 +15,14 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Final, Literal
 
 from arq.connections import ArqRedis
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
+from redis.asyncio.lock import Lock
 
 from app import redisio
 from app.conversation.naming import pipeline_id
@@ -54,7 +56,18 @@ BY_ACTIVITY: Final = "trimo:pipelines:by-activity"
 CHANGES: Final = "trimo:pipelines:changes"
 """Pub/sub channel: the id of every pipeline that changed (the dashboard listens)."""
 LOCK_SECONDS: Final = 10.0
-"""Longest one change may hold a pipeline's lock (Redis only: nothing slow inside)."""
+"""How long a pipeline's lock outlives a holder that stops renewing it (killed, starved, cut
+from Redis); a change holds it for Redis calls only."""
+_FENCED_WRITE: Final = """
+if ARGV[1] ~= '' and redis.call('get', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('set', KEYS[2], ARGV[2])
+redis.call('set', KEYS[3], ARGV[3])
+redis.call('zadd', KEYS[4], ARGV[4], ARGV[5])
+redis.call('publish', ARGV[6], ARGV[5])
+return 1
+"""
+_holding: ContextVar[Lock | None] = ContextVar("pipeline_lock", default=None)
+"""The pipeline lock this task holds, which `_write` checks it still owns."""
 
 RunStatus = Literal["waiting", "queued", "running", "finished"]
 PipelineKind = Literal["issue", "pull", "branch"]
@@ -515,24 +528,44 @@ class Pipelines:
         await self._write(pipeline)
 
     async def _write(self, pipeline: Pipeline) -> None:
-        """The pipeline, its summary and its place in the index; then say it changed."""
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.set(PIPELINE_PREFIX + pipeline.id, pipeline.model_dump_json())
-        pipe.set(SUMMARY_PREFIX + pipeline.id, summarise(pipeline).model_dump_json())
-        pipe.zadd(BY_ACTIVITY, {pipeline.id: pipeline.updated_at.timestamp()})
-        pipe.publish(CHANGES, pipeline.id)
-        await pipe.execute()
+        """The pipeline, its summary and its place in the index; then say it changed. Under
+        the pipeline's lock, only while the lock is still ours (one Redis call, so an expiry
+        cannot fall between the check and the write)."""
+        key = f"{PIPELINE_PREFIX}{pipeline.id}:lock"
+        lock = _holding.get()
+        fence = redisio.owner_token(lock) if lock is not None and lock.name == key else ""
+        written = await redisio.evaluate(
+            self.redis,
+            _FENCED_WRITE,
+            [key, PIPELINE_PREFIX + pipeline.id, SUMMARY_PREFIX + pipeline.id, BY_ACTIVITY],
+            [
+                fence,
+                pipeline.model_dump_json(),
+                summarise(pipeline).model_dump_json(),
+                str(pipeline.updated_at.timestamp()),
+                pipeline.id,
+                CHANGES,
+            ],
+        )
+        if not written:
+            raise redisio.LockLost(
+                f"pipeline {pipeline.id}: its lock expired before this change was saved"
+            )
         await self._counts.track((run.run_id, run.status, run.outcome) for run in pipeline.runs)
 
     @asynccontextmanager
     async def _locked(self, pipeline_id: str) -> AsyncIterator[None]:
-        lock = self.redis.lock(
-            f"{PIPELINE_PREFIX}{pipeline_id}:lock",
-            timeout=LOCK_SECONDS,
-            blocking_timeout=LOCK_SECONDS,
-        )
-        async with lock:
-            yield
+        """The pipeline's lock, renewed while held; a save under it lands only while it is
+        still this holder's (a holder starved past LOCK_SECONDS gets `LockLost`,
+        and its delivery is tried again, rather than overwriting a newer change)."""
+        async with redisio.waited(
+            self.redis, f"{PIPELINE_PREFIX}{pipeline_id}:lock", LOCK_SECONDS
+        ) as lock:
+            token = _holding.set(lock)
+            try:
+                yield
+            finally:
+                _holding.reset(token)
 
 
 def _summary_or_none(raw: str) -> PipelineSummary | None:
