@@ -99,7 +99,12 @@ def status(url: str, *extra: str) -> str:
 INTERNAL_SERVICE = (
     '$SIG{PIPE} = "IGNORE";'
     "$s = IO::Socket::INET->new(LocalPort => 8080, Listen => 16, ReuseAddr => 1) or die $!;"
-    'while ($c = $s->accept) { <$c>; print $c "HTTP/1.0 200 OK\\r\\n\\r\\nsecret"; close $c }'
+    "while ($c = $s->accept) {"
+    # the whole request head first: closing on unread bytes resets the connection, and a
+    # proxy still writing its headers then answers 503
+    "  while (defined($l = <$c>) && $l !~ /^\\r?$/) {}"
+    '  print $c "HTTP/1.0 200 OK\\r\\n\\r\\nsecret"; close $c'
+    "}"
 )
 
 
@@ -270,6 +275,16 @@ def test_the_operators_endpoint_is_reached_on_a_private_address_by_its_run_only(
         assert out.strip() == f"http://{name}:8080/ 200"
     finally:
         server.remove(force=True)
+
+
+def test_an_operators_endpoint_that_does_not_resolve_is_a_clear_refusal(
+    proxy: EgressProxy,
+) -> None:
+    """A gateway name the proxy cannot resolve would leave the run's agent without its API
+    and nobody told why: its run does not start, and says so."""
+    name = f"nowhere-{secrets.token_hex(3)}.trimo-test.example"
+    with pytest.raises(TrimoError, match=f"{name} does not resolve"):
+        proxy.attach("unresolved", [], operator=[Endpoint(name, 8080)])
 
 
 def test_a_gateways_port_is_one_the_runs_proxy_tunnels_to() -> None:
