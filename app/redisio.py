@@ -108,13 +108,8 @@ async def held(redis: aioredis.Redis, key: str, seconds: float) -> AsyncIterator
     if not await lock.acquire(blocking=False):
         yield False
         return
-    renewal = asyncio.create_task(_renew(lock, seconds / 4))
-    try:
+    async with _renewed(lock, seconds):
         yield True
-    finally:
-        renewal.cancel()
-        with contextlib.suppress(RedisError):  # expired, or Redis away: it expires by itself
-            await lock.release()
 
 
 class LockBusy(RedisError):
@@ -140,9 +135,16 @@ async def waited(redis: aioredis.Redis, key: str, seconds: float) -> AsyncIterat
     lock = redis.lock(key, timeout=seconds, blocking_timeout=seconds)
     if not await lock.acquire():
         raise LockBusy(f"{key} stayed taken for {seconds:.0f}s")
+    async with _renewed(lock, seconds):
+        yield lock
+
+
+@contextlib.asynccontextmanager
+async def _renewed(lock: Lock, seconds: float) -> AsyncIterator[None]:
+    """Renew the acquired `lock` every quarter of its term while the block runs, then free it."""
     renewal = asyncio.create_task(_renew(lock, seconds / 4))
     try:
-        yield lock
+        yield
     finally:
         renewal.cancel()
         with contextlib.suppress(RedisError):  # expired, or Redis away: it expires by itself
