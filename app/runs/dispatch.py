@@ -59,6 +59,8 @@ def run_request(pipeline: Pipeline, run: PipelineRun, token: str | None) -> RunR
         allowed_hosts=list(settings.allowed_hosts),
         resources=settings.resources,
         history=pipeline.history(),
+        verify=settings.verify if run.mode == "code" else [],
+        verify_timeout_s=settings.verify_timeout_minutes * 60,
         runner_label=settings.label,
         token=SecretStr(token) if token else None,
     )
