@@ -138,6 +138,11 @@ def agent_prompt(request: RunRequest, adapter: AgentAdapter, context: str) -> st
     return render("agent_prompt.md.j2", context=context, prompt=prompt).strip()
 
 
+def budget_reason(spent: float, cap: float) -> str:
+    """Why a run was stopped by its budget: `budget: $0.52 of $0.50`."""
+    return f"budget: ${spent:.2f} of ${cap:.2f}"
+
+
 def internal_error(run_id: str) -> str:
     """A reason for the person when Trimo itself broke; the traceback goes to the log."""
     reference = secrets.token_hex(4)
@@ -354,6 +359,7 @@ class Attempt:
             adapter.session_cost_before = (
                 self.pipeline.session_cost(adapter.name) if resume else 0.0
             )
+            adapter.max_cost_usd = request.max_cost_usd
             command = adapter.command(prompt, resume=resume, read_only=request.mode == "discover")
             container = AgentContainer(
                 self.host.client, self.spec(command, io, out, env, network, writable)
@@ -466,7 +472,16 @@ class Attempt:
             self.state.final_result = event
         elif isinstance(event, Usage):
             self.state.usage = add_usage(self.state.usage, event)
+            self._check_budget()
         self.state.last_word.observe(event)
+
+    def _check_budget(self) -> None:
+        """Stop the run once the cost its agent reported reaches the run's budget: the
+        watchdog stops the container at once, and its work is saved as for any stop."""
+        cap, usage = self.request.max_cost_usd, self.state.usage
+        spent = usage.cost_usd if usage is not None else None
+        if cap is not None and spent is not None and spent >= cap and not self.stop.is_set():
+            self.stop.stop(budget_reason(spent, cap))
 
     def outcome(self, exit_info: ExitInfo | None, timed_out: bool) -> tuple[Outcome, str]:
         request, state = self.request, self.state

@@ -115,7 +115,7 @@ def run(prompt: str = "fix it", **options: Any) -> RunCommand:
         ),
         (
             "agent: codex\nimage: ghcr.io/o/a:1\nrunner_label: gpu\ntimeout_minutes: 60\n"
-            "network: bridge\nresources: {memory: 8g, cpus: 4, pids: 2048}",
+            "network: bridge\nresources: {memory: 8g, cpus: 4, pids: 2048}\nmax_cost_usd: 2",
             run(),
             DEFAULT_POLICY,
             RunSettings(
@@ -125,6 +125,7 @@ def run(prompt: str = "fix it", **options: Any) -> RunCommand:
                 timeout_minutes=60,
                 network="bridge",
                 resources=Resources(memory="8g", cpus=4.0, pids=2048),
+                max_cost_usd=2.0,
             ),
         ),
         (

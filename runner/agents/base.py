@@ -33,6 +33,9 @@ class AgentAdapter(ABC):
     session_cost_before: float = 0.0
     """What the session this run continues had cost before it, as the host noted it after
     the pipeline's earlier runs: set by the runner before the agent starts."""
+    max_cost_usd: float | None = None
+    """The run's budget, set by the runner before `command`: an agent that can cap its own
+    spending is told it (the runner stops any agent whose reported cost crosses it)."""
     session_cost_usd: float | None = None
     """The session's running cost, as the agent last reported it (for an agent that reports
     its session's total, not its run's): the host notes it for the next continued run."""

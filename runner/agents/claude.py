@@ -103,6 +103,8 @@ class ClaudeAdapter(JsonLinesAdapter):
         argv = ["claude", "-p", "--output-format", "stream-json", "--verbose", *permissions]
         # `--continue` restores the session's cost: its result's total_cost_usd is then the
         # session's, and the run's part is what it adds to `session_cost_before`.
+        if self.max_cost_usd is not None:  # Claude's own cap counts the session's total too
+            argv += ["--max-budget-usd", f"{self.session_cost_before + self.max_cost_usd:.4f}"]
         return [*argv, *(["--continue"] if resume else []), "--", checked_prompt(prompt)]
 
     def parse_object(self, obj: JsonObject) -> list[AgentEvent] | None:
