@@ -124,6 +124,11 @@ MAX_PLAN_CHARS: Final = 30_000
 DEFAULT_LABEL: Final = "default"
 DEFAULT_TIMEOUT_SECONDS: Final = 30 * 60
 MAX_TIMEOUT_SECONDS: Final = 24 * 3600
+MAX_VERIFY_CHECKS: Final = 10
+"""The most checks a repository's `verify:` may list."""
+DEFAULT_VERIFY_TIMEOUT_SECONDS: Final = 10 * 60
+MAX_VERIFY_TIMEOUT_SECONDS: Final = 2 * 3600
+"""Each verify check's time limit: its default and its most."""
 RUNNER_LOST: Final = "stopped answering while the run was going"
 """How a run's reason says its runner was lost (`runner <id> ` goes before it)."""
 

@@ -16,8 +16,11 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, TypeAdapter, field
 from runner.contract import (
     DEFAULT_IMAGE,
     DEFAULT_TIMEOUT_SECONDS,
+    DEFAULT_VERIFY_TIMEOUT_SECONDS,
     ID_PATTERN,
     MAX_TIMEOUT_SECONDS,
+    MAX_VERIFY_CHECKS,
+    MAX_VERIFY_TIMEOUT_SECONDS,
     NetworkMode,
     RunMode,
 )
@@ -36,6 +39,7 @@ _BRANCH_RE = re.compile(
     r"^(?![/.-])(?!.*//)(?!.*\.\.)(?!.*/[.-])(?!.*\.lock(?:/|$))(?!.*[/.]$)[A-Za-z0-9._/-]{1,200}$"
 )
 _NAME_RE = re.compile(ID_PATTERN)
+_CHECK_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._ -]{0,39}")
 
 
 def is_valid_name(name: str) -> bool:
@@ -124,6 +128,77 @@ class FailingCheck(BaseModel):
     summary: str = ""
 
 
+class VerifyCheck(BaseModel):
+    """One check of `verify:`: a bash command run on the pushed head in a fresh sandbox."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    run: str = Field(min_length=1, max_length=4000)
+
+    @field_validator("name")
+    @classmethod
+    def _name_ok(cls, value: str) -> str:
+        if not _CHECK_NAME_RE.fullmatch(value) or value != value.strip():
+            raise ValueError("should be up to 40 letters, digits, spaces, ., - or _, like tests")
+        return value
+
+    @field_validator("run")
+    @classmethod
+    def _run_ok(cls, value: str) -> str:
+        if not value.strip() or "\0" in value:
+            raise ValueError("should be a command, like npm test")
+        return value
+
+
+def unique_checks(checks: list[VerifyCheck]) -> list[VerifyCheck]:
+    """`checks` if their names are unique; ValueError naming the first repeated one."""
+    seen: set[str] = set()
+    for check in checks:
+        if check.name in seen:
+            raise ValueError(f"has two checks named {check.name!r}; give each its own name")
+        seen.add(check.name)
+    return checks
+
+
+class CheckResult(BaseModel):
+    """How one verify check ended. `log_tail` is the end of its output: hostile text, made
+    printable and capped by the runner."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    passed: bool
+    exit_code: int | None = None
+    seconds: float = 0.0
+    timed_out: bool = False
+    problem: str = ""
+    """Why Trimo could not run it (the check did not pass then either)."""
+    log_tail: str = ""
+
+
+class VerifyReport(BaseModel):
+    """The checks of `verify:` as they ran on commit `sha`, in a fresh sandbox each."""
+
+    model_config = ConfigDict(frozen=True)
+
+    sha: str
+    checks: list[CheckResult] = Field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return all(check.passed for check in self.checks)
+
+    @property
+    def failing(self) -> list[str]:
+        return [check.name for check in self.checks if not check.passed]
+
+
+def checks_failing_reason(report: VerifyReport) -> str:
+    """A run's reason when its verify failed: `checks failing: tests, lint`."""
+    return "checks failing: " + ", ".join(report.failing)
+
+
 class RepoRef(BaseModel):
     """Where the repository lives. `clone_url` may be a path for local mode."""
 
@@ -158,6 +233,13 @@ class RunRequest(BaseModel):
     max_cost_usd: float | None = Field(default=None, gt=0)
     """The run is stopped, its work saved, once its agent reports spending this much."""
     history: list[RunRecord] = Field(default_factory=list)
+    verify: list[VerifyCheck] = Field(default_factory=list, max_length=MAX_VERIFY_CHECKS)
+    """Checks run on the pushed head after a coding run that made commits (never a
+    discovery run), each in a fresh sandbox with the run's image, limits and network."""
+    verify_timeout_s: int = Field(
+        default=DEFAULT_VERIFY_TIMEOUT_SECONDS, ge=1, le=MAX_VERIFY_TIMEOUT_SECONDS
+    )
+    """Each check's time limit."""
     runner_label: str = "default"
     token: SecretStr | None = None
     """Repository-scoped token used by the runner for fetch and push; never enters the container."""
@@ -272,6 +354,15 @@ class Kept(_RunEvent):
     ref: str = ""
 
 
+class Verifying(_RunEvent):
+    """The agent has ended and its work is pushed: the checks of `verify:` run on `sha`."""
+
+    type: Literal["verifying"] = "verifying"
+    sha: str
+    checks: list[str]
+    at: datetime = Field(default_factory=now)
+
+
 class EgressBlocked(_RunEvent):
     """Hosts the egress proxy refused during the run, with how often each was refused."""
 
@@ -304,6 +395,8 @@ class RunFinished(_RunEvent):
     lines_not_kept: int = 0
     """Lines of the agent's output that were not stored: over the run's log budget, or
     with no room to wait while Redis was away."""
+    verify: VerifyReport | None = None
+    """The checks of `verify:` on the pushed head; None when none ran."""
     at: datetime = Field(default_factory=now)
 
 
@@ -322,6 +415,7 @@ RunEvent = Annotated[
     | LogLimited
     | PushRefused
     | Kept
+    | Verifying
     | RunFinished,
     Field(discriminator="type"),
 ]

@@ -10,8 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from app.conversation.commands import MAX_TIMEOUT_MINUTES, RunCommand
 from app.conversation.naming import inline_code
 from app.conversation.repoconfig import RepoConfig, memory_bytes
-from runner.contract import DEFAULT_IMAGE, NetworkMode
-from runner.job import Resources
+from runner.contract import DEFAULT_IMAGE, DEFAULT_VERIFY_TIMEOUT_SECONDS, NetworkMode
+from runner.job import Resources, VerifyCheck
 from runner.network.hosts import outside_caps
 
 ROLE_ORDER: tuple[str, ...] = ("read", "triage", "write", "maintain", "admin")
@@ -72,6 +72,9 @@ class RunSettings(BaseModel):
     allowed_hosts: list[str] = Field(default_factory=list)
     """The repository's hosts, added to the agent's API hosts on an `allowlist` network."""
     resources: Resources
+    verify: list[VerifyCheck] = Field(default_factory=list)
+    """The repository's checks, run after a coding run that made commits."""
+    verify_timeout_minutes: int = DEFAULT_VERIFY_TIMEOUT_SECONDS // 60
     max_cost_usd: float | None = None
     """The run's budget: its runner stops it once its agent reports spending this much."""
 
@@ -106,6 +109,8 @@ def effective_run(
             cpus=config.resources.cpus,
             pids=config.resources.pids,
         ),
+        verify=list(config.verify),
+        verify_timeout_minutes=config.verify_timeout_minutes,
     )
     problems = _problems(settings, command, policy)
     if problems:
@@ -122,6 +127,12 @@ def _problems(settings: RunSettings, command: RunCommand, policy: ServerPolicy) 
         problems.append(
             f"This repository may run for at most {policy.max_timeout_minutes} minutes; "
             f"{asked} {settings.timeout_minutes}."
+        )
+    if settings.verify and settings.verify_timeout_minutes > policy.max_timeout_minutes:
+        problems.append(
+            f"A check may run for at most {policy.max_timeout_minutes} minutes; "
+            f"{config_file} asks for {settings.verify_timeout_minutes} "
+            "(`verify_timeout_minutes`)."
         )
     if settings.network not in policy.allowed_networks:
         asked = "you asked for" if command.network else f"{config_file} asks for"

@@ -25,8 +25,15 @@ from pydantic_core import ErrorDetails
 
 from app.conversation.commands import MAX_TIMEOUT_MINUTES
 from app.conversation.naming import inline_code, is_agent_name, is_runner_label
-from runner.contract import DEFAULT_PREVIEW_IDLE_MINUTES, MAX_PREVIEW_IDLE_MINUTES, NetworkMode
-from runner.job import is_valid_branch_name
+from runner.contract import (
+    DEFAULT_PREVIEW_IDLE_MINUTES,
+    DEFAULT_VERIFY_TIMEOUT_SECONDS,
+    MAX_PREVIEW_IDLE_MINUTES,
+    MAX_VERIFY_CHECKS,
+    MAX_VERIFY_TIMEOUT_SECONDS,
+    NetworkMode,
+)
+from runner.job import VerifyCheck, is_valid_branch_name, unique_checks
 from runner.network.hosts import host_pattern_error, normalise_host
 
 CONFIG_PATH = ".github/trimo.yml"
@@ -36,6 +43,7 @@ MinPermission = Literal["triage", "write", "maintain", "admin"]
 CiFailure = Literal["off", "discover", "fix"]
 """What failing checks on a Trimo branch start: nothing, a discovery run or a fixing run."""
 MAX_CI_FAILURE_ATTEMPTS = 10
+MAX_VERIFY_FIX_ATTEMPTS = 10
 
 _UNKNOWN_KEY_ERRORS = frozenset({"extra_forbidden", "invalid_key"})
 _MEMORY_RE = re.compile(r"([1-9][0-9]{0,6})([kmg])", re.IGNORECASE)
@@ -156,6 +164,17 @@ class RepoConfig(BaseModel):
     branch_prefix: str = "trimo/"
     preview: PreviewConfig | None = None
     """None: this repository has no previews."""
+    verify: list[VerifyCheck] = Field(default_factory=list, max_length=MAX_VERIFY_CHECKS)
+    """Checks run after every coding run that made commits, each in a fresh sandbox."""
+    verify_timeout_minutes: int = Field(
+        default=DEFAULT_VERIFY_TIMEOUT_SECONDS // 60,
+        ge=1,
+        le=MAX_VERIFY_TIMEOUT_SECONDS // 60,
+        strict=True,
+    )
+    """Each check's time limit."""
+    verify_fix_attempts: int = Field(default=0, ge=0, le=MAX_VERIFY_FIX_ATTEMPTS, strict=True)
+    """Automatic runs in a row that get failing checks back to fix (0: only report)."""
     max_cost_usd: float | None = Field(default=None, gt=0, le=MAX_COST_USD, strict=True)
     """A run is stopped, its work saved, once its agent reports spending this much."""
 
@@ -209,6 +228,11 @@ class RepoConfig(BaseModel):
     @classmethod
     def _hosts_unique(cls, value: list[str]) -> list[str]:
         return list(dict.fromkeys(value))
+
+    @field_validator("verify")
+    @classmethod
+    def _checks_unique(cls, value: list[VerifyCheck]) -> list[VerifyCheck]:
+        return unique_checks(value)
 
     @field_validator("branch_prefix")
     @classmethod
@@ -310,10 +334,13 @@ def _problem(error: ErrorDetails) -> str:
         message = "should be text"
     elif error["type"] == "string_too_short":
         message = "should not be empty"
+    elif error["type"] == "list_type" and loc[:1] == ["verify"]:
+        message = "should be a list of checks, like `[{name: tests, run: npm test}]`"
     elif error["type"] == "list_type":
         message = 'should be a list, like `[registry.example.com, "*.pkgs.example.com"]`'
     elif error["type"] == "too_long":
-        message = f"should have at most {MAX_ALLOWED_HOSTS} entries"
+        most = MAX_VERIFY_CHECKS if loc[:1] == ["verify"] else MAX_ALLOWED_HOSTS
+        message = f"should have at most {most} entries"
     elif error["type"] == "missing":
         return f"{inline_code(path, 40)} is missing: it is required here."
     elif error["type"] in {"model_type", "model_attributes_type"}:
@@ -326,8 +353,13 @@ def _problem(error: ErrorDetails) -> str:
 
 
 def _known(parents: Sequence[str]) -> list[str]:
-    sections: dict[str, type[BaseModel]] = {"resources": ResourcesConfig, "preview": PreviewConfig}
-    model = sections.get(".".join(parents), RepoConfig)
+    sections: dict[str, type[BaseModel]] = {
+        "resources": ResourcesConfig,
+        "preview": PreviewConfig,
+        "verify": VerifyCheck,
+    }
+    named = [part for part in parents if not part.isdigit()]  # `verify.0.nmae`: a check's
+    model = sections.get(".".join(named), RepoConfig)
     return list(model.model_fields)
 
 

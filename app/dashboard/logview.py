@@ -103,6 +103,9 @@ def log_line(raw: str) -> LogLine:
             return LogLine("error", "log limit reached",
                            f"this run's output reached {limit}: later lines are not kept",
                            failed=True)  # fmt: skip
+        case "verifying":
+            names = ", ".join(clean(name, 40) for name in event.checks)
+            return LogLine("milestone", "verifying", f"{names} on {event.sha[:7]}")
         case _:
             reason = clean(event.reason, 500)
             if event.lines_not_kept:

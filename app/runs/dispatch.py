@@ -60,6 +60,8 @@ def run_request(pipeline: Pipeline, run: PipelineRun, token: str | None) -> RunR
         resources=settings.resources,
         max_cost_usd=settings.max_cost_usd,
         history=pipeline.history(),
+        verify=settings.verify if run.mode == "code" else [],
+        verify_timeout_s=settings.verify_timeout_minutes * 60,
         runner_label=settings.label,
         token=SecretStr(token) if token else None,
     )

@@ -38,6 +38,7 @@ from runner.job import (
     ReviewContext,
     RunFinished,
     RunRecord,
+    VerifyReport,
 )
 
 if TYPE_CHECKING:
@@ -112,6 +113,8 @@ class PipelineRun(BaseModel):
     diff: DiffSummary = Field(default_factory=DiffSummary)
     plan: str = ""
     """A discovery run's findings and plan, as the agent wrote them (hostile text)."""
+    verify: VerifyReport | None = None
+    """Its checks of `verify:` on the pushed head, when they ran."""
     requested_at: datetime = Field(default_factory=utcnow)
     queued_at: datetime | None = None
     started_at: datetime | None = None
@@ -249,6 +252,7 @@ class Pipeline(BaseModel):
         run.commits = list(finished.commits)
         run.diff = finished.diff
         run.plan = finished.plan
+        run.verify = finished.verify
         run.finished_at = finished.at
         if self.active_run == run.run_id:
             self.active_run = None

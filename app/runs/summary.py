@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Final, Literal
 
 from pydantic import BaseModel
 
-from runner.job import Outcome
+from runner.job import Outcome, VerifyReport
 
 if TYPE_CHECKING:
     from app.runs.pipelines import Pipeline, PipelineRun
@@ -20,6 +20,14 @@ PROMPT_CHARS: Final = 200
 REASON_CHARS: Final = 200
 
 Activity = Literal["queued", "running", "finished", "none"]
+VerifyState = Literal["", "verified", "checks failing"]
+"""What a run's checks of `verify:` said: nothing (none ran), all passed, or some failed."""
+
+
+def verify_state(report: VerifyReport | None) -> VerifyState:
+    if report is None or not report.checks:
+        return ""
+    return "verified" if report.passed else "checks failing"
 
 
 class RunBrief(BaseModel):
@@ -35,6 +43,7 @@ class RunBrief(BaseModel):
     reason: str = ""
     runner: str | None = None
     commits: int = 0
+    verify: VerifyState = ""
     check_run_id: int | None = None
     requested_at: datetime
     started_at: datetime | None = None
@@ -78,6 +87,7 @@ def _brief(run: PipelineRun) -> RunBrief:
         reason=_clip(run.reason, REASON_CHARS),
         runner=run.runner,
         commits=len(run.commits),
+        verify=verify_state(run.verify),
         check_run_id=run.check_run_id,
         requested_at=run.requested_at,
         started_at=run.started_at,
