@@ -3,7 +3,9 @@ against the whole loop (tests/loop_harness.py: `trimo serve`, a runner, the GitH
 stand-in with its git server and OAuth web flow, Redis, Docker).
 
 `Browser.sign_in(login)` signs in through the stand-in's OAuth pages exactly as a person
-would. Screenshots go to tests/screenshots/ (git-ignored), one per `shot()`.
+would; `Browser.use_session(cookie)` takes a session made by `dashboard_helpers.sign_in`
+(for pages over seeded Redis, without the loop). Screenshots go to tests/screenshots/
+(git-ignored), one per `shot()`.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
 
+from app.dashboard.auth import SESSION_COOKIE
 from tests.fakegithub import RunningFakeGitHub
 from tests.loop_harness import Loop
 
@@ -68,7 +71,9 @@ def dashboard_loop(gh: RunningFakeGitHub, redis_url: str, workdir: Path, corpora
 class Browser:
     """One headless Chromium window on the dashboard at `base_url`."""
 
-    def __init__(self, base_url: str, gh: RunningFakeGitHub, name: str) -> None:
+    def __init__(
+        self, base_url: str, gh: RunningFakeGitHub | None, name: str, width: int = 1400
+    ) -> None:
         binary, driver_path = chromium()
         options = webdriver.ChromeOptions()
         options.binary_location = binary
@@ -77,7 +82,7 @@ class Browser:
             "--no-sandbox",  # Chromium runs as root here
             "--disable-dev-shm-usage",
             "--disable-gpu",
-            "--window-size=1400,1000",
+            f"--window-size={width},1000",
             "--no-first-run",
             "--disable-extensions",
         ):
@@ -105,9 +110,15 @@ class Browser:
 
     def sign_in(self, login: str, then: str = "/") -> None:
         """Sign in as `login` through GitHub's (the stand-in's) OAuth pages, landing on `then`."""
+        assert self.gh is not None, "signing in through GitHub needs the stand-in"
         self.gh.state.sign_in_as(login)
         self.get(f"/login?next={then}")
         self.wait(lambda: self.path == then, 20, f"to come back to {then} signed in as {login}")
+
+    def use_session(self, cookie: str) -> None:
+        """Carry the signed session cookie `cookie` (see `dashboard_helpers.sign_in`)."""
+        self.get("/static/dashboard.css")  # a cookie is set on the origin being shown
+        self.driver.add_cookie({"name": SESSION_COOKIE, "value": cookie, "path": "/"})
 
     def shot(self, label: str) -> Path:
         """A screenshot of the window, saved as tests/screenshots/<test>-<n>-<label>.png."""

@@ -27,6 +27,14 @@ COLUMN_TITLES: Final[Mapping[Column, str]] = {
     "review": "Ready for review",
     "done": "Done",
 }
+TAB_STATES: Final[Mapping[Column, str]] = {
+    "queued": "queued",
+    "running": "running",
+    "needs_you": "attention",
+    "review": "ready",
+    "done": "done",
+}
+"""What a page's tab (title mark and favicon) shows for a pipeline or run in a column."""
 SHOWN_PER_COLUMN: Final = 50
 """Cards a column shows; the rest are counted (filters narrow them down)."""
 PROMPT_ON_CARD: Final = 90
@@ -90,6 +98,15 @@ def column_of(summary: PipelineSummary, pull: int | None) -> Column:
     if run.outcome is Outcome.SUCCESS and summary.commits and pull is not None:
         return "review"
     return "needs_you"
+
+
+def run_column(status: str, outcome: Outcome | None, commits: int) -> Column:
+    """The column one run alone would be in (a run page's tab state)."""
+    if status == "running":
+        return "running"
+    if status != "finished":
+        return "queued"
+    return "review" if outcome is Outcome.SUCCESS and commits else "needs_you"
 
 
 def state_words(summary: PipelineSummary, column: Column) -> str:

@@ -32,7 +32,17 @@ from starlette.staticfiles import StaticFiles
 from app.conversation.policy import role_allows
 from app.dashboard import data, kept
 from app.dashboard.auth import Viewer, checked_form, csrf_token, current_viewer
-from app.dashboard.board import Filters, build_board, card_of, matches, place
+from app.dashboard.board import (
+    TAB_STATES,
+    Filters,
+    build_board,
+    card_of,
+    column_of,
+    matches,
+    place,
+    run_column,
+    state_words,
+)
 from app.dashboard.diffs import DiffPage, load_diff
 from app.dashboard.live import BoardFeed, Overflow, RunFeeds
 from app.dashboard.logview import log_line
@@ -50,6 +60,7 @@ from app.reporting.channels.pullrequest import pull_of_pipeline
 from app.reporting.runview import html_url
 from app.runs import previews
 from app.runs.pipelines import Pipeline, Pipelines
+from app.runs.summary import summarise
 from app.settings import AppSettings, SettingsError
 from runner import __version__
 from runner.contract import AGENTS, is_valid_id
@@ -59,6 +70,7 @@ T = TypeVar("T")
 
 STATIC_DIR: Final = Path(__file__).resolve().parent / "static"
 KEEPALIVE_SECONDS: Final = 15.0
+FLEET_LOOK_SECONDS: Final = 0.5
 LEAST_ROLE_TO_ACT: Final = "write"
 ASKED: Final = ("stop", "retry", "run", "preview", "preview_stop")
 """Actions the pipeline page thanks people for after they asked."""
@@ -105,6 +117,7 @@ class Dashboard:
             Route("/pipelines/new", self.new_pipeline_page),
             Route("/pipelines/new", self.new_pipeline, methods=["POST"]),
             Route("/pipelines/{pipeline_id}", self.pipeline_page),
+            Route("/events/pipelines/{pipeline_id}", self.pipeline_events),
             Route("/pipelines/{pipeline_id}/diff", self.pipeline_diff),
             Route("/pipelines/{pipeline_id}/stop", self.stop, methods=["POST"]),
             Route("/pipelines/{pipeline_id}/retry", self.retry, methods=["POST"]),
@@ -115,6 +128,7 @@ class Dashboard:
             Route("/runs/{run_id}", self.run_page),
             Route("/runs/{run_id}/events", self.run_events),
             Route("/fleet", self.fleet),
+            Route("/events/fleet", self.fleet_events),
             Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
         ]
 
@@ -150,10 +164,16 @@ class Dashboard:
         web = html_url(pipeline.clone_url)
         preview = await previews.load_record(redis, pipeline.id)
         kept_sets = await kept.kept_of(redis, pipeline.id, pipeline.clone_url)
+        summary = summarise(pipeline)
+        column = column_of(summary, pull)
         return self._page(
             request,
             viewer,
             "pipeline.html.j2",
+            tab=TAB_STATES[column],
+            state=state_words(summary, column),
+            updated=summary.updated_at,
+            going=summary.run if summary.run and summary.activity != "finished" else None,
             preview=preview,
             preview_url=previews.safe_url(preview) if preview else "",
             pipeline=pipeline,
@@ -216,6 +236,7 @@ class Dashboard:
             request,
             viewer,
             "run.html.j2",
+            tab=TAB_STATES[run_column(run.status, run.outcome, len(run.commits))],
             pipeline=pipeline,
             run=run,
             view=views.get(run_id),
@@ -229,13 +250,16 @@ class Dashboard:
             return _to_login(request)
         if not viewer.admin:
             raise HTTPException(403, "The fleet page is for Trimo's admins (TRIMO_ADMINS).")
-        pipelines = await self._pipelines()
-        summaries = await self.summaries.all(pipelines)
-        waiting = {s.run.label for s in summaries if s.activity == "queued" and s.run}
-        fleet = await data.load_fleet(pipelines.redis, waiting)
+        fleet = await self._fleet()
         return self._page(
             request, viewer, "fleet.html.j2", fleet=fleet, now=_now(), app_version=__version__
         )
+
+    async def _fleet(self) -> data.Fleet:
+        pipelines = await self._pipelines()
+        summaries = await self.summaries.all(pipelines)
+        waiting = {s.run.label for s in summaries if s.activity == "queued" and s.run}
+        return await data.load_fleet(pipelines.redis, waiting)
 
     async def new_pipeline_page(self, request: Request) -> Response:
         viewer = await current_viewer(request)
@@ -288,6 +312,65 @@ class Dashboard:
                     html = render_card(card)
                     moved = {"id": card.id, "column": card.column, "html": html}
                     yield sse("card", json.dumps(moved))
+
+        return _event_stream(stream())
+
+    async def pipeline_events(self, request: Request) -> Response:
+        """`changed` (its column and state words) whenever the pipeline changes; `hello`
+        first, with when it last changed, so a page drawn before the stream opened catches
+        up."""
+        viewer = await current_viewer(request)
+        if viewer is None:
+            raise HTTPException(401, "Sign in first.")
+        pipeline = await self._visible_pipeline(request, viewer)
+
+        async def stream() -> AsyncIterator[str]:
+            async with self.board_feed.listen() as listener:
+                found = await (await self._pipelines()).summaries([pipeline.id])
+                updated = found[0].updated_at.isoformat() if found else ""
+                yield sse("hello", json.dumps({"updated": updated}))
+                while True:
+                    try:
+                        update = await _within(listener.get(), KEEPALIVE_SECONDS)
+                    except TimeoutError:
+                        yield ": keepalive\n\n"
+                        continue
+                    except Overflow:
+                        yield sse("reload", "{}")
+                        return
+                    if update.summary.id != pipeline.id:
+                        continue
+                    column = column_of(update.summary, update.pull)
+                    state = state_words(update.summary, column)
+                    yield sse("changed", json.dumps({"tab": TAB_STATES[column], "state": state}))
+
+        return _event_stream(stream())
+
+    async def fleet_events(self, request: Request) -> Response:
+        """`changed` whenever the runners or queues the fleet page shows change: looked at on
+        every pipeline change and every `FLEET_LOOK_SECONDS` (heartbeats have no channel)."""
+        viewer = await current_viewer(request)
+        if viewer is None:
+            raise HTTPException(401, "Sign in first.")
+        if not viewer.admin:
+            raise HTTPException(403, "The fleet page is for Trimo's admins (TRIMO_ADMINS).")
+
+        async def stream() -> AsyncIterator[str]:
+            yield sse("hello", "{}")
+            seen = _fleet_print(await self._fleet())
+            async with self.board_feed.listen() as listener:
+                while True:
+                    try:
+                        await _within(listener.get(), FLEET_LOOK_SECONDS)
+                    except TimeoutError:
+                        pass
+                    except Overflow:
+                        yield sse("reload", "{}")
+                        return
+                    now = _fleet_print(await self._fleet())
+                    if now != seen:
+                        seen = now
+                        yield sse("changed", "{}")
 
         return _event_stream(stream())
 
@@ -458,6 +541,16 @@ def _visible(viewer: Viewer) -> list[str] | None:
 
 def _to_login(request: Request) -> Response:
     return RedirectResponse(f"/login?next={quote(request.url.path)}", status_code=303)
+
+
+def _fleet_print(fleet: data.Fleet) -> str:
+    """What the fleet page shows, but its clocks: it changed when this did."""
+    runners = [
+        (r.id, r.host, sorted(r.labels), sorted(r.running), r.capacity, r.version)
+        for r in fleet.runners
+    ]
+    queues = [(q.label, q.depth, q.served) for q in fleet.queues]
+    return json.dumps([runners, queues], default=str)
 
 
 def _is_stream_id(value: str) -> bool:

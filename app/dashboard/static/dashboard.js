@@ -1,4 +1,5 @@
-// Trimo dashboard: live board cards, live run logs, the lazy diff, relative times.
+// Trimo dashboard: live board cards, live pages, live run logs, the lazy diff, the tab's
+// state, relative times.
 // No inline script (the Content-Security-Policy forbids it); HTML comes rendered and
 // escaped by the server.
 "use strict";
@@ -67,13 +68,18 @@ function followBoard(board) {
 
 function followLog(log) {
   const source = new EventSource(log.dataset.stream);
-  const status = document.getElementById("run-status");
+  const showState = (words) => {
+    const state = document.getElementById("run-state");
+    if (state) state.textContent = words;
+  };
   source.addEventListener("line", (event) => {
     const line = fragment(event.data);
     if (!line) return;
+    const status = document.getElementById("run-status");
     if (status && (status.dataset.status === "waiting" || status.dataset.status === "queued")) {
       status.dataset.status = "running"; // its events flow: a runner has it
-      document.getElementById("run-state").textContent = "running";
+      showState("running");
+      showTab("running");
     }
     const stick = window.innerHeight + window.scrollY >= document.body.scrollHeight - 40;
     log.appendChild(line);
@@ -81,13 +87,87 @@ function followLog(log) {
   });
   source.addEventListener("end", (event) => {
     source.close();
+    const status = document.getElementById("run-status");
     if (status) {
       status.dataset.status = "finished";
-      document.getElementById("run-state").textContent = JSON.parse(event.data).outcome;
+      showState(JSON.parse(event.data).outcome);
     }
     const stop = document.getElementById("stop");
     if (stop) stop.remove();
+    const clock = document.querySelector("#run-elapsed time[data-elapsed]");
+    if (clock) clock.removeAttribute("data-elapsed"); // it ended: the clock stops
   });
+  source.addEventListener("reload", () => window.location.reload());
+}
+
+const TAB_MARKS = { queued: "◌ ", running: "● ", attention: "⚠ ", ready: "✓ ", done: "" };
+const TAB_COLOURS = { queued: "#9a6700", running: "#0969da", attention: "#cf222e",
+                      ready: "#1f883d", done: "#6e7781" };
+
+function showTab(state) {
+  // The tab's title mark and favicon: what the page shows, seen from another tab.
+  const meta = document.querySelector('meta[name="trimo-tab"]');
+  if (meta) meta.content = state || "";
+  const title = document.title.replace(/^[◌●⚠✓] /, "");
+  document.title = (TAB_MARKS[state] || "") + title;
+  const colour = TAB_COLOURS[state] || "#24292f";
+  const svg = '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16">' +
+    '<circle cx="8" cy="8" r="7" fill="' + colour + '"/></svg>';
+  let icon = document.querySelector('link[rel="icon"]');
+  if (!icon) {
+    icon = document.createElement("link");
+    icon.rel = "icon";
+    document.head.appendChild(icon);
+  }
+  icon.href = "data:image/svg+xml," + encodeURIComponent(svg);
+}
+
+function refreshParts() {
+  // Fetch this page again and swap in its live parts (never the one being typed in).
+  return fetch(window.location.pathname + window.location.search, { credentials: "same-origin" })
+    .then((response) => {
+      if (!response.ok) throw new Error(String(response.status));
+      return response.text();
+    })
+    .then((html) => {
+      const fresh = new DOMParser().parseFromString(html, "text/html");
+      fresh.querySelectorAll("[data-part][id]").forEach((part) => {
+        const old = document.getElementById(part.id);
+        if (!old || old.contains(document.activeElement)) return;
+        old.replaceWith(document.importNode(part, true));
+      });
+      const title = fresh.querySelector("title");
+      if (title) document.title = title.textContent;
+      const tab = fresh.querySelector('meta[name="trimo-tab"]');
+      showTab(tab ? tab.content : "");
+      const main = fresh.querySelector("main[data-updated]");
+      const here = document.querySelector("main[data-updated]");
+      if (main && here) here.dataset.updated = main.dataset.updated;
+      tick();
+      document.dispatchEvent(new CustomEvent("trimo:refreshed"));
+    });
+}
+
+function followPage(main) {
+  const source = new EventSource(main.dataset.live);
+  let pending = null;
+  let again = false;
+  const refresh = () => {
+    if (pending) { again = true; return; }
+    pending = refreshParts()
+      .catch(() => {})
+      .finally(() => {
+        pending = null;
+        if (again) { again = false; refresh(); }
+      });
+  };
+  source.addEventListener("hello", (event) => {
+    const data = JSON.parse(event.data);
+    const known = main.dataset.updated;
+    // Drawn before the stream opened, or reconnected: catch up if it changed meanwhile.
+    if (data.updated === undefined || !known || data.updated !== known) refresh();
+  });
+  source.addEventListener("changed", refresh);
   source.addEventListener("reload", () => window.location.reload());
 }
 
@@ -103,6 +183,10 @@ document.addEventListener("DOMContentLoaded", () => {
   if (board) followBoard(board);
   const log = document.getElementById("log");
   if (log) followLog(log);
+  const main = document.querySelector("main[data-live]");
+  if (main) followPage(main);
+  const tab = document.querySelector('meta[name="trimo-tab"]');
+  if (tab && tab.content) showTab(tab.content);
   const diff = document.getElementById("diff");
   if (diff && diff.dataset.src) loadDiff(diff);
   document.querySelectorAll("#filters select").forEach((select) => {
