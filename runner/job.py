@@ -34,6 +34,7 @@ from runner.events import (
     ToolResult,
     Usage,
 )
+from runner.setup.spec import SetupSpec
 
 _BRANCH_RE = re.compile(
     r"^(?![/.-])(?!.*//)(?!.*\.\.)(?!.*/[.-])(?!.*\.lock(?:/|$))(?!.*[/.]$)[A-Za-z0-9._/-]{1,200}$"
@@ -232,6 +233,8 @@ class RunRequest(BaseModel):
     resources: Resources = Field(default_factory=Resources)
     max_cost_usd: float | None = Field(default=None, gt=0)
     """The run is stopped, its work saved, once its agent reports spending this much."""
+    setup: SetupSpec | None = None
+    """The repository's environment setup: its `paths` are in place when the agent starts."""
     history: list[RunRecord] = Field(default_factory=list)
     verify: list[VerifyCheck] = Field(default_factory=list, max_length=MAX_VERIFY_CHECKS)
     """Checks run on the pushed head after a coding run that made commits (never a

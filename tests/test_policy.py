@@ -418,3 +418,24 @@ def test_command_from_a_comment_becomes_a_run_request() -> None:
 def test_policy_validation(fields: dict[str, Any]) -> None:
     with pytest.raises(ValidationError):
         ServerPolicy.model_validate(fields)
+
+
+def test_setup_goes_with_the_run_within_the_servers_caps() -> None:
+    text = "setup: {run: npm ci, paths: [node_modules], allowed_hosts: [registry.npm.example.net]}"
+    settings = effective_run(parse_repo_config(text), run(network="none"), NPM_ONLY)
+    assert isinstance(settings, RunSettings) and settings.setup is not None
+    assert settings.setup.allowed_hosts == ["registry.npm.example.net"]  # its own, any network
+    outside = effective_run(
+        parse_repo_config(text.replace("registry.npm", "evil")), run(), NPM_ONLY
+    )
+    assert isinstance(outside, Refusal)
+    assert "`evil.example.net` (`.github/trimo.yml` asks for it in `setup.allowed_hosts`)" in (
+        outside.message
+    )
+    no_allowlist = ServerPolicy(allowed_networks=["none"])
+    refused = effective_run(parse_repo_config(text), run(network="none"), no_allowlist)
+    assert isinstance(refused, Refusal) and "`setup.allowed_hosts` needs" in refused.message
+    long = "setup: {run: x, paths: [a], timeout_minutes: 100}"
+    short = ServerPolicy(max_timeout_minutes=60)
+    too_long = effective_run(parse_repo_config(long), run(timeout_minutes=5), short)
+    assert isinstance(too_long, Refusal) and "A setup may run for at most 60" in too_long.message

@@ -13,6 +13,7 @@ from app.conversation.repoconfig import (
     memory_bytes,
     parse_repo_config,
 )
+from runner.setup.spec import SetupSpec
 
 DEFAULTS = RepoConfig()
 
@@ -313,3 +314,57 @@ def test_config_is_frozen() -> None:
     config = parse_repo_config("agent: codex")
     with pytest.raises(ValueError):
         config.agent = "aider"  # type: ignore[misc]
+
+
+SETUP = """\
+setup:
+  run: npm ci
+  cache_key: [package-lock.json]
+  paths: [node_modules, ~/.npm]
+  allowed_hosts: [Registry.Example.com., registry.example.com]
+  timeout_minutes: 20
+"""
+
+
+def test_setup_section() -> None:
+    setup = parse_repo_config(SETUP).setup
+    assert setup is not None
+    assert setup.spec() == SetupSpec(
+        run="npm ci",
+        cache_key=["package-lock.json"],
+        paths=["node_modules", "~/.npm"],
+        allowed_hosts=["registry.example.com"],
+        timeout_s=20 * 60,
+    )
+    assert parse_repo_config("agent: claude").setup is None
+    least = parse_repo_config("setup: {run: make deps, paths: [vendor]}").setup
+    assert least is not None and least.spec().timeout_s == 15 * 60 and least.cache_key == []
+
+
+@pytest.mark.parametrize(
+    ("setup", "problem"),
+    [
+        ("{run: x, paths: [/etc]}", "`setup.paths.0` should be relative to the workspace"),
+        ("{run: x, paths: [../up]}", "`setup.paths.0` should not hold `.`, `..`"),
+        ("{run: x, paths: [a/./b]}", "`setup.paths.0` should not hold `.`, `..`"),
+        ("{run: x, paths: [dist/]}", "`setup.paths.0` should not hold `.`, `..`"),
+        ("{run: x, paths: [.git/hooks]}", "`setup.paths.0` should not be in `.git`"),
+        ("{run: x, paths: ['~']}", "`setup.paths.0` should start with `~/` only"),
+        ("{run: x, paths: ['~/']}", "`setup.paths.0` should not hold `.`, `..`"),
+        ("{run: x, paths: [a, a/b]}", "`setup.paths` lists `a` and `a/b`, which overlap"),
+        ("{run: x, paths: []}", "`setup.paths` list should have at least 1 item"),
+        ("{run: x}", "`setup.paths` is missing"),
+        ("{paths: [a]}", "`setup.run` is missing"),
+        ("{run: '', paths: [a]}", "`setup.run` should not be empty"),
+        ("{run: x, paths: [a], cache_key: ['~/.npmrc']}", "`setup.cache_key.0` should be a file"),
+        ("{run: x, paths: [a], cache_key: [../x]}", "`setup.cache_key.0` should not hold"),
+        ("{run: x, paths: [a], timeout_minutes: 121}", "`setup.timeout_minutes` should be less"),
+        ("{run: x, paths: [a], allowed_hosts: [http://x]}", "`setup.allowed_hosts.0`"),
+        ("{run: x, paths: [a], caches: [a]}", "Unknown setting `caches` under `setup`"),
+        ("npm ci", "`setup` should be a mapping of settings"),
+    ],
+)
+def test_setup_section_refuses(setup: str, problem: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_repo_config(f"setup: {setup}")
+    assert problem in caught.value.message

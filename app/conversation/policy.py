@@ -13,6 +13,7 @@ from app.conversation.repoconfig import RepoConfig, memory_bytes
 from runner.contract import DEFAULT_IMAGE, DEFAULT_VERIFY_TIMEOUT_SECONDS, NetworkMode
 from runner.job import Resources, VerifyCheck
 from runner.network.hosts import outside_caps
+from runner.setup.spec import SetupSpec
 
 ROLE_ORDER: tuple[str, ...] = ("read", "triage", "write", "maintain", "admin")
 """Repository roles from least to most powerful, as GitHub's `role_name` spells them."""
@@ -77,6 +78,8 @@ class RunSettings(BaseModel):
     verify_timeout_minutes: int = DEFAULT_VERIFY_TIMEOUT_SECONDS // 60
     max_cost_usd: float | None = None
     """The run's budget: its runner stops it once its agent reports spending this much."""
+    setup: SetupSpec | None = None
+    """The repository's `setup:`, run once per cache key before agents start."""
 
     @property
     def timeout_s(self) -> int:
@@ -111,6 +114,7 @@ def effective_run(
         ),
         verify=list(config.verify),
         verify_timeout_minutes=config.verify_timeout_minutes,
+        setup=config.setup.spec() if config.setup is not None else None,
     )
     problems = _problems(settings, command, policy)
     if problems:
@@ -149,6 +153,7 @@ def _problems(settings: RunSettings, command: RunCommand, policy: ServerPolicy) 
             f"{them} from `allowed_hosts`, or ask whoever runs this Trimo server to add "
             f"{them} to `TRIMO_POLICY_ALLOWED_HOSTS`."
         )
+    problems += _setup_problems(settings.setup, policy)
     if policy.allowed_agents and settings.agent not in policy.allowed_agents:
         asked = "you asked for" if command.agent else f"{config_file} asks for"
         problems.append(
@@ -181,6 +186,32 @@ def _problems(settings: RunSettings, command: RunCommand, policy: ServerPolicy) 
         problems.append(
             f"A run may start at most {policy.max_pids} processes; "
             f"{config_file} asks for {resources.pids}."
+        )
+    return problems
+
+
+def _setup_problems(setup: SetupSpec | None, policy: ServerPolicy) -> list[str]:
+    if setup is None:
+        return []
+    problems: list[str] = []
+    minutes = setup.timeout_s // 60
+    if minutes > policy.max_timeout_minutes:
+        problems.append(
+            f"A setup may run for at most {policy.max_timeout_minutes} minutes; "
+            f"`.github/trimo.yml` asks for {minutes} in `setup.timeout_minutes`."
+        )
+    if setup.allowed_hosts and "allowlist" not in policy.allowed_networks:
+        problems.append(
+            "This server does not allow the network `allowlist`, which `setup.allowed_hosts` "
+            "needs; remove them, or ask whoever runs this Trimo server to allow it."
+        )
+    if outside := outside_caps(setup.allowed_hosts, policy.allowed_hosts):
+        hosts, them = ("hosts", "them") if len(outside) > 1 else ("host", "it")
+        problems.append(
+            f"This server does not allow the {hosts} {_names(outside)} (`.github/trimo.yml` "
+            f"asks for {them} in `setup.allowed_hosts`); allowed: "
+            f"{_names(policy.allowed_hosts)}. Remove {them}, or ask whoever runs this Trimo "
+            f"server to add {them} to `TRIMO_POLICY_ALLOWED_HOSTS`."
         )
     return problems
 

@@ -35,6 +35,16 @@ from runner.contract import (
 )
 from runner.job import VerifyCheck, is_valid_branch_name, unique_checks
 from runner.network.hosts import host_pattern_error, normalise_host
+from runner.setup.spec import (
+    DEFAULT_SETUP_TIMEOUT_MINUTES,
+    MAX_SETUP_PATHS,
+    MAX_SETUP_SCRIPT_CHARS,
+    MAX_SETUP_TIMEOUT_MINUTES,
+    KeyFile,
+    SetupPath,
+    SetupSpec,
+    overlapping,
+)
 
 CONFIG_PATH = ".github/trimo.yml"
 MAX_CONFIG_BYTES = 64 * 1024
@@ -140,6 +150,42 @@ class PreviewConfig(BaseModel):
         return value
 
 
+class SetupConfig(BaseModel):
+    """The environment every run and preview starts with (`setup:`), made once per cache key."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    run: str = Field(min_length=1, max_length=MAX_SETUP_SCRIPT_CHARS)
+    cache_key: list[KeyFile] = Field(default_factory=list, max_length=MAX_SETUP_PATHS)
+    paths: list[SetupPath] = Field(min_length=1, max_length=MAX_SETUP_PATHS)
+    allowed_hosts: list[HostPattern] = Field(default_factory=list, max_length=MAX_ALLOWED_HOSTS)
+    timeout_minutes: int = Field(
+        default=DEFAULT_SETUP_TIMEOUT_MINUTES, ge=1, le=MAX_SETUP_TIMEOUT_MINUTES, strict=True
+    )
+
+    @field_validator("paths")
+    @classmethod
+    def _apart(cls, value: list[str]) -> list[str]:
+        if pair := overlapping(value):
+            raise ValueError(f"lists `{pair[0]}` and `{pair[1]}`, which overlap")
+        return value
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _hosts_unique(cls, value: list[str]) -> list[str]:
+        return list(dict.fromkeys(value))
+
+    def spec(self) -> SetupSpec:
+        """What a runner is given."""
+        return SetupSpec(
+            run=self.run,
+            cache_key=list(self.cache_key),
+            paths=list(self.paths),
+            allowed_hosts=list(self.allowed_hosts),
+            timeout_s=self.timeout_minutes * 60,
+        )
+
+
 class RepoConfig(BaseModel):
     """What a repository asks of Trimo; the server's policy may still refuse some of it."""
 
@@ -177,6 +223,8 @@ class RepoConfig(BaseModel):
     """Automatic runs in a row that get failing checks back to fix (0: only report)."""
     max_cost_usd: float | None = Field(default=None, gt=0, le=MAX_COST_USD, strict=True)
     """A run is stopped, its work saved, once its agent reports spending this much."""
+    setup: SetupConfig | None = None
+    """None: runs and previews start on a bare checkout."""
 
     @field_validator("agent")
     @classmethod
@@ -357,6 +405,7 @@ def _known(parents: Sequence[str]) -> list[str]:
         "resources": ResourcesConfig,
         "preview": PreviewConfig,
         "verify": VerifyCheck,
+        "setup": SetupConfig,
     }
     named = [part for part in parents if not part.isdigit()]  # `verify.0.nmae`: a check's
     model = sections.get(".".join(named), RepoConfig)

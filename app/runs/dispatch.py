@@ -59,6 +59,7 @@ def run_request(pipeline: Pipeline, run: PipelineRun, token: str | None) -> RunR
         allowed_hosts=list(settings.allowed_hosts),
         resources=settings.resources,
         max_cost_usd=settings.max_cost_usd,
+        setup=settings.setup,
         history=pipeline.history(),
         verify=settings.verify if run.mode == "code" else [],
         verify_timeout_s=settings.verify_timeout_minutes * 60,

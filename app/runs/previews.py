@@ -115,6 +115,7 @@ def preview_request(
         network=settings.network,
         allowed_hosts=list(settings.allowed_hosts),
         resources=settings.resources,
+        cached_setup=settings.setup,
         runner_label=settings.label,
     )
 

@@ -19,6 +19,7 @@ from runner.contract import (
     SafeId,
 )
 from runner.job import RepoRef, Resources, is_valid_branch_name, now
+from runner.setup.spec import SetupSpec
 
 MAX_SCRIPT_CHARS = 4000
 """The most a `setup` or `command` may hold."""
@@ -42,6 +43,8 @@ class PreviewRequest(BaseModel):
     network: NetworkMode = "allowlist"
     allowed_hosts: list[str] = Field(default_factory=list)
     resources: Resources = Field(default_factory=Resources)
+    cached_setup: SetupSpec | None = None
+    """The repository's `setup:`, from the same cache as its runs, before `setup` above."""
     runner_label: str = "default"
     token: SecretStr | None = None
     """Repository-scoped token for the mirror's fetch; never enters the container."""
