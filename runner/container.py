@@ -233,6 +233,27 @@ class AgentContainer:
         stream = self._container.logs(stream=True, follow=True, stdout=True, stderr=True)
         return split_lines(stream)
 
+    def log_end(self, lines: int, max_bytes: int) -> Iterator[bytes]:
+        """The raw end of its output (stdout and stderr) once it has ended: its last `lines`
+        lines, and never more than `max_bytes` read (a line can be as long as it likes)."""
+        try:
+            stream = self._container.logs(stream=True, follow=False, tail=lines)
+        except docker.errors.APIError:
+            return
+        left = max_bytes
+        try:
+            for chunk in stream:
+                yield chunk[:left]
+                left -= len(chunk)
+                if left <= 0:
+                    return
+        except (requests.RequestException, docker.errors.APIError):
+            return
+        finally:
+            close = getattr(stream, "close", None)
+            if close is not None:
+                close()
+
     def exec(self, command: list[str], timeout: float = EXPORT_SECONDS + 10) -> bool:
         """Run `command` in the running container as its user, and wait for it to end.
 

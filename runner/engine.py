@@ -46,6 +46,7 @@ from runner.pipelinedir import PipelineDir
 from runner.registry import pid_alive
 from runner.replay import Replayer
 from runner.scrub import Scrubber
+from runner.verify import unrun, verify, with_report
 
 __all__ = ["EngineConfig", "RunEngine", "StopSignal", "autosave_message"]
 
@@ -198,10 +199,12 @@ class RunEngine:
                         stop, token,
                     )  # fmt: skip
                     try:
-                        return _shared(keeper, attempt.run(fresh), attempt.state, start)
+                        finished = _shared(keeper, attempt.run(fresh), attempt.state, start)
                     except WorkspaceBroken:
                         log.warning("the workspace of %s was damaged", request.pipeline)
                         adapter = get_adapter(request.agent)
+                        continue
+                    return self._verified(request, mirror, root, attempt, finished, stop)
                 raise WorkspaceError(
                     "the workspace could not be prepared in the sandbox",
                     "it will be made afresh on the next run",
@@ -211,6 +214,41 @@ class RunEngine:
                     _discard_workspace(root, pipeline)
                 if ledger is not None and not (attempt is not None and attempt.state.unsaved):
                     ledger.unlink(missing_ok=True)
+
+    def _verified(
+        self,
+        request: RunRequest,
+        mirror: Path,
+        root: Path,
+        attempt: Attempt,
+        finished: RunFinished,
+        stop: StopSignal,
+    ) -> RunFinished:
+        """`finished` with its checks of `verify:`, run on the pushed head when the coding
+        run made commits (and was neither stopped nor unable to run)."""
+        sha = attempt.state.last_pushed
+        if (
+            request.mode != "code"
+            or not request.verify
+            or not finished.commits
+            or sha is None
+            or finished.outcome in (Outcome.CANCELLED, Outcome.ERROR)
+            or stop.is_set()
+        ):
+            return finished
+        try:
+            report = verify(
+                self._host(), request, mirror, root / "verify", sha, attempt.emit, stop.wait,
+                attempt.protect,
+            )  # fmt: skip
+        except Exception:
+            report = unrun(request, sha, internal_error(request.run_id))
+        if stop.is_set():  # stopped while its checks ran: what they said so far is shown
+            reason = stop.reason or "stopped on request"
+            return finished.model_copy(
+                update={"verify": report, "outcome": Outcome.CANCELLED, "reason": reason}
+            )
+        return with_report(finished, report)
 
     def _prepare_workspace(
         self,
