@@ -37,6 +37,12 @@ from runner.job import CommitInfo, Outcome, Resources, RunFinished
 from tests.webhook_helpers import make_settings
 
 SESSION_SECRET = "dashboard-test-session-secret"
+HOSTILE_LINE = (  # a log line an agent printed to attack the page
+    "\x1b[1;31mFAILED\x1b[0m \x1b]8;;javascript:alert(1)\x07click me\x1b]8;;\x07 "
+    "\x1b]0;new window title\x07\x1b[2J\x1b[H<script>alert(2)</script>"
+    "<img src=x onerror=alert(3)> \x9b32mgreen\x9bm \x1b[38;5;196mpalette\x1b[39m "
+    '\u202eevil\u202c "quoted" \x1bPdcs\x1b\\'
+)
 
 
 def session_cookie(secret: str, session: Mapping[str, str]) -> str:

@@ -91,4 +91,4 @@ def test_what_github_leaves_out_reads_as_no_patch() -> None:
     page = diff_page(answer)
     assert page.url == ""  # only http(s) links are shown
     assert page.files[0].no_patch and page.files[0].additions == 9000
-    assert page.files[1].name == "[31mred"
+    assert page.files[1].name == "red"  # the whole escape sequence dropped

@@ -15,10 +15,12 @@ import redis.asyncio as aioredis
 from app.dashboard.auth import SESSION_COOKIE
 from app.runs.pipelines import Pipelines
 from runner import contract
+from runner.events import RawLog
 from runner.job import Outcome, RunFinished
 from runner.registry import RunnerInfo, now
 from tests.browser import Browser
 from tests.dashboard_helpers import (
+    HOSTILE_LINE,
     dashboard_settings,
     make_pipeline,
     make_run,
@@ -159,3 +161,45 @@ def test_the_fleet_page_shows_a_runner_coming_online(
         window.shot("runner-online")
     finally:
         window.quit()
+
+
+def test_a_hostile_log_renders_inert_coloured_and_searchable(
+    dash: RunningApp, redis_url: str, request: pytest.FixtureRequest
+) -> None:
+    seed_sync(redis_url, make_pipeline("o/r", 9, "Hostile"), make_run("o.r.9-a"), "running")
+    stream = contract.run_events("o.r.9-a")
+    ids = [
+        dash.redis.xadd(stream, {"event": RawLog(line=line).model_dump_json()})
+        for line in (HOSTILE_LINE, "z" * 50_000, "needle in the log", "\x1b[32mok\x1b[0m")
+    ]
+    target = ids[2].decode()
+    window = browser_as(dash, request.node.name, width=390)
+    try:
+        window.get(f"/runs/o.r.9-a#L{target}")
+        window.wait(lambda: len(window.find("#log .log-line")) == 4, 20, "the four lines")
+        assert window.find("#log script, #log img, #log a[href^='javascript']") == []
+        assert window.find("#log .ansi-fg-1.ansi-bold")
+        assert "\x1b" not in window.text("#log") and "new window title" not in window.text("#log")
+        assert window.element(f"#L{target}").get_attribute("class").endswith("target")
+        wide = window.driver.execute_script(
+            "return document.documentElement.scrollWidth - document.documentElement.clientWidth"
+        )
+        assert wide <= 0, f"the page scrolls sideways by {wide}px at 390px"
+        window.shot("hostile-log")
+        search = window.element("#log-search")
+        search.send_keys("needle")
+        window.wait(lambda: window.text("#log-count") == "1 of 4 lines", 10, "the search count")
+        assert [e.get_attribute("id") for e in window.find("#log .log-line:not([hidden])")] == [
+            f"L{target}"
+        ]
+        window.shot("searched")
+        assert window.element("#log-download").get_attribute("href").endswith("/log.txt")
+    finally:
+        window.quit()
+    client, _ = signed_in(dash.base_url, dash.settings, "alice", {"o/r": "read"})
+    with client:
+        text = client.get("/runs/o.r.9-a/log.txt")
+    assert text.status_code == 200 and text.headers["content-type"].startswith("text/plain")
+    assert "attachment" in text.headers["content-disposition"]
+    lines = text.text.splitlines()
+    assert len(lines) == 4 and "\x1b" not in text.text and lines[2].endswith("needle in the log")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
@@ -19,6 +19,34 @@ from runner import contract
 from runner.registry import RunnerInfo, online_runners
 
 QUEUE_PREFIX = contract.run_queue("")
+EVENTS_CHUNK = 500
+StreamEntry = tuple[str, str]
+"""(stream id, the event's JSON)."""
+
+
+def stream_entries(
+    raw: list[tuple[bytes | str, dict[bytes | str, bytes | str]]],
+) -> list[StreamEntry]:
+    found = []
+    for entry_id, fields in raw:
+        event = fields.get(b"event", fields.get("event"))
+        found.append((redisio.as_text(entry_id) or "", redisio.as_text(event) or ""))
+    return found
+
+
+async def stored_events(
+    redis: aioredis.Redis, run_id: str, after: str | None = None
+) -> AsyncIterator[StreamEntry]:
+    """A run's stored events after stream id `after` (None: from its first), read in
+    chunks."""
+    cursor = f"({after}" if after else "-"
+    while True:
+        raw = await redis.xrange(contract.run_events(run_id), cursor, "+", EVENTS_CHUNK)
+        for entry in stream_entries(raw):
+            yield entry
+        if len(raw) < EVENTS_CHUNK:
+            return
+        cursor = f"({redisio.as_text(raw[-1][0])}"
 
 
 def pull_numbers(summaries: Iterable[PipelineSummary], opened: Mapping[str, int]) -> dict[str, int]:

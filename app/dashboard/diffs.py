@@ -8,9 +8,9 @@ from typing import Final
 
 from githubkit.exception import RequestError, RequestFailed
 
-from app.dashboard.logview import clean
 from app.github.client import Comparison, GitHubApp, UnexpectedAnswer, failure_detail
 from app.runs.pipelines import Pipeline
+from runner.printable import printable
 
 log = logging.getLogger("trimo.dashboard")
 
@@ -58,7 +58,7 @@ def _patch_lines(patch: str) -> tuple[list[PatchLine], bool]:
     lines = []
     for line in raw[:PATCH_LINES]:
         kind = {"+": "add", "-": "del", "@": "hunk"}.get(line[:1], "ctx")
-        lines.append(PatchLine(kind, clean(line, 2000)))
+        lines.append(PatchLine(kind, printable(line.expandtabs(4), 2000)))
     return lines, cut
 
 
@@ -69,9 +69,9 @@ def diff_page(comparison: Comparison) -> DiffPage:
         lines, cut = _patch_lines(item.patch) if item.patch else ([], False)
         files.append(
             DiffFile(
-                name=clean(item.filename, 500),
-                old_name=clean(item.previous_filename or "", 500),
-                status=clean(item.status, 20),
+                name=printable(item.filename, 500),
+                old_name=printable(item.previous_filename or "", 500),
+                status=printable(item.status, 20),
                 additions=item.additions,
                 deletions=item.deletions,
                 lines=lines,

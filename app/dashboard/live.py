@@ -25,7 +25,7 @@ from redis.exceptions import RedisError
 
 from app import redisio
 from app.dashboard.board import Usage
-from app.dashboard.data import pulls_of, usage_of_runs
+from app.dashboard.data import StreamEntry, pulls_of, stored_events, stream_entries, usage_of_runs
 from app.runs.pipelines import CHANGES, Pipelines
 from app.runs.summary import PipelineSummary
 from runner import contract
@@ -36,7 +36,6 @@ BATCH_SECONDS: Final = 0.1
 LISTENER_QUEUE: Final = 2000
 XREAD_BLOCK_MS: Final = 1000
 RETRY_SECONDS: Final = 1.0
-BACKLOG_CHUNK: Final = 500
 
 T = TypeVar("T")
 RedisGetter = Callable[[], Awaitable[ArqRedis]]
@@ -144,24 +143,12 @@ class BoardFeed:
                 listener.put(update)
 
 
-StreamEntry = tuple[str, str]
-"""(stream id, the event's JSON)."""
-
-
 def entry_key(entry_id: str) -> tuple[int, int]:
     millis, _, seq = entry_id.partition("-")
     try:
         return int(millis), int(seq or 0)
     except ValueError:
         return 0, 0
-
-
-def _entries(raw: list[tuple[bytes | str, dict[bytes | str, bytes | str]]]) -> list[StreamEntry]:
-    found = []
-    for entry_id, fields in raw:
-        event = fields.get(b"event", fields.get("event"))
-        found.append((redisio.as_text(entry_id) or "", redisio.as_text(event) or ""))
-    return found
 
 
 @dataclass
@@ -191,15 +178,9 @@ class RunFeeds:
             reader.task = asyncio.create_task(self._read(run_id, reader, start))
         try:
             last = entry_key(after) if after else (0, 0)
-            cursor = f"({after}" if after else "-"
-            while True:
-                raw = await redis.xrange(contract.run_events(run_id), cursor, "+", BACKLOG_CHUNK)
-                for entry in _entries(raw):
-                    last = entry_key(entry[0])
-                    yield entry
-                if len(raw) < BACKLOG_CHUNK:
-                    break
-                cursor = f"({redisio.as_text(raw[-1][0])}"
+            async for entry in stored_events(redis, run_id, after):
+                last = entry_key(entry[0])
+                yield entry
             while True:
                 try:
                     entry = await asyncio.wait_for(listener.get(), keepalive)
@@ -246,7 +227,7 @@ class RunFeeds:
                     await asyncio.sleep(RETRY_SECONDS)
                     continue
                 for _stream, raw in answer or []:
-                    for entry in _entries(raw):
+                    for entry in stream_entries(raw):
                         cursor = entry[0]
                         for listener in list(reader.listeners):
                             listener.put(entry)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import cache, lru_cache
 from typing import Any, Final
 
@@ -15,6 +15,14 @@ from runner.handoff import size_text
 from runner.templating import TEMPLATES_DIR
 
 CARDS_CACHED: Final = 4096
+
+
+def stream_time(entry_id: str) -> datetime | None:
+    """When a Redis stream entry was added, from its id (`<milliseconds>-<sequence>`)."""
+    millis, _, _ = entry_id.partition("-")
+    if not millis.isdigit() or len(millis) > 15:
+        return None
+    return datetime.fromtimestamp(int(millis) / 1000, UTC)
 
 
 def _ago(when: datetime | None, now: datetime) -> str:
@@ -35,6 +43,7 @@ def environment() -> jinja2.Environment:
     env.filters["short_sha"] = lambda sha: str(sha)[:7]
     env.filters["filesize"] = size_text
     env.filters["iso"] = lambda when: when.isoformat() if when else ""
+    env.filters["stream_time"] = stream_time
     env.globals["ago"] = _ago
     env.globals["COLUMNS"] = COLUMNS
     env.globals["COLUMN_TITLES"] = COLUMN_TITLES

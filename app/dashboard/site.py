@@ -45,8 +45,8 @@ from app.dashboard.board import (
 )
 from app.dashboard.diffs import DiffPage, load_diff
 from app.dashboard.live import BoardFeed, Overflow, RunFeeds
-from app.dashboard.logview import log_line
-from app.dashboard.pages import render, render_card
+from app.dashboard.logview import log_line, plain_text
+from app.dashboard.pages import render, render_card, stream_time
 from app.dashboard.requests import (
     DASHBOARD_EVENT,
     FormError,
@@ -127,6 +127,7 @@ class Dashboard:
             Route("/pipelines/{pipeline_id}/kept/{entry}", self.kept_bundle),
             Route("/runs/{run_id}", self.run_page),
             Route("/runs/{run_id}/events", self.run_events),
+            Route("/runs/{run_id}/log.txt", self.run_log_text),
             Route("/fleet", self.fleet),
             Route("/events/fleet", self.fleet_events),
             Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
@@ -242,6 +243,32 @@ class Dashboard:
             view=views.get(run_id),
             may_act=may_act(viewer, pipeline.repo),
             retention_days=self.settings.log_retention_days,
+        )
+
+    async def run_log_text(self, request: Request) -> Response:
+        """The run's stored log as plain text, one line per event with its time (UTC)."""
+        viewer = await current_viewer(request)
+        if viewer is None:
+            return _to_login(request)
+        run_id = request.path_params["run_id"]
+        found = await (await self._pipelines()).get_run(run_id) if is_valid_id(run_id) else None
+        if found is None or not viewer.sees(found[0].repo):
+            raise HTTPException(404, "No such run, or not one of your repositories.")
+        redis = await self.redis.get()
+
+        async def lines() -> AsyncIterator[str]:
+            async for entry_id, raw in data.stored_events(redis, run_id):
+                at = stream_time(entry_id)
+                when = at.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] if at else "?"
+                yield f"{when} {plain_text(log_line(raw))}\n"
+
+        return StreamingResponse(
+            lines(),
+            media_type="text/plain; charset=utf-8",
+            headers={
+                "Content-Disposition": f'attachment; filename="{run_id}.log"',
+                "Cache-Control": "no-store",
+            },
         )
 
     async def fleet(self, request: Request) -> Response:

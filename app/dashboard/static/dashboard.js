@@ -66,8 +66,25 @@ function followBoard(board) {
   source.addEventListener("reload", () => window.location.reload());
 }
 
+function logFilter() {
+  // Hide the lines that do not hold what #log-search asks for; count what shows.
+  const search = document.getElementById("log-search");
+  const query = search ? search.value.trim().toLowerCase() : "";
+  const lines = document.querySelectorAll("#log .log-line");
+  let shown = 0;
+  lines.forEach((line) => {
+    const hit = !query || line.textContent.toLowerCase().includes(query);
+    line.hidden = !hit;
+    if (hit) shown += 1;
+  });
+  const count = document.getElementById("log-count");
+  if (count) count.textContent = query ? shown + " of " + lines.length + " lines" : "";
+}
+
 function followLog(log) {
   const source = new EventSource(log.dataset.stream);
+  const search = document.getElementById("log-search");
+  if (search) search.addEventListener("input", logFilter);
   const showState = (words) => {
     const state = document.getElementById("run-state");
     if (state) state.textContent = words;
@@ -83,7 +100,17 @@ function followLog(log) {
     }
     const stick = window.innerHeight + window.scrollY >= document.body.scrollHeight - 40;
     log.appendChild(line);
-    if (stick) line.scrollIntoView({ block: "end" });
+    if (search && search.value.trim()) {
+      line.hidden = !line.textContent.toLowerCase().includes(search.value.trim().toLowerCase());
+      logFilter();
+    }
+    if (window.location.hash === "#" + line.id) {
+      line.classList.add("target"); // a link to this line: show it
+      line.scrollIntoView({ block: "center" });
+      log.dataset.held = "1";
+    } else if (stick && !log.dataset.held) {
+      line.scrollIntoView({ block: "end" });
+    }
   });
   source.addEventListener("end", (event) => {
     source.close();
