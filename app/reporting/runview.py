@@ -13,17 +13,20 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from app.conversation.naming import inline_code
+from app.conversation.thread import fenced
 from app.runs.pipelines import Pipeline, PipelineRun
 from runner.contract import RunMode
 from runner.diffsummary import DiffSummary
 from runner.events import shorten
-from runner.job import Kept, Outcome, PushRefused, RunEvent, RunFinished
+from runner.job import Kept, Outcome, PushRefused, RunEvent, RunFinished, VerifyReport
 from runner.printable import printable
 from runner.templating import render
 
 RECENT_TOOLS = 5
 KEPT_SHOWN = 5
 BLOCKED_HOSTS_SHOWN = 10
+CHECK_TAILS_CHARS = 20_000
+"""Of the failing checks' output, the most a check-run summary shows (shared among them)."""
 MAX_PLAN_SHOWN = 60_000
 """Of a plan, at most this much goes in a comment (65,536) or a check-run summary (65,535)."""
 _MENTION = re.compile(r"@(?=[A-Za-z0-9_-])")
@@ -70,6 +73,9 @@ class RunView(BaseModel):
     """Host names the egress proxy refused, with how often."""
     kept: list[Kept] = Field(default_factory=list)
     """What became of commits earlier runs kept, as this run started."""
+    verifying: list[str] = Field(default_factory=list)
+    """The checks of `verify:` running now, once the agent has ended."""
+    verify_sha: str | None = None
     finished: RunFinished | None = None
     events: int = 0
 
@@ -106,6 +112,8 @@ class RunView(BaseModel):
                     view.blocked_hosts[host] = view.blocked_hosts.get(host, 0) + count
             case "kept":
                 view.kept = [*view.kept, event][:KEPT_SHOWN]
+            case "verifying":
+                view.verifying, view.verify_sha = list(event.checks), event.sha
             case "finished":
                 view.finished = event
                 view.refused = event.refused or view.refused
@@ -188,7 +196,52 @@ def _common(view: RunView, branch: str, now: datetime) -> dict[str, Any]:
         "kept": [_kept(kept) for kept in view.kept],
         "blocked": _blocked(view.blocked_hosts),
         "blocked_more": max(0, len(view.blocked_hosts) - BLOCKED_HOSTS_SHOWN),
+        "verifying": ", ".join(_code(name) for name in view.verifying),
+        "verify_sha": _code(view.verify_sha[:7]) if view.verify_sha else "",
     }
+
+
+def checks_shown(report: VerifyReport | None, tails: bool = True) -> dict[str, Any] | None:
+    """The checks of `verify:` for `_verify.md.j2`: a row each, and with `tails` the end of
+    each failing check's output in a block it cannot leave (sharing `CHECK_TAILS_CHARS`)."""
+    if report is None or not report.checks:
+        return None
+    failing = [check for check in report.checks if not check.passed and check.log_tail]
+    share = CHECK_TAILS_CHARS // max(1, len(failing))
+    rows = [
+        {
+            "icon": "✅" if check.passed else "❌",
+            "name": _code(check.name),
+            "took": duration(check.seconds) if check.seconds else "",
+            "result": _check_result(check.passed, check.exit_code, check.problem),
+        }
+        for check in report.checks
+    ]
+    return {
+        "sha": _code(report.sha[:7]),
+        "passed": report.passed,
+        "failing": ", ".join(_code(name) for name in report.failing),
+        "rows": rows,
+        "tails": [
+            {"name": _code(check.name), "tail": fenced(_tail(check.log_tail, share), "text")}
+            for check in failing
+        ]
+        if tails
+        else [],
+    }
+
+
+def _check_result(passed: bool, exit_code: int | None, problem: str) -> str:
+    if passed:
+        return "passed"
+    if problem:
+        return _code(problem, 200)
+    return f"exit code {exit_code}" if exit_code is not None else "failed"
+
+
+def _tail(text: str, limit: int) -> str:
+    text = printable(text)
+    return text if len(text) <= limit else "…" + text[-(limit - 1) :]
 
 
 def _blocked(hosts: dict[str, int]) -> list[dict[str, Any]]:
@@ -272,6 +325,7 @@ def _finished(view: RunView, branch: str, commit_limit: int = 15) -> dict[str, A
         "commits": commits,
         "more_commits": max(0, len(finished.commits) - commit_limit),
         "salvage": _code(finished.salvage_ref, 100) if finished.salvage_ref else "",
+        "checks": checks_shown(finished.verify),
     }
 
 
@@ -352,13 +406,15 @@ def progress_finished(
             check_url=check_url,
             **_discovered(view, branch),
         )
+    words = _finished(view, branch)
+    words["checks"] = checks_shown(view.finished.verify if view.finished else None, tails=False)
     return render(
         "github/progress_finished.md.j2",
         run_id=_code(view.run_id, 100),
         check_url=check_url,
         pull=pull,
         pull_problem=_code(pull_problem, 200) if pull_problem else "",
-        **_finished(view, branch),
+        **words,
     )
 
 
