@@ -45,6 +45,7 @@ from runner.container import (
     ExitInfo,
     export_command,
     run_helper,
+    without_first,
 )
 from runner.delivery import BUNDLE_NAME, Delivery, Exporter, RunState, Start, Unsaved
 from runner.errors import TrimoError
@@ -366,9 +367,9 @@ class Attempt:
             )
             network.ready()  # its proxy started while the container was made
             container.start()
-            lines = container.lines()
-            if next(lines, "") != READY_LINE:
+            if container.first_line() != READY_LINE:
                 raise WorkspaceBroken
+            lines = without_first(container.lines(), READY_LINE)
             exit_info, timed_out = self._follow(container, lines, delivery)
             outcome, reason = self.outcome(exit_info, timed_out)
         except WorkspaceBroken:

@@ -143,6 +143,17 @@ def split_lines(chunks: Iterable[bytes], max_bytes: int = MAX_LINE_BYTES) -> Ite
         yield _text(pending)
 
 
+def without_first(lines: Iterable[str], line: str) -> Iterator[str]:
+    """`lines` less the first that equals `line`: the entrypoint's status, wherever Docker put
+    it among stderr's lines (a copy the agent prints is the same text, so either may go)."""
+    dropped = False
+    for each in lines:
+        if not dropped and each == line:
+            dropped = True
+            continue
+        yield each
+
+
 def _text(raw: bytes | bytearray) -> str:
     return bytes(raw).decode("utf-8", errors="replace").rstrip("\r")
 
@@ -253,6 +264,18 @@ class AgentContainer:
             close = getattr(stream, "close", None)
             if close is not None:
                 close()
+
+    def first_line(self) -> str:
+        """The first line of stdout alone, once written ("" when it ends without one).
+
+        Docker copies stdout and stderr apart and keeps only the order within each, so on a
+        busy machine a line the agent writes to stderr can come before the entrypoint's
+        status in `lines()`: the status is read from stdout, where nothing precedes it."""
+        stream = self._container.logs(stream=True, follow=True, stdout=True, stderr=False)
+        try:
+            return next(split_lines(stream), "")
+        finally:
+            stream.close()
 
     def exec(self, command: list[str], timeout: float = EXPORT_SECONDS + 10) -> bool:
         """Run `command` in the running container as its user, and wait for it to end.
