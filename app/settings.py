@@ -48,6 +48,10 @@ class AppSettings(TrimoSettings):
     policy_allowed_networks: str = "none,allowlist,bridge"
     policy_allowed_hosts: str = ""
     """Comma-separated hosts (`name` or `*.suffix`) repositories may allow; empty allows any."""
+    policy_monthly_usd: float | None = Field(default=None, gt=0)
+    """Each repository's monthly spend cap: past it, no run starts there until next month."""
+    policy_monthly_usd_per_person: float | None = Field(default=None, gt=0)
+    """Each person's monthly spend cap, over every repository."""
     default_image: str = DEFAULT_IMAGE
     log_retention_days: int = Field(default=14, gt=0)
     """How long a run's event log stays after the run ends (the dashboard shows it)."""

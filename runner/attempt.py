@@ -49,7 +49,7 @@ from runner.container import (
 )
 from runner.delivery import BUNDLE_NAME, Delivery, Exporter, RunState, Start, Unsaved
 from runner.errors import TrimoError
-from runner.events import AgentEvent, FinalResult, Usage
+from runner.events import AgentEvent, FinalResult, Usage, add_usage
 from runner.handoff import Limits
 from runner.job import EgressBlocked, Outcome, RunEvent, RunFinished, RunRequest, RunStarted
 from runner.network.egress import NetworkAttachment, attach
@@ -574,20 +574,3 @@ def _strings(value: object) -> Iterator[str]:
     elif isinstance(value, list):
         for item in value:
             yield from _strings(item)
-
-
-def add_usage(total: Usage | None, more: Usage) -> Usage:
-    if total is None:
-        return more
-    cost = (
-        None
-        if total.cost_usd is None and more.cost_usd is None
-        else (total.cost_usd or 0) + (more.cost_usd or 0)
-    )
-    return Usage(
-        model=more.model or total.model,
-        input_tokens=total.input_tokens + more.input_tokens,
-        output_tokens=total.output_tokens + more.output_tokens,
-        cache_read_tokens=total.cache_read_tokens + more.cache_read_tokens,
-        cost_usd=cost,
-    )

@@ -87,3 +87,21 @@ def shorten(text: str, limit: int = 160) -> str:
     """One line, at most `limit` characters, for summaries of tool input and output."""
     flat = " ".join(text.split())
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def add_usage(total: Usage | None, more: Usage) -> Usage:
+    """`total` and `more` together (a cost is None only when neither reported one)."""
+    if total is None:
+        return more
+    cost = (
+        None
+        if total.cost_usd is None and more.cost_usd is None
+        else (total.cost_usd or 0) + (more.cost_usd or 0)
+    )
+    return Usage(
+        model=more.model or total.model,
+        input_tokens=total.input_tokens + more.input_tokens,
+        output_tokens=total.output_tokens + more.output_tokens,
+        cache_read_tokens=total.cache_read_tokens + more.cache_read_tokens,
+        cost_usd=cost,
+    )

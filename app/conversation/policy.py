@@ -52,6 +52,10 @@ class ServerPolicy(BaseModel):
     max_memory: str = "16g"
     max_cpus: float = Field(default=8.0, gt=0, le=64)
     max_pids: int = Field(default=4096, ge=16, le=65536)
+    monthly_usd: float | None = Field(default=None, gt=0)
+    """Each repository's spend cap per calendar month (UTC); None: no cap."""
+    monthly_usd_per_person: float | None = Field(default=None, gt=0)
+    """Each person's spend cap per calendar month, over every repository; None: no cap."""
 
     @field_validator("max_memory")
     @classmethod
@@ -120,6 +124,32 @@ def effective_run(
     if problems:
         return Refusal(message=" ".join(problems), problems=tuple(problems))
     return settings
+
+
+def monthly_refusal(
+    policy: ServerPolicy, repo_usd: float, person_usd: float, person: str
+) -> Refusal | None:
+    """Refused when the repository's or the person's spend this month has reached its cap."""
+    problems: list[str] = []
+    cap = policy.monthly_usd
+    if cap is not None and repo_usd >= cap:
+        problems.append(
+            f"This repository has spent ${repo_usd:.2f} this month, which reaches its monthly "
+            f"cap of ${cap:.2f} (`TRIMO_POLICY_MONTHLY_USD`)."
+        )
+    cap = policy.monthly_usd_per_person
+    if cap is not None and person_usd >= cap:
+        problems.append(
+            f"@{person} has spent ${person_usd:.2f} this month, which reaches the monthly cap "
+            f"of ${cap:.2f} per person (`TRIMO_POLICY_MONTHLY_USD_PER_PERSON`)."
+        )
+    if not problems:
+        return None
+    problems.append(
+        "No run starts until the month ends (UTC), unless whoever runs this Trimo server "
+        "raises the cap."
+    )
+    return Refusal(message=" ".join(problems), problems=tuple(problems))
 
 
 def _problems(settings: RunSettings, command: RunCommand, policy: ServerPolicy) -> list[str]:

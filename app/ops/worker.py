@@ -55,6 +55,8 @@ def server_policy(settings: AppSettings) -> ServerPolicy:
         allowed_networks=[network for network in NETWORK_MODES if network in allowed],
         allowed_hosts=settings.allowed_hosts(),
         default_image=settings.default_image,
+        monthly_usd=settings.policy_monthly_usd,
+        monthly_usd_per_person=settings.policy_monthly_usd_per_person,
     )
 
 

@@ -27,10 +27,12 @@ from redis.asyncio.lock import Lock
 from app import redisio
 from app.conversation.naming import pipeline_id
 from app.conversation.policy import RunSettings
+from app.runs import spend
 from app.runs.runcounts import RunCounts
 from app.runs.summary import PipelineSummary, summarise
 from runner.contract import RunMode, SafeId
 from runner.diffsummary import DiffSummary
+from runner.events import Usage
 from runner.job import (
     CommitInfo,
     FailingCheck,
@@ -115,6 +117,8 @@ class PipelineRun(BaseModel):
     """A discovery run's findings and plan, as the agent wrote them (hostile text)."""
     verify: VerifyReport | None = None
     """Its checks of `verify:` on the pushed head, when they ran."""
+    usage: Usage | None = None
+    """Tokens and cost the runner summed for it, when its agent reported them."""
     requested_at: datetime = Field(default_factory=utcnow)
     queued_at: datetime | None = None
     started_at: datetime | None = None
@@ -253,6 +257,7 @@ class Pipeline(BaseModel):
         run.diff = finished.diff
         run.plan = finished.plan
         run.verify = finished.verify
+        run.usage = finished.usage
         run.finished_at = finished.at
         if self.active_run == run.run_id:
             self.active_run = None
@@ -426,7 +431,16 @@ class Pipelines:
         await self._change_run(run_id, lambda p: p.mark_running(run_id, runner, at))
 
     async def finish(self, finished: RunFinished) -> Pipeline | None:
-        """Record how a run ended and free its pipeline; then call `start_next_waiting`."""
+        """Record how a run ended and free its pipeline; then call `start_next_waiting`.
+
+        Its spend is added first (once per run), so a try that fails after it is not lost."""
+        found = await self.get_run(finished.run_id)
+        if found is not None:
+            pipeline, run = found
+            await spend.record(
+                self.redis, run.run_id, repo=pipeline.repo, person=run.requested_by,
+                agent=run.agent, at=finished.at, usage=finished.usage,
+            )  # fmt: skip
         return await self._change_run(
             finished.run_id, lambda p: p.record_finish(finished) is not None
         )

@@ -23,13 +23,13 @@ from app.conversation.naming import (
     pipeline_id,
     slugify,
 )
-from app.conversation.policy import Refusal, RunSettings, effective_run
+from app.conversation.policy import Refusal, RunSettings, effective_run, monthly_refusal
 from app.conversation.repoconfig import RepoConfig
 from app.conversation.thread import Conversation, fenced
 from app.github.client import CheckAction, RepoAPI, failure_detail, is_transient
 from app.reporting.runview import title_and_summary
-from app.runs import ended
-from app.runs.pipelines import Pipeline, PipelineRun, Stopped
+from app.runs import ended, spend
+from app.runs.pipelines import Pipeline, PipelineRun, Stopped, utcnow
 from app.services import Delivery, Services
 from runner.contract import AGENTS, DEFAULT_LABEL, RunMode
 from runner.job import FailingCheck, Resources, ReviewContext, is_valid_branch_name
@@ -606,10 +606,24 @@ async def run_settings(
         )
         return None
     result = effective_run(config, command, conv.services.policy)
+    if not isinstance(result, Refusal):
+        result = await _within_monthly_caps(conv) or result
     if isinstance(result, Refusal):
         await conv.reply("refused_policy.md.j2", message=result.message)
         return None
     return result
+
+
+async def _within_monthly_caps(conv: Conversation) -> Refusal | None:
+    """A refusal when the repository or the person asking has reached a monthly cap."""
+    policy = conv.services.policy
+    if policy.monthly_usd is None and policy.monthly_usd_per_person is None:
+        return None
+    person = conv.source.user
+    repo_micro, person_micro = await spend.month_to_date(
+        conv.services.redis, utcnow().date(), conv.thread.repo.full_name, person
+    )
+    return monthly_refusal(policy, repo_micro / spend.MICRO, person_micro / spend.MICRO, person)
 
 
 @overload

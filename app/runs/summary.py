@@ -6,11 +6,13 @@ reads a thousand small summaries instead of a thousand whole histories. Pure: no
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING, Final, Literal
 
 from pydantic import BaseModel
 
+from runner.events import Usage, add_usage
 from runner.job import Outcome, VerifyReport
 
 if TYPE_CHECKING:
@@ -28,6 +30,16 @@ def verify_state(report: VerifyReport | None) -> VerifyState:
     if report is None or not report.checks:
         return ""
     return "verified" if report.passed else "checks failing"
+
+
+def pipeline_usage(runs: Iterable[PipelineRun]) -> Usage | None:
+    """Tokens and cost summed over all `runs` of a pipeline (None when none reported any):
+    what a pipeline's card and page show as its spend."""
+    total: Usage | None = None
+    for run in runs:
+        if run.usage is not None:
+            total = add_usage(total, run.usage)
+    return total
 
 
 class RunBrief(BaseModel):
@@ -66,6 +78,8 @@ class PipelineSummary(BaseModel):
     """Commits all its runs pushed."""
     people: list[str]
     agents: list[str]
+    usage: Usage | None = None
+    """Tokens and cost of all its runs (`pipeline_usage`)."""
     run: RunBrief | None
     created_at: datetime
     updated_at: datetime
@@ -123,6 +137,7 @@ def summarise(pipeline: Pipeline) -> PipelineSummary:
         commits=sum(len(r.commits) for r in pipeline.runs),
         people=sorted({r.requested_by for r in pipeline.runs}),
         agents=sorted({r.agent for r in pipeline.runs}),
+        usage=pipeline_usage(pipeline.runs),
         run=_brief(run) if run is not None else None,
         created_at=pipeline.created_at,
         updated_at=pipeline.updated_at,

@@ -1,0 +1,163 @@
+"""Spend on the App's side, with real Redis and the GitHub stand-in: the ledger a finished
+run adds to, the sum over a pipeline's runs, and the monthly caps a request meets through
+the webhook path (recorded payloads, fixtures of test_app_worker)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+import redis.asyncio as aioredis
+
+from app.ops.worker import SERVICES_KEY, build_services
+from app.runs import spend
+from app.runs.pipelines import utcnow
+from app.runs.summary import summarise
+from runner.events import Usage
+from runner.job import Outcome, RunFinished
+from tests import test_app_worker as base
+from tests.test_app_worker import OWNER, REPO, SCRIPT, TITLE, WRITER, World, run_id_for
+
+world = base.world
+fake = base.fake
+OTHER = "carol"
+
+
+def capped(world: World, **caps: float) -> None:
+    """The App's services from here on, with `TRIMO_POLICY_MONTHLY_USD…` set to `caps`."""
+    services = world.ctx[SERVICES_KEY]
+    settings = services.settings.model_copy(update=caps)
+    world.ctx[SERVICES_KEY] = build_services(settings, world.pool, github_retry=False)
+
+
+async def ask(world: World, login: str = WRITER) -> tuple[int, str]:
+    issue = world.state.add_issue(OWNER, REPO, TITLE, "details")
+    delivery = await world.send(
+        "issue_comment", world.issue_comment(SCRIPT, number=issue.number, login=login)
+    )
+    return issue.number, run_id_for(issue.number, delivery)
+
+
+async def spent(world: World, run_id: str, cost: float) -> None:
+    """`run_id` ends having cost `cost`, as the reporter records a runner's finished event."""
+    usage = Usage(input_tokens=1000, output_tokens=200, cost_usd=cost)
+    await world.pipelines.finish(RunFinished(run_id=run_id, outcome=Outcome.SUCCESS, usage=usage))
+
+
+def replies(world: World, number: int) -> list[str]:
+    return [c.strip() for c in world.bot_comments(number) if "I can't start" in c]
+
+
+async def test_a_repository_past_its_monthly_cap_starts_no_run(world: World) -> None:
+    world.state.set_role(OWNER, REPO, OTHER, "write")
+    capped(world, policy_monthly_usd=1.0)
+    _, first = await ask(world)
+    assert await world.queued() == [first]
+    await spent(world, first, 0.6)
+    _, second = await ask(world, OTHER)  # under the cap still: it goes
+    assert await world.queued() == [first, second]
+    await spent(world, second, 0.45)
+
+    number, third = await ask(world)
+
+    assert replies(world, number) == [
+        f"@{WRITER} I can't start that run: This repository has spent $1.05 this month, "
+        "which reaches its monthly cap of $1.00 (`TRIMO_POLICY_MONTHLY_USD`). No run starts "
+        "until the month ends (UTC), unless whoever runs this Trimo server raises the cap."
+    ]
+    assert await world.queued() == [first, second]
+    assert await world.job(third) is None
+
+
+async def test_a_person_past_their_monthly_cap_is_refused_and_others_are_not(
+    world: World,
+) -> None:
+    world.state.set_role(OWNER, REPO, OTHER, "write")
+    capped(world, policy_monthly_usd_per_person=0.5)
+    _, first = await ask(world)
+    await spent(world, first, 0.5)
+
+    number, _ = await ask(world)
+    [refused] = replies(world, number)
+    assert "@alice has spent $0.50 this month" in refused
+    assert "monthly cap of $0.50 per person (`TRIMO_POLICY_MONTHLY_USD_PER_PERSON`)" in refused
+
+    number, other = await ask(world, OTHER)
+    assert replies(world, number) == []
+    assert await world.queued() == [first, other]
+
+
+async def test_the_budget_in_the_repositorys_config_reaches_the_runner(world: World) -> None:
+    world.gh.create_repo(
+        OWNER, "capped", {".github/trimo.yml": "agent: script\nmax_cost_usd: 0.5\n"}
+    )
+    world.state.set_role(OWNER, "capped", WRITER, "write")
+    issue = world.state.add_issue(OWNER, "capped", TITLE, "details")
+    await world.send(
+        "issue_comment", world.issue_comment(SCRIPT, number=issue.number, repo="capped")
+    )
+    [run_id] = await world.queued()
+    request = await world.job(run_id)
+    assert request is not None and request.max_cost_usd == 0.5
+
+
+async def test_a_finished_run_is_added_once_by_day_month_person_and_agent(world: World) -> None:
+    redis: aioredis.Redis = world.pool
+    _, first = await ask(world)
+    await spent(world, first, 0.25)
+    await spent(world, first, 0.25)  # the event again (a retried delivery): added once
+    pipeline, run = await world.pipelines.get_run(first) or (None, None)
+    assert pipeline is not None and run is not None
+
+    today = utcnow().date()
+    [row] = await spend.rows(redis, "day", [today.isoformat()])
+    assert (row.repo, row.person, row.agent) == (f"{OWNER}/{REPO}", WRITER, "script")
+    assert row.spent == spend.Spent(250_000, 1000, 200, 1)
+    [month] = await spend.rows(redis, "month", [spend.month_of(today)])
+    assert month.spent == row.spent
+    assert await spend.month_to_date(redis, today, f"{OWNER}/{REPO}".upper(), WRITER) == (
+        250_000,
+        250_000,
+    )
+    assert await spend.by_agent(redis) == {"script": spend.Spent(250_000, 1000, 200, 1)}
+    assert run.usage is not None and run.usage.cost_usd == 0.25
+
+
+async def test_a_pipelines_spend_is_the_sum_of_all_its_runs(world: World) -> None:
+    number, first = await ask(world)
+    await spent(world, first, 0.87)
+    delivery = await world.send("issue_comment", world.issue_comment(SCRIPT, number=number))
+    second = run_id_for(number, delivery)
+    await world.pipelines.start_next_waiting(first.rsplit("-", 1)[0])
+    # A follow-up that reported no usage leaves the pipeline's spend as it was.
+    await world.pipelines.finish(RunFinished(run_id=second, outcome=Outcome.SUCCESS))
+    pipeline, _ = await world.pipelines.get_run(second) or (None, None)
+    assert pipeline is not None and len(pipeline.runs) == 2
+    usage = summarise(pipeline).usage
+    assert usage is not None
+    assert (usage.cost_usd, usage.input_tokens, usage.output_tokens) == (0.87, 1000, 200)
+
+
+async def test_stored_spend_that_is_not_in_the_ledgers_format_is_skipped(world: World) -> None:
+    redis: aioredis.Redis = world.pool
+    day = datetime(2026, 3, 4, tzinfo=UTC)
+    await spend.record(
+        redis, "r1", repo="o/r", person="p", agent="a", at=day, usage=Usage(cost_usd=0.1)
+    )
+    await redis.hset(spend.DAY_PREFIX + "2026-03-04", mapping={"x": "1 2 3 4", "o/r\tq\ta": "lots"})
+    rows = await spend.rows(redis, "day", ["2026-03-04", "2026-03-05"])
+    assert [(r.person, r.spent.micro_usd) for r in rows] == [("p", 100_000)]
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("1 2 3 4", spend.Spent(1, 2, 3, 4)),
+        ("1 2 3", None),
+        ("-1 2 3 4", None),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_parse_spent(raw: str | None, expected: spend.Spent | None) -> None:
+    assert spend.parse_spent(raw) == expected
