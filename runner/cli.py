@@ -7,6 +7,9 @@ import contextlib
 import os
 import shutil
 import signal
+import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +22,7 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-from runner import disk, dockerclient, doctor, images, localstate
+from runner import disk, dockerclient, doctor, images, install, localstate
 from runner.agents import ADAPTERS, get_adapter
 from runner.contract import NETWORK_MODES, NetworkMode
 from runner.engine import RunEngine, StopSignal
@@ -485,7 +488,11 @@ def endpoint_facts(settings: RunnerSettings) -> doctor.EndpointFacts:
     )
 
 
-def runner() -> None:
+runner_app = typer.Typer(help="Run queued jobs on this machine, or install it as a runner.")
+
+
+@runner_app.callback(invoke_without_command=True)
+def runner(ctx: typer.Context) -> None:
     """Run queued jobs on this machine (an arq worker; Ctrl-C or SIGTERM drains).
 
     Settings: TRIMO_REDIS_URL, TRIMO_RUNNER_ID, TRIMO_RUNNER_LABELS,
@@ -498,6 +505,8 @@ def runner() -> None:
 
     Logs: rich on a terminal, JSON lines otherwise (TRIMO_LOG_FORMAT=auto|rich|json).
     """
+    if ctx.invoked_subcommand is not None:
+        return
     import asyncio
 
     from runner.daemon import RunnerDaemon
@@ -512,6 +521,109 @@ def runner() -> None:
         raise fail(TrimoError(f"invalid settings: {exc}")) from exc
     daemon = RunnerDaemon(settings, settings.runner_policy())
     asyncio.run(daemon.serve())
+
+
+@runner_app.command("install")
+def runner_install(
+    redis_url: Annotated[
+        str | None,
+        typer.Option(help="Where Redis is, without its password. Writes runner.env whole."),
+    ] = None,
+    runner_id: Annotated[str | None, typer.Option(help="Default: this host's name.")] = None,
+    labels: Annotated[str | None, typer.Option(help="Queues to take runs from.")] = None,
+    concurrency: Annotated[int | None, typer.Option(help="Runs at once (default 2).")] = None,
+    image: Annotated[str | None, typer.Option(help="The agent image.")] = None,
+    redis_password_file: Annotated[
+        Path | None,
+        typer.Option(help="A file holding Redis's password (- reads standard input)."),
+    ] = None,
+    root: Annotated[Path, typer.Option(help="Install under this directory, not /.")] = Path("/"),
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace an existing runner.env and password.")
+    ] = False,
+    check: Annotated[
+        bool, typer.Option(help="Run `trimo doctor --runner` as the unit would.")
+    ] = True,
+) -> None:
+    """Install this machine as a runner: /etc/trimo/runner.env and redis-password (0600), the
+    systemd unit trimo-runner.service (with the agents' keys in /etc/trimo as credentials),
+    and its directories; then check them. Safe to run again: what is there is kept."""
+    layout = install.Layout(root.absolute())
+    trimo = Path(sys.executable).parent / "trimo"
+    given: dict[str, str | int | None] = {
+        "runner_id": runner_id,
+        "runner_labels": labels,
+        "runner_concurrency": concurrency,
+        "image": image,
+    }
+    out = Console()
+    try:
+        variables = None
+        if redis_url is not None:
+            values: dict[str, str | int] = {
+                "redis_url": redis_url,
+                "runner_id": socket.gethostname(),
+                "runner_labels": "default",
+                "runner_concurrency": 2,
+            }
+            values |= {k: v for k, v in given.items() if v is not None}
+            variables = install.settings_lines(values)
+        elif named := [install.OPTIONS[k] for k, v in given.items() if v is not None]:
+            raise TrimoError(
+                f"{', '.join(named)} without --redis-url",
+                "runner.env is written whole: give --redis-url too (and --force to replace it)",
+            )
+        password = None
+        if redis_password_file is not None:
+            password = _read_password(redis_password_file)
+        steps = install.install(layout, trimo, variables, password, force)
+    except TrimoError as exc:
+        raise fail(exc) from exc
+    except OSError as exc:
+        raise fail(TrimoError(f"cannot install: {exc}", "run it as root (sudo)")) from exc
+    for step in steps:
+        out.print(f"{step.path}: {step.done}", highlight=False, markup=False)
+    problems = doctor.show(out, "\nInstalled files", install.file_checks(layout, trimo))
+    if check:
+        problems += _check_as_the_unit(layout, trimo)
+    if problems:
+        out.print("\nFix the problems above, then run `trimo runner install` again.")
+        raise typer.Exit(1)
+    out.print(
+        "\nStart it: systemctl daemon-reload && systemctl enable --now trimo-runner"
+        if layout.root == Path("/")
+        else f"\nInstalled under {layout.root}."
+    )
+
+
+def _read_password(path: Path) -> bytes:
+    try:
+        data = sys.stdin.buffer.read() if str(path) == "-" else path.read_bytes()
+    except OSError as exc:
+        raise TrimoError(f"--redis-password-file {path}: {exc.strerror or exc}") from None
+    if b"\n" in data.rstrip(b"\r\n") or not data.strip():
+        raise TrimoError(
+            f"--redis-password-file {path}: not one line of text",
+            "the file holds only the password",
+        )
+    return data
+
+
+def _check_as_the_unit(layout: install.Layout, trimo: Path) -> int:
+    """`trimo doctor --runner` with the unit's settings alone: runner.env, the unit's own
+    variables and credentials, in its working directory. How many problems (0 or 1)."""
+    from dotenv import dotenv_values
+
+    unit = layout.unit.read_text()
+    dropin = layout.dropin.read_text() if layout.dropin.exists() else None
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRIMO_")}
+    env |= {k: v for k, v in dotenv_values(layout.env_file).items() if v is not None}
+    env |= install.unit_environment(layout, unit, dropin)
+    sys.stdout.flush()
+    done = subprocess.run(
+        [str(trimo), "doctor", "--runner", "--before-start"], env=env, cwd=layout.directories[1]
+    )
+    return int(done.returncode != 0)
 
 
 def configure_logging() -> None:

@@ -116,11 +116,17 @@ def redis_checks(facts: RedisFacts) -> list[Check]:
 
 
 def label_checks(
-    queued: Mapping[str, int], in_use: Iterable[str], runners: list[RunnerInfo]
+    queued: Mapping[str, int],
+    in_use: Iterable[str],
+    runners: list[RunnerInfo],
+    starting: Iterable[str] = (),
 ) -> list[Check]:
-    """For each label in use (or with runs queued), the runners online that take it."""
+    """For each label in use (or with runs queued), the runners online that take it.
+    `starting`: the labels of this machine's runner, not started yet (`trimo runner install`
+    checks before the unit starts it), whose labels are not missing a runner."""
+    pending = set(starting)
     labels = sorted({*in_use, *(label for label, count in queued.items() if count)})
-    if not runners:
+    if not runners and not pending:
         return [
             Check(
                 "fail",
@@ -129,6 +135,8 @@ def label_checks(
             )
         ]
     checks = []
+    if not runners:
+        checks.append(Check("info", "no runner is online yet: this machine's, once started"))
     for label in labels:
         serving = [runner.id for runner in runners if label in runner.labels]
         waiting = queued.get(label, 0)
@@ -137,6 +145,10 @@ def label_checks(
             names = ", ".join(serving[:5]) + (" …" if len(serving) > 5 else "")
             checks.append(
                 Check("ok", f"label {label}: {len(serving)} runner(s) online ({names}){queue_note}")
+            )
+        elif label in pending:
+            checks.append(
+                Check("info", f"label {label}: this machine's runner, once started{queue_note}")
             )
         else:
             checks.append(

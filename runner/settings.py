@@ -144,6 +144,10 @@ class RunnerSettings(TrimoSettings):
     def _url_ok(cls, value: str) -> str:
         return str(Links.parse(value)) if value else ""
 
+    def labels(self) -> list[str]:
+        """TRIMO_RUNNER_LABELS, one label each."""
+        return [x.strip() for x in self.runner_labels.split(",") if x.strip()]
+
     def runner_policy(self) -> RunnerPolicy:
         return RunnerPolicy(
             allowed_repos=split_list(self.runner_allowed_repos),

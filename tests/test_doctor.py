@@ -94,6 +94,16 @@ def test_label_checks() -> None:
     assert "label idle" not in by_label
 
 
+def test_label_checks_before_this_machines_runner_starts() -> None:
+    """`trimo runner install` checks before the unit starts the runner: its own labels are
+    not missing a runner; the others still are."""
+    starting = label_checks({"default": 1, "arm": 1}, {"docs"}, [], starting=["default"])
+    assert marks(starting) == ["info", "fail", "info", "warn"]
+    assert "label default: this machine's runner, once started, 1 run queued" in starting[2].what
+    with_others = label_checks({}, {"gpu"}, [runner_info("m1", "default")], starting=["gpu"])
+    assert marks(with_others) == ["info"]
+
+
 def agent(name: str, image_id: str = "", version: str = SANDBOX_VERSION) -> ImageInfo:
     return ImageInfo(name=name, role="agent", id=image_id, version=version if image_id else "")
 

@@ -54,7 +54,7 @@ def _main(
 cli.add_typer(runner_cli.image_app, name="image")
 cli.command()(runner_cli.run)
 cli.command()(runner_cli.pipelines)
-cli.command()(runner_cli.runner)
+cli.add_typer(runner_cli.runner_app, name="runner")
 cli.command("setup")(setup_command)
 events_app = typer.Typer(help="Events the App could not handle (the dead-letter stream).")
 cli.add_typer(events_app, name="events")
@@ -152,6 +152,14 @@ def doctor(
     runner: Annotated[
         bool, typer.Option("--runner", help="Check this machine as a runner.")
     ] = False,
+    before_start: Annotated[
+        bool,
+        typer.Option(
+            "--before-start",
+            help="With --runner: its runner is not started yet (`trimo runner install`), so "
+            "no runner online for its labels is not a problem.",
+        ),
+    ] = False,
 ) -> None:
     """Check the deployment from here, and say how to fix what is wrong. Both sides: Redis
     reachable and persistent, a runner online for each label in use, every runner's images
@@ -173,16 +181,20 @@ def doctor(
         name for name, on in (("the App", sides.app), ("a runner", sides.runner)) if on
     )
     out.print(f"Checking {checked} ({sides.why}).\n", highlight=False)
-    problems, preview_url = 0, ""
+    problems, preview_url, starting = 0, "", list[str]()
     if sides.runner:
         problems, runner_settings = runner_cli.machine_checks(out)
         redis_url, preview_url = runner_settings.redis_url, runner_settings.runner_preview_url
+        if before_start:
+            starting = runner_settings.labels()
     elif isinstance(app_settings, AppSettings):
         redis_url = app_settings.redis_url
     else:
         out.print(Text.assemble(("✗ ", "red"), app_settings), highlight=False)
         raise typer.Exit(1)
-    problems += asyncio.run(deployment.report(out, redis_url, preview_url, app=sides.app))
+    problems += asyncio.run(
+        deployment.report(out, redis_url, preview_url, app=sides.app, starting=starting)
+    )
     out.print("\nAll good." if not problems else f"\n{problems} problem(s) to fix.")
     raise typer.Exit(1 if problems else 0)
 

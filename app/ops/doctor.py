@@ -4,6 +4,7 @@ facts gathered first (`gather_app`, `labels_in_use`)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
 from arq.connections import ArqRedis, create_pool
@@ -59,10 +60,17 @@ def app_configured(settings: AppSettings | str) -> bool:
     return not isinstance(settings, AppSettings) or settings.github_app_id is not None
 
 
-async def report(out: Console, redis_url: str, preview_url: str = "", app: bool = True) -> int:
+async def report(
+    out: Console,
+    redis_url: str,
+    preview_url: str = "",
+    app: bool = True,
+    starting: Iterable[str] = (),
+) -> int:
     """Print the deployment's checks: Redis, the runners for each label and their images and
     versions, previews beside the dashboard (`preview_url`: this machine's
-    TRIMO_RUNNER_PREVIEW_URL), and with `app` the App's own; how many failed."""
+    TRIMO_RUNNER_PREVIEW_URL), and with `app` the App's own; how many failed. `starting`: the
+    labels of this machine's runner when it is not started yet (`label_checks`)."""
     redis = await gather_redis(redis_url)
     failed = show(out, "\nRedis", redis_checks(redis))
     settings = app_settings()
@@ -73,7 +81,9 @@ async def report(out: Console, redis_url: str, preview_url: str = "", app: bool 
         except (RedisError, OSError):
             labels = set()
     if not redis.error:
-        failed += show(out, "\nRunners", label_checks(redis.queued, labels, redis.runners))
+        failed += show(
+            out, "\nRunners", label_checks(redis.queued, labels, redis.runners, starting)
+        )
         if redis.runners:
             failed += show(out, "\nRunners' images", image_checks(redis.runners))
         if versions := version_checks(__version__, redis.runners, redis.app_version):
