@@ -488,7 +488,7 @@ def endpoint_facts(settings: RunnerSettings) -> doctor.EndpointFacts:
     )
 
 
-runner_app = typer.Typer(help="Run queued jobs on this machine, or install it as a runner.")
+runner_app = typer.Typer()
 
 
 @runner_app.callback(invoke_without_command=True)
@@ -504,6 +504,8 @@ def runner(ctx: typer.Context) -> None:
     TRIMO_RUNNER_PREVIEW_MAX_HOURS.
 
     Logs: rich on a terminal, JSON lines otherwise (TRIMO_LOG_FORMAT=auto|rich|json).
+
+    `trimo runner install` installs this machine as a runner under systemd.
     """
     if ctx.invoked_subcommand is not None:
         return
