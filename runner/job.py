@@ -119,7 +119,7 @@ class ReviewContext(BaseModel):
 
 
 class FailingCheck(BaseModel):
-    """A check run that failed on the pipeline's branch, as the Checks API told it."""
+    """A check that failed on the pipeline's branch, as the Checks API or verify told it."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -127,6 +127,8 @@ class FailingCheck(BaseModel):
     conclusion: str
     title: str = ""
     summary: str = ""
+    verify: bool = False
+    """A check of the repository's `verify:`, run by Trimo (not one of GitHub's)."""
 
 
 class VerifyCheck(BaseModel):

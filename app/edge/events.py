@@ -25,6 +25,12 @@ HANDLED_EVENTS: Final[frozenset[tuple[str, str]]] = frozenset(
 """(event, action) pairs queued for the App worker; `ANY_ACTION` matches every action."""
 
 
+VERIFY_EVENT: Final = "trimo_verify"
+"""Queued by the App's reporter when a run's checks of `verify:` failed (action `failed`):
+the App worker starts the automatic follow-up `verify_fix_attempts` allows. GitHub never
+sends it, and the webhook edge never takes it."""
+
+
 def is_handled(event: str, action: str | None) -> bool:
     """Whether a delivery of `event` with `action` goes to the App worker."""
     if (event, ANY_ACTION) in HANDLED_EVENTS:

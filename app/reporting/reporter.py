@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import time
@@ -45,6 +46,7 @@ from typing import Any, Final
 
 import redis.asyncio as aioredis
 
+from app.edge.events import VERIFY_EVENT
 from app.github.client import RepoAPI
 from app.redisio import ensure_group, hdel, held, hgetall, hset, settle, smembers, srem
 from app.reporting import owed
@@ -69,12 +71,12 @@ from app.reporting.channels.steps import (
 )
 from app.reporting.runview import RunView
 from app.runs import previews
-from app.runs.pipelines import Pipeline
+from app.runs.pipelines import Pipeline, PipelineRun
 from app.runs.service import show_queued, start_next
 from app.services import Services
 from runner import contract as keys
 from runner import logs
-from runner.job import RunEvent, RunFinished, RunStarted, run_event_adapter
+from runner.job import Outcome, RunEvent, RunFinished, RunStarted, run_event_adapter
 
 log = logging.getLogger("trimo.reporter")
 
@@ -394,6 +396,7 @@ class Reporter:
             # next run in line goes, in case an earlier attempt stopped short of that.
             if isinstance(event, RunFinished):
                 await self._start_next(api, pipeline)
+                await self._fix_if_failing(pipeline, run, event)
             return
         if speak:
             await self._save(view)  # what the other channels' lanes read
@@ -431,11 +434,38 @@ class Reporter:
         await self._save(t.view)
         # Recorded last: a failure above leaves the event unacknowledged, to be tried again.
         await self.services.pipelines.finish(event)
+        await self._fix_if_failing(t.pipeline, t.run, event)
         await self._refresh_preview(t.api, t.pipeline, event)
         pipe = self.redis.pipeline(transaction=False)
         pipe.srem(DIRTY, t.run.run_id)
         pipe.hdel(RUNNING, t.run.run_id)
         await pipe.execute()
+
+    async def _fix_if_failing(
+        self, pipeline: Pipeline, run: PipelineRun, event: RunFinished
+    ) -> None:
+        """A run whose checks of `verify:` failed: the App worker decides on a fixing run
+        (`VERIFY_EVENT`), queued once per run; the run's report never waits on it."""
+        from app.edge.web import enqueue_delivery  # the edge's metrics import the reporter
+
+        if event.verify is None or event.verify.passed or event.outcome is Outcome.CANCELLED:
+            return
+        owner, _, name = pipeline.repo.partition("/")
+        payload = {
+            "action": "failed",
+            "repository": {
+                "name": name, "full_name": pipeline.repo, "owner": {"login": owner},
+                "clone_url": pipeline.clone_url,
+            },
+            "installation": {"id": pipeline.installation_id},
+            "sender": {"login": run.requested_by, "type": "User"},
+            "run_id": event.run_id,
+        }  # fmt: skip
+        try:
+            delivery_id = "vf" + hashlib.sha256(event.run_id.encode()).hexdigest()[:30]
+            await timed(enqueue_delivery(self.services.redis, VERIFY_EVENT, delivery_id, payload))
+        except Exception as exc:
+            log.warning("run %s: no fixing run was asked for: %s", event.run_id, describe(exc))
 
     async def _refresh_preview(self, api: RepoAPI, pipeline: Pipeline, event: RunFinished) -> None:
         """New commits refresh the pipeline's preview (or start one, with `auto`); the run's

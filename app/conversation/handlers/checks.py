@@ -1,5 +1,6 @@
 """check_run.requested_action (Stop / Retry buttons), check_run.rerequested (Re-run), and
-check_suite.completed: failing checks on a Trimo branch start a run (`ci_failure`)."""
+check_suite.completed: failing checks on a Trimo branch start a run (`ci_failure`); so do
+a run's failing checks of `verify:` (`trimo_verify.failed`, `verify_fix_attempts`)."""
 
 from __future__ import annotations
 
@@ -22,14 +23,15 @@ from app.conversation.thread import (
     open_conversation,
     report_config_error,
 )
-from app.edge.payloads import CheckRunEvent, CheckSuiteEvent
+from app.edge.events import VERIFY_EVENT
+from app.edge.payloads import CheckRunEvent, CheckSuiteEvent, RepoEvent
 from app.github.client import is_transient
 from app.reporting.channels.pullrequest import pull_of_pipeline
 from app.runs.pipelines import Pipeline, PipelineRun
 from app.runs.service import CHECK_NAME, ChecksFailed, accept_run, retry_run, run_settings, stop_run
 from app.services import Delivery
 from runner.contract import RunMode
-from runner.job import FailingCheck
+from runner.job import FailingCheck, Outcome, VerifyReport
 from runner.printable import printable
 from runner.templating import render
 
@@ -195,3 +197,85 @@ async def answer_failing_checks(
     await accept_run(
         conv, pipeline, prompt, settings, sha, mode=mode, checks_failed=ChecksFailed(sha, failing)
     )
+
+
+class VerifyFailedEvent(RepoEvent):
+    """What the reporter queues when a run's checks of `verify:` failed."""
+
+    run_id: str
+
+
+@router.on(VERIFY_EVENT, "failed")
+async def verify_failed(delivery: Delivery) -> None:
+    """A run's checks failed: give them back to the agent, per `verify_fix_attempts`."""
+    event = delivery.parse(VerifyFailedEvent)
+    found = await delivery.services.pipelines.get_run(event.run_id)
+    if found is None:
+        return
+    pipeline, run = found
+    report = run.verify
+    if report is None or report.passed or pipeline.closed or run.outcome is Outcome.CANCELLED:
+        return
+    last = pipeline.last_run()
+    if pipeline.active_run is not None or pipeline.waiting() or last is None or last != run:
+        return  # someone asked for another run meanwhile: it goes instead
+    number = (
+        pipeline.number
+        if pipeline.kind == "issue"
+        else await pull_of_pipeline(delivery.services.redis, pipeline)
+    )
+    if not number:
+        return
+    api = await delivery.services.github.repo(pipeline.installation_id, pipeline.repo)
+    info = await api.repository()
+    repository = event.repository.model_copy(update={"default_branch": info.default_branch})
+    conv = await open_conversation(
+        delivery,
+        event.model_copy(update={"repository": repository}),
+        Source(user=run.requested_by),
+        number=number,
+        is_pull=pipeline.kind != "issue",
+    )
+    if conv is not None:
+        await answer_failing_verify(conv, pipeline, run, report)
+
+
+async def answer_failing_verify(
+    conv: Conversation, pipeline: Pipeline, run: PipelineRun, report: VerifyReport
+) -> None:
+    """Start a fixing run with the failing checks' output, at most `verify_fix_attempts` in
+    a row (automatic runs, whether verify or `ci_failure` started them; a person's request
+    starts the count again)."""
+    config = await load_config(conv.api, conv.thread.repo.default_branch)
+    if isinstance(config, ConfigError) or config.verify_fix_attempts == 0:
+        return
+    attempt = pipeline.automatic_runs + 1
+    if attempt > config.verify_fix_attempts:
+        log.info("%s: checks of run %s failed; automatic runs used up", pipeline.id, run.run_id)
+        return
+    failing = [
+        FailingCheck(
+            name=check.name,
+            conclusion="timed out" if check.timed_out else "failed",
+            title=check.problem or f"exit code {check.exit_code}",
+            summary=check.log_tail[-MAX_CHECK_SUMMARY:],
+            verify=True,
+        )
+        for check in report.checks
+        if not check.passed
+    ][:MAX_FAILING_CHECKS]
+    settings = await run_settings(conv, config, RunCommand(prompt="", agent=run.agent))
+    if settings is None:
+        return
+    names = [check.name for check in failing]
+    prompt = render("verify_fix_request.md.j2", branch=pipeline.branch, checks=names).strip()
+    await conv.reply(
+        "verify_fix_run.md.j2",
+        run_id=inline_code(run.run_id),
+        sha=inline_code(report.sha[:7]),
+        checks=[inline_code(name) for name in names],
+        attempt=attempt,
+        attempts=config.verify_fix_attempts,
+    )
+    checks_failed = ChecksFailed(report.sha, failing)
+    await accept_run(conv, pipeline, prompt, settings, report.sha, checks_failed=checks_failed)
