@@ -38,6 +38,7 @@ from runner import (
     redisurl,
     registry,
     sdnotify,
+    stopping,
 )
 from runner.disk import parse_size
 from runner.engine import RunEngine, StopSignal
@@ -522,13 +523,20 @@ class RunnerDaemon:
                 loop.add_signal_handler(sig, self.request_stop)
         await self.look_at_images()
         duties = [
-            asyncio.create_task(self.heartbeat()),
-            asyncio.create_task(self.watch_images()),
-            asyncio.create_task(self.reap()),
-            asyncio.create_task(self.sweep()),
-            asyncio.create_task(self.tend_mirrors()),
-            *(asyncio.create_task(self._keep_working(w)) for w in self.workers),
-            *([asyncio.create_task(self.previews.keep_sweeping())] if self.previews else []),
+            asyncio.create_task(self.heartbeat(), name="heartbeat"),
+            asyncio.create_task(self.watch_images(), name="watch_images"),
+            asyncio.create_task(self.reap(), name="reap"),
+            asyncio.create_task(self.sweep(), name="sweep"),
+            asyncio.create_task(self.tend_mirrors(), name="tend_mirrors"),
+            *(
+                asyncio.create_task(self._keep_working(w), name=f"worker {w.queue_name}")
+                for w in self.workers
+            ),
+            *(
+                [asyncio.create_task(self.previews.keep_sweeping(), name="preview sweep")]
+                if self.previews
+                else []
+            ),
         ]
         log.info(
             "runner %s ready: labels %s, %d at a time",
@@ -539,9 +547,7 @@ class RunnerDaemon:
         await self._draining.wait()
         await self.drain(self.settings.drain_seconds)
         await rules
-        for task in duties:
-            task.cancel()
-        await asyncio.gather(*duties, return_exceptions=True)
+        await stopping.stop_tasks(duties)
         if self.previews is not None and self.proxy is not None:
             await self.previews.close()
             await self.proxy.close()

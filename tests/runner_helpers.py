@@ -45,6 +45,7 @@ class RunnerProcess:
             "TRIMO_STOP_GRACE_SECONDS": "1",
             "TRIMO_DRAIN_SECONDS": "5",
             "COLUMNS": "200",
+            "PYTHONFAULTHANDLER": "1",
             **env,
         }
         self.proc: subprocess.Popen[bytes] | None = None
@@ -81,11 +82,14 @@ class RunnerProcess:
         try:
             return self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
+            self.proc.send_signal(signal.SIGABRT)  # its threads' stacks, into its log
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(10)
             self.proc.kill()
             self.proc.wait(10)
             raise AssertionError(
                 f"runner {self.runner_id} still running {timeout:.0f}s after SIGTERM; its log "
-                f"ends:\n{self.output()[-4000:]}"
+                f"ends:\n{self.output()[-12000:]}"
             ) from None
 
     def output(self) -> str:

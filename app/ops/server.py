@@ -39,6 +39,7 @@ from runner.daemon import RunnerDaemon
 from runner.errors import TrimoError
 from runner.redisurl import redis_settings
 from runner.settings import RunnerSettings
+from runner.stopping import stop_tasks
 
 log = logging.getLogger("trimo.app")
 
@@ -216,10 +217,9 @@ async def run(settings: AppSettings, parts: Parts) -> None:
             # are still queued in Redis, and run again; this process is stopping anyway.
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await worker.close()
-        for task in tasks:
-            if daemon is None or task is not tasks[-1]:
-                task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        runner_part = tasks[-1:] if daemon is not None else []
+        await stop_tasks([task for task in tasks if task not in runner_part])
+        await asyncio.gather(*runner_part, return_exceptions=True)
         await pool.aclose()
 
 
