@@ -166,6 +166,8 @@ class Card:
     cost: str
     pull: int | None
     run_id: str
+    verify: str = ""
+    """What the run's checks of `verify:` said: "verified", "checks failing" or nothing."""
 
 
 def tokens_text(usage: Usage) -> str:
@@ -219,6 +221,7 @@ def card_of(summary: PipelineSummary, pull: int | None, usage: Usage | None, now
         cost=money(usage.cost_usd),
         pull=pull,
         run_id=run.run_id if run else "",
+        verify=run.verify if run else "",
     )
 
 
