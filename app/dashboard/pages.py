@@ -9,6 +9,7 @@ from typing import Any, Final
 import jinja2
 from markupsafe import Markup
 
+from app.dashboard import spendview
 from app.dashboard.board import COLUMN_TITLES, COLUMNS, Card, ago
 from app.reporting.runview import duration, money
 from runner.handoff import size_text
@@ -48,6 +49,10 @@ def environment() -> jinja2.Environment:
     env.globals["COLUMNS"] = COLUMNS
     env.globals["COLUMN_TITLES"] = COLUMN_TITLES
     env.globals["card_html"] = render_card
+    env.globals["GROUPS"] = spendview.GROUPS
+    env.globals["PERIODS"] = spendview.PERIODS
+    env.globals["CHART_WIDTH"] = spendview.CHART_WIDTH
+    env.globals["CHART_HEIGHT"] = spendview.CHART_HEIGHT
     return env
 
 

@@ -30,7 +30,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from app.conversation.policy import role_allows
-from app.dashboard import data, kept
+from app.dashboard import data, kept, spendview
 from app.dashboard.auth import Viewer, checked_form, csrf_token, current_viewer
 from app.dashboard.board import (
     TAB_STATES,
@@ -58,7 +58,7 @@ from app.github.client import GitHubApp
 from app.github.installations import installation_for_repo
 from app.reporting.channels.pullrequest import pull_of_pipeline
 from app.reporting.runview import html_url
-from app.runs import previews
+from app.runs import previews, spend
 from app.runs.pipelines import Pipeline, Pipelines
 from app.runs.summary import summarise
 from app.settings import AppSettings, SettingsError
@@ -128,6 +128,8 @@ class Dashboard:
             Route("/runs/{run_id}", self.run_page),
             Route("/runs/{run_id}/events", self.run_events),
             Route("/runs/{run_id}/log.txt", self.run_log_text),
+            Route("/spend", self.spend_page),
+            Route("/spend.csv", self.spend_csv),
             Route("/fleet", self.fleet),
             Route("/events/fleet", self.fleet_events),
             Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
@@ -270,6 +272,38 @@ class Dashboard:
                 "Cache-Control": "no-store",
             },
         )
+
+    async def spend_page(self, request: Request) -> Response:
+        """Cost and tokens by repository, person or agent, per day or month: only of the
+        repositories the viewer sees."""
+        viewer = await current_viewer(request)
+        if viewer is None:
+            return _to_login(request)
+        query, shown, rows = await self._spend(request, viewer)
+        table = spendview.tabulate(rows, query, shown)
+        return self._page(request, viewer, "spend.html.j2", table=table, query=query)
+
+    async def spend_csv(self, request: Request) -> Response:
+        viewer = await current_viewer(request)
+        if viewer is None:
+            raise HTTPException(401, "Sign in first.")
+        query, shown, rows = await self._spend(request, viewer)
+        return Response(
+            spendview.csv_text(rows, shown),
+            media_type="text/csv; charset=utf-8",
+            headers={
+                "Content-Disposition": f'attachment; filename="trimo-spend-{query.period}.csv"',
+                "Cache-Control": "no-store",
+            },
+        )
+
+    async def _spend(
+        self, request: Request, viewer: Viewer
+    ) -> tuple[spendview.Query, list[str], list[spend.Row]]:
+        query = spendview.Query.from_query(request.query_params)
+        shown = spendview.periods(query.period, _now().date())
+        rows = await spend.rows(await self.redis.get(), query.period, shown)
+        return query, shown, spendview.visible(rows, _visible(viewer))
 
     async def fleet(self, request: Request) -> Response:
         viewer = await current_viewer(request)
