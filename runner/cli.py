@@ -24,7 +24,7 @@ from rich.text import Text
 
 from runner import disk, dockerclient, doctor, images, install, localstate
 from runner.agents import ADAPTERS, get_adapter
-from runner.contract import NETWORK_MODES, NetworkMode
+from runner.contract import DEFAULT_VERIFY_TIMEOUT_SECONDS, NETWORK_MODES, NetworkMode
 from runner.engine import RunEngine, StopSignal
 from runner.errors import TrimoError
 from runner.job import (
@@ -41,6 +41,7 @@ from runner.network.hosts import clean_hosts, outside_caps
 from runner.network.proxyimage import PROXY_IMAGE
 from runner.settings import RunnerSettings
 from runner.terminal import OUTCOME_STYLE, event_line, print_plan, print_summary, safe
+from runner.verify import local_checks
 
 console = Console(stderr=True)
 image_app = typer.Typer(help="Build and inspect the agent image.", no_args_is_help=True)
@@ -147,6 +148,14 @@ def run(
             "printed and kept for the pipeline's next run; nothing is committed or pushed.",
         ),
     ] = False,
+    no_verify: Annotated[
+        bool,
+        typer.Option(
+            "--no-verify",
+            help="Skip the checks of `verify:` in .github/trimo.yml (on the base branch), "
+            "which otherwise run on the new commits, each in a fresh sandbox.",
+        ),
+    ] = False,
 ) -> None:
     """Run one prompt in a local repository, on branch trimo/<pipeline>.
 
@@ -179,6 +188,11 @@ def run(
                     "or the agent will probably fail to start",
                 )
             )
+        checks, check_seconds = (
+            ([], DEFAULT_VERIFY_TIMEOUT_SECONDS)
+            if no_verify or discover
+            else local_checks(root, record.base_branch)
+        )
         request = RunRequest(
             run_id=f"{name}-{len(record.runs) + 1}-{secrets_token(3)}",
             pipeline=name,
@@ -194,6 +208,8 @@ def run(
             allowed_hosts=hosts,
             resources=Resources(memory=settings.memory, cpus=settings.cpus, pids=settings.pids),
             history=record.runs,
+            verify=checks,
+            verify_timeout_s=check_seconds,
             secrets=secrets,
         )
     except (TrimoError, ValueError) as exc:

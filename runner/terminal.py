@@ -26,6 +26,8 @@ from runner.job import (
     RunFinished,
     RunStarted,
     Salvaged,
+    Verifying,
+    VerifyReport,
 )
 from runner.printable import printable
 from runner.templating import render
@@ -100,6 +102,9 @@ def event_line(event: RunEvent, width: int = 160) -> Text | None:
             return Text(
                 f"⚠ history was rewritten; work kept on {event.ref} ({event.sha[:7]})", "yellow"
             )
+        case Verifying():
+            names = ", ".join(event.checks)
+            return Text(f"✔ checking {event.sha[:7]} in fresh sandboxes: {names}", "cyan")
         case FinalResult() | Usage() | ToolResult() | RunFinished():
             return None
     return None
@@ -183,6 +188,28 @@ def print_summary(
         )
     for line in blocked_lines(blocked or {}):
         console.print(line)
+    for line in verify_lines(finished.verify):
+        console.print(line)
+
+
+def verify_lines(report: VerifyReport | None) -> list[Text]:
+    """The checks of `verify:`: one line each, then the end of each failing one's output."""
+    if report is None or not report.checks:
+        return []
+    passed = "all passed" if report.passed else "failing: " + ", ".join(report.failing)
+    lines = [Text(f"\nChecks on {report.sha[:7]} ({passed}):", "bold")]
+    for check in report.checks:
+        took = f" {check.seconds:.1f}s" if check.seconds else ""
+        if check.passed:
+            lines.append(Text.assemble(("  ✓ ", "green"), f"{check.name}{took}"))
+            continue
+        why = check.problem or f"exit code {check.exit_code}"
+        lines.append(Text.assemble(("  ✗ ", "red"), f"{check.name}{took}: {printable(why)}"))
+    for check in report.checks:
+        if not check.passed and check.log_tail:
+            lines.append(Text(f"\nThe end of {check.name}'s output:", "bold"))
+            lines.append(Text(printable(check.log_tail)))
+    return lines
 
 
 def print_plan(console: Console, plan: str) -> None:

@@ -25,6 +25,8 @@ from typing import Final
 
 import docker.errors
 import requests
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from runner import gitops
 from runner.attempt import Host
@@ -37,6 +39,11 @@ from runner.container import (
     ExitInfo,
     split_lines,
 )
+from runner.contract import (
+    DEFAULT_VERIFY_TIMEOUT_SECONDS,
+    MAX_VERIFY_CHECKS,
+    MAX_VERIFY_TIMEOUT_SECONDS,
+)
 from runner.errors import TrimoError
 from runner.job import (
     CheckResult,
@@ -47,6 +54,7 @@ from runner.job import (
     Verifying,
     VerifyReport,
     checks_failing_reason,
+    unique_checks,
 )
 from runner.network.egress import NetworkAttachment, attach
 from runner.printable import printable
@@ -275,3 +283,51 @@ def unrun(request: RunRequest, sha: str, problem: str) -> VerifyReport:
     """A report of checks that Trimo itself could not run."""
     checks = [CheckResult(name=c.name, passed=False, problem=problem) for c in request.verify]
     return VerifyReport(sha=sha, checks=checks)
+
+
+# --- `trimo run`: the checks of the local repository's own `.github/trimo.yml` -------------
+
+CONFIG_PATH: Final = ".github/trimo.yml"
+MAX_CONFIG_BYTES: Final = 64 * 1024
+
+
+class _Section(BaseModel):
+    """What `trimo run` reads of `.github/trimo.yml` (the App reads, and checks, the rest)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    verify: list[VerifyCheck] = Field(default_factory=list, max_length=MAX_VERIFY_CHECKS)
+    verify_timeout_minutes: int = Field(
+        default=DEFAULT_VERIFY_TIMEOUT_SECONDS // 60,
+        ge=1,
+        le=MAX_VERIFY_TIMEOUT_SECONDS // 60,
+        strict=True,
+    )
+
+
+def local_checks(repo: Path, base_branch: str) -> tuple[list[VerifyCheck], int]:
+    """The checks (and each one's limit in seconds) of `.github/trimo.yml` on `base_branch`
+    of the person's own repository, as the App reads them from the default branch."""
+    shown = gitops.git(repo, "show", f"{base_branch}:{CONFIG_PATH}", check=False)
+    if shown.returncode != 0:
+        return [], DEFAULT_VERIFY_TIMEOUT_SECONDS
+    return read_checks(shown.stdout, f"{CONFIG_PATH} on {base_branch}")
+
+
+def read_checks(text: str, where: str) -> tuple[list[VerifyCheck], int]:
+    """The checks of a `.github/trimo.yml` text; TrimoError saying what is wrong."""
+    hint = "fix it, or pass --no-verify"
+    if len(text.encode()) > MAX_CONFIG_BYTES:
+        raise TrimoError(f"{where} is larger than {MAX_CONFIG_BYTES // 1024} KiB.", hint)
+    try:
+        data = yaml.safe_load(text)
+        section = _Section.model_validate(data if isinstance(data, dict) else {})
+        checks = unique_checks(section.verify)
+    except (yaml.YAMLError, ValidationError, ValueError) as exc:
+        problem = printable(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        if isinstance(exc, ValidationError):
+            first = exc.errors()[0]
+            place = ".".join(str(part) for part in first["loc"])
+            problem = f"{place}: {first['msg']}"
+        raise TrimoError(f"{where} has a problem in its checks: {problem}", hint) from None
+    return checks, section.verify_timeout_minutes * 60
