@@ -150,6 +150,18 @@ class RunnerDaemon:
             return await self._run(request, queued_at)
 
     async def _run(self, request: RunRequest, queued_at: datetime | None) -> str:
+        # Active from the moment it is taken, not from when its token is renewed or a slot
+        # frees: if this process dies meanwhile, the other runners' reaper reports the run
+        # instead of arq keeping it "in progress" for the job's whole timeout.
+        await self._quietly(
+            registry.mark_active(self.redis, request.run_id, self.settings.runner_id)
+        )
+        try:
+            return await self._prepare_and_execute(request, queued_at)
+        finally:
+            await self._quietly(registry.mark_done(self.redis, request.run_id))
+
+    async def _prepare_and_execute(self, request: RunRequest, queued_at: datetime | None) -> str:
         waited = (registry.now() - queued_at).total_seconds() if queued_at else 0.0
         if request.token is not None and waited > TOKEN_FRESH_SECONDS:
             # Its token was minted when it was queued and may expire mid-run: renew it.
@@ -170,39 +182,29 @@ class RunnerDaemon:
             return self._finish_early(
                 request.run_id, Outcome.ERROR, f"refused by runner {self.settings.runner_id}: {why}"
             )
-        # Active from now, not from when a slot frees: if this process dies while the job
-        # waits for a slot, the other runners' reaper reports it instead of it being lost.
-        await self._quietly(
-            registry.mark_active(self.redis, request.run_id, self.settings.runner_id)
-        )
-        try:
-            async with self.slots:
-                stop = StopSignal()
-                self.running[request.run_id] = stop
-                loop = asyncio.get_running_loop()
-                taken = loop.time()
-                log.info("run %s: %s agent on %s", request.run_id, request.agent, request.branch)
-                agent_began: list[datetime] = []
-                future = loop.run_in_executor(
-                    None, contextvars.copy_context().run, self._execute, request, stop, agent_began
+        async with self.slots:
+            stop = StopSignal()
+            self.running[request.run_id] = stop
+            loop = asyncio.get_running_loop()
+            taken = loop.time()
+            log.info("run %s: %s agent on %s", request.run_id, request.agent, request.branch)
+            agent_began: list[datetime] = []
+            future = loop.run_in_executor(
+                None, contextvars.copy_context().run, self._execute, request, stop, agent_began
+            )
+            finished: RunFinished | None = None
+            try:
+                finished = await asyncio.shield(future)
+            except asyncio.CancelledError:
+                stop.stop(
+                    "stopped on request" if not self._draining.is_set() else "the runner shut down"
                 )
-                finished: RunFinished | None = None
-                try:
-                    finished = await asyncio.shield(future)
-                except asyncio.CancelledError:
-                    stop.stop(
-                        "stopped on request"
-                        if not self._draining.is_set()
-                        else "the runner shut down"
-                    )
-                    finished = await future
-                    raise
-                finally:
-                    self.running.pop(request.run_id, None)
-                    if finished is not None:
-                        await self._observe(finished, loop.time() - taken, queued_at, agent_began)
-        finally:
-            await self._quietly(registry.mark_done(self.redis, request.run_id))
+                finished = await future
+                raise
+            finally:
+                self.running.pop(request.run_id, None)
+                if finished is not None:
+                    await self._observe(finished, loop.time() - taken, queued_at, agent_began)
         elapsed = loop.time() - taken
         log.info("run %s ended: %s after %.0fs", request.run_id, finished.outcome.value, elapsed)
         return finished.outcome.value
