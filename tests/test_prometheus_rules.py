@@ -55,6 +55,7 @@ def test_the_alerts_the_readme_names_are_shipped() -> None:
         "TrimoRedisDown",
         "TrimoNoRunnerForQueuedLabel",
         "TrimoReporterLagging",
+        "TrimoReporterOwing",
         "TrimoDeadLetters",
         "TrimoWriteBudgetNearlySpent",
         "TrimoQueueWaitSlow",
