@@ -11,8 +11,10 @@ from datetime import UTC, datetime
 
 import pytest
 import redis.asyncio as aioredis
+from selenium.webdriver.common.by import By
 
 from app.dashboard.auth import SESSION_COOKIE
+from app.reporting.runview import IMPLEMENT_PLAN
 from app.runs.pipelines import Pipelines
 from runner import contract
 from runner.events import RawLog
@@ -27,6 +29,8 @@ from tests.dashboard_helpers import (
     seed_sync,
     signed_in,
 )
+from tests.test_dashboard_plans import seed_discovery
+from tests.test_dashboard_site import queued_dashboard_jobs
 from tests.webhook_helpers import RunningApp, running_app
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
@@ -203,3 +207,26 @@ def test_a_hostile_log_renders_inert_coloured_and_searchable(
     assert "attachment" in text.headers["content-disposition"]
     lines = text.text.splitlines()
     assert len(lines) == 4 and "\x1b" not in text.text and lines[2].endswith("needle in the log")
+
+
+def test_a_plan_is_implemented_from_its_button(
+    dash: RunningApp, redis_url: str, request: pytest.FixtureRequest
+) -> None:
+    pipeline_id = seed_discovery(redis_url, 11)
+    window = browser_as(dash, request.node.name, width=390)
+    try:
+        window.get(f"/pipelines/{pipeline_id}")
+        plan = window.element(".plan.markdown")
+        assert plan.find_elements(By.CSS_SELECTOR, "h2, ol, table")
+        assert window.find(".plan script, .plan img, .plan iframe, .plan [onerror]") == []
+        assert window.find("#preview-start") == [] and window.find("#preview-unpushed")
+        window.shot("plan-ready")
+        window.element("#implement").click()
+        window.wait(lambda: window.path.endswith("?asked=implement"), 20, "the thanks")
+        window.shot("implement-asked")
+    finally:
+        window.quit()
+    jobs = queued_dashboard_jobs(dash)
+    assert [job[1]["ask"] for job in jobs] == [
+        {"pipeline": pipeline_id, "prompt": IMPLEMENT_PLAN, "agent": ""}
+    ]

@@ -1,8 +1,9 @@
 """The board's logic, pure: which column a pipeline is in, what its card says, the filters.
 
-Columns: queued, running, needs you (failed, timed out, stopped, refused, runner lost, or
-finished with nothing to review), ready for review (finished with commits and a pull
-request open), done (the issue or pull request was merged or closed).
+Columns: queued, running, needs you (failed, timed out, stopped, refused, runner lost, a
+discovery's plan ready, or finished with nothing to review), ready for review (finished
+with commits and a pull request open), done (the issue or pull request was merged or
+closed).
 """
 
 from __future__ import annotations
@@ -100,13 +101,14 @@ def column_of(summary: PipelineSummary, pull: int | None) -> Column:
     return "needs_you"
 
 
-def run_column(status: str, outcome: Outcome | None, commits: int) -> Column:
+def run_column(status: str, outcome: Outcome | None, commits: int, mode: str) -> Column:
     """The column one run alone would be in (a run page's tab state)."""
     if status == "running":
         return "running"
     if status != "finished":
         return "queued"
-    return "review" if outcome is Outcome.SUCCESS and commits else "needs_you"
+    done = outcome is Outcome.SUCCESS and (commits or mode == "discover")
+    return "review" if done else "needs_you"
 
 
 def state_words(summary: PipelineSummary, column: Column) -> str:
@@ -117,6 +119,8 @@ def state_words(summary: PipelineSummary, column: Column) -> str:
     if column == "done":
         return "closed"
     match run.outcome:
+        case Outcome.SUCCESS if run.mode == "discover":
+            return "plan ready"
         case Outcome.SUCCESS:
             return "ready for review" if column == "review" else "finished with no changes"
         case Outcome.FAILURE:

@@ -11,6 +11,7 @@ from markupsafe import Markup
 
 from app.dashboard import spendview
 from app.dashboard.board import COLUMN_TITLES, COLUMNS, Card, ago
+from app.dashboard.plans import plan_html
 from app.reporting.runview import duration, money
 from runner.handoff import size_text
 from runner.templating import TEMPLATES_DIR
@@ -45,6 +46,7 @@ def environment() -> jinja2.Environment:
     env.filters["filesize"] = size_text
     env.filters["iso"] = lambda when: when.isoformat() if when else ""
     env.filters["stream_time"] = stream_time
+    env.filters["plan"] = plan_html
     env.globals["ago"] = _ago
     env.globals["COLUMNS"] = COLUMNS
     env.globals["COLUMN_TITLES"] = COLUMN_TITLES

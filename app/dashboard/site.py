@@ -57,13 +57,14 @@ from app.edge.web import RedisHandle, enqueue_delivery
 from app.github.client import GitHubApp
 from app.github.installations import installation_for_repo
 from app.reporting.channels.pullrequest import pull_of_pipeline
-from app.reporting.runview import html_url
+from app.reporting.runview import IMPLEMENT_PLAN, html_url
 from app.runs import previews, spend
 from app.runs.pipelines import Pipeline, Pipelines
 from app.runs.summary import summarise
 from app.settings import AppSettings, SettingsError
 from runner import __version__
 from runner.contract import AGENTS, is_valid_id
+from runner.job import Outcome
 
 log = logging.getLogger("trimo.dashboard")
 T = TypeVar("T")
@@ -72,7 +73,7 @@ STATIC_DIR: Final = Path(__file__).resolve().parent / "static"
 KEEPALIVE_SECONDS: Final = 15.0
 FLEET_LOOK_SECONDS: Final = 0.5
 LEAST_ROLE_TO_ACT: Final = "write"
-ASKED: Final = ("stop", "retry", "run", "preview", "preview_stop")
+ASKED: Final = ("stop", "retry", "run", "implement", "preview", "preview_stop")
 """Actions the pipeline page thanks people for after they asked."""
 """No repository config asks for less than this; the App worker checks the config's own."""
 
@@ -124,6 +125,7 @@ class Dashboard:
             Route("/pipelines/{pipeline_id}/preview", self.preview, methods=["POST"]),
             Route("/pipelines/{pipeline_id}/preview-stop", self.preview_stop, methods=["POST"]),
             Route("/pipelines/{pipeline_id}/follow-up", self.follow_up, methods=["POST"]),
+            Route("/pipelines/{pipeline_id}/implement", self.implement, methods=["POST"]),
             Route("/pipelines/{pipeline_id}/kept/{entry}", self.kept_bundle),
             Route("/runs/{run_id}", self.run_page),
             Route("/runs/{run_id}/events", self.run_events),
@@ -177,6 +179,8 @@ class Dashboard:
             state=state_words(summary, column),
             updated=summary.updated_at,
             going=summary.run if summary.run and summary.activity != "finished" else None,
+            plan_run=_plan_to_implement(pipeline),
+            pushed=pull is not None or summary.commits > 0,
             preview=preview,
             preview_url=previews.safe_url(preview) if preview else "",
             pipeline=pipeline,
@@ -239,7 +243,7 @@ class Dashboard:
             request,
             viewer,
             "run.html.j2",
-            tab=TAB_STATES[run_column(run.status, run.outcome, len(run.commits))],
+            tab=TAB_STATES[run_column(run.status, run.outcome, len(run.commits), run.mode)],
             pipeline=pipeline,
             run=run,
             view=views.get(run_id),
@@ -478,6 +482,11 @@ class Dashboard:
     async def follow_up(self, request: Request) -> Response:
         return await self._act(request, "run")
 
+    async def implement(self, request: Request) -> Response:
+        """A follow-up that carries out the latest discovery run's plan (the agent is given
+        that plan as "the plan")."""
+        return await self._act(request, "implement")
+
     async def preview(self, request: Request) -> Response:
         return await self._act(request, "preview")
 
@@ -502,6 +511,8 @@ class Dashboard:
             ask["run_id"] = str(form.get("run_id") or (last.run_id if last else ""))
         elif action in ("preview", "preview_stop"):
             pass  # the pipeline is all a preview needs
+        elif action == "implement":
+            ask |= {"prompt": IMPLEMENT_PLAN, "agent": ""}
         else:
             parsed = parse_follow_up(dict(form))
             if isinstance(parsed, FormError):
@@ -514,7 +525,8 @@ class Dashboard:
             "clone_url": pipeline.clone_url,
             "default_branch": pipeline.base_branch,
         }
-        await self._enqueue(viewer, action, repository, pipeline.installation_id, ask)
+        asked = "run" if action == "implement" else action
+        await self._enqueue(viewer, asked, repository, pipeline.installation_id, ask)
         return RedirectResponse(f"{back}?asked={action}", status_code=303)
 
     async def new_pipeline(self, request: Request) -> Response:
@@ -594,6 +606,15 @@ class Dashboard:
             **context,
         )
         return HTMLResponse(html, status_code=status)
+
+
+def _plan_to_implement(pipeline: Pipeline) -> str:
+    """The id of the discovery run whose plan the pipeline's next run would carry out: its
+    latest run, when that is a discovery that finished with a plan ("" otherwise)."""
+    last = pipeline.last_run()
+    if last is None or last.mode != "discover" or last.outcome is not Outcome.SUCCESS:
+        return ""
+    return last.run_id if last.plan.strip() else ""
 
 
 def _visible(viewer: Viewer) -> list[str] | None:

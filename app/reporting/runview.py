@@ -365,7 +365,9 @@ def _discovered(view: RunView, branch: str) -> dict[str, Any]:
     }
 
 
-FOLLOW_UP = "/trimo run implement the plan above"
+IMPLEMENT_PLAN = "implement the plan above"
+"""The prompt that carries out a discovery run's plan (the agent is given that plan)."""
+FOLLOW_UP = f"/trimo run {IMPLEMENT_PLAN}"
 """The command a plan comment offers, to carry the plan out."""
 
 

@@ -47,6 +47,7 @@ class RunBrief(BaseModel):
 
     run_id: str
     prompt: str
+    mode: str = "code"
     agent: str
     label: str
     requested_by: str
@@ -93,6 +94,7 @@ def _brief(run: PipelineRun) -> RunBrief:
     return RunBrief(
         run_id=run.run_id,
         prompt=_clip(run.prompt.strip(), PROMPT_CHARS),
+        mode=run.mode,
         agent=run.agent,
         label=run.label,
         requested_by=run.requested_by,
