@@ -135,6 +135,18 @@ class Browser:
         """The first element matching `css`, waiting for it to appear."""
         return self.wait(lambda: next(iter(self.find(css)), None), timeout, f"an element {css}")
 
+    def click(self, css: str, timeout: float = 20) -> None:
+        """Click the first element matching `css`, again if a live page redrew it meanwhile."""
+
+        def clicked() -> bool:
+            found = self.find(css)
+            if not found:
+                return False
+            found[0].click()  # stale: `wait` tries again
+            return True
+
+        self.wait(clicked, timeout, f"to click {css}")
+
     def text(self, css: str) -> str:
         return "\n".join(self._texts(css))
 

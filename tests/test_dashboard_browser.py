@@ -169,7 +169,7 @@ def test_stop_moves_the_card_to_needs_you_as_cancelled(browser: Browser, loop: L
     open_latest_run(browser)
     browser.wait(lambda: "started" in browser.text("#log"), 60, "the run to print")
     browser.shot("before-stop")
-    browser.element("#stop button").click()
+    browser.click("#stop button")
     browser.get("/")
     card = wait_for_card(browser, number, "needs_you")
     assert card.get_attribute("data-state") == "cancelled"

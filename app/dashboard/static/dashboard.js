@@ -149,8 +149,17 @@ function showTab(state) {
   icon.href = "data:image/svg+xml," + encodeURIComponent(svg);
 }
 
+const drawnParts = new Map(); // part id → the server's HTML of it last drawn
+
+function rememberParts() {
+  document.querySelectorAll("[data-part][id]").forEach((part) => {
+    drawnParts.set(part.id, part.outerHTML);
+  });
+}
+
 function refreshParts() {
-  // Fetch this page again and swap in its live parts (never the one being typed in).
+  // Fetch this page again and swap in the live parts that changed (never the one being
+  // typed in): an unchanged part stays, and so do the elements a person is about to use.
   return fetch(window.location.pathname + window.location.search, { credentials: "same-origin" })
     .then((response) => {
       if (!response.ok) throw new Error(String(response.status));
@@ -161,6 +170,8 @@ function refreshParts() {
       fresh.querySelectorAll("[data-part][id]").forEach((part) => {
         const old = document.getElementById(part.id);
         if (!old || old.contains(document.activeElement)) return;
+        if (drawnParts.get(part.id) === part.outerHTML) return;
+        drawnParts.set(part.id, part.outerHTML);
         old.replaceWith(document.importNode(part, true));
       });
       const title = fresh.querySelector("title");
@@ -210,6 +221,7 @@ document.addEventListener("DOMContentLoaded", () => {
   if (board) followBoard(board);
   const log = document.getElementById("log");
   if (log) followLog(log);
+  rememberParts(); // before the clocks tick
   const main = document.querySelector("main[data-live]");
   if (main) followPage(main);
   const tab = document.querySelector('meta[name="trimo-tab"]');
