@@ -333,7 +333,10 @@ def seed_preview(redis_url: str, pipeline_id: str, **fields: object) -> None:
 def test_the_pipeline_page_shows_its_preview_and_asks_for_one(
     dash: RunningApp, redis_url: str
 ) -> None:
-    seed_sync(redis_url, make_pipeline("o/r", 6, "Preview me"), make_run("o.r.6-a"), "finished")
+    seed_sync(
+        redis_url, make_pipeline("o/r", 6, "Preview me"), make_run("o.r.6-a"), "finished",
+        commits=1,
+    )  # fmt: skip
     with client_as(dash) as client:
         page = client.get("/pipelines/o.r.6")
         assert 'data-status="none"' in page.text and 'id="preview-start"' in page.text
