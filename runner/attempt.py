@@ -168,6 +168,8 @@ class Attempt:
     """Adds a value to the secrets scrubbed from every event."""
     stop: StopSignal
     token: str | None
+    mounts: dict[Path, str] = field(default_factory=dict)
+    """The restored setup's directories (host → sandbox), writable for the agent only."""
     state: RunState = field(init=False)
 
     def __post_init__(self) -> None:
@@ -225,7 +227,7 @@ class Attempt:
                 LABEL_PIPELINE: request.pipeline,
             },
             name=f"trimo-{request.run_id}-{secrets.token_hex(3)}",
-            writable=writable or {},
+            writable={**self.mounts, **(writable or {})},
         )
 
     def write_context(self, io: Path) -> str:

@@ -19,6 +19,7 @@ from runner.contract import NetworkMode
 from runner.errors import DockerUnavailable, TrimoError
 from runner.eventcap import CUT_MARKER
 from runner.job import Resources
+from runner.printable import printable
 
 LABEL_RUNNER = "dev.trimo.runner"
 LABEL_RUN = "dev.trimo.run"
@@ -34,6 +35,8 @@ SANDBOX_VERSION = "3"
 READY_LINE = "trimo:workspace-ready"
 MAX_LINE_BYTES = 256 * 1024
 EXPORT_SECONDS = 300
+TAIL_LINES = 40
+TAIL_CHARS = 6000
 LOG_LIMIT = {"type": "json-file", "config": {"max-size": "256m", "max-file": "2"}}
 """Docker keeps a container's output on the host's disk: at most this much of it. Lines
 written while Docker rotates the file can be lost to a follower, so rotation is rare."""
@@ -315,3 +318,13 @@ class AgentContainer:
     def remove(self) -> None:
         with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
             self._container.remove(force=True)
+
+
+def log_tail(client: docker.DockerClient, container_id: str) -> str:
+    """A container's last lines, printable, for a person to read."""
+    try:
+        raw = client.containers.get(container_id).logs(tail=TAIL_LINES, stdout=True, stderr=True)
+    except docker.errors.APIError:
+        return ""
+    text = printable(bytes(raw).decode("utf-8", errors="replace")).strip("\n")
+    return text[-TAIL_CHARS:]

@@ -231,6 +231,7 @@ class RunnerDaemon:
             settings.agent_uid,
             settings.upstream(),
             parse_size(settings.disk),
+            self.engine.setup_cache,
         )
         limits = Limits(
             max_previews=settings.runner_max_previews,
@@ -265,6 +266,20 @@ class RunnerDaemon:
                 time_to_agent=to_agent,
             )
         )
+        await self.observe_setup()
+
+    async def observe_setup(self) -> None:
+        """What the setup cache did since the last report (runs and previews), and its size."""
+        cache = self.engine.setup_cache
+        hits, misses, evicted = cache.tally.take()
+        loop = asyncio.get_running_loop()
+        size = await loop.run_in_executor(None, cache.store.size)
+        await self._quietly(
+            figures.observe_setup(
+                self.redis, self.settings.runner_id,
+                hits=hits, misses=misses, evicted=evicted, size=size,
+            )
+        )  # fmt: skip
 
     def _execute(
         self, request: RunRequest, stop: StopSignal, agent_began: list[datetime]
@@ -446,6 +461,7 @@ class RunnerDaemon:
             cleared = await loop.run_in_executor(
                 None, leftovers.clear, self.engine.client, runner_id, self.settings.cache_dir
             )
+            await loop.run_in_executor(None, self.engine.setup_cache.store.clear_leftovers)
         except (docker.errors.DockerException, TrimoError, OSError) as exc:
             log.error("could not remove what an earlier process left: %s", exc)
             return None

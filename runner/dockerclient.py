@@ -23,8 +23,8 @@ def connect(timeout: int = 60) -> docker.DockerClient:
     return client
 
 
-def require_image(client: docker.DockerClient, image: str) -> None:
-    """Fail early, and helpfully, when the agent image is not built."""
+def require_image(client: docker.DockerClient, image: str) -> str:
+    """The image's id; fails early, and helpfully, when the agent image is not built."""
     try:
         found = client.images.get(image)
     except docker.errors.ImageNotFound as exc:
@@ -37,3 +37,4 @@ def require_image(client: docker.DockerClient, image: str) -> None:
             f"The image {image!r} was not built for this version of Trimo.",
             "rebuild it with `trimo image build` (it carries the sandbox's hand-over steps)",
         )
+    return str(found.id)

@@ -46,12 +46,17 @@ from runner.pipelinedir import PipelineDir
 from runner.registry import pid_alive
 from runner.replay import Replayer
 from runner.scrub import Scrubber
+from runner.setup.build import Builder, Job, SetupFailed
+from runner.setup.cache import Environment, SetupCache, setup_failure
+from runner.setup.store import DEFAULT_MAX_BYTES, Store
 from runner.verify import unrun, verify, with_report
 
 __all__ = ["EngineConfig", "RunEngine", "StopSignal", "autosave_message"]
 
 log = logging.getLogger(__name__)
 
+SETUP_SCRATCH = "setup-layers"
+"""On the pipeline's disk: the upper layers of a run's restored setup, thrown away after."""
 ABANDONED = "the runner stopped while this run was going; the work it had done was saved"
 SAVED_LATE = "its work was saved before the pipeline's next run"
 
@@ -76,6 +81,8 @@ class EngineConfig:
     """The operator's Codex config.toml (model providers), given to each Codex run likewise."""
     anthropic_base_url: str | None = None
     """The operator's endpoint for Anthropic's API, given to agents that call it."""
+    setup_cache_bytes: int = DEFAULT_MAX_BYTES
+    """TRIMO_SETUP_CACHE_MAX: the most the setup cache keeps, least recently used out."""
 
     @property
     def mirrors_dir(self) -> Path:
@@ -107,6 +114,7 @@ class RunEngine:
         self._client = client
         self.kept = kept
         """Where kept commits go for the whole fleet (None: they stay in this mirror)."""
+        self._setup_cache: SetupCache | None = None
 
     @property
     def client(self) -> docker.DockerClient:
@@ -176,14 +184,18 @@ class RunEngine:
                 f"Refusing to run on {request.branch!r}: it is the base branch.",
                 "a pipeline works on its own branch",
             )
-        dockerclient.require_image(self.client, request.image)
+        image_id = dockerclient.require_image(self.client, request.image)
         host = self._host()
         token = request.token.get_secret_value() if request.token else None
         mirror = gitops.ensure_mirror(self.config.mirrors_dir, request.repo.clone_url, token)
         pipeline = PipelineDir.of(self.config.cache_dir, request.repo.clone_url, request.pipeline)
         pipeline.create()
         disk_bytes = self.config.disk_bytes
-        with gitops.locked(pipeline.lock), disk.mounted(pipeline.path, disk_bytes) as root:
+        with (
+            gitops.locked(pipeline.lock),
+            disk.mounted(pipeline.path, disk_bytes) as root,
+            contextlib.ExitStack() as setup,
+        ):
             if self._save_earlier_runs(request, mirror, root, pipeline):
                 gitops.ensure_mirror(self.config.mirrors_dir, request.repo.clone_url, token)
             keeper = self._keeper(request, mirror, root, pipeline, emit, token)
@@ -192,11 +204,17 @@ class RunEngine:
             ledger = self._write_ledger(request, start)
             attempt: Attempt | None = None
             try:
+                try:
+                    environment = self._environment(request, image_id, mirror, root, start, setup)
+                except SetupFailed as failed:
+                    return setup_failure(request.run_id, failed, emit)
                 for number in (1, 2):
                     fresh = self._prepare_workspace(root, mirror, start, pipeline, request, number)
+                    if environment is not None:
+                        environment.place(root / "workspace", root / "home")
                     attempt = Attempt(
                         host, request, adapter, mirror, root, pipeline, start, emit, protect,
-                        stop, token,
+                        stop, token, environment.mounts if environment else {},
                     )  # fmt: skip
                     try:
                         finished = _shared(keeper, attempt.run(fresh), attempt.state, start)
@@ -214,6 +232,46 @@ class RunEngine:
                     _discard_workspace(root, pipeline)
                 if ledger is not None and not (attempt is not None and attempt.state.unsaved):
                     ledger.unlink(missing_ok=True)
+
+    @property
+    def setup_cache(self) -> SetupCache:
+        """This runner's setup entries (shared with its previews)."""
+        if self._setup_cache is None:
+            config = self.config
+            builder = Builder(
+                self.client, config.runner_id, self._user, self._owner, config.disk_bytes,
+                config.upstream_proxy,
+            )  # fmt: skip
+            store = Store(config.cache_dir / "setup", config.runner_id, config.setup_cache_bytes)
+            self._setup_cache = SetupCache(builder, store)
+        return self._setup_cache
+
+    def _environment(
+        self,
+        request: RunRequest,
+        image_id: str,
+        mirror: Path,
+        root: Path,
+        start: Start,
+        stack: contextlib.ExitStack,
+    ) -> Environment | None:
+        """The run's `setup:` restored from the cache (made first on a miss), held open by
+        `stack`; None when the repository has none."""
+        if request.setup is None:
+            return None
+        branches = [request.base_branch] + ([request.branch] if start.published_sha else [])
+        also = (pending_ref(request.pipeline),) if start.base_sha != start.remote_sha else ()
+
+        def checkout(path: Path) -> None:
+            gitops.create_workspace(path, mirror, branches, self._owner, also)
+
+        job = Job(
+            request.setup, start.base_sha, request.image, image_id, request.resources, checkout
+        )
+        scratch = root / SETUP_SCRATCH
+        return stack.enter_context(
+            self.setup_cache.ready(job, request.repo.clone_url, mirror, scratch)
+        )
 
     def _verified(
         self,

@@ -32,6 +32,9 @@ OUTCOME_PREFIX: Final = "outcome:"
 MIRROR_BYTES: Final = "mirror_bytes"
 """Size of the runner's mirror cache at its last look (`runner.mirrors`)."""
 MIRRORS: Final = "mirrors"
+SETUP_CACHE_PREFIX: Final = "setup_cache:"
+"""Setup cache look-ups by result (`hit`, `miss`), and entries `evicted`."""
+SETUP_CACHE_BYTES: Final = "setup_cache_bytes"
 MIRROR_GC_PREFIX: Final = "mirror_gc:"
 """Mirror gcs by result: `collected` or `failed`."""
 
@@ -85,6 +88,20 @@ async def observe_mirrors(
     pipe.hset(key, mapping={MIRRORS: mirrors, MIRROR_BYTES: size})
     pipe.hincrby(key, MIRROR_GC_PREFIX + "collected", collected)
     pipe.hincrby(key, MIRROR_GC_PREFIX + "failed", failed)
+    pipe.expire(key, FIGURES_TTL_SECONDS)
+    pipe.sadd(contract.RUNNER_FIGURES, runner_id)
+    await pipe.execute()
+
+
+async def observe_setup(
+    redis: aioredis.Redis, runner_id: str, *, hits: int, misses: int, evicted: int, size: int
+) -> None:
+    """Count `runner_id`'s setup cache look-ups and evictions since its last report."""
+    key = contract.runner_figures(runner_id)
+    pipe = redis.pipeline(transaction=True)
+    pipe.hset(key, mapping={SETUP_CACHE_BYTES: size})
+    for result, count in (("hit", hits), ("miss", misses), ("evicted", evicted)):
+        pipe.hincrby(key, SETUP_CACHE_PREFIX + result, count)
     pipe.expire(key, FIGURES_TTL_SECONDS)
     pipe.sadd(contract.RUNNER_FIGURES, runner_id)
     await pipe.execute()

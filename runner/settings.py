@@ -53,6 +53,9 @@ class RunnerSettings(TrimoSettings):
     run_log_max: str = RUN_LOG_MAX_DEFAULT
     """The most one run's output lines take in Redis, across its streams; the lines past it
     are counted, not kept."""
+    setup_cache_max: str = "20g"
+    """The most this runner's setup cache keeps (entries of `setup:`); least recently used
+    entries go past it."""
     kept_max: str = KEPT_MAX_DEFAULT
     """The most a pipeline's kept commits (refused, or not pushed) may take in Redis, where
     every runner reaches them, as bundles; beyond it they stay on the runner that made them."""
@@ -99,7 +102,7 @@ class RunnerSettings(TrimoSettings):
             raise ValueError(exc.message) from exc
         return value.strip()
 
-    @field_validator("disk", "max_bundle", "kept_max", "run_log_max")
+    @field_validator("disk", "max_bundle", "kept_max", "run_log_max", "setup_cache_max")
     @classmethod
     def _size_ok(cls, value: str) -> str:
         parse_size(value)
@@ -125,6 +128,7 @@ class RunnerSettings(TrimoSettings):
             codex_auth_file=self.codex_auth_file,
             codex_config_file=self.codex_config_file,
             anthropic_base_url=self.anthropic_base_url,
+            setup_cache_bytes=parse_size(self.setup_cache_max),
         )
 
     def preview_listen(self) -> tuple[str, int]:

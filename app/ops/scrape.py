@@ -265,6 +265,7 @@ def _runner_families(by_runner: dict[str, dict[str, str]]) -> Iterator[Metric]:
                 )
     yield outcomes
     yield from _mirror_families(by_runner)
+    yield from _setup_families(by_runner)
 
 
 def _mirror_families(by_runner: dict[str, dict[str, str]]) -> Iterator[Metric]:
@@ -290,6 +291,35 @@ def _mirror_families(by_runner: dict[str, dict[str, str]]) -> Iterator[Metric]:
     yield size
     yield count
     yield gcs
+
+
+def _setup_families(by_runner: dict[str, dict[str, str]]) -> Iterator[Metric]:
+    lookups = CounterMetricFamily(
+        "trimo_runner_setup_cache_lookups",
+        "Setup cache look-ups of a runner's runs and previews, by result (hit or miss); "
+        "the hit rate is hit / (hit + miss).",
+        labels=["runner", "result"],
+    )
+    evicted = CounterMetricFamily(
+        "trimo_runner_setup_cache_evictions",
+        "Setup cache entries a runner removed, least recently used, past TRIMO_SETUP_CACHE_MAX.",
+        labels=["runner"],
+    )
+    size = GaugeMetricFamily(
+        "trimo_runner_setup_cache_bytes", "Bytes of a runner's setup cache on its disk.",
+        labels=["runner"],
+    )  # fmt: skip
+    for runner_id, fields in sorted(by_runner.items()):
+        if figures.SETUP_CACHE_BYTES not in fields:
+            continue  # it has not reported its setup cache yet
+        for result in ("hit", "miss"):
+            value = fields.get(figures.SETUP_CACHE_PREFIX + result)
+            lookups.add_metric([runner_id, result], _number(value))
+        evicted.add_metric([runner_id], _number(fields.get(figures.SETUP_CACHE_PREFIX + "evicted")))
+        size.add_metric([runner_id], _number(fields[figures.SETUP_CACHE_BYTES]))
+    yield lookups
+    yield evicted
+    yield size
 
 
 def _number(value: str | None) -> float:

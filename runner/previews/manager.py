@@ -28,6 +28,7 @@ import redis
 import redis.asyncio as aioredis
 
 from runner import contract, disk
+from runner.container import log_tail
 from runner.errors import TrimoError
 from runner.policy import RunnerPolicy, host_refusal
 from runner.previews import sandbox
@@ -41,6 +42,7 @@ from runner.previews.job import (
 )
 from runner.previews.links import Links
 from runner.previews.routes import Route, Routes, new_token
+from runner.setup.build import SetupFailed
 
 log = logging.getLogger("trimo.previews")
 
@@ -122,9 +124,12 @@ class PreviewManager:
             except TrimoError as exc:
                 await self._fail(request, str(exc))
                 return "failed"
+            except SetupFailed as exc:
+                await self._fail(request, exc.reason, exc.tail)
+                return "failed"
             if why := await self._wait_ready(request, launched):
                 tail = await loop.run_in_executor(
-                    None, sandbox.log_tail, self.host.client, launched.container_id
+                    None, log_tail, self.host.client, launched.container_id
                 )
                 if await loop.run_in_executor(None, disk.full, launched.directory):
                     why += f"; {disk_full(self.host.disk_bytes)}"

@@ -20,6 +20,7 @@ import ipaddress
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,11 +38,10 @@ from runner.container import (
 from runner.errors import TrimoError
 from runner.network import egress, tenant
 from runner.previews.job import PreviewRequest
-from runner.printable import printable
+from runner.setup.build import Job
+from runner.setup.cache import SetupCache
 
 LABEL_PREVIEW = "dev.trimo.preview"
-TAIL_LINES = 40
-TAIL_CHARS = 6000
 SCRIPT = """\
 set -e
 git checkout -q --detach "$TRIMO_PREVIEW_SHA"
@@ -62,6 +62,8 @@ class Host:
     upstream_proxy: str | None = None
     disk_bytes: int = 0
     """Each preview's disk (TRIMO_DISK, as for a pipeline's): 0 for none."""
+    setup: SetupCache | None = None
+    """The runner's setup cache, shared with its runs (None: `cached_setup` is refused)."""
 
     @classmethod
     def of_this_process(
@@ -72,6 +74,7 @@ class Host:
         agent_uid: int,
         upstream_proxy: str | None = None,
         disk_bytes: int = 0,
+        setup: SetupCache | None = None,
     ) -> Host:
         """As for runs: the agent's uid when the runner is root, else the runner's own."""
         root = os.geteuid() == 0
@@ -83,6 +86,7 @@ class Host:
             owner=agent_uid if root else None,
             upstream_proxy=upstream_proxy,
             disk_bytes=disk_bytes,
+            setup=setup,
         )
 
 
@@ -104,7 +108,7 @@ def launch(host: Host, request: PreviewRequest) -> Launched:
     """Check out the branch head, start the container; raises `TrimoError` with the reason.
     The preview's network is made while git works."""
     client = host.client
-    dockerclient.require_image(client, request.image)
+    image_id = dockerclient.require_image(client, request.image)
     place = checkouts(host.cache_dir, host.runner_id) / request.preview_id
     cleanups: list[Callable[[], object]] = []
 
@@ -118,6 +122,7 @@ def launch(host: Host, request: PreviewRequest) -> Launched:
             network_ready = pool.submit(_network, host, request, cleanups)
             directory, sha = _checkout(host, request, place, cleanups)
             network, env, dns = network_ready.result()
+        mounts = _environment(host, request, image_id, directory, sha, cleanups)
         spec = ContainerSpec(
             image=request.image,
             command=["bash", "-c", SCRIPT],
@@ -145,6 +150,7 @@ def launch(host: Host, request: PreviewRequest) -> Launched:
                 LABEL_PREVIEW: request.preview_id,
             },
             name=f"trimo-preview-{request.preview_id}",
+            writable=mounts,
         )
         _remove_named(client, spec.name or "")
         container = AgentContainer(client, spec)
@@ -181,6 +187,37 @@ def _checkout(
         os.chown(directory / "home", host.owner, host.owner)
     gitops.create_workspace(directory / "workspace", mirror, [request.branch], host.owner)
     return directory, sha
+
+
+def _environment(
+    host: Host,
+    request: PreviewRequest,
+    image_id: str,
+    directory: Path,
+    sha: str,
+    cleanups: list[Callable[[], object]],
+) -> dict[Path, str]:
+    """The repository's `setup:` from the runner's cache (the runs' entries, made on a miss),
+    restored in the preview's workspace and home; its teardown added to `cleanups`."""
+    setup = request.cached_setup
+    if setup is None:
+        return {}
+    if host.setup is None:
+        raise TrimoError("This runner has no setup cache for previews.")
+    token = request.token.get_secret_value() if request.token else None
+    mirror = gitops.ensure_mirror(host.cache_dir / "mirrors", request.repo.clone_url, token)
+
+    def checkout(path: Path) -> None:
+        gitops.create_workspace(path, mirror, [request.branch], host.owner)
+
+    job = Job(setup, sha, request.image, image_id, request.resources, checkout)
+    stack = ExitStack()
+    cleanups.append(stack.close)
+    environment = stack.enter_context(
+        host.setup.ready(job, request.repo.clone_url, mirror, directory / "setup-layers")
+    )
+    environment.place(directory / "workspace", directory / "home")
+    return environment.mounts
 
 
 def _remove(place: Path) -> None:
@@ -250,13 +287,3 @@ def is_running(client: docker.DockerClient, container_id: str) -> bool:
     except docker.errors.NotFound:
         return False
     return bool(container.status == "running")
-
-
-def log_tail(client: docker.DockerClient, container_id: str) -> str:
-    """The container's last lines, printable, for a person to read."""
-    try:
-        raw = client.containers.get(container_id).logs(tail=TAIL_LINES, stdout=True, stderr=True)
-    except docker.errors.APIError:
-        return ""
-    text = printable(bytes(raw).decode("utf-8", errors="replace")).strip("\n")
-    return text[-TAIL_CHARS:]

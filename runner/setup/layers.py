@@ -1,0 +1,118 @@
+"""A setup entry restored into a run in O(1): one overlay per kept path.
+
+The entry's image is mounted read-only (loop, `ro,noload`), so nothing on this machine
+writes it, and each kept path becomes an overlay: that read-only lower layer under an
+upper layer of the run's own, on the pipeline's disk (what the agent writes there counts
+against its disk and is thrown away with the run). The merged directories are bind
+mounted where the paths go in the sandbox. Nothing is copied, whatever the entry holds.
+
+Where a path goes in the workspace or home is made by the runner one component at a time,
+never following a link (the tree is the agent's); the agent's container is not running.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Final
+
+from runner import disk, gitops
+from runner.container import HOME_MOUNT, WORKSPACE_MOUNT
+from runner.errors import TrimoError
+from runner.setup.spec import HOME_PREFIX
+
+LAYERS: Final = "layers"
+"""In an entry's root: `layers/<n>` holds the n-th of `paths`."""
+IMAGE_NAME: Final = disk.IMAGE_NAME
+
+
+def layer_name(index: int) -> str:
+    return f"{LAYERS}/{index}"
+
+
+def in_sandbox(path: str) -> str:
+    """Where a setup path is in the sandbox."""
+    if path.startswith(HOME_PREFIX):
+        return f"{HOME_MOUNT}/{path.removeprefix(HOME_PREFIX)}"
+    return f"{WORKSPACE_MOUNT}/{path}"
+
+
+def on_host(path: str, workspace: Path, home: Path) -> tuple[Path, str]:
+    """(base directory, path under it) of a setup path on the host."""
+    if path.startswith(HOME_PREFIX):
+        return home, path.removeprefix(HOME_PREFIX)
+    return workspace, path
+
+
+@contextmanager
+def restored(
+    entry: Path,
+    paths: list[str],
+    scratch: Path,
+    owner: int | None,
+) -> Iterator[dict[Path, str]]:
+    """`entry` overlaid for each of `paths` (upper layers under `scratch`, which must be on
+    the pipeline's disk): host directory → where to mount it in the sandbox. Where they go
+    in the workspace and home is made by `make_dirs`."""
+    with ExitStack() as stack:
+        gitops.remove_tree(scratch)
+        scratch.mkdir(mode=0o700)
+        stack.callback(gitops.remove_tree, scratch)
+        lower = scratch / "lower"
+        lower.mkdir()
+        image = entry / IMAGE_NAME
+        if image.is_file():
+            _mount(["-o", "ro,noload,nosuid,nodev,loop", str(image), str(lower)], "its cache")
+            stack.callback(disk.unmount, lower)
+        else:  # disks are off: the entry's root directory, which no run writes
+            lower = entry / disk.ROOT_NAME
+        mounts: dict[Path, str] = {}
+        for index, path in enumerate(paths):
+            upper, work, merged = (scratch / f"{kind}{index}" for kind in ("u", "w", "m"))
+            for made in (upper, work, merged):
+                made.mkdir(mode=0o755)
+            if owner is not None:
+                os.chown(upper, owner, owner)
+            options = f"lowerdir={lower / layer_name(index)},upperdir={upper},workdir={work}"
+            _mount(["-t", "overlay", "overlay", "-o", f"{options},nosuid,nodev", str(merged)],
+                   path)  # fmt: skip
+            stack.callback(disk.unmount, merged)
+            mounts[merged] = in_sandbox(path)
+        yield mounts
+
+
+def make_dirs(base: Path, below: str, owner: int | None) -> None:
+    """`base/below` as directories, made (owned by `owner`) where missing, never through a
+    link; TrimoError when a file or a link is in the way."""
+    fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    try:
+        for part in below.split("/"):
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(part, 0o755, dir_fd=fd)
+                if owner is not None:
+                    os.chown(part, owner, owner, dir_fd=fd, follow_symlinks=False)
+            try:
+                inner = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+            except OSError:
+                raise TrimoError(
+                    f"The workspace holds a file or a link at {below}, where setup's "
+                    "directory goes.",
+                    "remove it from the branch (and list the directory in .gitignore)",
+                ) from None
+            os.close(fd)
+            fd = inner
+    finally:
+        os.close(fd)
+
+
+def _mount(args: list[str], what: str) -> None:
+    proc = subprocess.run(["mount", *args], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise TrimoError(
+            f"The setup cache could not be mounted for {what}: {proc.stderr.strip()[-300:]}",
+            "the runner needs root and overlayfs to restore a setup",
+        )
