@@ -25,7 +25,7 @@ SHOW = "cat deps/pkg/version deps/pkg/made ~/.tool/x; ls -ld deps | cut -c1-10"
 
 def with_lock(repo: Path, text: str) -> Path:
     (repo / "lock.txt").write_text(f"{text}\n")
-    (repo / ".gitignore").write_text("deps/\n")
+    (repo / ".gitignore").write_text("deps/\nnode_modules/\n")
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", f"lock {text}")
     return repo

@@ -53,7 +53,8 @@ def test_a_setup_past_its_time_is_stopped_and_the_agent_never_starts(
     sample_repo: Path, cache: Path
 ) -> None:
     slow = SETUP.model_copy(update={"run": "mkdir deps; echo waiting; sleep 300", "timeout_s": 3})
-    finished, recorder = run(cache, make_request(sample_repo, AGENT, "p1", setup=slow))
+    repo = with_lock(sample_repo, "v1")
+    finished, recorder = run(cache, make_request(repo, AGENT, "p1", setup=slow))
     assert finished.outcome is Outcome.TIMED_OUT
     assert finished.reason.startswith("the setup ran longer than its 3-second limit; the agent")
     assert "waiting" in finished.reason
@@ -132,3 +133,16 @@ def test_what_changes_the_key() -> None:
     assert base != setup_key(SETUP.model_copy(update={"run": "x"}), "sha256:img", ["blob1"])
     assert base != setup_key(SETUP.model_copy(update={"paths": ["deps"]}), "sha256:img", ["blob1"])
     assert isinstance(SETUP, SetupSpec)
+
+
+def test_a_kept_path_the_repository_does_not_ignore_is_refused_before_setup_runs(
+    sample_repo: Path, cache: Path
+) -> None:
+    spec = SETUP.model_copy(update={"paths": ["vendor"], "run": "echo setting-up"})
+    finished, recorder = run(cache, make_request(sample_repo, AGENT, "p1", setup=spec))
+    assert finished.outcome is Outcome.FAILURE
+    assert finished.reason.startswith(
+        "the setup keeps a path in the workspace that the repository does not ignore"
+    )
+    assert "`vendor` is not in the repository's .gitignore" in finished.reason
+    assert "setting-up" not in recorder.text() and "the-agent-started" not in recorder.text()

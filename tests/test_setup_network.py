@@ -1,0 +1,96 @@
+"""The setup cache for real: a package installed through the allowlist proxy by setup alone
+(the agent has no network), restored for the next pipeline without installing again, and
+shared with a preview of the same key."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import docker
+import pytest
+
+from runner.engine import EngineConfig, RunEngine
+from runner.job import Outcome, Resources
+from runner.previews import sandbox
+from runner.previews.job import PreviewRequest
+from runner.setup.spec import SetupSpec
+from tests.engine_helpers import RUNNER_ID, Recorder, make_request
+from tests.outside import registry_host
+from tests.test_agent_clis import agent_image  # noqa: F401  (a fixture)
+from tests.test_setup_cache import SETUP, SHOW, lines, with_lock
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+
+INSTALL = "npm install --no-audit --no-fund --no-save --no-package-lock is-number@7.0.0"
+USE = "node -e \"console.log('is-number', require('is-number')(7))\""
+
+
+def engine(cache: Path) -> RunEngine:
+    return RunEngine(EngineConfig(cache_dir=cache, runner_id=RUNNER_ID, push_interval_seconds=0.5))
+
+
+def test_a_package_installed_through_the_proxy_is_there_for_an_agent_without_network(
+    sample_repo: Path,
+    cache: Path,
+    agent_image: str,  # noqa: F811
+) -> None:
+    repo = with_lock(sample_repo, "v1")
+    spec = SetupSpec(
+        run=INSTALL, cache_key=["lock.txt"], paths=["node_modules", "~/.npm"],
+        allowed_hosts=[registry_host()], timeout_s=120,
+    )  # fmt: skip
+    runner = engine(cache)
+    resources = Resources(memory="1g", cpus=1.0, pids=256)
+    for number, pipeline in enumerate(("p1", "p2")):
+        recorder = Recorder()
+        request = make_request(
+            repo, USE, pipeline, setup=spec, image=agent_image, network="none",
+            resources=resources, timeout_s=120,
+        )  # fmt: skip
+        finished = runner.execute(request, recorder)
+        assert finished.outcome is Outcome.SUCCESS, (finished.reason, recorder.text())
+        assert "is-number true" in recorder.text()
+        assert runner.setup_cache.tally.take() == (number, 1 - number, 0)  # a miss, then a hit
+    # Without setup, the same agent on the same network has nothing to require.
+    bare, recorder = Recorder(), None
+    finished = runner.execute(
+        make_request(repo, USE, "p3", image=agent_image, network="none", timeout_s=120), bare
+    )
+    assert finished.outcome is Outcome.FAILURE and "Cannot find module" in bare.text()
+    assert recorder is None
+
+
+def test_a_preview_uses_the_entry_its_runs_made(
+    sample_repo: Path, cache: Path, docker_client: docker.DockerClient
+) -> None:
+    repo = with_lock(sample_repo, "v1")
+    runner = engine(cache)
+    recorder = Recorder()
+    commit = "git commit -q --allow-empty -m preview-me; " + SHOW
+    finished = runner.execute(make_request(repo, commit, "p1", setup=SETUP), recorder)
+    assert finished.outcome is Outcome.SUCCESS and finished.commits, finished.reason
+    stamp = lines(recorder.text())[1]
+    runner.setup_cache.tally.take()
+    host = sandbox.Host.of_this_process(
+        docker_client, RUNNER_ID, cache, 1000, disk_bytes=runner.config.disk_bytes,
+        setup=runner.setup_cache,
+    )  # fmt: skip
+    request = PreviewRequest(
+        preview_id=f"pv-{stamp}", pipeline="p1", repo=make_request(repo, "x").repo,
+        branch="trimo/p1", image="trimo-agent:base", command="cat deps/pkg/made; sleep 120",
+        port=3000, network="none", cached_setup=SETUP,
+        resources=Resources(memory="256m", cpus=1.0, pids=128),
+    )  # fmt: skip
+    launched = sandbox.launch(host, request)
+    try:
+        container = docker_client.containers.get(launched.container_id)
+        deadline = time.monotonic() + 60
+        output = ""
+        while time.monotonic() < deadline and stamp not in output:
+            output = container.logs().decode(errors="replace")
+            time.sleep(0.1)
+        assert stamp in output, output
+        assert runner.setup_cache.tally.take() == (1, 0, 0)
+    finally:
+        launched.teardown()
