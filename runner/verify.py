@@ -20,6 +20,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager, ExitStack, nullcontext
 from pathlib import Path
 from typing import Final
 
@@ -56,7 +57,7 @@ from runner.job import (
     checks_failing_reason,
     unique_checks,
 )
-from runner.network.egress import NetworkAttachment, attach
+from runner.network.egress import attach
 from runner.printable import printable
 
 LABEL_VERIFY: Final = "dev.trimo.verify"
@@ -80,6 +81,13 @@ exec bash -c "$TRIMO_VERIFY_RUN"
 Stopped = Callable[[float], bool]
 """Waits up to that many seconds; True when the run was asked to stop."""
 Emit = Callable[[Verifying], None]
+SetupHook = Callable[[ContainerSpec], AbstractContextManager[ContainerSpec]]
+"""Gives a check's sandbox the run's cached `setup:` environment: the spec to start, with
+the environment in place while the context lasts (the setup cache's to provide)."""
+
+
+def _as_is(spec: ContainerSpec) -> AbstractContextManager[ContainerSpec]:
+    return nullcontext(spec)
 
 
 def verify(
@@ -91,9 +99,11 @@ def verify(
     emit: Emit,
     stopped: Stopped,
     protect: Callable[[str], None],
+    with_setup: SetupHook = _as_is,
 ) -> VerifyReport:
     """Run each check of `request.verify` on commit `sha` of `mirror`, in order, each in a
-    fresh sandbox under `place` (a directory on the pipeline's own disk, removed after)."""
+    fresh sandbox under `place` (a directory on the pipeline's own disk, removed after),
+    with the environment `with_setup` gives it."""
     emit(Verifying(sha=sha, checks=[check.name for check in request.verify]))
     ref = f"refs/trimo/verify/{request.run_id}"
     gitops.git(mirror, "update-ref", ref, sha)
@@ -106,7 +116,9 @@ def verify(
             box = place / str(index)
             try:
                 results.append(
-                    _run_check(boxes, request, mirror, ref, box, sha, check, stopped, protect)
+                    _run_check(
+                        boxes, request, mirror, ref, box, sha, check, stopped, protect, with_setup
+                    )
                 )
             except TrimoError as exc:
                 results.append(CheckResult(name=check.name, passed=False, problem=str(exc)))
@@ -128,6 +140,7 @@ def _run_check(
     check: VerifyCheck,
     stopped: Stopped,
     protect: Callable[[str], None],
+    with_setup: SetupHook,
 ) -> CheckResult:
     gitops.remove_tree(box)
     box.mkdir(parents=True, mode=0o700)
@@ -136,9 +149,7 @@ def _run_check(
         if boxes.owner is not None and name in ("out", "home"):
             os.lchown(box / name, boxes.owner, boxes.owner)
     gitops.create_workspace(box / "workspace", mirror, [request.base_branch], boxes.owner, (ref,))
-    network: NetworkAttachment | None = None
-    container: AgentContainer | None = None
-    try:
+    with ExitStack() as stack:
         network = attach(
             boxes.client,
             request.network,
@@ -148,6 +159,7 @@ def _run_check(
             boxes.upstream_proxy,
             wait=False,
         )
+        stack.callback(network.release)
         if network.secret:
             protect(network.secret)
         spec = ContainerSpec(
@@ -171,7 +183,8 @@ def _run_check(
             },
             name=f"trimo-{request.run_id}-verify-{secrets.token_hex(3)}",
         )
-        container = AgentContainer(boxes.client, spec)
+        container = AgentContainer(boxes.client, stack.enter_context(with_setup(spec)))
+        stack.callback(container.remove)
         network.ready()
         began = time.monotonic()
         container.start()
@@ -180,11 +193,6 @@ def _run_check(
         )
         seconds = time.monotonic() - began
         tail = log_tail(_output(container))
-    finally:
-        if container is not None:
-            container.remove()
-        if network is not None:
-            network.release()
     return _result(check, exit_info, timed_out, cancelled, seconds, tail, request)
 
 

@@ -7,13 +7,20 @@ workspace, a file in its home), gets a failing verify all the same.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from runner import gitops
+from runner.container import ContainerSpec
+from runner.engine import EngineConfig, RunEngine
 from runner.job import Outcome, VerifyCheck, Verifying
+from runner.verify import verify
 from tests.conftest import git
-from tests.engine_helpers import make_request, run
+from tests.engine_helpers import RUNNER_ID, make_request, run
 
 pytestmark = pytest.mark.docker
 
@@ -99,3 +106,33 @@ def test_discovery_runs_are_never_verified(sample_repo: Path, cache: Path) -> No
     finished, events = run(cache, request)
     assert finished.verify is None and not events.of_type("verifying")
     assert finished.outcome is Outcome.SUCCESS, finished.reason
+
+
+def test_the_setup_hook_gives_each_check_its_environment(sample_repo: Path, cache: Path) -> None:
+    """The hook the setup cache fills: each check's sandbox starts from the spec it gives,
+    and what it set up is taken down after the check."""
+    mirror = gitops.ensure_mirror(cache / "mirrors", str(sample_repo), None)
+    sha = gitops.branch_sha(mirror, "main")
+    assert sha is not None
+    request = make_request(
+        sample_repo, "", verify=[VerifyCheck(name="env", run='test "$TRIMO_SETUP" = ready')]
+    )
+    given: list[str] = []
+
+    @contextmanager
+    def with_setup(spec: ContainerSpec) -> Iterator[ContainerSpec]:
+        given.append("up")
+        yield replace(spec, env={**spec.env, "TRIMO_SETUP": "ready"})
+        given.append("down")
+
+    host = RunEngine(EngineConfig(cache_dir=cache, runner_id=RUNNER_ID))._host()
+    report = verify(
+        host, request, mirror, cache / "verify", sha, lambda _e: None, lambda _s: False,
+        lambda _secret: None, with_setup,
+    )  # fmt: skip
+    assert report.passed and given == ["up", "down"]
+    bare = verify(
+        host, request, mirror, cache / "verify", sha, lambda _e: None, lambda _s: False,
+        lambda _secret: None,
+    )  # fmt: skip
+    assert not bare.passed
