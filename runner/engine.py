@@ -15,7 +15,7 @@ import contextlib
 import logging
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,7 @@ from runner.attempt import (
     autosave_message,
     internal_error,
 )
-from runner.container import LABEL_RUN
+from runner.container import LABEL_RUN, ContainerSpec
 from runner.delivery import Delivery, RunState, Start, pending_ref, remote_tip, starting_point
 from runner.errors import TrimoError, WorkspaceError
 from runner.handoff import Limits
@@ -49,7 +49,7 @@ from runner.scrub import Scrubber
 from runner.setup.build import Builder, Job, SetupFailed
 from runner.setup.cache import Environment, SetupCache, setup_failure
 from runner.setup.store import DEFAULT_MAX_BYTES, Store
-from runner.verify import unrun, verify, with_report
+from runner.verify import SetupHook, unrun, verify, verify_ref, with_report
 
 __all__ = ["EngineConfig", "RunEngine", "StopSignal", "autosave_message"]
 
@@ -297,7 +297,7 @@ class RunEngine:
         try:
             report = verify(
                 self._host(), request, mirror, root / "verify", sha, attempt.emit, stop.wait,
-                attempt.protect,
+                attempt.protect, self._checks_setup(request, mirror, sha),
             )  # fmt: skip
         except Exception:
             report = unrun(request, sha, internal_error(request.run_id))
@@ -307,6 +307,35 @@ class RunEngine:
                 update={"verify": report, "outcome": Outcome.CANCELLED, "reason": reason}
             )
         return with_report(finished, report)
+
+    def _checks_setup(self, request: RunRequest, mirror: Path, sha: str) -> SetupHook:
+        """Each check's sandbox gets the run's `setup:` keyed at `sha` (its own lockfile),
+        from the cache (made first on a miss), with upper layers of its own."""
+        spec = request.setup
+        if spec is None:
+            return contextlib.nullcontext
+        image_id = dockerclient.require_image(self.client, request.image)
+
+        def checkout(path: Path) -> None:
+            ref = verify_ref(request.run_id)
+            gitops.create_workspace(path, mirror, [request.base_branch], self._owner, (ref,))
+
+        job = Job(spec, sha, request.image, image_id, request.resources, checkout)
+
+        @contextlib.contextmanager
+        def with_setup(box: ContainerSpec) -> Iterator[ContainerSpec]:
+            scratch = box.workspace.parent / SETUP_SCRATCH
+            with contextlib.ExitStack() as stack:
+                try:
+                    environment = stack.enter_context(
+                        self.setup_cache.ready(job, request.repo.clone_url, mirror, scratch)
+                    )
+                except SetupFailed as failed:
+                    raise TrimoError(f"its setup failed: {failed.reason}") from failed
+                environment.place(box.workspace, box.home or box.workspace)
+                yield replace(box, writable={**box.writable, **environment.mounts})
+
+        return with_setup
 
     def _prepare_workspace(
         self,

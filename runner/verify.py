@@ -90,6 +90,11 @@ def _as_is(spec: ContainerSpec) -> AbstractContextManager[ContainerSpec]:
     return nullcontext(spec)
 
 
+def verify_ref(run_id: str) -> str:
+    """The mirror's ref to the commit a run's checks run on, while they run."""
+    return f"refs/trimo/verify/{run_id}"
+
+
 def verify(
     boxes: Host,
     request: RunRequest,
@@ -105,7 +110,7 @@ def verify(
     fresh sandbox under `place` (a directory on the pipeline's own disk, removed after),
     with the environment `with_setup` gives it."""
     emit(Verifying(sha=sha, checks=[check.name for check in request.verify]))
-    ref = f"refs/trimo/verify/{request.run_id}"
+    ref = verify_ref(request.run_id)
     gitops.git(mirror, "update-ref", ref, sha)
     results: list[CheckResult] = []
     try:
