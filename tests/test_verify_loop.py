@@ -1,6 +1,7 @@
 """Verify through the whole loop (real processes, Redis, Docker and git; GitHub's
-stand-in): a comment to a green check run that lists the checks; failing checks to a
-failed run, then one automatic fixing run, announced, and no more."""
+stand-in), on a repository with `setup:` and `verify:`: a comment to a green check run
+that lists the checks (one needs the setup); failing checks to a failed run, then one
+automatic fixing run, announced, and no more."""
 
 from __future__ import annotations
 
@@ -16,11 +17,15 @@ from tests.test_end_to_end import branch_of, finished_check
 pytestmark = [pytest.mark.docker, pytest.mark.redis]
 
 VERIFY = """\
+setup:
+  run: mkdir -p deps && echo ready > deps/tool
+  cache_key: [README.md]
+  paths: [deps]
 verify:
   - name: tests
     run: grep -qx hi hello.txt && echo '1 passed'
   - name: lint
-    run: test -s hello.txt
+    run: test -s hello.txt && grep -qx ready deps/tool
 verify_fix_attempts: 1
 """
 
@@ -35,7 +40,7 @@ def loop(
             redis_server,
             tmp_path_factory.mktemp("verify-loop"),
             corpora,
-            files={".github/trimo.yml": CONFIG + VERIFY},
+            files={".github/trimo.yml": CONFIG + VERIFY, ".gitignore": "deps/\n"},
         ).start()
         try:
             yield harness
