@@ -175,7 +175,7 @@ async def render_from_whole_pipelines(redis: ArqRedis) -> int:
     summaries = [summarise(Pipeline.model_validate_json(raw)) for raw in raws if raw]
     pulls = await pulls_of(redis, summaries)
     placed = place(summaries, pulls, Filters())
-    usage = await usage_of_runs(redis, [run.run_id for run in placed.runs()])
+    usage = await usage_of_runs(redis, [run_id for run_id, _ in placed.runs()])
     board = build_board(placed, pulls, usage, _now())
     return len(page(board))
 

@@ -15,7 +15,9 @@ from app.dashboard.board import (
     column_of,
     place,
     state_words,
+    total_usage,
 )
+from app.dashboard.pages import render_card
 from app.runs.pipelines import Pipeline, PipelineRun
 from app.runs.summary import summarise
 from runner.contract import RUNNER_LOST
@@ -96,13 +98,52 @@ def test_a_running_run_wins_over_one_waiting_behind_it() -> None:
 
 
 def test_card_shows_elapsed_while_running_and_age_after() -> None:
-    running = card_of(summarise(pipeline_with("running")), None, Usage(1500, 500, 0.25), NOW)
+    running = card_of(
+        summarise(pipeline_with("running")), None, {"r1": Usage(1500, 500, 0.25)}, NOW
+    )
     assert running.elapsed == "3m 00s"
     assert running.tokens == "2.0k tokens" and running.cost == "$0.25"
     assert running.title == "Fix login" and running.number == 7 and running.runner == ""
     finished = pipeline_with("finished", Outcome.FAILURE)
     finished.updated_at = NOW - timedelta(hours=5)
-    assert card_of(summarise(finished), None, None, NOW).elapsed == "5h ago"
+    assert card_of(summarise(finished), None, {}, NOW).elapsed == "5h ago"
+
+
+def test_a_card_adds_up_every_run_and_says_what_now() -> None:
+    pipeline = pipeline_with("finished", Outcome.SUCCESS, commits=1)
+    pipeline.runs.append(make_run("r2"))
+    pipeline.runs[1].status = "running"
+    views = {
+        "r1": Usage(1000, 200, 0.87),
+        "r2": Usage(300, 0, None, step="Bash pytest -q"),  # a follow-up without a cost yet
+    }
+    card = card_of(summarise(pipeline), None, views, NOW)
+    assert card.column == "running" and card.cost == "$0.87" and card.tokens == "1.5k tokens"
+    assert card.step == "Bash pytest -q" and card.error == "" and not card.retry
+    assert total_usage([]) == Usage()
+
+
+def test_a_failed_card_says_why_and_offers_retry() -> None:
+    failed = card_of(
+        summarise(pipeline_with("finished", Outcome.FAILURE, "tests failed:\n  3 errors")),
+        None, {}, NOW,
+    )  # fmt: skip
+    assert failed.error == "tests failed: 3 errors" and failed.retry
+    cancelled = card_of(
+        summarise(pipeline_with("finished", Outcome.CANCELLED, "stopped by @a")), None, {}, NOW
+    )
+    assert cancelled.error == "stopped by @a" and not cancelled.retry
+    quiet = card_of(summarise(pipeline_with("finished", Outcome.SUCCESS)), None, {}, NOW)
+    assert quiet.error == "" and not quiet.retry
+    html = render_card(failed)
+    assert "card-error" in html and 'class="card-retry"' in html and "csrf" not in html
+
+
+def test_a_dashboard_pipeline_is_named_by_its_pull_request_once_there_is_one() -> None:
+    pipeline = pipeline_with("finished", Outcome.SUCCESS, commits=1)
+    pipeline.number = 0
+    assert ">new<" in render_card(card_of(summarise(pipeline), None, {}, NOW))
+    assert ">PR #12<" in render_card(card_of(summarise(pipeline), 12, {}, NOW))
 
 
 @pytest.mark.parametrize(

@@ -14,8 +14,9 @@ import redis.asyncio as aioredis
 from selenium.webdriver.common.by import By
 
 from app.dashboard.auth import SESSION_COOKIE
-from app.reporting.runview import IMPLEMENT_PLAN
-from app.runs.pipelines import Pipelines
+from app.reporting.reporter import VIEW_PREFIX
+from app.reporting.runview import IMPLEMENT_PLAN, RunView
+from app.runs.pipelines import CHANGES, Pipelines
 from runner import contract
 from runner.events import RawLog
 from runner.job import Outcome, RunFinished
@@ -91,7 +92,7 @@ def test_a_pipeline_page_turns_from_running_to_cancelled_without_a_reload(
         window.shot("running")
         mark_page(window)
         window.wait(
-            lambda: dash.redis.pubsub_numsub("trimo:pipelines:changes")[0][1] > 0,
+            lambda: dash.redis.pubsub_numsub(CHANGES)[0][1] > 0,
             10,
             "the page's live stream",
         )
@@ -229,4 +230,39 @@ def test_a_plan_is_implemented_from_its_button(
     jobs = queued_dashboard_jobs(dash)
     assert [job[1]["ask"] for job in jobs] == [
         {"pipeline": pipeline_id, "prompt": IMPLEMENT_PLAN, "agent": ""}
+    ]
+
+
+def test_board_cards_say_what_now_and_retry_from_the_card(
+    dash: RunningApp, redis_url: str, request: pytest.FixtureRequest
+) -> None:
+    seed_sync(redis_url, make_pipeline("o/r", 12, "Busy"), make_run("o.r.12-a"), "running")
+    failed = make_pipeline("o/r", 13, "Broken")
+    seed_sync(redis_url, failed, make_run("o.r.13-a"), "finished", Outcome.FAILURE)
+    info = RunnerInfo(
+        id="runner-1", host="box", labels=["default"], capacity=2, running=["o.r.12-a"],
+        version="0.1.0", pid=1, started_at=now(), seen_at=now(),
+    )  # fmt: skip
+    dash.redis.set(contract.runner_info(info.id), info.model_dump_json(), ex=60)
+    dash.redis.sadd(contract.RUNNERS, info.id)
+    window = browser_as(dash, request.node.name)
+    try:
+        window.get("/")
+        assert "boom" in window.text("#card-o\\.r\\.13 .card-error")
+        assert window.find("#card-o\\.r\\.12 .card-step") == []
+        mark_page(window)
+        window.wait(lambda: dash.redis.pubsub_numsub(CHANGES)[0][1] > 0, 10, "the board feed")
+        view = RunView(run_id="o.r.12-a", recent_tools=["Read app.py", "Bash pytest -q"])
+        dash.redis.set(VIEW_PREFIX + "o.r.12-a", view.model_dump_json())
+        window.wait(lambda: "Bash pytest -q" in window.text("#card-o\\.r\\.12 .card-step"),
+                    15, "the running card's step")  # fmt: skip
+        assert same_page(window)
+        window.shot("step-and-error")
+        window.click("#card-o\\.r\\.13 .card-retry button")
+        window.wait(lambda: window.path == "/pipelines/o.r.13?asked=retry", 20, "the thanks")
+    finally:
+        window.quit()
+    jobs = queued_dashboard_jobs(dash)
+    assert [(job[1]["action"], job[1]["ask"]) for job in jobs] == [
+        ("retry", {"pipeline": "o.r.13", "run_id": "o.r.13-a"})
     ]

@@ -41,13 +41,38 @@ SHOWN_PER_COLUMN: Final = 50
 PROMPT_ON_CARD: Final = 90
 
 
+STEP_CHARS: Final = 100
+ERROR_CHARS: Final = 160
+
+
 @dataclass(frozen=True)
 class Usage:
-    """Tokens and cost of a run, as its events reported them."""
+    """Tokens and cost of a run, as its events reported them, and its latest step."""
 
     input_tokens: int = 0
     output_tokens: int = 0
     cost_usd: float | None = None
+    step: str = ""
+    """Its last tool call, or what it checks now (`verify:`)."""
+
+
+def total_usage(usages: Iterable[Usage]) -> Usage:
+    """The tokens and cost of several runs added up (no cost when none reported one)."""
+    found = list(usages)
+    costs = [u.cost_usd for u in found if u.cost_usd is not None]
+    return Usage(
+        input_tokens=sum(u.input_tokens for u in found),
+        output_tokens=sum(u.output_tokens for u in found),
+        cost_usd=sum(costs) if costs else None,
+    )
+
+
+def runs_of(summary: PipelineSummary) -> list[str]:
+    """The ids of a pipeline's runs (its focused run's, from a summary stored before they
+    were kept)."""
+    if summary.run_ids:
+        return summary.run_ids
+    return [summary.run.run_id] if summary.run else []
 
 
 @dataclass(frozen=True)
@@ -172,6 +197,12 @@ class Card:
     run_id: str
     verify: str = ""
     """What the run's checks of `verify:` said: "verified", "checks failing" or nothing."""
+    error: str = ""
+    """Why a run in Needs you ended, in the agent's or Trimo's words."""
+    step: str = ""
+    """What a running run does now (its last tool call)."""
+    retry: bool = False
+    """Whether the card offers Retry (its last run failed, timed out or could not run)."""
 
 
 def tokens_text(usage: Usage) -> str:
@@ -195,10 +226,21 @@ def ago(seconds: float) -> str:
     return f"{seconds // 86400}d ago"
 
 
-def card_of(summary: PipelineSummary, pull: int | None, usage: Usage | None, now: datetime) -> Card:
+def _clip(text: str, limit: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def card_of(
+    summary: PipelineSummary, pull: int | None, usage: Mapping[str, Usage], now: datetime
+) -> Card:
+    """`summary`'s card; `usage`: what its runs' views say, by run id."""
     column = column_of(summary, pull)
     run: RunBrief | None = summary.run
-    usage = usage or Usage()
+    total = total_usage(usage[r] for r in runs_of(summary) if r in usage)
+    focus = usage.get(run.run_id) if run else None
+    state = state_words(summary, column)
+    failed = column == "needs_you" and state not in ("plan ready", "finished with no changes")
     if column == "running" and run is not None and run.started_at is not None:
         since = run.started_at
         elapsed = duration((now - since).total_seconds())
@@ -209,7 +251,7 @@ def card_of(summary: PipelineSummary, pull: int | None, usage: Usage | None, now
     return Card(
         id=summary.id,
         column=column,
-        state=state_words(summary, column),
+        state=state,
         repo=summary.repo,
         number=summary.number,
         kind=summary.kind,
@@ -221,11 +263,14 @@ def card_of(summary: PipelineSummary, pull: int | None, usage: Usage | None, now
         runner=(run.runner or "") if run else "",
         since=since,
         elapsed=elapsed,
-        tokens=tokens_text(usage),
-        cost=money(usage.cost_usd),
+        tokens=tokens_text(total),
+        cost=money(total.cost_usd),
         pull=pull,
         run_id=run.run_id if run else "",
         verify=run.verify if run else "",
+        error=_clip(run.reason, ERROR_CHARS) if run and failed else "",
+        step=_clip(focus.step, STEP_CHARS) if focus and column == "running" else "",
+        retry=failed and state != "cancelled" and not summary.closed,
     )
 
 
@@ -239,9 +284,15 @@ class Placed:
     people: list[str]
     agents: list[str]
 
-    def runs(self) -> list[RunBrief]:
-        """The runs the shown cards talk about (whose usage the cards show)."""
-        return [s.run for cards in self.columns.values() for s in cards if s.run]
+    def runs(self) -> list[tuple[str, bool]]:
+        """The runs of the shown cards (whose usage they add up), each with whether it is
+        over (its usage final): every run but a card's going one."""
+        return [
+            (run_id, s.activity == "finished" or s.run is None or run_id != s.run.run_id)
+            for cards in self.columns.values()
+            for s in cards
+            for run_id in runs_of(s)
+        ]
 
 
 def place(
@@ -288,10 +339,7 @@ def build_board(
     """The cards of `placed`, with their pull requests and their runs' usage."""
     return Board(
         columns={
-            column: [
-                card_of(s, pulls.get(s.id), usage.get(s.run.run_id if s.run else ""), now)
-                for s in shown
-            ]
+            column: [card_of(s, pulls.get(s.id), usage, now) for s in shown]
             for column, shown in placed.columns.items()
         },
         counts=placed.counts,

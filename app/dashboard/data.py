@@ -14,7 +14,7 @@ from app.reporting.channels.pullrequest import PULL_OF_PIPELINE
 from app.reporting.reporter import VIEW_PREFIX
 from app.reporting.runview import RunView
 from app.runs.pipelines import Pipelines
-from app.runs.summary import PipelineSummary, RunBrief
+from app.runs.summary import PipelineSummary
 from runner import contract
 from runner.registry import RunnerInfo, online_runners
 
@@ -60,8 +60,17 @@ def pull_numbers(summaries: Iterable[PipelineSummary], opened: Mapping[str, int]
     return pulls
 
 
+def _step(data: Mapping[str, object]) -> str:
+    """A run view's latest step: the checks it runs now, else its last tool call."""
+    verifying = data.get("verifying")
+    if isinstance(verifying, list) and verifying:
+        return "checking " + ", ".join(str(name) for name in verifying[:3])
+    tools = data.get("recent_tools")
+    return str(tools[-1]) if isinstance(tools, list) and tools else ""
+
+
 def usage_of(raw: bytes | str | None) -> Usage | None:
-    """Tokens and cost from a stored run view, reading only those fields."""
+    """Tokens, cost and latest step from a stored run view, reading only those fields."""
     if raw is None:
         return None
     try:
@@ -70,6 +79,7 @@ def usage_of(raw: bytes | str | None) -> Usage | None:
             input_tokens=int(data.get("input_tokens") or 0),
             output_tokens=int(data.get("output_tokens") or 0),
             cost_usd=float(data["cost_usd"]) if data.get("cost_usd") is not None else None,
+            step=_step(data),
         )
     except (ValueError, TypeError, AttributeError):
         return None
@@ -110,19 +120,18 @@ class UsageCache:
         self._final: dict[str, Usage] = {}
         self._limit = limit
 
-    async def of(self, redis: aioredis.Redis, runs: list[RunBrief]) -> dict[str, Usage]:
-        wanted = [r.run_id for r in runs if r.run_id not in self._final]
+    async def of(self, redis: aioredis.Redis, runs: list[tuple[str, bool]]) -> dict[str, Usage]:
+        """Usage of `runs` (run id, whether it is over), by run id."""
+        wanted = [run_id for run_id, _ in runs if run_id not in self._final]
         fetched = await usage_of_runs(redis, wanted)
         if len(self._final) > self._limit:
             self._final.clear()
         self._final.update(
-            (r.run_id, fetched[r.run_id])
-            for r in runs
-            if r.status == "finished" and r.run_id in fetched
+            (run_id, fetched[run_id]) for run_id, over in runs if over and run_id in fetched
         )
         return {
             **fetched,
-            **{r.run_id: self._final[r.run_id] for r in runs if r.run_id in self._final},
+            **{run_id: self._final[run_id] for run_id, _ in runs if run_id in self._final},
         }
 
 

@@ -2,7 +2,10 @@
 
 - `BoardFeed`: one pub/sub subscription to the pipelines' change channel per process.
   Changes are gathered for `BATCH_SECONDS`, their summaries loaded in one round trip, and
-  each update handed to every board listener (which keeps what its viewer may see).
+  each update handed to every board listener (which keeps what its viewer may see). Every
+  `STEPS_SECONDS` it also looks at the views of the runs online runners hold, and hands out
+  the pipelines whose running run's step, tokens or cost moved (no change is published
+  for those).
 - `RunFeeds`: per run, one blocking `XREAD` on its event stream while anyone watches it.
   A listener reads what it missed (`XRANGE` after its `Last-Event-ID`) and then what the
   shared reader hands it, skipping what it already had.
@@ -15,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Final, Generic, TypeVar, cast
 
@@ -24,11 +27,12 @@ from arq.connections import ArqRedis
 from redis.exceptions import RedisError
 
 from app import redisio
-from app.dashboard.board import Usage
+from app.dashboard.board import Usage, runs_of
 from app.dashboard.data import StreamEntry, pulls_of, stored_events, stream_entries, usage_of_runs
 from app.runs.pipelines import CHANGES, Pipelines
 from app.runs.summary import PipelineSummary
 from runner import contract
+from runner.registry import online_runners
 
 log = logging.getLogger("trimo.dashboard")
 
@@ -36,6 +40,7 @@ BATCH_SECONDS: Final = 0.1
 LISTENER_QUEUE: Final = 2000
 XREAD_BLOCK_MS: Final = 1000
 RETRY_SECONDS: Final = 1.0
+STEPS_SECONDS: Final = 2.0
 
 T = TypeVar("T")
 RedisGetter = Callable[[], Awaitable[ArqRedis]]
@@ -69,7 +74,8 @@ class Listener(Generic[T]):
 class PipelineUpdate:
     summary: PipelineSummary
     pull: int | None
-    usage: Usage | None
+    usage: Mapping[str, Usage]
+    """What its runs' views say, by run id."""
 
 
 class BoardFeed:
@@ -79,6 +85,8 @@ class BoardFeed:
         self._redis = redis
         self._listeners: set[Listener[PipelineUpdate]] = set()
         self._task: asyncio.Task[None] | None = None
+        self._running: dict[str, Usage] = {}
+        """The running runs' usage last looked at."""
 
     @contextlib.asynccontextmanager
     async def listen(self) -> AsyncIterator[Listener[PipelineUpdate]]:
@@ -116,8 +124,13 @@ class BoardFeed:
         redis = await self._redis()
         pubsub = redis.pubsub()
         await pubsub.subscribe(CHANGES)
+        clock = asyncio.get_running_loop().time
+        looked = clock()
         try:
             while self._listeners:
+                if clock() - looked >= STEPS_SECONDS:
+                    looked = clock()
+                    await self._look_at_running(redis)
                 message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
                 if message is None:
                     continue
@@ -132,13 +145,23 @@ class BoardFeed:
             with contextlib.suppress(RedisError, OSError):
                 await cast(Callable[[], Awaitable[None]], pubsub.aclose)()
 
+    async def _look_at_running(self, redis: ArqRedis) -> None:
+        """Hand out the pipelines whose running run's view moved since the last look."""
+        run_ids = sorted({r for runner in await online_runners(redis) for r in runner.running})
+        now = await usage_of_runs(redis, run_ids)
+        before, self._running = self._running, now
+        moved = [run_id for run_id, usage in now.items() if before.get(run_id) != usage]
+        store = Pipelines(redis)
+        ids = {pid for run_id in moved if (pid := await store.pipeline_of_run(run_id))}
+        if ids:
+            await self._hand_out(redis, sorted(ids))
+
     async def _hand_out(self, redis: ArqRedis, ids: list[str]) -> None:
         summaries = await Pipelines(redis).summaries(ids)
         pulls = await pulls_of(redis, summaries)
-        usage = await usage_of_runs(redis, [s.run.run_id for s in summaries if s.run])
+        usage = await usage_of_runs(redis, [r for s in summaries for r in runs_of(s)])
         for summary in summaries:
-            run_id = summary.run.run_id if summary.run else ""
-            update = PipelineUpdate(summary, pulls.get(summary.id), usage.get(run_id))
+            update = PipelineUpdate(summary, pulls.get(summary.id), usage)
             for listener in list(self._listeners):
                 listener.put(update)
 

@@ -82,6 +82,8 @@ class PipelineSummary(BaseModel):
     usage: Usage | None = None
     """Tokens and cost of all its runs (`pipeline_usage`)."""
     run: RunBrief | None
+    run_ids: list[str] = []
+    """Every run's id, oldest first (what the card's tokens and cost add up)."""
     created_at: datetime
     updated_at: datetime
 
@@ -141,6 +143,7 @@ def summarise(pipeline: Pipeline) -> PipelineSummary:
         agents=sorted({r.agent for r in pipeline.runs}),
         usage=pipeline_usage(pipeline.runs),
         run=_brief(run) if run is not None else None,
+        run_ids=[r.run_id for r in pipeline.runs],
         created_at=pipeline.created_at,
         updated_at=pipeline.updated_at,
     )

@@ -53,9 +53,13 @@ function followBoard(board) {
     const data = JSON.parse(event.data);
     const card = fragment(data.html);
     const old = document.getElementById("card-" + data.id);
-    if (old) old.remove();
     const column = document.querySelector("#col-" + data.column + " .cards");
-    if (column && card) column.prepend(card);
+    if (old && card && old.parentElement === column) {
+      old.replaceWith(card); // same column: it keeps its place
+    } else {
+      if (old) old.remove();
+      if (column && card) column.prepend(card);
+    }
     recount();
     tick();
   });
@@ -215,6 +219,21 @@ function loadDiff(diff) {
     .then((html) => { diff.innerHTML = html; })
     .catch(() => { diff.textContent = "The diff could not be loaded; reload to try again."; });
 }
+
+function withToken(event) {
+  // A card's form is drawn for every viewer: it carries this page's CSRF token when sent.
+  const form = event.target;
+  if (!(form instanceof HTMLFormElement) || form.querySelector('input[name="csrf"]')) return;
+  const token = document.querySelector('meta[name="csrf-token"]');
+  if (!token) return;
+  const input = document.createElement("input");
+  input.type = "hidden";
+  input.name = "csrf";
+  input.value = token.content;
+  form.appendChild(input);
+}
+
+document.addEventListener("submit", withToken, true);
 
 document.addEventListener("DOMContentLoaded", () => {
   const board = document.getElementById("board");
