@@ -27,6 +27,7 @@ from app.reporting import owed, reporter
 from app.reporting.budget import Priority, WriteBudget
 from app.runs.pipelines import Pipeline, PipelineRun, Pipelines
 from runner import contract, figures, registry
+from runner.events import Usage
 from runner.job import Outcome, Resources, RunFinished
 from tests import webhook_helpers
 from tests.fakegithub import generate_key_pair
@@ -286,3 +287,19 @@ def test_runner_gauges_read_0_rather_than_vanish(webhook_app: RunningApp) -> Non
         assert got.has(name, label=label) and got.value(name, label=label) == 0, name
         assert got.has(name, label=contract.DEFAULT_LABEL), name
     assert got.value("trimo_run_queue_depth", label=label) == 1
+
+
+async def test_spend_by_agent_and_this_months_by_repository(
+    pool: ArqRedis, webhook_app: RunningApp
+) -> None:
+    pipelines = Pipelines(pool)
+    await pipelines.add_run(a_pipeline(), a_pipeline("run-1").runs[0])
+    usage = Usage(input_tokens=1200, output_tokens=300, cost_usd=0.42)
+    finished = RunFinished(run_id="run-1", outcome=Outcome.SUCCESS, usage=usage)
+    await pipelines.finish(finished)
+    await pipelines.finish(finished)  # a redelivered finish is added once
+    got = scrape(webhook_app.client)
+    assert got.value("trimo_spend_usd_total", agent="script") == pytest.approx(0.42)
+    assert got.value("trimo_spend_tokens_total", agent="script", kind="input") == 1200
+    assert got.value("trimo_spend_tokens_total", agent="script", kind="output") == 300
+    assert got.value("trimo_spend_month_usd", repo="o/r") == pytest.approx(0.42)

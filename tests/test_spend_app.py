@@ -110,11 +110,12 @@ async def test_a_finished_run_is_added_once_by_day_month_person_and_agent(world:
     assert pipeline is not None and run is not None
 
     today = utcnow().date()
-    [row] = await spend.rows(redis, "day", [today.isoformat()])
+    [row] = (await spend.rows(redis, "day", [today.isoformat()]))[today.isoformat()]
     assert (row.repo, row.person, row.agent) == (f"{OWNER}/{REPO}", WRITER, "script")
     assert row.spent == spend.Spent(250_000, 1000, 200, 1)
-    [month] = await spend.rows(redis, "month", [spend.month_of(today)])
+    [month] = (await spend.rows(redis, "month", [spend.month_of(today)]))[spend.month_of(today)]
     assert month.spent == row.spent
+    assert await spend.versions(redis, "day", [today.isoformat(), "2001-01-01"]) == [1, 0]
     assert await spend.month_to_date(redis, today, f"{OWNER}/{REPO}".upper(), WRITER) == (
         250_000,
         250_000,
@@ -146,7 +147,8 @@ async def test_stored_spend_that_is_not_in_the_ledgers_format_is_skipped(world: 
     )
     await redis.hset(spend.DAY_PREFIX + "2026-03-04", mapping={"x": "1 2 3 4", "o/r\tq\ta": "lots"})
     rows = await spend.rows(redis, "day", ["2026-03-04", "2026-03-05"])
-    assert [(r.person, r.spent.micro_usd) for r in rows] == [("p", 100_000)]
+    assert [(r.person, r.spent.micro_usd) for r in rows["2026-03-04"]] == [("p", 100_000)]
+    assert rows["2026-03-05"] == []
 
 
 @pytest.mark.parametrize(

@@ -131,14 +131,18 @@ def test_the_table_sums_by_key_and_period_and_stacks_the_top_keys() -> None:
         for n in range(spendview.SERIES + 2)
     ] + [Row("2026-03-02", "o/r0", "p", "a", Spent(50_000, 0, 0, 1))]
     rows.append(Row("2025-01-01", "o/r0", "p", "a", Spent(10**9, 0, 0, 1)))  # not shown
-    table = spendview.tabulate(rows, spendview.Query(), shown)
+    rows.append(Row("2026-03-02", "O/R0", "q", "b", Spent(0, 1, 0, 1)))  # o/r0 again
+    by_period = {
+        day: spendview.partial([r for r in rows if r.period == day], "repo") for day in shown
+    }
+    table = spendview.tabulate(by_period, spendview.Query(), shown)
     assert [key for key, _ in table.keys][:2] == ["o/r7", "o/r6"]
-    assert table.total == Spent(3_650_000, 8, 8, 9)
+    assert table.total == Spent(3_650_000, 9, 8, 10)
     first, second = table.bars
     assert [s.series for s in first.segments] == [*range(spendview.SERIES), spendview.SERIES]
     assert first.segments[-1].key == "others" and first.segments[-1].spent.micro_usd == 300_000
     assert first.segments[-1].y == 0.0  # the tallest bar fills the chart
-    assert second.segments[0].key == "others" and second.total.micro_usd == 50_000
+    assert [s.key for s in second.segments] == ["others"] and second.total.runs == 2
     assert table.legend[-1] == (spendview.SERIES, "others") and table.top == 3.6
 
 
@@ -153,3 +157,26 @@ def test_the_table_sums_by_key_and_period_and_stacks_the_top_keys() -> None:
 )
 def test_the_query(query: dict[str, str], expected: spendview.Query) -> None:
     assert spendview.Query.from_query(query) == expected
+
+
+def test_a_run_that_ends_after_a_page_was_drawn_shows_on_the_next(
+    dash: RunningApp, redis_url: str
+) -> None:
+    seed(redis_url, ("o/r", "alice", "claude", 0.50, NOW))
+    client, _ = signed_in(dash.base_url, dash.settings, "alice", {"o/r": "read"})
+    with client:
+        assert 'data-cost="0.500000" data-runs="1"' in client.get("/spend").text
+        asyncio.run(_add(redis_url, "late-run", 0.25))
+        assert 'data-cost="0.750000" data-runs="2"' in client.get("/spend").text
+        assert client.get("/spend.csv").text.count("\r\n") == 2  # the head and one row
+
+
+async def _add(redis_url: str, run_id: str, cost: float) -> None:
+    redis = aioredis.from_url(redis_url)
+    try:
+        await spend.record(
+            redis, run_id, repo="o/r", person="alice", agent="claude", at=NOW,
+            usage=Usage(cost_usd=cost),
+        )  # fmt: skip
+    finally:
+        await redis.aclose()

@@ -30,7 +30,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from app.conversation.policy import role_allows
-from app.dashboard import data, kept, spendview
+from app.dashboard import data, kept, spenddata, spendview
 from app.dashboard.auth import Viewer, checked_form, csrf_token, current_viewer
 from app.dashboard.board import (
     TAB_STATES,
@@ -58,7 +58,7 @@ from app.github.client import GitHubApp
 from app.github.installations import installation_for_repo
 from app.reporting.channels.pullrequest import pull_of_pipeline
 from app.reporting.runview import IMPLEMENT_PLAN, html_url
-from app.runs import previews, spend
+from app.runs import previews
 from app.runs.pipelines import Pipeline, Pipelines
 from app.runs.summary import summarise
 from app.settings import AppSettings, SettingsError
@@ -103,6 +103,7 @@ class Dashboard:
         self.run_feeds = RunFeeds(self._redis)
         self.summaries = data.SummaryCache()
         self.usage = data.UsageCache()
+        self.spend = spenddata.SpendCache()
         self._github: GitHubApp | None = None
 
     async def _redis(self) -> Any:
@@ -283,15 +284,21 @@ class Dashboard:
         viewer = await current_viewer(request)
         if viewer is None:
             return _to_login(request)
-        query, shown, rows = await self._spend(request, viewer)
-        table = spendview.tabulate(rows, query, shown)
+        query = spendview.Query.from_query(request.query_params)
+        shown = spendview.periods(query.period, _now().date())
+        seen = spenddata.visibility(_visible(viewer))
+        sums = await self.spend.partials(await self.redis.get(), query, shown, seen)
+        table = spendview.tabulate(sums, query, shown)
         return self._page(request, viewer, "spend.html.j2", table=table, query=query)
 
     async def spend_csv(self, request: Request) -> Response:
         viewer = await current_viewer(request)
         if viewer is None:
             raise HTTPException(401, "Sign in first.")
-        query, shown, rows = await self._spend(request, viewer)
+        query = spendview.Query.from_query(request.query_params)
+        shown = spendview.periods(query.period, _now().date())
+        seen = spenddata.visibility(_visible(viewer))
+        rows = await self.spend.visible_rows(await self.redis.get(), query.period, shown, seen)
         return Response(
             spendview.csv_text(rows, shown),
             media_type="text/csv; charset=utf-8",
@@ -300,14 +307,6 @@ class Dashboard:
                 "Cache-Control": "no-store",
             },
         )
-
-    async def _spend(
-        self, request: Request, viewer: Viewer
-    ) -> tuple[spendview.Query, list[str], list[spend.Row]]:
-        query = spendview.Query.from_query(request.query_params)
-        shown = spendview.periods(query.period, _now().date())
-        rows = await spend.rows(await self.redis.get(), query.period, shown)
-        return query, shown, spendview.visible(rows, _visible(viewer))
 
     async def fleet(self, request: Request) -> Response:
         viewer = await current_viewer(request)

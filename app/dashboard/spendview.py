@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 from typing import Final, Literal
@@ -104,56 +104,75 @@ class Table:
     """The chart's scale: the largest period's cost, in dollars."""
 
 
-def tabulate(rows: Sequence[Row], query: Query, shown: list[str]) -> Table:
-    by_key: dict[str, Spent] = {}
-    by_period: dict[str, Spent] = dict.fromkeys(shown, Spent())
-    cells: dict[tuple[str, str], Spent] = {}
-    spelled: dict[str, str] = {}  # names compare case-insensitively, as on GitHub
+Partial = dict[str, tuple[str, Spent]]
+"""One period's spend by key: the key lower-cased -> (its spelling, what it spent)."""
+
+
+def partial(rows: Iterable[Row], group: Group) -> Partial:
+    """One period's rows summed by `group` (names compare case-insensitively, as on GitHub:
+    the first spelling seen is kept)."""
+    sums: dict[str, list[int]] = {}
+    spelled: dict[str, str] = {}
     for row in rows:
-        if row.period not in by_period:
-            continue
-        name = key_of(row, query.group)
-        key = spelled.setdefault(name.lower(), name)
-        by_key[key] = by_key.get(key, Spent()) + row.spent
-        by_period[row.period] += row.spent
-        cells[key, row.period] = cells.get((key, row.period), Spent()) + row.spent
-    keys = sorted(by_key.items(), key=lambda item: (-item[1].micro_usd, item[0].lower()))
-    total = sum((spent for _, spent in keys), Spent())
+        name = key_of(row, group)
+        key = name.lower()
+        spent = row.spent
+        found = sums.get(key)
+        if found is None:
+            spelled[key] = name
+            sums[key] = [spent.micro_usd, spent.input_tokens, spent.output_tokens, spent.runs]
+        else:
+            found[0] += spent.micro_usd
+            found[1] += spent.input_tokens
+            found[2] += spent.output_tokens
+            found[3] += spent.runs
+    return {key: (spelled[key], Spent(*sums[key])) for key in sums}
+
+
+def tabulate(partials: Mapping[str, Partial], query: Query, shown: list[str]) -> Table:
+    """The table and chart of the periods `shown`, from each period's `partial`."""
+    by_key: dict[str, tuple[str, Spent]] = {}
+    by_period: dict[str, Spent] = {}
+    for period in shown:
+        total = Spent()
+        for key, (name, spent) in partials.get(period, {}).items():
+            spelling, before = by_key.get(key, (name, Spent()))
+            by_key[key] = (spelling, before + spent)
+            total += spent
+        by_period[period] = total
+    keys = sorted(by_key.values(), key=lambda item: (-item[1].micro_usd, item[0].lower()))
     table = Table(
         group=query.group,
         period=query.period,
         periods=shown,
         keys=keys,
         by_period=list(by_period.items()),
-        total=total,
+        total=sum((spent for _, spent in keys), Spent()),
     )
-    return _charted(table, cells)
+    return _charted(table, partials)
 
 
-def _charted(table: Table, cells: Mapping[tuple[str, str], Spent]) -> Table:
+def _charted(table: Table, partials: Mapping[str, Partial]) -> Table:
     """The table with its chart: a bar per period, stacked by the top keys and the others."""
-    series = {key: index for index, (key, _) in enumerate(table.keys[:SERIES])}
+    series = {name.lower(): index for index, (name, _) in enumerate(table.keys[:SERIES])}
     top_micro = max((spent.micro_usd for _, spent in table.by_period), default=0)
     slot = CHART_WIDTH / max(len(table.periods), 1)
     bars = []
     for index, (period, total) in enumerate(table.by_period):
         parts: dict[int, tuple[str, Spent]] = {}
-        for key, _ in table.keys:
-            spent = cells.get((key, period))
-            if spent is None:
-                continue
+        for key, (name, spent) in partials.get(period, {}).items():
             place = series.get(key, SERIES)
-            name, before = parts.get(place, ("others" if place == SERIES else key, Spent()))
-            parts[place] = (name, before + spent)
+            label, before = parts.get(place, ("others" if place == SERIES else name, Spent()))
+            parts[place] = (label, before + spent)
         y = float(CHART_HEIGHT)
         segments = []
         for place in sorted(parts):
-            name, spent = parts[place]
+            label, spent = parts[place]
             height = CHART_HEIGHT * spent.micro_usd / top_micro if top_micro else 0.0
             y -= height
-            segments.append(Segment(name, place, round(y, 2), round(height, 2), spent))
+            segments.append(Segment(label, place, round(y, 2), round(height, 2), spent))
         bars.append(Bar(period, round(index * slot + 1, 2), round(slot - 2, 2), total, segments))
-    legend = [(index, key) for key, index in series.items()]
+    legend = [(index, name) for index, (name, _) in enumerate(table.keys[:SERIES])]
     if len(table.keys) > SERIES:
         legend.append((SERIES, "others"))
     return replace(table, bars=bars, legend=legend, top=top_micro / MICRO)

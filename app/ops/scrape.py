@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Final
 
 import redis.asyncio as aioredis
@@ -30,10 +31,11 @@ from pydantic import SecretStr
 from starlette.requests import Request
 
 from app.ops.metrics import REGISTRY, SCRAPE_ERRORS
-from app.redisio import as_text, smembers, srem
+from app.redisio import as_text, hgetall, smembers, srem
 from app.reporting import owed, reporter
 from app.reporting.budget import HOUR, MINUTE, WINDOW_PREFIX, WRITERS, Limits
 from app.reporting.failures import FAILED_EVENTS
+from app.runs import spend
 from app.runs.runcounts import RunCounts
 from runner import contract, figures, registry
 
@@ -63,6 +65,10 @@ class State:
     writes: dict[str, tuple[int, int]] = field(default_factory=dict)
     """installation id -> writes in the last minute and hour."""
     runner_figures: dict[str, dict[str, str]] = field(default_factory=dict)
+    spend_by_agent: dict[str, spend.Spent] = field(default_factory=dict)
+    """agent -> cost and tokens of every run since spend was first kept."""
+    spend_month_by_repo: dict[str, float] = field(default_factory=dict)
+    """repository (lower-cased) -> dollars spent this month (UTC)."""
 
 
 async def read_state(redis: aioredis.Redis, event_queue: str, now: float | None = None) -> State:
@@ -97,7 +103,21 @@ async def read_state(redis: aioredis.Redis, event_queue: str, now: float | None 
     await _read_reporter(redis, state)
     await _read_writes(redis, state, time.time() if now is None else now)
     await _read_runner_figures(redis, state)
+    await _read_spend(redis, state, time.time() if now is None else now)
     return state
+
+
+async def _read_spend(redis: aioredis.Redis, state: State, now: float) -> None:
+    state.spend_by_agent = dict(list((await spend.by_agent(redis)).items())[:MAX_LABELS])
+    month = datetime.fromtimestamp(now, UTC).strftime("%Y-%m")
+    totals = await hgetall(redis, spend.TOTALS_PREFIX + month)
+    repos = {
+        name.removeprefix("repo:"): int(value) / spend.MICRO
+        for name, value in totals.items()
+        if name.startswith("repo:") and value.isdigit()
+    }
+    largest = sorted(repos.items(), key=lambda item: -item[1])[:MAX_LABELS]
+    state.spend_month_by_repo = dict(largest)
 
 
 async def _read_reporter(redis: aioredis.Redis, state: State) -> None:
@@ -226,6 +246,33 @@ class StateCollector(Collector):
             budget.add_metric([installation, "hour"], max(0, self.limits.per_hour - hour))
         yield budget
         yield from _runner_families(state.runner_figures)
+        yield from _spend_families(state)
+
+
+def _spend_families(state: State) -> Iterator[Metric]:
+    cost = CounterMetricFamily(
+        "trimo_spend_usd", "Dollars the agents reported spending on finished runs, by agent.",
+        labels=["agent"],
+    )  # fmt: skip
+    tokens = CounterMetricFamily(
+        "trimo_spend_tokens", "Tokens of finished runs, by agent and kind (input, output).",
+        labels=["agent", "kind"],
+    )  # fmt: skip
+    for agent, spent in sorted(state.spend_by_agent.items()):
+        cost.add_metric([agent], spent.cost_usd)
+        tokens.add_metric([agent, "input"], spent.input_tokens)
+        tokens.add_metric([agent, "output"], spent.output_tokens)
+    yield cost
+    yield tokens
+    month = GaugeMetricFamily(
+        "trimo_spend_month_usd",
+        "Dollars spent this calendar month (UTC) by repository (what TRIMO_POLICY_MONTHLY_USD "
+        "caps), the largest 200.",
+        labels=["repo"],
+    )
+    for repo, dollars in sorted(state.spend_month_by_repo.items()):
+        month.add_metric([repo], dollars)
+    yield month
 
 
 def _gauge(name: str, documentation: str, label: str, values: dict[str, int]) -> Metric:

@@ -10,7 +10,7 @@ many runs there were. Cost is kept in micro-dollars (whole numbers add up exactl
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Final, Literal
@@ -28,6 +28,8 @@ TOTALS_PREFIX: Final = "trimo:spend:totals:"
 """+ YYYY-MM: "repo:<owner/name>" and "person:<login>" (lower-cased) -> micro-dollars."""
 AGENTS: Final = "trimo:spend:agents"
 """agent -> "micro-dollars input output runs", since spend was first kept."""
+VERSIONS: Final = "trimo:spend:versions"
+""""day:YYYY-MM-DD" and "month:YYYY-MM" -> runs added to it: readers cache what is unchanged."""
 COUNTED_PREFIX: Final = "trimo:spend:counted:"
 """+ YYYY-MM: the ids of the runs already added (a run is added once)."""
 DAY_TTL_SECONDS: Final = 400 * 86400
@@ -37,8 +39,9 @@ SEP: Final = "\t"
 
 Period = Literal["day", "month"]
 
-# KEYS: counted, day, month, totals, agents
-# ARGV: run id, field, micro, input, output, repo total field, person total field, agent, ttl…
+# KEYS: counted, day, month, totals, agents, versions
+# ARGV: run id, field, micro, input, output, repo total field, person total field, agent,
+#       day ttl, counted ttl, day version field, month version field
 _ADD: Final = """
 if redis.call('SADD', KEYS[1], ARGV[1]) == 0 then return 0 end
 redis.call('EXPIRE', KEYS[1], ARGV[10])
@@ -58,6 +61,8 @@ add(KEYS[3], ARGV[2])
 add(KEYS[5], ARGV[8])
 redis.call('HINCRBY', KEYS[4], ARGV[6], ARGV[3])
 redis.call('HINCRBY', KEYS[4], ARGV[7], ARGV[3])
+redis.call('HINCRBY', KEYS[6], ARGV[11], 1)
+redis.call('HINCRBY', KEYS[6], ARGV[12], 1)
 return 1
 """
 
@@ -140,6 +145,7 @@ async def record(
             MONTH_PREFIX + month,
             TOTALS_PREFIX + month,
             AGENTS,
+            VERSIONS,
         ],
         [
             run_id,
@@ -152,6 +158,8 @@ async def record(
             _clean(agent),
             str(DAY_TTL_SECONDS),
             str(COUNTED_TTL_SECONDS),
+            "day:" + at.date().isoformat(),
+            "month:" + month,
         ],
     )
     return bool(added)
@@ -167,20 +175,29 @@ async def month_to_date(
     return _micro(raws[0]), _micro(raws[1])
 
 
-async def rows(redis: aioredis.Redis, period: Period, periods: Iterable[str]) -> list[Row]:
-    """Every (repository, person, agent) row of `periods` (days or months): one round trip."""
-    names = list(periods)
+async def versions(redis: aioredis.Redis, period: Period, names: Sequence[str]) -> list[int]:
+    """How many runs each of `names` (days or months) has had added: a reader that kept a
+    period's rows reads them again only when this changed."""
+    raws = await redisio.hmget(redis, VERSIONS, *(f"{period}:{name}" for name in names))
+    return [_micro(raw) for raw in raws] if names else []
+
+
+async def rows(redis: aioredis.Redis, period: Period, names: Iterable[str]) -> dict[str, list[Row]]:
+    """Every (repository, person, agent) row of each of `names` (days or months): one round
+    trip."""
+    wanted = list(names)
     prefix = DAY_PREFIX if period == "day" else MONTH_PREFIX
     pipe = redis.pipeline(transaction=False)
-    for name in names:
+    for name in wanted:
         pipe.hgetall(prefix + name)
-    found: list[Row] = []
-    for name, fields in zip(names, await pipe.execute(), strict=True):
+    found: dict[str, list[Row]] = {}
+    for name, fields in zip(wanted, await pipe.execute() if wanted else [], strict=True):
+        found[name] = []
         for raw_field, raw_value in fields.items():
             parts = (redisio.as_text(raw_field) or "").split(SEP)
             spent = parse_spent(redisio.as_text(raw_value))
             if len(parts) == 3 and spent is not None:
-                found.append(Row(name, parts[0], parts[1], parts[2], spent))
+                found[name].append(Row(name, parts[0], parts[1], parts[2], spent))
     return found
 
 
