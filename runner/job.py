@@ -11,7 +11,15 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, TypeAdapter, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    TypeAdapter,
+    field_validator,
+)
 
 from runner.contract import (
     DEFAULT_IMAGE,
@@ -162,6 +170,19 @@ def unique_checks(checks: list[VerifyCheck]) -> list[VerifyCheck]:
             raise ValueError(f"has two checks named {check.name!r}; give each its own name")
         seen.add(check.name)
     return checks
+
+
+VerifyChecks = Annotated[
+    list[VerifyCheck],
+    Field(max_length=MAX_VERIFY_CHECKS),
+    AfterValidator(unique_checks),
+]
+"""`verify:` as a repository writes it: at most `MAX_VERIFY_CHECKS`, each name once."""
+VerifyMinutes = Annotated[
+    int,
+    Field(ge=1, le=MAX_VERIFY_TIMEOUT_SECONDS // 60, strict=True),
+]
+"""`verify_timeout_minutes`: each check's limit."""
 
 
 class CheckResult(BaseModel):

@@ -27,7 +27,7 @@ from typing import Final
 import docker.errors
 import requests
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from runner import gitops
 from runner.attempt import Host
@@ -42,8 +42,6 @@ from runner.container import (
 )
 from runner.contract import (
     DEFAULT_VERIFY_TIMEOUT_SECONDS,
-    MAX_VERIFY_CHECKS,
-    MAX_VERIFY_TIMEOUT_SECONDS,
 )
 from runner.errors import TrimoError
 from runner.job import (
@@ -52,10 +50,11 @@ from runner.job import (
     RunFinished,
     RunRequest,
     VerifyCheck,
+    VerifyChecks,
     Verifying,
+    VerifyMinutes,
     VerifyReport,
     checks_failing_reason,
-    unique_checks,
 )
 from runner.network.egress import attach
 from runner.printable import printable
@@ -309,13 +308,8 @@ class _Section(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    verify: list[VerifyCheck] = Field(default_factory=list, max_length=MAX_VERIFY_CHECKS)
-    verify_timeout_minutes: int = Field(
-        default=DEFAULT_VERIFY_TIMEOUT_SECONDS // 60,
-        ge=1,
-        le=MAX_VERIFY_TIMEOUT_SECONDS // 60,
-        strict=True,
-    )
+    verify: VerifyChecks = []
+    verify_timeout_minutes: VerifyMinutes = DEFAULT_VERIFY_TIMEOUT_SECONDS // 60
 
 
 def local_checks(repo: Path, base_branch: str) -> tuple[list[VerifyCheck], int]:
@@ -335,7 +329,7 @@ def read_checks(text: str, where: str) -> tuple[list[VerifyCheck], int]:
     try:
         data = yaml.safe_load(text)
         section = _Section.model_validate(data if isinstance(data, dict) else {})
-        checks = unique_checks(section.verify)
+        checks = section.verify
     except (yaml.YAMLError, ValidationError, ValueError) as exc:
         problem = printable(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
         if isinstance(exc, ValidationError):

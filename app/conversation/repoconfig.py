@@ -30,10 +30,9 @@ from runner.contract import (
     DEFAULT_VERIFY_TIMEOUT_SECONDS,
     MAX_PREVIEW_IDLE_MINUTES,
     MAX_VERIFY_CHECKS,
-    MAX_VERIFY_TIMEOUT_SECONDS,
     NetworkMode,
 )
-from runner.job import VerifyCheck, is_valid_branch_name, unique_checks
+from runner.job import VerifyCheck, VerifyChecks, VerifyMinutes, is_valid_branch_name
 from runner.network.hosts import host_pattern_error, normalise_host
 from runner.setup.spec import (
     DEFAULT_SETUP_TIMEOUT_MINUTES,
@@ -210,14 +209,9 @@ class RepoConfig(BaseModel):
     branch_prefix: str = "trimo/"
     preview: PreviewConfig | None = None
     """None: this repository has no previews."""
-    verify: list[VerifyCheck] = Field(default_factory=list, max_length=MAX_VERIFY_CHECKS)
+    verify: VerifyChecks = []
     """Checks run after every coding run that made commits, each in a fresh sandbox."""
-    verify_timeout_minutes: int = Field(
-        default=DEFAULT_VERIFY_TIMEOUT_SECONDS // 60,
-        ge=1,
-        le=MAX_VERIFY_TIMEOUT_SECONDS // 60,
-        strict=True,
-    )
+    verify_timeout_minutes: VerifyMinutes = DEFAULT_VERIFY_TIMEOUT_SECONDS // 60
     """Each check's time limit."""
     verify_fix_attempts: int = Field(default=0, ge=0, le=MAX_VERIFY_FIX_ATTEMPTS, strict=True)
     """Automatic runs in a row that get failing checks back to fix (0: only report)."""
@@ -276,11 +270,6 @@ class RepoConfig(BaseModel):
     @classmethod
     def _hosts_unique(cls, value: list[str]) -> list[str]:
         return list(dict.fromkeys(value))
-
-    @field_validator("verify")
-    @classmethod
-    def _checks_unique(cls, value: list[VerifyCheck]) -> list[VerifyCheck]:
-        return unique_checks(value)
 
     @field_validator("branch_prefix")
     @classmethod

@@ -121,12 +121,7 @@ async def check_suite_completed(delivery: Delivery) -> None:
         return  # a run is going: its own pushes get checked again
     if pipeline.answered_checks_on(suite.head_sha):
         return
-    # An issue's pipeline answers on the issue; one started from the dashboard, on its PR.
-    number = (
-        pipeline.number
-        if pipeline.kind == "issue"
-        else await pull_of_pipeline(delivery.services.redis, pipeline)
-    )
+    number = await _thread_of(delivery, pipeline)
     if not number:
         return
     last = pipeline.last_run()
@@ -140,6 +135,14 @@ async def check_suite_completed(delivery: Delivery) -> None:
     if conv is None:
         return
     await answer_failing_checks(conv, pipeline, suite.id, suite.head_sha)
+
+
+async def _thread_of(delivery: Delivery, pipeline: Pipeline) -> int | None:
+    """Where a pipeline's automatic runs are told: an issue's pipeline on the issue, a pull
+    request's on it, one started from the dashboard on its pull request (once open)."""
+    if pipeline.kind == "issue":
+        return pipeline.number
+    return await pull_of_pipeline(delivery.services.redis, pipeline)
 
 
 async def answer_failing_checks(
@@ -219,11 +222,7 @@ async def verify_failed(delivery: Delivery) -> None:
     last = pipeline.last_run()
     if pipeline.active_run is not None or pipeline.waiting() or last is None or last != run:
         return  # someone asked for another run meanwhile: it goes instead
-    number = (
-        pipeline.number
-        if pipeline.kind == "issue"
-        else await pull_of_pipeline(delivery.services.redis, pipeline)
-    )
+    number = await _thread_of(delivery, pipeline)
     if not number:
         return
     api = await delivery.services.github.repo(pipeline.installation_id, pipeline.repo)
