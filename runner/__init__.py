@@ -4,7 +4,12 @@ Nothing here imports from `app`; the job contract in `runner.job` is what the
 App imports to talk to runners.
 """
 
-__version__ = "0.1.0"
-"""Trimo's version, in one place: pyproject.toml reads it; runners report it in their
-heartbeat, and doctor and the fleet page compare it with the App's. Released as the git tag
-v<version> (CHANGELOG.md)."""
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("trimo")
+except PackageNotFoundError:  # a tree used without being installed
+    __version__ = "0.0"
+"""Trimo's version, from the git tag it was installed from (setuptools-scm; pyproject.toml's
+[tool.setuptools_scm], whose fallback_version "0.0" this is too). Runners report it in their
+heartbeat, and doctor and the fleet page compare it with the App's."""

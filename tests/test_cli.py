@@ -366,18 +366,3 @@ def test_markup_and_escapes_from_the_agent_are_printed_inert(
     listed = trimo("pipelines", "--repo", str(sample_repo), cache=cache)
     assert listed.returncode == 0, listed.stderr
     assert "# [/oops] [link=https://evil.example]prompt[/link]" in listed.stdout
-
-
-def test_version_comes_from_one_place(tmp_path: Path) -> None:
-    import tomllib
-
-    from runner import __version__
-
-    result = trimo("--version", cache=tmp_path)
-    assert result.returncode == 0 and result.stdout == f"trimo {__version__}\n"
-    project = tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text())
-    assert "version" not in project["project"] and "version" in project["project"]["dynamic"]
-    dynamic = project["tool"]["setuptools"]["dynamic"]["version"]
-    assert dynamic == {"attr": "runner.__version__"}
-    changelog = (Path(__file__).parent.parent / "CHANGELOG.md").read_text()
-    assert f"## {__version__}" in changelog

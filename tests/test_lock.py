@@ -26,6 +26,8 @@ def pinned(lock: str) -> dict[str, str]:
     entries: dict[str, str] = {}
     for entry in re.split(r"\n(?=\S)", (ROOT / lock).read_text().strip()):
         head = entry.split(" ", 1)[0]
+        if head == "#":  # pip-compile's note before setuptools (pinned too, --allow-unsafe)
+            continue
         assert re.fullmatch(r"[A-Za-z0-9][\w.\-]*(\[[\w,.\-]+\])?==[\w.+!\-]+", head), head
         entries[name(head)] = entry
     return entries
