@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -90,6 +91,38 @@ def ensure_base_image(client: docker.DockerClient, image: str = BASE_IMAGE) -> N
         )
 
 
+def pinned_base(dockerfile: Path) -> str:
+    """The `ARG BASE_IMAGE=` a Dockerfile builds FROM (scripts/pin-base-images pins it)."""
+    found = re.findall(r"^ARG BASE_IMAGE=(\S+)$", dockerfile.read_text(), re.M)
+    if len(found) != 1:
+        raise TrimoError(f"{dockerfile} needs one ARG BASE_IMAGE= line", "restore it from git")
+    return str(found[0])
+
+
+def usable_base(client: docker.DockerClient, ref: str) -> str:
+    """`ref` where the engine has it or can pull it; for a digest it cannot (a machine that
+    reaches no registry, whose base is built by sandbox/build-base.sh), the tag alone."""
+    if "@" not in ref:
+        return ref
+    try:
+        client.images.get(ref)
+        return ref
+    except docker.errors.ImageNotFound:
+        pass
+    try:
+        client.images.pull(ref)
+        return ref
+    except docker.errors.APIError:
+        return ref.split("@", 1)[0]
+
+
+def base_for(client: docker.DockerClient, dockerfile: Path) -> str:
+    """The base to build `dockerfile` from (`usable_base`), there to build from."""
+    base = usable_base(client, pinned_base(dockerfile))
+    ensure_base_image(client, base)
+    return base
+
+
 def build_image(
     client: docker.DockerClient,
     tag: str,
@@ -99,7 +132,7 @@ def build_image(
     on_line: Callable[[str], None] = lambda _line: None,
 ) -> str:
     """Build `sandbox/Dockerfile` at `target` as `tag`; returns the image id."""
-    ensure_base_image(client)
+    base = base_for(client, SANDBOX_DIR / "Dockerfile")
     with tempfile.TemporaryDirectory(prefix="trimo-build-") as tmp:
         context = Path(tmp) / "context"
         shutil.copytree(SANDBOX_DIR, context)
@@ -113,7 +146,9 @@ def build_image(
                 path=str(context),
                 tag=tag,
                 target=target,
-                buildargs=(registry_build_args() if target == "agent" else {}) | (build_args or {}),
+                buildargs={"BASE_IMAGE": base}
+                | (registry_build_args() if target == "agent" else {})
+                | (build_args or {}),
                 rm=True,
                 decode=True,
             ):

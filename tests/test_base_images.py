@@ -9,7 +9,10 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import docker
 import pytest
+
+from runner.images import pinned_base, usable_base
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "pin-base-images"
@@ -113,3 +116,17 @@ def test_the_script_refuses_what_is_not_a_digest(tmp_path: Path, bad: str) -> No
     result = pin(tree, bad)
     assert result.returncode == 2 and "not sha256:<64 hex digits>" in result.stderr
     assert {n: (tree / n).read_text() for n in managed_files()} == before
+
+
+@pytest.mark.docker
+def test_a_pinned_digest_that_cannot_be_pulled_is_built_from_its_tag(
+    docker_client: docker.DockerClient,
+) -> None:
+    """A machine that reaches no registry (as this one) still builds once the ARG is pinned:
+    from the tag sandbox/build-base.sh made. (A digest the engine has, or pulls, is used as
+    it is; no registry here to show it.)"""
+    unreachable = f"127.0.0.1:1/trimo-base:1@{DIGEST}"
+    assert usable_base(docker_client, unreachable) == "127.0.0.1:1/trimo-base:1"
+    assert usable_base(docker_client, "debian:bookworm-slim") == "debian:bookworm-slim"
+    for name in managed_files():
+        assert pinned_base(ROOT / name).split("@")[0] == "debian:bookworm-slim"

@@ -25,11 +25,13 @@ def ensure_image(client: docker.DockerClient, tag: str = PROXY_IMAGE) -> None:
             return
     except docker.errors.ImageNotFound:
         pass
-    from runner.images import ensure_base_image
+    from runner.images import base_for
 
-    ensure_base_image(client)
+    base = base_for(client, PROXY_CONTEXT / "Dockerfile")
     try:
-        client.images.build(path=str(PROXY_CONTEXT), tag=tag, rm=True)
+        client.images.build(
+            path=str(PROXY_CONTEXT), tag=tag, rm=True, buildargs={"BASE_IMAGE": base}
+        )
     except (docker.errors.BuildError, docker.errors.APIError) as exc:
         raise TrimoError(
             f"The egress proxy image could not be built: {exc}",
