@@ -14,6 +14,7 @@ read, in bounded lines and at most `READ_MAX_BYTES`, made printable and cut to
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 import threading
@@ -89,6 +90,12 @@ def _as_is(spec: ContainerSpec) -> AbstractContextManager[ContainerSpec]:
     return nullcontext(spec)
 
 
+def proxy_id(run_id: str) -> str:
+    """The egress proxy's id for a run's checks: short and safe whatever the run id's length
+    (the proxy takes at most 100 characters), and never the run's own."""
+    return "verify-" + hashlib.sha256(run_id.encode()).hexdigest()[:32]
+
+
 def verify_ref(run_id: str) -> str:
     """The mirror's ref to the commit a run's checks run on, while they run."""
     return f"refs/trimo/verify/{run_id}"
@@ -157,7 +164,7 @@ def _run_check(
         network = attach(
             boxes.client,
             request.network,
-            f"{request.run_id}-verify",
+            proxy_id(request.run_id),
             request.allowed_hosts,
             boxes.runner_id,
             boxes.upstream_proxy,

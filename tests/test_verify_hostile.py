@@ -12,7 +12,7 @@ import pytest
 from runner.container import LABEL_RUN
 from runner.engine import StopSignal
 from runner.job import Outcome, RunRequest, VerifyCheck
-from runner.verify import LABEL_VERIFY, TAIL_CHARS
+from runner.verify import LABEL_VERIFY, TAIL_CHARS, proxy_id
 from tests.engine_helpers import make_request, run
 
 pytestmark = pytest.mark.docker
@@ -94,3 +94,16 @@ def test_stopping_the_run_stops_its_checks(
 
 def labels_of(request: RunRequest) -> list[str]:
     return [f"{LABEL_RUN}={request.run_id}"]
+
+
+def test_a_run_id_of_the_longest_kind_still_gets_its_checks_a_proxy(
+    sample_repo: Path, cache: Path
+) -> None:
+    """The egress proxy takes ids of at most 100 characters, as long as a run id may be."""
+    run_id = "o." + "r" * 88 + ".12-abcdef"
+    assert len(run_id) == 100 and proxy_id(run_id) != proxy_id(run_id[:-1])
+    check = VerifyCheck(name="tests", run="grep -qx hi hello.txt")
+    request = make_request(sample_repo, GREET, run_id=run_id, network="allowlist", verify=[check])
+    finished, _ = run(cache, request)
+    assert finished.verify is not None and finished.verify.passed, finished.verify
+    assert len(proxy_id(run_id)) <= 100
