@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from pathlib import Path
@@ -103,7 +104,13 @@ def test_a_run_id_of_the_longest_kind_still_gets_its_checks_a_proxy(
     run_id = "o." + "r" * 88 + ".12-abcdef"
     assert len(run_id) == 100 and proxy_id(run_id) != proxy_id(run_id[:-1])
     check = VerifyCheck(name="tests", run="grep -qx hi hello.txt")
-    request = make_request(sample_repo, GREET, run_id=run_id, network="allowlist", verify=[check])
+    leak = VerifyCheck(name="leak", run="echo $HTTPS_PROXY; exit 1")
+    request = make_request(
+        sample_repo, GREET, run_id=run_id, network="allowlist", verify=[check, leak]
+    )
     finished, _ = run(cache, request)
-    assert finished.verify is not None and finished.verify.passed, finished.verify
+    assert finished.verify is not None and finished.verify.failing == ["leak"], finished.verify
     assert len(proxy_id(run_id)) <= 100
+    # The check's proxy credential (in its environment) is scrubbed from what it printed.
+    printed = finished.verify.checks[1].log_tail
+    assert re.fullmatch(r"http://run:\*\*\*@[0-9.]+:[0-9]+", printed), printed
