@@ -156,3 +156,22 @@ async def test_a_preview_from_the_dashboard_is_handled_like_the_comment(world: W
     assert any(f"requested from the dashboard by @{WRITER}" in body for body in notes)
     assert any("this repository has no previews yet" in body for body in notes)
     assert any("no preview is running here" in body for body in notes)
+
+
+async def test_a_line_comment_runs_with_its_file_line_and_hunk(world: World) -> None:
+    _, first = await world.accept()
+    await world.started(first)
+    await world.emit(first, finished(first))
+    await world.settle()
+    pipeline_id = (await world.services.pipelines.get_run(first))[0].id  # type: ignore[index]
+    hunk = "@@ -1,2 +1,3 @@\n a\n+b"
+    result = await ask(world, "run", WRITER, pipeline=pipeline_id, prompt="Why b?",
+                       path="src/app.py", line="2", diff_hunk=hunk)  # fmt: skip
+    assert result == "handled trimo_dashboard.run"
+    pipeline = await world.services.pipelines.get(pipeline_id)
+    assert pipeline is not None and len(pipeline.runs) == 2
+    review = pipeline.runs[1].review
+    assert review is not None and (review.path, review.line, review.diff_hunk) == (
+        "src/app.py", 2, hunk,
+    )  # fmt: skip
+    assert pipeline.runs[1].prompt == "Why b?"

@@ -13,6 +13,7 @@ from pydantic import SecretStr
 
 from app.dashboard.diffs import PATCH_LINES, diff_page, load_diff
 from app.dashboard.pages import render
+from app.dashboard.requests import MAX_HUNK_CHARS, FormError, LineComment, parse_line_comment
 from app.github.client import Comparison, GitHubApp
 from app.settings import AppSettings
 from tests.dashboard_helpers import make_pipeline
@@ -71,7 +72,7 @@ async def test_the_diff_of_a_pushed_branch_file_by_file(
     assert by_name["renamed.txt"].old_name == "old.txt"
     code = by_name["app.py"]
     assert code.additions == 601 and code.cut and len(code.lines) == PATCH_LINES
-    html = render("_diff.html.j2", diff=page)
+    html = render("_diff.html.j2", diff=page, viewed={}, may_act=True)
     assert "<script>alert(1)</script>" not in html
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
     assert "binary file, or too big" in html and "Only the start is shown." in html
@@ -92,3 +93,60 @@ def test_what_github_leaves_out_reads_as_no_patch() -> None:
     assert page.url == ""  # only http(s) links are shown
     assert page.files[0].no_patch and page.files[0].additions == 9000
     assert page.files[1].name == "red"  # the whole escape sequence dropped
+
+
+def test_files_sort_as_people_count_and_lines_are_numbered_on_both_sides() -> None:
+    patch = "@@ -1,3 +1,4 @@\n a\n-b\n+B\n+C\n c\n\\ No newline at end of file"
+    answer = Comparison.model_validate(
+        {"total_commits": 1, "files": [
+            {"filename": name, "status": "modified", "additions": 2, "deletions": 1,
+             "patch": patch}
+            for name in ("page10.py", "src/z.py", "page2.py", "Page1.py")
+        ]}
+    )  # fmt: skip
+    page = diff_page(answer)
+    assert [f.name for f in page.files] == ["Page1.py", "page2.py", "page10.py", "src/z.py"]
+    assert [(folder, len(files)) for folder, files in page.tree()] == [("", 3), ("src", 1)]
+    lines = page.files[0].lines
+    assert [(x.kind, x.old, x.new, x.text) for x in lines] == [
+        ("hunk", None, None, "@@ -1,3 +1,4 @@"),
+        ("ctx", 1, 1, "a"), ("del", 2, None, "b"), ("add", None, 2, "B"),
+        ("add", None, 3, "C"), ("ctx", 3, 4, "c"),
+        ("hunk", None, None, "\\ No newline at end of file"),
+    ]  # fmt: skip
+    pairs = [(r.left.text if r.left else None, r.right.text if r.right else None)
+             for r in page.files[0].rows]  # fmt: skip
+    assert pairs[2:4] == [("b", "B"), (None, "C")]
+    assert page.files[0].digest != page.files[3].digest  # the name is part of the change
+    html = render("_diff.html.j2", diff=page, viewed={"page2.py": page.files[1].digest},
+                  may_act=False)  # fmt: skip
+    assert html.count("data-viewed") == 1 and "comment-line" not in html
+    assert '<td class="ln">2</td><td class="ln"></td>' in html  # a deleted line's number
+
+
+@pytest.mark.parametrize(
+    ("form", "answer"),
+    [
+        ({"prompt": "Why?", "path": "a.py", "line": "3", "diff_hunk": "@@\r\n+x"},
+         LineComment("Why?", "a.py", 3, "@@\n+x")),
+        ({"prompt": " ", "path": "a.py", "line": "3"}, "Write a prompt"),
+        ({"prompt": "Why?", "path": "", "line": "3"}, "needs the file"),
+        ({"prompt": "Why?", "path": "a\nb", "line": "3"}, "needs the file"),
+        ({"prompt": "Why?", "path": "a.py", "line": "0"}, "needs the line"),
+        ({"prompt": "Why?", "path": "a.py", "line": "-1"}, "needs the line"),
+        ({"prompt": "Why?", "path": "a.py", "line": "x" * 50}, "needs the line"),
+    ],
+)  # fmt: skip
+def test_line_comment_forms(form: dict[str, str], answer: LineComment | str) -> None:
+    parsed = parse_line_comment(form)
+    if isinstance(answer, LineComment):
+        assert parsed == answer
+    else:
+        assert isinstance(parsed, FormError) and answer in parsed.message
+
+
+def test_a_huge_hunk_keeps_its_end() -> None:
+    hunk = "@@ -1 +1 @@\n" + "+x\n" * 20_000 + "+the commented line"
+    parsed = parse_line_comment({"prompt": "Why?", "path": "a.py", "line": "9", "diff_hunk": hunk})
+    assert isinstance(parsed, LineComment) and parsed.diff_hunk.endswith("+the commented line")
+    assert len(parsed.diff_hunk) == MAX_HUNK_CHARS

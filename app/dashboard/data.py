@@ -20,6 +20,12 @@ from runner.registry import RunnerInfo, online_runners
 
 QUEUE_PREFIX = contract.run_queue("")
 EVENTS_CHUNK = 500
+VIEWED_PREFIX = "trimo:dashboard:viewed:"
+"""+ <pipeline id>:<login, lowercased>: a hash, file name → the digest of its change viewed."""
+VIEWED_NAME_CHARS = 1000
+VIEWED_FILES = 2000
+"""Marks kept per person and pipeline (a diff shows at most 100 files)."""
+VIEWED_TTL_SECONDS = 90 * 86400
 StreamEntry = tuple[str, str]
 """(stream id, the event's JSON)."""
 
@@ -208,3 +214,33 @@ async def load_fleet(redis: aioredis.Redis, waiting_labels: Iterable[str]) -> Fl
         for label, depth in zip(labels, depths, strict=True)
     ]
     return Fleet(runners=runners, queues=queues)
+
+
+def _viewed_key(pipeline_id: str, login: str) -> str:
+    return f"{VIEWED_PREFIX}{pipeline_id}:{login.lower()}"
+
+
+async def viewed_of(redis: aioredis.Redis, pipeline_id: str, login: str) -> dict[str, str]:
+    """The files of a pipeline's diff `login` marked viewed: name → the change's digest."""
+    return await redisio.hgetall(redis, _viewed_key(pipeline_id, login))
+
+
+async def mark_viewed(
+    redis: aioredis.Redis, pipeline_id: str, login: str, name: str, digest: str
+) -> None:
+    """Mark change `digest` of file `name` viewed by `login` ("" unmarks it)."""
+    key = _viewed_key(pipeline_id, login)
+    if not digest:
+        await redisio.hdel(redis, key, name)
+        return
+    pipe = redis.pipeline(transaction=False)
+    pipe.hlen(key)
+    pipe.hset(key, name, digest)
+    pipe.expire(key, VIEWED_TTL_SECONDS)
+    held, *_ = await pipe.execute()
+    if int(held) >= VIEWED_FILES:  # bounded: past the cap, this mark alone stays
+        pipe = redis.pipeline(transaction=True)
+        pipe.delete(key)
+        pipe.hset(key, name, digest)
+        pipe.expire(key, VIEWED_TTL_SECONDS)
+        await pipe.execute()

@@ -20,6 +20,9 @@ from runner.job import is_valid_branch_name
 
 DASHBOARD_EVENT: Final = "trimo_dashboard"
 MAX_PROMPT_CHARS: Final = 20_000
+MAX_PATH_CHARS: Final = 1000
+MAX_HUNK_CHARS: Final = 20_000
+MAX_LINE: Final = 10_000_000
 
 Action = Literal["stop", "retry", "run", "new"]
 
@@ -33,6 +36,11 @@ class DashboardAsk(Tolerant):
     agent: str = ""
     base_branch: str = ""
     title: str = ""
+    path: str = ""
+    """A line comment's file (with `line` and `diff_hunk`): the run gets it as a review
+    comment's context."""
+    line: int | None = None
+    diff_hunk: str = ""
 
 
 class DashboardEvent(RepoEvent):
@@ -46,6 +54,16 @@ class DashboardEvent(RepoEvent):
 class FollowUp:
     prompt: str
     agent: str
+
+
+@dataclass(frozen=True)
+class LineComment:
+    """A comment on a line of the diff: a follow-up given that file, line and hunk."""
+
+    prompt: str
+    path: str
+    line: int
+    diff_hunk: str
 
 
 @dataclass(frozen=True)
@@ -99,3 +117,19 @@ def parse_new_pipeline(
     if isinstance(found, FormError):
         return found
     return NewPipeline(repo=repo, base_branch=base, prompt=found[0], agent=found[1])
+
+
+def parse_line_comment(form: Mapping[str, object]) -> LineComment | FormError:
+    found = _prompt_and_agent(form)
+    if isinstance(found, FormError):
+        return found
+    path = _text(form, "path")
+    line = _text(form, "line")
+    hunk = _text(form, "diff_hunk").replace("\r\n", "\n")
+    if not path or len(path) > MAX_PATH_CHARS or "\n" in path:
+        return FormError("A line comment needs the file it is about.")
+    if not line.isdigit() or not 0 < int(line) <= MAX_LINE:
+        return FormError("A line comment needs the line it is about.")
+    if len(hunk) > MAX_HUNK_CHARS:
+        hunk = hunk[-MAX_HUNK_CHARS:]  # the end is the commented line
+    return LineComment(prompt=found[0], path=path, line=int(line), diff_hunk=hunk)

@@ -51,6 +51,7 @@ from app.dashboard.requests import (
     DASHBOARD_EVENT,
     FormError,
     parse_follow_up,
+    parse_line_comment,
     parse_new_pipeline,
 )
 from app.edge.web import RedisHandle, enqueue_delivery
@@ -127,6 +128,8 @@ class Dashboard:
             Route("/pipelines/{pipeline_id}/preview-stop", self.preview_stop, methods=["POST"]),
             Route("/pipelines/{pipeline_id}/follow-up", self.follow_up, methods=["POST"]),
             Route("/pipelines/{pipeline_id}/implement", self.implement, methods=["POST"]),
+            Route("/pipelines/{pipeline_id}/comment", self.line_comment, methods=["POST"]),
+            Route("/pipelines/{pipeline_id}/viewed", self.mark_viewed, methods=["POST"]),
             Route("/pipelines/{pipeline_id}/kept/{entry}", self.kept_bundle),
             Route("/runs/{run_id}", self.run_page),
             Route("/runs/{run_id}/events", self.run_events),
@@ -202,7 +205,27 @@ class Dashboard:
             return _to_login(request)
         pipeline = await self._visible_pipeline(request, viewer)
         page: DiffPage = await load_diff(await self._github_app(), pipeline)
-        return HTMLResponse(render("_diff.html.j2", diff=page))
+        seen = await data.viewed_of(await self.redis.get(), pipeline.id, viewer.login)
+        html = render(
+            "_diff.html.j2", diff=page, viewed=seen, may_act=may_act(viewer, pipeline.repo)
+        )
+        return HTMLResponse(html)
+
+    async def mark_viewed(self, request: Request) -> Response:
+        """Mark one file's change viewed (or not) for the signed-in person."""
+        viewer = await current_viewer(request)
+        if viewer is None:
+            raise HTTPException(401, "Sign in first.")
+        form = await checked_form(request)
+        pipeline = await self._visible_pipeline(request, viewer)
+        name, digest = str(form.get("file") or ""), str(form.get("digest") or "")
+        if not name or len(name) > data.VIEWED_NAME_CHARS or not _is_digest(digest):
+            raise HTTPException(400, "Which file, and which change of it?")
+        redis = await self.redis.get()
+        await data.mark_viewed(
+            redis, pipeline.id, viewer.login, name, digest if form.get("viewed") == "1" else ""
+        )
+        return Response(status_code=204)
 
     async def kept_bundle(self, request: Request) -> Response:
         """A kept set's commits as a git bundle, for people who may push to the repository
@@ -481,6 +504,10 @@ class Dashboard:
     async def follow_up(self, request: Request) -> Response:
         return await self._act(request, "run")
 
+    async def line_comment(self, request: Request) -> Response:
+        """A comment on a line of the diff: a follow-up given that file, line and hunk."""
+        return await self._act(request, "comment")
+
     async def implement(self, request: Request) -> Response:
         """A follow-up that carries out the latest discovery run's plan (the agent is given
         that plan as "the plan")."""
@@ -512,6 +539,12 @@ class Dashboard:
             pass  # the pipeline is all a preview needs
         elif action == "implement":
             ask |= {"prompt": IMPLEMENT_PLAN, "agent": ""}
+        elif action == "comment":
+            comment = parse_line_comment(dict(form))
+            if isinstance(comment, FormError):
+                return RedirectResponse(f"{back}?error={quote(comment.message)}", status_code=303)
+            ask |= {"prompt": comment.prompt, "agent": "", "path": comment.path,
+                    "line": str(comment.line), "diff_hunk": comment.diff_hunk}  # fmt: skip
         else:
             parsed = parse_follow_up(dict(form))
             if isinstance(parsed, FormError):
@@ -524,9 +557,10 @@ class Dashboard:
             "clone_url": pipeline.clone_url,
             "default_branch": pipeline.base_branch,
         }
-        asked = "run" if action == "implement" else action
+        asked = "run" if action in ("implement", "comment") else action
         await self._enqueue(viewer, asked, repository, pipeline.installation_id, ask)
-        return RedirectResponse(f"{back}?asked={action}", status_code=303)
+        return RedirectResponse(f"{back}?asked={asked if action == 'comment' else action}",
+                                status_code=303)  # fmt: skip
 
     async def new_pipeline(self, request: Request) -> Response:
         viewer = await current_viewer(request)
@@ -632,6 +666,10 @@ def _fleet_print(fleet: data.Fleet) -> str:
     ]
     queues = [(q.label, q.depth, q.served) for q in fleet.queues]
     return json.dumps([runners, queues], default=str)
+
+
+def _is_digest(value: str) -> bool:
+    return len(value) == 16 and all(c in "0123456789abcdef" for c in value)
 
 
 def _is_stream_id(value: str) -> bool:

@@ -23,7 +23,7 @@ from app.conversation.thread import (
     open_conversation,
     report_config_error,
 )
-from app.dashboard.requests import DASHBOARD_EVENT, DashboardEvent
+from app.dashboard.requests import DASHBOARD_EVENT, DashboardAsk, DashboardEvent
 from app.reporting.channels.pullrequest import pull_of_pipeline
 from app.runs.pipelines import Pipeline
 from app.runs.previews import request_preview, stop_preview
@@ -36,6 +36,7 @@ from app.runs.service import (
     stop_run,
 )
 from app.services import Delivery
+from runner.job import ReviewContext
 
 log = logging.getLogger("trimo.app")
 
@@ -105,6 +106,7 @@ async def dashboard_request(delivery: Delivery) -> None:
         is_pull=pipeline.kind != "issue" and number > 0,
         state="closed" if pipeline.closed else "open",
         title=pipeline.title,
+        review=_review(ask),
     )
     if conv is None:
         return
@@ -128,6 +130,13 @@ async def dashboard_request(delivery: Delivery) -> None:
         await follow_up(conv, config, pipeline, RunCommand(ask.prompt, agent=ask.agent or None))
     else:
         await request_run(conv, config, RunCommand(prompt=ask.prompt, agent=ask.agent or None))
+
+
+def _review(ask: DashboardAsk) -> ReviewContext | None:
+    """A line comment's file, line and hunk, as a review comment on GitHub gives them."""
+    if not ask.path:
+        return None
+    return ReviewContext(path=ask.path, line=ask.line, diff_hunk=ask.diff_hunk)
 
 
 async def _note(

@@ -213,10 +213,123 @@ function followPage(main) {
   source.addEventListener("reload", () => window.location.reload());
 }
 
+function csrfToken() {
+  const meta = document.querySelector('meta[name="csrf-token"]');
+  return meta ? meta.content : "";
+}
+
+function showDiffView(diff, view) {
+  diff.classList.toggle("split", view === "split");
+  diff.querySelectorAll(".diff-views button").forEach((button) => {
+    button.setAttribute("aria-pressed", String(button.dataset.view === view));
+  });
+  try { window.localStorage.setItem("trimo-diff-view", view); } catch (e) { /* private mode */ }
+}
+
+function foldFile(file, open) {
+  const body = file.querySelector(".diff-body");
+  const fold = file.querySelector(".fold");
+  if (body) body.hidden = !open;
+  if (fold) {
+    fold.setAttribute("aria-expanded", String(open));
+    fold.firstChild.textContent = open ? "▾" : "▸";
+  }
+}
+
+function codeText(cell) {
+  // The line's own text, without the comment button's "+".
+  return Array.from(cell.childNodes).filter((n) => n.nodeType === Node.TEXT_NODE)
+    .map((n) => n.textContent).join("");
+}
+
+function hunkUpTo(row) {
+  // The diff hunk ending at `row`, as a review comment on GitHub carries it.
+  const lines = [];
+  for (let at = row; at; at = at.previousElementSibling) {
+    const cell = at.querySelector(".code");
+    if (at.classList.contains("hunk")) { lines.unshift(cell.textContent); break; }
+    const mark = at.classList.contains("add") ? "+" : at.classList.contains("del") ? "-" : " ";
+    lines.unshift(mark + codeText(cell));
+  }
+  return lines.join("\n");
+}
+
+function openLineComment(diff, button) {
+  const row = button.closest("tr");
+  const next = row.nextElementSibling;
+  if (next && next.classList.contains("line-comment")) { next.querySelector("textarea").focus(); return; }
+  const file = button.closest(".diff-file").dataset.file;
+  const line = row.dataset.new || row.dataset.old;
+  const form = document.createElement("form");
+  form.method = "post";
+  form.action = diff.dataset.src.replace(/\/diff$/, "/comment");
+  const fields = { csrf: csrfToken(), path: file, line: line, diff_hunk: hunkUpTo(row) };
+  Object.entries(fields).forEach(([name, value]) => {
+    const input = document.createElement("input");
+    input.type = "hidden"; input.name = name; input.value = value;
+    form.appendChild(input);
+  });
+  const label = document.createElement("label");
+  label.textContent = "Ask the agent about " + file + " line " + line;
+  const text = document.createElement("textarea");
+  text.name = "prompt"; text.rows = 3; text.required = true;
+  label.appendChild(text);
+  const send = document.createElement("button");
+  send.textContent = "Start a follow-up";
+  const cancel = document.createElement("button");
+  cancel.type = "button"; cancel.className = "secondary"; cancel.textContent = "Cancel";
+  form.append(label, send, cancel);
+  const holder = document.createElement("tr");
+  holder.className = "line-comment";
+  const cell = document.createElement("td");
+  cell.colSpan = 3;
+  cell.appendChild(form);
+  holder.appendChild(cell);
+  row.after(holder);
+  cancel.addEventListener("click", () => holder.remove());
+  text.focus();
+}
+
+function markViewed(diff, box) {
+  const file = box.closest(".diff-file");
+  const body = new URLSearchParams({ csrf: csrfToken(), file: file.dataset.file,
+                                     digest: file.dataset.digest, viewed: box.checked ? "1" : "0" });
+  fetch(diff.dataset.src.replace(/\/diff$/, "/viewed"), { method: "POST", body: body,
+                                                          credentials: "same-origin" })
+    .then((response) => {
+      if (!response.ok) throw new Error(String(response.status));
+      file.toggleAttribute("data-viewed", box.checked);
+      foldFile(file, !box.checked);
+      const link = diff.querySelector('#diff-tree a[href="#' + file.id + '"]');
+      if (link) link.classList.toggle("viewed", box.checked);
+      const count = document.getElementById("viewed-count");
+      if (count) count.textContent = diff.querySelectorAll(".diff-file[data-viewed]").length;
+    })
+    .catch(() => { box.checked = !box.checked; });
+}
+
+function wireDiff(diff) {
+  let view = "unified";
+  try { view = window.localStorage.getItem("trimo-diff-view") || view; } catch (e) { /* */ }
+  showDiffView(diff, view);
+  diff.addEventListener("click", (event) => {
+    const target = event.target.closest("button");
+    if (!target) return;
+    if (target.dataset.view) showDiffView(diff, target.dataset.view);
+    else if (target.classList.contains("fold")) {
+      const file = target.closest(".diff-file");
+      foldFile(file, file.querySelector(".diff-body").hidden);
+    } else if (target.classList.contains("comment-line")) openLineComment(diff, target);
+  });
+  diff.addEventListener("change", (event) => {
+    if (event.target.closest(".viewed-mark")) markViewed(diff, event.target);
+  });
+}
+
 function loadDiff(diff) {
   fetch(diff.dataset.src, { credentials: "same-origin" })
     .then((response) => response.text())
-    .then((html) => { diff.innerHTML = html; })
+    .then((html) => { diff.innerHTML = html; wireDiff(diff); })
     .catch(() => { diff.textContent = "The diff could not be loaded; reload to try again."; });
 }
 
