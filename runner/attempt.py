@@ -140,8 +140,12 @@ def agent_prompt(request: RunRequest, adapter: AgentAdapter, context: str) -> st
 
 
 def budget_reason(spent: float, cap: float) -> str:
-    """Why a run was stopped by its budget: `budget: $0.52 of $0.50`."""
-    return f"budget: ${spent:.2f} of ${cap:.2f}"
+    """Why a run was stopped by its budget: `budget: $0.52 of $0.50` (cents below a cent)."""
+
+    def dollars(value: float) -> str:
+        return f"${value:.2f}" if value >= 0.01 else f"${value:.4f}"
+
+    return f"budget: {dollars(spent)} of {dollars(cap)}"
 
 
 def internal_error(run_id: str) -> str:
