@@ -228,13 +228,13 @@ def install(
         raise TrimoError(f"--root {layout.root} is not a directory", "make it first")
     if not os.access(layout.root, os.W_OK):
         raise TrimoError(f"cannot write under {layout.root}", "run it as root (sudo)")
-    example = (DEPLOY_DIR / ENV_EXAMPLE).read_text()
-    steps = [make_directory(layout.etc), *map(make_directory, layout.directories)]
     if variables is None and not layout.env_file.exists():
         raise TrimoError(
             f"{layout.env_file} is not there yet, and --redis-url was not given",
             "give --redis-url (and --runner-id, --labels, … as needed)",
         )
+    example = (DEPLOY_DIR / ENV_EXAMPLE).read_text()
+    steps = [make_directory(layout.etc), *map(make_directory, layout.directories)]
     env = None if variables is None else env_text(example, variables).encode()
     steps.append(keep_or_write(layout.env_file, env, force))
     steps.append(keep_or_write(layout.etc / REDIS_PASSWORD, redis_password, force))

@@ -46,11 +46,12 @@ def test_install_writes_the_runners_files_privately_and_again_changes_nothing(
     layout = Layout(tmp_path)
     password = tmp_path / "pw"
     password.write_text("s3cret-pw\n")
-    first = install(
-        tmp_path, "--redis-url", "redis://redis.example.internal:16379/0", "--runner-id",
-        "build-07", "--labels", "default,gpu", "--concurrency", "3",
-        "--redis-password-file", str(password), "--no-check",
+    args = (
+        "--redis-url", "redis://redis.example.internal:16379/0", "--runner-id", "build-07",
+        "--labels", "default,gpu", "--concurrency", "3", "--redis-password-file", str(password),
+        "--no-check",
     )  # fmt: skip
+    first = install(tmp_path, *args)
     assert first.returncode == 0, first.stdout + first.stderr
     env = layout.env_file.read_text()
     for line in (
@@ -70,11 +71,7 @@ def test_install_writes_the_runners_files_privately_and_again_changes_nothing(
     assert "EnvironmentFile=/etc/trimo/runner.env" in unit and not layout.dropin.exists()
 
     before = snapshot(tmp_path)
-    again = install(
-        tmp_path, "--redis-url", "redis://redis.example.internal:16379/0", "--runner-id",
-        "build-07", "--labels", "default,gpu", "--concurrency", "3",
-        "--redis-password-file", str(password), "--no-check",
-    )  # fmt: skip
+    again = install(tmp_path, *args)
     assert again.returncode == 0, again.stdout + again.stderr
     assert snapshot(tmp_path) == before
     assert "runner.env: unchanged" in again.stdout and "wrote" not in again.stdout
