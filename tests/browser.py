@@ -92,6 +92,11 @@ class Browser:
         except WebDriverException as exc:
             pytest.fail(f"headless Chromium did not start: {exc.msg}")
         self.driver.set_page_load_timeout(PAGE_LOAD_SECONDS)
+        if width < 500:  # narrower than a window can be: a phone's screen, emulated
+            self.driver.execute_cdp_cmd(
+                "Emulation.setDeviceMetricsOverride",
+                {"width": width, "height": 844, "deviceScaleFactor": 1, "mobile": True},
+            )
         self.base_url = base_url.rstrip("/")
         self.gh = gh
         self.name = re.sub(r"[^A-Za-z0-9_.-]+", "-", name)

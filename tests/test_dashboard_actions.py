@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
+from app.dashboard.data import started_pipeline
 from app.ops.worker import SERVICES_KEY, handle_event
 from app.runs.pipelines import Pipeline
 from runner.job import Pushed
@@ -79,11 +80,13 @@ async def test_someone_who_may_only_read_is_refused_on_the_thread(world: World) 
 async def test_a_new_pipeline_gets_a_branch_its_run_and_a_pull_request_with_commits(
     world: World, tmp_path: Path
 ) -> None:
-    result = await ask_new(world, WRITER, prompt="Add a health endpoint\n\nReturn 200.")
+    delivery = f"dash-{uuid.uuid4().hex}"
+    result = await ask_new(world, WRITER, "Add a health endpoint\n\nReturn 200.", delivery)
     assert result == "handled trimo_dashboard.new"
     found = [p for p in await all_pipelines(world) if p.kind == "branch"]
     assert len(found) == 1
     pipeline = found[0]
+    assert await started_pipeline(world.pool, delivery) == pipeline.id  # where Start lands
     assert pipeline.branch == "trimo/add-a-health-endpoint" and pipeline.number == 0
     assert pipeline.base_branch == "main" and pipeline.title == "Add a health endpoint"
     run = pipeline.runs[0]
@@ -121,7 +124,7 @@ async def all_pipelines(world: World) -> list[Pipeline]:
     return [p for pid in await store.ids() if (p := await store.get(pid)) is not None]
 
 
-async def ask_new(world: World, login: str, prompt: str) -> str:
+async def ask_new(world: World, login: str, prompt: str, delivery: str = "") -> str:
     payload = {
         "action": "new",
         "repository": {"name": REPO, "full_name": FULL, "owner": {"login": OWNER}, "clone_url": ""},
@@ -130,7 +133,8 @@ async def ask_new(world: World, login: str, prompt: str) -> str:
         "ask": {"prompt": prompt, "agent": "", "base_branch": ""},
     }
     ctx = {"redis": world.pool, "job_try": 1, SERVICES_KEY: world.services}
-    return await handle_event(ctx, "trimo_dashboard", f"dash-{uuid.uuid4().hex}", payload)
+    delivery = delivery or f"dash-{uuid.uuid4().hex}"
+    return await handle_event(ctx, "trimo_dashboard", delivery, payload)
 
 
 def push_commit(world: World, tmp: Path, branch: str) -> None:

@@ -40,16 +40,24 @@ LIVE_SECONDS = 1.0
 reports a slow page as a slow page, with the figure, not as a hang."""
 
 
-@pytest.fixture
-def dash(redis_url: str) -> Iterator[RunningApp]:
+def dash_app(redis_url: str) -> Iterator[RunningApp]:
+    """The App over the test Redis, with sign-in sessions (`browser_as`)."""
     with running_app(dashboard_settings(redis_url)) as running:
         yield running
 
 
+@pytest.fixture
+def dash(redis_url: str) -> Iterator[RunningApp]:
+    yield from dash_app(redis_url)
+
+
 def browser_as(
-    dash: RunningApp, name: str, login: str = "alice", role: str = "write", width: int = 1400
-) -> Browser:
-    client, _ = signed_in(dash.base_url, dash.settings, login, {"o/r": role})
+    dash: RunningApp, name: str, login: str = "alice", role: str = "write", width: int = 1400,
+    repos: dict[str, str] | None = None,
+) -> Browser:  # fmt: skip
+    """A browser signed in as `login` with `role` on o/r (or with `repos`), `width` wide."""
+    chosen = {"o/r": role} if repos is None else repos
+    client, _ = signed_in(dash.base_url, dash.settings, login, chosen)
     cookie = client.cookies[SESSION_COOKIE]
     client.close()
     window = Browser(dash.base_url, None, name, width=width)

@@ -9,6 +9,7 @@ import httpx
 import pytest
 import redis
 
+from app.dashboard.data import STARTED_PREFIX
 from app.dashboard.site import sse
 from app.github.installations import REPO_INSTALLATIONS
 from app.runs.pipelines import CHANGES
@@ -271,7 +272,7 @@ def test_the_board_shows_a_change_after_it_read_the_pipeline_once(
 
 
 def test_new_pipeline_form_queues_a_request_for_a_repository_the_viewer_may_write(
-    dash: RunningApp,
+    dash: RunningApp, redis_url: str
 ) -> None:
     with client_as(dash) as client:
         form = client.get("/pipelines/new")
@@ -299,8 +300,16 @@ def test_new_pipeline_form_queues_a_request_for_a_repository_the_viewer_may_writ
                 "agent": "script",
             },
         )
-        assert started.status_code == 303 and started.headers["location"] == "/?asked=new"
-        assert 'id="asked"' in client.get("/?asked=new").text
+        assert started.status_code == 303
+        waiting = started.headers["location"]
+        delivery = waiting.removeprefix("/started/")
+        assert waiting.startswith("/started/dash-")
+        assert 'id="starting"' in client.get(waiting).text  # not made yet: it looks again
+        seed_sync(redis_url, make_pipeline("o/r", 40, "Made"), make_run("o.r.40-a"))
+        dash.redis.set(STARTED_PREFIX + delivery, "o.r.40")
+        landed = client.get(waiting)  # made: Start lands on the new pipeline
+        assert landed.status_code == 303 and landed.headers["location"] == "/pipelines/o.r.40"
+        assert client.get("/started/bad%20id").status_code == 404
         forged = client.post("/pipelines/new", data={"repo": "o/r", "prompt": "Go"})
         assert forged.status_code == 403
     jobs = queued_dashboard_jobs(dash)

@@ -34,6 +34,7 @@ from starlette.responses import HTMLResponse, PlainTextResponse, RedirectRespons
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.dashboard import pages
 from app.dashboard.oauth import GitHubSignIn, OAuthFailure, UserToken
 from app.settings import AppSettings
 from runner import redisurl
@@ -431,7 +432,17 @@ async def error_page(request: Request, exc: Exception) -> Response:
     if "text/html" not in request.headers.get("accept", ""):
         return PlainTextResponse(exc.detail, exc.status_code, headers)
     title = _ERROR_TITLES.get(exc.status_code, "Something went wrong")
-    response = _page("error", exc.status_code, title=title, detail=exc.detail, code=exc.status_code)
+    viewer = await current_viewer(request) if exc.status_code in (403, 404) else None
+    if viewer is not None:  # signed in: the page keeps the navigation
+        html = pages.render(
+            "error.html.j2", viewer=viewer, csrf=csrf_token(request), path=request.url.path,
+            title=title, detail=exc.detail, code=exc.status_code,
+        )  # fmt: skip
+        response: Response = HTMLResponse(html, exc.status_code)
+    else:
+        response = _page(
+            "error", exc.status_code, title=title, detail=exc.detail, code=exc.status_code
+        )
     response.headers.update(headers)
     return response
 

@@ -28,6 +28,13 @@ COLUMN_TITLES: Final[Mapping[Column, str]] = {
     "review": "Ready for review",
     "done": "Done",
 }
+EMPTY_COLUMNS: Final[Mapping[Column, str]] = {
+    "queued": "Nothing waits for a runner.",
+    "running": "No agent is at work.",
+    "needs_you": "Nothing needs you.",
+    "review": "Nothing to review.",
+    "done": "Merged and closed pipelines land here.",
+}
 TAB_STATES: Final[Mapping[Column, str]] = {
     "queued": "queued",
     "running": "running",

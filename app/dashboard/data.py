@@ -26,6 +26,9 @@ VIEWED_NAME_CHARS = 1000
 VIEWED_FILES = 2000
 """Marks kept per person and pipeline (a diff shows at most 100 files)."""
 VIEWED_TTL_SECONDS = 90 * 86400
+STARTED_PREFIX = "trimo:dashboard:started:"
+"""+ the delivery id of a New pipeline request: the id of the pipeline it made."""
+STARTED_TTL_SECONDS = 3600
 StreamEntry = tuple[str, str]
 """(stream id, the event's JSON)."""
 
@@ -244,3 +247,12 @@ async def mark_viewed(
         pipe.hset(key, name, digest)
         pipe.expire(key, VIEWED_TTL_SECONDS)
         await pipe.execute()
+
+
+async def remember_started(redis: aioredis.Redis, delivery_id: str, pipeline_id: str) -> None:
+    """The pipeline a New pipeline request (delivery `delivery_id`) made."""
+    await redis.set(STARTED_PREFIX + delivery_id, pipeline_id, ex=STARTED_TTL_SECONDS)
+
+
+async def started_pipeline(redis: aioredis.Redis, delivery_id: str) -> str | None:
+    return redisio.as_text(await redis.get(STARTED_PREFIX + delivery_id))

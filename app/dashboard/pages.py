@@ -10,7 +10,7 @@ import jinja2
 from markupsafe import Markup
 
 from app.dashboard import spendview
-from app.dashboard.board import COLUMN_TITLES, COLUMNS, Card, ago
+from app.dashboard.board import COLUMN_TITLES, COLUMNS, EMPTY_COLUMNS, Card, ago
 from app.dashboard.plans import plan_html
 from app.reporting.runview import duration, money
 from runner.handoff import size_text
@@ -50,6 +50,7 @@ def environment() -> jinja2.Environment:
     env.globals["ago"] = _ago
     env.globals["COLUMNS"] = COLUMNS
     env.globals["COLUMN_TITLES"] = COLUMN_TITLES
+    env.globals["EMPTY_COLUMNS"] = EMPTY_COLUMNS
     env.globals["card_html"] = render_card
     env.globals["GROUPS"] = spendview.GROUPS
     env.globals["PERIODS"] = spendview.PERIODS

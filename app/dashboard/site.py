@@ -119,6 +119,7 @@ class Dashboard:
             Route("/events/board", self.board_events),
             Route("/pipelines/new", self.new_pipeline_page),
             Route("/pipelines/new", self.new_pipeline, methods=["POST"]),
+            Route("/started/{delivery_id}", self.started),
             Route("/pipelines/{pipeline_id}", self.pipeline_page),
             Route("/events/pipelines/{pipeline_id}", self.pipeline_events),
             Route("/pipelines/{pipeline_id}/diff", self.pipeline_diff),
@@ -157,10 +158,7 @@ class Dashboard:
         placed = place(loaded.summaries, loaded.pulls, filters)
         usage = await self.usage.of(pipelines.redis, placed.runs())
         board = build_board(placed, loaded.pulls, usage, _now())
-        asked = request.query_params.get("asked") == "new"
-        return self._page(
-            request, viewer, "board.html.j2", board=board, filters=filters, asked=asked
-        )
+        return self._page(request, viewer, "board.html.j2", board=board, filters=filters)
 
     async def pipeline_page(self, request: Request) -> Response:
         viewer = await current_viewer(request)
@@ -585,8 +583,24 @@ class Dashboard:
             "clone_url": "",
         }
         ask = {"prompt": parsed.prompt, "agent": parsed.agent, "base_branch": parsed.base_branch}
-        await self._enqueue(viewer, "new", repository, installation, ask)
-        return RedirectResponse("/?asked=new", status_code=303)
+        delivery_id = await self._enqueue(viewer, "new", repository, installation, ask)
+        return RedirectResponse(f"/started/{delivery_id}", status_code=303)
+
+    async def started(self, request: Request) -> Response:
+        """Where Start lands: the new pipeline once the App worker made it; until then a
+        page that looks again every second."""
+        viewer = await current_viewer(request)
+        if viewer is None:
+            return _to_login(request)
+        delivery_id = request.path_params["delivery_id"]
+        if not is_valid_id(delivery_id):
+            raise HTTPException(404, "No such request.")
+        redis = await self.redis.get()
+        pipeline_id = await data.started_pipeline(redis, delivery_id)
+        pipeline = await (await self._pipelines()).get(pipeline_id) if pipeline_id else None
+        if pipeline is not None and viewer.sees(pipeline.repo):
+            return RedirectResponse(f"/pipelines/{quote(pipeline.id)}", status_code=303)
+        return self._page(request, viewer, "starting.html.j2")
 
     async def _enqueue(
         self,
@@ -595,7 +609,8 @@ class Dashboard:
         repository: dict[str, Any],
         installation_id: int,
         ask: dict[str, str],
-    ) -> None:
+    ) -> str:
+        """Hand a request to the App worker; its delivery id."""
         payload = {
             "action": action,
             "repository": repository,
@@ -606,6 +621,7 @@ class Dashboard:
         delivery_id = f"dash-{secrets.token_hex(12)}"
         await enqueue_delivery(await self.redis.get(), DASHBOARD_EVENT, delivery_id, payload)
         log.info("dashboard: %s asked %s (delivery %s)", viewer.login, action, delivery_id)
+        return delivery_id
 
     # --- helpers ----------------------------------------------------------------------
 

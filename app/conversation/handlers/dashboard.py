@@ -23,6 +23,7 @@ from app.conversation.thread import (
     open_conversation,
     report_config_error,
 )
+from app.dashboard.data import remember_started
 from app.dashboard.requests import DASHBOARD_EVENT, DashboardAsk, DashboardEvent
 from app.reporting.channels.pullrequest import pull_of_pipeline
 from app.runs.pipelines import Pipeline
@@ -66,17 +67,21 @@ async def new_pipeline(delivery: Delivery) -> None:
     if allowed and isinstance(config, ConfigError):
         await report_config_error(conv, config)
     command = RunCommand(prompt=event.ask.prompt, agent=event.ask.agent or None)
+    base = event.ask.base_branch
+    made: Pipeline | None
     if not allowed or isinstance(config, ConfigError):
         # No thread to answer on: the refusal shows on the dashboard, as a failed run.
         seed_config = config if isinstance(config, RepoConfig) else RepoConfig()
-        await _refused_on_the_board(conv, seed_config, command, event.ask.base_branch)
-        return
-    await start_branch_pipeline(conv, config, command, event.ask.base_branch)
+        made = await _refused_on_the_board(conv, seed_config, command, base)
+    else:
+        made = await start_branch_pipeline(conv, config, command, base)
+    if made is not None:  # where the person who pressed Start lands
+        await remember_started(delivery.services.redis, delivery.delivery_id, made.id)
 
 
 async def _refused_on_the_board(
     conv: Conversation, config: RepoConfig, command: RunCommand, base_branch: str
-) -> None:
+) -> Pipeline:
     repo = conv.thread.repo
     branch = config.branch_prefix + slugify(command.prompt.strip().splitlines()[0] or "new")
     seed = Pipeline(
@@ -86,6 +91,7 @@ async def _refused_on_the_board(
         title=command.prompt.strip().splitlines()[0][:200],
     )  # fmt: skip
     await record_refused(conv, seed, command.prompt, command.agent or config.agent)
+    return seed
 
 
 @router.on(DASHBOARD_EVENT, "stop", "retry", "run", "preview", "preview_stop")

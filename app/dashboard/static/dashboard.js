@@ -38,7 +38,10 @@ function fragment(html) {
 function recount() {
   document.querySelectorAll(".column").forEach((column) => {
     const count = column.querySelector(".count");
-    if (count) count.textContent = column.querySelectorAll(".card").length;
+    const cards = column.querySelectorAll(".card").length;
+    if (count) count.textContent = cards;
+    const empty = column.querySelector(".empty-column");
+    if (empty) empty.hidden = cards > 0;
   });
 }
 
@@ -348,11 +351,48 @@ function withToken(event) {
 
 document.addEventListener("submit", withToken, true);
 
+function showHelp(open) {
+  const help = document.getElementById("help");
+  if (!help) return;
+  help.hidden = !open;
+  if (open) document.getElementById("help-close").focus();
+}
+
+function moveSelection(step) {
+  // j/k: the next or previous card on the board, in reading order.
+  const cards = Array.from(document.querySelectorAll("#board .card"));
+  if (!cards.length) return;
+  const at = cards.findIndex((card) => card.classList.contains("selected"));
+  const next = cards[Math.min(cards.length - 1, Math.max(0, at < 0 ? 0 : at + step))];
+  cards.forEach((card) => card.classList.toggle("selected", card === next));
+  const link = next.querySelector("a.card-link");
+  if (link) link.focus();
+  next.scrollIntoView({ block: "nearest" });
+}
+
+function onKey(event) {
+  if (event.key === "Escape") { showHelp(false); return; }
+  if (event.ctrlKey || event.metaKey || event.altKey) return;
+  const typing = event.target.closest("input, textarea, select, [contenteditable]");
+  if (typing) return;
+  if (event.key === "?") { event.preventDefault(); showHelp(document.getElementById("help").hidden); }
+  else if (event.key === "j") moveSelection(1);
+  else if (event.key === "k") moveSelection(-1);
+  else if (event.key === "/") {
+    const field = document.getElementById("log-search") || document.querySelector("#filters select");
+    if (field) { event.preventDefault(); field.focus(); }
+  }
+}
+
+document.addEventListener("keydown", onKey);
+
 document.addEventListener("DOMContentLoaded", () => {
   const board = document.getElementById("board");
   if (board) followBoard(board);
   const log = document.getElementById("log");
   if (log) followLog(log);
+  const close = document.getElementById("help-close");
+  if (close) close.addEventListener("click", () => showHelp(false));
   rememberParts(); // before the clocks tick
   const main = document.querySelector("main[data-live]");
   if (main) followPage(main);
