@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 
 import httpx
 import redis.asyncio as aioredis
-from arq.connections import RedisSettings, create_pool
+from arq.connections import create_pool
 from pydantic import SecretStr
 
 from app.dashboard.auth import SESSION_COOKIE
@@ -38,6 +38,7 @@ from bench.dashboard_render import ADMIN, make_pipeline, percentile, signed_cook
 from bench.scratch import scratch
 from runner import contract
 from runner.events import AssistantMessage
+from runner.redisurl import redis_settings
 
 RUNS = 20
 STAMP = re.compile(r"sent@(\d+\.\d+)")
@@ -120,7 +121,7 @@ async def emit(
 
 async def main(browsers: int, seconds: float, interval: float) -> None:
     with scratch() as root, private_redis(root / "redis") as redis_url:
-        pool = await create_pool(RedisSettings.from_dsn(redis_url))
+        pool = await create_pool(redis_settings(redis_url))
         store = Pipelines(pool)
         run_ids = []
         now = datetime.now(UTC)

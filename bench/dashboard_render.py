@@ -26,7 +26,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
-from arq.connections import ArqRedis, RedisSettings, create_pool
+from arq.connections import ArqRedis, create_pool
 from pydantic import SecretStr
 
 from app.conversation.policy import RunSettings
@@ -50,6 +50,7 @@ from app.runs.summary import summarise
 from app.settings import AppSettings
 from bench.scratch import scratch
 from runner.job import CommitInfo, Outcome, Resources
+from runner.redisurl import redis_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 ADMIN = "bench-admin"
@@ -236,7 +237,7 @@ async def signed_cookie(settings: AppSettings) -> str:
 
 async def main(count: int, runs: int, rounds: int) -> None:
     with scratch() as root, private_redis(root / "redis") as redis_url:
-        redis = await create_pool(RedisSettings.from_dsn(redis_url))
+        redis = await create_pool(redis_settings(redis_url))
         began = time.perf_counter()
         await seed(redis, count, runs)
         print(f"seeded {count:,} pipelines, {count * runs:,} runs in "

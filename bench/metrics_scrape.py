@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 from arq import create_pool
-from arq.connections import ArqRedis, RedisSettings
+from arq.connections import ArqRedis
 from prometheus_client import generate_latest
 from rich.console import Console
 from rich.logging import RichHandler
@@ -42,6 +42,7 @@ from app.runs.runcounts import RunCounts
 from bench.scratch import scratch
 from runner import contract, figures, logs, registry
 from runner.job import Resources
+from runner.redisurl import redis_settings
 
 SETTINGS = RunSettings(
     agent="script", image="i", label="default", timeout_minutes=1, network="none",
@@ -132,7 +133,7 @@ async def main() -> None:
     parser.add_argument("--scrapes", type=int, default=50)
     args = parser.parse_args()
     with scratch() as root, private_redis(root / "redis") as url:
-        pool = await create_pool(RedisSettings.from_dsn(url))
+        pool = await create_pool(redis_settings(url))
         await fill(pool, args.runners, args.installations, args.live)
         print(
             f"/metrics with {args.runners} runners, 20 labels, {args.installations} "

@@ -26,11 +26,12 @@ from pathlib import Path
 
 import redis.asyncio as aioredis
 from arq import create_pool
-from arq.connections import ArqRedis, RedisSettings
+from arq.connections import ArqRedis
 
 from bench.scratch import empty_repo
 from runner import contract
 from runner.job import RepoRef, Resources, RunRequest
+from runner.redisurl import redis_settings
 
 MARK = "agent-says-hello"
 
@@ -77,7 +78,7 @@ def pct(values: list[float], p: float) -> float:
 
 
 async def measure(redis_url: str, repo: Path, runs: int) -> None:
-    pool = await create_pool(RedisSettings.from_dsn(redis_url))
+    pool = await create_pool(redis_settings(redis_url))
     client = aioredis.Redis.from_url(redis_url)
     for n in range(8):  # warm: mirror and each pipeline's workspace
         await one(pool, client, repo, 1000 + n)

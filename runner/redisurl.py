@@ -26,6 +26,10 @@ if TYPE_CHECKING:  # imported where used: settings parse the URL without loading
 
 DEFAULT_PORT: Final = 6379
 SENTINEL_PORT: Final = 26379
+CONNECT_TIMEOUT_SECONDS: Final = 10
+"""How long arq's pools wait for a new connection (arq's own default is 1 s). A connection
+is made when the event loop gets to it: on a busy machine that is often later than 1 s,
+even to a Redis on the same host, and a delivery or a report failed with it."""
 SCHEMES: Final = ("redis", "rediss", "unix", "redis+sentinel")
 TLS_OPTIONS: Final = (
     "ssl_ca_certs",
@@ -171,6 +175,7 @@ def redis_settings(url: str, **overrides: Any) -> RedisSettings:
         ssl_check_hostname=tls.check_hostname,
         sentinel=target.sentinel_master is not None,
         sentinel_master=target.sentinel_master or "mymaster",
+        conn_timeout=CONNECT_TIMEOUT_SECONDS,
     )
     return dataclasses.replace(settings, **overrides)
 

@@ -15,10 +15,10 @@ from typing import Any
 
 import redis
 from arq import create_pool
-from arq.connections import RedisSettings
 
 from runner import contract
 from runner.job import RunEvent, RunRequest, run_event_adapter
+from runner.redisurl import redis_settings
 
 
 class RunnerProcess:
@@ -105,7 +105,7 @@ class RunnerProcess:
 
 def enqueue(redis_url: str, request: RunRequest) -> None:
     async def go() -> None:
-        pool = await create_pool(RedisSettings.from_dsn(redis_url))
+        pool = await create_pool(redis_settings(redis_url))
         job = await pool.enqueue_job(
             contract.RUN_FUNCTION,
             request.dump_for_queue(),
@@ -122,7 +122,7 @@ def abort(redis_url: str, request: RunRequest) -> None:
     async def go() -> None:
         from arq.jobs import Job
 
-        pool = await create_pool(RedisSettings.from_dsn(redis_url))
+        pool = await create_pool(redis_settings(redis_url))
         job = Job(request.run_id, pool, _queue_name=contract.run_queue(request.runner_label))
         with contextlib.suppress(asyncio.TimeoutError):
             await job.abort(timeout=30)

@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
-from arq.connections import ArqRedis, RedisSettings, create_pool
+from arq.connections import ArqRedis, create_pool
 from arq.constants import abort_jobs_ss, in_progress_key_prefix, job_key_prefix
 from arq.jobs import deserialize_job
 from arq.worker import Retry
@@ -58,6 +58,7 @@ from runner.job import (
     RunRequest,
 )
 from runner.previews.job import PreviewReady, PreviewRequest, PreviewStopped
+from runner.redisurl import redis_settings
 from tests.fakegithub import AppCredentials, FakeState, RunningFakeGitHub
 from tests.fakegithub.gitserver import run_git
 
@@ -192,7 +193,7 @@ async def world(fake: RunningFakeGitHub, redis_url: str, corpora: Path) -> Async
     fake.create_repo(OWNER, "strict", {".github/trimo.yml": STRICT_CONFIG})
     fake.state.set_role(OWNER, "strict", WRITER, "write")
     fake.state.set_role(OWNER, REPO, READER, "read")
-    pool = await create_pool(RedisSettings.from_dsn(redis_url))
+    pool = await create_pool(redis_settings(redis_url))
     settings = make_settings(fake, creds, redis_url)
     services = build_services(settings, pool, github_retry=False)
     ctx = {"redis": pool, "job_try": 1, SERVICES_KEY: services}
@@ -450,7 +451,7 @@ async def test_an_unchanged_config_file_is_read_from_the_cache(redis_url: str) -
         async_transport=httpx.MockTransport(answer),
         http_cache=False,
     )
-    pool = await create_pool(RedisSettings.from_dsn(redis_url))
+    pool = await create_pool(redis_settings(redis_url))
     try:
         api = RepoAPI(client, pool, OWNER, REPO)  # type: ignore[arg-type]
         assert await api.read_file(".github/trimo.yml", "main") == text

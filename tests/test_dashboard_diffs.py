@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from arq.connections import ArqRedis, RedisSettings, create_pool
+from arq.connections import ArqRedis, create_pool
 from pydantic import SecretStr
 
 from app.dashboard.diffs import PATCH_LINES, diff_page, load_diff
@@ -16,6 +16,7 @@ from app.dashboard.pages import render
 from app.dashboard.requests import MAX_HUNK_CHARS, FormError, LineComment, parse_line_comment
 from app.github.client import Comparison, GitHubApp
 from app.settings import AppSettings
+from runner.redisurl import redis_settings
 from tests.dashboard_helpers import make_pipeline
 from tests.fakegithub import RunningFakeGitHub
 
@@ -36,7 +37,7 @@ async def github(redis_url: str) -> AsyncIterator[tuple[RunningFakeGitHub, GitHu
             _env_file=None, github_app_id=creds.app_id, redis_url=redis_url,
             github_private_key=SecretStr(creds.private_key_pem), github_api_url=fake.api_url,
         )  # type: ignore[call-arg]  # fmt: skip
-        pool: ArqRedis = await create_pool(RedisSettings.from_dsn(redis_url))
+        pool: ArqRedis = await create_pool(redis_settings(redis_url))
         try:
             yield fake, GitHubApp(settings, pool)
         finally:

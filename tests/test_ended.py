@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 import redis
-from arq.connections import ArqRedis, RedisSettings, create_pool
+from arq.connections import ArqRedis, create_pool
 from arq.worker import Retry
 from pydantic import SecretStr
 from redis.exceptions import LockError
@@ -35,6 +35,7 @@ from app.services import Services
 from app.settings import AppSettings
 from runner.job import CommitInfo, Outcome, RunEvent, RunFinished, RunStarted
 from runner.publisher import EventPublisher
+from runner.redisurl import redis_settings
 from tests.fakegithub import FakeState, RunningFakeGitHub
 
 pytestmark = [pytest.mark.redis]
@@ -156,7 +157,7 @@ async def world(
         OWNER, REPO, {"README.md": "# widgets\n", ".github/trimo.yml": "agent: script\n"}
     )
     fake.state.set_role(OWNER, REPO, WRITER, "write")
-    pool = await create_pool(RedisSettings.from_dsn(redis_url))
+    pool = await create_pool(redis_settings(redis_url))
     settings = AppSettings(
         github_app_id=creds.app_id,
         github_private_key=SecretStr(creds.private_key_pem),

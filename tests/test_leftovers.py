@@ -21,7 +21,6 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 from arq import create_pool
-from arq.connections import RedisSettings
 
 from runner import contract, disk, leftovers, registry
 from runner.container import LABEL_RUNNER
@@ -37,6 +36,7 @@ from runner.previews.job import (
     PreviewStopped,
     preview_event_adapter,
 )
+from runner.redisurl import redis_settings
 from tests import preview_app
 from tests.conftest import free_port, git
 from tests.engine_helpers import make_request
@@ -222,7 +222,7 @@ async def test_a_namesake_whose_heartbeat_expires_is_gone(redis_url: str) -> Non
 
 def enqueue_preview(redis_url: str, request: PreviewRequest) -> None:
     async def go() -> None:
-        pool = await create_pool(RedisSettings.from_dsn(redis_url))
+        pool = await create_pool(redis_settings(redis_url))
         await pool.set(contract.preview_wanted(request.pipeline), request.preview_id)
         job = await pool.enqueue_job(
             contract.PREVIEW_FUNCTION,

@@ -15,7 +15,7 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 from arq import create_pool
-from arq.connections import ArqRedis, RedisSettings
+from arq.connections import ArqRedis
 from githubkit.exception import RequestError
 from pydantic import SecretStr
 
@@ -29,6 +29,7 @@ from app.runs.pipelines import Pipeline, PipelineRun, Pipelines
 from runner import contract, figures, registry
 from runner.events import Usage
 from runner.job import Outcome, Resources, RunFinished
+from runner.redisurl import redis_settings
 from tests import webhook_helpers
 from tests.fakegithub import generate_key_pair
 from tests.metrics_helpers import scrape
@@ -46,7 +47,7 @@ SETTINGS = RunSettings(
 
 @pytest.fixture
 async def pool(redis_url: str) -> AsyncIterator[ArqRedis]:
-    pool = await create_pool(RedisSettings.from_dsn(redis_url))
+    pool = await create_pool(redis_settings(redis_url))
     yield pool
     await pool.aclose()
 

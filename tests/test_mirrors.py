@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 from arq import create_pool
-from arq.connections import ArqRedis, RedisSettings
+from arq.connections import ArqRedis
 
 from runner import figures, gitops, mirrors
 from runner.mirrors import Mirror
+from runner.redisurl import redis_settings
 from tests import webhook_helpers
 from tests.conftest import git
 from tests.metrics_helpers import scrape
@@ -111,7 +112,7 @@ def test_a_mirror_a_fetch_holds_is_left_for_the_next_look(
 
 @pytest.fixture
 async def pool(redis_url: str) -> AsyncIterator[ArqRedis]:
-    pool = await create_pool(RedisSettings.from_dsn(redis_url))
+    pool = await create_pool(redis_settings(redis_url))
     yield pool
     await pool.aclose()
 

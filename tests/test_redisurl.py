@@ -195,6 +195,29 @@ async def round_trip(url: str) -> str:
         await pool.aclose()
 
 
+async def test_a_new_connection_outlasts_a_busy_moment(redis_url: str) -> None:
+    """On a busy machine the event loop gets to a new connection late: arq's own 1 s made
+    every connection here fail ("Timeout connecting to server"), and with it a webhook's
+    delivery or a run's report."""
+    pool = await create_pool(redisurl.redis_settings(redis_url, conn_retries=0))
+    busy = True
+
+    async def hog() -> None:
+        while busy:
+            time.sleep(1.5)  # the loop runs nothing else meanwhile, as under load
+            await asyncio.sleep(0)
+
+    hogging = asyncio.create_task(hog())
+    try:
+        for _ in range(3):
+            await pool.connection_pool.disconnect()  # the next command connects anew
+            assert await pool.ping()
+    finally:
+        busy = False
+        await hogging
+        await pool.aclose()
+
+
 def test_rediss_with_the_servers_ca_works_for_arq_and_redis_clients(
     tls_redis: tuple[RedisProcess, Path],
 ) -> None:

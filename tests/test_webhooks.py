@@ -19,7 +19,7 @@ from urllib.parse import urlencode
 import httpx
 import pytest
 import redis
-from arq.connections import ArqRedis, RedisSettings, create_pool
+from arq.connections import ArqRedis, create_pool
 from arq.constants import job_key_prefix
 from githubkit.webhooks import verify
 from pydantic import SecretStr
@@ -34,6 +34,7 @@ from app.edge.web import (
     enqueue_delivery,
 )
 from app.settings import AppSettings, SettingsError
+from runner.redisurl import redis_settings
 from tests import webhook_helpers
 from tests.webhook_helpers import (
     RunningApp,
@@ -263,7 +264,7 @@ async def test_a_redelivery_while_the_first_try_is_queuing_is_not_called_a_dupli
     """GitHub gives up on an answer after 10 s and the delivery is redelivered while the
     first try still waits on a slow Redis. Answering the redelivery "duplicate" would lose
     the delivery when the first try then fails: it must be told to come again."""
-    pool = await create_pool(RedisSettings.from_dsn(redis_url))
+    pool = await create_pool(redis_settings(redis_url))
     delivery, payload = str(uuid.uuid4()), {"action": "created"}
     redelivered = asyncio.Event()
     real = ArqRedis.enqueue_job

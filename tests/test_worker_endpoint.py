@@ -15,10 +15,10 @@ import httpx
 import pytest
 import redis
 from arq import create_pool
-from arq.connections import RedisSettings
 
 from app.edge.web import enqueue_delivery
 from runner import __version__, contract
+from runner.redisurl import redis_settings
 from tests.fakegithub import generate_key_pair
 from tests.metrics_helpers import parse
 from tests.webhook_helpers import free_port
@@ -28,7 +28,7 @@ TOKEN = "worker-metrics-token-3c1d"
 
 
 async def queue_star(redis_url: str) -> None:
-    pool = await create_pool(RedisSettings.from_dsn(redis_url))
+    pool = await create_pool(redis_settings(redis_url))
     try:
         assert await enqueue_delivery(pool, "star", str(uuid.uuid4()), {"action": "created"})
     finally:
