@@ -708,6 +708,13 @@ class FakeState:
         with self.lock:
             del self.comments[comment_id]
 
+    def edit_comment(self, comment_id: int, body: str) -> None:
+        """GitHub carries out an edit by itself: a person's, or a write it never answered."""
+        with self.lock:
+            comment = self.comments[comment_id]
+            comment.body = body
+            comment.updated_at = now()
+
     def delete_check_run(self, check_run_id: int) -> None:
         with self.lock:
             del self.check_runs[check_run_id]
