@@ -48,8 +48,9 @@ def failed(run_id: str, sha: str) -> RunFinished:
     )
 
 
-async def finish_failing(world: World, run_id: str, branch: str) -> None:
-    """The run ends with failing checks; the reporter asks for a fix, the worker answers."""
+async def finish_failing(world: World, run_id: str, branch: str, asks: int = 1) -> None:
+    """The run ends with failing checks; the reporter asks for a fix (`asks` times: once, or
+    never when the run's repository only reports), the worker answers."""
     sha = advance(world, branch)
     event = failed(run_id, sha)
     pipeline = await world.pipelines.finish(event)
@@ -62,10 +63,12 @@ async def finish_failing(world: World, run_id: str, branch: str) -> None:
     queued = await world.pool.zrange(QUEUE_NAME, 0, -1)
     jobs = [deserialize_job(await world.pool.get(f"arq:job:{_text(j)}")) for j in queued]
     asked = [job for job in jobs if job.args[0] == VERIFY_EVENT and job.args[2]["run_id"] == run_id]
-    assert len(asked) == 1
-    await world.pool.zrem(QUEUE_NAME, *queued)
-    _event, delivery, payload = asked[0].args
-    await world.send(VERIFY_EVENT, payload, delivery)
+    assert len(asked) == asks
+    if queued:
+        await world.pool.zrem(QUEUE_NAME, *queued)
+    for job in asked:
+        _event, delivery, payload = job.args
+        await world.send(VERIFY_EVENT, payload, delivery)
 
 
 def _text(value: Any) -> str:
@@ -129,6 +132,6 @@ async def test_no_fixing_run_without_attempts(
     )
     request = await world.job(run_id_for(1, delivery))
     assert request is not None
-    await finish_failing(world, request.run_id, request.branch)
+    await finish_failing(world, request.run_id, request.branch, asks=0)
     assert await automatic(world, 1) == []
     assert not [c for c in world.bot_comments(1) if "to fix them" in c]

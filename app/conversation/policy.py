@@ -80,6 +80,8 @@ class RunSettings(BaseModel):
     verify: list[VerifyCheck] = Field(default_factory=list)
     """The repository's checks, run after a coding run that made commits."""
     verify_timeout_minutes: int = DEFAULT_VERIFY_TIMEOUT_SECONDS // 60
+    verify_fix_attempts: int = 0
+    """Whether (and how often in a row) failing checks go back to the agent."""
     max_cost_usd: float | None = None
     """The run's budget: its runner stops it once its agent reports spending this much."""
     setup: SetupSpec | None = None
@@ -118,6 +120,7 @@ def effective_run(
         ),
         verify=list(config.verify),
         verify_timeout_minutes=config.verify_timeout_minutes,
+        verify_fix_attempts=config.verify_fix_attempts,
         setup=config.setup.spec() if config.setup is not None else None,
     )
     problems = _problems(settings, command, policy)

@@ -450,6 +450,8 @@ class Reporter:
 
         if event.verify is None or event.verify.passed or event.outcome is Outcome.CANCELLED:
             return
+        if not run.settings.verify_fix_attempts:
+            return  # the repository only reports (the worker reads its config again anyway)
         owner, _, name = pipeline.repo.partition("/")
         payload = {
             "action": "failed",
