@@ -306,9 +306,10 @@ class Dashboard:
         if viewer is None:
             return _to_login(request)
         query = spendview.Query.from_query(request.query_params)
-        shown = spendview.periods(query.period, _now().date())
+        today = _now().date()
+        shown = spendview.periods(query.period, today)
         seen = spenddata.visibility(_visible(viewer))
-        sums = await self.spend.partials(await self.redis.get(), query, shown, seen)
+        sums = await self.spend.partials(await self.redis.get(), query, shown, seen, today)
         table = spendview.tabulate(sums, query, shown)
         return self._page(request, viewer, "spend.html.j2", table=table, query=query)
 

@@ -9,6 +9,7 @@ dozen small sums.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import date
 from typing import Final
 
 import redis.asyncio as aioredis
@@ -49,18 +50,39 @@ class SpendCache:
         return {name: self._rows[f"{period}:{name}"] for name in shown}
 
     async def partials(
-        self, redis: aioredis.Redis, query: spendview.Query, shown: list[str], seen: Visibility
+        self,
+        redis: aioredis.Redis,
+        query: spendview.Query,
+        shown: list[str],
+        seen: Visibility,
+        today: date,
     ) -> dict[str, spendview.Partial]:
-        """Each period's sums by the query's grouping, over the repositories in `seen`."""
-        found = await self.rows(redis, query.period, shown)
+        """Each period's sums by the query's grouping, over the repositories in `seen`. The
+        current month is the sum of its days: a run that ends changes only today's sums."""
+        if query.period == "day":
+            return await self._sums(redis, "day", shown, query.group, seen)
+        sums = await self._sums(redis, "month", shown[:-1], query.group, seen)
+        days = [today.replace(day=day).isoformat() for day in range(1, today.day + 1)]
+        by_day = await self._sums(redis, "day", days, query.group, seen)
+        sums[shown[-1]] = spendview.merged(by_day.values())
+        return sums
+
+    async def _sums(
+        self,
+        redis: aioredis.Redis,
+        period: spend.Period,
+        names: list[str],
+        group: spendview.Group,
+        seen: Visibility,
+    ) -> dict[str, spendview.Partial]:
+        found = await self.rows(redis, period, names)
         if len(self._partials) > PARTIALS_KEPT:
             self._partials.clear()
         sums = {}
         for name, (version, rows) in found.items():
-            key = (f"{query.period}:{name}", version, query.group, seen)
+            key = (f"{period}:{name}", version, group, seen)
             if key not in self._partials:
-                mine = spendview.visible(rows, seen)
-                self._partials[key] = spendview.partial(mine, query.group)
+                self._partials[key] = spendview.partial(spendview.visible(rows, seen), group)
             sums[name] = self._partials[key]
         return sums
 

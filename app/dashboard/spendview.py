@@ -129,6 +129,16 @@ def partial(rows: Iterable[Row], group: Group) -> Partial:
     return {key: (spelled[key], Spent(*sums[key])) for key in sums}
 
 
+def merged(partials: Iterable[Partial]) -> Partial:
+    """Several periods' sums as one (the first spelling of a name is kept)."""
+    total: Partial = {}
+    for part in partials:
+        for key, (name, spent) in part.items():
+            before = total.get(key)
+            total[key] = (name, spent) if before is None else (before[0], before[1] + spent)
+    return total
+
+
 def tabulate(partials: Mapping[str, Partial], query: Query, shown: list[str]) -> Table:
     """The table and chart of the periods `shown`, from each period's `partial`."""
     by_key: dict[str, tuple[str, Spent]] = {}
