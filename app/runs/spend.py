@@ -4,6 +4,7 @@ A run that ends adds, in one Lua call and once per run, to:
 - the hashes of its day and of its month, one field per (repository, person, agent);
 - its month's totals per repository and per person (what the monthly caps read);
 - the all-time totals per agent (for `/metrics`).
+- the versions of its day and month (runs added), so readers keep what is unchanged.
 So the spend page reads at most a few dozen small hashes, and a cap two fields, however
 many runs there were. Cost is kept in micro-dollars (whole numbers add up exactly).
 """
