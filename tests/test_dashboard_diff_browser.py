@@ -1,7 +1,7 @@
 """Review-grade diffs in headless Chromium: the diff of a branch pushed to the GitHub
 stand-in, a file tree in natural order, numbered lines, unified and split views, viewed
 marks kept per person, and a line comment that starts a follow-up with its file, line and
-hunk."""
+hunk; and the New pipeline form offers the repository's branches."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import pytest
 from pydantic import SecretStr
 
 from app.dashboard.auth import SESSION_COOKIE
+from app.github.installations import REPO_INSTALLATIONS
 from tests.browser import Browser
 from tests.dashboard_helpers import SESSION_SECRET, make_pipeline, make_run, seed_sync, signed_in
 from tests.fakegithub import RunningFakeGitHub
@@ -108,3 +109,26 @@ def test_a_diff_reads_like_a_review_and_a_line_comment_starts_a_run(
     assert isinstance(ask, dict)
     assert (ask["prompt"], ask["path"], ask["line"]) == ("Why add d here?", "app.py", "4")
     assert ask["diff_hunk"] == "@@ -1,3 +1,4 @@\n a\n-b\n+B\n c\n+d"
+
+
+def test_the_new_pipeline_form_offers_the_repositorys_branches(
+    dash: tuple[RunningApp, RunningFakeGitHub], tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    app, fake = dash
+    push(fake, tmp_path, "release/2.0")
+    app.redis.hset(REPO_INSTALLATIONS, FULL, str(fake.state.installation_for(OWNER).id))
+    client, _ = signed_in(app.base_url, app.settings, "alice", {FULL: "write", "o/r": "read"})
+    with client:
+        answer = client.get("/branches", params={"repo": FULL.upper()})
+        assert answer.json() == {"branches": ["main", "release/2.0"]}
+        assert client.get("/branches", params={"repo": "o/r"}).status_code == 404  # read only
+        cookie = client.cookies[SESSION_COOKIE]
+    window = Browser(app.base_url, None, request.node.name)
+    try:
+        window.use_session(cookie)
+        window.get("/pipelines/new")
+        window.wait(lambda: len(window.find("#branches option")) == 2, 20, "the branches")
+        values = [e.get_attribute("value") for e in window.find("#branches option")]
+        assert values == ["main", "release/2.0"]
+    finally:
+        window.quit()

@@ -23,9 +23,16 @@ from pathlib import Path
 from typing import Any, Final, TypeVar
 from urllib.parse import quote
 
+from githubkit.exception import RequestError, RequestFailed
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
+from starlette.responses import (
+    HTMLResponse,
+    JSONResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+)
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
@@ -55,7 +62,7 @@ from app.dashboard.requests import (
     parse_new_pipeline,
 )
 from app.edge.web import RedisHandle, enqueue_delivery
-from app.github.client import GitHubApp
+from app.github.client import GitHubApp, UnexpectedAnswer
 from app.github.installations import installation_for_repo
 from app.reporting.channels.pullrequest import pull_of_pipeline
 from app.reporting.runview import IMPLEMENT_PLAN, html_url
@@ -73,6 +80,8 @@ T = TypeVar("T")
 STATIC_DIR: Final = Path(__file__).resolve().parent / "static"
 KEEPALIVE_SECONDS: Final = 15.0
 FLEET_LOOK_SECONDS: Final = 0.5
+BRANCHES_SECONDS: Final = 60.0
+BRANCHES_CACHED: Final = 1000
 LEAST_ROLE_TO_ACT: Final = "write"
 ASKED: Final = ("stop", "retry", "run", "implement", "preview", "preview_stop")
 """Actions the pipeline page thanks people for after they asked."""
@@ -106,6 +115,8 @@ class Dashboard:
         self.usage = data.UsageCache()
         self.spend = spenddata.SpendCache()
         self._github: GitHubApp | None = None
+        self._branches: dict[str, tuple[float, list[str]]] = {}
+        """Repository (lowercased) → (until when, its branches)."""
 
     async def _redis(self) -> Any:
         return await self.redis.get()
@@ -120,6 +131,7 @@ class Dashboard:
             Route("/pipelines/new", self.new_pipeline_page),
             Route("/pipelines/new", self.new_pipeline, methods=["POST"]),
             Route("/started/{delivery_id}", self.started),
+            Route("/branches", self.branches),
             Route("/pipelines/{pipeline_id}", self.pipeline_page),
             Route("/events/pipelines/{pipeline_id}", self.pipeline_events),
             Route("/pipelines/{pipeline_id}/diff", self.pipeline_diff),
@@ -586,6 +598,32 @@ class Dashboard:
         ask = {"prompt": parsed.prompt, "agent": parsed.agent, "base_branch": parsed.base_branch}
         delivery_id = await self._enqueue(viewer, "new", repository, installation, ask)
         return RedirectResponse(f"/started/{delivery_id}", status_code=303)
+
+    async def branches(self, request: Request) -> Response:
+        """The branches of a repository the viewer may start pipelines on (`?repo=`), for the
+        New pipeline form's base branch; read from GitHub at most once a minute."""
+        viewer = await current_viewer(request)
+        if viewer is None:
+            raise HTTPException(401, "Sign in first.")
+        allowed = {r.lower(): r for r in viewer.repos if may_act(viewer, r)}
+        repo = allowed.get(request.query_params.get("repo", "").lower())
+        if repo is None:
+            raise HTTPException(404, "Not one of your repositories.")
+        cached = self._branches.get(repo.lower())
+        if cached is not None and cached[0] > asyncio.get_running_loop().time():
+            return JSONResponse({"branches": cached[1]})
+        names: list[str] = []
+        installation = await installation_for_repo(await self.redis.get(), repo)
+        github = await self._github_app()
+        if installation is not None and github is not None:
+            try:
+                names = await (await github.repo(installation, repo)).branches()
+            except (RequestFailed, RequestError, UnexpectedAnswer, TimeoutError) as exc:
+                log.warning("%s: no branches from GitHub: %s", repo, exc)
+        if len(self._branches) > BRANCHES_CACHED:
+            self._branches.clear()
+        self._branches[repo.lower()] = (asyncio.get_running_loop().time() + BRANCHES_SECONDS, names)
+        return JSONResponse({"branches": names})
 
     async def started(self, request: Request) -> Response:
         """Where Start lands: the new pipeline once the App worker made it; until then a

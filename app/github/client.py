@@ -146,6 +146,10 @@ class CheckRunRef(Answer):
     external_id: str | None = None
 
 
+class BranchName(Answer):
+    name: str
+
+
 class RepoInfo(Answer):
     clone_url: str
     default_branch: str = "main"
@@ -564,6 +568,14 @@ class RepoAPI:
         """Where the repository is cloned from, and its default branch."""
         response = await self._gh.arequest("GET", f"/repos/{self.owner}/{self.name}")
         return read(RepoInfo, _json(response))
+
+    async def branches(self, limit: int = 100) -> list[str]:
+        """The names of up to `limit` (≤ 100) of the repository's branches."""
+        response = await self._call("GET", "branches", params={"per_page": str(min(limit, 100))})
+        answer = _json(response)
+        if not isinstance(answer, list):
+            raise UnexpectedAnswer("GitHub's list of branches is not a list")
+        return [read(BranchName, item).name for item in answer[:limit]]
 
     async def compare(self, base: str, head: str) -> Comparison | None:
         """What `head` changes against `base`; None when either is not there (404)."""

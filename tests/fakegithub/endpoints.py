@@ -165,6 +165,21 @@ async def get_ref(call: Call) -> Reply:
     )
 
 
+async def list_branches(call: Call) -> Reply:
+    """GET /repos/{o}/{r}/branches: the first page of branches, from the real repository."""
+    per_page = min(100, int(call.query.get("per_page") or 30))
+    found = await run_in_threadpool(gitserver.branches, call.bare)
+    api = f"{call.render.base}/repos/{call.owner}/{call.repo}"
+    return Reply(
+        200,
+        [
+            {"name": name, "commit": {"sha": sha, "url": f"{api}/commits/{sha}"},
+             "protected": False}
+            for name, sha in found[:per_page]
+        ],
+    )  # fmt: skip
+
+
 async def get_permission(call: Call) -> Reply:
     return Reply(200, call.render.permission(call.owner, call.repo, call.params["username"]))
 
@@ -868,6 +883,7 @@ ENDPOINTS: list[Endpoint] = [
         "installation",
         (("contents", "read"),),
     ),
+    Endpoint("GET", REPO + "/branches", list_branches, "installation", (("contents", "read"),)),
     Endpoint("GET", "/rate_limit", get_rate_limit, "none"),
 ]
 
@@ -882,6 +898,7 @@ NEEDS: dict[str, frozenset[str]] = {
     "get_permission": frozenset({"permission", "role_name"}),
     "get_content": frozenset({"type", "encoding", "content", "sha", "size"}),
     "get_ref": frozenset({"object.sha"}),
+    "list_branches": frozenset({"[].name"}),
     "compare": frozenset(
         {
             "status",

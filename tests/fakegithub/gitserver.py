@@ -143,6 +143,13 @@ def branch_sha(bare: Path, branch: str) -> str | None:
     return resolve(bare, f"refs/heads/{branch}")
 
 
+def branches(bare: Path) -> list[tuple[str, str]]:
+    """(name, head sha) of every branch, by name."""
+    done = run_git(bare, "for-each-ref", "--format=%(refname:short) %(objectname)", "refs/heads")
+    found = (line.split(" ", 1) for line in done.stdout.decode().splitlines() if " " in line)
+    return sorted((name, sha) for name, sha in found)
+
+
 def read_file(bare: Path, rev: str, path: str) -> tuple[str, bytes] | None:
     """(blob sha, content) of `path` at `rev` (as `git show rev:path` sees it), or None."""
     commit = resolve(bare, rev)

@@ -351,6 +351,27 @@ function withToken(event) {
 
 document.addEventListener("submit", withToken, true);
 
+function offerBranches(form) {
+  // The New pipeline form: the chosen repository's branches, offered for the base branch.
+  const repo = form.querySelector('select[name="repo"]');
+  const list = document.getElementById("branches");
+  if (!repo || !list) return;
+  const load = () => {
+    fetch("/branches?repo=" + encodeURIComponent(repo.value), { credentials: "same-origin" })
+      .then((response) => (response.ok ? response.json() : { branches: [] }))
+      .then((data) => {
+        list.replaceChildren(...data.branches.map((name) => {
+          const option = document.createElement("option");
+          option.value = name;
+          return option;
+        }));
+      })
+      .catch(() => {});
+  };
+  repo.addEventListener("change", load);
+  load();
+}
+
 function showHelp(open) {
   const help = document.getElementById("help");
   if (!help) return;
@@ -391,6 +412,8 @@ document.addEventListener("DOMContentLoaded", () => {
   if (board) followBoard(board);
   const log = document.getElementById("log");
   if (log) followLog(log);
+  const newPipeline = document.getElementById("new-pipeline");
+  if (newPipeline) offerBranches(newPipeline);
   const close = document.getElementById("help-close");
   if (close) close.addEventListener("click", () => showHelp(false));
   rememberParts(); // before the clocks tick
