@@ -336,8 +336,9 @@ _FAILURE_TEXT: Final[Mapping[str, tuple[str, str]]] = {
     "denied": ("You did not authorise Trimo", "GitHub says the sign-in was cancelled."),
     "unconfigured": (
         "Signing in with GitHub is not configured",
-        "Run `trimo setup` (it saves the App's client id and secret), or set "
-        "TRIMO_GITHUB_CLIENT_ID and TRIMO_GITHUB_CLIENT_SECRET, and restart `trimo serve`.",
+        "Run trimo setup (it saves the App's client id and secret), or set "
+        "TRIMO_GITHUB_CLIENT_ID and TRIMO_GITHUB_CLIENT_SECRET from the App's settings page "
+        "on GitHub, then start Trimo again (trimo up, or trimo serve).",
     ),
 }
 
