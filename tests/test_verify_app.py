@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from arq.jobs import JobDef as Job
 from arq.jobs import deserialize_job
 
 from app.conversation.naming import pipeline_id
@@ -51,6 +52,12 @@ def failed(run_id: str, sha: str) -> RunFinished:
 async def finish_failing(world: World, run_id: str, branch: str, asks: int = 1) -> None:
     """The run ends with failing checks; the reporter asks for a fix (`asks` times: once, or
     never when the run's repository only reports), the worker answers."""
+    for job in await ask_for_fix(world, run_id, branch, asks):
+        await answer(world, job)
+
+
+async def ask_for_fix(world: World, run_id: str, branch: str, asks: int = 1) -> list[Job]:
+    """The run ends with failing checks: what the reporter queued for the App worker."""
     sha = advance(world, branch)
     event = failed(run_id, sha)
     pipeline = await world.pipelines.finish(event)
@@ -66,9 +73,12 @@ async def finish_failing(world: World, run_id: str, branch: str, asks: int = 1) 
     assert len(asked) == asks
     if queued:
         await world.pool.zrem(QUEUE_NAME, *queued)
-    for job in asked:
-        _event, delivery, payload = job.args
-        await world.send(VERIFY_EVENT, payload, delivery)
+    return asked
+
+
+async def answer(world: World, job: Job) -> None:
+    _event, delivery, payload = job.args
+    await world.send(VERIFY_EVENT, payload, delivery)
 
 
 def _text(value: Any) -> str:
@@ -135,3 +145,19 @@ async def test_no_fixing_run_without_attempts(
     await finish_failing(world, request.run_id, request.branch, asks=0)
     assert await automatic(world, 1) == []
     assert not [c for c in world.bot_comments(1) if "to fix them" in c]
+
+
+async def test_a_person_who_asked_meanwhile_goes_instead(world: World) -> None:
+    set_config(world, CONFIG)
+    world.state.add_issue(OWNER, REPO, TITLE, "details")
+    delivery = await world.send(
+        "issue_comment", world.issue_comment("/trimo run --agent script echo", number=1)
+    )
+    request = await world.job(run_id_for(1, delivery))
+    assert request is not None
+    [asked] = await ask_for_fix(world, request.run_id, request.branch)
+    await world.send(
+        "issue_comment", world.issue_comment("/trimo run --agent script echo again", number=1)
+    )
+    await answer(world, asked)
+    assert await automatic(world, 1) == []

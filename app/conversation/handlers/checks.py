@@ -220,8 +220,8 @@ async def verify_failed(delivery: Delivery) -> None:
     if report is None or report.passed or pipeline.closed or run.outcome is Outcome.CANCELLED:
         return
     last = pipeline.last_run()
-    if pipeline.active_run is not None or pipeline.waiting() or last is None or last != run:
-        return  # someone asked for another run meanwhile: it goes instead
+    if last is None or last.run_id != run.run_id:
+        return  # someone asked for another run meanwhile (runs keep their order): it goes
     number = await _thread_of(delivery, pipeline)
     if not number:
         return
