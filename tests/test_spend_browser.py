@@ -78,6 +78,17 @@ def test_a_budget_stops_a_run_and_the_month_cap_refuses_the_next(
     assert row.get_attribute("data-cost") == "0.550000" and "$0.55" in row.text
     assert browser.find("#spend-chart .bar[data-cost='0.550000'] rect.seg")
     browser.shot("spend-page")
+    phone = Browser(loop.url, loop.gh, "spend-at-390px", width=390)
+    try:
+        phone.sign_in(WRITER, "/spend")
+        phone.element("#spend-table .spend-row")
+        sideways = (
+            "return document.documentElement.scrollWidth - document.documentElement.clientWidth"
+        )
+        assert int(phone.driver.execute_script(sideways)) <= 0
+        phone.shot("spend-page")
+    finally:
+        phone.quit()
 
     again = loop.new_issue("One more", repo=REPO)
     loop.comment(again, "/trimo run echo more", repo=REPO)
