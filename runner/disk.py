@@ -96,11 +96,12 @@ def _mount(image: Path, root: Path, size: int) -> None:
 
 
 def unmount(root: Path) -> None:
-    """Unmount a pipeline's root, waiting briefly for a container that still holds it."""
+    """Unmount a pipeline's root (and what is mounted below it, such as a run's setup
+    layers), waiting briefly for a container that still holds it."""
     for _ in range(20):
         if not os.path.ismount(root):
             return
-        proc = subprocess.run(["umount", str(root)], capture_output=True, text=True)
+        proc = subprocess.run(["umount", "-R", str(root)], capture_output=True, text=True)
         if proc.returncode == 0:
             return
         time.sleep(0.1)

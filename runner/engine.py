@@ -205,7 +205,9 @@ class RunEngine:
             attempt: Attempt | None = None
             try:
                 try:
-                    environment = self._environment(request, image_id, mirror, root, start, setup)
+                    environment = self._environment(
+                        request, image_id, mirror, root, start, setup, stop
+                    )
                 except SetupFailed as failed:
                     return setup_failure(request.run_id, failed, emit)
                 for number in (1, 2):
@@ -254,6 +256,7 @@ class RunEngine:
         root: Path,
         start: Start,
         stack: contextlib.ExitStack,
+        stop: StopSignal,
     ) -> Environment | None:
         """The run's `setup:` restored from the cache (made first on a miss), held open by
         `stack`; None when the repository has none."""
@@ -266,8 +269,9 @@ class RunEngine:
             gitops.create_workspace(path, mirror, branches, self._owner, also)
 
         job = Job(
-            request.setup, start.base_sha, request.image, image_id, request.resources, checkout
-        )
+            request.setup, start.base_sha, request.image, image_id, request.resources, checkout,
+            stop.is_set,
+        )  # fmt: skip
         scratch = root / SETUP_SCRATCH
         return stack.enter_context(
             self.setup_cache.ready(job, request.repo.clone_url, mirror, scratch)

@@ -5,12 +5,18 @@ Past TRIMO_SETUP_CACHE_MAX the least recently used entry goes, never one in use.
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
+import docker
+
+from runner.container import LABEL_RUNNER
+from runner.engine import StopSignal
 from runner.job import Outcome
+from runner.setup.build import LABEL_SETUP
 from runner.setup.spec import SetupSpec
 from runner.setup.store import SIZE_NAME, USE_LOCK, Store
-from tests.engine_helpers import make_request, run
+from tests.engine_helpers import RUNNER_ID, make_request, run
 from tests.test_setup_cache import SETUP, SHOW, lines, with_lock
 
 AGENT = "echo the-agent-started"
@@ -146,3 +152,33 @@ def test_a_kept_path_the_repository_does_not_ignore_is_refused_before_setup_runs
     )
     assert "`vendor` is not in the repository's .gitignore" in finished.reason
     assert "setting-up" not in recorder.text() and "the-agent-started" not in recorder.text()
+
+
+def test_a_run_stopped_while_its_setup_runs_is_cancelled_at_once(
+    sample_repo: Path, cache: Path, docker_client: docker.DockerClient
+) -> None:
+    repo = with_lock(sample_repo, "v1")
+    slow = SETUP.model_copy(update={"run": "mkdir deps; echo waiting; sleep 300"})
+    stop = StopSignal()
+
+    def stop_once_setup_runs() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            found = docker_client.containers.list(
+                filters={"label": [LABEL_SETUP, f"{LABEL_RUNNER}={RUNNER_ID}"]}
+            )
+            if found:
+                stop.stop("stopped by a test")
+                return
+            time.sleep(0.1)
+
+    stopper = threading.Thread(target=stop_once_setup_runs)
+    stopper.start()
+    began = time.monotonic()
+    finished, recorder = run(cache, make_request(repo, AGENT, "p1", setup=slow), stop)
+    stopper.join(60)
+    assert finished.outcome is Outcome.CANCELLED, finished.reason
+    assert finished.reason.startswith("stopped while the setup ran; the agent did not start")
+    assert time.monotonic() - began < 60  # not the setup's 15 minutes
+    assert "the-agent-started" not in recorder.text()
+    assert entries(cache) == [] and leftovers(cache) == []

@@ -4,7 +4,9 @@ shared with a preview of the same key."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import docker
@@ -13,11 +15,15 @@ import pytest
 from runner.engine import EngineConfig, RunEngine
 from runner.job import Outcome, Resources
 from runner.previews import sandbox
-from runner.previews.job import PreviewRequest
+from runner.previews.job import PreviewFailed, PreviewRequest
+from runner.setup.build import Builder
+from runner.setup.cache import SetupCache
 from runner.setup.spec import SetupSpec
+from runner.setup.store import Store
 from tests.engine_helpers import RUNNER_ID, Recorder, make_request
 from tests.outside import registry_host
 from tests.test_agent_clis import agent_image  # noqa: F401  (a fixture)
+from tests.test_preview_runner import Setup, containers, make_remote, serving
 from tests.test_setup_cache import SETUP, SHOW, lines, with_lock
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -94,3 +100,32 @@ def test_a_preview_uses_the_entry_its_runs_made(
         assert runner.setup_cache.tally.take() == (1, 0, 0)
     finally:
         launched.teardown()
+
+
+@pytest.fixture
+async def previews(
+    tmp_path: Path, redis_url: str, docker_client: docker.DockerClient, test_image: str
+) -> AsyncIterator[Setup]:
+    async for found in serving(tmp_path, redis_url, docker_client, "http://127.0.0.1:{port}"):
+        host = found.manager.host
+        builder = Builder(docker_client, host.runner_id, host.user, host.owner, host.disk_bytes)
+        cache = SetupCache(builder, Store(host.cache_dir / "setup", host.runner_id))
+        found.manager.host = dataclasses.replace(host, setup=cache)
+        yield found
+
+
+@pytest.mark.redis
+async def test_a_preview_whose_setup_fails_is_reported_with_setups_last_lines(
+    previews: Setup, docker_client: docker.DockerClient
+) -> None:
+    remote = make_remote(previews.tmp_path, "app", "Never shown")
+    failing = SetupSpec(run="echo fetching deps; exit 4", paths=["~/.deps"])
+    request = previews.request(remote, cached_setup=failing)
+
+    assert await previews.start(request) == "failed"
+
+    [failed] = await previews.events()
+    assert isinstance(failed, PreviewFailed)
+    assert failed.reason == "the setup exited with code 4"
+    assert "fetching deps" in failed.log_tail
+    assert containers(docker_client, request.preview_id) == []

@@ -31,6 +31,7 @@ from runner.container import (
     LABEL_RUNNER,
     AgentContainer,
     ContainerSpec,
+    ExitInfo,
     log_tail,
 )
 from runner.job import Resources
@@ -39,6 +40,8 @@ from runner.setup.layers import LAYERS, on_host
 from runner.setup.spec import HOME_PREFIX, SetupSpec
 
 LABEL_SETUP: Final = "dev.trimo.setup"
+WAIT_SECONDS: Final = 2.0
+"""How often a waiting setup looks whether its run was stopped."""
 NOT_IGNORED_EXIT: Final = 87
 SCRIPT: Final = """\
 set -e
@@ -58,11 +61,14 @@ would otherwise clean it away (or commit it) in every run."""
 class SetupFailed(Exception):
     """The setup did not make an entry: why (for people) and its last lines."""
 
-    def __init__(self, reason: str, tail: str = "", timed_out: bool = False) -> None:
+    def __init__(
+        self, reason: str, tail: str = "", timed_out: bool = False, cancelled: bool = False
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.tail = tail
         self.timed_out = timed_out
+        self.cancelled = cancelled
 
 
 @dataclass(frozen=True)
@@ -89,6 +95,8 @@ class Job:
     resources: Resources
     checkout: Callable[[Path], None]
     """Makes a workspace at the given path from the trusted mirror, holding `sha`."""
+    stopped: Callable[[], bool] = lambda: False
+    """Whether the run (or preview) that waits for this setup was stopped."""
 
 
 def build(builder: Builder, job: Job, staging: Path) -> None:
@@ -163,17 +171,16 @@ def _run(builder: Builder, job: Job, root: Path) -> str:
         )
         network.ready()
         container.start()
-        try:
-            exit_info = container.wait(timeout=spec.timeout_s)
-        except requests.RequestException:
+        exit_info = _wait(container, job)
+        if exit_info is None:
             container.stop(0)
-            tail = _clean(log_tail(builder.client, container.id), network)
+        tail = _clean(log_tail(builder.client, container.id), network)
+        if exit_info is None:
+            if job.stopped():
+                raise SetupFailed("stopped while the setup ran", tail, cancelled=True)
             limit = spec.timeout_s
             words = f"{limit // 60}-minute" if limit % 60 == 0 else f"{limit}-second"
-            raise SetupFailed(
-                f"the setup ran longer than its {words} limit", tail, timed_out=True
-            ) from None
-        tail = _clean(log_tail(builder.client, container.id), network)
+            raise SetupFailed(f"the setup ran longer than its {words} limit", tail, timed_out=True)
         if exit_info.oom_killed:
             raise SetupFailed(
                 f"the setup ran out of memory (the run's {job.resources.memory} limit)", tail
@@ -191,6 +198,17 @@ def _run(builder: Builder, job: Job, root: Path) -> str:
         if container is not None:
             container.remove()
         network.release()
+
+
+def _wait(container: AgentContainer, job: Job) -> ExitInfo | None:
+    """The setup's exit; None when it ran out of time or the run was stopped."""
+    deadline = time.monotonic() + job.spec.timeout_s
+    while (remaining := deadline - time.monotonic()) > 0 and not job.stopped():
+        try:
+            return container.wait(timeout=max(1, min(WAIT_SECONDS, remaining)))
+        except requests.RequestException:
+            continue
+    return None
 
 
 def _clean(tail: str, network: NetworkAttachment) -> str:

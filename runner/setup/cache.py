@@ -94,10 +94,10 @@ class SetupCache:
                     with layers.restored(entry, paths, scratch, owner) as mounts:
                         yield Environment(mounts, paths, owner, hit, key)
                     return
-            hit = False
             with gitops.locked(self.store.build_lock(clone_url, key)):
-                if self.store.find(clone_url, key) is None:
+                if self.store.find(clone_url, key) is None:  # else made while it waited
                     self._make(job, clone_url, key)
+                    hit = False
 
     def _make(self, job: Job, clone_url: str, key: str) -> None:
         staging = self.store.staging()
@@ -120,7 +120,13 @@ def setup_failure(run_id: str, failed: SetupFailed, emit: EventSink) -> RunFinis
         emit(RawLog(line=line))
     return RunFinished(
         run_id=run_id,
-        outcome=Outcome.TIMED_OUT if failed.timed_out else Outcome.FAILURE,
+        outcome=(
+            Outcome.CANCELLED
+            if failed.cancelled
+            else Outcome.TIMED_OUT
+            if failed.timed_out
+            else Outcome.FAILURE
+        ),
         reason=failure_reason(failed),
     )
 
