@@ -21,7 +21,8 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -235,6 +236,25 @@ async def signed_cookie(settings: AppSettings) -> str:
     return itsdangerous.TimestampSigner(session_secret(settings)).sign(data).decode()
 
 
+@asynccontextmanager
+async def admin_client(redis_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    """The real App (uvicorn) on `redis_url`, and a client signed in to it as an admin."""
+    secret = "bench-session-secret"
+    settings = AppSettings(
+        _env_file=None, redis_url=redis_url, session_secret=SecretStr(secret), admins=ADMIN
+    )  # type: ignore[call-arg]
+    cookie = await signed_cookie(settings)
+    server, base_url = start_app(redis_url, secret)
+    try:
+        async with httpx.AsyncClient(
+            base_url=base_url, cookies={SESSION_COOKIE: cookie}, timeout=30
+        ) as client:
+            yield client
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
 async def main(count: int, runs: int, rounds: int) -> None:
     with scratch() as root, private_redis(root / "redis") as redis_url:
         redis = await create_pool(redis_settings(redis_url))
@@ -250,26 +270,14 @@ async def main(count: int, runs: int, rounds: int) -> None:
         base = await timed(
             lambda: render_from_whole_pipelines(redis), max(5, rounds // 4), None, "base"
         )
-        secret = "bench-session-secret"
-        settings = AppSettings(
-            _env_file=None, redis_url=redis_url, session_secret=SecretStr(secret), admins=ADMIN
-        )  # type: ignore[call-arg]
-        cookie = await signed_cookie(settings)
-        server, base_url = start_app(redis_url, secret)
-        try:
-            async with httpx.AsyncClient(
-                base_url=base_url, cookies={SESSION_COOKIE: cookie}, timeout=30
-            ) as client:
+        async with admin_client(redis_url) as client:
 
-                async def get() -> None:
-                    response = await client.get("/")
-                    assert response.status_code == 200, response.status_code
-                    assert "card-" in response.text
+            async def get() -> None:
+                response = await client.get("/")
+                assert response.status_code == 200, response.status_code
+                assert "card-" in response.text
 
-                http = await timed(get, rounds)
-        finally:
-            server.terminate()
-            server.wait(10)
+            http = await timed(get, rounds)
         await redis.aclose()
 
     def row(name: str, values: list[float]) -> str:

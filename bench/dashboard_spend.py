@@ -28,17 +28,14 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
-import httpx
 import redis.asyncio as aioredis
-from pydantic import SecretStr
 
 from app.dashboard import spenddata, spendview
-from app.dashboard.auth import SESSION_COOKIE, Viewer
+from app.dashboard.auth import Viewer
 from app.dashboard.pages import render
 from app.ops.server import private_redis
 from app.runs import spend
-from app.settings import AppSettings
-from bench.dashboard_render import ADMIN, percentile, signed_cookie, start_app
+from bench.dashboard_render import ADMIN, admin_client, percentile
 from bench.scratch import scratch
 from runner.events import Usage
 
@@ -203,28 +200,16 @@ async def main(runs: int, rounds: int) -> None:
                 lambda: from_every_run(redis, runs, admin), max(3, rounds // 8), "base"
             ),
         }
-        secret = "bench-session-secret"
-        settings = AppSettings(
-            _env_file=None, redis_url=redis_url, session_secret=SecretStr(secret), admins=ADMIN
-        )  # type: ignore[call-arg]
-        cookie = await signed_cookie(settings)
-        server, base_url = start_app(redis_url, secret)
-        try:
-            async with httpx.AsyncClient(
-                base_url=base_url, cookies={SESSION_COOKIE: cookie}, timeout=30
-            ) as client:
+        async with admin_client(redis_url) as client:
 
-                async def get() -> None:
-                    response = await client.get("/spend")
-                    assert response.status_code == 200, response.status_code
-                    assert "spend-row" in response.text
+            async def get() -> None:
+                response = await client.get("/spend")
+                assert response.status_code == 200, response.status_code
+                assert "spend-row" in response.text
 
-                results["GET /spend over HTTP (uvicorn, session, CSP)"] = await timed(
-                    get, rounds, "http", ended
-                )
-        finally:
-            server.terminate()
-            server.wait(10)
+            results["GET /spend over HTTP (uvicorn, session, CSP)"] = await timed(
+                get, rounds, "http", ended
+            )
         await redis.aclose()
 
     load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
