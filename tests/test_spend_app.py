@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 import pytest
 import redis.asyncio as aioredis
 
+from app.conversation.policy import ServerPolicy, monthly_refusal
 from app.ops.worker import SERVICES_KEY, build_services
 from app.runs import spend
 from app.runs.pipelines import utcnow
@@ -79,7 +80,7 @@ async def test_a_person_past_their_monthly_cap_is_refused_and_others_are_not(
 
     number, _ = await ask(world)
     [refused] = replies(world, number)
-    assert "@alice has spent $0.50 this month" in refused
+    assert refused.startswith(f"@{WRITER} I can't start that run: You have spent $0.50 this month")
     assert "monthly cap of $0.50 per person (`TRIMO_POLICY_MONTHLY_USD_PER_PERSON`)" in refused
 
     number, other = await ask(world, OTHER)
@@ -163,3 +164,15 @@ async def test_stored_spend_that_is_not_in_the_ledgers_format_is_skipped(world: 
 )
 def test_parse_spent(raw: str | None, expected: spend.Spent | None) -> None:
     assert spend.parse_spent(raw) == expected
+
+
+def test_monthly_caps_refuse_from_the_cap_on_and_name_each_cap_reached() -> None:
+    both = ServerPolicy(monthly_usd=10.0, monthly_usd_per_person=2.0)
+    assert monthly_refusal(ServerPolicy(), 1e9, 1e9) is None
+    assert monthly_refusal(both, 9.99, 1.99) is None
+    refused = monthly_refusal(both, 10.0, 2.0)
+    assert refused is not None and len(refused.problems) == 3
+    assert "$10.00 (`TRIMO_POLICY_MONTHLY_USD`)" in refused.message
+    assert "$2.00 per person (`TRIMO_POLICY_MONTHLY_USD_PER_PERSON`)" in refused.message
+    only_person = monthly_refusal(both, 0.0, 2.5)
+    assert only_person is not None and "This repository" not in only_person.message

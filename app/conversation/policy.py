@@ -129,10 +129,9 @@ def effective_run(
     return settings
 
 
-def monthly_refusal(
-    policy: ServerPolicy, repo_usd: float, person_usd: float, person: str
-) -> Refusal | None:
-    """Refused when the repository's or the person's spend this month has reached its cap."""
+def monthly_refusal(policy: ServerPolicy, repo_usd: float, person_usd: float) -> Refusal | None:
+    """Refused when the repository's or the asking person's spend this month has reached its
+    cap (the reply is addressed to that person)."""
     problems: list[str] = []
     cap = policy.monthly_usd
     if cap is not None and repo_usd >= cap:
@@ -143,7 +142,7 @@ def monthly_refusal(
     cap = policy.monthly_usd_per_person
     if cap is not None and person_usd >= cap:
         problems.append(
-            f"@{person} has spent ${person_usd:.2f} this month, which reaches the monthly cap "
+            f"You have spent ${person_usd:.2f} this month, which reaches the monthly cap "
             f"of ${cap:.2f} per person (`TRIMO_POLICY_MONTHLY_USD_PER_PERSON`)."
         )
     if not problems:

@@ -619,11 +619,10 @@ async def _within_monthly_caps(conv: Conversation) -> Refusal | None:
     policy = conv.services.policy
     if policy.monthly_usd is None and policy.monthly_usd_per_person is None:
         return None
-    person = conv.source.user
     repo_micro, person_micro = await spend.month_to_date(
-        conv.services.redis, utcnow().date(), conv.thread.repo.full_name, person
+        conv.services.redis, utcnow().date(), conv.thread.repo.full_name, conv.source.user
     )
-    return monthly_refusal(policy, repo_micro / spend.MICRO, person_micro / spend.MICRO, person)
+    return monthly_refusal(policy, repo_micro / spend.MICRO, person_micro / spend.MICRO)
 
 
 @overload
