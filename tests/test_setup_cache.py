@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from runner.job import Outcome
 from runner.setup.spec import SetupSpec
 from tests.conftest import git
@@ -64,15 +66,20 @@ POISON = (
 )
 
 
+@pytest.mark.parametrize("disk_bytes", [10 * 1024**3, 0], ids=["image", "no-disk"])
 def test_an_agent_writing_into_the_cached_paths_never_changes_the_entry(
-    sample_repo: Path, cache: Path
+    sample_repo: Path, cache: Path, disk_bytes: int
 ) -> None:
     repo = with_lock(sample_repo, "v1")
-    _, clean = run(cache, make_request(repo, SHOW, "p1", setup=SETUP))
-    poisoner, attack = run(cache, make_request(repo, POISON, "p2", setup=SETUP))
+    _, clean = run(cache, make_request(repo, SHOW, "p1", setup=SETUP), disk_bytes=disk_bytes)
+    poisoner, attack = run(
+        cache, make_request(repo, POISON, "p2", setup=SETUP), disk_bytes=disk_bytes
+    )
     assert poisoner.outcome is Outcome.SUCCESS, (poisoner.reason, attack.text())
     assert {"poisoned", "evil"} <= set(lines(attack.text()))  # its own view did change
-    again, later = run(cache, make_request(repo, SHOW + "; ls deps/pkg", "p3", setup=SETUP))
+    again, later = run(
+        cache, make_request(repo, SHOW + "; ls deps/pkg", "p3", setup=SETUP), disk_bytes=disk_bytes
+    )
     assert again.outcome is Outcome.SUCCESS, (again.reason, later.text())
     assert lines(later.text())[:4] == lines(clean.text())
     assert "new" not in lines(later.text())[4:]

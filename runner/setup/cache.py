@@ -22,6 +22,7 @@ from pathlib import Path
 
 from runner import gitops
 from runner.attempt import EventSink
+from runner.errors import TrimoError
 from runner.events import RawLog
 from runner.job import Outcome, RunFinished
 from runner.setup import layers
@@ -60,14 +61,17 @@ class Environment:
     mounts: dict[Path, str]
     paths: list[str]
     owner: int | None
-    hit: bool
-    key: str
 
     def place(self, workspace: Path, home: Path) -> None:
         """Make where the paths go in a (new) workspace and home, never through a link."""
         for path in self.paths:
             base, below = layers.on_host(path, workspace, home)
             layers.make_dirs(base, below, self.owner)
+
+
+MAX_TRIES = 3
+"""Looks for an entry, each after making it when missing (another runner sharing the cache
+directory may evict it in between)."""
 
 
 class SetupCache:
@@ -83,7 +87,7 @@ class SetupCache:
         """`job`'s entry overlaid (upper layers under `scratch`, on the pipeline's disk)."""
         key = setup_key(job.spec, job.image_id, file_ids(mirror, job.sha, job.spec.cache_key))
         hit = True
-        while True:
+        for _ in range(MAX_TRIES):
             with self.store.held(clone_url, key) as entry:
                 if entry is not None:
                     self.tally.add(hits=int(hit), misses=int(not hit))
@@ -92,12 +96,16 @@ class SetupCache:
                     owner = self.builder.owner
                     paths = job.spec.paths
                     with layers.restored(entry, paths, scratch, owner) as mounts:
-                        yield Environment(mounts, paths, owner, hit, key)
+                        yield Environment(mounts, paths, owner)
                     return
             with gitops.locked(self.store.build_lock(clone_url, key)):
                 if self.store.find(clone_url, key) is None:  # else made while it waited
                     self._make(job, clone_url, key)
                     hit = False
+        raise TrimoError(
+            "The setup was made, but its entry went before the run could use it.",
+            "the setup cache may be too small for it: raise TRIMO_SETUP_CACHE_MAX",
+        )
 
     def _make(self, job: Job, clone_url: str, key: str) -> None:
         staging = self.store.staging()
