@@ -9,6 +9,7 @@ the attacks on host files and host text).
 from __future__ import annotations
 
 import resource
+import subprocess
 import time
 import tracemalloc
 from pathlib import Path
@@ -269,9 +270,15 @@ def test_a_deep_tree_in_out_does_not_turn_a_run_into_an_error(
 ) -> None:
     script = f"(cd /trimo/out && {DEEP}); echo work > work.txt"
     request = make_request(sample_repo, script, timeout_s=DEEP_SECONDS)
-    finished, _ = engine_run(cache, request)
+    finished, recorder = engine_run(cache, request)
     assert_nothing_left(cache, request.run_id)
-    assert git(sample_repo, "show", "trimo/p1:work.txt") == "work"  # pushed, then reported lost
+    pushed = subprocess.run(
+        ["git", "show", "trimo/p1:work.txt"], cwd=sample_repo, capture_output=True, text=True
+    )
+    assert pushed.stdout.strip() == "work", (  # pushed, then reported lost
+        f"{pushed.stderr.strip()}; the run ended {finished.outcome.value}: {finished.reason}; "
+        f"its output ends: {recorder.text()[-2000:]}"
+    )
     assert finished.outcome is Outcome.SUCCESS, finished.reason
 
 
