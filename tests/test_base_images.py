@@ -130,3 +130,18 @@ def test_a_pinned_digest_that_cannot_be_pulled_is_built_from_its_tag(
     assert usable_base(docker_client, "debian:bookworm-slim") == "debian:bookworm-slim"
     for name in managed_files():
         assert pinned_base(ROOT / name).split("@")[0] == "debian:bookworm-slim"
+
+
+@pytest.mark.docker
+def test_the_script_pins_what_the_registry_says_or_says_it_cannot(tmp_path: Path) -> None:
+    """With the real engine: where the registry answers, every ARG gets the pulled digest;
+    where it does not (this machine), a clear refusal and nothing changed."""
+    tree = copy_of_the_repository(tmp_path)
+    before = {n: (tree / n).read_text() for n in managed_files()}
+    result = pin(tree)
+    if result.returncode == 0:
+        assert pin(tree, "--check").returncode == 0
+    else:
+        assert result.returncode == 1 and "cannot pull debian:bookworm-slim here" in result.stderr
+        assert "give its digest" in result.stderr
+        assert {n: (tree / n).read_text() for n in managed_files()} == before
