@@ -42,6 +42,16 @@ SPREAD: Final = frozenset({"tests/test_hostile_limits.py"})
 `--dist loadfile` (scripts/test) they go to any worker one by one."""
 
 
+FIRST: Final = ("tests/test_scale_out.py",)
+"""Files of one long test (minutes on a busy machine): started first, so that they run
+beside the rest of the suite rather than alone at its end."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The files in FIRST ahead of the others (xdist hands out files in this order)."""
+    items.sort(key=lambda item: item.nodeid.split("::", 1)[0] not in FIRST)
+
+
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     """xdist's `loadfile`, a file's tests on one worker in order (its module fixtures start
