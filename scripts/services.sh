@@ -27,6 +27,8 @@ install_packages() {
   # The dashboard's browser tests drive Debian's headless Chromium through selenium.
   command -v chromium >/dev/null || missing+=(chromium)
   command -v chromedriver >/dev/null || missing+=(chromium-driver)
+  # ... and check every page with axe-core (tests/axe/, installed with npm).
+  command -v npm >/dev/null || missing+=(npm)
   # Tests validate deploy/: the compose file and the systemd units.
   command -v docker-compose >/dev/null || missing+=(docker-compose)
   command -v systemd-analyze >/dev/null || missing+=(systemd)

@@ -23,6 +23,16 @@ setup_venv() {
   fi
 }
 
+setup_axe() {
+  # axe-core for the browser tests' accessibility checks, at the version its lock pins.
+  local stamp=tests/axe/node_modules/.trimo-installed
+  if [ ! -f "$stamp" ] || [ tests/axe/package-lock.json -nt "$stamp" ]; then
+    log "installing axe-core for the browser tests (npm ci)"
+    (cd tests/axe && npm ci --no-audit --no-fund --silent)
+    touch "$stamp"
+  fi
+}
+
 setup_images() {
   bash sandbox/build-base.sh debian:bookworm-slim
   log "building the agent images (cached after the first time)"
@@ -36,5 +46,6 @@ setup_all() {
   start_docker
   start_redis
   setup_venv
+  setup_axe
   setup_images
 }

@@ -29,6 +29,8 @@ from tests.fakegithub import RunningFakeGitHub
 from tests.loop_harness import Loop
 
 SCREENSHOTS = Path(__file__).resolve().parent / "screenshots"
+AXE = Path(__file__).resolve().parent / "axe" / "node_modules" / "axe-core" / "axe.min.js"
+"""axe-core, installed by scripts/test (tests/axe/package-lock.json)."""
 SESSION_SECRET = "browser-test-session-secret"
 ADMIN = "root-admin"
 PAGE_LOAD_SECONDS = 20
@@ -124,6 +126,27 @@ class Browser:
         """Carry the signed session cookie `cookie` (see `dashboard_helpers.sign_in`)."""
         self.get("/static/dashboard.css")  # a cookie is set on the origin being shown
         self.driver.add_cookie({"name": SESSION_COOKIE, "value": cookie, "path": "/"})
+
+    def violations(self, impacts: tuple[str, ...] = ("critical",)) -> list[str]:
+        """What axe-core finds wrong with the page's accessibility, of `impacts`, one line
+        each (rule, impact, the first elements)."""
+        if not AXE.is_file():
+            pytest.fail(f"axe-core is missing ({AXE}): run scripts/test, or npm ci in tests/axe")
+        self.driver.execute_script(AXE.read_text())
+        found = self.driver.execute_async_script(
+            """
+            const done = arguments[arguments.length - 1];
+            axe.run(document, {resultTypes: ["violations"]})
+              .then(r => done(r.violations.map(v => [
+                v.id, v.impact, v.help, v.nodes.slice(0, 3).map(n => n.target.join(" "))])))
+              .catch(e => done([["axe-failed", "critical", String(e), []]]));
+            """
+        )
+        return [
+            f"{rule} ({impact}): {text} at {', '.join(targets)}"
+            for rule, impact, text, targets in found
+            if impact in impacts
+        ]
 
     def shot(self, label: str) -> Path:
         """A screenshot of the window, saved as tests/screenshots/<test>-<n>-<label>.png."""

@@ -79,6 +79,7 @@ def test_a_diff_reads_like_a_review_and_a_line_comment_starts_a_run(
         rows = window.find(".diff-file[data-file='app.py'] table.unified tr.add")
         assert [r.get_attribute("data-new") for r in rows] == ["2", "4"]
         window.shot("unified")
+        assert window.violations() == []  # axe-core: no critical accessibility violation
         window.click(".diff-views button[data-view='split']")
         window.wait(lambda: window.find("table.split")[0].is_displayed(), 10, "the split view")
         assert not window.find("table.unified")[0].is_displayed()

@@ -29,6 +29,18 @@ function tick() {
   });
 }
 
+const streams = [];
+
+function stream(url) {
+  // An event stream, closed when the page goes: a browser keeps only a few connections
+  // per host, and a stream left open by a page being left takes one.
+  const source = new EventSource(url);
+  streams.push(source);
+  return source;
+}
+
+window.addEventListener("pagehide", () => streams.forEach((source) => source.close()));
+
 function fragment(html) {
   const template = document.createElement("template");
   template.innerHTML = html.trim();
@@ -46,7 +58,7 @@ function recount() {
 }
 
 function followBoard(board) {
-  const source = new EventSource(board.dataset.stream);
+  const source = stream(board.dataset.stream);
   let opened = false;
   source.addEventListener("open", () => {
     if (opened) window.location.reload(); // reconnected: what changed meanwhile is unknown
@@ -89,7 +101,7 @@ function logFilter() {
 }
 
 function followLog(log) {
-  const source = new EventSource(log.dataset.stream);
+  const source = stream(log.dataset.stream);
   const search = document.getElementById("log-search");
   if (search) search.addEventListener("input", logFilter);
   const showState = (words) => {
@@ -194,7 +206,7 @@ function refreshParts() {
 }
 
 function followPage(main) {
-  const source = new EventSource(main.dataset.live);
+  const source = stream(main.dataset.live);
   let pending = null;
   let again = false;
   const refresh = () => {
