@@ -40,6 +40,7 @@ from runner.network import firewall
 from runner.network.hosts import clean_hosts, outside_caps
 from runner.network.proxyimage import PROXY_IMAGE
 from runner.settings import RunnerSettings
+from runner.setup import layers
 from runner.terminal import OUTCOME_STYLE, event_line, print_plan, print_summary, safe
 from runner.verify import local_checks
 
@@ -456,6 +457,16 @@ def machine_checks(out: Console) -> tuple[int, RunnerSettings]:
         "fill this machine's disk",
         "run Trimo as root on a machine with loop devices (/dev/loop-control), "
         "and keep TRIMO_DISK above 0",
+        required=False,
+    )
+    restorable = layers.can_restore()
+    report(
+        restorable,
+        f"a repository's setup: is cached (at most {settings.setup_cache_max}) and restored "
+        "in an instant"
+        if restorable
+        else "a repository's setup: cannot be restored here: its runs would fail",
+        "run Trimo as root on a machine with overlayfs (`modprobe overlay`)",
         required=False,
     )
     for agent, have in settings.credentials().items():

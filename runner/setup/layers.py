@@ -30,6 +30,15 @@ LAYERS: Final = "layers"
 IMAGE_NAME: Final = disk.IMAGE_NAME
 
 
+def can_restore() -> bool:
+    """Whether this process can restore setup entries (mounts as root, with overlayfs)."""
+    try:
+        kinds = Path("/proc/filesystems").read_text()
+    except OSError:
+        return False
+    return os.geteuid() == 0 and "\toverlay\n" in kinds
+
+
 def layer_name(index: int) -> str:
     return f"{LAYERS}/{index}"
 
