@@ -274,3 +274,41 @@ def test_board_cards_say_what_now_and_retry_from_the_card(
     assert [(job[1]["action"], job[1]["ask"]) for job in jobs] == [
         ("retry", {"pipeline": "o.r.13", "run_id": "o.r.13-a"})
     ]
+
+
+NOTIFICATION_STUB = """
+window.trimoNotes = [];
+window.Notification = class {
+  static permission = "default";
+  static requestPermission() {
+    window.Notification.permission = "granted";
+    return Promise.resolve("granted");
+  }
+  constructor(title, options) { window.trimoNotes.push([title, options.body]); }
+  addEventListener() {}
+};
+"""
+
+
+def test_a_person_who_opts_in_is_notified_when_a_pipeline_needs_them(
+    dash: RunningApp, redis_url: str, request: pytest.FixtureRequest
+) -> None:
+    secret = "SECRET-PROMPT-TEXT"
+    seed_sync(redis_url, make_pipeline("o/r", 14, "Notify"), make_run("o.r.14-a", secret),
+              "running")  # fmt: skip
+    window = browser_as(dash, request.node.name)
+    try:
+        window.get("/")
+        window.element("#card-o\\.r\\.14")
+        window.driver.execute_script(NOTIFICATION_STUB)
+        window.click("#notify")
+        window.wait(lambda: window.text("#notify") == "Notifications on", 10, "the opt-in")
+        window.wait(lambda: dash.redis.pubsub_numsub(CHANGES)[0][1] > 0, 10, "the board feed")
+        finish(redis_url, "o.r.14-a", Outcome.FAILURE, "tests failed")
+        notes = window.wait(
+            lambda: window.driver.execute_script("return window.trimoNotes"), 15, "a notification"
+        )
+        assert notes == [["o/r #14 needs you", "Notify · failed"]]
+        assert secret not in str(notes)
+    finally:
+        window.quit()

@@ -47,6 +47,44 @@ function fragment(html) {
   return template.content.firstElementChild;
 }
 
+const NOTIFY_KEY = "trimo-notify";
+const NOTIFY_COLUMNS = { needs_you: "needs you", review: "is ready for review" };
+
+function notifying() {
+  try {
+    return window.localStorage.getItem(NOTIFY_KEY) === "1" && "Notification" in window &&
+      Notification.permission === "granted";
+  } catch (e) { return false; }
+}
+
+function notify(title, body, href, tag) {
+  // A browser notification, when this person turned them on; a click opens `href`.
+  if (!notifying()) return;
+  const note = new Notification(title, { body: body, tag: tag });
+  note.addEventListener("click", () => { window.focus(); window.location.assign(href); });
+}
+
+function setUpNotifications(button) {
+  const show = () => {
+    const on = notifying();
+    button.textContent = on ? "Notifications on" : "Notify me";
+    button.setAttribute("aria-pressed", String(on));
+  };
+  if (!("Notification" in window)) { button.hidden = true; return; }
+  button.addEventListener("click", () => {
+    if (notifying()) {
+      window.localStorage.setItem(NOTIFY_KEY, "0");
+      show();
+      return;
+    }
+    Notification.requestPermission().then((answer) => {
+      window.localStorage.setItem(NOTIFY_KEY, answer === "granted" ? "1" : "0");
+      show();
+    });
+  });
+  show();
+}
+
 function recount() {
   document.querySelectorAll(".column").forEach((column) => {
     const count = column.querySelector(".count");
@@ -69,6 +107,13 @@ function followBoard(board) {
     const card = fragment(data.html);
     const old = document.getElementById("card-" + data.id);
     const column = document.querySelector("#col-" + data.column + " .cards");
+    if (card && NOTIFY_COLUMNS[data.column] && (!old || old.dataset.column !== data.column)) {
+      const head = card.querySelector(".card-head");
+      const title = card.querySelector(".title");
+      notify((head ? head.textContent.trim() : "A pipeline") + " " + NOTIFY_COLUMNS[data.column],
+             (title ? title.textContent.trim() : "") + " · " + card.dataset.state,
+             "/pipelines/" + data.id, data.id + ":" + data.column);
+    }
     if (old && card && old.parentElement === column) {
       old.replaceWith(card); // same column: it keeps its place
     } else {
@@ -186,6 +231,12 @@ function refreshParts() {
     })
     .then((html) => {
       const fresh = new DOMParser().parseFromString(html, "text/html");
+      const preview = document.getElementById("preview");
+      const next = fresh.getElementById("preview");
+      if (preview && next && next.dataset.status === "ready" && preview.dataset.status !== "ready") {
+        notify("Preview ready", document.title.replace(/^[◌●⚠✓] /, ""), window.location.pathname,
+               "preview:" + window.location.pathname);
+      }
       fresh.querySelectorAll("[data-part][id]").forEach((part) => {
         const old = document.getElementById(part.id);
         if (!old || old.contains(document.activeElement)) return;
@@ -424,6 +475,8 @@ document.addEventListener("DOMContentLoaded", () => {
   if (board) followBoard(board);
   const log = document.getElementById("log");
   if (log) followLog(log);
+  const notifyButton = document.getElementById("notify");
+  if (notifyButton) setUpNotifications(notifyButton);
   const newPipeline = document.getElementById("new-pipeline");
   if (newPipeline) offerBranches(newPipeline);
   const close = document.getElementById("help-close");
