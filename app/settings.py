@@ -68,6 +68,10 @@ class AppSettings(TrimoSettings):
     cookies secure); empty: the address each request came to."""
     admins: str = ""
     """Comma-separated GitHub logins who see every repository and the fleet."""
+    slack_webhook_url: SecretStr | None = None
+    """A Slack incoming webhook told when a run ends (app/reporting/channels/slack.py)."""
+    slack_include_prompt: bool = False
+    """Whether those messages quote the run's prompt (off: only the pipeline and outcome)."""
 
     def private_key(self) -> str:
         """The App's PEM private key, from `github_private_key` or else the file it names."""

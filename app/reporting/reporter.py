@@ -55,6 +55,7 @@ from app.reporting.channels.checkrun import CHECK_OFF_FLAG, CheckRun
 from app.reporting.channels.comment import ProgressComment
 from app.reporting.channels.pullrequest import PullRequest
 from app.reporting.channels.reactions import Reactions
+from app.reporting.channels.slack import Slack
 from app.reporting.channels.steps import (
     GONE_FLAG,
     STEPS_PREFIX,
@@ -128,6 +129,7 @@ class Reporter:
         self.comment = ProgressComment(services, self.steps)
         self.pull = PullRequest(self.redis, self.steps)
         self.reactions = Reactions(self.steps)
+        self.slack = Slack(services.settings, self.redis)
         self._busy: dict[str, asyncio.Task[None]] = {}
         self._held: dict[str, float] = {}
         self._slots = asyncio.Semaphore(CONCURRENCY)
@@ -434,6 +436,8 @@ class Reporter:
         await self._save(t.view)
         # Recorded last: a failure above leaves the event unacknowledged, to be tried again.
         await self.services.pipelines.finish(event)
+        if speak:
+            self.slack.finished(t.pipeline, t.run, event)
         await self._fix_if_failing(t.pipeline, t.run, event)
         await self._refresh_preview(t.api, t.pipeline, event)
         pipe = self.redis.pipeline(transaction=False)
