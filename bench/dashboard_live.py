@@ -21,7 +21,6 @@ import asyncio
 import json
 import os
 import re
-import statistics
 import time
 from datetime import UTC, datetime
 
@@ -34,7 +33,14 @@ from app.dashboard.auth import SESSION_COOKIE
 from app.ops.server import private_redis
 from app.runs.pipelines import Pipelines
 from app.settings import AppSettings
-from bench.dashboard_render import ADMIN, make_pipeline, percentile, signed_cookie, start_app
+from bench.dashboard_render import (
+    ADMIN,
+    latency_row,
+    make_pipeline,
+    percentile,
+    signed_cookie,
+    start_app,
+)
 from bench.scratch import scratch
 from runner import contract
 from runner.events import AssistantMessage
@@ -177,11 +183,7 @@ async def main(browsers: int, seconds: float, interval: float) -> None:
             await pool.aclose()
 
     def row(name: str, values: list[float]) -> str:
-        if not values:
-            return f"{name:<40} no events"
-        ms = [v * 1000 for v in values]
-        return (f"{name:<40} n {len(ms):6d}   p50 {statistics.median(ms):7.1f} ms   "
-                f"p95 {percentile(ms, 95):7.1f} ms   max {max(ms):7.1f} ms")  # fmt: skip
+        return latency_row(name, values, 40)
 
     load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
     print(f"{browsers} browsers ({int(browsers * 0.6)} on the board), {RUNS} live runs, an event "

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import statistics
 import time
 from datetime import UTC, datetime
 
@@ -31,7 +30,14 @@ from app.dashboard.auth import SESSION_COOKIE
 from app.ops.server import private_redis
 from app.runs.pipelines import CHANGES, Pipelines
 from app.settings import AppSettings
-from bench.dashboard_render import ADMIN, make_pipeline, percentile, signed_cookie, start_app
+from bench.dashboard_render import (
+    ADMIN,
+    latency_row,
+    make_pipeline,
+    percentile,
+    signed_cookie,
+    start_app,
+)
 from bench.scratch import scratch
 from runner.redisurl import redis_settings
 
@@ -162,11 +168,7 @@ async def main(count: int, pages: int, seconds: float, interval: float) -> None:
             await pool.aclose()
 
     def row(name: str, values: list[float]) -> str:
-        if not values:
-            return f"{name:<44} no events"
-        ms = [v * 1000 for v in values]
-        return (f"{name:<44} n {len(ms):5d}   p50 {statistics.median(ms):7.1f} ms   "
-                f"p95 {percentile(ms, 95):7.1f} ms   max {max(ms):7.1f} ms")  # fmt: skip
+        return latency_row(name, values, 44)
 
     load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
     print(f"{pages} pipeline pages open on {LIVE} of {count} pipelines, a change every "

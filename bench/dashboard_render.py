@@ -67,6 +67,15 @@ def percentile(values: list[float], pct: float) -> float:
     return ordered[max(0, min(len(ordered) - 1, round(pct / 100 * len(ordered) + 0.5) - 1))]
 
 
+def latency_row(name: str, values: list[float], width: int = 40) -> str:
+    """One line of latency figures (`values` in seconds, shown in ms)."""
+    if not values:
+        return f"{name:<{width}} no events"
+    ms = [v * 1000 for v in values]
+    return (f"{name:<{width}} n {len(ms):6d}   p50 {statistics.median(ms):7.1f} ms   "
+            f"p95 {percentile(ms, 95):7.1f} ms   max {max(ms):7.1f} ms")  # fmt: skip
+
+
 def make_pipeline(index: int, runs: int, now: datetime) -> Pipeline:
     repo = f"org{index % 5}/repo{index % 50}"
     number = index + 1

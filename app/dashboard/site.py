@@ -67,7 +67,7 @@ from app.github.installations import installation_for_repo
 from app.reporting.channels.pullrequest import pull_of_pipeline
 from app.reporting.runview import IMPLEMENT_PLAN, html_url
 from app.runs import previews
-from app.runs.pipelines import Pipeline, Pipelines
+from app.runs.pipelines import Pipeline, PipelineRun, Pipelines
 from app.runs.summary import summarise
 from app.settings import AppSettings, SettingsError
 from runner import __version__
@@ -267,11 +267,8 @@ class Dashboard:
         viewer = await current_viewer(request)
         if viewer is None:
             return _to_login(request)
-        run_id = request.path_params["run_id"]
-        found = await (await self._pipelines()).get_run(run_id) if is_valid_id(run_id) else None
-        if found is None or not viewer.sees(found[0].repo):
-            raise HTTPException(404, "No such run, or not one of your repositories.")
-        pipeline, run = found
+        pipeline, run = await self._visible_run(request, viewer)
+        run_id = run.run_id
         views = await data.run_views(await self.redis.get(), [run_id])
         return self._page(
             request,
@@ -290,10 +287,7 @@ class Dashboard:
         viewer = await current_viewer(request)
         if viewer is None:
             return _to_login(request)
-        run_id = request.path_params["run_id"]
-        found = await (await self._pipelines()).get_run(run_id) if is_valid_id(run_id) else None
-        if found is None or not viewer.sees(found[0].repo):
-            raise HTTPException(404, "No such run, or not one of your repositories.")
+        run_id = (await self._visible_run(request, viewer))[1].run_id
         redis = await self.redis.get()
 
         async def lines() -> AsyncIterator[str]:
@@ -476,10 +470,7 @@ class Dashboard:
         viewer = await current_viewer(request)
         if viewer is None:
             raise HTTPException(401, "Sign in first.")
-        run_id = request.path_params["run_id"]
-        found = await (await self._pipelines()).get_run(run_id) if is_valid_id(run_id) else None
-        if found is None or not viewer.sees(found[0].repo):
-            raise HTTPException(404, "No such run, or not one of your repositories.")
+        run_id = (await self._visible_run(request, viewer))[1].run_id
         after = request.headers.get("last-event-id") or request.query_params.get("after") or None
         if after is not None and not _is_stream_id(after):
             after = None
@@ -671,6 +662,13 @@ class Dashboard:
         if pipeline is None or not viewer.sees(pipeline.repo):
             raise HTTPException(404, "No such pipeline, or not one of your repositories.")
         return pipeline
+
+    async def _visible_run(self, request: Request, viewer: Viewer) -> tuple[Pipeline, PipelineRun]:
+        run_id = request.path_params["run_id"]
+        found = await (await self._pipelines()).get_run(run_id) if is_valid_id(run_id) else None
+        if found is None or not viewer.sees(found[0].repo):
+            raise HTTPException(404, "No such run, or not one of your repositories.")
+        return found
 
     async def _github_app(self) -> GitHubApp | None:
         """The App's GitHub client, when its id and key are configured."""
