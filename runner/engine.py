@@ -48,6 +48,7 @@ from runner.replay import Replayer
 from runner.scrub import Scrubber
 from runner.setup.build import Builder, Job, SetupFailed
 from runner.setup.cache import Environment, SetupCache, setup_failure
+from runner.setup.key import scope_of
 from runner.setup.store import DEFAULT_MAX_BYTES, Store
 from runner.verify import SetupHook, unrun, verify, verify_ref, with_report
 
@@ -268,9 +269,10 @@ class RunEngine:
         def checkout(path: Path) -> None:
             gitops.create_workspace(path, mirror, branches, self._owner, also)
 
+        scope = scope_of(mirror, start.base_sha, request.base_branch, request.pipeline)
         job = Job(
             request.setup, start.base_sha, request.image, image_id, request.resources, checkout,
-            stop.is_set,
+            stop.is_set, scope,
         )  # fmt: skip
         scratch = root / SETUP_SCRATCH
         return stack.enter_context(
@@ -324,7 +326,8 @@ class RunEngine:
             ref = verify_ref(request.run_id)
             gitops.create_workspace(path, mirror, [request.base_branch], self._owner, (ref,))
 
-        job = Job(spec, sha, request.image, image_id, request.resources, checkout)
+        scope = scope_of(mirror, sha, request.base_branch, request.pipeline)
+        job = Job(spec, sha, request.image, image_id, request.resources, checkout, scope=scope)
 
         @contextlib.contextmanager
         def with_setup(box: ContainerSpec) -> Iterator[ContainerSpec]:

@@ -138,6 +138,7 @@ def test_what_changes_the_key() -> None:
     assert base != setup_key(SETUP, "sha256:img", ["blob2"])
     assert base != setup_key(SETUP.model_copy(update={"run": "x"}), "sha256:img", ["blob1"])
     assert base != setup_key(SETUP.model_copy(update={"paths": ["deps"]}), "sha256:img", ["blob1"])
+    assert base != setup_key(SETUP, "sha256:img", ["blob1"], scope="owner.repo.7")
     assert isinstance(SETUP, SetupSpec)
 
 

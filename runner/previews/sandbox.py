@@ -40,6 +40,7 @@ from runner.network import egress, tenant
 from runner.previews.job import PreviewRequest
 from runner.setup.build import Job
 from runner.setup.cache import SetupCache
+from runner.setup.key import scope_of
 
 LABEL_PREVIEW = "dev.trimo.preview"
 SCRIPT = """\
@@ -210,7 +211,9 @@ def _environment(
     def checkout(path: Path) -> None:
         gitops.create_workspace(path, mirror, [request.branch], host.owner)
 
-    job = Job(setup, sha, request.image, image_id, request.resources, checkout)
+    # A preview knows no base branch: a setup it makes is its pipeline's own.
+    scope = scope_of(mirror, sha, None, request.pipeline)
+    job = Job(setup, sha, request.image, image_id, request.resources, checkout, scope=scope)
     stack = ExitStack()
     cleanups.append(stack.close)
     environment = stack.enter_context(

@@ -97,6 +97,9 @@ class Job:
     """Makes a workspace at the given path from the trusted mirror, holding `sha`."""
     stopped: Callable[[], bool] = lambda: False
     """Whether the run (or preview) that waits for this setup was stopped."""
+    scope: str = ""
+    """Whose entry it makes: "" for the repository's, a pipeline's name for its own
+    (`runner.setup.key.scope_of`)."""
 
 
 def build(builder: Builder, job: Job, staging: Path) -> None:

@@ -9,6 +9,9 @@ A key with an entry is a hit: its paths are overlaid at once. A miss makes the e
 first, under the key's lock (a second run on the same key waits and then hits), and then
 evicts least recently used entries past the cache's size. A failed or timed-out setup
 raises `SetupFailed`; nothing is kept and no sandbox sees a half-made environment.
+
+A job on a pipeline's own commits (`Job.scope`) takes the repository's entry when there is
+one, else its pipeline's: what it makes is never the repository's.
 """
 
 from __future__ import annotations
@@ -85,19 +88,22 @@ class SetupCache:
     @contextmanager
     def ready(self, job: Job, clone_url: str, mirror: Path, scratch: Path) -> Iterator[Environment]:
         """`job`'s entry overlaid (upper layers under `scratch`, on the pipeline's disk)."""
-        key = setup_key(job.spec, job.image_id, file_ids(mirror, job.sha, job.spec.cache_key))
+        files = file_ids(mirror, job.sha, job.spec.cache_key)
+        shared = setup_key(job.spec, job.image_id, files)
+        key = setup_key(job.spec, job.image_id, files, job.scope) if job.scope else shared
         hit = True
         for _ in range(MAX_TRIES):
-            with self.store.held(clone_url, key) as entry:
-                if entry is not None:
-                    self.tally.add(hits=int(hit), misses=int(not hit))
-                    if not hit:
-                        self.tally.add(evicted=self.store.evict(keep=entry).entries)
-                    owner = self.builder.owner
-                    paths = job.spec.paths
-                    with layers.restored(entry, paths, scratch, owner) as mounts:
-                        yield Environment(mounts, paths, owner)
-                    return
+            for found in dict.fromkeys((shared, key)):  # the repository's entry, if made
+                with self.store.held(clone_url, found) as entry:
+                    if entry is not None:
+                        self.tally.add(hits=int(hit), misses=int(not hit))
+                        if not hit:
+                            self.tally.add(evicted=self.store.evict(keep=entry).entries)
+                        owner = self.builder.owner
+                        paths = job.spec.paths
+                        with layers.restored(entry, paths, scratch, owner) as mounts:
+                            yield Environment(mounts, paths, owner)
+                        return
             with gitops.locked(self.store.build_lock(clone_url, key)):
                 if self.store.find(clone_url, key) is None:  # else made while it waited
                     self._make(job, clone_url, key)
