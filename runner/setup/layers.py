@@ -5,6 +5,8 @@ writes it, and each kept path becomes an overlay: that read-only lower layer und
 upper layer of the run's own, on the pipeline's disk (what the agent writes there counts
 against its disk and is thrown away with the run). The merged directories are bind
 mounted where the paths go in the sandbox. Nothing is copied, whatever the entry holds.
+The overlays are mounted with paths relative to the run's scratch directory, so the
+sandbox's mount table (/proc/self/mountinfo shows an overlay's options) names no host path.
 
 Where a path goes in the workspace or home is made by the runner one component at a time,
 never following a link (the tree is the agent's); the agent's container is not running.
@@ -28,6 +30,8 @@ from runner.setup.spec import HOME_PREFIX
 LAYERS: Final = "layers"
 """In an entry's root: `layers/<n>` holds the n-th of `paths`."""
 IMAGE_NAME: Final = disk.IMAGE_NAME
+LOWER: Final = "lower"
+"""In a run's scratch directory: the entry, mounted read-only."""
 
 
 def can_restore() -> bool:
@@ -71,26 +75,29 @@ def restored(
         gitops.remove_tree(scratch)
         scratch.mkdir(mode=0o700)
         stack.callback(gitops.remove_tree, scratch)
-        lower = scratch / "lower"
+        lower = scratch / LOWER
         lower.mkdir()
         image = entry / IMAGE_NAME
         if image.is_file():
             _mount(["-o", "ro,noload,nosuid,nodev,loop", str(image), str(lower)], "its cache")
             stack.callback(disk.unmount, lower)
-        else:  # disks are off: the entry's root directory, which no run writes
-            lower = entry / disk.ROOT_NAME
+        else:  # disks are off: the entry's root directory (which no run writes), read-only
+            source = str(entry / disk.ROOT_NAME)
+            _mount(["--bind", "-o", "ro,nosuid,nodev", source, str(lower)], "its cache")
+            stack.callback(_unbind, lower)
         mounts: dict[Path, str] = {}
         for index, path in enumerate(paths):
-            upper, work, merged = (scratch / f"{kind}{index}" for kind in ("u", "w", "m"))
+            upper, work, merged = (f"{kind}{index}" for kind in ("u", "w", "m"))
             for made in (upper, work, merged):
-                made.mkdir(mode=0o755)
+                (scratch / made).mkdir(mode=0o755)
             if owner is not None:
-                os.chown(upper, owner, owner)
-            options = f"lowerdir={lower / layer_name(index)},upperdir={upper},workdir={work}"
-            _mount(["-t", "overlay", "overlay", "-o", f"{options},nosuid,nodev", str(merged)],
-                   path)  # fmt: skip
-            stack.callback(disk.unmount, merged)
-            mounts[merged] = in_sandbox(path)
+                os.chown(scratch / upper, owner, owner)
+            # Relative to `scratch`: the sandbox's mount table shows these options as given.
+            options = f"lowerdir={LOWER}/{layer_name(index)},upperdir={upper},workdir={work}"
+            _mount(["-t", "overlay", "overlay", "-o", f"{options},nosuid,nodev", merged], path,
+                   cwd=scratch)  # fmt: skip
+            stack.callback(disk.unmount, scratch / merged)
+            mounts[scratch / merged] = in_sandbox(path)
         yield mounts
 
 
@@ -118,8 +125,14 @@ def make_dirs(base: Path, below: str, owner: int | None) -> None:
         os.close(fd)
 
 
-def _mount(args: list[str], what: str) -> None:
-    proc = subprocess.run(["mount", *args], capture_output=True, text=True)
+def _unbind(place: Path) -> None:
+    """Unmount a bind mount (`os.path.ismount` does not see one of the same filesystem)."""
+    if subprocess.run(["umount", str(place)], capture_output=True).returncode != 0:
+        subprocess.run(["umount", "--lazy", str(place)], capture_output=True)
+
+
+def _mount(args: list[str], what: str, cwd: Path | None = None) -> None:
+    proc = subprocess.run(["mount", *args], capture_output=True, text=True, cwd=cwd)
     if proc.returncode != 0:
         raise TrimoError(
             f"The setup cache could not be mounted for {what}: {proc.stderr.strip()[-300:]}",
