@@ -16,10 +16,12 @@ from runner.job import Outcome
 from runner.setup.build import LABEL_SETUP
 from runner.setup.spec import SetupSpec
 from runner.setup.store import SIZE_NAME, USE_LOCK, Store
+from tests.conftest import git
 from tests.engine_helpers import RUNNER_ID, make_request, run
 from tests.test_setup_cache import SETUP, SHOW, lines, with_lock
 
 AGENT = "echo the-agent-started"
+NOT_IGNORED = "the setup keeps `{path}`, which the repository's .gitignore does not list"
 
 
 def entries(cache: Path) -> list[Path]:
@@ -148,11 +150,23 @@ def test_a_kept_path_the_repository_does_not_ignore_is_refused_before_setup_runs
     spec = SETUP.model_copy(update={"paths": ["vendor"], "run": "echo setting-up"})
     finished, recorder = run(cache, make_request(sample_repo, AGENT, "p1", setup=spec))
     assert finished.outcome is Outcome.FAILURE
-    assert finished.reason.startswith(
-        "the setup keeps a path in the workspace that the repository does not ignore"
-    )
-    assert "`vendor` is not in the repository's .gitignore" in finished.reason
+    assert finished.reason.startswith(NOT_IGNORED.format(path="vendor")), finished.reason
     assert "setting-up" not in recorder.text() and "the-agent-started" not in recorder.text()
+
+
+def test_a_later_commit_that_stops_ignoring_a_kept_path_fails_saying_which(
+    sample_repo: Path, cache: Path
+) -> None:
+    repo = with_lock(sample_repo, "v1")
+    first, _ = run(cache, make_request(repo, AGENT, "p1", setup=SETUP))
+    assert first.outcome is Outcome.SUCCESS, first.reason
+    (repo / ".gitignore").write_text("node_modules/\n")  # the same lockfile: the same key
+    git(repo, "commit", "-q", "-am", "stop ignoring deps")
+    finished, recorder = run(cache, make_request(repo, AGENT, "p2", setup=SETUP))
+    assert finished.outcome is Outcome.FAILURE
+    assert finished.reason.startswith(NOT_IGNORED.format(path="deps")), finished.reason
+    assert "the-agent-started" not in recorder.text()
+    assert len(entries(cache)) == 1  # the entry stays for the commits that still ignore it
 
 
 def test_a_run_stopped_while_its_setup_runs_is_cancelled_at_once(

@@ -37,25 +37,16 @@ from runner.container import (
 from runner.job import Resources
 from runner.network.egress import NetworkAttachment, attach, direct
 from runner.setup.layers import LAYERS, on_host
-from runner.setup.spec import HOME_PREFIX, SetupSpec
+from runner.setup.spec import SetupSpec
 
 LABEL_SETUP: Final = "dev.trimo.setup"
 WAIT_SECONDS: Final = 2.0
 """How often a waiting setup looks whether its run was stopped."""
-NOT_IGNORED_EXIT: Final = 87
 SCRIPT: Final = """\
 set -e
 git checkout -q --detach "$TRIMO_SETUP_SHA"
-while IFS= read -r kept; do
-  if [ -n "$kept" ] && ! git check-ignore -q -- "$kept/"; then
-    echo "trimo: \\`$kept\\` is not in the repository's .gitignore" >&2
-    exit 87
-  fi
-done <<< "$TRIMO_SETUP_IN_WORKSPACE"
 exec bash -c "$TRIMO_SETUP_RUN"
 """
-"""Each kept path in the workspace must be one the repository ignores: git in the sandbox
-would otherwise clean it away (or commit it) in every run."""
 
 
 class SetupFailed(Exception):
@@ -163,9 +154,6 @@ def _run(builder: Builder, job: Job, root: Path) -> str:
                 env={
                     "TRIMO_SETUP_SHA": job.sha,
                     "TRIMO_SETUP_RUN": spec.run,
-                    "TRIMO_SETUP_IN_WORKSPACE": "\n".join(
-                        path for path in spec.paths if not path.startswith(HOME_PREFIX)
-                    ),
                     **network.env,
                 },
                 labels={LABEL_RUNNER: builder.runner_id, LABEL_RUN: name, LABEL_SETUP: name},
@@ -187,12 +175,6 @@ def _run(builder: Builder, job: Job, root: Path) -> str:
         if exit_info.oom_killed:
             raise SetupFailed(
                 f"the setup ran out of memory (the run's {job.resources.memory} limit)", tail
-            )
-        if exit_info.exit_code == NOT_IGNORED_EXIT:
-            raise SetupFailed(
-                "the setup keeps a path in the workspace that the repository does not ignore; "
-                "list each of `setup.paths` in .gitignore",
-                tail,
             )
         if exit_info.exit_code != 0:
             raise SetupFailed(f"the setup exited with code {exit_info.exit_code}", tail)

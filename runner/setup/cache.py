@@ -7,7 +7,8 @@ restored in O(1).
 
 A key with an entry is a hit: its paths are overlaid at once. A miss makes the entry
 first, under the key's lock (a second run on the same key waits and then hits), and then
-evicts least recently used entries past the cache's size. A failed or timed-out setup
+evicts least recently used entries past the cache's size. A kept workspace path the repository
+does not ignore at the commit (`runner.setup.ignored`), a failed or a timed-out setup
 raises `SetupFailed`; nothing is kept and no sandbox sees a half-made environment.
 
 A job on a pipeline's own commits (`Job.scope`) takes the repository's entry when there is
@@ -30,6 +31,7 @@ from runner.events import RawLog
 from runner.job import Outcome, RunFinished
 from runner.setup import layers
 from runner.setup.build import Builder, Job, SetupFailed, build
+from runner.setup.ignored import not_ignored, not_ignored_reason
 from runner.setup.key import file_ids, setup_key
 from runner.setup.store import Store, remove
 
@@ -90,6 +92,8 @@ class SetupCache:
         """`job`'s entry overlaid (upper layers under `scratch`, on the pipeline's disk)."""
         files = file_ids(mirror, job.sha, job.spec.cache_key)
         shared = setup_key(job.spec, job.image_id, files)
+        if missing := not_ignored(mirror, job.sha, job.spec.paths):
+            raise SetupFailed(not_ignored_reason(missing[0]))
         key = setup_key(job.spec, job.image_id, files, job.scope) if job.scope else shared
         hit = True
         for _ in range(MAX_TRIES):
