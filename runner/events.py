@@ -6,9 +6,10 @@ runner daemons, and rendered on GitHub by the App.
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter
 
 
 class _Event(BaseModel):
@@ -40,15 +41,26 @@ class ToolResult(_Event):
     is_error: bool = False
 
 
+def _cost(value: float | None) -> float | None:
+    """A reported cost that is not a finite amount of zero or more is no report: summed, it
+    would take back cost already counted (negative) or stop the counting (NaN)."""
+    return value if value is not None and math.isfinite(value) and value >= 0 else None
+
+
+Tokens = Annotated[int, AfterValidator(lambda value: max(value, 0))]
+Cost = Annotated[float | None, AfterValidator(_cost)]
+
+
 class Usage(_Event):
-    """Tokens and cost, when the agent reports them."""
+    """Tokens and cost, when the agent reports them (what it reports is the agent's word:
+    it may leave cost out, never take counted cost back)."""
 
     type: Literal["usage"] = "usage"
     model: str | None = None
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cache_read_tokens: int = 0
-    cost_usd: float | None = None
+    input_tokens: Tokens = 0
+    output_tokens: Tokens = 0
+    cache_read_tokens: Tokens = 0
+    cost_usd: Cost = None
 
 
 class AgentError(_Event):

@@ -36,6 +36,10 @@ COUNTED_PREFIX: Final = "trimo:spend:counted:"
 DAY_TTL_SECONDS: Final = 400 * 86400
 COUNTED_TTL_SECONDS: Final = 62 * 86400
 MICRO: Final = 1_000_000
+MAX_RUN_MICRO_USD: Final = 10**6 * MICRO
+MAX_RUN_TOKENS: Final = 10**12
+"""The most one run adds: what its agent reported is its word, and the ledger's sums are
+Redis integers (HINCRBY) and Lua doubles, exact to 2**53."""
 SEP: Final = "\t"
 
 Period = Literal["day", "month"]
@@ -116,7 +120,11 @@ def parse_spent(raw: str | None) -> Spent | None:
 
 def micro_of(usage: Usage | None) -> int:
     cost = usage.cost_usd if usage is not None else None
-    return max(0, round(cost * MICRO)) if cost is not None else 0
+    return min(max(0, round(cost * MICRO)), MAX_RUN_MICRO_USD) if cost is not None else 0
+
+
+def _tokens(count: int) -> str:
+    return str(min(max(0, count), MAX_RUN_TOKENS))
 
 
 def month_of(day: date) -> str:
@@ -152,8 +160,8 @@ async def record(
             run_id,
             field,
             str(micro),
-            str(max(0, usage.input_tokens) if usage else 0),
-            str(max(0, usage.output_tokens) if usage else 0),
+            _tokens(usage.input_tokens if usage else 0),
+            _tokens(usage.output_tokens if usage else 0),
             "repo:" + repo.lower(),
             "person:" + person.lower(),
             _clean(agent),
