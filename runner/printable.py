@@ -43,10 +43,16 @@ Styled = tuple[tuple[str, str], ...]
 underline) in order."""
 
 
+def _code(part: str) -> int:
+    """One SGR parameter: empty is 0; a number too long to be any code (and, past 4300
+    digits, too long for `int`) is none (-1)."""
+    return -1 if len(part) > 9 else int(part) if part else 0
+
+
 def _apply(codes: str, style: dict[str, str]) -> None:
     """Change `style` as the SGR parameters `codes` say (colours beyond the 16 named
     ones are ignored)."""
-    parts = [int(p) if p.isdigit() else 0 for p in re.split("[;:]", codes)] if codes else [0]
+    parts = [_code(p) for p in re.split("[;:]", codes)] if codes else [0]
     index = 0
     while index < len(parts):
         code = parts[index]
