@@ -11,6 +11,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from app.runs import spend
+from runner.agents.aider import AiderAdapter
 from runner.events import Usage
 from runner.job import Outcome
 from tests.engine_helpers import make_request, run
@@ -63,3 +64,12 @@ async def test_a_cost_too_large_to_be_real_is_counted_as_the_most_a_run_may_cost
         )
     repo, person = await spend.month_to_date(client, at.date(), "o/r", "p")
     assert repo == person == 2 * spend.MAX_RUN_MICRO_USD + 500_000
+
+
+def test_a_usage_line_too_large_to_be_real_never_stops_the_run() -> None:
+    """Aider prints its usage as text, and so can the model's reply: 10**400 tokens raised
+    OverflowError from the parser, which must never stop a run (the run ended in error)."""
+    huge = "9" * 400
+    line = f"Tokens: {huge}k sent, 12 received. Cost: ${huge} message, $0.02 session."
+    [usage] = AiderAdapter().parse_line(line)
+    assert usage == Usage(input_tokens=0, output_tokens=12, cost_usd=None)

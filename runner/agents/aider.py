@@ -43,7 +43,10 @@ _BANNER = re.compile(
 
 
 def _count(number: str, kilo: str) -> int:
-    return round(float(number) * (1000 if kilo else 1))
+    """A token count as aider printed it (`1.2k`); one too large to be real (the model's
+    text can print this line too) is none."""
+    count = float(number) * (1000 if kilo else 1)
+    return round(count) if count < 1e15 else 0
 
 
 class AiderAdapter(AgentAdapter):
