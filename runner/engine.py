@@ -303,7 +303,7 @@ class RunEngine:
         try:
             report = verify(
                 self._host(), request, mirror, root / "verify", sha, attempt.emit, stop.wait,
-                attempt.protect, self._checks_setup(request, mirror, sha),
+                attempt.protect, self._checks_setup(request, mirror, sha, stop),
             )  # fmt: skip
         except Exception:
             report = unrun(request, sha, internal_error(request.run_id))
@@ -314,9 +314,12 @@ class RunEngine:
             )
         return with_report(finished, report)
 
-    def _checks_setup(self, request: RunRequest, mirror: Path, sha: str) -> SetupHook:
+    def _checks_setup(
+        self, request: RunRequest, mirror: Path, sha: str, stop: StopSignal
+    ) -> SetupHook:
         """Each check's sandbox gets the run's `setup:` keyed at `sha` (its own lockfile),
-        from the cache (made first on a miss), with upper layers of its own."""
+        from the cache (made first on a miss), with upper layers of its own; a setup made
+        for it ends when the run is stopped."""
         spec = request.setup
         if spec is None:
             return contextlib.nullcontext
@@ -327,7 +330,9 @@ class RunEngine:
             gitops.create_workspace(path, mirror, [request.base_branch], self._owner, (ref,))
 
         scope = scope_of(mirror, sha, request.base_branch, request.pipeline)
-        job = Job(spec, sha, request.image, image_id, request.resources, checkout, scope=scope)
+        job = Job(
+            spec, sha, request.image, image_id, request.resources, checkout, stop.is_set, scope
+        )
 
         @contextlib.contextmanager
         def with_setup(box: ContainerSpec) -> Iterator[ContainerSpec]:
