@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 
 import pytest
 
+from app.dashboard.site import sse
 from runner import contract
 from runner.events import RawLog
 from tests.dashboard_helpers import dashboard_settings, make_pipeline, make_run, seed_sync
@@ -36,3 +38,32 @@ def test_a_colour_number_too_long_for_python_leaves_the_runs_pages_readable(
         with client.stream("GET", "/runs/o.r.8-a/events") as response:
             [(_, _, data)] = Events(response).next(1)
             assert "before" in data and "after" in data
+
+
+def events_of(stream: str) -> list[dict[str, str]]:
+    """What a browser reads off `stream` (the EventSource parsing of the HTML standard:
+    CR, LF and CRLF each end a line, an empty line ends an event)."""
+    found: list[dict[str, str]] = []
+    fields: dict[str, str] = {}
+    for line in re.split(r"\r\n|\r|\n", stream):
+        if not line:
+            if fields:
+                found.append(fields)
+            fields = {}
+            continue
+        name, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        joined = name == "data" and name in fields
+        fields[name] = fields[name] + "\n" + value if joined else value
+    return found
+
+
+def test_a_carriage_return_in_a_title_starts_no_event_of_its_own() -> None:
+    """Text a page shows live (a pipeline's title on every board's stream) is split only at
+    LF: a CR in it ended the data line for the browser, so the text after it was a field
+    of the writer's (`retry:` an hour, an `event:` and `data:` of its own) or, doubled, a
+    whole event."""
+    title = "Fix\r\rretry: 3600000\revent: card\rdata: spoofed\r\r"
+    [only] = events_of(sse("card", f"<div>{title}</div>", "1-0"))
+    assert only["event"] == "card" and "retry" not in only and only["id"] == "1-0"
+    assert "spoofed" in only["data"] and only["data"].startswith("<div>Fix")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Mapping
 from datetime import UTC, datetime
@@ -92,10 +93,14 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+_LINE_BREAK: Final = re.compile(r"\r\n|\r|\n")
+
+
 def sse(event: str, payload: str, event_id: str | None = None) -> str:
-    """One server-sent event; `payload` may span lines."""
+    """One server-sent event; `payload` may span lines (a browser ends a line at CR, LF or
+    CRLF alike: each is a line here, so no text in it starts a field or an event)."""
     head = f"id: {event_id}\n" if event_id else ""
-    body = "".join(f"data: {line}\n" for line in payload.split("\n"))
+    body = "".join(f"data: {line}\n" for line in _LINE_BREAK.split(payload))
     return f"{head}event: {event}\n{body}\n"
 
 
