@@ -270,16 +270,7 @@ class RunnerDaemon:
 
     async def observe_setup(self) -> None:
         """What the setup cache did since the last report (runs and previews), and its size."""
-        cache = self.engine.setup_cache
-        hits, misses, evicted = cache.tally.take()
-        loop = asyncio.get_running_loop()
-        size = await loop.run_in_executor(None, cache.store.size)
-        await self._quietly(
-            figures.observe_setup(
-                self.redis, self.settings.runner_id,
-                hits=hits, misses=misses, evicted=evicted, size=size,
-            )
-        )  # fmt: skip
+        await self._quietly(self.engine.setup_cache.report(self.redis, self.settings.runner_id))
 
     def _execute(
         self, request: RunRequest, stop: StopSignal, agent_began: list[datetime]

@@ -12,6 +12,7 @@ from pathlib import Path
 import docker
 import pytest
 
+from runner import contract, figures
 from runner.engine import EngineConfig, RunEngine
 from runner.job import Outcome, Resources
 from runner.previews import sandbox
@@ -129,3 +130,19 @@ async def test_a_preview_whose_setup_fails_is_reported_with_setups_last_lines(
     assert failed.reason == "the setup exited with code 4"
     assert "fetching deps" in failed.log_tail
     assert containers(docker_client, request.preview_id) == []
+
+
+@pytest.mark.redis
+async def test_a_previews_cache_lookups_reach_the_figures_when_it_starts(previews: Setup) -> None:
+    remote = make_remote(previews.tmp_path, "app", "Cached")
+    cached = SetupSpec(run="mkdir -p ~/.deps", paths=["~/.deps"])
+    key = contract.runner_figures(previews.manager.host.runner_id)
+    for number in range(2):  # a miss, then (refreshed: the same pipeline's entry) a hit
+        request = previews.request(remote, cached_setup=cached)
+        assert await previews.start(request) == "ready", await previews.events()
+        counted = await previews.redis.hgetall(key)  # no run has finished on this runner
+        assert counted[f"{figures.SETUP_CACHE_PREFIX}miss".encode()] == b"1", counted
+        assert (
+            counted.get(f"{figures.SETUP_CACHE_PREFIX}hit".encode(), b"0") == str(number).encode()
+        )
+        assert int(counted[figures.SETUP_CACHE_BYTES.encode()]) > 0

@@ -127,6 +127,8 @@ class PreviewManager:
             except SetupFailed as exc:
                 await self._fail(request, exc.reason, exc.tail)
                 return "failed"
+            finally:
+                await self._report_setup(request)
             if why := await self._wait_ready(request, launched):
                 tail = await loop.run_in_executor(
                     None, log_tail, self.host.client, launched.container_id
@@ -138,6 +140,15 @@ class PreviewManager:
                 return "failed"
             await self._serve(request, launched)
             return "ready"
+
+    async def _report_setup(self, request: PreviewRequest) -> None:
+        """The setup cache's look-up for `request`, on /metrics now, not at the next run."""
+        if request.cached_setup is None or self.host.setup is None:
+            return
+        try:
+            await self.host.setup.report(self.redis, self.host.runner_id)
+        except Exception:  # the figures are not worth a preview
+            log.warning("could not report the setup cache's figures", exc_info=True)
 
     def refusal(self, request: PreviewRequest) -> str | None:
         policy = self.policy

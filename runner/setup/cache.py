@@ -17,6 +17,7 @@ one, else its pipeline's: what it makes is never the repository's.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import threading
 from collections.abc import Iterator
@@ -24,7 +25,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from runner import gitops
+import redis.asyncio as aioredis
+
+from runner import figures, gitops
 from runner.attempt import EventSink
 from runner.errors import TrimoError
 from runner.events import RawLog
@@ -115,6 +118,15 @@ class SetupCache:
         raise TrimoError(
             "The setup was made, but its entry went before the run could use it.",
             "the setup cache may be too small for it: raise TRIMO_SETUP_CACHE_MAX",
+        )
+
+    async def report(self, redis: aioredis.Redis, runner_id: str) -> None:
+        """What the cache did since its last report (runs and previews), and its size, to
+        the runner's figures (/metrics)."""
+        hits, misses, evicted = self.tally.take()
+        size = await asyncio.get_running_loop().run_in_executor(None, self.store.size)
+        await figures.observe_setup(
+            redis, runner_id, hits=hits, misses=misses, evicted=evicted, size=size
         )
 
     def _make(self, job: Job, clone_url: str, key: str) -> None:
