@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from app.dashboard.requests import FormError, parse_line_comment
 from app.dashboard.site import sse
 from runner import contract
 from runner.events import RawLog
@@ -67,3 +68,23 @@ def test_a_carriage_return_in_a_title_starts_no_event_of_its_own() -> None:
     [only] = events_of(sse("card", f"<div>{title}</div>", "1-0"))
     assert only["event"] == "card" and "retry" not in only and only["id"] == "1-0"
     assert "spoofed" in only["data"] and only["data"].startswith("<div>Fix")
+
+
+@pytest.mark.parametrize("line", ["²", "٣", "9" * 5000])
+def test_a_line_number_python_cannot_read_is_a_clear_answer(line: str) -> None:
+    """`str.isdigit` is true of "²" and of 5,000 nines; `int` of them raised (a 500)."""
+    answer = parse_line_comment({"prompt": "fix", "path": "a.py", "line": line})
+    assert answer == FormError("A line comment needs the line it is about.")
+
+
+def test_a_resume_point_redis_cannot_read_is_ignored(dash: RunningApp, redis_url: str) -> None:
+    """`?after=²-1` passed the check of a stream id and broke the log's stream."""
+    seed_sync(redis_url, make_pipeline("o/r", 9), make_run("o.r.9-a"), "running")
+    add_event(dash.redis, "o.r.9-a", RawLog(line="from the start"))
+    after = {"after": "²-1"}
+    with (
+        client_as(dash) as client,
+        client.stream("GET", "/runs/o.r.9-a/events", params=after) as response,
+    ):
+        [(_, _, data)] = Events(response).next(1)
+    assert "from the start" in data

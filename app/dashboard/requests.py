@@ -128,7 +128,7 @@ def parse_line_comment(form: Mapping[str, object]) -> LineComment | FormError:
     hunk = _text(form, "diff_hunk").replace("\r\n", "\n")
     if not path or len(path) > MAX_PATH_CHARS or "\n" in path:
         return FormError("A line comment needs the file it is about.")
-    if not line.isdigit() or not 0 < int(line) <= MAX_LINE:
+    if not (line.isascii() and line.isdigit() and len(line) < 10) or not 0 < int(line) <= MAX_LINE:
         return FormError("A line comment needs the line it is about.")
     if len(hunk) > MAX_HUNK_CHARS:
         hunk = hunk[-MAX_HUNK_CHARS:]  # the end is the commented line

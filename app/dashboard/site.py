@@ -732,7 +732,7 @@ def _is_digest(value: str) -> bool:
 
 def _is_stream_id(value: str) -> bool:
     millis, _, seq = value.partition("-")
-    return millis.isdigit() and seq.isdigit() and len(value) < 40
+    return value.isascii() and millis.isdigit() and seq.isdigit() and len(value) < 40
 
 
 async def _within(awaitable: Awaitable[T], seconds: float) -> T:
