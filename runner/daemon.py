@@ -519,6 +519,9 @@ class RunnerDaemon:
         """Run until SIGTERM/SIGINT (or `request_stop`), then drain."""
         self.descriptors = descriptors.raise_to_hard()
         log.info("open-file limit: %d", self.descriptors)
+        # Alive from the start: a runner started again after a crash saves and reports its
+        # own runs, which the other runners' reaper must not take meanwhile.
+        beating = asyncio.create_task(self.heartbeat(), name="heartbeat")
         await self.clear_leftovers()
         rules = asyncio.get_running_loop().run_in_executor(None, self.put_rules_in_place)
         await asyncio.get_running_loop().run_in_executor(None, self.recover)
@@ -532,7 +535,7 @@ class RunnerDaemon:
                 loop.add_signal_handler(sig, self.request_stop)
         await self.look_at_images()
         duties = [
-            asyncio.create_task(self.heartbeat(), name="heartbeat"),
+            beating,
             asyncio.create_task(self.watch_images(), name="watch_images"),
             asyncio.create_task(self.reap(), name="reap"),
             asyncio.create_task(self.sweep(), name="sweep"),
