@@ -41,6 +41,7 @@ from runner.network.hosts import clean_hosts, outside_caps
 from runner.network.proxyimage import PROXY_IMAGE
 from runner.settings import RunnerSettings
 from runner.setup import layers
+from runner.setup.local import local_setup
 from runner.terminal import OUTCOME_STYLE, event_line, print_plan, print_summary, safe
 from runner.verify import local_checks
 
@@ -157,6 +158,14 @@ def run(
             "which otherwise run on the new commits, each in a fresh sandbox.",
         ),
     ] = False,
+    no_setup: Annotated[
+        bool,
+        typer.Option(
+            "--no-setup",
+            help="Skip `setup:` in .github/trimo.yml (on the base branch), whose paths are "
+            "otherwise set up once per cache key and restored in the run's sandbox.",
+        ),
+    ] = False,
 ) -> None:
     """Run one prompt in a local repository, on branch trimo/<pipeline>.
 
@@ -194,6 +203,12 @@ def run(
             if no_verify or discover
             else local_checks(root, record.base_branch)
         )
+        setup = None if no_setup else local_setup(root, record.base_branch)
+        if setup is not None and not layers.can_restore():
+            raise TrimoError(
+                "This repository's setup: cannot be restored here: that needs root and overlayfs.",
+                "run trimo as root on a machine with overlayfs, or pass --no-setup",
+            )
         request = RunRequest(
             run_id=f"{name}-{len(record.runs) + 1}-{secrets_token(3)}",
             pipeline=name,
@@ -211,6 +226,7 @@ def run(
             history=record.runs,
             verify=checks,
             verify_timeout_s=check_seconds,
+            setup=setup,
             secrets=secrets,
         )
     except (TrimoError, ValueError) as exc:

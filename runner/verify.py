@@ -319,29 +319,49 @@ class _Section(BaseModel):
     verify_timeout_minutes: VerifyMinutes = DEFAULT_VERIFY_TIMEOUT_SECONDS // 60
 
 
+def base_config(repo: Path, base_branch: str, hint: str) -> str | None:
+    """`.github/trimo.yml` on `base_branch` of the person's own repository, as the App reads
+    it from the default branch (None: there is none); TrimoError (with `hint`) if too big."""
+    shown = gitops.git(repo, "show", f"{base_branch}:{CONFIG_PATH}", check=False)
+    if shown.returncode != 0:
+        return None
+    if len(shown.stdout.encode()) > MAX_CONFIG_BYTES:
+        where = f"{CONFIG_PATH} on {base_branch}"
+        raise TrimoError(f"{where} is larger than {MAX_CONFIG_BYTES // 1024} KiB.", hint)
+    return shown.stdout
+
+
+def config_problem(exc: Exception) -> str:
+    """What is wrong in a section of `.github/trimo.yml`, in one line (where, then what)."""
+    if isinstance(exc, ValidationError):
+        first = exc.errors()[0]
+        place = ".".join(str(part) for part in first["loc"])
+        return f"{place}: {first['msg']}"
+    return printable(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+
+
 def local_checks(repo: Path, base_branch: str) -> tuple[list[VerifyCheck], int]:
     """The checks (and each one's limit in seconds) of `.github/trimo.yml` on `base_branch`
     of the person's own repository, as the App reads them from the default branch."""
-    shown = gitops.git(repo, "show", f"{base_branch}:{CONFIG_PATH}", check=False)
-    if shown.returncode != 0:
+    text = base_config(repo, base_branch, VERIFY_HINT)
+    if text is None:
         return [], DEFAULT_VERIFY_TIMEOUT_SECONDS
-    return read_checks(shown.stdout, f"{CONFIG_PATH} on {base_branch}")
+    return read_checks(text, f"{CONFIG_PATH} on {base_branch}")
+
+
+VERIFY_HINT: Final = "fix it, or pass --no-verify"
 
 
 def read_checks(text: str, where: str) -> tuple[list[VerifyCheck], int]:
     """The checks of a `.github/trimo.yml` text; TrimoError saying what is wrong."""
-    hint = "fix it, or pass --no-verify"
     if len(text.encode()) > MAX_CONFIG_BYTES:
-        raise TrimoError(f"{where} is larger than {MAX_CONFIG_BYTES // 1024} KiB.", hint)
+        raise TrimoError(f"{where} is larger than {MAX_CONFIG_BYTES // 1024} KiB.", VERIFY_HINT)
     try:
         data = yaml.safe_load(text)
         section = _Section.model_validate(data if isinstance(data, dict) else {})
         checks = section.verify
     except (yaml.YAMLError, ValidationError, ValueError) as exc:
-        problem = printable(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-        if isinstance(exc, ValidationError):
-            first = exc.errors()[0]
-            place = ".".join(str(part) for part in first["loc"])
-            problem = f"{place}: {first['msg']}"
-        raise TrimoError(f"{where} has a problem in its checks: {problem}", hint) from None
+        raise TrimoError(
+            f"{where} has a problem in its checks: {config_problem(exc)}", VERIFY_HINT
+        ) from None
     return checks, section.verify_timeout_minutes * 60

@@ -10,11 +10,10 @@ import difflib
 import re
 import reprlib
 from collections.abc import Sequence
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import (
-    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -33,17 +32,8 @@ from runner.contract import (
     NetworkMode,
 )
 from runner.job import VerifyCheck, VerifyChecks, VerifyMinutes, is_valid_branch_name
-from runner.network.hosts import host_pattern_error, normalise_host
-from runner.setup.spec import (
-    DEFAULT_SETUP_TIMEOUT_MINUTES,
-    MAX_SETUP_PATHS,
-    MAX_SETUP_SCRIPT_CHARS,
-    MAX_SETUP_TIMEOUT_MINUTES,
-    KeyFile,
-    SetupPath,
-    SetupSpec,
-    overlapping,
-)
+from runner.network.hosts import MAX_ALLOWED_HOSTS, HostPattern
+from runner.setup.config import SetupConfig
 
 CONFIG_PATH = ".github/trimo.yml"
 MAX_CONFIG_BYTES = 64 * 1024
@@ -60,7 +50,6 @@ _MEMORY_UNITS = {"k": 1024, "m": 1024**2, "g": 1024**3}
 MIN_MEMORY_BYTES = 64 * 1024**2
 _IMAGE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/:@-]{0,254}")
 _PREFIX_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,49}")
-MAX_ALLOWED_HOSTS = 100
 MAX_COST_USD = 10_000.0
 """The largest budget a run may have (a typo of a few zeros is caught)."""
 
@@ -80,19 +69,6 @@ def memory_bytes(text: str) -> int:
     if not match:
         raise ValueError(f"not a memory size: {text!r}")
     return int(match.group(1)) * _MEMORY_UNITS[match.group(2).lower()]
-
-
-def _host_pattern(value: str) -> str:
-    error = host_pattern_error(value)
-    if error is None:
-        return normalise_host(value)
-    if error.startswith(f"{value!r} "):
-        raise ValueError(error.removeprefix(f"{value!r} "))
-    raise ValueError("should be a host name like `registry.example.com` or `*.example.com`")
-
-
-HostPattern = Annotated[str, AfterValidator(_host_pattern)]
-"""One entry of `allowed_hosts`: an exact host name or `*.suffix`, normalised."""
 
 
 class ResourcesConfig(BaseModel):
@@ -147,42 +123,6 @@ class PreviewConfig(BaseModel):
         if value is not None and not _IMAGE_RE.fullmatch(value):
             raise ValueError("should be a Docker image reference like ghcr.io/org/app:1.2")
         return value
-
-
-class SetupConfig(BaseModel):
-    """The environment every run and preview starts with (`setup:`), made once per cache key."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    run: str = Field(min_length=1, max_length=MAX_SETUP_SCRIPT_CHARS)
-    cache_key: list[KeyFile] = Field(default_factory=list, max_length=MAX_SETUP_PATHS)
-    paths: list[SetupPath] = Field(min_length=1, max_length=MAX_SETUP_PATHS)
-    allowed_hosts: list[HostPattern] = Field(default_factory=list, max_length=MAX_ALLOWED_HOSTS)
-    timeout_minutes: int = Field(
-        default=DEFAULT_SETUP_TIMEOUT_MINUTES, ge=1, le=MAX_SETUP_TIMEOUT_MINUTES, strict=True
-    )
-
-    @field_validator("paths")
-    @classmethod
-    def _apart(cls, value: list[str]) -> list[str]:
-        if pair := overlapping(value):
-            raise ValueError(f"lists `{pair[0]}` and `{pair[1]}`, which overlap")
-        return value
-
-    @field_validator("allowed_hosts")
-    @classmethod
-    def _hosts_unique(cls, value: list[str]) -> list[str]:
-        return list(dict.fromkeys(value))
-
-    def spec(self) -> SetupSpec:
-        """What a runner is given."""
-        return SetupSpec(
-            run=self.run,
-            cache_key=list(self.cache_key),
-            paths=list(self.paths),
-            allowed_hosts=list(self.allowed_hosts),
-            timeout_s=self.timeout_minutes * 60,
-        )
 
 
 class RepoConfig(BaseModel):

@@ -11,6 +11,9 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Iterable
+from typing import Annotated, Final
+
+from pydantic import AfterValidator
 
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 
@@ -92,3 +95,19 @@ def tinyproxy_filter(patterns: Iterable[str]) -> str:
         else:
             lines.append("^" + re.escape(pattern).replace("\\-", "-") + "$")
     return "\n".join(lines)
+
+
+MAX_ALLOWED_HOSTS: Final = 100
+
+
+def _host_pattern(value: str) -> str:
+    error = host_pattern_error(value)
+    if error is None:
+        return normalise_host(value)
+    if error.startswith(f"{value!r} "):
+        raise ValueError(error.removeprefix(f"{value!r} "))
+    raise ValueError("should be a host name like `registry.example.com` or `*.example.com`")
+
+
+HostPattern = Annotated[str, AfterValidator(_host_pattern)]
+"""One entry of `allowed_hosts`: an exact host name or `*.suffix`, normalised."""
