@@ -22,12 +22,13 @@ from tests.test_app_worker import OWNER, REPO, SCRIPT, TITLE, WRITER, World, run
 world = base.world
 fake = base.fake
 OTHER = "carol"
+DASHBOARD = "https://trimo.example.com"
 
 
-def capped(world: World, **caps: float) -> None:
+def capped(world: World, **caps: float | str) -> None:
     """The App's services from here on, with `TRIMO_POLICY_MONTHLY_USD…` set to `caps`."""
     services = world.ctx[SERVICES_KEY]
-    settings = services.settings.model_copy(update=caps)
+    settings = services.settings.model_copy(update={"public_url": DASHBOARD + "/", **caps})
     world.ctx[SERVICES_KEY] = build_services(settings, world.pool, github_retry=False)
 
 
@@ -62,9 +63,10 @@ async def test_a_repository_past_its_monthly_cap_starts_no_run(world: World) -> 
     number, third = await ask(world)
 
     assert replies(world, number) == [
-        f"@{WRITER} I can't start that run: This repository has spent $1.05 this month, "
-        "which reaches its monthly cap of $1.00 (`TRIMO_POLICY_MONTHLY_USD`). No run starts "
-        "until the month ends (UTC), unless whoever runs this Trimo server raises the cap."
+        f"@{WRITER} I can't start that run: This repository has reached its monthly cap of "
+        "$1.00 (`TRIMO_POLICY_MONTHLY_USD`); its figures are on the dashboard's "
+        f"[spend page]({DASHBOARD}/spend). No run starts until the month ends (UTC), unless "
+        "whoever runs this Trimo server raises the cap."
     ]
     assert await world.queued() == [first, second]
     assert await world.job(third) is None
@@ -80,12 +82,41 @@ async def test_a_person_past_their_monthly_cap_is_refused_and_others_are_not(
 
     number, _ = await ask(world)
     [refused] = replies(world, number)
-    assert refused.startswith(f"@{WRITER} I can't start that run: You have spent $0.50 this month")
-    assert "monthly cap of $0.50 per person (`TRIMO_POLICY_MONTHLY_USD_PER_PERSON`)" in refused
+    assert refused.startswith(
+        f"@{WRITER} I can't start that run: You have reached the monthly cap of $0.50 per "
+        "person (`TRIMO_POLICY_MONTHLY_USD_PER_PERSON`); your figures are on the dashboard's "
+        f"[spend page]({DASHBOARD}/spend)."
+    )
 
     number, other = await ask(world, OTHER)
     assert replies(world, number) == []
     assert await world.queued() == [first, other]
+
+
+async def test_a_refusal_on_the_thread_reveals_no_spend_from_other_repositories(
+    world: World,
+) -> None:
+    """The attack: on a public thread, ask once past your cap and the reply printed what you
+    spent this month across every repository (and the repository's own total)."""
+    capped(world, policy_monthly_usd=5.0, policy_monthly_usd_per_person=1.0)
+    await spend.record(
+        world.pool,
+        "elsewhere-1",
+        repo=f"{OWNER}/secret",
+        person=WRITER,
+        agent="script",
+        at=datetime.now(UTC),
+        usage=Usage(cost_usd=1.2345),
+    )
+    _, first = await ask(world)
+    await spent(world, first, 3.8765)
+
+    number, _ = await ask(world)
+
+    [refused] = replies(world, number)
+    assert "per person" in refused and f"]({DASHBOARD}/spend)" in refused
+    for figure in ("1.23", "3.88", "5.11", "1.24", "5.1"):
+        assert figure not in refused, refused
 
 
 async def test_the_budget_in_the_repositorys_config_reaches_the_runner(world: World) -> None:
@@ -168,11 +199,14 @@ def test_parse_spent(raw: str | None, expected: spend.Spent | None) -> None:
 
 def test_monthly_caps_refuse_from_the_cap_on_and_name_each_cap_reached() -> None:
     both = ServerPolicy(monthly_usd=10.0, monthly_usd_per_person=2.0)
-    assert monthly_refusal(ServerPolicy(), 1e9, 1e9) is None
-    assert monthly_refusal(both, 9.99, 1.99) is None
-    refused = monthly_refusal(both, 10.0, 2.0)
+    assert monthly_refusal(ServerPolicy(), 1e9, 1e9, DASHBOARD) is None
+    assert monthly_refusal(both, 9.99, 1.99, DASHBOARD) is None
+    refused = monthly_refusal(both, 10.0, 2.0, DASHBOARD)
     assert refused is not None and len(refused.problems) == 3
     assert "$10.00 (`TRIMO_POLICY_MONTHLY_USD`)" in refused.message
     assert "$2.00 per person (`TRIMO_POLICY_MONTHLY_USD_PER_PERSON`)" in refused.message
-    only_person = monthly_refusal(both, 0.0, 2.5)
+    assert f"[spend page]({DASHBOARD}/spend)" in refused.message
+    unknown = monthly_refusal(both, 10.0, 0.0, "")
+    assert unknown is not None and "spend page (`/spend`)" in unknown.message
+    only_person = monthly_refusal(both, 0.0, 2.5, DASHBOARD)
     assert only_person is not None and "This repository" not in only_person.message

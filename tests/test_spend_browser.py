@@ -104,4 +104,4 @@ def test_a_budget_stops_a_run_and_the_month_cap_refuses_the_next(
         60,
         "the refusal",
     )
-    assert "reaches its monthly cap of $0.50 (`TRIMO_POLICY_MONTHLY_USD`)" in reply
+    assert "reached its monthly cap of $0.50 (`TRIMO_POLICY_MONTHLY_USD`)" in reply

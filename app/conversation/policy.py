@@ -129,21 +129,28 @@ def effective_run(
     return settings
 
 
-def monthly_refusal(policy: ServerPolicy, repo_usd: float, person_usd: float) -> Refusal | None:
+def monthly_refusal(
+    policy: ServerPolicy, repo_usd: float, person_usd: float, dashboard_url: str
+) -> Refusal | None:
     """Refused when the repository's or the asking person's spend this month has reached its
-    cap (the reply is addressed to that person)."""
+    cap (the reply is addressed to that person). The reply names the cap and links the spend
+    page of the dashboard at `dashboard_url` (empty: not known), never a figure: a public
+    thread must not tell everyone what a person spent across every repository, nor what the
+    repository spent."""
     problems: list[str] = []
+    base = dashboard_url.rstrip("/")
+    page = f"[spend page]({base}/spend)" if base else "spend page (`/spend`)"
     cap = policy.monthly_usd
     if cap is not None and repo_usd >= cap:
         problems.append(
-            f"This repository has spent ${repo_usd:.2f} this month, which reaches its monthly "
-            f"cap of ${cap:.2f} (`TRIMO_POLICY_MONTHLY_USD`)."
+            f"This repository has reached its monthly cap of ${cap:.2f} "
+            f"(`TRIMO_POLICY_MONTHLY_USD`); its figures are on the dashboard's {page}."
         )
     cap = policy.monthly_usd_per_person
     if cap is not None and person_usd >= cap:
         problems.append(
-            f"You have spent ${person_usd:.2f} this month, which reaches the monthly cap "
-            f"of ${cap:.2f} per person (`TRIMO_POLICY_MONTHLY_USD_PER_PERSON`)."
+            f"You have reached the monthly cap of ${cap:.2f} per person "
+            f"(`TRIMO_POLICY_MONTHLY_USD_PER_PERSON`); your figures are on the dashboard's {page}."
         )
     if not problems:
         return None

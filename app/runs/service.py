@@ -622,7 +622,12 @@ async def _within_monthly_caps(conv: Conversation) -> Refusal | None:
     repo_micro, person_micro = await spend.month_to_date(
         conv.services.redis, utcnow().date(), conv.thread.repo.full_name, conv.source.user
     )
-    return monthly_refusal(policy, repo_micro / spend.MICRO, person_micro / spend.MICRO)
+    return monthly_refusal(
+        policy,
+        repo_micro / spend.MICRO,
+        person_micro / spend.MICRO,
+        conv.services.settings.public_url,
+    )
 
 
 @overload
