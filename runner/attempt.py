@@ -139,13 +139,16 @@ def agent_prompt(request: RunRequest, adapter: AgentAdapter, context: str) -> st
     return render("agent_prompt.md.j2", context=context, prompt=prompt).strip()
 
 
-def budget_reason(spent: float, cap: float) -> str:
-    """Why a run was stopped by its budget: `budget: $0.52 of $0.50` (cents below a cent)."""
+def budget_reason(spent: float, cap: float, name: str | None = None, *, shown: bool = True) -> str:
+    """Why a run was stopped by its budget: `budget: $0.52 of $0.50` (cents below a cent),
+    then the monthly cap that set the budget, if one did (`name`); the budget itself only
+    when `shown`."""
 
     def dollars(value: float) -> str:
         return f"${value:.2f}" if value >= 0.01 else f"${value:.4f}"
 
-    return f"budget: {dollars(spent)} of {dollars(cap)}"
+    reason = f"budget: {dollars(spent)}" + (f" of {dollars(cap)}" if shown else "")
+    return reason + (f" ({name})" if name else "")
 
 
 def internal_error(run_id: str) -> str:
@@ -488,7 +491,10 @@ class Attempt:
         cap, usage = self.request.max_cost_usd, self.state.usage
         spent = usage.cost_usd if usage is not None else None
         if cap is not None and spent is not None and spent >= cap and not self.stop.is_set():
-            self.stop.stop(budget_reason(spent, cap))
+            request = self.request
+            self.stop.stop(
+                budget_reason(spent, cap, request.budget_cap, shown=request.budget_shown)
+            )
 
     def outcome(self, exit_info: ExitInfo | None, timed_out: bool) -> tuple[Outcome, str]:
         request, state = self.request, self.state

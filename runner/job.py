@@ -256,6 +256,10 @@ class RunRequest(BaseModel):
     resources: Resources = Field(default_factory=Resources)
     max_cost_usd: float | None = Field(default=None, gt=0)
     """The run is stopped, its work saved, once its agent reports spending this much."""
+    budget_cap: str | None = Field(default=None, max_length=300)
+    """The monthly cap that set `max_cost_usd` (what was left of it), named in the stop."""
+    budget_shown: bool = True
+    """False: the stop does not print the budget (what was left of a person's cap)."""
     setup: SetupSpec | None = None
     """The repository's environment setup: its `paths` are in place when the agent starts."""
     history: list[RunRecord] = Field(default_factory=list)

@@ -9,9 +9,11 @@ from datetime import UTC, datetime
 import pytest
 import redis.asyncio as aioredis
 
+from app.conversation.naming import pipeline_id
 from app.conversation.policy import ServerPolicy, monthly_refusal
 from app.ops.worker import SERVICES_KEY, build_services
 from app.runs import spend
+from app.runs.budget import LEAST_USD, Budget, MonthlyCaps, run_budget
 from app.runs.pipelines import utcnow
 from app.runs.summary import summarise
 from runner.events import Usage
@@ -133,6 +135,59 @@ async def test_the_budget_in_the_repositorys_config_reaches_the_runner(world: Wo
     assert request is not None and request.max_cost_usd == 0.5
 
 
+async def test_a_run_that_starts_after_spend_gets_only_what_is_left_of_the_repos_cap(
+    world: World,
+) -> None:
+    """The attack: ask for a follow-up while a run is going (both under the cap), then the
+    first run spends most of the cap: the follow-up started with no budget at all and ran
+    past the month's cap to its time limit."""
+    capped(world, policy_monthly_usd=1.0)
+    number, first = await ask(world)
+    delivery = await world.send("issue_comment", world.issue_comment(SCRIPT, number=number))
+    second = run_id_for(number, delivery)
+    await spent(world, first, 0.7)
+
+    await world.pipelines.start_next_waiting(pipeline_id(f"{OWNER}/{REPO}", number))
+
+    request = await world.job(second)
+    assert request is not None and request.max_cost_usd == pytest.approx(0.3)
+    assert (request.budget_cap, request.budget_shown) == (f"monthly cap of {OWNER}/{REPO}", True)
+
+
+async def test_a_runs_budget_is_the_least_of_its_own_and_what_each_cap_left(
+    world: World,
+) -> None:
+    capped(world, policy_monthly_usd=100.0, policy_monthly_usd_per_person=1.0)
+    world.gh.create_repo(
+        OWNER, "capped", {".github/trimo.yml": "agent: script\nmax_cost_usd: 0.5\n"}
+    )
+    world.state.set_role(OWNER, "capped", WRITER, "write")
+
+    async def budget_of_next_run() -> tuple[float | None, str | None, bool]:
+        issue = world.state.add_issue(OWNER, "capped", TITLE, "details")
+        delivery = await world.send(
+            "issue_comment", world.issue_comment(SCRIPT, number=issue.number, repo="capped")
+        )
+        run_id = f"{pipeline_id(f'{OWNER}/capped', issue.number)}-{delivery[:12]}"
+        request = await world.job(run_id)
+        assert request is not None
+        return request.max_cost_usd, request.budget_cap, request.budget_shown
+
+    assert await budget_of_next_run() == (0.5, None, True)  # its own budget is the least
+    await spend.record(
+        world.pool,
+        "elsewhere-1",
+        repo=f"{OWNER}/secret",
+        person=WRITER,
+        agent="script",
+        at=datetime.now(UTC),
+        usage=Usage(cost_usd=0.8),
+    )
+    usd, cap, shown = await budget_of_next_run()
+    # What is left of the person's cap (0.2) is the budget; the reason will not print it.
+    assert (usd, cap, shown) == (pytest.approx(0.2), f"monthly cap per person of @{WRITER}", False)
+
+
 async def test_a_finished_run_is_added_once_by_day_month_person_and_agent(world: World) -> None:
     redis: aioredis.Redis = world.pool
     _, first = await ask(world)
@@ -210,3 +265,25 @@ def test_monthly_caps_refuse_from_the_cap_on_and_name_each_cap_reached() -> None
     assert unknown is not None and "spend page (`/spend`)" in unknown.message
     only_person = monthly_refusal(both, 0.0, 2.5, DASHBOARD)
     assert only_person is not None and "This repository" not in only_person.message
+
+
+@pytest.mark.parametrize(
+    ("own", "caps", "spent", "expected"),
+    [
+        (None, MonthlyCaps(), (10**9, 10**9), Budget(None)),
+        (0.5, MonthlyCaps(1.0, 1.0), (500_000, 0), Budget(0.5)),  # a tie: the run's own
+        (None, MonthlyCaps(1.0, None), (250_000, 0), Budget(0.75, "monthly cap of o/r")),
+        (
+            0.5,
+            MonthlyCaps(1.0, 2.0),
+            (0, 1_900_000),
+            Budget(0.1, "monthly cap per person of @p", False),
+        ),
+        # A cap reached while the run waited in line: stopped at the agent's first report.
+        (None, MonthlyCaps(1.0, None), (1_300_000, 0), Budget(LEAST_USD, "monthly cap of o/r")),
+    ],
+)
+def test_run_budget(
+    own: float | None, caps: MonthlyCaps, spent: tuple[int, int], expected: Budget
+) -> None:
+    assert run_budget(own, caps, spent, "o/r", "p") == expected

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from runner.agents.claude import ClaudeAdapter
+from runner.attempt import budget_reason
 from runner.job import Outcome
 from tests.conftest import git
 from tests.engine_helpers import make_request, run
@@ -48,6 +49,33 @@ def test_a_run_that_reaches_its_budget_is_stopped_and_its_work_saved(
     assert calls == ["first", "next"]  # stopped within the tool call that was going
     assert git(sample_repo, "show", "trimo/p1:work.txt") == "done-before"
     assert "more.txt" not in git(sample_repo, "ls-tree", "--name-only", "trimo/p1")
+
+
+def test_a_run_whose_budget_is_what_a_monthly_cap_left_names_that_cap(
+    sample_repo: Path, cache: Path
+) -> None:
+    """The budget the App gave the run from what was left of the repository's monthly cap
+    (0.50 left): the stop names the cap, so nobody takes it for the run's own budget."""
+    cap = "monthly cap of octo-org/widgets"
+    request = make_request(sample_repo, SPENDER, timeout_s=600, max_cost_usd=0.5, budget_cap=cap)
+    finished, _ = run(cache, request)
+
+    assert finished.outcome is Outcome.CANCELLED
+    assert finished.reason == f"budget: $0.55 of $0.50 ({cap})"
+    assert git(sample_repo, "show", "trimo/p1:work.txt") == "done-before"
+
+
+@pytest.mark.parametrize(
+    ("cap", "shown", "reason"),
+    [
+        (None, True, "budget: $0.55 of $0.50"),
+        ("monthly cap of o/r", True, "budget: $0.55 of $0.50 (monthly cap of o/r)"),
+        # What was left of a person's cap tells their spend elsewhere: never printed.
+        ("monthly cap per person of @al", False, "budget: $0.55 (monthly cap per person of @al)"),
+    ],
+)
+def test_budget_reason(cap: str | None, shown: bool, reason: str) -> None:
+    assert budget_reason(0.55, 0.5, cap, shown=shown) == reason
 
 
 def test_a_run_within_its_budget_goes_to_its_end(sample_repo: Path, cache: Path) -> None:

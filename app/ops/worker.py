@@ -26,6 +26,7 @@ from app.edge.web import HANDLER_FUNCTION, QUEUE_NAME, repository_name
 from app.github.client import GitHubApp, UnexpectedAnswer, is_transient
 from app.ops import metrics
 from app.reporting import failures
+from app.runs.budget import MonthlyCaps
 from app.runs.dispatch import Dispatch
 from app.runs.pipelines import Pipelines
 from app.services import Delivery, MalformedPayload, Services
@@ -70,7 +71,14 @@ def build_services(
         policy=server_policy(settings),
         github=github,
         redis=redis,
-        pipelines=Pipelines(redis, Dispatch(redis, github.mint_token)),
+        pipelines=Pipelines(
+            redis,
+            Dispatch(
+                redis,
+                github.mint_token,
+                MonthlyCaps(settings.policy_monthly_usd, settings.policy_monthly_usd_per_person),
+            ),
+        ),
     )
 
 

@@ -19,6 +19,7 @@ from pydantic import SecretStr
 from redis.exceptions import WatchError
 
 from app.redisio import sadd
+from app.runs.budget import Budget, MonthlyCaps, budget_for
 from app.runs.pipelines import Pickup, Pipeline, PipelineRun
 from runner.contract import (
     PREVIEW_FUNCTION,
@@ -39,9 +40,13 @@ TokenMinter: TypeAlias = Callable[[int, str], Awaitable[str]]
 """(installation id, repository name) -> a token for that one repository."""
 
 
-def run_request(pipeline: Pipeline, run: PipelineRun, token: str | None) -> RunRequest:
-    """What a runner gets for `run` of `pipeline`."""
+def run_request(
+    pipeline: Pipeline, run: PipelineRun, token: str | None, budget: Budget | None = None
+) -> RunRequest:
+    """What a runner gets for `run` of `pipeline`; `budget` (when it starts) over the run's
+    own `max_cost_usd`."""
     settings = run.settings
+    budget = budget or Budget(settings.max_cost_usd)
     return RunRequest(
         run_id=run.run_id,
         pipeline=pipeline.id,
@@ -58,7 +63,9 @@ def run_request(pipeline: Pipeline, run: PipelineRun, token: str | None) -> RunR
         network=settings.network,
         allowed_hosts=list(settings.allowed_hosts),
         resources=settings.resources,
-        max_cost_usd=settings.max_cost_usd,
+        max_cost_usd=budget.usd,
+        budget_cap=budget.cap,
+        budget_shown=budget.shown,
         setup=settings.setup,
         history=pipeline.history(),
         verify=settings.verify if run.mode == "code" else [],
@@ -71,9 +78,12 @@ def run_request(pipeline: Pipeline, run: PipelineRun, token: str | None) -> RunR
 class Dispatch:
     """The runners' queues, as the App uses them."""
 
-    def __init__(self, redis: ArqRedis, mint_token: TokenMinter) -> None:
+    def __init__(
+        self, redis: ArqRedis, mint_token: TokenMinter, caps: MonthlyCaps | None = None
+    ) -> None:
         self.redis = redis
         self.mint_token = mint_token
+        self.caps = caps or MonthlyCaps()
         self._minted: dict[tuple[int, str], tuple[float, str]] = {}
 
     async def prefetch(self, pipeline: Pipeline) -> None:
@@ -94,9 +104,13 @@ class Dispatch:
         return await self.mint_token(installation_id, repo_name)
 
     async def enqueue(self, pipeline: Pipeline, run: PipelineRun) -> None:
-        """Queue `run` for runners of its label, with a token for its one repository."""
+        """Queue `run` for runners of its label, with a token for its one repository and its
+        budget as of now (what the monthly caps leave)."""
         token = await self._token(pipeline.installation_id, pipeline.repo.partition("/")[2])
-        request = run_request(pipeline, run, token)
+        budget = await budget_for(
+            self.redis, self.caps, run.settings.max_cost_usd, pipeline.repo, run.requested_by
+        )
+        request = run_request(pipeline, run, token, budget)
         queue = run_queue(run.label)
         job = await self.redis.enqueue_job(
             RUN_FUNCTION, request.dump_for_queue(), _job_id=run.run_id, _queue_name=queue
