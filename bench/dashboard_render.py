@@ -43,7 +43,7 @@ from app.dashboard.data import (
 from app.dashboard.oauth import UserToken
 from app.dashboard.pages import render
 from app.ops.server import private_redis
-from app.reporting.channels.pullrequest import PULL_OF_PIPELINE
+from app.reporting.channels.pullrequest import PULL_OF_PIPELINE, pull_title_field
 from app.reporting.reporter import VIEW_PREFIX
 from app.reporting.runview import RunView
 from app.runs.pipelines import PIPELINE_PREFIX, Pipeline, PipelineRun, Pipelines
@@ -124,6 +124,7 @@ async def seed(redis: ArqRedis, count: int, runs: int) -> None:
             pipe.set(VIEW_PREFIX + view.run_id, view.model_dump_json())
             if pipeline.number % 10 in (3, 4):
                 pipe.hset(PULL_OF_PIPELINE, pipeline.id, str(10_000 + pipeline.number))
+                pipe.hset(PULL_OF_PIPELINE, pull_title_field(pipeline.id), f"Fix {pipeline.id}")
         await pipe.execute()
 
 
@@ -173,9 +174,9 @@ async def live_changes(redis: ArqRedis, count: int) -> Callable[[], Awaitable[No
 
 async def render_from_summaries(redis: ArqRedis) -> int:
     loaded = await load_board(Pipelines(redis), None, CACHE)
-    placed = place(loaded.summaries, loaded.pulls, Filters())
+    placed = place(loaded.summaries, loaded.pulls.numbers, Filters())
     usage = await USAGE.of(redis, placed.runs())
-    board = build_board(placed, loaded.pulls, usage, _now())
+    board = build_board(placed, loaded.pulls.numbers, loaded.pulls.titles, usage, _now())
     return len(page(board))
 
 
@@ -185,9 +186,9 @@ async def render_from_whole_pipelines(redis: ArqRedis) -> int:
     raws = await redis.mget([PIPELINE_PREFIX + pid for pid in ids])
     summaries = [summarise(Pipeline.model_validate_json(raw)) for raw in raws if raw]
     pulls = await pulls_of(redis, summaries)
-    placed = place(summaries, pulls, Filters())
+    placed = place(summaries, pulls.numbers, Filters())
     usage = await usage_of_runs(redis, [run_id for run_id, _ in placed.runs()])
-    board = build_board(placed, pulls, usage, _now())
+    board = build_board(placed, pulls.numbers, pulls.titles, usage, _now())
     return len(page(board))
 
 

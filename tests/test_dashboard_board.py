@@ -160,10 +160,10 @@ def test_filters_from_the_url_are_cleaned_and_narrow_the_board() -> None:
     other = make_pipeline("x/y", 1)
     other.runs.append(make_run("x1", by="bob"))
     summaries = [summarise(pipeline_with("running")), summarise(other)]
-    board = build_board(place(summaries, {}, filters), {}, {}, NOW)
+    board = build_board(place(summaries, {}, filters), {}, {}, {}, NOW)
     assert [c.id for c in board.columns["running"]] == ["o.r.7"]
     assert board.counts["queued"] == 0
     assert board.people == ["alice", "bob"] and board.repos == ["o/r", "x/y"]
-    by_state = build_board(place(summaries, {}, Filters(state="queued")), {}, {}, NOW)
+    by_state = build_board(place(summaries, {}, Filters(state="queued")), {}, {}, {}, NOW)
     assert [c.repo for c in by_state.columns["queued"]] == ["x/y"]
     assert not by_state.columns["running"]

@@ -141,7 +141,9 @@ async def test_opening_a_pull_request_reads_the_documented_201(corpora: Path) ->
 async def test_listing_pull_requests_reads_the_documented_answer(corpora: Path) -> None:
     body = example(corpora, "pulls__list.response.200.default.json")
     api, _ = api_answering(lambda _: (200, body))
-    assert await api.open_pull_for("new-topic") == body[0]["number"]
+    found = await api.open_pull_for("new-topic")
+    assert found is not None
+    assert (found.number, found.title) == (body[0]["number"], body[0]["title"])
 
 
 @pytest.mark.parametrize(

@@ -57,6 +57,7 @@ EXPECTED_HANDLED = {
     ("check_suite", "completed"),
     ("issues", "closed"),
     ("pull_request", "closed"),
+    ("pull_request", "edited"),
 }
 EXPECTED_ANY_ACTION = {"installation", "installation_repositories", "push"}
 NOT_PAYLOADS = ("delivery-headers.", "signature-test-vector.")

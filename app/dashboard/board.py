@@ -50,6 +50,8 @@ PROMPT_ON_CARD: Final = 90
 
 STEP_CHARS: Final = 100
 ERROR_CHARS: Final = 160
+TITLE_ON_CARD: Final = 120
+"""A pull request's title on a card is cut to this (its whitespace, newlines too, folded)."""
 
 
 @dataclass(frozen=True)
@@ -239,9 +241,14 @@ def _clip(text: str, limit: int) -> str:
 
 
 def card_of(
-    summary: PipelineSummary, pull: int | None, usage: Mapping[str, Usage], now: datetime
+    summary: PipelineSummary,
+    pull: int | None,
+    usage: Mapping[str, Usage],
+    now: datetime,
+    pull_title: str = "",
 ) -> Card:
-    """`summary`'s card; `usage`: what its runs' views say, by run id."""
+    """`summary`'s card; `usage`: what its runs' views say, by run id; `pull_title`: the
+    kept title of its pull request, which the card shows once there is one."""
     column = column_of(summary, pull)
     run: RunBrief | None = summary.run
     total = total_usage(usage[r] for r in runs_of(summary) if r in usage)
@@ -255,6 +262,7 @@ def card_of(
         since = summary.updated_at
         elapsed = ago((now - since).total_seconds())
     prompt = " ".join((run.prompt if run else "").split())
+    title = _clip(pull_title, TITLE_ON_CARD) if pull is not None and pull_title else summary.title
     return Card(
         id=summary.id,
         column=column,
@@ -262,7 +270,7 @@ def card_of(
         repo=summary.repo,
         number=summary.number,
         kind=summary.kind,
-        title=summary.title,
+        title=title,
         branch=summary.branch,
         agent=run.agent if run else "",
         prompt=prompt if len(prompt) <= PROMPT_ON_CARD else prompt[: PROMPT_ON_CARD - 1] + "…",
@@ -341,12 +349,17 @@ class Board:
 
 
 def build_board(
-    placed: Placed, pulls: Mapping[str, int], usage: Mapping[str, Usage], now: datetime
+    placed: Placed,
+    pulls: Mapping[str, int],
+    titles: Mapping[str, str],
+    usage: Mapping[str, Usage],
+    now: datetime,
 ) -> Board:
-    """The cards of `placed`, with their pull requests and their runs' usage."""
+    """The cards of `placed`, with their pull requests (numbers and titles) and their runs'
+    usage."""
     return Board(
         columns={
-            column: [card_of(s, pulls.get(s.id), usage, now) for s in shown]
+            column: [card_of(s, pulls.get(s.id), usage, now, titles.get(s.id, "")) for s in shown]
             for column, shown in placed.columns.items()
         },
         counts=placed.counts,

@@ -10,7 +10,7 @@ import redis.asyncio as aioredis
 
 from app import redisio
 from app.dashboard.board import Usage
-from app.reporting.channels.pullrequest import PULL_OF_PIPELINE
+from app.reporting.channels.pullrequest import PULL_OF_PIPELINE, pull_title_field
 from app.reporting.reporter import VIEW_PREFIX
 from app.reporting.runview import RunView
 from app.runs.pipelines import Pipelines
@@ -95,21 +95,37 @@ def usage_of(raw: bytes | str | None) -> Usage | None:
 
 
 @dataclass(frozen=True)
+class Pulls:
+    """The pull requests of some pipelines: numbers and kept titles, by pipeline id."""
+
+    numbers: dict[str, int]
+    titles: dict[str, str]
+
+
+@dataclass(frozen=True)
 class BoardData:
     summaries: list[PipelineSummary]
-    pulls: dict[str, int]
+    pulls: Pulls
 
 
-async def pulls_of(redis: aioredis.Redis, summaries: list[PipelineSummary]) -> dict[str, int]:
-    """The pull request of each of `summaries` that has one open."""
+async def pulls_of(redis: aioredis.Redis, summaries: list[PipelineSummary]) -> Pulls:
+    """The pull request of each of `summaries` that has one open, with its title: one
+    HMGET (the titles are kept beside the numbers)."""
     issues = [s.id for s in summaries if s.kind != "pull"]
-    raws = await redisio.hmget(redis, PULL_OF_PIPELINE, *issues) if issues else []
+    fields = issues + [pull_title_field(s.id) for s in summaries]
+    raws = await redisio.hmget(redis, PULL_OF_PIPELINE, *fields) if fields else []
     opened = {
         pid: int(raw)
-        for pid, raw in zip(issues, raws, strict=True)
+        for pid, raw in zip(issues, raws, strict=False)
         if raw is not None and raw.isdigit()
     }
-    return pull_numbers(summaries, opened)
+    numbers = pull_numbers(summaries, opened)
+    titles = {
+        s.id: raw
+        for s, raw in zip(summaries, raws[len(issues) :], strict=True)
+        if raw and s.id in numbers
+    }
+    return Pulls(numbers=numbers, titles=titles)
 
 
 async def usage_of_runs(redis: aioredis.Redis, run_ids: list[str]) -> dict[str, Usage]:

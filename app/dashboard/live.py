@@ -74,6 +74,7 @@ class Listener(Generic[T]):
 class PipelineUpdate:
     summary: PipelineSummary
     pull: int | None
+    pull_title: str
     usage: Mapping[str, Usage]
     """What its runs' views say, by run id."""
 
@@ -161,7 +162,9 @@ class BoardFeed:
         pulls = await pulls_of(redis, summaries)
         usage = await usage_of_runs(redis, [r for s in summaries for r in runs_of(s)])
         for summary in summaries:
-            update = PipelineUpdate(summary, pulls.get(summary.id), usage)
+            update = PipelineUpdate(
+                summary, pulls.numbers.get(summary.id), pulls.titles.get(summary.id, ""), usage
+            )
             for listener in list(self._listeners):
                 listener.put(update)
 

@@ -65,7 +65,7 @@ from app.dashboard.requests import (
 from app.edge.web import RedisHandle, enqueue_delivery
 from app.github.client import GitHubApp, UnexpectedAnswer
 from app.github.installations import installation_for_repo
-from app.reporting.channels.pullrequest import pull_of_pipeline
+from app.reporting.channels.pullrequest import pull_of_pipeline, pull_title_of
 from app.reporting.runview import IMPLEMENT_PLAN, html_url
 from app.runs import previews
 from app.runs.pipelines import Pipeline, PipelineRun, Pipelines
@@ -172,9 +172,10 @@ class Dashboard:
         filters = Filters.from_query(request.query_params)
         pipelines = await self._pipelines()
         loaded = await data.load_board(pipelines, _visible(viewer), self.summaries)
-        placed = place(loaded.summaries, loaded.pulls, filters)
+        pulls = loaded.pulls
+        placed = place(loaded.summaries, pulls.numbers, filters)
         usage = await self.usage.of(pipelines.redis, placed.runs())
-        board = build_board(placed, loaded.pulls, usage, _now())
+        board = build_board(placed, pulls.numbers, pulls.titles, usage, _now())
         return self._page(request, viewer, "board.html.j2", board=board, filters=filters)
 
     async def pipeline_page(self, request: Request) -> Response:
@@ -185,6 +186,7 @@ class Dashboard:
         redis = await self.redis.get()
         views = await data.run_views(redis, [run.run_id for run in pipeline.runs])
         pull = await pull_of_pipeline(redis, pipeline)
+        pull_title = await pull_title_of(redis, pipeline.id) if pull is not None else ""
         web = html_url(pipeline.clone_url)
         preview = await previews.load_record(redis, pipeline.id)
         kept_sets = await kept.kept_of(redis, pipeline.id, pipeline.clone_url)
@@ -206,6 +208,7 @@ class Dashboard:
             runs=list(reversed(pipeline.runs)),
             views=views,
             pull=pull,
+            pull_title=" ".join(pull_title.split()),
             web=web,
             kept=kept_sets,
             may_act=may_act(viewer, pipeline.repo),
@@ -402,7 +405,7 @@ class Dashboard:
                     summary = update.summary
                     if not viewer.sees(summary.repo):
                         continue
-                    card = card_of(summary, update.pull, update.usage, _now())
+                    card = card_of(summary, update.pull, update.usage, _now(), update.pull_title)
                     if not matches(summary, card.column, filters):
                         yield sse("remove", json.dumps({"id": card.id}))
                         continue

@@ -14,6 +14,7 @@ HANDLED_EVENTS: Final[frozenset[tuple[str, str]]] = frozenset(
         ("issues", "closed"),
         ("pull_request_review_comment", "created"),
         ("pull_request", "closed"),
+        ("pull_request", "edited"),
         ("check_run", "requested_action"),
         ("check_run", "rerequested"),
         ("check_suite", "completed"),

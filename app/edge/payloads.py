@@ -165,6 +165,10 @@ class PullClosedEvent(RepoEvent):
     pull_request: PullRequest
 
 
+class PullEditedEvent(RepoEvent):
+    pull_request: PullRequest
+
+
 class PushEvent(RepoEvent):
     ref: str
     after: str = ""

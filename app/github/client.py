@@ -98,6 +98,11 @@ class Numbered(Answer):
     number: int
 
 
+class OpenPull(Answer):
+    number: int
+    title: str = ""
+
+
 class Title(Answer):
     title: str | None = None
 
@@ -593,15 +598,14 @@ class RepoAPI:
         response = await self._call("GET", f"issues/{number}")
         return read(Title, _json(response)).title or ""
 
-    async def open_pull_for(self, head_branch: str) -> int | None:
-        """The number of the open pull request from `head_branch` of this repository."""
+    async def open_pull_for(self, head_branch: str) -> OpenPull | None:
+        """The open pull request from `head_branch` of this repository."""
         response = await self._call(
             "GET", "pulls", params={"state": "open", "head": f"{self.owner}:{head_branch}"}
         )
         raw = _json(response)
         pulls = raw if isinstance(raw, list) else []
-        numbers = [read(Numbered, pull).number for pull in pulls]
-        return numbers[0] if numbers else None
+        return read(OpenPull, pulls[0]) if pulls else None
 
     async def create_pull(self, *, head: str, base: str, title: str, body: str) -> int:
         response = await self._call(

@@ -8,6 +8,7 @@ from app.conversation.handlers import (
     installations,
     labels,
     previews,
+    pulltitles,
 )
 from app.conversation.handlers.context import router
 from app.services import Delivery, Services
@@ -22,5 +23,6 @@ __all__ = [
     "installations",
     "labels",
     "previews",
+    "pulltitles",
     "router",
 ]

@@ -23,6 +23,25 @@ PULL_OF_PIPELINE: Final = "trimo:pull-of-pipeline"
 OPENS_PULLS: Final = ("issue", "branch")
 """Pipeline kinds whose branch gets a pull request when it first has commits."""
 PULL_PROBLEM: Final = "flag:pull-problem"
+PULL_TITLE_FIELD: Final = "title:"
+"""+ a pipeline id: the field of `PULL_OF_PIPELINE` keeping its pull request's title, beside
+its number, so a board reads both with one HMGET."""
+PULL_TITLE_CHARS: Final = 256
+"""GitHub's own limit on a pull request's title; longer input is cut when kept."""
+
+
+def pull_title_field(pipeline_id: str) -> str:
+    return PULL_TITLE_FIELD + pipeline_id
+
+
+async def keep_pull_title(redis: aioredis.Redis, pipeline_id: str, title: str) -> None:
+    """Keep the title of the pipeline's pull request (user input: cut, shown escaped)."""
+    await hset(redis, PULL_OF_PIPELINE, {pull_title_field(pipeline_id): title[:PULL_TITLE_CHARS]})
+
+
+async def pull_title_of(redis: aioredis.Redis, pipeline_id: str) -> str:
+    """The kept title of the pipeline's pull request; empty when none is kept."""
+    return await hget(redis, PULL_OF_PIPELINE, pull_title_field(pipeline_id)) or ""
 
 
 async def pull_of_pipeline(redis: aioredis.Redis, pipeline: Pipeline) -> int | None:
@@ -80,18 +99,21 @@ class PullRequest:
         key = STEPS_PREFIX + t.view.run_id
         if not final and await hget(self.redis, key, PULL_PROBLEM) is not None:
             return  # said already; tried once more with the last word
-        number = await timed(api.open_pull_for(pipeline.branch))
-        if number is None:
+        found = await timed(api.open_pull_for(pipeline.branch))
+        if found is not None:
+            number, title = found.number, found.title
+        else:
             issue_title = (
                 await timed(api.issue_title(pipeline.number)) if pipeline.number else pipeline.title
             )
+            title = runview.pull_title(issue_title)
             await self.steps.spend(pipeline, priority)
             try:
                 number = await timed(
                     api.create_pull(
                         head=pipeline.branch,
                         base=pipeline.base_branch,
-                        title=runview.pull_title(issue_title),
+                        title=title,
                         body=runview.pull_body(pipeline, closes=pipeline.kind == "issue"),
                     )
                 )
@@ -99,13 +121,18 @@ class PullRequest:
             except RequestFailed as exc:
                 if is_transient(exc):
                     raise
-                number = await timed(api.open_pull_for(pipeline.branch))  # opened meanwhile?
-                if number is None:
+                found = await timed(api.open_pull_for(pipeline.branch))  # opened meanwhile?
+                if found is None:
                     problem = pull_problem(exc)
                     log.warning("%s: no pull request: %s", pipeline.id, failure_detail(exc))
                     await hset(self.redis, key, {PULL_PROBLEM: problem})
                     return
-        await hset(self.redis, PULL_OF_PIPELINE, {pipeline.id: str(number)})
+                number, title = found.number, found.title
+        await hset(
+            self.redis,
+            PULL_OF_PIPELINE,
+            {pipeline.id: str(number), pull_title_field(pipeline.id): title[:PULL_TITLE_CHARS]},
+        )
         await hdel(self.redis, key, PULL_PROBLEM)
 
     async def catch_up(self, t: Target) -> bool:
