@@ -71,7 +71,7 @@ from app.reporting.channels.steps import (
     timed,
 )
 from app.reporting.runview import RunView
-from app.runs import previews
+from app.runs import making, previews
 from app.runs.pipelines import Pipeline, PipelineRun
 from app.runs.service import show_queued, start_next
 from app.services import Services
@@ -113,6 +113,12 @@ RUN_LOCK_SECONDS: Final = 10.0
 back this long at most."""
 RUN_LOCK_BUSY_SECONDS: Final = 0.5
 """How long a run another process is reporting waits before this one looks again."""
+MAKING_WAIT_SECONDS: Final = 0.05
+"""How long a run whose check run is being made waits before the reporter looks again."""
+IDLE_BLOCK_MS: Final = 1000
+"""How long a read of the stream waits for new events when no run waits its turn."""
+BUSY_LOOK_SECONDS: Final = 0.05
+"""How soon the events of a run being reported (that came meanwhile) are looked at again."""
 
 
 class Reporter:
@@ -132,6 +138,8 @@ class Reporter:
         self.slack = Slack(services.settings, self.redis)
         self._busy: dict[str, asyncio.Task[None]] = {}
         self._held: dict[str, float] = {}
+        self._next_block_ms = IDLE_BLOCK_MS
+        """How long the next read waits for new events: shorter while a run waits its turn."""
         self._slots = asyncio.Semaphore(CONCURRENCY)
         self.backoff = 1.0
         """The first wait after a failure, doubled on each further try."""
@@ -156,7 +164,7 @@ class Reporter:
                 if not group_ready:
                     await self.ensure_group()
                     group_ready = True
-                await self.step(block_ms=1000, wait=False)
+                await self.step(block_ms=self._next_block_ms, wait=False)
                 await self.flush_due(wait=False)
                 backoff = 1.0
             except Exception as exc:  # a bug here must not end reporting for everyone
@@ -202,8 +210,12 @@ class Reporter:
         now = time.monotonic()
         started: list[asyncio.Task[None]] = []
         taken = 0
+        self._next_block_ms = IDLE_BLOCK_MS
         for run_id, items in by_run.items():
             if run_id in self._busy or self._held.get(run_id, 0.0) > now:
+                # looked at again soon, not only when the next new event comes
+                due_in = self._held.get(run_id, now + BUSY_LOOK_SECONDS) - now
+                self._next_block_ms = min(self._next_block_ms, max(10, int(due_in * 1000)))
                 continue
             started.append(self._start(run_id, self._report_run(run_id, items)))
             taken += len(items)
@@ -244,6 +256,9 @@ class Reporter:
         async with self._slots, self._run_lock(run_id) as mine:
             if not mine:
                 self._hold(run_id, RUN_LOCK_BUSY_SECONDS)
+                return
+            if await making.pending(self.redis, run_id):
+                self._hold(run_id, MAKING_WAIT_SECONDS)  # its check run is on its way
                 return
             with logs.log_context(run_id=run_id):
                 for entry_id, raw in items:

@@ -28,7 +28,7 @@ from app.conversation.repoconfig import RepoConfig
 from app.conversation.thread import Conversation, fenced
 from app.github.client import CheckAction, RepoAPI, failure_detail, is_transient
 from app.reporting.runview import title_and_summary
-from app.runs import ended, spend
+from app.runs import ended, making, spend
 from app.runs.pipelines import Pipeline, PipelineRun, Stopped, utcnow
 from app.services import Delivery, Services
 from runner.contract import AGENTS, DEFAULT_LABEL, RunMode
@@ -257,12 +257,13 @@ async def accept_run(
     mode: RunMode = "code",
     checks_failed: ChecksFailed | None = None,
 ) -> None:
-    """👀, the pipeline entry, a check run, the progress comment, then start it if it is next.
+    """👀, the pipeline entry, a check run, the progress comment, and start it if it is next.
 
-    GitHub's round trips go at once where nothing orders them: 👀 beside the pipeline entry
-    and the branch lookups; the check run, the progress comment and the run's token together.
-    Each report object is recorded on the run as soon as it exists, so a failure later on
-    (the issue deleted, say) can still complete it.
+    GitHub's round trips go at once where nothing orders them: 👀 beside the pipeline entry,
+    the branch lookups and (when the pipeline is idle) the run's token; then the check run
+    and the progress comment beside queueing the run, so its runner starts meanwhile. Its
+    events wait for both objects (`making`). Each report object is recorded on the run as
+    soon as it exists, so a failure later on (the issue deleted, say) can still complete it.
     """
     delivery, api, services = conv.delivery, conv.api, conv.services
     run_id = delivery.run_id(seed.id)
@@ -280,10 +281,10 @@ async def accept_run(
         comment_id=conv.source.target_id if conv.source.comment_kind else None,
         comment_kind=conv.source.comment_kind,
     )
-    _, pipeline, sha = await _together(
+    _, (pipeline, sha), _ = await _together(
         conv.react("eyes"),
-        services.pipelines.add_run(seed, run),
-        _head_sha(api, seed, head_sha),
+        _together(services.pipelines.add_run(seed, run), _head_sha(api, seed, head_sha)),
+        _token_ahead(services, seed),
     )
     code = _run_names(pipeline, run)
     title, summary = title_and_summary(
@@ -335,12 +336,14 @@ async def accept_run(
         if comment_id is not None:
             await _record_progress_comment(services, api, pipeline, run_id, comment_id)
 
-    async def token() -> None:
-        if pipeline.ahead_of(run_id) is None:  # next in line: its token now, not after these
-            await services.pipelines.dispatch.prefetch(pipeline)
+    async def start() -> PipelineRun | None:
+        return await start_next(services, api, pipeline.id)
 
-    await _together(check_run(), progress_comment(), token())
-    started = await start_next(services, api, pipeline.id)
+    await making.begin(services.redis, run_id)
+    try:
+        _, _, started = await _together(check_run(), progress_comment(), start())
+    finally:
+        await making.done(services.redis, run_id)
     log.info(
         "delivery %s: run %s accepted on %s (%s)",
         delivery.delivery_id,
@@ -396,6 +399,13 @@ async def _late_write(run_id: str, write: Awaitable[None]) -> None:
         if is_transient(exc):
             raise
         log.warning("run %s: its end could not be shown (%s)", run_id, failure_detail(exc))
+
+
+async def _token_ahead(services: Services, seed: Pipeline) -> None:
+    """Mint the run's token beside the other first round trips when nothing in `seed` is
+    ahead of it (a wrong guess only mints a token `enqueue` does not take)."""
+    if seed.active_run is None and not seed.waiting() and not seed.closed:
+        await services.pipelines.dispatch.prefetch(seed)
 
 
 async def _head_sha(api: RepoAPI, pipeline: Pipeline, known: str | None) -> str | None:
