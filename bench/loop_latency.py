@@ -15,6 +15,7 @@ divided by the delay.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import tempfile
@@ -26,6 +27,8 @@ from tests.loop_harness import Loop
 from tests.webhook_helpers import free_port
 
 CORPORA = Path(__file__).resolve().parent.parent.parent / "shared" / "corpora"
+if not CORPORA.is_dir():  # a worktree elsewhere: as tests/conftest.py
+    CORPORA = Path(os.environ.get("TRIMO_CORPORA", "/work/shared/corpora"))
 
 
 def in_progress_seen(loop: Loop, number: int) -> bool:

@@ -120,6 +120,8 @@ def test_fail_start_ends_only_a_waiting_run() -> None:
     assert p.fail_start("r2", "x") is None
     failed = p.fail_start("r1", "GitHub answered 422")
     assert failed is not None and failed.outcome == Outcome.ERROR and p.active_run is None
+    taken_back = p.fail_start("r2", "the issue is gone", taken_back=True)
+    assert taken_back is not None and taken_back.outcome == Outcome.ERROR
 
 
 def test_add_is_idempotent_and_reopens() -> None:

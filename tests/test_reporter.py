@@ -218,6 +218,26 @@ async def test_started_shows_in_progress_rocket_and_progress(world: World) -> No
     assert await world.pending() == 0
 
 
+async def test_a_start_reported_before_its_check_run_exists_still_shows_in_progress(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run is queued beside making its check run: its runner may start it first."""
+    real = RepoAPI.create_check_run
+    taken: list[int] = []
+
+    async def behind_the_runner(self: RepoAPI, **kwargs: Any) -> int:
+        await world.started(kwargs["external_id"])
+        taken.append(await world.reporter.step())  # the start, before the check run exists
+        return await real(self, **kwargs)
+
+    monkeypatch.setattr(RepoAPI, "create_check_run", behind_the_runner)
+    number, run_id = await world.accept()
+    assert taken == [1]
+    await settled_within(world, 30)
+    assert world.check_of(run_id).status == "in_progress"
+    assert any("is running" in body for body in world.bot_comments(number))
+
+
 # --- report objects gone ---------------------------------------------------------------------
 
 

@@ -151,9 +151,17 @@ async def tell_failure(delivery: Delivery, exc: BaseException) -> None:
             if found is None:
                 continue
             pipeline, run = found
-            if run.status != "waiting":
+            taken_back = False
+            if run.status == "queued":  # queued beside its report objects: back, if no
+                if await services.pipelines.dispatch.take_back(run) != "taken_back":
+                    continue  # runner has it (it goes on, and reports its end itself)
+                taken_back = True
+            elif run.status != "waiting":
                 continue
-            if await fail_unstarted(services, api, pipeline.id, run_id, reason) is not None:
+            failed_run = await fail_unstarted(
+                services, api, pipeline.id, run_id, reason, taken_back=taken_back
+            )
+            if failed_run is not None:
                 failed.append(inline_code(run_id))
         body = render(
             "github/request_failed.md.j2",

@@ -263,10 +263,11 @@ class Pipeline(BaseModel):
             self.active_run = None
         return run
 
-    def fail_start(self, run_id: str, reason: str) -> PipelineRun | None:
-        """A run no runner took could not be started: it ends as an error."""
+    def fail_start(self, run_id: str, reason: str, taken_back: bool = False) -> PipelineRun | None:
+        """A run no runner took (waiting; queued only once `taken_back` from its queue)
+        could not be started: it ends as an error."""
         run = self.find(run_id)
-        if run is None or run.status != "waiting":
+        if run is None or run.status not in (("waiting", "queued") if taken_back else ("waiting",)):
             return None
         self._end_unstarted(run, Outcome.ERROR, reason)
         return run
@@ -471,11 +472,13 @@ class Pipelines:
             await self._save(pipeline)
             return queued
 
-    async def fail_start(self, pipeline_id: str, run_id: str, reason: str) -> PipelineRun | None:
+    async def fail_start(
+        self, pipeline_id: str, run_id: str, reason: str, taken_back: bool = False
+    ) -> PipelineRun | None:
         """`run_id` could not be started (its launch failed for good): end it as an error."""
         async with self._locked(pipeline_id):
             pipeline = await self.get(pipeline_id)
-            failed = pipeline.fail_start(run_id, reason) if pipeline else None
+            failed = pipeline.fail_start(run_id, reason, taken_back) if pipeline else None
             if pipeline is None or failed is None:
                 return None
             await self._save(pipeline)

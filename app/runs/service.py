@@ -445,6 +445,8 @@ async def fail_unstarted(
     run_id: str,
     detail: str,
     why: Literal["not_started", "failed_early"] = "failed_early",
+    *,
+    taken_back: bool = False,
 ) -> PipelineRun | None:
     """End a run no runner has taken as an error with `detail`, and say so where it reports.
 
@@ -452,7 +454,7 @@ async def fail_unstarted(
     effort: a thread that is gone does not keep the run open. `why` picks the words:
     `not_started` when GitHub refused the run's token, else a failure before it started.
     """
-    failed = await services.pipelines.fail_start(pipeline_id, run_id, detail)
+    failed = await services.pipelines.fail_start(pipeline_id, run_id, detail, taken_back)
     if failed is None:
         return None
     log.warning("run %s of %s could not start: %s", run_id, pipeline_id, detail)
