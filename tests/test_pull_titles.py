@@ -7,10 +7,12 @@ Redis is real, GitHub is the stand-in, the dashboard and edge are the App over H
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import html
 import json
 import re
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -22,7 +24,7 @@ from app.conversation.naming import pipeline_id
 from app.dashboard.board import TITLE_ON_CARD
 from app.ops.worker import SERVICES_KEY, handle_event
 from app.reporting.channels.pullrequest import PULL_TITLE_CHARS, pull_title_of
-from app.runs.pipelines import Pipeline
+from app.runs.pipelines import CHANGES, Pipeline
 from tests import test_reporter
 from tests.dashboard_helpers import dashboard_settings, make_run, seed, sign_in
 from tests.fakegithub.gitserver import run_git
@@ -124,6 +126,37 @@ async def test_renaming_the_pull_request_renames_the_card(
     # Another pull request from a branch of the same name (a fork's) renames nothing.
     await renamed(world, app, number + 100, branch, "Hijacked", repo="mallory/widgets")
     assert await card_title(viewer, pid) == "Log in with a passkey"
+
+
+async def card_event(lines: AsyncIterator[str], pid: str, title: str) -> None:
+    """Read the board's stream until a card of `pid` shows `title`."""
+    data = ""
+    async for line in lines:
+        if line.startswith("data: "):
+            data = line.removeprefix("data: ")
+        elif line == "" and data:
+            found = json.loads(data)
+            if found.get("id") == pid and title in found.get("html", ""):
+                return
+            data = ""
+    raise AssertionError("the board's stream ended")
+
+
+async def test_an_open_board_redraws_a_renamed_card(
+    world: World, app: RunningApp, viewer: httpx.AsyncClient
+) -> None:
+    pid, number, branch = await opened(world)
+    async with viewer.stream("GET", "/events/board") as response:
+        lines = response.aiter_lines()
+        deadline = time.monotonic() + 30
+        async for line in lines:
+            if line == "event: hello":
+                break
+        while (await world.pool.pubsub_numsub(CHANGES))[0][1] < 1:
+            assert time.monotonic() < deadline, "the board's feed never subscribed"
+            await asyncio.sleep(0.02)
+        await renamed(world, app, number, branch, "Renamed while watched")
+        await asyncio.wait_for(card_event(lines, pid, "Renamed while watched"), 60)
 
 
 async def test_renaming_a_pull_requests_own_pipeline_renames_its_card(

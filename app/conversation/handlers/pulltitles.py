@@ -7,6 +7,7 @@ import logging
 from app.conversation.handlers.context import router
 from app.edge.payloads import PullEditedEvent
 from app.reporting.channels.pullrequest import keep_pull_title, pull_of_pipeline
+from app.runs.pipelines import CHANGES
 from app.services import Delivery
 
 log = logging.getLogger("trimo.app")
@@ -27,5 +28,6 @@ async def pull_edited(delivery: Delivery) -> None:
     ):
         if pipeline is not None and await pull_of_pipeline(redis, pipeline) == pull.number:
             await keep_pull_title(redis, pipeline.id, pull.title)
+            await redis.publish(CHANGES, pipeline.id)  # open boards redraw its card
             log.info("pull request #%d of %s renamed", pull.number, pipeline.id)
             return
