@@ -333,6 +333,15 @@ class RunnerDaemon:
             await self._quietly(registry.announce(self.redis, self.info()))
             await asyncio.sleep(registry.HEARTBEAT_SECONDS)
 
+    async def hold_heartbeat(self) -> None:
+        """Until this process's own heartbeat starts, keep a crashed predecessor's alive: the
+        runs it left are saved and reported by this process (`recover`), and the other
+        runners' reaper must not report them lost meanwhile. Nothing is announced: the
+        heartbeat says what this process can do once it can."""
+        while True:
+            await self._quietly(registry.keep_alive(self.redis, self.settings.runner_id))
+            await asyncio.sleep(registry.HEARTBEAT_SECONDS)
+
     async def reap(self) -> None:
         """Mark runs failed whose runner stopped answering."""
         while True:
@@ -519,9 +528,7 @@ class RunnerDaemon:
         """Run until SIGTERM/SIGINT (or `request_stop`), then drain."""
         self.descriptors = descriptors.raise_to_hard()
         log.info("open-file limit: %d", self.descriptors)
-        # Alive from the start: a runner started again after a crash saves and reports its
-        # own runs, which the other runners' reaper must not take meanwhile.
-        beating = asyncio.create_task(self.heartbeat(), name="heartbeat")
+        holding = asyncio.create_task(self.hold_heartbeat(), name="hold_heartbeat")
         await self.clear_leftovers()
         rules = asyncio.get_running_loop().run_in_executor(None, self.put_rules_in_place)
         await asyncio.get_running_loop().run_in_executor(None, self.recover)
@@ -535,7 +542,7 @@ class RunnerDaemon:
                 loop.add_signal_handler(sig, self.request_stop)
         await self.look_at_images()
         duties = [
-            beating,
+            asyncio.create_task(self.heartbeat(), name="heartbeat"),
             asyncio.create_task(self.watch_images(), name="watch_images"),
             asyncio.create_task(self.reap(), name="reap"),
             asyncio.create_task(self.sweep(), name="sweep"),
@@ -550,6 +557,7 @@ class RunnerDaemon:
                 else []
             ),
         ]
+        await stopping.stop_tasks([holding])
         log.info(
             "runner %s ready: labels %s, %d at a time",
             self.settings.runner_id,

@@ -128,6 +128,11 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+async def keep_alive(client: aioredis.Redis, runner_id: str) -> None:
+    """Renew `runner_id`'s heartbeat as it is, if there is one."""
+    await client.expire(contract.runner_info(runner_id), HEARTBEAT_TTL_SECONDS)
+
+
 async def runners_with_label(client: aioredis.Redis, label: str) -> list[RunnerInfo]:
     return [r for r in await online_runners(client) if label in r.labels]
 
