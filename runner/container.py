@@ -7,7 +7,7 @@ import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import docker
 import docker.errors
@@ -74,6 +74,25 @@ class ContainerSpec:
     name: str | None = None
     writable: Mapping[Path, str] = field(default_factory=dict)
     """More host directories of the run's own, mounted writable (host path → container path)."""
+
+
+class BoxDirs(TypedDict):
+    """A sandbox's own directories, as `ContainerSpec` takes them."""
+
+    workspace: Path
+    context_dir: Path
+    out_dir: Path
+    home: Path
+
+
+def box_dirs(box: Path) -> BoxDirs:
+    """The directories of a sandbox made whole under `box` (a check, a setup, a preview)."""
+    return BoxDirs(
+        workspace=box / "workspace",
+        context_dir=box / "context",
+        out_dir=box / "out",
+        home=box / "home",
+    )
 
 
 @dataclass(frozen=True)

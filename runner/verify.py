@@ -39,6 +39,7 @@ from runner.container import (
     AgentContainer,
     ContainerSpec,
     ExitInfo,
+    box_dirs,
     split_lines,
 )
 from runner.contract import (
@@ -176,10 +177,7 @@ def _run_check(
         spec = ContainerSpec(
             image=request.image,
             command=["bash", "-c", SCRIPT],
-            workspace=box / "workspace",
-            context_dir=box / "context",
-            out_dir=box / "out",
-            home=box / "home",
+            **box_dirs(box),
             user=boxes.user,
             network=request.network,
             network_name=network.network,

@@ -52,7 +52,7 @@ from app.dashboard.board import (
     state_words,
 )
 from app.dashboard.diffs import DiffPage, load_diff
-from app.dashboard.live import BoardFeed, Overflow, RunFeeds
+from app.dashboard.live import BoardFeed, Listener, Overflow, PipelineUpdate, RunFeeds
 from app.dashboard.logview import log_line, plain_text
 from app.dashboard.pages import render, render_card, stream_time
 from app.dashboard.requests import (
@@ -393,15 +393,10 @@ class Dashboard:
         async def stream() -> AsyncIterator[str]:
             yield sse("hello", "{}")
             async with self.board_feed.listen() as listener:
-                while True:
-                    try:
-                        update = await _within(listener.get(), KEEPALIVE_SECONDS)
-                    except TimeoutError:
-                        yield ": keepalive\n\n"
+                async for update in _updates(listener):
+                    if isinstance(update, str):
+                        yield update
                         continue
-                    except Overflow:
-                        yield sse("reload", "{}")
-                        return
                     summary = update.summary
                     if not viewer.sees(summary.repo):
                         continue
@@ -429,15 +424,10 @@ class Dashboard:
                 found = await (await self._pipelines()).summaries([pipeline.id])
                 updated = found[0].updated_at.isoformat() if found else ""
                 yield sse("hello", json.dumps({"updated": updated}))
-                while True:
-                    try:
-                        update = await _within(listener.get(), KEEPALIVE_SECONDS)
-                    except TimeoutError:
-                        yield ": keepalive\n\n"
+                async for update in _updates(listener):
+                    if isinstance(update, str):
+                        yield update
                         continue
-                    except Overflow:
-                        yield sse("reload", "{}")
-                        return
                     if update.summary.id != pipeline.id:
                         continue
                     column = column_of(update.summary, update.pull)
@@ -736,6 +726,19 @@ def _is_digest(value: str) -> bool:
 def _is_stream_id(value: str) -> bool:
     millis, _, seq = value.partition("-")
     return value.isascii() and millis.isdigit() and seq.isdigit() and len(value) < 40
+
+
+async def _updates(listener: Listener[PipelineUpdate]) -> AsyncIterator[PipelineUpdate | str]:
+    """A board listener's updates; a keepalive comment whenever it is quiet for
+    KEEPALIVE_SECONDS, and `reload` to end with when it fell behind."""
+    while True:
+        try:
+            yield await _within(listener.get(), KEEPALIVE_SECONDS)
+        except TimeoutError:
+            yield ": keepalive\n\n"
+        except Overflow:
+            yield sse("reload", "{}")
+            return
 
 
 async def _within(awaitable: Awaitable[T], seconds: float) -> T:

@@ -34,6 +34,7 @@ from runner.container import (
     LABEL_RUNNER,
     AgentContainer,
     ContainerSpec,
+    box_dirs,
 )
 from runner.errors import TrimoError
 from runner.network import egress, tenant
@@ -127,10 +128,7 @@ def launch(host: Host, request: PreviewRequest) -> Launched:
         spec = ContainerSpec(
             image=request.image,
             command=["bash", "-c", SCRIPT],
-            workspace=directory / "workspace",
-            context_dir=directory / "context",
-            out_dir=directory / "out",
-            home=directory / "home",
+            **box_dirs(directory),
             user=host.user,
             network=request.network,
             network_name=network,

@@ -32,6 +32,7 @@ from runner.container import (
     AgentContainer,
     ContainerSpec,
     ExitInfo,
+    box_dirs,
     log_tail,
 )
 from runner.job import Resources
@@ -142,10 +143,7 @@ def _run(builder: Builder, job: Job, root: Path) -> str:
             ContainerSpec(
                 image=job.image,
                 command=["bash", "-c", SCRIPT],
-                workspace=root / "workspace",
-                context_dir=root / "context",
-                out_dir=root / "out",
-                home=root / "home",
+                **box_dirs(root),
                 user=builder.user,
                 network="allowlist" if spec.allowed_hosts else "none",
                 network_name=network.network,
