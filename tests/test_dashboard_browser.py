@@ -170,6 +170,9 @@ def test_stop_moves_the_card_to_needs_you_as_cancelled(browser: Browser, loop: L
     browser.wait(lambda: "started" in browser.text("#log"), 60, "the run to print")
     browser.shot("before-stop")
     browser.click("#stop button")
+    # The form's answer lands on the pipeline page; going to the board before it has
+    # would be undone by it.
+    browser.wait(lambda: "asked=stop" in browser.path, 30, "the stop to be asked")
     browser.get("/")
     card = wait_for_card(browser, number, "needs_you")
     assert card.get_attribute("data-state") == "cancelled"
