@@ -47,7 +47,15 @@ from runner.container import (
     run_helper,
     without_first,
 )
-from runner.delivery import BUNDLE_NAME, Delivery, Exporter, RunState, Start, Unsaved
+from runner.delivery import (
+    BUNDLE_NAME,
+    Delivery,
+    Exporter,
+    RunState,
+    Start,
+    Unsaved,
+    workspace_branches,
+)
 from runner.errors import TrimoError
 from runner.events import AgentEvent, FinalResult, Usage, add_usage
 from runner.handoff import Limits
@@ -340,9 +348,7 @@ class Attempt:
         )  # fmt: skip
         try:
             prompt = self.write_context(io)
-            branches = [request.base_branch] + (
-                [request.branch] if self.start.published_sha else []
-            )
+            branches = workspace_branches(request, self.start)
             if not fresh:
                 gitops.write_sync_bundle(
                     self.mirror, io / "sync.bundle", branches, self.pipeline.known()

@@ -121,6 +121,8 @@ RunMode = Literal["code", "discover"]
 """`code` runs change the branch; `discover` runs are read-only and answer with a plan."""
 MAX_PLAN_CHARS: Final = 30_000
 """The most of a discovery run's plan that is kept (GitHub comments hold 65,536)."""
+MAX_LAST_WORD_CHARS: Final = 1_000
+"""The most of a coding run's final message that its end carries (attempts show it)."""
 DEFAULT_LABEL: Final = "default"
 DEFAULT_TIMEOUT_SECONDS: Final = 30 * 60
 MAX_TIMEOUT_SECONDS: Final = 24 * 3600

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from runner import gitops, handoff
+from runner.contract import MAX_LAST_WORD_CHARS
 from runner.diffsummary import DiffSummary
 from runner.errors import GitError, HandoffRefused, PushRefused, TrimoError
 from runner.events import FinalResult, Usage
@@ -36,6 +37,7 @@ from runner.job import PushRefused as PushRefusedEvent
 from runner.lastword import LastWord
 from runner.pipelinedir import PipelineDir
 from runner.printable import printable
+from runner.ranking import cut_short
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +82,8 @@ class Start:
     remote_sha: str = ""
     """What the remote has that the run builds on: the published head, or the base branch's.
     The run's commits are counted from here."""
+    on: str = ""
+    """The branch whose head it starts from (its own, the one it was told, or the base)."""
 
     def __post_init__(self) -> None:
         if not self.remote_sha:
@@ -335,6 +339,7 @@ class Delivery:
             salvage_ref=salvaged,
             refused=self.state.refused,
             usage=self.state.usage,
+            last_word=cut_short(self.state.last_word.text(), MAX_LAST_WORD_CHARS),
         )
 
 
@@ -351,16 +356,33 @@ def remote_tip(state: RunState, start: Start) -> str:
     return state.last_pushed or state.published_sha or start.remote_sha
 
 
+def start_branch(mirror: Path, request: RunRequest) -> str:
+    """The branch whose head a run starts from: its own once published, else the branch it
+    is told to start from (an attempt's pipeline branch) when that exists, else its base."""
+    if gitops.branch_sha(mirror, request.branch):
+        return request.branch
+    if request.from_branch and gitops.branch_sha(mirror, request.from_branch):
+        return request.from_branch
+    return request.base_branch
+
+
+def workspace_branches(request: RunRequest, start: Start) -> list[str]:
+    """The remote branches a run's workspace holds: its base, and the branch it starts on."""
+    on = start.on or (request.branch if start.published_sha else request.base_branch)
+    return [request.base_branch] + ([on] if on != request.base_branch else [])
+
+
 def starting_point(mirror: Path, request: RunRequest) -> Start:
     """Where the run starts: the pipeline's kept commits when they build on its published
-    head (`runner.keeper` has settled them against the branch), else that head, else the
-    base branch."""
+    head (`runner.keeper` has settled them against the branch), else that head (or the head
+    of the branch it starts from), else the base branch."""
+    on = start_branch(mirror, request)
     published = gitops.branch_sha(mirror, request.branch)
-    base = published or gitops.branch_sha(mirror, request.base_branch)
+    base = gitops.branch_sha(mirror, on)
     if base is None:
         raise GitError(f"the base branch {request.base_branch!r} does not exist in the repository")
     remote = base
     pending = gitops.resolve(mirror, pending_ref(request.pipeline))
     if pending is not None and pending != base and gitops.is_ancestor(mirror, base, pending):
         base = pending
-    return Start(request.branch, base_sha=base, published_sha=published, remote_sha=remote)
+    return Start(request.branch, base_sha=base, published_sha=published, remote_sha=remote, on=on)

@@ -36,7 +36,15 @@ from runner.attempt import (
     internal_error,
 )
 from runner.container import LABEL_RUN, ContainerSpec
-from runner.delivery import Delivery, RunState, Start, pending_ref, remote_tip, starting_point
+from runner.delivery import (
+    Delivery,
+    RunState,
+    Start,
+    pending_ref,
+    remote_tip,
+    starting_point,
+    workspace_branches,
+)
 from runner.errors import TrimoError, WorkspaceError
 from runner.handoff import Limits
 from runner.job import Outcome, RunEvent, RunFinished, RunRequest, run_event_adapter
@@ -263,7 +271,7 @@ class RunEngine:
         `stack`; None when the repository has none."""
         if request.setup is None:
             return None
-        branches = [request.base_branch] + ([request.branch] if start.published_sha else [])
+        branches = workspace_branches(request, start)
         also = (pending_ref(request.pipeline),) if start.base_sha != start.remote_sha else ()
 
         def checkout(path: Path) -> None:
@@ -369,7 +377,7 @@ class RunEngine:
         if made:
             gitops.remove_tree(workspace)
             pipeline.forget_workspace()
-            branches = [request.base_branch] + ([request.branch] if start.published_sha else [])
+            branches = workspace_branches(request, start)
             also = (pending_ref(request.pipeline),) if kept else ()
             gitops.create_workspace(workspace, mirror, branches, self._owner, also)
         if attempt > 1 or home.is_symlink() or not home.is_dir():

@@ -26,6 +26,7 @@ from runner.contract import (
     DEFAULT_TIMEOUT_SECONDS,
     DEFAULT_VERIFY_TIMEOUT_SECONDS,
     ID_PATTERN,
+    MAX_LAST_WORD_CHARS,
     MAX_TIMEOUT_SECONDS,
     MAX_VERIFY_CHECKS,
     MAX_VERIFY_TIMEOUT_SECONDS,
@@ -240,6 +241,9 @@ class RunRequest(BaseModel):
     repo: RepoRef
     branch: str
     base_branch: str
+    from_branch: str | None = None
+    """A `branch` that does not exist yet starts from this branch's head when it exists
+    (an attempt starts from its pipeline's branch), else from `base_branch`."""
     prompt: str
     mode: RunMode = "code"
     """`discover`: read-only; nothing is pushed and the workspace is thrown away after."""
@@ -283,10 +287,10 @@ class RunRequest(BaseModel):
             raise ValueError(f"not a safe name: {value!r}")
         return value
 
-    @field_validator("branch", "base_branch")
+    @field_validator("branch", "base_branch", "from_branch")
     @classmethod
-    def _branch_ok(cls, value: str) -> str:
-        if not is_valid_branch_name(value):
+    def _branch_ok(cls, value: str | None) -> str | None:
+        if value is not None and not is_valid_branch_name(value):
             raise ValueError(f"not a safe branch name: {value!r}")
         return value
 
@@ -422,6 +426,8 @@ class RunFinished(_RunEvent):
     usage: Usage | None = None
     plan: str = ""
     """A discovery run's findings and plan: the agent's final message (hostile text)."""
+    last_word: str = Field(default="", max_length=MAX_LAST_WORD_CHARS)
+    """A coding run's final message, cut short (hostile text): attempts show it."""
     lines_not_kept: int = 0
     """Lines of the agent's output that were not stored: over the run's log budget, or
     with no room to wait while Redis was away."""

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from runner import gitops, handoff
 from runner.contract import KEPT_PENDING
-from runner.delivery import pending_ref
+from runner.delivery import pending_ref, start_branch
 from runner.errors import GitError, PushRefused, TrimoError
 from runner.job import Kept, KeptWhy, RunEvent, RunRequest
 from runner.kept import (
@@ -83,7 +83,7 @@ class Keeper:
             return
         about = record if record is not None and record.head == local else None
         request, mirror = self.request, self.mirror
-        onto = request.branch if gitops.branch_sha(mirror, request.branch) else request.base_branch
+        onto = start_branch(mirror, request)
         remote = gitops.branch_sha(mirror, onto)
         if remote is None:
             return  # no base branch: the run stops on that, and they stay kept
