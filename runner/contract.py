@@ -39,6 +39,17 @@ def run_queue(label: str) -> str:
     return f"trimo:runs:{label}"
 
 
+MAX_ATTEMPTS: Final = 16
+"""The most attempts of one prompt any server allows (its own cap is at most this)."""
+
+
+def attempt_pipeline(pipeline: str, number: int) -> str:
+    """What a runner calls attempt `number` of `pipeline`: its own workspace, disk and kept
+    work, so that a pipeline's attempts run side by side."""
+    suffix = f".a{number}"
+    return pipeline[: 100 - len(suffix)].rstrip(".") + suffix
+
+
 PREVIEW_FUNCTION: Final = "start_preview"
 """The arq function a runner executes for each queued preview (its own queue, see
 `preview_queue`: a preview never takes a run's slot or its pipeline's turn)."""

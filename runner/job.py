@@ -105,6 +105,8 @@ class RunRecord(BaseModel):
     diff: DiffSummary = Field(default_factory=DiffSummary)
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    attempts: str = ""
+    """For a picked attempt: which attempts ran, how they ranked, why it was kept."""
 
 
 class ReviewContext(BaseModel):

@@ -5,7 +5,8 @@ cost. Evidence first: a passing `verify:` is the project's own word that the cha
 and fewer failing checks is the next best sign. Among attempts equally good on evidence,
 the smaller change is easier to review and less likely to carry surprises, and only then
 does spend decide. An attempt that failed, timed out, crashed or changed nothing always
-ranks below every attempt that finished with commits, whatever the order asked for.
+ranks below every attempt that finished with commits, whatever the order asked for; one
+whose checks failed ends as a failure too, yet it is ranked on that evidence.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from pydantic import BaseModel, ConfigDict
 
 from runner.job import Outcome
 
+PickMode = Literal["manual", "auto"]
+"""`auto`: the top attempt is kept when it passed verification; `manual`: a person picks."""
 RankKey = Literal["verify", "failing_checks", "diff", "cost", "tokens", "duration"]
 RANK_KEYS: Final[tuple[RankKey, ...]] = get_args(RankKey)
 DEFAULT_RANK_BY: Final[tuple[RankKey, ...]] = ("verify", "failing_checks", "diff", "cost")
@@ -49,8 +52,13 @@ class AttemptResult(BaseModel):
 
     @property
     def finished_with_work(self) -> bool:
-        """Ended on its own, successfully, with commits: a candidate to keep."""
-        return self.outcome is Outcome.SUCCESS and self.commits > 0
+        """Ended on its own with commits, and either succeeded or has verify's evidence
+        (a run whose checks failed ends as a failure): a candidate to keep."""
+        if self.commits == 0:
+            return False
+        return self.outcome is Outcome.SUCCESS or (
+            self.outcome is Outcome.FAILURE and self.verified is not None
+        )
 
     @property
     def standing(self) -> str:
@@ -100,15 +108,18 @@ def rank(
     def key(result: AttemptResult) -> tuple[float, ...]:
         if not result.finished_with_work:
             return (1, result.number)
-        return (0, *(_KEYS[name](result) for name in rank_by), result.number)
+        agent_failed = 0 if result.outcome is Outcome.SUCCESS else 1
+        return (0, *(_KEYS[name](result) for name in rank_by), agent_failed, result.number)
 
     return sorted(results, key=key)
 
 
 def auto_pick(ranked: Sequence[AttemptResult]) -> AttemptResult | None:
-    """`pick: auto`: the top attempt, only when it did work and passed verification."""
+    """`pick: auto`: the top attempt, only when it succeeded and passed verification."""
     top = ranked[0] if ranked else None
-    return top if top is not None and top.finished_with_work and top.verified else None
+    if top is None or top.outcome is not Outcome.SUCCESS or not top.commits:
+        return None
+    return top if top.verified else None
 
 
 def cut_short(text: str, limit: int = MAX_LAST_WORD) -> str:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from app.conversation.policy import RunSettings
-from app.runs.pipelines import Pickup, Pipeline, PipelineRun
-from runner.job import Outcome, Resources, RunFinished
+from app.runs.pipelines import AttemptSet, Pickup, Pipeline, PipelineRun
+from runner.diffsummary import DiffSummary, FileChange
+from runner.job import CommitInfo, Outcome, Resources, RunFinished
 
 SETTINGS = RunSettings(
     agent="script", image="i", label="default", timeout_minutes=1, network="none",
@@ -54,8 +55,8 @@ def test_next_to_start(
     active_after: str | None,
 ) -> None:
     p = pipeline(active, before, closed)
-    run = p.next_to_start()
-    assert (run.run_id if run else None) == started
+    runs = p.next_to_start()
+    assert [run.run_id for run in runs] == ([started] if started else [])
     assert p.active_run == active_after
     assert statuses(p) == before  # choosing changes no run
 
@@ -100,7 +101,7 @@ def test_close_drops_the_line_and_aborts_the_running_run() -> None:
     assert {s.run.run_id: s.how for s in stopped} == {
         "r1": "aborting", "r2": "dropped", "r3": "dropped",
     }  # fmt: skip
-    assert p.next_to_start() is None
+    assert p.next_to_start() == []
 
 
 def test_record_finish_frees_the_pipeline() -> None:
@@ -110,8 +111,7 @@ def test_record_finish_frees_the_pipeline() -> None:
         "finished", Outcome.SUCCESS, "abc",
     )  # fmt: skip
     assert p.active_run is None
-    nxt = p.next_to_start()
-    assert nxt is not None and nxt.run_id == "r2"
+    assert [run.run_id for run in p.next_to_start()] == ["r2"]
     assert p.record_finish(RunFinished(run_id="nope", outcome=Outcome.SUCCESS)) is None
 
 
@@ -130,3 +130,51 @@ def test_add_is_idempotent_and_reopens() -> None:
     p.add(run)
     p.add(run)
     assert [r.run_id for r in p.runs] == ["r1", "r2"] and not p.closed
+
+
+def attempts(p: Pipeline, set_id: str, *run_ids: str) -> None:
+    """Make `run_ids` (already in `p`) one set of attempts, numbered from 1."""
+    for number, run_id in enumerate(run_ids, 1):
+        run = p.find(run_id)
+        assert run is not None
+        run.attempt, run.attempt_set = number, set_id
+    p.attempt_sets.append(AttemptSet(id=set_id, runs=list(run_ids)))
+
+
+def test_a_set_of_attempts_starts_together_and_frees_the_pipeline_only_when_all_end() -> None:
+    p = pipeline(None, {"a1": "waiting", "a2": "waiting", "a3": "waiting", "r4": "waiting"})
+    attempts(p, "a1", "a1", "a2", "a3")
+    assert [run.run_id for run in p.next_to_start()] == ["a1", "a2", "a3"]
+    assert p.active_run == "a1"
+    assert [run.run_id for run in p.waiting()] == ["r4"]
+    assert p.ahead_of("a3") is None and p.ahead_of("r4") is not None
+    for run_id in ("a1", "a2", "a3"):
+        assert p.mark_queued(run_id) is not None
+    assert p.mark_queued("r4") is None  # not its turn
+    p.record_finish(RunFinished(run_id="a2", outcome=Outcome.SUCCESS))
+    assert p.fail_start("a3", "no token", taken_back=True) is not None
+    assert p.active_run == "a1" and p.next_to_start() == []  # a1 still going
+    p.record_finish(RunFinished(run_id="a1", outcome=Outcome.FAILURE))
+    assert p.active_run is None
+    assert [run.run_id for run in p.next_to_start()] == ["r4"]
+
+
+def test_only_the_picked_attempt_is_history_and_it_says_how_the_set_ranked() -> None:
+    p = pipeline(None, {"a1": "waiting", "a2": "waiting"})
+    attempts(p, "a1", "a1", "a2")
+    p.next_to_start()
+    for run_id, lines in (("a1", 40), ("a2", 4)):
+        finished = RunFinished(
+            run_id=run_id,
+            outcome=Outcome.SUCCESS,
+            commits=[CommitInfo(sha="f" * 40, subject=f"from {run_id}")],
+            diff=DiffSummary(files=[FileChange(path="x", added=lines, removed=0)]),
+        )
+        p.record_finish(finished)
+    assert p.history() == []  # nothing picked yet: no attempt's commits are on the branch
+    p.attempt_sets[0].picked, p.attempt_sets[0].picked_by = 2, "octocat"
+    (record,) = p.history()
+    assert record.run_id == "a2"
+    assert "attempt #2 of 2" in record.attempts
+    assert "#2 script (done), #1 script (done)" in record.attempts
+    assert "kept by @octocat" in record.attempts

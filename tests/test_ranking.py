@@ -40,6 +40,15 @@ def test_verify_passed_beats_a_smaller_cheaper_diff() -> None:
     assert numbers(ranked) == [2, 3, 1]
 
 
+def test_an_attempt_whose_checks_failed_is_ranked_on_them_not_dropped() -> None:
+    # The engine ends a run whose verify failed as a failure: it still did work.
+    checked = attempt(1, outcome=Outcome.FAILURE, verified=False, checks_failed=1)
+    crashed = attempt(2, outcome=Outcome.FAILURE, lines_changed=1)  # no verify evidence
+    clean = attempt(3, verified=False, checks_failed=2)
+    assert numbers(rank([crashed, clean, checked])) == [1, 3, 2]
+    assert [r.standing for r in rank([crashed, checked])] == ["failed", "failure"]
+
+
 def test_fewer_failing_checks_then_smaller_diff_then_cost() -> None:
     ranked = rank(
         [
@@ -96,6 +105,7 @@ def test_auto_pick_takes_the_top_only_when_it_passed_verification() -> None:
     assert auto_pick(rank([attempt(1, verified=False, checks_failed=1), passing])) == passing
     assert auto_pick(rank([attempt(1, verified=None), attempt(2, verified=False)])) is None
     assert auto_pick(rank([attempt(1, outcome=Outcome.FAILURE, verified=True)])) is None
+    assert auto_pick([attempt(1, verified=True, commits=0)]) is None
     assert auto_pick([]) is None
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Literal, TypeAlias
 
 from app.conversation.naming import inline_code, is_agent_name, is_runner_label
-from runner.contract import NETWORK_MODES, NetworkMode, RunMode
+from runner.contract import MAX_ATTEMPTS, NETWORK_MODES, NetworkMode, RunMode
 
 MAX_TIMEOUT_MINUTES = 1440
 
@@ -22,9 +22,12 @@ Start a comment with one of these commands:
 
 ```text
 /trimo run [--agent NAME] [--on LABEL] [--timeout MINUTES] [--network none|allowlist|bridge] PROMPT
+/trimo run --attempts N PROMPT           N attempts side by side, ranked when all have ended
+/trimo run --agents claude,codex PROMPT  one attempt of each agent
+/trimo pick N    keep attempt N: its commits become this pipeline's branch
 /trimo discover [same options] [WHAT TO FOCUS ON]
-/trimo stop      stop the current run
-/trimo retry     run the last prompt again
+/trimo stop      stop the current run (every attempt of it)
+/trimo retry     run the last prompt again (every attempt of it)
 /trimo status    show how this pipeline is doing
 /trimo preview   run this pipeline's branch live, one link away (`preview stop` stops it)
 /trimo help      show this message
@@ -40,8 +43,12 @@ Start a comment with one of these commands:
 - Mentioning the app at the start of a comment, followed by a prompt, works like `/trimo run`.
 """
 
-SUBCOMMANDS: tuple[str, ...] = ("run", "discover", "stop", "retry", "status", "preview", "help")
-RUN_OPTIONS: tuple[str, ...] = ("--agent", "--on", "--timeout", "--network")
+SUBCOMMANDS: tuple[str, ...] = (
+    "run", "discover", "stop", "retry", "status", "preview", "pick", "help",
+)  # fmt: skip
+RUN_OPTIONS: tuple[str, ...] = (
+    "--agent", "--agents", "--attempts", "--on", "--timeout", "--network",
+)  # fmt: skip
 
 ReplyCode = Literal[
     "empty_prompt",
@@ -51,6 +58,7 @@ ReplyCode = Literal[
     "repeated_option",
     "bad_value",
     "bad_preview",
+    "bad_pick",
 ]
 
 
@@ -67,6 +75,17 @@ class RunCommand:
     timeout_minutes: int | None = None
     network: NetworkMode | None = None
     mode: RunMode = "code"
+    attempts: int | None = None
+    """Attempts of the prompt side by side (of each agent in `agents`); None: the config's."""
+    agents: tuple[str, ...] = ()
+    """One attempt (`attempts` each) of every agent named, instead of the configured one."""
+
+
+@dataclass(frozen=True)
+class PickCommand:
+    """Keep attempt `number`: its commits become the pipeline's branch."""
+
+    number: int
 
 
 @dataclass(frozen=True)
@@ -115,6 +134,7 @@ ParseResult: TypeAlias = (
     | RetryCommand
     | StatusCommand
     | PreviewCommand
+    | PickCommand
     | HelpCommand
     | Reply
     | Ignore
@@ -202,6 +222,8 @@ def _parse_command(line_rest: str, rest: str) -> ParseResult:
         return _parse_run(after_word, rest, "discover" if word == "discover" else "code")
     if word == "preview":
         return _parse_preview(line_rest.split()[1:])
+    if word == "pick":
+        return _parse_pick(line_rest.split()[1:])
     if word in SUBCOMMANDS:
         return _simple_command(word)
     guesses = difflib.get_close_matches(word.lower(), SUBCOMMANDS, n=1)
@@ -218,6 +240,17 @@ def _parse_preview(words: list[str]) -> PreviewCommand:
         "bad_preview",
         f"`/trimo preview` takes nothing, or `stop`; not {inline_code(' '.join(words), 40)}.",
     )
+
+
+def _parse_pick(words: list[str]) -> PickCommand:
+    number = words[0].lstrip("#") if len(words) == 1 else ""
+    if not _TIMEOUT_RE.fullmatch(number) or not 1 <= int(number) <= 10_000:
+        raise _Problem(
+            "bad_pick",
+            "`/trimo pick` takes the number of one attempt, as its table shows it "
+            f"(like `/trimo pick 2`); not {inline_code(' '.join(words) or 'nothing', 40)}.",
+        )
+    return PickCommand(number=int(number))
 
 
 def _simple_command(word: str) -> ParseResult:
@@ -266,6 +299,14 @@ def _parse_run(line: str, rest: str, mode: RunMode) -> RunCommand:
         raise _Problem(
             "empty_prompt", "Please tell me what to do: `/trimo run` needs a prompt after it."
         )
+    agents = _agents(values.get("--agents"))
+    attempts = _attempts(values.get("--attempts"))
+    if agents and "--agent" in values:
+        raise _Problem("bad_value", "Give `--agent` or `--agents`, not both.")
+    if mode == "discover" and (agents or attempts):
+        raise _Problem(
+            "bad_value", "Attempts are for coding runs: `/trimo discover` takes one agent."
+        )
     return RunCommand(
         prompt=prompt,
         agent=_agent(values.get("--agent")),
@@ -273,6 +314,8 @@ def _parse_run(line: str, rest: str, mode: RunMode) -> RunCommand:
         timeout_minutes=_timeout(values.get("--timeout")),
         network=_network(values.get("--network")),
         mode=mode,
+        attempts=attempts,
+        agents=agents,
     )
 
 
@@ -292,6 +335,38 @@ def _agent(value: str | None) -> str | None:
             "up to 31 letters, digits, `-` or `_`.",
         )
     return value.lower()
+
+
+def _agents(value: str | None) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    names = [name.strip() for name in value.split(",") if name.strip()]
+    if not names or len(names) > MAX_ATTEMPTS:
+        raise _Problem(
+            "bad_value",
+            f"`--agents` takes 1 to {MAX_ATTEMPTS} agent names separated by commas, like "
+            f"`--agents claude,codex`; not {inline_code(value, 40)}.",
+        )
+    agents = tuple(a for name in names if (a := _agent(name)) is not None)
+    if len(set(agents)) != len(agents):
+        raise _Problem(
+            "bad_value",
+            "`--agents` names an agent twice: use `--attempts` for several of one agent.",
+        )
+    return agents
+
+
+def _attempts(value: str | None) -> int | None:
+    if value is None:
+        return None
+    count = int(value) if _TIMEOUT_RE.fullmatch(value) else 0
+    if not 1 <= count <= MAX_ATTEMPTS:
+        raise _Problem(
+            "bad_value",
+            f"`--attempts` must be a whole number from 1 to {MAX_ATTEMPTS}, "
+            f"not {inline_code(value, 40)}.",
+        )
+    return count
 
 
 def _label(value: str | None) -> str | None:

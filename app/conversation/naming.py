@@ -132,3 +132,11 @@ def inline_code(text: str, limit: int = 60) -> str:
     fence = "`" * (longest + 1)
     pad = " " if flat.startswith("`") or flat.endswith("`") or not flat.strip() else ""
     return f"{fence}{pad}{flat}{pad}{fence}"
+
+
+def attempt_branch(branch: str, number: int) -> str:
+    """Attempt `number`'s branch beside the pipeline's `branch`: `trimo/issue-7-attempt-2`.
+
+    A sibling, not a child: git cannot hold `trimo/issue-7/attempt-2` while the branch
+    `trimo/issue-7` exists (a ref cannot be both a file and a directory)."""
+    return f"{branch}-attempt-{number}"

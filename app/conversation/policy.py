@@ -10,7 +10,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from app.conversation.commands import MAX_TIMEOUT_MINUTES, RunCommand
 from app.conversation.naming import inline_code
 from app.conversation.repoconfig import RepoConfig, memory_bytes
-from runner.contract import DEFAULT_IMAGE, DEFAULT_VERIFY_TIMEOUT_SECONDS, NetworkMode
+from runner.contract import (
+    DEFAULT_IMAGE,
+    DEFAULT_VERIFY_TIMEOUT_SECONDS,
+    MAX_ATTEMPTS,
+    NetworkMode,
+)
 from runner.job import Resources, VerifyCheck
 from runner.network.hosts import outside_caps
 from runner.setup.spec import SetupSpec
@@ -56,6 +61,8 @@ class ServerPolicy(BaseModel):
     """Each repository's spend cap per calendar month (UTC); None: no cap."""
     monthly_usd_per_person: float | None = Field(default=None, gt=0)
     """Each person's spend cap per calendar month, over every repository; None: no cap."""
+    max_attempts: int = Field(default=4, ge=1, le=MAX_ATTEMPTS)
+    """The most attempts of one prompt."""
 
     @field_validator("max_memory")
     @classmethod
@@ -127,6 +134,31 @@ def effective_run(
     if problems:
         return Refusal(message=" ".join(problems), problems=tuple(problems))
     return settings
+
+
+def planned_agents(config: RepoConfig, command: RunCommand) -> list[str]:
+    """The agent of each attempt asked for, one entry per attempt (one entry: one run).
+
+    `--agents` gives one attempt of each (`--attempts` of each, with both); else
+    `--attempts`, else the repository's `attempts:`, of the one agent. Discovery runs are
+    never attempts."""
+    if command.mode != "code":
+        return [command.agent or config.agent]
+    if command.agents:
+        return [agent for agent in command.agents for _ in range(command.attempts or 1)]
+    return [command.agent or config.agent] * (command.attempts or config.attempts)
+
+
+def attempts_refusal(count: int, policy: ServerPolicy, from_config: bool) -> Refusal | None:
+    """Refused when more attempts are asked for than the server allows (the cap is named)."""
+    if count <= policy.max_attempts:
+        return None
+    asked = "`.github/trimo.yml` asks for" if from_config else "you asked for"
+    problem = (
+        f"This server runs at most {policy.max_attempts} attempts of one prompt "
+        f"(`TRIMO_POLICY_MAX_ATTEMPTS`); {asked} {count}."
+    )
+    return Refusal(message=problem, problems=(problem,))
 
 
 def monthly_refusal(

@@ -27,12 +27,14 @@ from app.conversation.naming import inline_code, is_agent_name, is_runner_label
 from runner.contract import (
     DEFAULT_PREVIEW_IDLE_MINUTES,
     DEFAULT_VERIFY_TIMEOUT_SECONDS,
+    MAX_ATTEMPTS,
     MAX_PREVIEW_IDLE_MINUTES,
     MAX_VERIFY_CHECKS,
     NetworkMode,
 )
 from runner.job import VerifyCheck, VerifyChecks, VerifyMinutes, is_valid_branch_name
 from runner.network.hosts import MAX_ALLOWED_HOSTS, HostPattern
+from runner.ranking import DEFAULT_RANK_BY, PickMode, RankKey, parse_rank_by
 from runner.setup.config import SetupConfig
 
 CONFIG_PATH = ".github/trimo.yml"
@@ -159,6 +161,21 @@ class RepoConfig(BaseModel):
     """A run is stopped, its work saved, once its agent reports spending this much."""
     setup: SetupConfig | None = None
     """None: runs and previews start on a bare checkout."""
+    attempts: int = Field(default=1, ge=1, le=MAX_ATTEMPTS, strict=True)
+    """Attempts of every coding run's prompt, side by side, ranked when all have ended."""
+    pick: PickMode = "manual"
+    """`auto`: the top attempt is kept when it passed verification; `manual`: a person picks."""
+    rank_by: list[RankKey] = Field(default_factory=lambda: list(DEFAULT_RANK_BY), min_length=1)
+    """The order attempts are ranked in (see `runner.ranking`)."""
+
+    @field_validator("rank_by", mode="before")
+    @classmethod
+    def _rank_by_ok(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [value]
+        if isinstance(value, list) and all(isinstance(word, str) for word in value):
+            return list(parse_rank_by(value))
+        return value
 
     @field_validator("agent")
     @classmethod

@@ -463,6 +463,24 @@ class RepoAPI:
             raise
         return read(GitRef, _json(response)).object.sha
 
+    async def create_branch(self, branch: str, sha: str) -> None:
+        """A new branch on commit `sha` (GitHub answers 422 when it exists)."""
+        await self._call("POST", "git/refs", json={"ref": f"refs/heads/{branch}", "sha": sha})
+
+    async def move_branch(self, branch: str, sha: str, *, force: bool = False) -> None:
+        """`branch` to commit `sha`: a fast-forward, unless `force` (422 when it is not one)."""
+        await self._call("PATCH", f"git/refs/heads/{branch}", json={"sha": sha, "force": force})
+
+    async def delete_branch(self, branch: str) -> bool:
+        """Delete `branch`; False when it was not there."""
+        try:
+            await self._call("DELETE", f"git/refs/heads/{branch}")
+        except RequestFailed as exc:
+            if status_of(exc) in (404, 422):
+                return False
+            raise
+        return True
+
     async def read_file(self, path: str, ref: str) -> str | None:
         """The text of `path` at `ref`, None when absent.
 

@@ -26,6 +26,7 @@ from app.edge.web import HANDLER_FUNCTION, QUEUE_NAME, repository_name
 from app.github.client import GitHubApp, UnexpectedAnswer, is_transient
 from app.ops import metrics
 from app.reporting import failures
+from app.runs import attempts
 from app.runs.budget import MonthlyCaps
 from app.runs.dispatch import Dispatch
 from app.runs.pipelines import Pipelines
@@ -58,6 +59,7 @@ def server_policy(settings: AppSettings) -> ServerPolicy:
         default_image=settings.default_image,
         monthly_usd=settings.policy_monthly_usd,
         monthly_usd_per_person=settings.policy_monthly_usd_per_person,
+        max_attempts=settings.policy_max_attempts,
     )
 
 
@@ -182,6 +184,12 @@ async def give_up(delivery: Delivery, name: str, exc: BaseException, tries: int)
     return f"failed {name}"
 
 
+async def clean_attempts_job(ctx: dict[str, Any], pipeline_id: str, set_id: str) -> str:
+    """Delete a set of attempts' branches, its keep window over."""
+    deleted = await attempts.clean_attempts(ctx[SERVICES_KEY], pipeline_id, set_id)
+    return f"deleted {deleted} attempt branch(es) of {set_id}"
+
+
 def worker_settings(settings: AppSettings) -> dict[str, Any]:
     """Keyword arguments for `arq.worker.Worker` that run the App worker."""
 
@@ -197,7 +205,14 @@ def worker_settings(settings: AppSettings) -> dict[str, Any]:
                 max_tries=ARQ_MAX_TRIES,
                 timeout=JOB_TIMEOUT_SECONDS,
                 keep_result=KEEP_RESULT_SECONDS,
-            )
+            ),
+            func(
+                clean_attempts_job,
+                name=attempts.CLEAN_FUNCTION,
+                max_tries=ARQ_MAX_TRIES,
+                timeout=JOB_TIMEOUT_SECONDS,
+                keep_result=KEEP_RESULT_SECONDS,
+            ),
         ],
         "queue_name": QUEUE_NAME,
         "poll_delay": 0.1,

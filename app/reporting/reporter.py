@@ -71,7 +71,7 @@ from app.reporting.channels.steps import (
     timed,
 )
 from app.reporting.runview import RunView
-from app.runs import making, previews
+from app.runs import attempts, making, previews
 from app.runs.pipelines import Pipeline, PipelineRun
 from app.runs.service import show_queued, start_next
 from app.services import Services
@@ -414,12 +414,14 @@ class Reporter:
             if isinstance(event, RunFinished):
                 await self._start_next(api, pipeline)
                 await self._fix_if_failing(pipeline, run, event)
+                await self._attempt_ended(api, pipeline, run)
             return
         if speak:
             await self._save(view)  # what the other channels' lanes read
         if isinstance(event, RunFinished):
             await self._finished(target, speak, event)
             await self._start_next(api, pipeline)
+            await self._attempt_ended(api, pipeline, run)
             return
         if isinstance(event, RunStarted):
             await self.services.pipelines.mark_running(
@@ -495,6 +497,12 @@ class Reporter:
             await timed(previews.after_run(self.services, api, pipeline, event))
         except Exception as exc:
             log.warning("run %s: its preview was not refreshed: %s", event.run_id, describe(exc))
+
+    async def _attempt_ended(self, api: RepoAPI, pipeline: Pipeline, run: PipelineRun) -> None:
+        """An attempt's end shows in its set's table (ranked, and kept with `pick: auto`,
+        once the last one has ended)."""
+        if run.attempt:
+            await attempts.attempt_ended(self.services, api, pipeline.id, run.run_id)
 
     async def _start_next(self, api: RepoAPI, pipeline: Pipeline) -> None:
         started = await timed(start_next(self.services, api, pipeline.id))

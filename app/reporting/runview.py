@@ -435,7 +435,7 @@ def pull_body(pipeline: Pipeline, closes: bool) -> str:
             "commits": len(run.commits),
         }
         for run in pipeline.runs
-        if run.started
+        if run.started and (not run.attempt or pipeline.is_picked(run))
     ]
     return render(
         "github/pull_body.md.j2",

@@ -25,6 +25,7 @@ from runner.contract import (
     PREVIEW_FUNCTION,
     RUN_FUNCTION,
     RUN_LABELS,
+    attempt_pipeline,
     preview_queue,
     preview_wanted,
     run_queue,
@@ -49,10 +50,11 @@ def run_request(
     budget = budget or Budget(settings.max_cost_usd)
     return RunRequest(
         run_id=run.run_id,
-        pipeline=pipeline.id,
+        pipeline=attempt_pipeline(pipeline.id, run.attempt) if run.attempt else pipeline.id,
         repo=RepoRef(full_name=pipeline.repo, clone_url=pipeline.clone_url),
-        branch=pipeline.branch,
+        branch=run.branch or pipeline.branch,
         base_branch=pipeline.base_branch,
+        from_branch=pipeline.branch if run.branch else None,
         prompt=run.prompt,
         mode=run.mode,
         review=run.review,

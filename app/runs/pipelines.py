@@ -12,6 +12,7 @@ transition and saves it. Talking to the runners' queues (and minting a run's tok
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -25,7 +26,7 @@ from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 from redis.asyncio.lock import Lock
 
 from app import redisio
-from app.conversation.naming import pipeline_id
+from app.conversation.naming import attempt_branch, pipeline_id
 from app.conversation.policy import RunSettings
 from app.runs import spend
 from app.runs.runcounts import RunCounts
@@ -42,6 +43,7 @@ from runner.job import (
     RunRecord,
     VerifyReport,
 )
+from runner.ranking import DEFAULT_RANK_BY, AttemptResult, PickMode, RankKey, rank
 
 if TYPE_CHECKING:
     from app.runs.dispatch import Dispatch
@@ -119,6 +121,14 @@ class PipelineRun(BaseModel):
     """Its checks of `verify:` on the pushed head, when they ran."""
     usage: Usage | None = None
     """Tokens and cost the runner summed for it, when its agent reported them."""
+    last_word: str = ""
+    """Its agent's final message, cut short (hostile text)."""
+    attempt: int = 0
+    """Its number among the pipeline's attempts (0: an ordinary run)."""
+    attempt_set: str | None = None
+    """The set of attempts it belongs to (the id of the set's first run)."""
+    branch: str | None = None
+    """The branch it works on when not the pipeline's (an attempt's own)."""
     requested_at: datetime = Field(default_factory=utcnow)
     queued_at: datetime | None = None
     started_at: datetime | None = None
@@ -137,8 +147,40 @@ class PipelineRun(BaseModel):
         """Started by failing checks, not by a person."""
         return self.ci_sha is not None
 
-    def record(self) -> RunRecord:
+    def result(self) -> AttemptResult:
+        """Its evidence, as an attempt to rank (an unfinished run has no outcome yet)."""
+        verify, usage, diff = self.verify, self.usage, self.diff
+        took = (
+            (self.finished_at - self.started_at).total_seconds()
+            if self.finished_at and self.started_at
+            else None
+        )
+        return AttemptResult(
+            number=self.attempt,
+            agent=self.agent,
+            outcome=self.outcome if self.status == "finished" else None,
+            reason=self.reason,
+            verified=verify.passed if verify else None,
+            checks_passed=len(verify.checks) - len(verify.failing) if verify else 0,
+            checks_failed=len(verify.failing) if verify else 0,
+            commits=len(self.commits),
+            files_changed=len(diff.files) + diff.unlisted,
+            lines_changed=diff.added + diff.removed,
+            cost_usd=usage.cost_usd if usage else None,
+            tokens=usage.input_tokens + usage.output_tokens if usage else 0,
+            seconds=took,
+            last_word=self.last_word,
+            head_sha=self.head_sha,
+        )
+
+    @property
+    def set_id(self) -> str:
+        """What starts and ends together: its set of attempts, or the run alone."""
+        return self.attempt_set or self.run_id
+
+    def record(self, attempts: str = "") -> RunRecord:
         return RunRecord(
+            attempts=attempts,
             run_id=self.run_id,
             prompt=self.prompt,
             agent=self.agent,
@@ -151,6 +193,27 @@ class PipelineRun(BaseModel):
             started_at=self.started_at,
             finished_at=self.finished_at,
         )
+
+
+class AttemptSet(BaseModel):
+    """Attempts of one prompt that start together and are ranked when all have ended."""
+
+    id: str
+    runs: list[str]
+    """Its runs' ids, by attempt number."""
+    pick: PickMode = "manual"
+    rank_by: list[RankKey] = Field(default_factory=lambda: list(DEFAULT_RANK_BY))
+    comment_id: int | None = None
+    """The thread comment that shows its ranked table."""
+    picked: int | None = None
+    """The attempt number kept: its commits are the pipeline branch's."""
+    picked_by: str = ""
+    """Who picked it (`auto`: the ranking did)."""
+    picked_at: datetime | None = None
+    pick_note: str = ""
+    """Why the last pick was made or switched, as the table says it."""
+    cleaned: bool = False
+    """Its attempts' branches were deleted after the keep window."""
 
 
 class Pipeline(BaseModel):
@@ -170,7 +233,9 @@ class Pipeline(BaseModel):
     automatic_runs: int = 0
     """Runs started by failing checks since a person last asked for one."""
     active_run: str | None = None
+    """The set of runs going now (`PipelineRun.set_id`): one run, or a set of attempts."""
     runs: list[PipelineRun] = Field(default_factory=list)
+    attempt_sets: list[AttemptSet] = Field(default_factory=list)
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
 
@@ -180,23 +245,74 @@ class Pipeline(BaseModel):
     def active(self) -> PipelineRun | None:
         return self.find(self.active_run) if self.active_run else None
 
+    def active_runs(self) -> list[PipelineRun]:
+        """The runs of the active set (one run, or its attempts), ended ones included."""
+        return [r for r in self.runs if self.active_run and r.set_id == self.active_run]
+
     def waiting(self) -> list[PipelineRun]:
-        """Runs in line, not yet started, oldest first (the active one excluded)."""
-        return [r for r in self.runs if r.status == "waiting" and r.run_id != self.active_run]
+        """Runs in line, not yet started, oldest first (the active set excluded)."""
+        return [r for r in self.runs if r.status == "waiting" and r.set_id != self.active_run]
 
     def ahead_of(self, run_id: str) -> PipelineRun | None:
         """The run that `run_id` waits for, None when it is next (or active)."""
-        if self.active_run == run_id:
+        run = self.find(run_id)
+        if self.active_run is not None and run is not None and run.set_id == self.active_run:
             return None
         if self.active_run is None:
             line = self.waiting()
             first = line[0] if line else None
-            return None if first is None or first.run_id == run_id else first
+            return (
+                None if first is None or first.set_id == (run.set_id if run else run_id) else first
+            )
         return self.active()
 
     def history(self) -> list[RunRecord]:
-        """Earlier runs that a runner took up, for the next run's context."""
-        return [r.record() for r in self.runs if r.status == "finished" and r.started]
+        """Earlier runs that a runner took up, for the next run's context; of a set of
+        attempts, only the one picked (its record says how the set ranked)."""
+        return [
+            r.record(self.attempts_note(r))
+            for r in self.runs
+            if r.status == "finished" and r.started and (not r.attempt or self.is_picked(r))
+        ]
+
+    def attempt_set(self, set_id: str) -> AttemptSet | None:
+        return next((s for s in self.attempt_sets if s.id == set_id), None)
+
+    def attempts_of(self, attempt_set: AttemptSet) -> list[PipelineRun]:
+        """The set's runs, by attempt number."""
+        return [run for run_id in attempt_set.runs if (run := self.find(run_id)) is not None]
+
+    def latest_attempt_set(self) -> AttemptSet | None:
+        return self.attempt_sets[-1] if self.attempt_sets else None
+
+    def attempt_numbered(self, number: int) -> tuple[AttemptSet, PipelineRun] | None:
+        for attempt_set in self.attempt_sets:
+            for run in self.attempts_of(attempt_set):
+                if run.attempt == number:
+                    return attempt_set, run
+        return None
+
+    def next_attempt_number(self) -> int:
+        return max((run.attempt for run in self.runs), default=0) + 1
+
+    def is_picked(self, run: PipelineRun) -> bool:
+        found = self.attempt_set(run.set_id) if run.attempt else None
+        return found is not None and found.picked == run.attempt
+
+    def attempts_note(self, run: PipelineRun) -> str:
+        """For a picked attempt: which attempts ran, how they ranked, why this one was kept."""
+        found = self.attempt_set(run.set_id) if run.attempt else None
+        if found is None or found.picked != run.attempt:
+            return ""
+        ranked = rank([r.result() for r in self.attempts_of(found)], found.rank_by)
+        order = ", ".join(f"#{r.number} {r.agent} ({r.standing})" for r in ranked)
+        why = "the ranking" if found.picked_by == "auto" else f"@{found.picked_by}"
+        return (
+            f"This was attempt #{run.attempt} of {len(found.runs)} of the same prompt, "
+            f"ranked by {', '.join(found.rank_by)}: {order}. It was kept by {why}"
+            + (f" ({found.pick_note})" if found.pick_note else "")
+            + "; the others' commits are not on this branch."
+        )
 
     def last_run(self) -> PipelineRun | None:
         return self.runs[-1] if self.runs else None
@@ -215,24 +331,23 @@ class Pipeline(BaseModel):
             self.closed = False
             self.automatic_runs = self.automatic_runs + 1 if run.automatic else 0
 
-    def next_to_start(self) -> PipelineRun | None:
-        """The run to queue now, made active; None when one is busy, none waits or closed.
+    def next_to_start(self) -> list[PipelineRun]:
+        """The runs to queue now (one, or a set of attempts), made active; none when a set is
+        busy, none waits or the pipeline is closed.
 
-        An active run that was never queued (queueing failed) is returned again.
+        Active runs that were never queued (queueing failed) are returned again.
         """
         if self.closed:
-            return None
-        run = self.active()
-        if run is None:
+            return []
+        if self.active_run is None:
             line = self.waiting()
-            self.active_run = line[0].run_id if line else None
-            run = line[0] if line else None
-        return run if run is not None and run.status == "waiting" else None
+            self.active_run = line[0].set_id if line else None
+        return [run for run in self.active_runs() if run.status == "waiting"]
 
     def mark_queued(self, run_id: str) -> PipelineRun | None:
-        """`run_id`, the active run, is in its runners' queue; None if it is no longer due."""
+        """`run_id`, of the active set, is in its runners' queue; None if no longer due."""
         run = self.find(run_id)
-        if run is None or run.status != "waiting" or self.active_run != run_id:
+        if run is None or run.status != "waiting" or self.active_run != run.set_id:
             return None
         run.status = "queued"
         run.queued_at = utcnow()
@@ -258,9 +373,9 @@ class Pipeline(BaseModel):
         run.plan = finished.plan
         run.verify = finished.verify
         run.usage = finished.usage
+        run.last_word = finished.last_word
         run.finished_at = finished.at
-        if self.active_run == run.run_id:
-            self.active_run = None
+        self._free_if_over(run)
         return run
 
     def fail_start(self, run_id: str, reason: str, taken_back: bool = False) -> PipelineRun | None:
@@ -296,7 +411,13 @@ class Pipeline(BaseModel):
         run.outcome = outcome
         run.reason = reason
         run.finished_at = utcnow()
-        if self.active_run == run.run_id:
+        self._free_if_over(run)
+
+    def _free_if_over(self, run: PipelineRun) -> None:
+        """The pipeline is free once every run of `run`'s set has ended."""
+        if self.active_run == run.set_id and all(
+            r.status == "finished" for r in self.active_runs()
+        ):
             self.active_run = None
 
 
@@ -404,6 +525,50 @@ class Pipelines:
             await pipe.execute()
             return pipeline
 
+    async def add_attempts(
+        self, seed: Pipeline, runs: list[PipelineRun], attempt_set: AttemptSet
+    ) -> Pipeline:
+        """Put a set of attempts in line on pipeline `seed.id` (created from `seed` if new),
+        numbered after the pipeline's earlier attempts, each on its own branch.
+
+        Idempotent per set id: a set already there is left as it is (a retried delivery).
+        """
+        async with self._locked(seed.id):
+            pipeline = await self.get(seed.id) or seed.model_copy(update={"runs": []})
+            pipeline.installation_id = seed.installation_id
+            pipeline.clone_url = seed.clone_url
+            pipeline.title = seed.title or pipeline.title
+            if pipeline.attempt_set(attempt_set.id) is None:
+                first = pipeline.next_attempt_number()
+                for number, run in enumerate(runs, first):
+                    run.attempt, run.attempt_set = number, attempt_set.id
+                    run.branch = attempt_branch(pipeline.branch, number)
+                    pipeline.add(run)
+                pipeline.attempt_sets.append(attempt_set)
+            await self._save(pipeline)
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.sadd(PIPELINE_IDS, pipeline.id)
+            for run in runs:
+                pipe.hset(RUN_INDEX, run.run_id, pipeline.id)
+            pipe.hset(BRANCH_INDEX, _branch_key(pipeline.repo, pipeline.branch), pipeline.id)
+            if runs and runs[0].thread:
+                pipe.hset(THREAD_INDEX, _thread_key(pipeline.repo, runs[0].thread), pipeline.id)
+            await pipe.execute()
+            return pipeline
+
+    async def change_attempt_set(
+        self, pipeline_id: str, set_id: str, change: Callable[[AttemptSet], object]
+    ) -> Pipeline | None:
+        """Apply `change` to a set of attempts under its pipeline's lock, and save it (not
+        when `change` returns False)."""
+        async with self._locked(pipeline_id):
+            pipeline = await self.get(pipeline_id)
+            found = pipeline.attempt_set(set_id) if pipeline else None
+            if pipeline is None or found is None or change(found) is False:
+                return None
+            await self._save(pipeline)
+            return pipeline
+
     async def attach(
         self,
         run_id: str,
@@ -447,10 +612,11 @@ class Pipelines:
         )
 
     async def start_next_waiting(self, pipeline_id: str) -> PipelineRun | None:
-        """Start the next run in line if none is active; the run it queued, if any.
+        """Start what is next in line if nothing is active: one run, or a set of attempts
+        (queued together); the first run it queued, if any.
 
-        Safe to call at any time and again after a failure: an active run that was never
-        queued (minting or enqueueing failed) is queued now. The queue (and GitHub, for the
+        Safe to call at any time and again after a failure: active runs that were never
+        queued (minting or enqueueing failed) are queued now. The queue (and GitHub, for the
         token) is called between two short locked changes, never under the lock.
         """
         async with self._locked(pipeline_id):
@@ -458,19 +624,21 @@ class Pipelines:
             if pipeline is None:
                 return None
             before = pipeline.active_run
-            run = pipeline.next_to_start()
+            runs = pipeline.next_to_start()
             if pipeline.active_run != before:
                 await self._save(pipeline)
-        if run is None:
+        if not runs:
             return None
-        await self.dispatch.enqueue(pipeline, run)
+        await asyncio.gather(*(self.dispatch.enqueue(pipeline, run) for run in runs))
         async with self._locked(pipeline_id):
             pipeline = await self.get(pipeline_id)
-            queued = pipeline.mark_queued(run.run_id) if pipeline else None
-            if pipeline is None or queued is None:
+            if pipeline is None:
+                return None
+            queued = [q for run in runs if (q := pipeline.mark_queued(run.run_id)) is not None]
+            if not queued:
                 return None
             await self._save(pipeline)
-            return queued
+            return queued[0]
 
     async def fail_start(
         self, pipeline_id: str, run_id: str, reason: str, taken_back: bool = False

@@ -23,7 +23,13 @@ from app.conversation.naming import (
     pipeline_id,
     slugify,
 )
-from app.conversation.policy import Refusal, RunSettings, effective_run, monthly_refusal
+from app.conversation.policy import (
+    Refusal,
+    RunSettings,
+    effective_run,
+    monthly_refusal,
+    planned_agents,
+)
 from app.conversation.repoconfig import RepoConfig
 from app.conversation.thread import Conversation, fenced
 from app.github.client import CheckAction, RepoAPI, failure_detail, is_transient
@@ -70,6 +76,8 @@ async def request_run(conv: Conversation, config: RepoConfig, command: RunComman
     if target is None:
         return
     seed, head_sha = target
+    if await _as_attempts(conv, config, seed, command, head_sha, conv.thread.review):
+        return
     settings = await run_settings(conv, config, command)
     if settings is None:
         return
@@ -89,6 +97,8 @@ async def follow_up(
     issue behind it: there is no thread to find it from)."""
     if pipeline.closed:
         await conv.reply("closed_thread.md.j2", kind=conv.thread.kind)
+        return
+    if await _as_attempts(conv, config, pipeline, command, None):
         return
     settings = await run_settings(conv, config, command)
     if settings is not None:
@@ -120,12 +130,34 @@ async def start_branch_pipeline(
         installation_id=conv.thread.installation_id,
         title=title,
     )
+    if await _as_attempts(conv, config, seed, command, None):
+        return seed
     settings = await run_settings(conv, config, command)
     if settings is None:
         await record_refused(conv, seed, command.prompt, command.agent or config.agent)
         return None
     await accept_run(conv, seed, command.prompt, settings, None)
     return seed
+
+
+async def _as_attempts(
+    conv: Conversation,
+    config: RepoConfig,
+    seed: Pipeline,
+    command: RunCommand,
+    head_sha: str | None,
+    review: ReviewContext | None = None,
+    agents: list[str] | None = None,
+) -> bool:
+    """Accept the request as a set of attempts when more than one is asked for (by the
+    command, or by `attempts:`); False when it is one run, for the caller to accept."""
+    agents = agents or planned_agents(config, command)
+    if len(agents) < 2:
+        return False
+    from app.runs.attempts import accept_attempts  # attempts build on this module
+
+    await accept_attempts(conv, config, seed, command, agents, head_sha, review)
+    return True
 
 
 async def record_refused(conv: Conversation, seed: Pipeline, prompt: str, agent: str) -> None:
@@ -177,33 +209,60 @@ async def retry_run(
         network=run.settings.network,
         mode=run.mode,
     )
+    attempt_set = pipeline.attempt_set(run.set_id) if run.attempt else None
+    if attempt_set is not None:
+        agents = [r.agent for r in pipeline.attempts_of(attempt_set)]
+        await _as_attempts(conv, config, pipeline, command, None, run.review, agents)
+        return
     settings = await run_settings(conv, config, command)
     if settings is not None:
         await accept_run(conv, pipeline, run.prompt, settings, None, run.review, mode=run.mode)
 
 
-async def stop_run(conv: Conversation, pipeline: Pipeline | None, run: PipelineRun | None) -> None:
-    """Stop `run` (the active one, for `/trimo stop`) and say what happened."""
+async def stop_run(
+    conv: Conversation,
+    pipeline: Pipeline | None,
+    run: PipelineRun | None,
+    *,
+    with_its_set: bool = False,
+) -> None:
+    """Stop `run` (the active one, for `/trimo stop`: `with_its_set`, every attempt of it)
+    and say what happened."""
     services = conv.services
-    stopped = (
-        await services.pipelines.stop(pipeline.id, run.run_id, f"stopped by @{conv.source.user}")
-        if pipeline is not None and run is not None
-        else None
-    )
-    if pipeline is None or stopped is None:
+    runs = [run] if run is not None else []
+    if pipeline is not None and run is not None and run.attempt and with_its_set:
+        runs = [r for r in pipeline.runs if r.set_id == run.set_id and r.status != "finished"]
+    reason = f"stopped by @{conv.source.user}"
+    stops = [
+        stopped
+        for each in runs
+        if pipeline is not None
+        and (stopped := await services.pipelines.stop(pipeline.id, each.run_id, reason))
+    ]
+    if pipeline is None or not stops:
         await conv.reply("stop.md.j2", how="nothing", run_id="", waiting=0)
         return
     await conv.react("eyes")
-    if stopped.how == "dropped":
-        await report_dropped(conv.delivery, conv.api, pipeline, stopped, "stop", conv.source.user)
+    for stopped in stops:
+        if stopped.how == "dropped":
+            await report_dropped(
+                conv.delivery, conv.api, pipeline, stopped, "stop", conv.source.user
+            )
+    if any(stopped.how == "dropped" for stopped in stops):
         await start_next(services, conv.api, pipeline.id)
+    dropped_attempt = next((s.run for s in stops if s.how == "dropped" and s.run.attempt), None)
+    if dropped_attempt is not None:
+        from app.runs.attempts import attempt_ended  # attempts build on this module
+
+        await attempt_ended(services, conv.api, pipeline.id, dropped_attempt.run_id)
     after = await services.pipelines.get(pipeline.id)
-    if stopped.how == "dropped" and after is not None:
+    if any(stopped.how == "dropped" for stopped in stops) and after is not None:
         await show_queued(services, conv.api, after)
     await conv.reply(
         "stop.md.j2",
-        how=stopped.how,
-        run_id=inline_code(stopped.run.run_id),
+        how="aborting" if any(stopped.how == "aborting" for stopped in stops) else "dropped",
+        run_id=", ".join(inline_code(stopped.run.run_id) for stopped in stops),
+        attempts=len(stops) if len(stops) > 1 else 0,
         waiting=len(after.waiting()) if after else 0,
     )
 
@@ -281,50 +340,23 @@ async def accept_run(
         comment_id=conv.source.target_id if conv.source.comment_kind else None,
         comment_kind=conv.source.comment_kind,
     )
-    _, (pipeline, sha), _ = await _together(
+    _, (pipeline, sha), _ = await together(
         conv.react("eyes"),
-        _together(services.pipelines.add_run(seed, run), _head_sha(api, seed, head_sha)),
+        together(services.pipelines.add_run(seed, run), head_sha_for(api, seed, head_sha)),
         _token_ahead(services, seed),
     )
-    code = _run_names(pipeline, run)
+    code = run_names(pipeline, run)
     title, summary = title_and_summary(
         render(
             "github/check_queued.md.j2",
             user=conv.source.user,
-            prompt_block=fenced(_shorten(prompt, MAX_PROMPT_IN_CHECK), "text"),
+            prompt_block=fenced(shorten(prompt, MAX_PROMPT_IN_CHECK), "text"),
             **code,
         )
     )
 
-    async def create_check() -> int | None:
-        if sha is None:
-            return None
-        try:
-            return await api.create_check_run(
-                name=CHECK_NAME,
-                head_sha=sha,
-                external_id=run_id,
-                title=title,
-                summary=summary,
-                actions=[STOP_ACTION],
-            )
-        except RequestFailed as exc:
-            if is_transient(exc):
-                raise
-            # Without `checks: write` the run still goes ahead, reported by comments.
-            log.warning("run %s: no check run (%s)", run_id, failure_detail(exc))
-            return None
-
-    async def earlier_check() -> int | None:
-        """The check run an earlier try made although GitHub's answer never came."""
-        if sha is None:
-            return None
-        return await api.find_check_run(name=CHECK_NAME, head_sha=sha, external_id=run_id)
-
     async def check_run() -> None:
-        check_run_id = await delivery.once("check-run", create_check, recover=earlier_check)
-        if check_run_id is not None:
-            await _record_check_run(services, api, pipeline, run_id, check_run_id)
+        await make_check_run(conv, pipeline, run, sha, title, summary)
 
     async def progress_comment() -> None:
         if not conv.thread.number:
@@ -341,7 +373,7 @@ async def accept_run(
 
     await making.begin(services.redis, run_id)
     try:
-        _, _, started = await _together(check_run(), progress_comment(), start())
+        _, _, started = await together(check_run(), progress_comment(), start())
     finally:
         await making.done(services.redis, run_id)
     log.info(
@@ -351,6 +383,59 @@ async def accept_run(
         pipeline.id,
         f"started {started.run_id}" if started else "waits its turn",
     )
+
+
+def check_name(run: PipelineRun) -> str:
+    """The name of `run`'s check run: attempts are told apart by their number."""
+    return f"{CHECK_NAME} · attempt {run.attempt}" if run.attempt else CHECK_NAME
+
+
+def is_trimo_check(name: str) -> bool:
+    """Whether a check run of that name is one of Trimo's runs (never a failing CI check)."""
+    return name == CHECK_NAME or name.startswith(f"{CHECK_NAME} · attempt ")
+
+
+async def make_check_run(
+    conv: Conversation,
+    pipeline: Pipeline,
+    run: PipelineRun,
+    sha: str | None,
+    title: str,
+    summary: str,
+    step: str = "check-run",
+) -> None:
+    """`run`'s check run on commit `sha`, made once per delivery and `step`, and recorded."""
+    delivery, api = conv.delivery, conv.api
+    name = check_name(run)
+
+    async def create() -> int | None:
+        if sha is None:
+            return None
+        try:
+            return await api.create_check_run(
+                name=name,
+                head_sha=sha,
+                external_id=run.run_id,
+                title=title,
+                summary=summary,
+                actions=[STOP_ACTION],
+            )
+        except RequestFailed as exc:
+            if is_transient(exc):
+                raise
+            # Without `checks: write` the run still goes ahead, reported by comments.
+            log.warning("run %s: no check run (%s)", run.run_id, failure_detail(exc))
+            return None
+
+    async def earlier() -> int | None:
+        """The check run an earlier try made although GitHub's answer never came."""
+        if sha is None:
+            return None
+        return await api.find_check_run(name=name, head_sha=sha, external_id=run.run_id)
+
+    check_run_id = await delivery.once(step, create, recover=earlier)
+    if check_run_id is not None:
+        await _record_check_run(conv.services, api, pipeline, run.run_id, check_run_id)
 
 
 async def _record_check_run(
@@ -408,12 +493,12 @@ async def _token_ahead(services: Services, seed: Pipeline) -> None:
         await services.pipelines.dispatch.prefetch(seed)
 
 
-async def _head_sha(api: RepoAPI, pipeline: Pipeline, known: str | None) -> str | None:
+async def head_sha_for(api: RepoAPI, pipeline: Pipeline, known: str | None) -> str | None:
     """The commit a new run's check run goes on: `known`, else the branch's head, else its
     base's (both asked at once: a new pipeline's branch does not exist yet)."""
     if known is not None:
         return known
-    branch, base = await _together(
+    branch, base = await together(
         api.branch_head(pipeline.branch), api.branch_head(pipeline.base_branch)
     )
     return branch or base
@@ -432,9 +517,9 @@ async def start_next(services: Services, api: RepoAPI, pipeline_id: str) -> Pipe
             raise
         detail = failure_detail(exc)
     pipeline = await pipelines.get(pipeline_id)
-    run = pipeline.active() if pipeline else None
-    if run is not None:
-        await fail_unstarted(services, api, pipeline_id, run.run_id, detail, "not_started")
+    for run in pipeline.active_runs() if pipeline else []:
+        if run.status == "waiting":
+            await fail_unstarted(services, api, pipeline_id, run.run_id, detail, "not_started")
     return None
 
 
@@ -485,7 +570,7 @@ async def progress_text(services: Services, pipeline: Pipeline, run: PipelineRun
         kind=thread_kind(pipeline, run),
         waiting_for=inline_code(ahead.run_id) if ahead else "",
         runner_online=bool(online),
-        **_run_names(pipeline, run),
+        **run_names(pipeline, run),
     )
 
 
@@ -643,12 +728,12 @@ async def _within_monthly_caps(conv: Conversation) -> Refusal | None:
 
 
 @overload
-async def _together(a: Awaitable[T1], b: Awaitable[T2], /) -> tuple[T1, T2]: ...
+async def together(a: Awaitable[T1], b: Awaitable[T2], /) -> tuple[T1, T2]: ...
 @overload
-async def _together(
+async def together(
     a: Awaitable[T1], b: Awaitable[T2], c: Awaitable[T3], /
 ) -> tuple[T1, T2, T3]: ...
-async def _together(*steps: Awaitable[Any]) -> tuple[Any, ...]:
+async def together(*steps: Awaitable[Any]) -> tuple[Any, ...]:
     """Independent GitHub calls at once: all end (each records what it made), then the
     first failure is raised."""
     results = await asyncio.gather(*steps, return_exceptions=True)
@@ -658,7 +743,7 @@ async def _together(*steps: Awaitable[Any]) -> tuple[Any, ...]:
     return tuple(results)
 
 
-def _run_names(pipeline: Pipeline, run: PipelineRun) -> dict[str, str]:
+def run_names(pipeline: Pipeline, run: PipelineRun) -> dict[str, str]:
     return {
         "run_id": inline_code(run.run_id),
         "agent": inline_code(run.agent),
@@ -670,10 +755,10 @@ def _run_names(pipeline: Pipeline, run: PipelineRun) -> dict[str, str]:
 
 
 def _first_line(text: str, limit: int) -> str:
-    return _shorten((text.strip().splitlines() or [""])[0].strip(), limit)
+    return shorten((text.strip().splitlines() or [""])[0].strip(), limit)
 
 
-def _shorten(text: str, limit: int) -> str:
+def shorten(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 

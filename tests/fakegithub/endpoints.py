@@ -165,6 +165,65 @@ async def get_ref(call: Call) -> Reply:
     )
 
 
+def _ref_answer(call: Call, branch: str, sha: str) -> dict[str, Any]:
+    api = f"{call.render.base}/repos/{call.owner}/{call.repo}"
+    return {
+        "ref": f"refs/heads/{branch}",
+        "node_id": "MDM6UmVm",
+        "url": f"{api}/git/refs/heads/{branch}",
+        "object": {"type": "commit", "sha": sha, "url": f"{api}/git/commits/{sha}"},
+    }
+
+
+_REF_REFUSALS: dict[str, GitHubError] = {
+    "exists": GitHubError(422, "Reference already exists"),
+    "missing": GitHubError(422, "Reference does not exist"),
+    "not_fast_forward": GitHubError(422, "Update is not a fast forward"),
+    "protected": GitHubError(422, "Protected branch update failed for refs/heads."),
+    "no_commit": GitHubError(422, "Object does not exist"),
+}
+
+
+async def _change_ref(
+    call: Call, branch: str, sha: str | None, *, create: bool = False, force: bool = False
+) -> None:
+    done = await run_in_threadpool(
+        gitserver.change_branch, call.bare, branch, sha, create=create, force=force
+    )
+    if done != "done":
+        raise _REF_REFUSALS[done]
+
+
+def _heads_branch(ref: str) -> str:
+    if not ref.startswith(("heads/", "refs/heads/")):
+        raise validation_failed("Reference", "invalid", field="ref")
+    return ref.removeprefix("refs/").removeprefix("heads/")
+
+
+async def create_ref(call: Call) -> Reply:
+    """POST /repos/{o}/{r}/git/refs: a new branch on a commit, in the real repository."""
+    ref, sha = str(call.body["ref"]), str(call.body["sha"])
+    if not ref.startswith("refs/heads/"):
+        raise validation_failed("Reference", "invalid", field="ref")
+    branch = _heads_branch(ref)
+    await _change_ref(call, branch, sha, create=True)
+    return Reply(201, _ref_answer(call, branch, sha))
+
+
+async def update_ref(call: Call) -> Reply:
+    """PATCH /repos/{o}/{r}/git/refs/heads/{branch}: move a branch (fast-forward unless
+    `force`), in the real repository."""
+    branch, sha = _heads_branch(call.params["ref"]), str(call.body["sha"])
+    await _change_ref(call, branch, sha, force=bool(call.body.get("force")))
+    return Reply(200, _ref_answer(call, branch, sha))
+
+
+async def delete_ref(call: Call) -> Reply:
+    """DELETE /repos/{o}/{r}/git/refs/heads/{branch}."""
+    await _change_ref(call, _heads_branch(call.params["ref"]), None)
+    return Reply(204, None)
+
+
 async def list_branches(call: Call) -> Reply:
     """GET /repos/{o}/{r}/branches: the first page of branches, from the real repository."""
     per_page = min(100, int(call.query.get("per_page") or 30))
@@ -883,6 +942,29 @@ ENDPOINTS: list[Endpoint] = [
         "installation",
         (("contents", "read"),),
     ),
+    Endpoint(
+        "POST",
+        REPO + "/git/refs",
+        create_ref,
+        "installation",
+        (("contents", "write"),),
+        body=m.ReposOwnerRepoGitRefsPostBody,
+    ),
+    Endpoint(
+        "PATCH",
+        REPO + "/git/refs/{ref:path}",
+        update_ref,
+        "installation",
+        (("contents", "write"),),
+        body=m.ReposOwnerRepoGitRefsRefPatchBody,
+    ),
+    Endpoint(
+        "DELETE",
+        REPO + "/git/refs/{ref:path}",
+        delete_ref,
+        "installation",
+        (("contents", "write"),),
+    ),
     Endpoint("GET", REPO + "/branches", list_branches, "installation", (("contents", "read"),)),
     Endpoint("GET", "/rate_limit", get_rate_limit, "none"),
 ]
@@ -898,6 +980,8 @@ NEEDS: dict[str, frozenset[str]] = {
     "get_permission": frozenset({"permission", "role_name"}),
     "get_content": frozenset({"type", "encoding", "content", "sha", "size"}),
     "get_ref": frozenset({"object.sha"}),
+    "create_ref": frozenset({"object.sha"}),
+    "update_ref": frozenset({"object.sha"}),
     "list_branches": frozenset({"[].name"}),
     "compare": frozenset(
         {

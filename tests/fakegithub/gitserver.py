@@ -21,6 +21,7 @@ import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Literal
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -141,6 +142,40 @@ def branch_sha(bare: Path, branch: str) -> str | None:
     if not REF_RE.match(branch):
         return None
     return resolve(bare, f"refs/heads/{branch}")
+
+
+RefChange = Literal["done", "exists", "missing", "not_fast_forward", "protected", "no_commit"]
+
+
+def change_branch(
+    bare: Path, branch: str, sha: str | None, *, create: bool = False, force: bool = False
+) -> RefChange:
+    """Create, move (fast-forward unless `force`) or, with `sha` None, delete `branch`,
+    as GitHub's refs API does; what came of it."""
+    if not REF_RE.match(branch):
+        return "missing"
+    ref = f"refs/heads/{branch}"
+    protected = bare / "fakegithub-protected"
+    if protected.exists() and ref in protected.read_text().split():
+        return "protected"
+    current = branch_sha(bare, branch)
+    if sha is None:
+        if current is None:
+            return "missing"
+        run_git(bare, "update-ref", "-d", ref, current)
+        return "done"
+    if resolve(bare, sha) != sha:
+        return "no_commit"
+    if create and current is not None:
+        return "exists"
+    if not create and current is None:
+        return "missing"
+    if current is not None and not force:
+        ancestor = run_git(bare, "merge-base", "--is-ancestor", current, sha, check=False)
+        if ancestor.returncode != 0:
+            return "not_fast_forward"
+    run_git(bare, "update-ref", ref, sha, current or "0" * 40)
+    return "done"
 
 
 def branches(bare: Path) -> list[tuple[str, str]]:

@@ -28,7 +28,14 @@ from app.edge.payloads import CheckRunEvent, CheckSuiteEvent, RepoEvent
 from app.github.client import is_transient
 from app.reporting.channels.pullrequest import pull_of_pipeline
 from app.runs.pipelines import Pipeline, PipelineRun
-from app.runs.service import CHECK_NAME, ChecksFailed, accept_run, retry_run, run_settings, stop_run
+from app.runs.service import (
+    ChecksFailed,
+    accept_run,
+    is_trimo_check,
+    retry_run,
+    run_settings,
+    stop_run,
+)
 from app.services import Delivery
 from runner.contract import RunMode
 from runner.job import FailingCheck, Outcome, VerifyReport
@@ -173,7 +180,7 @@ async def answer_failing_checks(
             summary=printable(run.output.summary, MAX_CHECK_SUMMARY).strip(),
         )
         for run in suite_runs
-        if run.conclusion in FAILED and run.name != CHECK_NAME
+        if run.conclusion in FAILED and not is_trimo_check(run.name)
     ][:MAX_FAILING_CHECKS]
     if not failing:
         return

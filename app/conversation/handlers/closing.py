@@ -68,12 +68,14 @@ async def _close(
     preview = await previews.load_record(delivery.services.redis, pipeline.id)
     if preview is not None and preview.live:
         await previews.end_preview(delivery.services, conv.api, preview, reason)
-    await delivery.services.redis.xadd(
-        contract.CLOSED_PIPELINES,
-        {"clone_url": pipeline.clone_url, "pipeline": pipeline.id},
-        maxlen=contract.CLOSED_PIPELINES_MAXLEN,
-        approximate=True,
-    )  # runners delete the pipeline's workspace, home and disk
+    attempts = [contract.attempt_pipeline(pipeline.id, r.attempt) for r in after.runs if r.attempt]
+    for name in (pipeline.id, *attempts):
+        await delivery.services.redis.xadd(
+            contract.CLOSED_PIPELINES,
+            {"clone_url": pipeline.clone_url, "pipeline": name},
+            maxlen=contract.CLOSED_PIPELINES_MAXLEN,
+            approximate=True,
+        )  # runners delete the pipeline's (and its attempts') workspace, home and disk
     log.info(
         "pipeline %s closed: %d run(s) dropped, %d aborting",
         pipeline.id,

@@ -7,6 +7,7 @@ from app.conversation.commands import (
     HelpCommand,
     Ignore,
     ParseResult,
+    PickCommand,
     PreviewCommand,
     Reply,
     RetryCommand,
@@ -27,6 +28,7 @@ from app.conversation.thread import (
     report_config_error,
 )
 from app.edge.payloads import Comment, IssueCommentEvent, ReviewCommentEvent
+from app.runs.attempts import pick_attempt
 from app.runs.previews import request_preview, stop_preview
 from app.runs.service import request_run, retry_run, send_status, stop_run, thread_pipeline
 from app.services import Delivery
@@ -106,7 +108,8 @@ async def run_command(conv: Conversation, parsed: ParseResult) -> None:
             await send_status(conv, await thread_pipeline(conv))
         case StopCommand():
             pipeline = await thread_pipeline(conv)
-            await stop_run(conv, pipeline, pipeline.active() if pipeline else None)
+            active = pipeline.active() if pipeline else None
+            await stop_run(conv, pipeline, active, with_its_set=True)
         case PreviewCommand(stop=True):
             await stop_preview(conv)
         case _ if isinstance(config, ConfigError):
@@ -116,6 +119,8 @@ async def run_command(conv: Conversation, parsed: ParseResult) -> None:
             await retry_run(conv, config, pipeline, pipeline.last_run() if pipeline else None)
         case RunCommand():
             await request_run(conv, config, parsed)
+        case PickCommand(number=number):
+            await pick_attempt(conv, await thread_pipeline(conv), number)
         case PreviewCommand():
             await request_preview(conv, config)
 

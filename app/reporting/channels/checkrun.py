@@ -20,7 +20,7 @@ from app.reporting.channels.steps import (
     timed,
 )
 from app.runs.pipelines import Pipeline, PipelineRun
-from app.runs.service import CHECK_NAME, RETRY_ACTION, STOP_ACTION
+from app.runs.service import RETRY_ACTION, STOP_ACTION, check_name
 from app.services import Services
 from runner.job import RunFinished
 
@@ -132,7 +132,7 @@ class CheckRun:
             try:
                 check_id = await timed(
                     api.create_check_run(
-                        name=CHECK_NAME, head_sha=sha, external_id=run.run_id,
+                        name=check_name(run), head_sha=sha, external_id=run.run_id,
                         title=title, summary=summary, actions=actions,
                     )
                 )  # fmt: skip

@@ -44,6 +44,15 @@ async def pull_title_of(redis: aioredis.Redis, pipeline_id: str) -> str:
     return await hget(redis, PULL_OF_PIPELINE, pull_title_field(pipeline_id)) or ""
 
 
+async def keep_pull(redis: aioredis.Redis, pipeline_id: str, number: int, title: str) -> None:
+    """Remember the pipeline's pull request and its title (the board shows both)."""
+    await hset(
+        redis,
+        PULL_OF_PIPELINE,
+        {pipeline_id: str(number), pull_title_field(pipeline_id): title[:PULL_TITLE_CHARS]},
+    )
+
+
 async def pull_of_pipeline(redis: aioredis.Redis, pipeline: Pipeline) -> int | None:
     """The pipeline's pull request: its own, or the one the reporter opened for its branch."""
     if pipeline.kind == "pull":
@@ -128,11 +137,7 @@ class PullRequest:
                     await hset(self.redis, key, {PULL_PROBLEM: problem})
                     return
                 number, title = found.number, found.title
-        await hset(
-            self.redis,
-            PULL_OF_PIPELINE,
-            {pipeline.id: str(number), pull_title_field(pipeline.id): title[:PULL_TITLE_CHARS]},
-        )
+        await keep_pull(self.redis, pipeline.id, number, title)
         await hdel(self.redis, key, PULL_PROBLEM)
 
     async def catch_up(self, t: Target) -> bool:
@@ -140,8 +145,8 @@ class PullRequest:
         Whether the progress comment must look again (the pull request, or why there is
         none, changed: its last word may have been said meanwhile)."""
         pipeline, run_id = t.pipeline, t.run.run_id
-        if pipeline.kind not in OPENS_PULLS:
-            return False
+        if pipeline.kind not in OPENS_PULLS or t.run.attempt:
+            return False  # an attempt's commits reach the pull request once it is picked
         event = t.view.finished
         before = (await self.number(pipeline), await self.problem(run_id))
         if event is None:

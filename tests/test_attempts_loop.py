@@ -1,0 +1,164 @@
+"""Attempts through the whole loop (real processes, Redis, Docker and git; GitHub's
+stand-in): `/trimo run --attempts 3` ranks a passing, a failing and a crashing attempt;
+`/trimo pick` keeps one (and switches); a follow-up continues from the pick; `/trimo stop`
+stops every attempt; the cap is refused by name."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.fakegithub import RunningFakeGitHub
+from tests.loop_harness import CONFIG, Loop
+
+pytestmark = [pytest.mark.docker, pytest.mark.redis]
+
+VERIFY = """\
+verify:
+  - name: answer
+    run: grep -qx good answer.txt
+"""
+# Attempt 1 answers wrong, attempt 2 right, attempt 3 crashes; each knows its branch.
+BY_ATTEMPT = (
+    'case "$(git symbolic-ref --short HEAD)" in '
+    "*-attempt-1) echo bad > answer.txt;; "
+    "*-attempt-2) echo good > answer.txt; echo extra > more.txt;; "
+    "*) echo 'no idea'; exit 3;; esac; "
+    'git add -A && git commit -qm "Answer $(cat answer.txt)" && echo "said $(cat answer.txt)"'
+)
+
+
+@pytest.fixture(scope="module")
+def loop(
+    redis_server: str, tmp_path_factory: pytest.TempPathFactory, corpora: Path, test_image: str
+) -> Iterator[Loop]:
+    with RunningFakeGitHub() as gh:
+        harness = Loop(
+            gh,
+            redis_server,
+            tmp_path_factory.mktemp("attempts-loop"),
+            corpora,
+            files={".github/trimo.yml": CONFIG + VERIFY},
+        ).start()
+        try:
+            yield harness
+        finally:
+            harness.stop()
+            assert gh.state.violations == [], gh.state.violations
+
+
+def table(loop: Loop, number: int, marker: str, timeout: float = 150) -> str:
+    """The attempts' comment on issue `number` once it shows `marker`."""
+    return loop.wait(
+        lambda: next(
+            (b for b in loop.bot_comments(number) if "attempts" in b and marker in b), None
+        ),
+        timeout,
+        f"the attempts' table on #{number} to show {marker!r}",
+    )
+
+
+def reply(loop: Loop, number: int, marker: str) -> str:
+    return loop.wait(
+        lambda: next((b for b in loop.bot_comments(number) if marker in b), None),
+        60,
+        f"a reply saying {marker!r}",
+    )
+
+
+def rows(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith("| ") and "#" in line]
+
+
+def test_three_attempts_are_ranked_picked_switched_and_followed_up(loop: Loop) -> None:
+    number = loop.new_issue("Answer the question")
+    loop.comment(number, f"/trimo run --attempts 3 {BY_ATTEMPT}")
+
+    ranked = table(loop, number, "attempts ranked")
+    order = rows(ranked)
+    assert [row.split("|")[2].strip()[:2] for row in order] == ["#2", "#1", "#3"], ranked
+    assert "✅ passed" in order[0] and "❌ checks failed" in order[1]
+    assert "agent failed" in order[2]
+    assert "said good" in order[0] and "said bad" in order[1]
+    assert "/trimo pick N" in ranked
+    checks = [c for c in loop.check_runs() if c.name.startswith("Trimo · attempt")]
+    assert sorted(c.name for c in checks) == [f"Trimo · attempt {n}" for n in (1, 2, 3)]
+    assert all(c.status == "completed" for c in checks)
+    branches = loop.branches()
+    attempt_branches = sorted(b for b in branches if "-attempt-" in b)
+    assert len(attempt_branches) == 2, branches  # attempt 3 made no commit
+    pipeline_branch = attempt_branches[0].rsplit("-attempt-", 1)[0]
+    assert pipeline_branch not in branches, "nothing is on the pipeline branch before a pick"
+    assert loop.state.pulls_for(pipeline_branch) == []
+
+    loop.comment(number, "/trimo pick 3")
+    assert "made no commits" in reply(loop, number, "Attempt #3")
+
+    loop.comment(number, "/trimo pick 2")
+    kept = reply(loop, number, "Attempt #2 is kept")
+    assert f"`{pipeline_branch}`" in kept
+    assert loop.file_on(pipeline_branch, "answer.txt") == "good\n"
+    pulls = loop.wait(lambda: loop.state.pulls_for(pipeline_branch), 30, "a pull request")
+    table(
+        loop,
+        number,
+        f"⭐ **Attempt #2 is kept**, picked by @alice. Its commits are on `{pipeline_branch}`, in #{pulls[0].number}.",
+    )
+
+    loop.comment(number, "/trimo pick 1")
+    reply(loop, number, "Attempt #1 is kept")
+    assert loop.file_on(pipeline_branch, "answer.txt") == "bad\n"
+    assert loop.file_on(pipeline_branch, "more.txt") is None
+    switched = table(loop, number, "⭐ **Attempt #1 is kept**")
+    assert "Switched from attempt #2" in switched
+
+    loop.comment(
+        number,
+        "/trimo run cp /trimo/context.md seen.md && git add -A && git commit -qm 'Follow up'",
+    )
+    seen = loop.wait(lambda: loop.file_on(pipeline_branch, "seen.md"), 120, "the follow-up")
+    assert loop.file_on(pipeline_branch, "answer.txt") == "bad\n", "it continued from the pick"
+    assert "attempt #1 of 3" in seen and "kept by @" in seen
+    assert "#2 script (passed)" in seen
+
+    # With a follow-up built on the pick, switching would drop its commit: refused.
+    loop.comment(number, "/trimo pick 2")
+    assert "would drop them" in reply(loop, number, "switching to #2")
+    assert loop.file_on(pipeline_branch, "seen.md") is not None
+
+
+def test_stop_on_the_thread_stops_every_attempt(loop: Loop) -> None:
+    number = loop.new_issue("Take your time")
+    loop.comment(
+        number,
+        '/trimo run --attempts 2 echo "$TRIMO_BRANCH" > who.txt && git add -A '
+        "&& git commit -qm Started && sleep 600",
+    )
+    loop.wait(
+        lambda: (
+            len(
+                [
+                    b
+                    for b in loop.branches()
+                    if b.startswith(f"trimo/{number}-") and "-attempt-" in b
+                ]
+            )
+            == 2
+        ),
+        120,
+        "both attempts to push their first commit",
+    )
+    loop.comment(number, "/trimo stop")
+    reply(loop, number, "stopping the 2 attempts")
+    ranked = table(loop, number, "attempts ranked", timeout=90)
+    assert ranked.count("⏹️ stopped") == 2, ranked
+
+
+def test_more_attempts_than_the_server_allows_are_refused_by_name(loop: Loop) -> None:
+    number = loop.new_issue("Too many")
+    loop.comment(number, "/trimo run --attempts 5 echo hi")
+    refused = reply(loop, number, "TRIMO_POLICY_MAX_ATTEMPTS")
+    assert "at most 4 attempts" in refused and "you asked for 5" in refused
+    assert not [c for c in loop.check_runs() if f"widgets.{number}-" in (c.external_id or "")]
