@@ -43,6 +43,7 @@ from app.ops.worker import (
 )
 from app.reporting import failures
 from app.runs import previews
+from app.runs.attempts import CLEAN_FUNCTION
 from app.runs.pipelines import Pipeline, PipelineRun, Pipelines
 from app.services import Delivery
 from app.settings import AppSettings
@@ -1198,9 +1199,10 @@ async def test_a_malformed_payload_is_dropped(world: World) -> None:
 def test_worker_settings(world: World) -> None:
     settings = worker_settings(world.ctx[SERVICES_KEY].settings)
     assert settings["queue_name"] == QUEUE_NAME
-    [function] = settings["functions"]
+    function, cleaning = settings["functions"]
     assert function.name == HANDLER_FUNCTION
     assert function.max_tries == ARQ_MAX_TRIES > MAX_TRIES
+    assert cleaning.name == CLEAN_FUNCTION
 
 
 def _pipeline(active: str | None, statuses: dict[str, str]) -> Pipeline:

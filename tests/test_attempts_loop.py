@@ -104,7 +104,8 @@ def test_three_attempts_are_ranked_picked_switched_and_followed_up(loop: Loop) -
     table(
         loop,
         number,
-        f"⭐ **Attempt #2 is kept**, picked by @alice. Its commits are on `{pipeline_branch}`, in #{pulls[0].number}.",
+        f"⭐ **Attempt #2 is kept**, picked by @alice. Its commits are on `{pipeline_branch}`, "
+        f"in #{pulls[0].number}.",
     )
 
     loop.comment(number, "/trimo pick 1")
