@@ -5,6 +5,7 @@ stops every attempt; the cap is refused by name."""
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -163,3 +164,37 @@ def test_more_attempts_than_the_server_allows_are_refused_by_name(loop: Loop) ->
     refused = reply(loop, number, "TRIMO_POLICY_MAX_ATTEMPTS")
     assert "at most 4 attempts" in refused and "you asked for 5" in refused
     assert not [c for c in loop.check_runs() if f"widgets.{number}-" in (c.external_id or "")]
+
+
+def test_a_branch_a_person_pushed_to_is_never_overwritten_by_a_pick(
+    loop: Loop, tmp_path: Path
+) -> None:
+    number = loop.new_issue("Build on it")
+    loop.comment(number, "/trimo run echo base > base.txt && git add -A && git commit -qm Base")
+    branch = loop.wait(
+        lambda: next((b for b in loop.branches() if b.startswith(f"trimo/{number}-")), None),
+        120,
+        "the pipeline branch",
+    )
+    loop.wait(lambda: loop.file_on(branch, "base.txt"), 60, "the first run's commit")
+    loop.comment(
+        number,
+        "/trimo run --attempts 2 test -f base.txt && git symbolic-ref --short HEAD > who.txt "
+        "&& git add -A && git commit -qm Who",
+    )
+    ranked = table(loop, number, "attempts ranked")
+    assert ranked.count("❌ checks failed") == 2, ranked  # verify ran on each: no answer.txt
+    work = tmp_path / "person"
+    bare = str(loop.gh.fake.bare_path("octo-org", "widgets"))
+    subprocess.run(["git", "clone", "-q", "-b", branch, bare, str(work)], check=True)
+    (work / "person.txt").write_text("mine\n")
+    ident = ["-c", "user.name=Pat", "-c", "user.email=pat@example.com"]
+    for args in (["add", "-A"], [*ident, "commit", "-qm", "A person's fix"], ["push", "-q"]):
+        subprocess.run(["git", "-C", str(work), *args], check=True)
+
+    loop.comment(number, "/trimo pick 1")
+    refused = reply(loop, number, "moved on since the attempts started")
+    assert f"`{branch}-attempt-1`" in refused
+    assert loop.file_on(branch, "person.txt") == "mine\n"
+    assert loop.file_on(branch, "who.txt") is None
+    assert loop.file_on(f"{branch}-attempt-1", "who.txt") == f"{branch}-attempt-1\n"
