@@ -6,10 +6,12 @@ stops every attempt; the cap is refused by name."""
 from __future__ import annotations
 
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 
 from tests.fakegithub import RunningFakeGitHub
 from tests.loop_harness import CONFIG, Loop
@@ -130,6 +132,26 @@ def test_three_attempts_are_ranked_picked_switched_and_followed_up(loop: Loop) -
     assert "would drop them" in reply(loop, number, "switching to #2")
     assert loop.file_on(pipeline_branch, "seen.md") is not None
 
+    # The attempts' branches go TRIMO_ATTEMPTS_KEEP_DAYS after the first pick: a deferred
+    # job of the App's queue, brought forward here.
+    client = redis.Redis.from_url(loop.redis_url)
+    try:
+        (job,) = [m for m in client.zrange("trimo:app", 0, -1) if m.startswith(b"clean-attempts:")]
+        due = client.zscore("trimo:app", job)
+        assert due is not None and due > (time.time() + 6.9 * 24 * 3600) * 1000
+        client.zadd("trimo:app", {job: time.time() * 1000})
+    finally:
+        client.close()
+    loop.wait(
+        lambda: not [b for b in loop.branches() if b.startswith(f"{pipeline_branch}-attempt-")],
+        60,
+        "the attempts' branches to be deleted",
+    )
+    assert loop.file_on(pipeline_branch, "seen.md") is not None, "the pipeline branch stays"
+    table(loop, number, "These branches were deleted 7 days after the pick.")
+    loop.comment(number, "/trimo pick 2")
+    assert "can no longer be picked" in reply(loop, number, "Attempt #2's branch was deleted")
+
 
 def test_stop_on_the_thread_stops_every_attempt(loop: Loop) -> None:
     number = loop.new_issue("Take your time")
@@ -156,6 +178,24 @@ def test_stop_on_the_thread_stops_every_attempt(loop: Loop) -> None:
     reply(loop, number, "stopping the 2 attempts")
     ranked = table(loop, number, "attempts ranked", timeout=90)
     assert ranked.count("⏹️ stopped") == 2, ranked
+    assert [b for b in loop.branches() if "-attempt-" in b and f"trimo/{number}-" in b]
+
+    # Retry runs every attempt again, as a new set numbered after the first.
+    loop.comment(number, "/trimo retry")
+    again = table(loop, number, "| #4 |", timeout=60)
+    assert "| #3 |" in again
+    loop.wait(
+        lambda: len([c for c in loop.check_runs() if c.name == "Trimo · attempt 4"]) == 1,
+        30,
+        "attempt 4's check run",
+    )
+    loop.comment(number, "/trimo stop")
+    second = loop.wait(
+        lambda: [b for b in loop.bot_comments(number) if "| #4 |" in b and "attempts ranked" in b],
+        90,
+        "the second set to end",
+    )
+    assert second[0].count("⏹️ stopped") == 2
 
 
 def test_more_attempts_than_the_server_allows_are_refused_by_name(loop: Loop) -> None:
