@@ -86,7 +86,9 @@ def main() -> None:
                 for n in range(args.rounds):
                     number = loop.new_issue(f"attempts {n}")
                     loop.comment(number, f"/trimo run --attempts 3 {script(args.sleep)}")
-                    together.append(timed(lambda issue=number: ranked(loop, issue), "the ranked table"))
+                    together.append(
+                        timed(lambda issue=number: ranked(loop, issue), "the ranked table")
+                    )
                     number = loop.new_issue(f"in turn {n}")
                     t0 = time.perf_counter()
                     for _ in range(3):
