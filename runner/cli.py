@@ -10,8 +10,10 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from secrets import token_hex as secrets_token
 from typing import Annotated
@@ -22,8 +24,10 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-from runner import disk, dockerclient, doctor, images, install, localstate
-from runner.agents import ADAPTERS, get_adapter
+from runner import disk, dockerclient, doctor, gitops, images, install, localpick, localstate
+from runner.agents import ADAPTERS
+from runner.attemptconfig import local_attempts_config
+from runner.attemptview import Progress, prefixed, ranking_table, reason_lines, spend_line
 from runner.contract import DEFAULT_VERIFY_TIMEOUT_SECONDS, NETWORK_MODES, NetworkMode
 from runner.engine import RunEngine, StopSignal
 from runner.errors import TrimoError
@@ -33,12 +37,15 @@ from runner.job import (
     RepoRef,
     Resources,
     RunEvent,
+    RunFinished,
     RunRecord,
     RunRequest,
 )
+from runner.localattempts import attempt_request, parse_agents, plan_agents, result_of, run_all
 from runner.network import firewall
 from runner.network.hosts import clean_hosts, outside_caps
 from runner.network.proxyimage import PROXY_IMAGE
+from runner.ranking import AttemptResult, PickMode, RankKey, auto_pick, rank
 from runner.settings import RunnerSettings
 from runner.setup import layers
 from runner.setup.local import local_setup
@@ -166,11 +173,37 @@ def run(
             "otherwise set up once per cache key and restored in the run's sandbox.",
         ),
     ] = False,
+    attempts: Annotated[
+        int | None,
+        typer.Option(
+            help="Run the prompt this many times at once, each attempt on its own branch "
+            "trimo/<pipeline>-attempt-<N> from the pipeline's head, then rank them "
+            "(default: `attempts:` in .github/trimo.yml, else 1; at most "
+            "TRIMO_POLICY_MAX_ATTEMPTS, 4 unless set).",
+        ),
+    ] = None,
+    agents: Annotated[
+        str | None,
+        typer.Option(
+            metavar="A,B",
+            help="One attempt of each of these agents (with --attempts, that many of each).",
+        ),
+    ] = None,
+    pick_mode: Annotated[
+        str | None,
+        typer.Option(
+            "--pick",
+            metavar="MODE",
+            help="After attempts: auto keeps the top attempt when its checks passed; manual "
+            "(the default, or `pick:` in .github/trimo.yml) waits for `trimo pick`.",
+        ),
+    ] = None,
 ) -> None:
     """Run one prompt in a local repository, on branch trimo/<pipeline>.
 
     Your working tree and current branch are not touched. Exit status: 0 success,
-    1 the agent failed, 3 Trimo could not run it, 124 timed out, 130 stopped.
+    1 the agent failed, 3 Trimo could not run it, 124 timed out, 130 stopped. With
+    attempts: 0 when the top attempt finished with commits and no failing check.
     """
     try:
         settings = RunnerSettings()
@@ -185,19 +218,10 @@ def run(
         record = existing or localstate.LocalPipeline(
             name=name, branch=f"trimo/{name}", base_branch=base_branch
         )
-        agent_name = agent or settings.agent
-        adapter = get_adapter(agent_name)
+        if agent and agents:
+            raise TrimoError("--agent and --agents both name agents.", "give one of them")
         mode = network_mode(network or settings.network)
         hosts = allowed_hosts(allow_host or [], mode, settings)
-        secrets = settings.secrets_for(adapter.name)
-        if adapter.secret_env and not usable(settings.credentials().get(adapter.name, [])):
-            console.print(
-                Text.assemble(
-                    ("warning:", "yellow"),
-                    f" no credentials for {adapter.name}: set {credential_hint(adapter.name)}, "
-                    "or the agent will probably fail to start",
-                )
-            )
         checks, check_seconds = (
             ([], DEFAULT_VERIFY_TIMEOUT_SECONDS)
             if no_verify or discover
@@ -209,6 +233,19 @@ def run(
                 "This repository's setup: cannot be restored here: that needs root and overlayfs.",
                 "run trimo as root on a machine with overlayfs, or pass --no-setup",
             )
+        config = local_attempts_config(root, record.base_branch)
+        planned = plan_agents(
+            attempts,
+            parse_agents(agents) if agents else [],
+            agent or settings.agent,
+            1 if discover else config.attempts,
+            settings.policy_max_attempts,
+        )
+        picking = pick_choice(pick_mode, config.pick, len(planned), discover)
+        agent_name = planned[0]
+        secrets = settings.secrets_for(agent_name)
+        for each in dict.fromkeys(planned):
+            warn_without_credentials(each, settings)
         request = RunRequest(
             run_id=f"{name}-{len(record.runs) + 1}-{secrets_token(3)}",
             pipeline=name,
@@ -235,6 +272,10 @@ def run(
     engine = RunEngine(settings.engine_config(f"local@{settings.runner_id}", keep_ledger=True))
     out = Console()
     recover_local(engine, out)
+    clean_attempts(root, record, settings, out)
+    if len(planned) > 1:
+        raise typer.Exit(run_attempt_set(engine, root, record, request, planned, picking,
+                                         config.rank_by, settings, out))  # fmt: skip
     stop = StopSignal()
     started = time.monotonic()
     label = f"{name} · {agent_name}"
@@ -252,21 +293,7 @@ def run(
             )
 
         finished = engine.execute(request, on_event, stop)
-    record.runs.append(
-        RunRecord(
-            run_id=request.run_id,
-            prompt=prompt,
-            agent=agent_name,
-            mode=request.mode,
-            plan=finished.plan,
-            outcome=finished.outcome,
-            reason=finished.reason,
-            commits=finished.commits,
-            diff=finished.diff,
-            started_at=None,
-            finished_at=finished.at,
-        )
-    )
+    record.runs.append(run_record(request, finished))
     localstate.save(root, record)
     print_summary(out, finished, record.branch, time.monotonic() - started, blocked)
     if discover:
@@ -278,6 +305,229 @@ def run(
     else:
         out.print(f'\nContinue with: trimo run --pipeline {name} "…"', highlight=False)
     raise typer.Exit(EXIT_CODES[finished.outcome])
+
+
+def warn_without_credentials(agent: str, settings: RunnerSettings) -> None:
+    adapter = ADAPTERS[agent]
+    if adapter.secret_env and not usable(settings.credentials().get(agent, [])):
+        console.print(
+            Text.assemble(
+                ("warning:", "yellow"),
+                f" no credentials for {agent}: set {credential_hint(agent)}, "
+                "or the agent will probably fail to start",
+            )
+        )
+
+
+def pick_choice(given: str | None, configured: PickMode, planned: int, discover: bool) -> PickMode:
+    """`--pick` checked (else the repository's `pick:`)."""
+    if discover and planned > 1:
+        raise TrimoError(
+            "--discover runs once: attempts compare changes, and a discovery makes none.",
+            "leave out --attempts and --agents, or --discover",
+        )
+    if given is None:
+        return configured
+    if given not in ("auto", "manual"):
+        raise TrimoError(f"--pick {given!r} is not a way to pick.", "use --pick auto or manual")
+    if planned == 1:
+        raise TrimoError(
+            "--pick picks among attempts, and this run is one.",
+            "add --attempts 2 (or --agents a,b), or leave out --pick",
+        )
+    return "auto" if given == "auto" else "manual"
+
+
+def run_attempt_set(
+    engine: RunEngine,
+    root: Path,
+    record: localstate.LocalPipeline,
+    request: RunRequest,
+    planned: list[str],
+    picking: PickMode,
+    rank_by: tuple[RankKey, ...],
+    settings: RunnerSettings,
+    out: Console,
+) -> int:
+    """The attempts of `request`, at once, each on its own branch from the pipeline branch's
+    head; then the ranked table, and the pick when `picking` is auto. The exit status."""
+    try:
+        start_sha = pipeline_head(root, record)
+    except TrimoError as exc:
+        raise fail(exc) from exc
+    numbers = record.take_numbers(len(planned))
+    localstate.save(root, record)
+    agents = dict(zip(numbers, planned, strict=True))
+    token = secrets_token(3)
+    requests = {
+        n: attempt_request(
+            request, n, agent, record.attempt_branch(n), f"{record.name}-a{n}-{token}",
+            settings.secrets_for(agent),
+        )
+        for n, agent in agents.items()
+    }  # fmt: skip
+    width = len(str(numbers[-1]))
+    progress = Progress(agents)
+    printing = threading.Lock()
+    stop = StopSignal()
+    started, started_at = time.monotonic(), datetime.now(UTC)
+    out.print(
+        Text(
+            f"▶ {len(numbers)} attempts of {record.name} from {record.branch} "
+            f"({start_sha[:7]}): " + ", ".join(f"{n} {a}" for n, a in agents.items()),
+            "bold",
+        )
+    )
+    with stop_on_signals(stop), out.status(progress.line(0)) as status:
+
+        def on_event(number: int, event: RunEvent) -> None:
+            progress.saw(number, event)
+            if (line := prefixed(number, width, event)) is not None:
+                with printing:
+                    out.print(line, highlight=False)
+
+        ended = run_all(
+            engine, requests, on_event, stop,
+            lambda: status.update(progress.line(time.monotonic() - started)),
+        )  # fmt: skip
+    ranked = rank([result_of(e, agents[e.number]) for e in ended], rank_by)
+    by_number = {e.number: e.finished for e in ended}
+    attempt_set = localstate.AttemptSet(
+        start_sha=start_sha,
+        started_at=started_at,
+        rank_by=rank_by,
+        attempts=[
+            localstate.LocalAttempt(
+                number=r.number,
+                branch=record.attempt_branch(r.number),
+                run=run_record(requests[r.number], by_number[r.number]),
+                result=r,
+            )
+            for r in ranked
+        ],
+    )
+    record.attempt_sets.append(attempt_set)
+    localstate.save(root, record)
+    picked_lines: list[str] = []
+    top = auto_pick(ranked) if picking == "auto" and not stop.is_set() else None
+    if top is not None:
+        try:
+            picked_lines = localpick.pick(
+                root, record, top.number, settings.attempts_keep_days, datetime.now(UTC),
+                "pick: auto, ranked first with its checks passed",
+            )  # fmt: skip
+            localstate.save(root, record)
+        except TrimoError as exc:
+            picked_lines = [f"pick: auto did not keep attempt {top.number}: {exc.message}"]
+    out.print()
+    out.print(Text(f"Attempts of {record.name}, best first (ranked by {', '.join(rank_by)}):",
+                   "bold"))  # fmt: skip
+    out.print(ranking_table(ranked, attempt_set.picked))
+    for line in reason_lines(ranked, {n: record.attempt_branch(n) for n in numbers}):
+        out.print(line, highlight=False)
+    if (spend := spend_line(ranked)) is not None:
+        out.print(spend)
+    out.print()
+    for said in picked_lines:
+        out.print(Text(said, "green"), highlight=False)
+    if attempt_set.picked is None:
+        if picking == "auto" and not stop.is_set():
+            out.print(Text("pick: auto kept none: no attempt finished with its checks passed.",
+                           "yellow"))  # fmt: skip
+        keepable = [r.number for r in ranked if r.commits]
+        if keepable:
+            out.print(
+                f"Keep one: trimo pick {record.name} {keepable[0]}   "
+                f"(its commits become {record.branch})",
+                highlight=False,
+            )
+    else:
+        out.print(f'Continue with: trimo run --pipeline {record.name} "…"', highlight=False)
+    return attempts_exit_code(ranked, stop.is_set())
+
+
+def pipeline_head(root: Path, record: localstate.LocalPipeline) -> str:
+    """The commit every attempt starts from: the pipeline branch's head, made at the base
+    branch's head when the pipeline has no branch yet (so all attempts share it)."""
+    head = gitops.branch_sha(root, record.branch)
+    if head is not None:
+        return head
+    base = gitops.branch_sha(root, record.base_branch)
+    if base is None:
+        raise TrimoError(f"The base branch {record.base_branch!r} is not in the repository.")
+    gitops.git(root, "update-ref", f"refs/heads/{record.branch}", base, "0" * 40)
+    return base
+
+
+def run_record(request: RunRequest, finished: RunFinished) -> RunRecord:
+    return RunRecord(
+        run_id=request.run_id,
+        prompt=request.prompt,
+        agent=request.agent,
+        mode=request.mode,
+        plan=finished.plan,
+        outcome=finished.outcome,
+        reason=finished.reason,
+        commits=finished.commits,
+        diff=finished.diff,
+        finished_at=finished.at,
+    )
+
+
+def attempts_exit_code(ranked: list[AttemptResult], stopped: bool) -> int:
+    """0 when the top attempt finished with commits and no failing check; 130 when stopped;
+    3 when Trimo could run none of them; else 1."""
+    if stopped:
+        return EXIT_CODES[Outcome.CANCELLED]
+    top = ranked[0]
+    if top.finished_with_work and top.verified is not False:
+        return 0
+    if all(r.outcome is Outcome.ERROR for r in ranked):
+        return EXIT_CODES[Outcome.ERROR]
+    return 1
+
+
+def clean_attempts(
+    root: Path, record: localstate.LocalPipeline, settings: RunnerSettings, out: Console
+) -> None:
+    """Delete the pipeline's attempt branches the keep window after their pick, saying so."""
+    said = localpick.clean(root, record, settings.attempts_keep_days, datetime.now(UTC))
+    if said:
+        localstate.save(root, record)
+    for line in said:
+        out.print(Text(line, "dim"), highlight=False)
+
+
+def pick(
+    pipeline: Annotated[str, typer.Argument(help="The pipeline whose attempts ran.")],
+    attempt: Annotated[int, typer.Argument(help="The attempt to keep (its number).")],
+    repo: Annotated[Path, typer.Option(help="The git repository.")] = Path("."),
+) -> None:
+    """Keep one attempt: its commits become the pipeline's branch trimo/<pipeline>.
+
+    The first pick is a fast-forward. Within TRIMO_ATTEMPTS_KEEP_DAYS (7 unless set) a later
+    pick switches, resetting the branch; after that the other attempts' branches are deleted.
+    """
+    out = Console()
+    try:
+        settings = RunnerSettings()
+        root = localstate.repo_root(repo.resolve())
+        record = localstate.load(root, localstate.validate_name(pipeline))
+        if record is None:
+            raise TrimoError(
+                f"There is no pipeline {pipeline!r} in this repository.",
+                "trimo pipelines lists them",
+            )
+        clean_attempts(root, record, settings, out)
+        said = localpick.pick(
+            root, record, attempt, settings.attempts_keep_days, datetime.now(UTC), "picked by hand"
+        )
+        localstate.save(root, record)
+    except (TrimoError, ValueError) as exc:
+        raise fail(exc if isinstance(exc, TrimoError) else TrimoError(str(exc))) from exc
+    for line in said:
+        out.print(Text(line, "green"), highlight=False)
+    out.print(f'Continue with: trimo run --pipeline {record.name} "…"', highlight=False)
 
 
 CREDENTIAL_HINTS = {
@@ -407,6 +657,20 @@ def pipelines(
                     f" {commits}  {prompt_line}",
                 )
             )
+        for attempt_set in item.attempt_sets:
+            out.print(attempts_line(item, attempt_set), highlight=False)
+
+
+def attempts_line(item: localstate.LocalPipeline, attempt_set: localstate.AttemptSet) -> Text:
+    """One set of attempts in `trimo pipelines`: each one's standing, best first, and the pick."""
+    numbers = sorted(a.number for a in attempt_set.attempts)
+    standings = ", ".join(f"{a.number} {a.result.standing}" for a in attempt_set.attempts)
+    if attempt_set.picked is not None:
+        kept = Text(f"kept {attempt_set.picked}", "green")
+    else:
+        kept = Text(f"none kept yet: trimo pick {item.name} N", "yellow")
+    gone = " (branches deleted)" if attempt_set.cleaned else ""
+    return Text.assemble(f"  attempts {numbers[0]}–{numbers[-1]}{gone}: {standings}; ", kept)
 
 
 def host_rules_problem(client: docker.DockerClient, runner_id: str) -> str | None:

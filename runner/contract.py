@@ -142,6 +142,11 @@ MAX_VERIFY_CHECKS: Final = 10
 DEFAULT_VERIFY_TIMEOUT_SECONDS: Final = 10 * 60
 MAX_VERIFY_TIMEOUT_SECONDS: Final = 2 * 3600
 """Each verify check's time limit: its default and its most."""
+MAX_ATTEMPTS_DEFAULT: Final = 4
+"""`TRIMO_POLICY_MAX_ATTEMPTS`'s default: the most attempts of one prompt at once."""
+ATTEMPTS_KEEP_DAYS_DEFAULT: Final = 7
+"""`TRIMO_ATTEMPTS_KEEP_DAYS`'s default: how long after a pick the other attempts' branches
+stay (and a later pick may still switch)."""
 RUNNER_LOST: Final = "stopped answering while the run was going"
 """How a run's reason says its runner was lost (`runner <id> ` goes before it)."""
 

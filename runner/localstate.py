@@ -1,13 +1,16 @@
 """Local pipelines: their runs, kept in the repository's own git directory.
 
 `<git-common-dir>/trimo/pipelines/<name>.json` travels with the repository and
-needs no server; the branch is `trimo/<name>`.
+needs no server; the branch is `trimo/<name>`. Attempts of one prompt (`trimo run
+--attempts`) are kept beside the runs, by set: attempt N's branch is `trimo/<name>-attempt-N`,
+and N counts across the pipeline's attempts, never reused.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from datetime import datetime
 from pathlib import Path
 
 from pydantic import BaseModel, Field
@@ -15,8 +18,39 @@ from pydantic import BaseModel, Field
 from runner import gitops
 from runner.errors import TrimoError
 from runner.job import RunRecord
+from runner.ranking import DEFAULT_RANK_BY, AttemptResult, RankKey
 
 PIPELINE_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+_ATTEMPT_LIKE = re.compile(r"(?:-attempt-[0-9]+|\.a[0-9]+)$")
+"""Names an attempt's branch or workspace would take: `x-attempt-2` is attempt 2 of `x`."""
+
+
+class LocalAttempt(BaseModel):
+    """One attempt of a set: its branch, its run, and its evidence for the ranking."""
+
+    number: int
+    branch: str
+    run: RunRecord
+    result: AttemptResult
+
+
+class AttemptSet(BaseModel):
+    """The attempts one `trimo run` started together, all from commit `start_sha`."""
+
+    start_sha: str
+    started_at: datetime
+    rank_by: tuple[RankKey, ...] = DEFAULT_RANK_BY
+    attempts: list[LocalAttempt] = Field(default_factory=list)
+    """Best first, as they were ranked."""
+    picked: int | None = None
+    picked_at: datetime | None = None
+    picked_sha: str | None = None
+    """The commit the pick put on the pipeline branch."""
+    cleaned: bool = False
+    """Its branches were deleted, the keep window after its pick."""
+
+    def attempt(self, number: int) -> LocalAttempt | None:
+        return next((a for a in self.attempts if a.number == number), None)
 
 
 class LocalPipeline(BaseModel):
@@ -24,6 +58,23 @@ class LocalPipeline(BaseModel):
     branch: str
     base_branch: str
     runs: list[RunRecord] = Field(default_factory=list)
+    attempts_started: int = 0
+    """The last attempt number given out: the next set's numbers follow it."""
+    attempt_sets: list[AttemptSet] = Field(default_factory=list)
+
+    def attempt_branch(self, number: int) -> str:
+        """Attempt `number`'s branch: a sibling of the pipeline's (git refuses a branch under
+        another branch's name, so not `trimo/<name>/attempt-N`)."""
+        return f"{self.branch}-attempt-{number}"
+
+    def take_numbers(self, count: int) -> list[int]:
+        """The next `count` attempt numbers (save the pipeline before using them)."""
+        first = self.attempts_started + 1
+        self.attempts_started += count
+        return list(range(first, first + count))
+
+    def set_of(self, number: int) -> AttemptSet | None:
+        return next((s for s in self.attempt_sets if s.attempt(number) is not None), None)
 
 
 def repo_root(path: Path) -> Path:
@@ -49,7 +100,8 @@ def _store(repo: Path) -> Path:
 
 def name_from_prompt(prompt: str) -> str:
     words = re.findall(r"[a-z0-9]+", prompt.lower())[:6]
-    return "-".join(words)[:40].strip("-") or "run"
+    name = "-".join(words)[:40].strip("-") or "run"
+    return f"{name}-run" if _ATTEMPT_LIKE.search(name) else name
 
 
 def validate_name(name: str) -> str:
@@ -57,6 +109,12 @@ def validate_name(name: str) -> str:
         raise TrimoError(
             f"{name!r} is not a valid pipeline name.",
             "use lowercase letters, digits, '.', '_' and '-' (up to 63 characters)",
+        )
+    if _ATTEMPT_LIKE.search(name):
+        raise TrimoError(
+            f"{name!r} is not a valid pipeline name: it is how an attempt of another "
+            "pipeline is named.",
+            "leave out the -attempt-N or .aN ending",
         )
     return name
 

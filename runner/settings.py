@@ -12,7 +12,12 @@ from pydantic import Field, SecretStr, field_validator
 from runner.agents import ADAPTERS
 from runner.agents.endpoints import endpoint_of
 from runner.basesettings import TrimoSettings
-from runner.contract import KEPT_MAX_DEFAULT
+from runner.contract import (
+    ATTEMPTS_KEEP_DAYS_DEFAULT,
+    KEPT_MAX_DEFAULT,
+    MAX_ATTEMPTS,
+    MAX_ATTEMPTS_DEFAULT,
+)
 from runner.disk import parse_size
 from runner.engine import EngineConfig
 from runner.errors import TrimoError
@@ -59,6 +64,12 @@ class RunnerSettings(TrimoSettings):
     kept_max: str = KEPT_MAX_DEFAULT
     """The most a pipeline's kept commits (refused, or not pushed) may take in Redis, where
     every runner reaches them, as bundles; beyond it they stay on the runner that made them."""
+    policy_max_attempts: int = Field(default=MAX_ATTEMPTS_DEFAULT, ge=1, le=MAX_ATTEMPTS)
+    """`trimo run --attempts`: the most attempts of one prompt at once on this machine (the
+    App reads the same variable for its own cap)."""
+    attempts_keep_days: float = Field(default=ATTEMPTS_KEEP_DAYS_DEFAULT, gt=0)
+    """`trimo pick`: how long after a pick the other attempts' branches stay, and a later
+    pick may still switch to one of them."""
 
     anthropic_api_key: SecretStr | None = None
     openai_api_key: SecretStr | None = None

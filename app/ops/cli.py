@@ -54,6 +54,7 @@ def _main(
 cli.add_typer(runner_cli.image_app, name="image")
 cli.command()(runner_cli.run)
 cli.command()(runner_cli.pipelines)
+cli.command()(runner_cli.pick)
 cli.add_typer(runner_cli.runner_app, name="runner")
 cli.command("setup")(setup_command)
 events_app = typer.Typer(help="Events the App could not handle (the dead-letter stream).")
