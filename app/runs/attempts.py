@@ -127,12 +127,18 @@ async def accept_attempts(
                 pipeline.id, saved.id, lambda s: _set_comment(s, comment_id)
             )
 
+    async def remember_start() -> None:
+        if sha is not None:
+            await services.pipelines.change_attempt_set(
+                pipeline.id, saved.id, lambda s: _set_start(s, sha)
+            )
+
     for run in made:
         await making.begin(services.redis, run.run_id)
     try:
         await together(
             together(*(check_run(run) for run in made)),
-            together(table(), start_next(services, api, pipeline.id)),
+            together(table(), start_next(services, api, pipeline.id), remember_start()),
         )
     finally:
         for run in made:
@@ -148,6 +154,10 @@ async def accept_attempts(
 
 def _set_comment(attempt_set: AttemptSet, comment_id: int) -> None:
     attempt_set.comment_id = comment_id
+
+
+def _set_start(attempt_set: AttemptSet, sha: str) -> None:
+    attempt_set.start_sha = sha
 
 
 def _comment(

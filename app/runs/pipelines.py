@@ -214,6 +214,9 @@ class AttemptSet(BaseModel):
     """Why the last pick was made or switched, as the table says it."""
     cleaned: bool = False
     """Its attempts' branches were deleted after the keep window."""
+    start_sha: str | None = None
+    """The commit its attempts started from (the pipeline branch's head, else its base's):
+    each attempt's diff is against it."""
 
 
 class Pipeline(BaseModel):
