@@ -74,6 +74,8 @@ class Conversation:
     unsaid: list[str] = field(default_factory=list)
     """Replies with no thread to go to (a pipeline started from the dashboard has none yet):
     the caller shows them where it can."""
+    said: list[str] = field(default_factory=list)
+    """Every reply, posted or not, in order (the dashboard shows its answers too)."""
 
     @property
     def services(self) -> Services:
@@ -93,6 +95,7 @@ class Conversation:
     async def reply(self, template: str, step: str = "reply", **context: object) -> None:
         """Post a comment rendered from `templates/github/<template>` on the thread."""
         body = render(f"github/{template}", user=self.source.user, **context)
+        self.said.append(body)
         if not self.thread.number:
             self.unsaid.append(body)
             return

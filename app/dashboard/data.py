@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import redis.asyncio as aioredis
 
@@ -13,7 +14,7 @@ from app.dashboard.board import Usage
 from app.reporting.channels.pullrequest import PULL_OF_PIPELINE, pull_title_field
 from app.reporting.reporter import VIEW_PREFIX
 from app.reporting.runview import RunView
-from app.runs.pipelines import Pipelines
+from app.runs.pipelines import CHANGES, Pipelines
 from app.runs.summary import PipelineSummary
 from runner import contract
 from runner.registry import RunnerInfo, online_runners
@@ -29,6 +30,11 @@ VIEWED_TTL_SECONDS = 90 * 86400
 STARTED_PREFIX = "trimo:dashboard:started:"
 """+ the delivery id of a New pipeline request: the id of the pipeline it made."""
 STARTED_TTL_SECONDS = 3600
+ANSWERS_PREFIX = "trimo:dashboard:answers:"
+"""+ the pipeline id: a list of answers to what people asked from its page (JSON, newest first)."""
+ANSWERS_KEPT = 5
+ANSWERS_TTL_SECONDS = 86400
+ANSWER_CHARS = 600
 StreamEntry = tuple[str, str]
 """(stream id, the event's JSON)."""
 
@@ -272,3 +278,51 @@ async def remember_started(redis: aioredis.Redis, delivery_id: str, pipeline_id:
 
 async def started_pipeline(redis: aioredis.Redis, delivery_id: str) -> str | None:
     return redisio.as_text(await redis.get(STARTED_PREFIX + delivery_id))
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What Trimo answered to a request from a pipeline's page (plain text)."""
+
+    at: datetime
+    login: str
+    text: str
+
+
+def answer_text(markdown: str) -> str:
+    """A reply written for GitHub as one plain line (its marks dropped), cut short."""
+    plain = " ".join(markdown.replace("`", "").replace("*", "").split())
+    return plain if len(plain) <= ANSWER_CHARS else plain[: ANSWER_CHARS - 1] + "…"
+
+
+async def remember_answer(
+    redis: aioredis.Redis, pipeline_id: str, login: str, markdown: str
+) -> None:
+    """Keep Trimo's answer to `login`'s request for the pipeline's page (a thread may not
+    be where they look, or there may be none), and tell the page it changed."""
+    at = datetime.now(UTC).isoformat()
+    entry = json.dumps({"at": at, "login": login, "text": answer_text(markdown)})
+    key = ANSWERS_PREFIX + pipeline_id
+    pipe = redis.pipeline(transaction=True)
+    pipe.lpush(key, entry)
+    pipe.ltrim(key, 0, ANSWERS_KEPT - 1)
+    pipe.expire(key, ANSWERS_TTL_SECONDS)
+    pipe.publish(CHANGES, pipeline_id)
+    await pipe.execute()
+
+
+async def answers_of(redis: aioredis.Redis, pipeline_id: str) -> list[Answer]:
+    """The pipeline's latest answers, newest first (unreadable entries skipped)."""
+    found = []
+    entries: list[bytes | str] = await redisio.settle(
+        redis.lrange(ANSWERS_PREFIX + pipeline_id, 0, ANSWERS_KEPT - 1)
+    )
+    for raw in entries:
+        try:
+            entry = json.loads(raw)
+            found.append(
+                Answer(datetime.fromisoformat(entry["at"]), str(entry["login"]), str(entry["text"]))
+            )
+        except (ValueError, KeyError, TypeError):
+            continue
+    return found

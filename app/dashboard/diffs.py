@@ -1,4 +1,5 @@
-"""A pipeline's branch against its base, file by file, from GitHub's compare API.
+"""A pipeline's branch against its base (or an attempt against where it started), file by
+file, from GitHub's compare API.
 
 Files by folder (the top folder's first), in natural order (page2 before page10); each
 patch's lines numbered on both sides, and paired into rows for the split view. `diff_page`
@@ -182,11 +183,19 @@ def diff_page(comparison: Comparison) -> DiffPage:
 
 async def load_diff(github: GitHubApp | None, pipeline: Pipeline) -> DiffPage:
     """The diff of the pipeline's branch, or what kept it from being shown."""
+    return await compare_diff(github, pipeline, pipeline.base_branch, pipeline.branch)
+
+
+async def compare_diff(
+    github: GitHubApp | None, pipeline: Pipeline, base: str, head: str
+) -> DiffPage:
+    """What `head` changes against `base` in the pipeline's repository, or what kept it
+    from being shown."""
     if github is None:
         return DiffPage(problem="The App's GitHub key is not configured on this server.")
     try:
         api = await github.repo(pipeline.installation_id, pipeline.repo)
-        comparison = await api.compare(pipeline.base_branch, pipeline.branch)
+        comparison = await api.compare(base, head)
     except RequestFailed as exc:
         return DiffPage(problem=f"GitHub would not compare the branches: {failure_detail(exc)}")
     except (RequestError, UnexpectedAnswer, TimeoutError) as exc:

@@ -7,7 +7,7 @@ reported exactly as a comment command is.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Final, Literal
 
@@ -15,7 +15,7 @@ from pydantic import Field
 
 from app.edge.payloads import RepoEvent
 from app.github.tolerant import Tolerant
-from runner.contract import AGENTS
+from runner.contract import AGENTS, MAX_ATTEMPTS
 from runner.job import is_valid_branch_name
 
 DASHBOARD_EVENT: Final = "trimo_dashboard"
@@ -24,7 +24,7 @@ MAX_PATH_CHARS: Final = 1000
 MAX_HUNK_CHARS: Final = 20_000
 MAX_LINE: Final = 10_000_000
 
-Action = Literal["stop", "retry", "run", "new"]
+Action = Literal["stop", "retry", "run", "new", "pick"]
 
 
 class DashboardAsk(Tolerant):
@@ -41,6 +41,17 @@ class DashboardAsk(Tolerant):
     comment's context."""
     line: int | None = None
     diff_hunk: str = ""
+    attempts: int | None = Field(default=None, ge=1, le=MAX_ATTEMPTS)
+    """Attempts of the prompt side by side (of each of `agents`); None: the config's."""
+    agents: str = ""
+    """Several agents, comma-separated: one attempt (`attempts`) of each."""
+    attempt: int | None = Field(default=None, ge=1)
+    """The attempt to keep (Pick)."""
+
+    def agent_names(self) -> tuple[str, ...]:
+        """`agents` as the run command takes them: known agents only, each once."""
+        names = (name.strip() for name in self.agents.split(","))
+        return tuple(dict.fromkeys(n for n in names if n in AGENTS))[:MAX_ATTEMPTS]
 
 
 class DashboardEvent(RepoEvent):
@@ -51,9 +62,23 @@ class DashboardEvent(RepoEvent):
 
 
 @dataclass(frozen=True)
+class Attempts:
+    """How many attempts of a prompt, of which agents (None and (): as configured)."""
+
+    attempts: int | None = None
+    agents: tuple[str, ...] = ()
+
+    def ask(self) -> dict[str, str]:
+        """The fields a dashboard request carries for them (none when as configured)."""
+        asked = {"attempts": str(self.attempts)} if self.attempts is not None else {}
+        return asked | ({"agents": ",".join(self.agents)} if self.agents else {})
+
+
+@dataclass(frozen=True)
 class FollowUp:
     prompt: str
     agent: str
+    attempts: Attempts = Attempts()
 
 
 @dataclass(frozen=True)
@@ -72,6 +97,7 @@ class NewPipeline:
     base_branch: str
     prompt: str
     agent: str
+    attempts: Attempts = Attempts()
 
 
 @dataclass(frozen=True)
@@ -96,11 +122,35 @@ def _prompt_and_agent(form: Mapping[str, object]) -> tuple[str, str] | FormError
     return prompt, agent
 
 
+def _attempts(form: Mapping[str, object], agent: str) -> Attempts | FormError:
+    """The form's number of attempts and agents (`agents`: names, comma-separated)."""
+    count = _text(form, "attempts")
+    if count and not (count.isascii() and count.isdigit() and 1 <= int(count) <= MAX_ATTEMPTS):
+        return FormError(f"Attempts: a whole number from 1 to {MAX_ATTEMPTS}.")
+    names = [name.strip() for name in _text(form, "agents").split(",") if name.strip()]
+    unknown = [name for name in names if name not in AGENTS]
+    if unknown:
+        return FormError(f"Unknown agent; pick from {', '.join(AGENTS)}.")
+    if len(set(names)) != len(names):
+        return FormError("An agent is named twice: ask for more attempts of it instead.")
+    if agent and names:
+        return FormError("Choose one agent, or several agents, not both.")
+    attempts = int(count) if count else None
+    if len(names) * (attempts or 1) > MAX_ATTEMPTS:
+        return FormError(
+            f"That is {len(names) * (attempts or 1)} attempts; at most {MAX_ATTEMPTS} can run."
+        )
+    return Attempts(attempts=attempts, agents=tuple(names))
+
+
 def parse_follow_up(form: Mapping[str, object]) -> FollowUp | FormError:
     found = _prompt_and_agent(form)
     if isinstance(found, FormError):
         return found
-    return FollowUp(prompt=found[0], agent=found[1])
+    attempts = _attempts(form, found[1])
+    if isinstance(attempts, FormError):
+        return attempts
+    return FollowUp(prompt=found[0], agent=found[1], attempts=attempts)
 
 
 def parse_new_pipeline(
@@ -116,7 +166,20 @@ def parse_new_pipeline(
     found = _prompt_and_agent(form)
     if isinstance(found, FormError):
         return found
-    return NewPipeline(repo=repo, base_branch=base, prompt=found[0], agent=found[1])
+    attempts = _attempts(form, found[1])
+    if isinstance(attempts, FormError):
+        return attempts
+    return NewPipeline(
+        repo=repo, base_branch=base, prompt=found[0], agent=found[1], attempts=attempts
+    )
+
+
+def parse_pick(form: Mapping[str, object], known: Collection[int]) -> int | FormError:
+    """The attempt to keep: one of `known` (the pipeline's attempt numbers)."""
+    number = _text(form, "attempt")
+    if not (number.isascii() and number.isdigit() and len(number) < 6) or int(number) not in known:
+        return FormError("Which attempt? Pick one of this pipeline's attempts.")
+    return int(number)
 
 
 def parse_line_comment(form: Mapping[str, object]) -> LineComment | FormError:

@@ -7,8 +7,8 @@ runs service handles them exactly as it handles comment commands.
 
 Stable hooks for browser tests (documented in the templates): `#col-<column>` columns,
 `#card-<pipeline id>` cards (`data-column`), `#log` with `.log-line` lines (`data-id`),
-`#kept` with `.kept` sets (`data-entry`), and buttons `#stop`, `#retry`, `#follow-up` and
-`#new-pipeline`.
+`#kept` with `.kept` sets (`data-entry`), `.attempts` sets with `#pick-<n>` buttons, and
+buttons `#stop`, `#retry`, `#follow-up` and `#new-pipeline`.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from typing import Any, Final, TypeVar
 from urllib.parse import quote
 
 from githubkit.exception import RequestError, RequestFailed
+from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import (
@@ -38,7 +39,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from app.conversation.policy import role_allows
-from app.dashboard import data, kept, spenddata, spendview
+from app.dashboard import attempts, data, kept, spenddata, spendview
 from app.dashboard.auth import Viewer, checked_form, csrf_token, current_viewer
 from app.dashboard.board import (
     TAB_STATES,
@@ -61,6 +62,7 @@ from app.dashboard.requests import (
     parse_follow_up,
     parse_line_comment,
     parse_new_pipeline,
+    parse_pick,
 )
 from app.edge.web import RedisHandle, enqueue_delivery
 from app.github.client import GitHubApp, UnexpectedAnswer
@@ -84,7 +86,7 @@ FLEET_LOOK_SECONDS: Final = 0.5
 BRANCHES_SECONDS: Final = 60.0
 BRANCHES_CACHED: Final = 1000
 LEAST_ROLE_TO_ACT: Final = "write"
-ASKED: Final = ("stop", "retry", "run", "implement", "preview", "preview_stop")
+ASKED: Final = ("stop", "retry", "run", "implement", "preview", "preview_stop", "pick")
 """Actions the pipeline page thanks people for after they asked."""
 """No repository config asks for less than this; the App worker checks the config's own."""
 
@@ -140,6 +142,8 @@ class Dashboard:
             Route("/pipelines/{pipeline_id}", self.pipeline_page),
             Route("/events/pipelines/{pipeline_id}", self.pipeline_events),
             Route("/pipelines/{pipeline_id}/diff", self.pipeline_diff),
+            Route("/pipelines/{pipeline_id}/attempts/{set_id}/diff", self.attempts_diff),
+            Route("/pipelines/{pipeline_id}/pick", self.pick, methods=["POST"]),
             Route("/pipelines/{pipeline_id}/stop", self.stop, methods=["POST"]),
             Route("/pipelines/{pipeline_id}/retry", self.retry, methods=["POST"]),
             Route("/pipelines/{pipeline_id}/preview", self.preview, methods=["POST"]),
@@ -211,8 +215,11 @@ class Dashboard:
             pull_title=" ".join(pull_title.split()),
             web=web,
             kept=kept_sets,
+            attempt_sets=attempts.sets_of(pipeline),
+            answers=await data.answers_of(redis, pipeline.id),
             may_act=may_act(viewer, pipeline.repo),
             agents=AGENTS,
+            max_attempts=self.settings.policy_max_attempts,
             error=request.query_params.get("error", "")[:300],
             asked=request.query_params.get("asked", "") in ASKED,
         )
@@ -228,6 +235,19 @@ class Dashboard:
             "_diff.html.j2", diff=page, viewed=seen, may_act=may_act(viewer, pipeline.repo)
         )
         return HTMLResponse(html)
+
+    async def attempts_diff(self, request: Request) -> Response:
+        """A set's attempts' diffs side by side, each against the commit they started from."""
+        viewer = await current_viewer(request)
+        if viewer is None:
+            return _to_login(request)
+        pipeline = await self._visible_pipeline(request, viewer)
+        set_id = request.path_params["set_id"]
+        attempt_set = pipeline.attempt_set(set_id) if is_valid_id(set_id) else None
+        if attempt_set is None:
+            raise HTTPException(404, "No such set of attempts.")
+        found = await attempts.load_diffs(await self._github_app(), pipeline, attempt_set)
+        return HTMLResponse(render("_attempt_diffs.html.j2", diffs=found))
 
     async def mark_viewed(self, request: Request) -> Response:
         """Mark one file's change viewed (or not) for the signed-in person."""
@@ -377,6 +397,7 @@ class Dashboard:
             "new.html.j2",
             repos=repos,
             agents=AGENTS,
+            max_attempts=self.settings.policy_max_attempts,
             error=error,
             values=values,
             status=400 if error else 200,
@@ -504,6 +525,10 @@ class Dashboard:
     async def follow_up(self, request: Request) -> Response:
         return await self._act(request, "run")
 
+    async def pick(self, request: Request) -> Response:
+        """Keep one attempt: its commits become the pipeline's branch (`/trimo pick N`)."""
+        return await self._act(request, "pick")
+
     async def line_comment(self, request: Request) -> Response:
         """A comment on a line of the diff: a follow-up given that file, line and hunk."""
         return await self._act(request, "comment")
@@ -529,7 +554,13 @@ class Dashboard:
         if not may_act(viewer, pipeline.repo):
             raise HTTPException(403, f"You need {LEAST_ROLE_TO_ACT} access to {pipeline.repo}.")
         ask: dict[str, str] = {"pipeline": pipeline.id}
-        if action == "stop":
+        if action == "pick":
+            known = [run.attempt for run in pipeline.runs if run.attempt]
+            number = parse_pick(dict(form), known)
+            if isinstance(number, FormError):
+                return RedirectResponse(f"{back}?error={quote(number.message)}", status_code=303)
+            ask["attempt"] = str(number)
+        elif action == "stop":
             run_id = str(form.get("run_id") or pipeline.active_run or "")
             ask["run_id"] = run_id if pipeline.find(run_id) else ""
         elif action == "retry":
@@ -546,10 +577,10 @@ class Dashboard:
             ask |= {"prompt": comment.prompt, "agent": "", "path": comment.path,
                     "line": str(comment.line), "diff_hunk": comment.diff_hunk}  # fmt: skip
         else:
-            parsed = parse_follow_up(dict(form))
+            parsed = parse_follow_up(_with_agents(form))
             if isinstance(parsed, FormError):
                 return RedirectResponse(f"{back}?error={quote(parsed.message)}", status_code=303)
-            ask |= {"prompt": parsed.prompt, "agent": parsed.agent}
+            ask |= {"prompt": parsed.prompt, "agent": parsed.agent} | parsed.attempts.ask()
         repository = {
             "name": pipeline.repo.partition("/")[2],
             "full_name": pipeline.repo,
@@ -567,7 +598,8 @@ class Dashboard:
         if viewer is None:
             raise HTTPException(401, "Sign in first.")
         form = await checked_form(request)
-        values = {k: str(v) for k, v in form.items() if k != "csrf" and isinstance(v, str)}
+        fields = _with_agents(form)
+        values = {k: str(v) for k, v in fields.items() if k != "csrf" and isinstance(v, str)}
         allowed = {r.lower(): r for r in viewer.repos if may_act(viewer, r)}
         parsed = parse_new_pipeline(values, allowed)
         if isinstance(parsed, FormError):
@@ -585,6 +617,7 @@ class Dashboard:
             "clone_url": "",
         }
         ask = {"prompt": parsed.prompt, "agent": parsed.agent, "base_branch": parsed.base_branch}
+        ask |= parsed.attempts.ask()
         delivery_id = await self._enqueue(viewer, "new", repository, installation, ask)
         return RedirectResponse(f"/started/{delivery_id}", status_code=303)
 
@@ -690,6 +723,13 @@ class Dashboard:
             **context,
         )
         return HTMLResponse(html, status_code=status)
+
+
+def _with_agents(form: FormData) -> dict[str, object]:
+    """A form's fields, its `agents` boxes (several of one name) as one comma-separated text."""
+    fields: dict[str, object] = dict(form)
+    fields["agents"] = ",".join(v for v in form.getlist("agents") if isinstance(v, str))
+    return fields
 
 
 def _plan_to_implement(pipeline: Pipeline) -> str:

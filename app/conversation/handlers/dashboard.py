@@ -9,6 +9,7 @@ whoever asked, checks their role against the repository's config, leaves a note 
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 
 from app.conversation.commands import RunCommand
 from app.conversation.handlers.context import router
@@ -23,9 +24,10 @@ from app.conversation.thread import (
     open_conversation,
     report_config_error,
 )
-from app.dashboard.data import remember_started
+from app.dashboard.data import remember_answer, remember_started
 from app.dashboard.requests import DASHBOARD_EVENT, DashboardAsk, DashboardEvent
 from app.reporting.channels.pullrequest import pull_of_pipeline
+from app.runs.attempts import pick_attempt
 from app.runs.pipelines import Pipeline
 from app.runs.previews import request_preview, stop_preview
 from app.runs.service import (
@@ -66,7 +68,7 @@ async def new_pipeline(delivery: Delivery) -> None:
     allowed = await authorise(conv, config, role)
     if allowed and isinstance(config, ConfigError):
         await report_config_error(conv, config)
-    command = RunCommand(prompt=event.ask.prompt, agent=event.ask.agent or None)
+    command = _run_command(event.ask)
     base = event.ask.base_branch
     made: Pipeline | None
     if not allowed or isinstance(config, ConfigError):
@@ -75,6 +77,10 @@ async def new_pipeline(delivery: Delivery) -> None:
         made = await _refused_on_the_board(conv, seed_config, command, base)
     else:
         made = await start_branch_pipeline(conv, config, command, base)
+        if made is not None and await delivery.services.pipelines.get(made.id) is None:
+            # Attempts refused (more than the server allows, an agent's settings): the
+            # refusal shows on the dashboard as a failed run, as any other does.
+            await record_refused(conv, made, command.prompt, command.agent or config.agent)
     if made is not None:  # where the person who pressed Start lands
         await remember_started(delivery.services.redis, delivery.delivery_id, made.id)
 
@@ -94,7 +100,7 @@ async def _refused_on_the_board(
     return seed
 
 
-@router.on(DASHBOARD_EVENT, "stop", "retry", "run", "preview", "preview_stop")
+@router.on(DASHBOARD_EVENT, "stop", "retry", "run", "preview", "preview_stop", "pick")
 async def dashboard_request(delivery: Delivery) -> None:
     event = delivery.parse(DashboardEvent)
     ask = event.ask
@@ -120,7 +126,11 @@ async def dashboard_request(delivery: Delivery) -> None:
     if not await authorise(conv, config, role):
         return
     await _note(conv, event.action, pipeline, ask.prompt, ask.run_id)
-    if event.action == "stop":
+    said = len(conv.said)
+    if event.action == "pick":
+        await pick_attempt(conv, pipeline, ask.attempt or 0)
+        await _answer(conv, pipeline, said)
+    elif event.action == "stop":
         run = pipeline.find(ask.run_id) if ask.run_id else pipeline.active()
         await stop_run(conv, pipeline, run)
     elif event.action == "preview_stop":
@@ -132,10 +142,37 @@ async def dashboard_request(delivery: Delivery) -> None:
         await retry_run(conv, config, pipeline, run)
     elif event.action == "preview":
         await request_preview(conv, config, pipeline)
-    elif pipeline.kind == "branch":
-        await follow_up(conv, config, pipeline, RunCommand(ask.prompt, agent=ask.agent or None))
     else:
-        await request_run(conv, config, RunCommand(prompt=ask.prompt, agent=ask.agent or None))
+        runs = len(pipeline.runs)
+        if pipeline.kind == "branch":
+            await follow_up(conv, config, pipeline, _run_command(ask))
+        else:
+            await request_run(conv, config, _run_command(ask))
+        after = await delivery.services.pipelines.get(pipeline.id)
+        if after is None or len(after.runs) == runs:  # refused: say why on the page too
+            await _answer(conv, pipeline, said)
+
+
+def _run_command(ask: DashboardAsk) -> RunCommand:
+    return RunCommand(
+        prompt=ask.prompt,
+        agent=ask.agent or None,
+        attempts=ask.attempts,
+        agents=ask.agent_names(),
+    )
+
+
+async def _answer(conv: Conversation, pipeline: Pipeline, said: int) -> None:
+    """Show on the pipeline's page what Trimo replied to this request (its last reply
+    after the first `said`): the person who asked looks there, not always on the thread."""
+    if len(conv.said) <= said:
+        return
+    body = conv.said[-1]
+
+    async def keep() -> None:
+        await remember_answer(conv.services.redis, pipeline.id, conv.source.user, body)
+
+    await conv.delivery.once("dashboard-answer", _none(keep))
 
 
 def _review(ask: DashboardAsk) -> ReviewContext | None:
@@ -158,3 +195,13 @@ async def _note(
         run_id=inline_code(run_id) if run_id else "",
         branch=inline_code(pipeline.branch),
     )
+
+
+def _none(step: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[int | None]]:
+    """A side effect with no result, as `Delivery.once` runs it."""
+
+    async def run() -> int | None:
+        await step()
+        return None
+
+    return run

@@ -399,6 +399,29 @@ function loadDiff(diff) {
     .catch(() => { diff.textContent = "The diff could not be loaded; reload to try again."; });
 }
 
+const attemptDiffs = new Map(); // a set's diffs' address (with what they show) → their HTML
+
+function loadAttemptDiffs() {
+  // Each set of attempts' diffs side by side: fetched again only when what they show
+  // changed (their address says it), so a live redraw of the table keeps them.
+  document.querySelectorAll(".attempt-diffs[data-src]").forEach((holder) => {
+    const src = holder.dataset.src;
+    if (holder.dataset.loaded === src) return;
+    holder.dataset.loaded = src;
+    const known = attemptDiffs.get(src);
+    if (known !== undefined) { holder.innerHTML = known; return; }
+    fetch(src, { credentials: "same-origin" })
+      .then((response) => {
+        if (!response.ok) throw new Error(String(response.status));
+        return response.text();
+      })
+      .then((html) => { attemptDiffs.set(src, html); holder.innerHTML = html; })
+      .catch(() => { holder.textContent = "The attempts' diffs could not be loaded; reload to try again."; });
+  });
+}
+
+document.addEventListener("trimo:refreshed", loadAttemptDiffs);
+
 function withToken(event) {
   // A card's form is drawn for every viewer: it carries this page's CSRF token when sent.
   const form = event.target;
@@ -488,6 +511,7 @@ document.addEventListener("DOMContentLoaded", () => {
   if (tab && tab.content) showTab(tab.content);
   const diff = document.getElementById("diff");
   if (diff && diff.dataset.src) loadDiff(diff);
+  loadAttemptDiffs();
   document.querySelectorAll("#filters select").forEach((select) => {
     select.addEventListener("change", () => select.form.submit());
   });
