@@ -413,7 +413,8 @@ class Reporter:
             # next run in line goes, in case an earlier attempt stopped short of that.
             if isinstance(event, RunFinished):
                 await self._start_next(api, pipeline)
-                await self._fix_if_failing(pipeline, run, event)
+                if not run.attempt:
+                    await self._fix_if_failing(pipeline, run, event)
                 await self._attempt_ended(api, pipeline, run)
             return
         if speak:
@@ -455,8 +456,9 @@ class Reporter:
         await self.services.pipelines.finish(event)
         if speak:
             self.slack.finished(t.pipeline, t.run, event)
-        await self._fix_if_failing(t.pipeline, t.run, event)
-        await self._refresh_preview(t.api, t.pipeline, event)
+        if not t.run.attempt:  # an attempt's commits are not the pipeline branch's
+            await self._fix_if_failing(t.pipeline, t.run, event)
+            await self._refresh_preview(t.api, t.pipeline, event)
         pipe = self.redis.pipeline(transaction=False)
         pipe.srem(DIRTY, t.run.run_id)
         pipe.hdel(RUNNING, t.run.run_id)

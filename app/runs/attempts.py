@@ -46,6 +46,7 @@ from runner.templating import render
 log = logging.getLogger("trimo.attempts")
 
 TABLE_LOCK_PREFIX: Final = "trimo:attempts:table-lock:"
+PICK_LOCK_PREFIX: Final = "trimo:attempts:pick-lock:"
 CLEAN_FUNCTION: Final = "clean_attempts"
 """The App worker's job that deletes a set's branches once its keep window is over."""
 
@@ -239,6 +240,17 @@ async def pick(services: Services, api: RepoAPI, pipeline_id: str, number: int, 
     Nothing is lost: a branch someone pushed to, or that runs built on since the last
     pick, is left as it is and the pick refused with the reason.
     """
+    pipeline = await services.pipelines.get(pipeline_id)
+    found = pipeline.attempt_numbered(number) if pipeline else None
+    if pipeline is None or found is None:
+        return Picked("unknown", f"There is no attempt #{number} on this pipeline.")
+    async with redisio.waited(services.redis, f"{PICK_LOCK_PREFIX}{found[0].id}", 60):
+        return await _pick(services, api, pipeline_id, number, by)
+
+
+async def _pick(services: Services, api: RepoAPI, pipeline_id: str, number: int, by: str) -> Picked:
+    """`pick`, under the set's lock: two people picking at once take turns, each seeing
+    what the other did."""
     pipeline = await services.pipelines.get(pipeline_id)
     found = pipeline.attempt_numbered(number) if pipeline else None
     if pipeline is None or found is None:

@@ -557,6 +557,10 @@ async def fail_unstarted(
         if is_transient(exc):
             raise
         log.warning("run %s: its failure could not be shown (%s)", run_id, failure_detail(exc))
+    if failed.attempt:
+        from app.runs.attempts import attempt_ended  # attempts build on this module
+
+        await attempt_ended(services, api, pipeline_id, run_id)
     return failed
 
 
