@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from app.conversation.naming import issue_branch
 from tests.fakegithub import RunningFakeGitHub
 from tests.loop_harness import CONFIG, Loop
 
@@ -238,3 +239,15 @@ def test_a_branch_a_person_pushed_to_is_never_overwritten_by_a_pick(
     assert loop.file_on(branch, "person.txt") == "mine\n"
     assert loop.file_on(branch, "who.txt") is None
     assert loop.file_on(f"{branch}-attempt-1", "who.txt") == f"{branch}-attempt-1\n"
+
+
+def test_an_attempt_never_continues_a_branch_that_is_not_its_own(loop: Loop) -> None:
+    number = loop.new_issue("Stale branches")
+    stale = f"{issue_branch('trimo/', number, 'Stale branches')}-attempt-1"
+    bare = loop.gh.fake.bare_path("octo-org", "widgets")
+    subprocess.run(["git", "-C", str(bare), "branch", stale, "main"], check=True)
+    loop.comment(number, "/trimo run --attempts 2 echo x > x.txt && git add -A && git commit -qm X")
+    ranked = table(loop, number, "attempts ranked")
+    assert "| #2 |" in ranked and "| #3 |" in ranked and "| #1 |" not in ranked
+    main = loop.gh.fake.branch_sha("octo-org", "widgets", "main")
+    assert loop.gh.fake.branch_sha("octo-org", "widgets", stale) == main, "left as it was"

@@ -10,6 +10,7 @@ anything was built on the first pick since; then the attempts' branches are dele
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass, replace
 from datetime import timedelta
@@ -19,6 +20,7 @@ from githubkit.exception import RequestFailed
 
 from app import redisio
 from app.conversation.commands import RunCommand
+from app.conversation.naming import attempt_branch
 from app.conversation.policy import RunSettings, attempts_refusal
 from app.conversation.repoconfig import RepoConfig
 from app.conversation.thread import Conversation, fenced
@@ -47,6 +49,8 @@ log = logging.getLogger("trimo.attempts")
 
 TABLE_LOCK_PREFIX: Final = "trimo:attempts:table-lock:"
 PICK_LOCK_PREFIX: Final = "trimo:attempts:pick-lock:"
+SPARE_NUMBERS: Final = 4
+"""Attempt numbers looked up past those a set needs, in case some are taken."""
 CLEAN_FUNCTION: Final = "clean_attempts"
 """The App worker's job that deletes a set's branches once its keep window is over."""
 
@@ -96,12 +100,10 @@ async def accept_attempts(
         pick=config.pick,
         rank_by=list(config.rank_by),
     )
-    _, (pipeline, sha) = await together(
-        conv.react("eyes"),
-        together(
-            services.pipelines.add_attempts(seed, runs, attempt_set),
-            head_sha_for(api, seed, head_sha),
-        ),
+    _, taken = await together(conv.react("eyes"), _taken_numbers(services, api, seed, len(runs)))
+    pipeline, sha = await together(
+        services.pipelines.add_attempts(seed, runs, attempt_set, taken),
+        head_sha_for(api, seed, head_sha),
     )
     saved = pipeline.attempt_set(attempt_set.id) or attempt_set
     made = pipeline.attempts_of(saved)
@@ -151,6 +153,21 @@ async def accept_attempts(
         pipeline.id,
         ", ".join(f"#{run.attempt} {run.agent}" for run in made),
     )
+
+
+async def _taken_numbers(
+    services: Services, api: RepoAPI, seed: Pipeline, wanted: int
+) -> frozenset[int]:
+    """The next attempt numbers whose branches exist on GitHub already (left by a pipeline
+    whose record was lost, or made by a person): an attempt never continues a branch that
+    is not its own."""
+    known = await services.pipelines.get(seed.id) or seed
+    first = known.next_attempt_number()
+    numbers = range(first, first + wanted + SPARE_NUMBERS)
+    heads = await asyncio.gather(
+        *(api.branch_head(attempt_branch(known.branch, n)) for n in numbers)
+    )
+    return frozenset(n for n, head in zip(numbers, heads, strict=True) if head is not None)
 
 
 def _set_comment(attempt_set: AttemptSet, comment_id: int) -> None:

@@ -19,6 +19,7 @@ from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from itertools import count
 from typing import TYPE_CHECKING, Final, Literal
 
 from arq.connections import ArqRedis
@@ -529,10 +530,15 @@ class Pipelines:
             return pipeline
 
     async def add_attempts(
-        self, seed: Pipeline, runs: list[PipelineRun], attempt_set: AttemptSet
+        self,
+        seed: Pipeline,
+        runs: list[PipelineRun],
+        attempt_set: AttemptSet,
+        taken: frozenset[int] = frozenset(),
     ) -> Pipeline:
         """Put a set of attempts in line on pipeline `seed.id` (created from `seed` if new),
-        numbered after the pipeline's earlier attempts, each on its own branch.
+        numbered after the pipeline's earlier attempts and past the numbers in `taken`
+        (their branches exist already), each on its own branch.
 
         Idempotent per set id: a set already there is left as it is (a retried delivery).
         """
@@ -542,8 +548,8 @@ class Pipelines:
             pipeline.clone_url = seed.clone_url
             pipeline.title = seed.title or pipeline.title
             if pipeline.attempt_set(attempt_set.id) is None:
-                first = pipeline.next_attempt_number()
-                for number, run in enumerate(runs, first):
+                free = (n for n in count(pipeline.next_attempt_number()) if n not in taken)
+                for number, run in zip(free, runs, strict=False):  # `free` never ends
                     run.attempt, run.attempt_set = number, attempt_set.id
                     run.branch = attempt_branch(pipeline.branch, number)
                     pipeline.add(run)
