@@ -380,6 +380,9 @@ def test_the_hosts_git_work_is_bounded_like_the_agents(sample_repo: Path, cache:
 # -- egress proxy -----------------------------------------------------------------------
 
 
+FLOOD = 240
+
+
 def test_blocked_host_reports_and_proxy_logs_are_bounded(
     sample_repo: Path, cache: Path, docker_client: docker.DockerClient
 ) -> None:
@@ -387,10 +390,12 @@ def test_blocked_host_reports_and_proxy_logs_are_bounded(
 
     tag = netclient_image(docker_client, "trimo-agent:base")
     label = "a" * 60
+    # Requests to as many hosts, a few times the report's cap (a count, not a fixed time:
+    # 20 s of requests were 460 of them on a busy machine).
     script = rf"""
 n=0
-end=$((SECONDS+20))
-while [ $SECONDS -lt $end ]; do
+end=$((SECONDS+90))
+while [ $n -lt {FLOOD} ] && [ $SECONDS -lt $end ]; do
   for j in $(seq 1 8); do
     curl -s -m 5 -o /dev/null http://x$RANDOM$RANDOM.{label}.{label}.{label}.example/ &
   done
@@ -403,6 +408,7 @@ echo requests=$n
         timeout_s=120,
     )  # fmt: skip
     _finished, events = engine_run(cache, request)
+    assert f"requests={FLOOD}" in events.text(), "the flood did not run to its end"
     blocked = events.of_type("egress_blocked")
     assert blocked, "nothing was reported blocked"
     hosts = blocked[0].model_dump()["hosts"]
