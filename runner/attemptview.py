@@ -10,10 +10,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from rich import box
+from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from runner.job import Outcome, RunEvent, RunFinished, RunStarted, Verifying
+from runner.localstate import AttemptSet, LocalPipeline
 from runner.printable import printable
 from runner.ranking import AttemptResult, cut_short
 from runner.terminal import event_line, safe
@@ -122,3 +124,34 @@ def spend_line(ranked: Sequence[AttemptResult]) -> Text | None:
     if not costs:
         return None
     return Text(f"Spend: ${sum(costs):.4f} across {len(ranked)} attempts", "dim")
+
+
+def show_attempts(
+    out: Console,
+    pipeline: LocalPipeline,
+    attempt_set: AttemptSet,
+    ranked: Sequence[AttemptResult],
+    notes: Sequence[Text],
+) -> None:
+    """The end of `trimo run --attempts`: the ranked table, each attempt's branch and why it
+    ended so, the spend, then what `pick: auto` did (`notes`) and what to do next."""
+    out.print()
+    order = ", ".join(attempt_set.rank_by)
+    out.print(Text(f"Attempts of {pipeline.name}, best first (ranked by {order}):", "bold"))
+    out.print(ranking_table(ranked, attempt_set.picked))
+    branches = {a.number: a.branch for a in attempt_set.attempts}
+    for line in reason_lines(ranked, branches):
+        out.print(line, highlight=False)
+    if (spend := spend_line(ranked)) is not None:
+        out.print(spend)
+    out.print()
+    for note in notes:
+        out.print(note, highlight=False)
+    if attempt_set.picked is not None:
+        out.print(f'Continue with: trimo run --pipeline {pipeline.name} "…"', highlight=False)
+    elif keepable := [r.number for r in ranked if r.commits]:
+        out.print(
+            f"Keep one: trimo pick {pipeline.name} {keepable[0]}   "
+            f"(its commits become {pipeline.branch})",
+            highlight=False,
+        )

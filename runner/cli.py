@@ -27,7 +27,7 @@ from rich.text import Text
 from runner import disk, dockerclient, doctor, gitops, images, install, localpick, localstate
 from runner.agents import ADAPTERS
 from runner.attemptconfig import local_attempts_config
-from runner.attemptview import Progress, prefixed, ranking_table, reason_lines, spend_line
+from runner.attemptview import Progress, prefixed, show_attempts
 from runner.contract import DEFAULT_VERIFY_TIMEOUT_SECONDS, NETWORK_MODES, NetworkMode
 from runner.engine import RunEngine, StopSignal
 from runner.errors import TrimoError
@@ -408,42 +408,32 @@ def run_attempt_set(
     )
     record.attempt_sets.append(attempt_set)
     localstate.save(root, record)
-    picked_lines: list[str] = []
-    top = auto_pick(ranked) if picking == "auto" and not stop.is_set() else None
-    if top is not None:
-        try:
-            picked_lines = localpick.pick(
-                root, record, top.number, settings.attempts_keep_days, datetime.now(UTC),
-                "pick: auto, ranked first with its checks passed",
-            )  # fmt: skip
-            localstate.save(root, record)
-        except TrimoError as exc:
-            picked_lines = [f"pick: auto did not keep attempt {top.number}: {exc.message}"]
-    out.print()
-    out.print(Text(f"Attempts of {record.name}, best first (ranked by {', '.join(rank_by)}):",
-                   "bold"))  # fmt: skip
-    out.print(ranking_table(ranked, attempt_set.picked))
-    for line in reason_lines(ranked, {n: record.attempt_branch(n) for n in numbers}):
-        out.print(line, highlight=False)
-    if (spend := spend_line(ranked)) is not None:
-        out.print(spend)
-    out.print()
-    for said in picked_lines:
-        out.print(Text(said, "green"), highlight=False)
-    if attempt_set.picked is None:
-        if picking == "auto" and not stop.is_set():
-            out.print(Text("pick: auto kept none: no attempt finished with its checks passed.",
-                           "yellow"))  # fmt: skip
-        keepable = [r.number for r in ranked if r.commits]
-        if keepable:
-            out.print(
-                f"Keep one: trimo pick {record.name} {keepable[0]}   "
-                f"(its commits become {record.branch})",
-                highlight=False,
-            )
-    else:
-        out.print(f'Continue with: trimo run --pipeline {record.name} "…"', highlight=False)
+    notes = (
+        [] if picking == "manual" or stop.is_set() else auto_keep(root, record, ranked, settings)
+    )
+    show_attempts(out, record, attempt_set, ranked, notes)
     return attempts_exit_code(ranked, stop.is_set())
+
+
+def auto_keep(
+    root: Path,
+    record: localstate.LocalPipeline,
+    ranked: list[AttemptResult],
+    settings: RunnerSettings,
+) -> list[Text]:
+    """`pick: auto`: keep the top attempt when it passed its checks; what happened."""
+    top = auto_pick(ranked)
+    if top is None:
+        return [Text("pick: auto kept none: no attempt finished with its checks passed.", "yellow")]
+    try:
+        said = localpick.pick(
+            root, record, top.number, settings.attempts_keep_days, datetime.now(UTC),
+            "pick: auto, ranked first with its checks passed",
+        )  # fmt: skip
+    except TrimoError as exc:
+        return [Text(f"pick: auto did not keep attempt {top.number}: {exc.message}", "yellow")]
+    localstate.save(root, record)
+    return [Text(line, "green") for line in said]
 
 
 def pipeline_head(root: Path, record: localstate.LocalPipeline) -> str:
