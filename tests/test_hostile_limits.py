@@ -339,11 +339,7 @@ BOMB = r"""
 git checkout -q --orphan bomb
 git config core.bigFileThreshold 1m; git config pack.window 0
 for i in $(seq 1 12); do
-  { echo $i; head -c 80000000 /dev/zero; } | git hash-object -w --stdin > /dev/null
-  { echo $i; head -c 80000000 /dev/zero; } > /dev/null
-done
-for i in $(seq 1 12); do
-  sha=$({ echo $i; head -c 80000000 /dev/zero; } | git hash-object --stdin)
+  sha=$({ echo $i; head -c 80000000 /dev/zero; } | git hash-object -w --stdin)
   git update-index --add --cacheinfo 100644,$sha,z$i
 done
 git commit -qm bomb && git repack -adq && echo packed
