@@ -142,7 +142,7 @@ def test_the_table_shows_hostile_names_and_last_words_as_text(
     assert "y" * MAX_LAST_WORD not in html and "y" * (MAX_LAST_WORD - 1) + "…" in html
     assert 'class="attempts"' in html and 'data-picked=""' in html
     assert html.count('class="attempt') >= 3 and 'data-place="1"' in html
-    assert 'class="attempts-total">$1.50<' in html
+    assert 'class="attempts-total" data-label="Total cost">$1.50<' in html
     for number in (1, 2, 3):
         assert f'id="pick-{number}"' in html
     assert 'data-src="/pipelines/o.r.7/attempts/o.r.7-s.1/diff?v=' in html
@@ -214,7 +214,7 @@ def test_the_kept_attempt_and_the_reason_of_a_switch_are_shown(redis_url: str) -
     kept = saved.attempt_set(attempt_set.id)
     assert kept is not None
     kept.picked, kept.picked_by, kept.picked_at = 2, "alice", datetime.now(UTC)
-    kept.pick_note = f"Switched from attempt #1 by @alice {SCRIPT}"
+    kept.pick_note = f"Switched from attempt #1 by @alice: #1 is on `{SCRIPT}` {SCRIPT}"
     html = render(
         "_attempts.html.j2", attempt_sets=sets_of(saved), pipeline=saved, may_act=True,
         csrf="t", web="https://example.com/o/r", now=datetime.now(UTC),
@@ -223,6 +223,7 @@ def test_the_kept_attempt_and_the_reason_of_a_switch_are_shown(redis_url: str) -
     assert 'class="attempt kept" data-attempt="2"' in html
     assert 'id="pick-2"' not in html and ">Switch to #1</button>" in html
     assert "Switched from attempt #1" in html and SCRIPT not in html
+    assert "is on <code>&lt;script&gt;" in html and "`" not in html.split("pick-note")[1][:300]
 
 
 @pytest.mark.parametrize(

@@ -47,7 +47,8 @@ class AttemptsView:
     pick_note: str
     cleaned: bool
     heads: str
-    """What its diffs show, in short: they are drawn again only when this changes."""
+    """What its diffs show (each head, and the one kept), in short: they are drawn again
+    only when this changes."""
 
 
 def sets_of(pipeline: Pipeline) -> list[AttemptsView]:
@@ -61,6 +62,7 @@ def _view(pipeline: Pipeline, attempt_set: AttemptSet) -> AttemptsView:
     heads = "\0".join(
         [
             attempt_set.start_sha or "",
+            str(attempt_set.picked),
             *(f"{r.number}:{r.result.outcome}:{r.result.head_sha}" for r in table),
         ]
     )

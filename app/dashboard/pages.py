@@ -31,6 +31,12 @@ def _ago(when: datetime | None, now: datetime) -> str:
     return ago((now - when).total_seconds()) if when is not None else ""
 
 
+def code_spans(text: str) -> list[tuple[str, bool]]:
+    """Text written for GitHub with `code` in backticks, as (text, whether code) pieces:
+    the page shows the code as code, and all of it escaped."""
+    return [(piece, index % 2 == 1) for index, piece in enumerate(text.split("`")) if piece]
+
+
 @cache
 def environment() -> jinja2.Environment:
     env = jinja2.Environment(
@@ -47,6 +53,7 @@ def environment() -> jinja2.Environment:
     env.filters["iso"] = lambda when: when.isoformat() if when else ""
     env.filters["stream_time"] = stream_time
     env.filters["plan"] = plan_html
+    env.filters["code_spans"] = code_spans
     env.globals["ago"] = _ago
     env.globals["COLUMNS"] = COLUMNS
     env.globals["COLUMN_TITLES"] = COLUMN_TITLES
