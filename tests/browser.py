@@ -127,20 +127,25 @@ class Browser:
         self.get("/static/dashboard.css")  # a cookie is set on the origin being shown
         self.driver.add_cookie({"name": SESSION_COOKIE, "value": cookie, "path": "/"})
 
-    def violations(self, impacts: tuple[str, ...] = ("critical",)) -> list[str]:
-        """What axe-core finds wrong with the page's accessibility, of `impacts`, one line
-        each (rule, impact, the first elements)."""
+    def violations(
+        self, impacts: tuple[str, ...] = ("critical",), within: str | None = None
+    ) -> list[str]:
+        """What axe-core finds wrong with the page's accessibility (or only of the elements
+        matching the CSS selector `within`), of `impacts`, one line each (rule, impact, the
+        first elements)."""
         if not AXE.is_file():
             pytest.fail(f"axe-core is missing ({AXE}): run scripts/test, or npm ci in tests/axe")
         self.driver.execute_script(AXE.read_text())
         found = self.driver.execute_async_script(
             """
             const done = arguments[arguments.length - 1];
-            axe.run(document, {resultTypes: ["violations"]})
+            const within = arguments[0];
+            axe.run(within ? {include: [[within]]} : document, {resultTypes: ["violations"]})
               .then(r => done(r.violations.map(v => [
                 v.id, v.impact, v.help, v.nodes.slice(0, 3).map(n => n.target.join(" "))])))
               .catch(e => done([["axe-failed", "critical", String(e), []]]));
-            """
+            """,
+            within,
         )
         return [
             f"{rule} ({impact}): {text} at {', '.join(targets)}"

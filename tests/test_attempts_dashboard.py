@@ -141,6 +141,7 @@ def test_the_table_shows_hostile_names_and_last_words_as_text(
     assert "<strong>kept" not in html  # …never rendered
     assert "y" * MAX_LAST_WORD not in html and "y" * (MAX_LAST_WORD - 1) + "…" in html
     assert 'class="attempts"' in html and 'data-picked=""' in html
+    assert "diff, cost. None kept yet: pick one" in html
     assert html.count('class="attempt') >= 3 and 'data-place="1"' in html
     assert 'class="attempts-total" data-label="Total cost">$1.50<' in html
     for number in (1, 2, 3):
