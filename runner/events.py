@@ -7,7 +7,7 @@ runner daemons, and rendered on GitHub by the App.
 from __future__ import annotations
 
 import math
-from typing import Annotated, Literal
+from typing import Annotated, Final, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter
 
@@ -41,13 +41,23 @@ class ToolResult(_Event):
     is_error: bool = False
 
 
+MAX_TOKENS: Final = 10**12
+"""The most tokens one usage report counts, in each kind: more is the agent's boast, and
+counting it would overflow every float it meets (a table's `12.3k`, a sum)."""
+MAX_COST_USD: Final = 1e6
+"""The most dollars one usage report counts (more overflows in micro-dollars)."""
+
+
 def _cost(value: float | None) -> float | None:
     """A reported cost that is not a finite amount of zero or more is no report: summed, it
-    would take back cost already counted (negative) or stop the counting (NaN)."""
-    return value if value is not None and math.isfinite(value) and value >= 0 else None
+    would take back cost already counted (negative) or stop the counting (NaN). A huge one
+    counts as `MAX_COST_USD`: still over any budget, and still a number."""
+    if value is None or not math.isfinite(value) or value < 0:
+        return None
+    return min(value, MAX_COST_USD)
 
 
-Tokens = Annotated[int, AfterValidator(lambda value: max(value, 0))]
+Tokens = Annotated[int, AfterValidator(lambda value: min(max(value, 0), MAX_TOKENS))]
 Cost = Annotated[float | None, AfterValidator(_cost)]
 
 
