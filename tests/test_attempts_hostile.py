@@ -131,3 +131,20 @@ async def test_an_agent_claiming_absurd_usage_cannot_break_its_sets_table(world:
     assert all(len(line) < 1000 for line in text.splitlines())
     after = await pipeline_of(world, pipeline.number)
     assert after.active_run is None  # the set ended: the pipeline is free for the next run
+
+
+# --- closing, stopping ----------------------------------------------------------------------
+
+
+async def test_closing_the_issue_while_a_set_waits_ends_its_table(world: World) -> None:
+    number, first = await world.accept(command="/trimo run echo first")
+    await world.started(first)
+    await say(world, number, "/trimo run --attempts 2 echo then")
+    assert "### ⏳ 2 attempts running" in table_of(world, number)
+    await close_issue(world, number)
+    await world.emit(first, test_reporter.finished(first, Outcome.CANCELLED))
+    await world.settle()
+    text = table_of(world, number)
+    assert "⏳" not in text and text.count("⏹️ stopped") == 2, text
+    pipeline = await pipeline_of(world, number)
+    assert pipeline.active_run is None and all(r.status == "finished" for r in pipeline.runs)

@@ -8,6 +8,7 @@ from app.conversation.handlers.context import router
 from app.conversation.thread import Source, open_conversation
 from app.edge.payloads import IssueClosedEvent, PullClosedEvent, RepoEvent
 from app.runs import previews
+from app.runs.attempts import attempt_ended
 from app.runs.pipelines import Pipeline, Stopped
 from app.runs.service import report_dropped
 from app.services import Delivery
@@ -65,6 +66,11 @@ async def _close(
             dropped.setdefault(run.run_id, Stopped(run=run, how="dropped"))
     for item in dropped.values():
         await report_dropped(delivery, conv.api, after, item, "closed", event.sender.login)
+    # A set that never started gets no finished event: its table is ended here.
+    for run in {
+        item.run.set_id: item.run for item in dropped.values() if item.run.attempt
+    }.values():
+        await attempt_ended(delivery.services, conv.api, after.id, run.run_id)
     preview = await previews.load_record(delivery.services.redis, pipeline.id)
     if preview is not None and preview.live:
         await previews.end_preview(delivery.services, conv.api, preview, reason)
