@@ -4,13 +4,16 @@ git without Docker."""
 
 from __future__ import annotations
 
+import io
 import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
 from runner.attemptconfig import read_attempts_config
+from runner.attemptview import ranking_table, reason_lines
 from runner.errors import TrimoError
 from runner.job import CheckResult, Outcome, RunFinished, RunRecord, VerifyReport
 from runner.localattempts import Ended, plan_agents, result_of
@@ -187,3 +190,20 @@ def test_a_pick_never_moves_a_checked_out_branch(sample_repo: Path) -> None:
     assert "trimo/p is checked out" in caught.value.message
     assert git(sample_repo, "rev-parse", "trimo/p") == git(sample_repo, "rev-parse", "main")
     assert not re.search("n.txt", git(sample_repo, "status", "--short"))
+
+
+def test_the_table_prints_agent_text_inert() -> None:
+    """An attempt's last word and reason are the agent's text: escape sequences in them
+    would retitle the terminal, move the cursor or recolour it (rich prints them as is)."""
+    hostile = "\x1b]0;pwned\x07[bold]x[/bold]\x1b[31mred\x9b2J"
+    result = AttemptResult(
+        number=1, agent="script", outcome=Outcome.FAILURE, reason=hostile, last_word=hostile
+    )
+    buffer = io.StringIO()
+    console = Console(file=buffer, width=200, force_terminal=False)
+    console.print(ranking_table([result]))
+    for line in reason_lines([result], {1: "trimo/p-attempt-1"}):
+        console.print(line)
+    printed = buffer.getvalue()
+    assert "\x1b" not in printed and "\x9b" not in printed and "pwned" not in printed
+    assert printed.count("[bold]x[/bold]red") == 2

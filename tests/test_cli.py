@@ -160,7 +160,7 @@ def test_outside_a_repository_says_what_to_do(tmp_path: Path) -> None:
 def test_help_lists_the_commands(tmp_path: Path) -> None:
     result = trimo("--help", cache=tmp_path)
     assert result.returncode == 0
-    for command in ("run", "pipelines", "doctor", "image", "runner"):
+    for command in ("run", "pick", "pipelines", "doctor", "image", "runner"):
         assert command in result.stdout
 
 
