@@ -252,6 +252,13 @@ def redis_url(redis_server: str) -> Iterator[str]:
     client.close()
 
 
+def side_by_side(*commands: str) -> str:
+    """A shell line running `commands` at once: probes that each wait out a timeout take
+    the longest one's time, not their sum. Each command should print one line with one echo
+    (short lines are written whole, so they never mix; they come in any order)."""
+    return " ".join(f"{{ {command}; }} &" for command in commands) + " wait"
+
+
 def git(cwd: Path, *args: str) -> str:
     """Run git in `cwd` and return its stdout (tests only)."""
     return subprocess.run(

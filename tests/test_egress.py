@@ -27,7 +27,7 @@ from runner.network import EgressProxy, NetworkAttachment, attach, direct
 from runner.network.egress import blocked_hosts, parse_upstream, tinyproxy_config
 from runner.network.proxyimage import PROXY_IMAGE, ensure_image
 from runner.policy import RunnerPolicy, refusal
-from tests.conftest import build_lock, free_port
+from tests.conftest import build_lock, free_port, side_by_side
 from tests.engine_helpers import make_request, run
 from tests.outside import registry_host, registry_url, suffix_of
 
@@ -191,15 +191,13 @@ def test_direct_connections_and_dns_fail_inside_the_container(
     docker_client: docker.DockerClient, client_image: str, proxy: EgressProxy
 ) -> None:
     attachment = proxy.attach("direct", [registry_host()])
-    tries = (  # side by side: each waits out its timeout (the lookup 20 s), and one line each
+    script = side_by_side(  # each waits out its timeout, the lookup 20 s
         f"curl -s -m 5 --noproxy '*' -o /dev/null https://{REGISTRY_ADDRESS}/; echo ip $?",
         f"curl -s -m 5 --noproxy '*' -o /dev/null {registry_url()}; echo name $?",
         f"getent hosts {registry_host()}; echo dns $?",
         "curl -s -m 5 --noproxy '*' -o /dev/null http://169.254.169.254/; echo metadata $?",
     )
-    out = run_in(
-        docker_client, client_image, attachment, " ".join(f"{{ {t}; }} &" for t in tries) + " wait"
-    )
+    out = run_in(docker_client, client_image, attachment, script)
     attachment.release()
     results = dict(line.split() for line in out.strip().split("\n"))
     assert results["ip"] != "0"

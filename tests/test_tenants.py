@@ -35,6 +35,7 @@ from runner.network.proxyimage import ensure_image
 from runner.previews import sandbox
 from runner.previews.job import PreviewRequest
 from tests import preview_app
+from tests.conftest import side_by_side
 from tests.outside import registry_host, registry_url
 from tests.test_preview_runner import BRANCH, make_remote
 
@@ -362,9 +363,11 @@ def test_runs_and_previews_never_reach_each_other(
         for launched in (other, own):
             assert wait_serving(f"http://{launched.address}:8000/")  # the host reaches them
         targets = [f"http://{other.address}:8000/", f"http://{own.address}:8000/"]
-        script = "; ".join(
-            f"echo {url} $(curl -s --noproxy '*' -m 5 -o /dev/null -w '%{{http_code}}' {url})"
-            for url in targets
+        script = side_by_side(
+            *(
+                f"echo {url} $(curl -s --noproxy '*' -m 5 -o /dev/null -w '%{{http_code}}' {url})"
+                for url in targets
+            )
         )
         from_allowlist = run_in(docker_client, probe_image, allow, script)
         from_bridge = run_in(docker_client, probe_image, bridge, script)
@@ -423,11 +426,11 @@ def test_another_runs_proxy_is_out_of_reach_and_held_connections_stall_no_one(
     a_password = a.env["HTTPS_PROXY"].split("run:", 1)[1].split("@", 1)[0]
     holder = None
     try:
-        stolen = (
-            f"curl -s -m 5 -o /dev/null -w '%{{http_connect}}' "
-            f"-x http://run:{a_password}@{b_proxy} {registry_url()}; echo ' 'rc=$?; "
-            f"curl -s -m 5 -o /dev/null -w '%{{http_connect}}' -x http://{b_proxy} "
-            f"{registry_url()}; echo ' 'rc=$?"
+        stolen = side_by_side(
+            f"r=$(curl -s -m 5 -o /dev/null -w '%{{http_connect}}' "
+            f'-x http://run:{a_password}@{b_proxy} {registry_url()}); echo "$r rc=$?"',
+            f"r=$(curl -s -m 5 -o /dev/null -w '%{{http_connect}}' -x http://{b_proxy} "
+            f'{registry_url()}); echo "$r rc=$?"',
         )
         out = run_in(docker_client, probe_image, a, stolen)
         assert "407" not in out and "200" not in out, out
