@@ -47,7 +47,8 @@ def prefixed(number: int, width: int, event: RunEvent) -> Text | None:
 
 
 class Progress:
-    """Where each attempt is, for the status line: starting, running, checking, or its end."""
+    """Where each attempt is, for the status line: starting, running, checking, or how it
+    ended (and what its checks said)."""
 
     def __init__(self, agents: dict[int, str]) -> None:
         self.agents = agents
@@ -59,7 +60,10 @@ class Progress:
         elif isinstance(event, Verifying):
             self.state[number] = "checking"
         elif isinstance(event, RunFinished):
-            self.state[number] = event.outcome.value
+            said = event.outcome.value
+            if event.verify is not None:
+                said += " (checks passed)" if event.verify.passed else " (checks failing)"
+            self.state[number] = said
 
     def line(self, seconds: float) -> str:
         parts = [f"{n} {self.agents[n]} {state}" for n, state in self.state.items()]

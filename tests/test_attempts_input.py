@@ -13,9 +13,17 @@ import pytest
 from rich.console import Console
 
 from runner.attemptconfig import read_attempts_config
-from runner.attemptview import ranking_table, reason_lines
+from runner.attemptview import Progress, ranking_table, reason_lines
 from runner.errors import TrimoError
-from runner.job import CheckResult, Outcome, RunFinished, RunRecord, VerifyReport
+from runner.job import (
+    CheckResult,
+    Outcome,
+    RunFinished,
+    RunRecord,
+    RunStarted,
+    Verifying,
+    VerifyReport,
+)
 from runner.localattempts import Ended, plan_agents, result_of
 from runner.localpick import clean, pick
 from runner.localstate import AttemptSet, LocalAttempt, LocalPipeline, name_from_prompt
@@ -207,3 +215,16 @@ def test_the_table_prints_agent_text_inert() -> None:
     printed = buffer.getvalue()
     assert "\x1b" not in printed and "\x9b" not in printed and "pwned" not in printed
     assert printed.count("[bold]x[/bold]red") == 2
+
+
+def test_the_status_line_says_where_each_attempt_is() -> None:
+    progress = Progress({1: "claude", 2: "codex", 3: "script"})
+    progress.saw(1, RunStarted(run_id="r1", runner="x", agent="claude", image="i", branch="b",
+                               base_sha="a" * 40))  # fmt: skip
+    progress.saw(2, Verifying(sha="a" * 40, checks=["tests"]))
+    failing = VerifyReport(sha="a" * 40, checks=[CheckResult(name="tests", passed=False)])
+    progress.saw(3, RunFinished(run_id="r3", outcome=Outcome.FAILURE, verify=failing))
+    assert progress.line(12.4) == (
+        "attempts 12s: 1 claude running · 2 codex checking · 3 script failure (checks failing)"
+        "  (Ctrl-C stops all and saves)"
+    )
