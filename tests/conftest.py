@@ -16,6 +16,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -48,22 +49,39 @@ beside the rest of the suite rather than alone at its end."""
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The files in FIRST ahead of the others (xdist hands out files in this order)."""
-    items.sort(key=lambda item: item.nodeid.split("::", 1)[0] not in FIRST)
+    """Long work first, so that no long test starts near the end: the files in FIRST, then
+    the tests of SPREAD, then the other files, those of more tests first. A file's tests keep
+    their order. xdist hands out files in this order (Scheduling)."""
+    files = Counter(_file(item.nodeid) for item in items)
+
+    def rank(item: pytest.Item) -> tuple[int, int]:
+        path = _file(item.nodeid)
+        if path in FIRST:
+            return 0, FIRST.index(path)
+        return (1, 0) if path in SPREAD else (2, -files[path])
+
+    items.sort(key=rank)
+
+
+def _file(nodeid: str) -> str:
+    return nodeid.split("::", 1)[0]
 
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     """xdist's `loadfile`, a file's tests on one worker in order (its module fixtures start
-    once, its tests may share names), except for the files in SPREAD."""
+    once, its tests may share names), except for the files in SPREAD; files are handed out
+    in the order of the collection. xdist's own order (by number of tests) would put the
+    one-test scopes, FIRST's and SPREAD's, at the end: the longest tests ran last."""
     if config.getvalue("dist") != "loadfile":
         return None
     from xdist.scheduler import LoadFileScheduling
 
+    config.option.loadscopereorder = False
+
     class Scheduling(LoadFileScheduling):  # type: ignore[misc]
         def _split_scope(self, nodeid: str) -> str:
-            path = nodeid.split("::", 1)[0]
-            return nodeid if path in SPREAD else path
+            return nodeid if _file(nodeid) in SPREAD else _file(nodeid)
 
     return Scheduling(config, log)
 
