@@ -167,7 +167,7 @@ def test_the_table_ranks_on_evidence_and_keeps_hostile_words_literal() -> None:
     )
     assert "### 🏁 3 attempts ranked" in text
     lines = [line for line in text.splitlines() if line.startswith("| ") and "#" in line]
-    assert lines[0].startswith("| 1 | #2 | `script` | ✅ passed | 1/1 | 1 files, 32 lines | $0.25")
+    assert lines[0].startswith("| 1 | #2 | `script` | ✅ passed | 1/1 | 1 file, 32 lines | $0.25")
     assert "1.5k" in lines[0]
     assert lines[1].startswith("| 2 | #1 | `script` | ❌ checks failed | 0/1")
     assert "⏱️ timed out" in lines[2] and "`timed out after 1 minute`" in lines[2]

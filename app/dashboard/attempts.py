@@ -73,7 +73,7 @@ def _view(pipeline: Pipeline, attempt_set: AttemptSet) -> AttemptsView:
         attempts=[_attempt(row, attempt_set) for row in table],
         ended=attemptsview.all_ended(pipeline, attempt_set),
         total_cost=attemptsview.total_cost(table),
-        rank_by=", ".join(attempt_set.rank_by),
+        rank_by=attemptsview.ranking_order(attempt_set),
         picked=attempt_set.picked,
         picked_by=attempt_set.picked_by,
         picked_at=attempt_set.picked_at,

@@ -70,7 +70,9 @@ def _row(place: int, result: AttemptResult, run: PipelineRun, pipeline: Pipeline
         standing=STANDING_MARKS.get(result.standing, result.standing),
         checks=f"{result.checks_passed}/{checks}" if checks else "–",
         changed=(
-            f"{result.files_changed} files, {result.lines_changed} lines" if result.commits else "–"
+            f"{_count(result.files_changed, 'file')}, {_count(result.lines_changed, 'line')}"
+            if result.commits
+            else "–"
         ),
         cost=money(result.cost_usd) if result.cost_usd is not None else "–",
         tokens=_tokens(result.tokens),
@@ -80,6 +82,15 @@ def _row(place: int, result: AttemptResult, run: PipelineRun, pipeline: Pipeline
         run_id=run.run_id,
         result=result,
     )
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" + ("" if number == 1 else "s")
+
+
+def ranking_order(attempt_set: AttemptSet) -> str:
+    """`verify, failing checks, diff, cost`: the set's order, for people."""
+    return ", ".join(key.replace("_", " ") for key in attempt_set.rank_by)
 
 
 def _tokens(count: int) -> str:
@@ -133,7 +144,7 @@ def comment(
             for row in table
         ],
         total_cost=total_cost(table),
-        rank_by=", ".join(attempt_set.rank_by),
+        rank_by=ranking_order(attempt_set),
         pick=attempt_set.pick,
         picked=attempt_set.picked,
         picked_by=attempt_set.picked_by,
