@@ -356,8 +356,21 @@ def run_attempt_set(
     except TrimoError as exc:
         raise fail(exc) from exc
     numbers = record.take_numbers(len(planned))
-    localstate.save(root, record)
     agents = dict(zip(numbers, planned, strict=True))
+    started, started_at = time.monotonic(), datetime.now(UTC)
+    attempt_set = localstate.AttemptSet(
+        start_sha=start_sha,
+        started_at=started_at,
+        rank_by=rank_by,
+        attempts=[
+            localstate.LocalAttempt(
+                number=n, branch=record.attempt_branch(n), result=AttemptResult(number=n, agent=a)
+            )
+            for n, a in agents.items()
+        ],
+    )
+    record.attempt_sets.append(attempt_set)  # known, and its numbers taken, before it starts
+    localstate.save(root, record)
     token = secrets_token(3)
     requests = {
         n: attempt_request(
@@ -370,7 +383,6 @@ def run_attempt_set(
     progress = Progress(agents)
     printing = threading.Lock()
     stop = StopSignal()
-    started, started_at = time.monotonic(), datetime.now(UTC)
     out.print(
         Text(
             f"▶ {len(numbers)} attempts of {record.name} from {record.branch} "
@@ -392,21 +404,15 @@ def run_attempt_set(
         )  # fmt: skip
     ranked = rank([result_of(e, agents[e.number]) for e in ended], rank_by)
     by_number = {e.number: e.finished for e in ended}
-    attempt_set = localstate.AttemptSet(
-        start_sha=start_sha,
-        started_at=started_at,
-        rank_by=rank_by,
-        attempts=[
-            localstate.LocalAttempt(
-                number=r.number,
-                branch=record.attempt_branch(r.number),
-                run=run_record(requests[r.number], by_number[r.number]),
-                result=r,
-            )
-            for r in ranked
-        ],
-    )
-    record.attempt_sets.append(attempt_set)
+    attempt_set.attempts = [
+        localstate.LocalAttempt(
+            number=r.number,
+            branch=record.attempt_branch(r.number),
+            result=r,
+            run=run_record(requests[r.number], by_number[r.number]),
+        )
+        for r in ranked
+    ]
     localstate.save(root, record)
     notes = (
         [] if picking == "manual" or stop.is_set() else auto_keep(root, record, ranked, settings)

@@ -44,6 +44,13 @@ def pick(
             f"{keep_days:g} days after attempt {found.picked} was picked.",
             "start new attempts from the pipeline's branch",
         )
+    if attempt.run is None:
+        raise TrimoError(
+            f"Attempt {number} has not ended in its trimo run: it is still running, or that "
+            "trimo run was killed (the next one saves its work on its branch).",
+            f"wait for it; or keep what {attempt.branch} holds yourself: "
+            f"git branch -f {pipeline.branch} {attempt.branch}",
+        )
     if attempt.result.commits == 0:
         raise TrimoError(
             f"Attempt {number} made no commits ({attempt.result.standing}): there is nothing "
@@ -69,13 +76,12 @@ def pick(
     _move(root, branch, target, head)
     previous = found.attempt(found.picked) if found.picked is not None else None
     kept = attempt.run.model_copy(update={"attempts": attempts_note(found, attempt, why)})
-    replaced = [
-        i for i, r in enumerate(pipeline.runs) if previous and r.run_id == previous.run.run_id
-    ]
-    if replaced:
-        pipeline.runs[replaced[0]] = kept
-    else:
+    earlier = previous.run.run_id if previous is not None and previous.run else None
+    at = next((i for i, r in enumerate(pipeline.runs) if r.run_id == earlier), None)
+    if at is None:
         pipeline.runs.append(kept)
+    else:
+        pipeline.runs[at] = kept  # the switch takes the earlier pick's place in the history
     found.picked, found.picked_at, found.picked_sha = number, now, target
     done = f"{branch} is now attempt {number}'s head ({target[:7]}, {why})"
     if switched and previous is not None and head is not None:

@@ -30,8 +30,9 @@ class LocalAttempt(BaseModel):
 
     number: int
     branch: str
-    run: RunRecord
     result: AttemptResult
+    run: RunRecord | None = None
+    """None until it ends: still running, or its `trimo run` was killed."""
 
 
 class AttemptSet(BaseModel):

@@ -1,5 +1,6 @@
 """Stopping `trimo run --attempts` stops every attempt, saves each one's work, and still
-ranks them: real git, real Docker, the script agent."""
+ranks them; killing it leaves the set on record and the work for the next command to save:
+real git, real Docker, the script agent."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import git
-from tests.test_cli import start_trimo
+from tests.test_cli import start_trimo, trimo
 
 WORK = "echo $RANDOM > work.txt && git add -A && git commit -qm Work && echo started && sleep 120"
 
@@ -63,4 +64,35 @@ def test_sigterm_stops_every_attempt_and_saves_each_ones_work(
     assert "cancelled" in rest and "Keep one: trimo pick s 1" in rest
     for number in (1, 2):
         subject = git(sample_repo, "log", "-1", "--format=%s", f"trimo/s-attempt-{number}")
+        assert subject == "Work", "each attempt's work is saved on its branch"
+
+
+@pytest.mark.docker
+def test_a_killed_trimo_run_leaves_its_attempts_known_and_their_work_saved(
+    sample_repo: Path, tmp_path: Path, test_image: str
+) -> None:
+    """kill -9: no ranking, but the set is on record (its numbers stay taken), a pick says
+    how to keep a branch by hand, and the next trimo command saves each attempt's work."""
+    cache = tmp_path / "cache"
+    proc = start_trimo(
+        "run", "--pipeline", "k", "--attempts", "2", "--no-verify", WORK,
+        cache=cache, cwd=sample_repo,
+    )  # fmt: skip
+    output = Output(proc)
+    try:
+        output.wait_for(["1│  started", "2│  started"])
+    finally:
+        proc.kill()
+        proc.wait(30)
+    picked = trimo("pick", "k", "1", "--repo", str(sample_repo), cache=cache)
+    said = " ".join(picked.stderr.split())
+    assert picked.returncode == 1 and "Attempt 1 has not ended in its trimo run" in said, said
+    assert "git branch -f trimo/k trimo/k-attempt-1" in said
+    listing = trimo("pipelines", "--repo", str(sample_repo), cache=cache)
+    assert "attempts 1–2: 1 running, 2 running; none kept yet" in listing.stdout
+
+    doctor = trimo("doctor", cache=cache, cwd=sample_repo)
+    assert doctor.stdout.count("Saved the work of run k-a") == 2, doctor.stdout
+    for number in (1, 2):
+        subject = git(sample_repo, "log", "-1", "--format=%s", f"trimo/k-attempt-{number}")
         assert subject == "Work", "each attempt's work is saved on its branch"
