@@ -140,7 +140,7 @@ def show_attempts(
     """The end of `trimo run --attempts`: the ranked table, each attempt's branch and why it
     ended so, the spend, then what `pick: auto` did (`notes`) and what to do next."""
     out.print()
-    order = ", ".join(attempt_set.rank_by)
+    order = attempt_set.order
     out.print(Text(f"Attempts of {pipeline.name}, best first (ranked by {order}):", "bold"))
     out.print(ranking_table(ranked, attempt_set.picked))
     branches = {a.number: a.branch for a in attempt_set.attempts}

@@ -124,7 +124,7 @@ def attempts_note(found: AttemptSet, attempt: LocalAttempt, why: str) -> str:
     )
     return (
         f"This was attempt #{attempt.number} of {len(found.attempts)} of the same prompt, "
-        f"ranked by {', '.join(found.rank_by)}: {ranked}. It was kept: {why}; the others' "
+        f"ranked by {found.order}: {ranked}. It was kept: {why}; the others' "
         "commits are not on this branch."
     )
 

@@ -50,6 +50,11 @@ class AttemptSet(BaseModel):
     cleaned: bool = False
     """Its branches were deleted, the keep window after its pick."""
 
+    @property
+    def order(self) -> str:
+        """`verify, failing checks, diff, cost`: how it was ranked, for people."""
+        return ", ".join(key.replace("_", " ") for key in self.rank_by)
+
     def attempt(self, number: int) -> LocalAttempt | None:
         return next((a for a in self.attempts if a.number == number), None)
 

@@ -164,7 +164,7 @@ def test_a_switch_is_refused_after_the_keep_window_which_then_deletes_the_branch
     assert git(sample_repo, "show", "trimo/p:n.txt") == "1"
     assert [r.run_id for r in pipeline.runs] == ["p-a1"]
     assert pipeline.runs[0].attempts == (
-        "This was attempt #1 of 2 of the same prompt, ranked by verify, failing_checks, diff, "
+        "This was attempt #1 of 2 of the same prompt, ranked by verify, failing checks, diff, "
         "cost: #1 script (done), #2 script (done). It was kept: picked by hand; the others' "
         "commits are not on this branch."
     )
