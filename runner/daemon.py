@@ -16,6 +16,7 @@ import os
 import signal
 import socket
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
 
@@ -126,6 +127,9 @@ class RunnerDaemon:
             settings.redis_url, socket_timeout=5, socket_connect_timeout=3
         )
         self.slots = asyncio.Semaphore(settings.runner_concurrency)
+        self.run_threads = ThreadPoolExecutor(settings.runner_concurrency, thread_name_prefix="run")
+        """A thread for each run that may go at once (asyncio's default executor has six on
+        two cores, and other duties use it too: a seventh run waited for one to end)."""
         self.running: dict[str, StopSignal] = {}
         self.started_at = registry.now()
         self.workers: list[Worker] = []
@@ -190,7 +194,12 @@ class RunnerDaemon:
             log.info("run %s: %s agent on %s", request.run_id, request.agent, request.branch)
             agent_began: list[datetime] = []
             future = loop.run_in_executor(
-                None, contextvars.copy_context().run, self._execute, request, stop, agent_began
+                self.run_threads,
+                contextvars.copy_context().run,
+                self._execute,
+                request,
+                stop,
+                agent_began,
             )
             finished: RunFinished | None = None
             try:
@@ -576,6 +585,7 @@ class RunnerDaemon:
                 await worker.close()
         await self._quietly(registry.withdraw(self.redis, self.settings.runner_id))
         await self.close_network()
+        self.run_threads.shutdown(wait=False)
         self.publisher.close()
         await self.redis.aclose()
 
