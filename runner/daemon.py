@@ -46,7 +46,7 @@ from runner.engine import RunEngine, StopSignal
 from runner.errors import TrimoError
 from runner.job import Outcome, RunEvent, RunFinished, RunRequest, RunStarted
 from runner.keptstore import KeptStore
-from runner.network import firewall
+from runner.network import egress, firewall
 from runner.policy import RunnerPolicy, refusal
 from runner.previews import manager, sandbox
 from runner.previews.job import PreviewRequest, PreviewStopped
@@ -540,6 +540,7 @@ class RunnerDaemon:
         holding = asyncio.create_task(self.hold_heartbeat(), name="hold_heartbeat")
         await self.clear_leftovers()
         rules = asyncio.get_running_loop().run_in_executor(None, self.put_rules_in_place)
+        egress.keep_spare(self.settings.runner_concurrency)  # a network ready for each run
         await asyncio.get_running_loop().run_in_executor(None, self.recover)
         self.workers = [self.make_worker(label) for label in self.labels]
         if self.settings.runner_preview_url:
@@ -602,6 +603,7 @@ class RunnerDaemon:
         """Remove this runner's egress proxy, networks and host rules (runner.leftovers)."""
         loop = asyncio.get_running_loop()
         try:
+            await loop.run_in_executor(None, egress.close)
             await loop.run_in_executor(
                 None, leftovers.close, self.engine.client, self.settings.runner_id
             )

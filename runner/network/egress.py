@@ -17,8 +17,9 @@ CONNECT (443 and 80) only to allowed names; TLS is tunnelled, never intercepted.
 Names resolving to private, loopback, link-local or metadata addresses are refused
 by the proxy container's firewall, but for the operator's endpoints (its gateways, by
 name or address), which only their run's tinyproxy may reach. An upstream proxy
-(TRIMO_UPSTREAM_PROXY, or this host's HTTPS_PROXY) is chained to. Networks of ended
-runs are kept (a few) for the next ones, so a run does not wait for Docker to make one.
+(TRIMO_UPSTREAM_PROXY, or this host's HTTPS_PROXY) is chained to. A runner has networks
+made ahead for its next runs, each handed to one run only (runner.network.spare), so a run
+does not wait for Docker to make one.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from runner.errors import TrimoError
 from runner.network import tenant
 from runner.network.hosts import clean_hosts, tinyproxy_filter
 from runner.network.proxyimage import LABEL_EGRESS, PROXY_IMAGE, ensure_image
+from runner.network.spare import Joined, SpareNetworks
 
 PORT = 3128
 """Each run's tinyproxy listens here, on the proxy's address in the run's own network."""
@@ -59,8 +61,8 @@ LOG_BYTES = 512 * 1024
 """A run's proxy log stops growing here (later lines are dropped, the proxy goes on)."""
 SLOT_BYTES = LOG_BYTES + 128 * 1024
 """Room for one run's files in the proxy's tmpfs."""
-IDLE_NETWORKS = 4
-"""The most networks of ended runs kept for the next ones."""
+SPARE_MAX = 8
+"""The most networks a runner makes ahead (one for each run it may start at once)."""
 DEAD_DNS = ["127.0.0.1"]
 """The agent container's DNS upstream: nothing listens there, so outside names never resolve."""
 NO_PROXY = "localhost,127.0.0.1,::1"
@@ -203,8 +205,8 @@ def _short(runner_id: str) -> str:
 
 
 class EgressProxy:
-    """This runner's egress proxy container, its outward network, and the networks of ended
-    runs kept for the next ones."""
+    """This runner's egress proxy container, its outward network, and the networks made
+    ahead for its next runs."""
 
     def __init__(
         self,
@@ -212,14 +214,14 @@ class EgressProxy:
         container: Container,
         runner_id: str,
         upstream: Upstream | None,
+        spare: int = 0,
     ) -> None:
         self._client = client
         self.container = container
         self.runner_id = runner_id
         self.upstream = upstream
         self.outward = f"{container.name}-out"
-        self._lock = threading.Lock()
-        self._idle: list[Network] = []
+        self.spares = SpareNetworks(self._joined, self._discard, min(spare, SPARE_MAX))
 
     @classmethod
     def ensure(
@@ -228,9 +230,10 @@ class EgressProxy:
         runner_id: str,
         upstream_url: str | None = None,
         image: str = PROXY_IMAGE,
+        spare: int = 0,
     ) -> EgressProxy:
-        """This runner's proxy, started if it is not running (about a second, once), with
-        one network ready for a run."""
+        """This runner's proxy, started if it is not running (about a second, once), making
+        `spare` networks ahead for the next runs (at most SPARE_MAX)."""
         ensure_image(client, image)
         key = _short(runner_id)
         name = f"trimo-egress-{key}"
@@ -248,8 +251,8 @@ class EgressProxy:
             container = None
         if container is None:
             container = _start(client, name, image, outward, exempt, labels, config)
-        proxy = cls(client, container, runner_id, upstream)
-        proxy._release_network(proxy._new_network())
+        proxy = cls(client, container, runner_id, upstream, spare)
+        proxy.spares.fill()
         return proxy
 
     def attach(
@@ -271,7 +274,7 @@ class EgressProxy:
         ports = [e.port for e in operator]
         exempt = " ".join(f"{e.host}:{e.port}" for e in operator if ":" not in e.host)
         password = secrets.token_urlsafe(18)
-        network, address = self._take_network()
+        network, address = self.spares.take()
         conf = tinyproxy_config(
             f"/run/trimo/{run_id}/p", address, "run", password, self.upstream, ports
         )
@@ -297,7 +300,7 @@ class EgressProxy:
             try:
                 start()
             except TrimoError:
-                self._release_network(network)
+                self.spares.done(network)
                 raise
         else:
             starting = _starter.submit(start)
@@ -319,52 +322,28 @@ class EgressProxy:
         """Stop the proxy and remove its networks (its runs lose their way out)."""
         with contextlib.suppress(docker.errors.APIError):
             self.container.remove(force=True)
-        self.drop_idle()
+        self.spares.close()
         with contextlib.suppress(docker.errors.APIError):
             self._client.networks.get(self.outward).remove()
 
-    def drop_idle(self) -> None:
-        """Remove the networks kept for later runs (this process's only; the proxy stays)."""
-        with self._lock:
-            idle, self._idle = self._idle, []
-        for network in idle:
-            with contextlib.suppress(docker.errors.APIError):
-                network.disconnect(self.container, force=True)
-            tenant.remove(network)
-
-    def _new_network(self) -> Network:
+    def _joined(self) -> Joined:
+        """A new network with the proxy on it and nothing else, and the proxy's address there."""
         network = tenant.create(
             self._client, self.runner_id, internal=True, labels={LABEL_EGRESS: self.runner_id}
         )
         try:
             network.connect(self.container)
+            network.reload()
         except docker.errors.APIError as exc:
-            tenant.remove(network)
+            self._discard(network)
             raise TrimoError(f"The egress proxy could not join a run's network: {exc}") from exc
-        return network
-
-    def _take_network(self) -> tuple[Network, str]:
-        """A network with the proxy on it and nothing else, and the proxy's address there."""
-        with self._lock:
-            network = self._idle.pop() if self._idle else None
-        if network is None:
-            network = self._new_network()
-        network.reload()
         for endpoint in (network.attrs.get("Containers") or {}).values():
             if endpoint.get("Name") == self.container.name:
                 return network, str(endpoint.get("IPv4Address", "")).split("/")[0]
-        self._release_network(network)
+        self._discard(network)
         raise TrimoError("The egress proxy is not on the run's network.")
 
-    def _release_network(self, network: Network) -> None:
-        """Keep `network` for a later run if only the proxy is on it, else remove it."""
-        with contextlib.suppress(docker.errors.APIError):
-            network.reload()
-            members = set(network.attrs.get("Containers") or {})
-            with self._lock:
-                if members == {self.container.id} and len(self._idle) < IDLE_NETWORKS:
-                    self._idle.append(network)
-                    return
+    def _discard(self, network: Network) -> None:
         with contextlib.suppress(docker.errors.APIError):
             network.disconnect(self.container, force=True)
         tenant.remove(network)
@@ -375,7 +354,7 @@ class EgressProxy:
         except docker.errors.APIError:
             return {}
         finally:
-            self._release_network(network)
+            self.spares.done(network)
         return blocked_hosts(output.decode(errors="replace"))
 
 
@@ -404,33 +383,58 @@ def attach(
 
 class _ProxyCache:
     """One `EgressProxy` per (engine client, runner, upstream) for this process. The networks
-    they keep for later runs are removed when the process ends (or a proxy is replaced): no
-    other process knows them, so they would pile up."""
+    they made ahead are removed when the process ends (or a proxy is replaced): no other
+    process knows them, so they would pile up."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._proxies: dict[tuple[int, str, str | None], EgressProxy] = {}
-        atexit.register(self.drop_idle)
+        self.spare = 0
+        """How many networks each proxy makes ahead (none unless a runner asks)."""
+        atexit.register(self.close)
 
-    def drop_idle(self) -> None:
+    def close(self) -> None:
         with self._lock:
             proxies = list(self._proxies.values())
         for proxy in proxies:
-            proxy.drop_idle()
+            proxy.spares.close()
+
+    def keep_spare(self, count: int) -> None:
+        with self._lock:
+            self.spare = count
+            proxies = list(self._proxies.values())
+        for proxy in proxies:
+            proxy.spares.keep = min(count, SPARE_MAX)
+            proxy.spares.fill()
 
     def get(
         self, client: docker.DockerClient, runner_id: str, upstream_url: str | None
     ) -> EgressProxy:
         key = (id(client), runner_id, upstream_url)
         with self._lock:
+            known = self._proxies.get(key)
+        if known is not None and _is_running(known.container):  # runs look at once
+            return known
+        with self._lock:
             proxy = self._proxies.get(key)
-            if proxy is not None and _is_running(proxy.container):
+            if proxy is not None and proxy is not known:  # another run replaced it meanwhile
                 return proxy
-            if proxy is not None:
-                proxy.drop_idle()
-            proxy = EgressProxy.ensure(client, runner_id, upstream_url)
+            if proxy is not None:  # it stopped or was removed: made again, its spares go
+                proxy.spares.close()
+            proxy = EgressProxy.ensure(client, runner_id, upstream_url, spare=self.spare)
             self._proxies[key] = proxy
             return proxy
+
+
+def keep_spare(count: int) -> None:
+    """Have this process's proxies make `count` networks ahead for their runs (at most
+    SPARE_MAX): a runner that starts `count` runs at once."""
+    _proxies.keep_spare(count)
+
+
+def close() -> None:
+    """Stop making networks ahead and remove those made (when the runner stops)."""
+    _proxies.close()
 
 
 _proxies = _ProxyCache()
