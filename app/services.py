@@ -13,6 +13,7 @@ from pydantic import BaseModel, ValidationError
 
 from app.conversation.policy import ServerPolicy
 from app.github.client import GitHubApp
+from app.redisio import as_text
 from app.runs.pipelines import Pipelines
 from app.settings import AppSettings
 
@@ -107,6 +108,15 @@ class Delivery:
                 stored: int | None = json.loads(raw)
                 return stored
         return result
+
+    async def first(self, step: str, value: str) -> str:
+        """`value`, or what an earlier try of this delivery chose for `step` (a retry keeps
+        to it: a branch that moved meanwhile does not hide what that try made)."""
+        key = f"{STEP_PREFIX}{self.delivery_id}:{step}"
+        redis = self.services.redis
+        if await redis.set(key, value, nx=True, ex=STEP_TTL_SECONDS):
+            return value
+        return as_text(await redis.get(key)) or value
 
     def run_id(self, pipeline_id: str) -> str:
         """The id of the run this delivery asks for: the same on every retry."""

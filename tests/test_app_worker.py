@@ -330,6 +330,40 @@ async def test_a_check_run_made_without_an_answer_is_not_made_twice(
     assert await world.queued() == [run_id]
 
 
+async def test_the_retry_finds_its_check_run_on_the_commit_the_first_try_chose(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The run is queued before its check run is made: by the retry, its runner may have
+    pushed the pipeline branch, whose head is not where the first try made the check run."""
+    issue = world.state.add_issue(OWNER, REPO, TITLE, "details")
+    payload = world.issue_comment(SCRIPT, number=issue.number)
+    real = RepoAPI.create_check_run
+
+    async def unanswered(self: RepoAPI, **fields: Any) -> int:
+        await real(self, **fields)
+        raise TimeoutError("no answer")
+
+    monkeypatch.setattr(RepoAPI, "create_check_run", unanswered)
+    delivery = str(uuid.uuid4())
+    with pytest.raises(Retry):
+        await world.send("issue_comment", payload, delivery)
+    monkeypatch.setattr(RepoAPI, "create_check_run", real)
+    run_id = run_id_for(issue.number, delivery)
+    request = await world.job(run_id)
+    assert request is not None
+    bare = world.gh.fake.bare_path(OWNER, REPO)
+    tree = run_git(bare, "rev-parse", "main^{tree}").stdout.decode().strip()
+    pushed = run_git(bare, "commit-tree", tree, "-p", "main", "-m", "the agent's work")
+    run_git(bare, "update-ref", f"refs/heads/{request.branch}", pushed.stdout.decode().strip())
+    world.ctx["job_try"] = 2
+    await world.send("issue_comment", payload, delivery)
+
+    [check] = world.state.check_runs.values()
+    assert (check.external_id, check.head_sha) == (run_id, world.head("main"))
+    found = await world.pipelines.get_run(run_id)
+    assert found is not None and found[1].check_run_id == check.id
+
+
 async def test_a_run_whose_issue_is_deleted_before_it_starts_completes_its_check_run(
     world: World,
 ) -> None:

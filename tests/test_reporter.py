@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import subprocess
 import time
 import uuid
@@ -35,7 +36,7 @@ from app.runs.pipelines import PipelineRun
 from app.services import Services
 from app.settings import AppSettings
 from runner import contract as keys
-from runner.contract import RunMode
+from runner.contract import RunMode, run_queue
 from runner.job import (
     CommitInfo,
     EgressBlocked,
@@ -47,7 +48,7 @@ from runner.job import (
     RunStarted,
 )
 from runner.redisurl import redis_settings
-from tests.fakegithub import FakeState, RunningFakeGitHub
+from tests.fakegithub import FakeState, Rounds, RunningFakeGitHub
 
 pytestmark = [pytest.mark.redis]
 
@@ -236,6 +237,55 @@ async def test_a_start_reported_before_its_check_run_exists_still_shows_in_progr
     await settled_within(world, 30)
     assert world.check_of(run_id).status == "in_progress"
     assert any("is running" in body for body in world.bot_comments(number))
+
+
+def calls(round_trip: list[str]) -> list[str]:
+    """A round trip's calls, ids as N, in a fixed order (those of one round come in any)."""
+    return sorted(re.sub(r"/\d+(?=/|$)", "/N", call) for call in round_trip)
+
+
+async def test_a_run_is_queued_after_one_round_trip_and_shows_in_progress_first(
+    world: World,
+) -> None:
+    """Comment → check run in progress, each GitHub round trip let go by the test: the run is
+    queued after one (the asker's role, the config and the run's token, at once); 👀, the
+    branch lookups and the progress comment go while its runner starts, then the check run
+    on the commit found; the runner's start is shown in progress before 🚀 and the comment."""
+    await world.accept("warm up")  # the App's own token, the installation's permissions
+    world.state.rounds = rounds = Rounds()
+    queue = run_queue("default")
+    accepting = asyncio.create_task(world.accept())
+    try:
+        assert calls(await rounds.take(3)) == [
+            "GET /repos/octo-org/widgets/collaborators/alice/permission",
+            "GET /repos/octo-org/widgets/contents/.github/trimo.yml",
+            "POST /app/installations/N/access_tokens",
+        ]
+        deadline = time.monotonic() + 30
+        while await world.pool.zcard(queue) < 2:  # queued while the next round is held
+            assert time.monotonic() < deadline, f"not queued; held: {rounds.held()}"
+            await asyncio.sleep(0.01)
+        assert calls(await rounds.take(4)) == [
+            "GET /repos/octo-org/widgets/git/ref/heads/main",
+            "GET /repos/octo-org/widgets/git/ref/heads/trimo/2-fix-the-login-page",
+            "POST /repos/octo-org/widgets/issues/N/comments",
+            "POST /repos/octo-org/widgets/issues/comments/N/reactions",
+        ]
+        assert calls(await rounds.take(1)) == ["POST /repos/octo-org/widgets/check-runs"]
+        _number, run_id = await accepting
+        await world.started(run_id)
+        reporting = asyncio.create_task(world.reporter.step())
+        assert calls(await rounds.take(1)) == ["PATCH /repos/octo-org/widgets/check-runs/N"]
+        assert calls(await rounds.take(2)) == [
+            "PATCH /repos/octo-org/widgets/issues/comments/N",
+            "POST /repos/octo-org/widgets/issues/comments/N/reactions",
+        ]
+        await reporting
+        assert rounds.held() == []
+    finally:
+        rounds.open()
+        await asyncio.gather(accepting, return_exceptions=True)
+    assert world.check_of(run_id).status == "in_progress"
 
 
 # --- report objects gone ---------------------------------------------------------------------

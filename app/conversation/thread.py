@@ -162,10 +162,22 @@ async def asker_role(conv: Conversation) -> str | None:
     return await conv.api.role_of(conv.source.user) if conv.source.user else None
 
 
-async def config_and_role(conv: Conversation) -> tuple[RepoConfig | ConfigError, str | None]:
-    """The repository's config and the asker's role: two independent reads, made at once."""
-    config, role = await asyncio.gather(
-        load_config(conv.api, conv.thread.repo.default_branch), asker_role(conv)
+async def config_and_role(
+    conv: Conversation, *, token_ahead: bool = False
+) -> tuple[RepoConfig | ConfigError, str | None]:
+    """The repository's config and the asker's role: two independent reads, made at once.
+
+    With `token_ahead` (a run is asked for), a token for the repository is minted beside
+    them, so that the run is queued after this one round trip. It stays in the App's
+    memory, given to no runner unless the run is accepted (`Dispatch.prefetch`).
+    """
+    thread, dispatch = conv.thread, conv.services.pipelines.dispatch
+    config_read, role_read = load_config(conv.api, thread.repo.default_branch), asker_role(conv)
+    if not token_ahead:
+        config, role = await asyncio.gather(config_read, role_read)
+        return config, role
+    config, role, _ = await asyncio.gather(
+        config_read, role_read, dispatch.prefetch(thread.installation_id, thread.repo.full_name)
     )
     return config, role
 

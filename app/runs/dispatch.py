@@ -88,16 +88,24 @@ class Dispatch:
         self.caps = caps or MonthlyCaps()
         self._minted: dict[tuple[int, str], tuple[float, str]] = {}
 
-    async def prefetch(self, pipeline: Pipeline) -> None:
-        """Mint the token of `pipeline`'s next run ahead of `enqueue`, which takes it (once,
-        within `PREFETCH_SECONDS`). Never raises: `enqueue` mints again and tells why."""
-        key = (pipeline.installation_id, pipeline.repo.partition("/")[2])
+    async def prefetch(self, installation_id: int, repo: str) -> None:
+        """Mint a token for repository `repo` (owner/name) ahead of `enqueue`, which takes it
+        (once, within `PREFETCH_SECONDS`), unless one is held already. Never raises:
+        `enqueue` mints again and tells why."""
+        key = (installation_id, repo.partition("/")[2])
+        held = self._minted.get(key)
+        if held is not None and held[0] > time.monotonic():
+            return
         try:
             token = await self.mint_token(*key)
         except Exception as exc:
-            log.info("%s: no token ahead of time (%s)", pipeline.id, exc)
+            log.info("%s: no token ahead of time (%s)", repo, exc)
             return
         self._minted[key] = (time.monotonic() + PREFETCH_SECONDS, token)
+
+    def drop_ahead(self, installation_id: int, repo: str) -> None:
+        """Forget a token minted ahead for `repo` that no run took."""
+        self._minted.pop((installation_id, repo.partition("/")[2]), None)
 
     async def _token(self, installation_id: int, repo_name: str) -> str:
         minted = self._minted.pop((installation_id, repo_name), None)

@@ -316,13 +316,14 @@ async def accept_run(
     mode: RunMode = "code",
     checks_failed: ChecksFailed | None = None,
 ) -> None:
-    """👀, the pipeline entry, a check run, the progress comment, and start it if it is next.
+    """The pipeline entry, then at once: start it if it is next, 👀, the progress comment,
+    and the check run on the commit the branch lookups find.
 
-    GitHub's round trips go at once where nothing orders them: 👀 beside the pipeline entry,
-    the branch lookups and (when the pipeline is idle) the run's token; then the check run
-    and the progress comment beside queueing the run, so its runner starts meanwhile. Its
-    events wait for both objects (`making`). Each report object is recorded on the run as
-    soon as it exists, so a failure later on (the issue deleted, say) can still complete it.
+    No GitHub round trip comes before queueing the run but its token's (minted beside the
+    config and the role when a run was asked for, `config_and_role`): its runner starts
+    while GitHub answers the rest. Its events wait for both report objects (`making`). Each
+    is recorded on the run as soon as it exists, so a failure later on (the issue deleted,
+    say) can still complete it.
     """
     delivery, api, services = conv.delivery, conv.api, conv.services
     run_id = delivery.run_id(seed.id)
@@ -340,11 +341,7 @@ async def accept_run(
         comment_id=conv.source.target_id if conv.source.comment_kind else None,
         comment_kind=conv.source.comment_kind,
     )
-    _, (pipeline, sha), _ = await together(
-        conv.react("eyes"),
-        together(services.pipelines.add_run(seed, run), head_sha_for(api, seed, head_sha)),
-        _token_ahead(services, seed),
-    )
+    pipeline = await services.pipelines.add_run(seed, run)
     code = run_names(pipeline, run)
     title, summary = title_and_summary(
         render(
@@ -356,6 +353,7 @@ async def accept_run(
     )
 
     async def check_run() -> None:
+        sha = await head_sha_for(api, pipeline, head_sha)
         await make_check_run(conv, pipeline, run, sha, title, summary)
 
     async def progress_comment() -> None:
@@ -369,11 +367,16 @@ async def accept_run(
             await _record_progress_comment(services, api, pipeline, run_id, comment_id)
 
     async def start() -> PipelineRun | None:
-        return await start_next(services, api, pipeline.id)
+        try:
+            return await start_next(services, api, pipeline.id)
+        finally:  # a run that waits gets a token of its own when its turn comes
+            services.pipelines.dispatch.drop_ahead(pipeline.installation_id, pipeline.repo)
 
     await making.begin(services.redis, run_id)
     try:
-        _, _, started = await together(check_run(), progress_comment(), start())
+        started, _, _ = await together(
+            start(), together(conv.react("eyes"), progress_comment()), check_run()
+        )
     finally:
         await making.done(services.redis, run_id)
     log.info(
@@ -407,6 +410,8 @@ async def make_check_run(
     """`run`'s check run on commit `sha`, made once per delivery and `step`, and recorded."""
     delivery, api = conv.delivery, conv.api
     name = check_name(run)
+    if sha is not None:  # a retry keeps to it: the run, queued first, may have moved its branch
+        sha = await delivery.first(f"{step}:sha", sha)
 
     async def create() -> int | None:
         if sha is None:
@@ -484,13 +489,6 @@ async def _late_write(run_id: str, write: Awaitable[None]) -> None:
         if is_transient(exc):
             raise
         log.warning("run %s: its end could not be shown (%s)", run_id, failure_detail(exc))
-
-
-async def _token_ahead(services: Services, seed: Pipeline) -> None:
-    """Mint the run's token beside the other first round trips when nothing in `seed` is
-    ahead of it (a wrong guess only mints a token `enqueue` does not take)."""
-    if seed.active_run is None and not seed.waiting() and not seed.closed:
-        await services.pipelines.dispatch.prefetch(seed)
 
 
 async def head_sha_for(api: RepoAPI, pipeline: Pipeline, known: str | None) -> str | None:

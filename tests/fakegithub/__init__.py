@@ -1,6 +1,6 @@
 """A local stand-in for GitHub: REST API (the part Trimo uses) and a real git server.
 
-Knobs, all on `FakeState` (see modes.py and state.py): `delay`, `drift`, `chaos`,
+Knobs, all on `FakeState` (see modes.py and state.py): `delay`, `rounds`, `drift`, `chaos`,
 `serve_example` / `serve_recorded` / `serve`, `fail_next`, and what happens on GitHub
 mid-run: `delete_issue`, `transfer_issue`, `delete_comment`, `delete_check_run`,
 `refuse_pull`, `disable_issues`, `remove_installation`, `suspend_installation`,
@@ -10,7 +10,7 @@ mid-run: `delete_issue`, `transfer_issue`, `delete_comment`, `delete_check_run`,
 """
 
 from tests.fakegithub.api import FakeGitHub
-from tests.fakegithub.modes import Chaos, Drift
+from tests.fakegithub.modes import Chaos, Drift, Rounds
 from tests.fakegithub.runner import AppCredentials, RunningFakeGitHub, generate_key_pair
 from tests.fakegithub.state import FakeState, RecordedRequest, Violation
 
@@ -21,6 +21,7 @@ __all__ = [
     "FakeGitHub",
     "FakeState",
     "RecordedRequest",
+    "Rounds",
     "RunningFakeGitHub",
     "Violation",
     "generate_key_pair",

@@ -1,9 +1,9 @@
 """`FakeGitHub`: the REST endpoints and the git server as one Starlette app.
 
-Each request waits `state.delay`, is recorded, may meet an injected fault or chaos
-(modes.py), is authenticated (JWT for /app routes, installation token elsewhere), and has
-its body checked against the request shape GitHub documents. Bodies that do not fit get
-GitHub's 422 and become entries of `state.violations`.
+Each request waits `state.delay` (and its round, `state.rounds`), is recorded, may meet an
+injected fault or chaos (modes.py), is authenticated (JWT for /app routes, installation
+token elsewhere), and has its body checked against the request shape GitHub documents.
+Bodies that do not fit get GitHub's 422 and become entries of `state.violations`.
 
 Answers are GitHub's documented examples (corpora) with the stand-in's state written in,
 or canned answers served exactly as given (`state.serve`). They are never re-validated
@@ -96,16 +96,21 @@ class FakeGitHub:
         return handle
 
     async def _unhandled(self, request: Request) -> Response:
-        if self.state.delay:
-            await asyncio.sleep(self.state.delay)
+        await self._wait(request)
         path = request.url.path
         self.state.violate(request.method, path, "no such endpoint in the GitHub stand-in")
         self._record(request, None, 404)
         return self._respond(not_found().reply())
 
-    async def _dispatch(self, endpoint: Endpoint, request: Request) -> Response:
+    async def _wait(self, request: Request) -> None:
+        """`state.delay`, then `state.rounds` (modes.py)."""
         if self.state.delay:
             await asyncio.sleep(self.state.delay)
+        if self.state.rounds is not None:
+            await self.state.rounds.hold(f"{request.method} {request.url.path}")
+
+    async def _dispatch(self, endpoint: Endpoint, request: Request) -> Response:
+        await self._wait(request)
         raw = await request.body()
         body: Any = None
         try:

@@ -6,13 +6,17 @@ Both are seeded, so a failing test can be replayed. Turn them on through the sta
     gh.state.chaos = Chaos(seed=1, rates={"5xx": 0.1, "404": 0.02, "slow": 0.05})
     gh.state.chaos = Chaos(seed=1, endpoints={"create_pull": {"422": 0.5}})  # one endpoint
     gh.state.delay = 0.2  # seconds before every API answer, as github.com takes
+    gh.state.rounds = Rounds()  # every request waits until the test lets its round go
 
 Endpoints are named by their handler in `endpoints.py` (`create_pull`, `update_comment`...).
 """
 
 from __future__ import annotations
 
+import asyncio
 import random
+import threading
+import time
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -151,3 +155,52 @@ UNKNOWN_VALUES: tuple[Any, ...] = (
     {"total": 3, "completed": 1},
     [{"id": 1, "type": None}],
 )
+
+
+class Rounds:
+    """Lockstep: every API request waits until the test lets its round go, so a test counts
+    GitHub round trips (what waits for what) instead of timing them.
+
+    The stand-in holds each request as it comes (`hold`); `take(n)` waits for `n` held
+    requests, lets them all go and returns them as "METHOD path", in the order they came.
+    A request that depends on an answer cannot come before its round is let go.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._held: list[str] = []
+        self._gone = 0
+        """Rounds let go so far."""
+        self._open = False
+
+    async def hold(self, call: str) -> None:
+        """The stand-in's side: wait until the round `call` came in is let go."""
+        with self._lock:
+            self._held.append(call)
+            mine = self._gone
+        while True:
+            with self._lock:
+                if self._open or self._gone > mine:
+                    return
+            await asyncio.sleep(0.002)
+
+    def held(self) -> list[str]:
+        with self._lock:
+            return list(self._held)
+
+    async def take(self, count: int, timeout: float = 60.0) -> list[str]:
+        """The test's side: wait for `count` held requests, then let them go."""
+        deadline = time.monotonic() + timeout
+        while len(self.held()) < count:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"waited for {count} requests; held: {self.held()}")
+            await asyncio.sleep(0.005)
+        with self._lock:
+            calls, self._held = self._held, []
+            self._gone += 1
+        return calls
+
+    def open(self) -> None:
+        """Let everything go, now and from now on."""
+        with self._lock:
+            self._open = True

@@ -9,12 +9,13 @@ import itertools
 import re
 import secrets
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from tests.fakegithub.modes import Chaos, Drift
+from tests.fakegithub.modes import Chaos, Drift, Rounds
 from tests.fakegithub.templates import example, recorded, status_of
 
 UserType = Literal["User", "Bot", "Organization"]
@@ -247,6 +248,8 @@ class RecordedRequest:
     query: dict[str, str]
     json: Any
     status: int = 0
+    at: float = field(default_factory=time.monotonic)
+    """When it was answered (`time.monotonic`)."""
 
 
 @dataclass(frozen=True)
@@ -308,6 +311,7 @@ class FakeState:
         self._next_number: dict[tuple[str, str], int] = {}
         # Modes (see modes.py): seconds before every answer, drift, chaos.
         self.delay: float = 0.0
+        self.rounds: Rounds | None = None
         self.git_delay: float = 0.0
         self.git_push_outage: bool = False
         """Pushes answer 503, as during a GitHub incident; fetches still work."""

@@ -94,7 +94,8 @@ def command_in(delivery: Delivery, comment: Comment) -> ParseResult | None:
 
 async def run_command(conv: Conversation, parsed: ParseResult) -> None:
     """Authorise the author, then do what the comment asks."""
-    config, role = await config_and_role(conv)
+    runs = isinstance(parsed, RunCommand | RetryCommand)
+    config, role = await config_and_role(conv, token_ahead=runs)
     if not await authorise(conv, config, role):
         return
     match parsed:
