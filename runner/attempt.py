@@ -347,12 +347,6 @@ class Attempt:
             self.host.limits,
         )  # fmt: skip
         try:
-            prompt = self.write_context(io)
-            branches = workspace_branches(request, self.start)
-            if not fresh:
-                gitops.write_sync_bundle(
-                    self.mirror, io / "sync.bundle", branches, self.pipeline.known()
-                )
             writable, endpoints = self.codex_home(io)
             env = {k: v.get_secret_value() for k, v in request.secrets.items()}
             env |= {"TRIMO_BRANCH": request.branch, "TRIMO_START": self.start.base_sha}
@@ -368,9 +362,15 @@ class Attempt:
                 self.host.upstream_proxy,
                 endpoints,
                 wait=False,
-            )
+            )  # its proxy starts while the context, the sync bundle and the container are made
             if network.secret:
                 self.protect(network.secret)
+            prompt = self.write_context(io)
+            branches = workspace_branches(request, self.start)
+            if not fresh:
+                gitops.write_sync_bundle(
+                    self.mirror, io / "sync.bundle", branches, self.pipeline.known()
+                )
             resume = resumed and bool(request.history)
             adapter.session_cost_before = (
                 self.pipeline.session_cost(adapter.name) if resume else 0.0
