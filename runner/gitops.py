@@ -20,6 +20,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from functools import cache
@@ -76,6 +77,8 @@ WORKSPACE_CONFIG = """\
 """A new workspace's config: no remote, so nothing in it names a host path."""
 
 SHA_RE = re.compile(r"^[0-9a-f]{40}$")
+FETCHED_SUFFIX = ".fetched"
+"""Beside `<key>.git`: when (ns) its last fetch that went through began."""
 UNTRUSTED = bounded.Bounds(cpu_seconds=120, memory_bytes=1024 * bounded.MB, wall_seconds=300)
 """For git on what an agent made: a small bundle can inflate to a great deal."""
 PUSH = bounded.Bounds(cpu_seconds=120, memory_bytes=1024 * bounded.MB, wall_seconds=600)
@@ -196,11 +199,19 @@ def locked_now(path: Path) -> Iterator[bool]:
 
 
 def ensure_mirror(mirrors_dir: Path, clone_url: str, token: str | None = None) -> Path:
-    """A bare mirror of the repository's branches, created or brought up to date."""
-    mirror = mirrors_dir / f"{repo_key(clone_url)}.git"
+    """A bare mirror of the repository's branches, created or brought up to date: fetched
+    now, unless a fetch that began after this call did so while it waited for the mirror's
+    lock (runs of one repository starting together share a fetch, not queue for one each)."""
+    key = repo_key(clone_url)
+    mirror = mirrors_dir / f"{key}.git"
+    began = mirrors_dir / f"{key}{FETCHED_SUFFIX}"
+    asked = time.time_ns()
     env = auth_env(token)
-    with locked(mirrors_dir / f"{repo_key(clone_url)}.lock"):
+    with locked(mirrors_dir / f"{key}.lock"):
         fresh = not (mirror / "HEAD").exists()
+        if not fresh and _time_in(began) > asked:
+            return mirror
+        fetching = time.time_ns()
         target = mirror.with_suffix(".tmp") if fresh else mirror
         if fresh:
             shutil.rmtree(target, ignore_errors=True)
@@ -212,7 +223,16 @@ def ensure_mirror(mirrors_dir: Path, clone_url: str, token: str | None = None) -
         git(target, *fetch, env=env, what="could not fetch the repository from its remote")
         if fresh:
             target.rename(mirror)
+        began.write_text(str(fetching))
     return mirror
+
+
+def _time_in(path: Path) -> int:
+    """The time (ns) written in `path`; 0 when there is none."""
+    try:
+        return int(path.read_text())
+    except (OSError, ValueError):
+        return 0
 
 
 def branch_sha(repo: Path, branch: str) -> str | None:
