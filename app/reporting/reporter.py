@@ -412,17 +412,17 @@ class Reporter:
             # Over already (reported, or stopped before it started): only make sure the
             # next run in line goes, in case an earlier attempt stopped short of that.
             if isinstance(event, RunFinished):
+                await self._attempt_ended(api, pipeline, run)
                 await self._start_next(api, pipeline)
                 if not run.attempt:
                     await self._fix_if_failing(pipeline, run, event)
-                await self._attempt_ended(api, pipeline, run)
             return
         if speak:
             await self._save(view)  # what the other channels' lanes read
         if isinstance(event, RunFinished):
             await self._finished(target, speak, event)
+            await self._attempt_ended(api, pipeline, run)  # a pick first: the next run builds on it
             await self._start_next(api, pipeline)
-            await self._attempt_ended(api, pipeline, run)
             return
         if isinstance(event, RunStarted):
             await self.services.pipelines.mark_running(

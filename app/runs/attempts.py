@@ -207,8 +207,13 @@ async def attempt_ended(services: Services, api: RepoAPI, pipeline_id: str, run_
         ranked = rank([r.result() for r in pipeline.attempts_of(attempt_set)], attempt_set.rank_by)
         top = auto_pick(ranked)
         if top is not None:
-            await pick(services, api, pipeline.id, top.number, "auto")
-            return  # the pick shows the table
+            picked = await pick(services, api, pipeline.id, top.number, "auto")
+            if picked.how in ("picked", "switched"):
+                return  # the pick shows the table
+            note = f"Attempt #{top.number} passed, yet was not kept: {picked.message}"
+            await services.pipelines.change_attempt_set(
+                pipeline.id, attempt_set.id, lambda s: setattr(s, "pick_note", note)
+            )
     await show_table(services, api, pipeline.id, attempt_set.id)
 
 
@@ -286,6 +291,13 @@ async def _pick(services: Services, api: RepoAPI, pipeline_id: str, number: int,
     if run.status != "finished":
         return Picked(
             "running", f"Attempt #{number} is still running: pick it once it has ended.", pipeline
+        )
+    if pipeline.active_run not in (None, attempt_set.id):
+        # It works on the branch: moved from under it, its commits would be refused.
+        return Picked(
+            "running",
+            f"A run is going on `{branch}` now: pick attempt #{number} once it has ended.",
+            pipeline,
         )
     if not run.commits or run.head_sha is None:
         return Picked(
