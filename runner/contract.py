@@ -5,6 +5,7 @@ emits) is `runner.job`; both sides import these, `runner/` imports nothing from 
 
 from __future__ import annotations
 
+import hashlib
 import re
 from typing import Annotated, Final, Literal, get_args
 
@@ -45,9 +46,15 @@ MAX_ATTEMPTS: Final = 16
 
 def attempt_pipeline(pipeline: str, number: int) -> str:
     """What a runner calls attempt `number` of `pipeline`: its own workspace, disk and kept
-    work, so that a pipeline's attempts run side by side."""
+    work, so that a pipeline's attempts run side by side.
+
+    A pipeline id too long for the suffix is cut and a hash of the whole id added: cut
+    alone, `x.12` and `x.123` (or two repositories' ids) would share one on the runner."""
     suffix = f".a{number}"
-    return pipeline[: 100 - len(suffix)].rstrip(".") + suffix
+    if len(pipeline) + len(suffix) <= 100:
+        return pipeline.rstrip(".") + suffix
+    digest = hashlib.sha256(pipeline.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+    return f"{pipeline[: 100 - len(suffix) - 13].rstrip('.-')}-{digest}{suffix}"
 
 
 PREVIEW_FUNCTION: Final = "start_preview"

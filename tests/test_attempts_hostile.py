@@ -9,15 +9,27 @@ import subprocess
 import uuid
 from pathlib import Path
 
+import pytest
 from arq.constants import job_key_prefix
 from arq.jobs import deserialize_job
+from arq.worker import Retry
 
 from app.conversation.naming import pipeline_id
 from app.ops.worker import SERVICES_KEY, handle_event
+from app.runs import attempts
 from app.runs.pipelines import Pipeline
 from runner.agents.script import ScriptAdapter
+from runner.contract import attempt_pipeline
 from runner.events import Usage
-from runner.job import CheckResult, CommitInfo, Outcome, RunFinished, RunRequest, VerifyReport
+from runner.job import (
+    CheckResult,
+    CommitInfo,
+    Outcome,
+    RunFinished,
+    RunRequest,
+    VerifyReport,
+    is_valid_name,
+)
 from tests import test_reporter
 from tests.test_reporter import FULL, OWNER, REPO, WRITER, World
 
@@ -41,10 +53,20 @@ def _payload(world: World, event: str, number: int, title: str) -> dict[str, obj
     return payload
 
 
-async def say(
-    world: World, number: int, command: str, delivery: str | None = None, title: str = "Fix it"
-) -> str:
+async def say(world: World, number: int, command: str) -> str:
     """`command` commented on issue `number` by the writer; the delivery id."""
+    delivery = str(uuid.uuid4())
+    await deliver(world, delivery, commented(world, number, command))
+    return delivery
+
+
+async def deliver(world: World, delivery: str, payload: dict[str, object]) -> None:
+    ctx = {"redis": world.pool, "job_try": 1, SERVICES_KEY: world.services}
+    await handle_event(ctx, "issue_comment", delivery, payload)
+
+
+def commented(world: World, number: int, command: str, title: str = "Fix it") -> dict[str, object]:
+    """The webhook of `command`, commented on issue `number` by the writer."""
     comment = world.state.add_comment(OWNER, REPO, number, command, WRITER)
     payload = _payload(world, "issue_comment.created.1.json", number, title)
     user = {"login": WRITER, "type": "User", "id": 1}
@@ -53,10 +75,7 @@ async def say(
         "id": comment.id, "body": command, "user": user, "performed_via_github_app": None,
     }  # fmt: skip
     payload["sender"] = user
-    delivery = delivery or str(uuid.uuid4())
-    ctx = {"redis": world.pool, "job_try": 1, SERVICES_KEY: world.services}
-    await handle_event(ctx, "issue_comment", delivery, payload)
-    return delivery
+    return payload
 
 
 async def close_issue(world: World, number: int) -> None:
@@ -232,3 +251,48 @@ async def test_an_automatic_pick_that_cannot_be_made_still_ranks_the_table_and_s
     assert "### 🏁 2 attempts ranked" in text
     assert "Attempt #1 passed, yet was not kept" in text and "someone pushed to it" in text
     assert "No attempt passed verification" not in text
+
+
+async def test_a_pick_tried_again_after_github_failed_still_opens_the_pull_request(
+    world: World, tmp_path: Path
+) -> None:
+    pipeline, _ = await finished_set(world, tmp_path)
+    world.state.fail_next("POST", f"/repos/{OWNER}/{REPO}/pulls$", 502)
+    payload = commented(world, pipeline.number, "/trimo pick 1")
+    delivery = str(uuid.uuid4())
+    with pytest.raises(Retry):
+        await deliver(world, delivery, payload)  # arq tries the delivery again
+    assert world.state.pulls_for(pipeline.branch) == []
+    await deliver(world, delivery, payload)
+    (pull,) = world.state.pulls_for(pipeline.branch)
+    assert f"in #{pull.number}" in table_of(world, pipeline.number)
+
+
+async def test_cleaning_keeps_an_attempts_branch_someone_pushed_to_since(
+    world: World, tmp_path: Path
+) -> None:
+    pipeline, (first, _) = await finished_set(world, tmp_path)
+    await say(world, pipeline.number, "/trimo pick 1")
+    second = f"{pipeline.branch}-attempt-2"
+    mine = commit_on(world, tmp_path, second, second, "a person's fix on top of attempt 2")
+    deleted = await attempts.clean_attempts(world.services, pipeline.id, first)
+    assert deleted == 1
+    assert world.gh.fake.branch_sha(OWNER, REPO, f"{pipeline.branch}-attempt-1") is None
+    assert world.gh.fake.branch_sha(OWNER, REPO, second) == mine
+    assert "except any pushed to since" in table_of(world, pipeline.number)
+
+
+# --- on the runner --------------------------------------------------------------------------
+
+
+def test_attempts_of_different_pipelines_never_share_a_runner_side_pipeline() -> None:
+    # A long repository name: each pipeline id fills most of the 100 characters, and the
+    # attempt's `.aN` must not cut into what tells the issues (or repositories) apart.
+    owner = "octo-org"
+    repos = [f"{owner}/{'r' * 84}", f"{owner}/{'r' * 84}.1", f"{owner}/{'w' * 95}"]
+    ids = {pipeline_id(repo, n) for repo in repos for n in (1, 5, 7, 8, 12, 13, 123, 124)}
+    for number in (1, 2, 16):
+        names = {attempt_pipeline(pid, number) for pid in ids}
+        assert len(names) == len(ids)
+        assert all(is_valid_name(name) and name.endswith(f".a{number}") for name in names)
+        assert not names & ids

@@ -149,7 +149,11 @@ def test_three_attempts_are_ranked_picked_switched_and_followed_up(loop: Loop) -
         "the attempts' branches to be deleted",
     )
     assert loop.file_on(pipeline_branch, "seen.md") is not None, "the pipeline branch stays"
-    table(loop, number, "These branches were deleted 7 days after the pick.")
+    table(
+        loop,
+        number,
+        "These branches were deleted 7 days after the pick, except any pushed to since.",
+    )
     loop.comment(number, "/trimo pick 2")
     assert "can no longer be picked" in reply(loop, number, "Attempt #2's branch was deleted")
 

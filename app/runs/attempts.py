@@ -208,7 +208,7 @@ async def attempt_ended(services: Services, api: RepoAPI, pipeline_id: str, run_
         top = auto_pick(ranked)
         if top is not None:
             picked = await pick(services, api, pipeline.id, top.number, "auto")
-            if picked.how in ("picked", "switched"):
+            if picked.how in ("picked", "switched", "already"):
                 return  # the pick shows the table
             note = f"Attempt #{top.number} passed, yet was not kept: {picked.message}"
             await services.pipelines.change_attempt_set(
@@ -280,7 +280,16 @@ async def _pick(services: Services, api: RepoAPI, pipeline_id: str, number: int,
     attempt_set, run = found
     branch = pipeline.branch
     if attempt_set.picked == number:
-        return Picked("already", f"Attempt #{number} is already kept on `{branch}`.", pipeline)
+        # Asked again, or a pick tried again after GitHub failed it midway: what follows the
+        # move (cleaning, pull request, table) is done again; each is safe to repeat.
+        if not attempt_set.cleaned:
+            await _schedule_cleaning(services, pipeline.id, attempt_set.id)
+        pull = await _open_pull(services, api, pipeline)
+        await show_table(services, api, pipeline.id, attempt_set.id)
+        where = f", in pull request #{pull}" if pull else ""
+        return Picked(
+            "already", f"Attempt #{number} is already kept on `{branch}`{where}.", pipeline
+        )
     if attempt_set.cleaned:
         return Picked(
             "cleaned",
@@ -292,6 +301,20 @@ async def _pick(services: Services, api: RepoAPI, pipeline_id: str, number: int,
         return Picked(
             "running", f"Attempt #{number} is still running: pick it once it has ended.", pipeline
         )
+    if not run.commits or run.head_sha is None:
+        return Picked(
+            "no_work", f"Attempt #{number} made no commits: there is nothing to keep.", pipeline
+        )
+    previous = pipeline.attempt_numbered(attempt_set.picked) if attempt_set.picked else None
+    current = await api.branch_head(branch)
+    if previous is not None and current != previous[1].head_sha:
+        return Picked(
+            "moved_on",
+            f"`{branch}` has commits since attempt #{previous[1].attempt} was kept "
+            f"(a follow-up run, or a push), so switching to #{number} would drop them. "
+            f"Attempt #{number} stays on `{run.branch}`.",
+            pipeline,
+        )
     if pipeline.active_run not in (None, attempt_set.id):
         # It works on the branch: moved from under it, its commits would be refused.
         return Picked(
@@ -299,26 +322,12 @@ async def _pick(services: Services, api: RepoAPI, pipeline_id: str, number: int,
             f"A run is going on `{branch}` now: pick attempt #{number} once it has ended.",
             pipeline,
         )
-    if not run.commits or run.head_sha is None:
-        return Picked(
-            "no_work", f"Attempt #{number} made no commits: there is nothing to keep.", pipeline
-        )
-    previous = pipeline.attempt_numbered(attempt_set.picked) if attempt_set.picked else None
-    current = await api.branch_head(branch)
     note = ""
     try:
         if previous is None and current is None:
             await api.create_branch(branch, run.head_sha)
         elif previous is None:
             await api.move_branch(branch, run.head_sha)
-        elif current != previous[1].head_sha:
-            return Picked(
-                "moved_on",
-                f"`{branch}` has commits since attempt #{previous[1].attempt} was kept "
-                f"(a follow-up run, or a push), so switching to #{number} would drop them. "
-                f"Attempt #{number} stays on `{run.branch}`.",
-                pipeline,
-            )
         else:
             await api.move_branch(branch, run.head_sha, force=True)
             note = (
@@ -407,8 +416,9 @@ async def _schedule_cleaning(services: Services, pipeline_id: str, set_id: str) 
 
 
 async def clean_attempts(services: Services, pipeline_id: str, set_id: str) -> int:
-    """Delete the branches of a set's attempts (the kept one's commits are the pipeline
-    branch's); how many GitHub deleted."""
+    """Delete the branches of a set's attempts where their attempts left them (the kept
+    one's commits are the pipeline branch's; a branch someone pushed to since is theirs);
+    how many GitHub deleted."""
     pipeline = await services.pipelines.get(pipeline_id)
     attempt_set = pipeline.attempt_set(set_id) if pipeline else None
     if pipeline is None or attempt_set is None or attempt_set.cleaned:
@@ -416,7 +426,14 @@ async def clean_attempts(services: Services, pipeline_id: str, set_id: str) -> i
     api = await services.github.repo(pipeline.installation_id, pipeline.repo)
     deleted = 0
     for run in pipeline.attempts_of(attempt_set):
-        if run.branch and await api.delete_branch(run.branch):
+        if not run.branch:
+            continue
+        head = await api.branch_head(run.branch)
+        if head is not None and head != run.head_sha:
+            # Someone pushed to it (or opened a pull request and built on it): their work.
+            log.info("%s: %s is kept, it moved on since its attempt", pipeline_id, run.branch)
+            continue
+        if head is not None and await api.delete_branch(run.branch):
             deleted += 1
     saved = await services.pipelines.change_attempt_set(
         pipeline_id, set_id, lambda s: setattr(s, "cleaned", True)
