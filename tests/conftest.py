@@ -131,6 +131,16 @@ def cache(tmp_path: Path, test_image: str) -> Path:
     return tmp_path / "cache"
 
 
+@pytest.fixture
+def deep_cache(cache: Path) -> Iterator[Path]:
+    """`cache` for a test that leaves a tree deeper than Python's recursion limit in it,
+    deleted with coreutils' rm afterwards: pytest deletes old temporary directories with
+    shutil.rmtree, which recurses (Python 3.11), fails on such a tree, and so fails every
+    later test session on the machine."""
+    yield cache
+    subprocess.run(["rm", "-rf", "--one-file-system", "--", str(cache)], check=False)
+
+
 HOST_SECRET = "host-only-secret-4f1e9b"
 
 

@@ -266,13 +266,13 @@ because bash's `cd` stats every prefix of its new path (each walk as long as the
 
 
 def test_a_deep_tree_in_out_does_not_turn_a_run_into_an_error(
-    sample_repo: Path, cache: Path
+    sample_repo: Path, deep_cache: Path
 ) -> None:
     script = f"(cd /trimo/out && {DEEP}); echo work > work.txt"
     request = make_request(sample_repo, script)
-    finished, recorder = engine_run(cache, request)
+    finished, recorder = engine_run(deep_cache, request)
     assert "deep-tree-made" in recorder.text()
-    assert_nothing_left(cache, request.run_id)
+    assert_nothing_left(deep_cache, request.run_id)
     pushed = subprocess.run(
         ["git", "show", "trimo/p1:work.txt"], cwd=sample_repo, capture_output=True, text=True
     )
@@ -284,28 +284,28 @@ def test_a_deep_tree_in_out_does_not_turn_a_run_into_an_error(
 
 
 def test_a_deep_tree_in_a_broken_workspace_does_not_brick_the_pipeline(
-    sample_repo: Path, cache: Path
+    sample_repo: Path, deep_cache: Path
 ) -> None:
     script = f"(cd .git && {DEEP}); rm -rf .git/objects .git/refs; echo junk > .git/HEAD"
-    _broken, events = engine_run(cache, make_request(sample_repo, script))
+    _broken, events = engine_run(deep_cache, make_request(sample_repo, script))
     assert "deep-tree-made" in events.text()
-    finished, _ = engine_run(cache, make_request(sample_repo, "echo two > two.txt"))
+    finished, _ = engine_run(deep_cache, make_request(sample_repo, "echo two > two.txt"))
     assert finished.outcome is Outcome.SUCCESS, finished.reason
     assert git(sample_repo, "show", "trimo/p1:two.txt") == "two"
 
 
 def test_a_deep_tree_in_home_does_not_stop_the_pipeline_sweep(
-    sample_repo: Path, cache: Path
+    sample_repo: Path, deep_cache: Path
 ) -> None:
     from runner import pipelinedir
 
     _finished, events = engine_run(
-        cache,
+        deep_cache,
         make_request(sample_repo, f"cd $HOME && {DEEP}"),
         disk_bytes=0,
     )
     assert "deep-tree-made" in events.text()
-    removed = pipelinedir.sweep(cache, ttl_days=0, now=time.time() + 10)
+    removed = pipelinedir.sweep(deep_cache, ttl_days=0, now=time.time() + 10)
     assert removed, "the pipeline was not swept"
 
 
