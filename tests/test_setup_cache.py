@@ -83,3 +83,25 @@ def test_an_agent_writing_into_the_cached_paths_never_changes_the_entry(
     assert again.outcome is Outcome.SUCCESS, (again.reason, later.text())
     assert lines(later.text())[:4] == lines(clean.text())
     assert "new" not in lines(later.text())[4:]
+
+
+DEEP_SETUP = SetupSpec(
+    run="mkdir -p deps/$(printf 'd/%.0s' $(seq 1 1500)) && echo deep > deps/top",
+    cache_key=["lock.txt"],
+    paths=["deps"],
+)
+
+
+@pytest.mark.parametrize("disk_bytes", [10 * 1024**3, 0], ids=["image", "no-disk"])
+def test_a_deep_tree_in_the_cached_paths_is_kept_like_any_other(
+    sample_repo: Path, deep_cache: Path, disk_bytes: int
+) -> None:
+    """Without a disk image the entry's files lie on the host, and its size was counted
+    with os.walk, which recurses: 1,500 nested directories failed every run of the
+    repository inside Trimo, and left the half-made entry behind each time."""
+    repo = with_lock(sample_repo, "v1")
+    request = make_request(repo, "cat deps/top", "p1", setup=DEEP_SETUP)
+    finished, recorder = run(deep_cache, request, disk_bytes=disk_bytes)
+    assert finished.outcome is Outcome.SUCCESS, (finished.reason, recorder.text())
+    assert "deep" in lines(recorder.text())
+    assert not list((deep_cache / "setup" / ".staging").glob("*/*")), "a half-made entry was left"

@@ -133,10 +133,10 @@ class SetupCache:
         staging = self.store.staging()
         try:
             build(self.builder, job, staging)
+            self.store.publish(staging, clone_url, key)
         except BaseException:
             remove(staging)
             raise
-        self.store.publish(staging, clone_url, key)
 
 
 REASON_LINES = 10

@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 import secrets
+import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,12 +29,15 @@ from pathlib import Path
 from typing import Final
 
 from runner import disk, gitops
+from runner.errors import TrimoError
 
 DEFAULT_MAX_BYTES: Final = 20 * 1024**3
 SIZE_NAME: Final = "size"
 USE_LOCK: Final = "use.lock"
 _STAGING: Final = ".staging"
 _TRASH: Final = ".trash"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -154,13 +159,20 @@ class Store:
 
 
 def allocated(path: Path) -> int:
-    """Bytes `path` takes on disk (allocated blocks; links not followed)."""
-    total = 0
-    for base, dirs, files in os.walk(path):
-        for name in dirs + files:
-            with contextlib.suppress(OSError):
-                total += os.lstat(os.path.join(base, name)).st_blocks * 512
-    return total
+    """Bytes `path` takes on disk (allocated blocks; links not followed, nor mounts).
+
+    coreutils' `du` walks any depth without recursion: without a disk image the entry's
+    files are the setup's, shaped by the repository, and os.walk recurses."""
+    proc = subprocess.run(
+        ["du", "--summarize", "--one-file-system", "--block-size=1", "--", str(path)],
+        capture_output=True,
+        text=True,
+    )
+    size = proc.stdout.split("\t", 1)[0]
+    if proc.returncode != 0 or not size.isdigit():
+        log.warning("could not measure %s: %s", path, gitops.log_excerpt(proc.stderr))
+        raise TrimoError("the setup's files could not be measured", "see the runner's log")
+    return int(size)
 
 
 def remove(place: Path) -> None:
