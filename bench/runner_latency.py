@@ -13,7 +13,9 @@ agent's first output line arriving on the run's event stream, on the default
     alone (the goal: 3 within 1.3x, 8 within 1.5x);
 and the daemon's resident memory when idle (the goal: at most 100 MB). Each round
 waits for its runs to end before the next. The machine's load average is printed
-beside each figure: on a shared machine, compare medians of quiet rounds.
+beside each figure: on a shared machine, compare medians of quiet rounds. Last, where
+the time went: each step's median (the runner's "agent started after" log lines,
+runner.phases) for 1, 3 and 8 at once.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from arq.connections import ArqRedis
 from bench.scratch import empty_repo
 from runner import contract
 from runner.job import RepoRef, Resources, RunRequest
+from runner.phases import steps_of
 from runner.redisurl import redis_settings
 
 MARK = "agent-says-hello"
@@ -68,9 +71,13 @@ async def first_output(client: aioredis.Redis, run_id: str, since: float) -> flo
                     return took
 
 
+def run_id(n: int) -> str:
+    return f"bench-{n}-{os.getpid()}"
+
+
 async def one(pool: ArqRedis, client: aioredis.Redis, repo: Path, n: int) -> float:
     request = RunRequest(
-        run_id=f"bench-{n}-{os.getpid()}",
+        run_id=run_id(n),
         pipeline=f"bench{n % 8}",
         repo=RepoRef(full_name="bench/repo", clone_url=str(repo)),
         branch=f"trimo/bench{n % 8}",
@@ -99,7 +106,8 @@ def load() -> str:
     return "load " + " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
-async def measure(redis_url: str, repo: Path, runs: int, rounds: int) -> None:
+async def measure(redis_url: str, repo: Path, runs: int, rounds: int) -> dict[int, list[str]]:
+    """Prints the figures; returns the run ids of each number at once."""
     pool = await create_pool(redis_settings(redis_url))
     client = aioredis.Redis.from_url(redis_url)
     await asyncio.gather(*(one(pool, client, repo, 1000 + n) for n in range(8)))  # warm
@@ -107,12 +115,14 @@ async def measure(redis_url: str, repo: Path, runs: int, rounds: int) -> None:
     print(f"time to agent, {runs} runs one at a time: p50 {pct(serial, 50):.3f} s "
           f"(issue: {BASELINE['serial p50']:.3f} s), p95 {pct(serial, 95):.3f} s, "
           f"max {max(serial):.3f} s [{load()}]")  # fmt: skip
+    ids: dict[int, list[str]] = {k: [] for k in AT_ONCE}
     medians: dict[int, list[float]] = {k: [] for k in AT_ONCE}
     maxima: dict[int, list[float]] = {k: [] for k in AT_ONCE}
     number = 2000
     for r in range(rounds):
         for k in AT_ONCE:
             took = await asyncio.gather(*(one(pool, client, repo, number + n) for n in range(k)))
+            ids[k] += [run_id(number + n) for n in range(k)]
             number += 8
             medians[k].append(statistics.median(took))
             maxima[k].append(max(took))
@@ -130,6 +140,29 @@ async def measure(redis_url: str, repo: Path, runs: int, rounds: int) -> None:
           f"({eight_was / alone_was:.1f}x), max {BASELINE['8 at once max']:.2f} s")  # fmt: skip
     await pool.aclose()
     await client.aclose()
+    return ids
+
+
+def where_the_time_went(log: Path, ids: dict[int, list[str]]) -> None:
+    """Each step's median over the runs of each number at once, from the runner's log."""
+    steps: dict[str, dict[str, float]] = {}
+    for line in log.read_text(errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        found = steps_of(str(record.get("message", "")))
+        if found is not None and record.get("run_id"):
+            steps[str(record["run_id"])] = found
+    names = list(dict.fromkeys(name for found in steps.values() for name in found))
+    print("where the time went in the runner, per run (median seconds):")
+    print(f"  {'step':<10}" + "".join(f"{f'{k} at once':>12}" for k in AT_ONCE))
+    for name in names:
+        row = []
+        for k in AT_ONCE:
+            values = [steps[i][name] for i in ids[k] if name in steps.get(i, {})]
+            row.append(f"{statistics.median(values):12.3f}" if values else f"{'-':>12}")
+        print(f"  {name:<10}" + "".join(row))
 
 
 def main() -> None:
@@ -155,9 +188,10 @@ def main() -> None:
     daemon = subprocess.Popen(
         [sys.executable, "-m", "app.ops.cli", "runner"], env=env, stdout=log, stderr=log
     )
+    ids: dict[int, list[str]] = {}
     try:
         time.sleep(3)
-        asyncio.run(measure(args.redis, repo, args.runs, args.rounds))
+        ids = asyncio.run(measure(args.redis, repo, args.runs, args.rounds))
         time.sleep(5)
         status = Path(f"/proc/{daemon.pid}/status").read_text().splitlines()
         rss = next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
@@ -165,6 +199,9 @@ def main() -> None:
     finally:
         daemon.terminate()
         daemon.wait(60)
+        log.close()
+        if ids:
+            where_the_time_went(log_path, ids)
         for mount in root.glob("**/pipelines/*/*/root"):
             subprocess.run(["umount", "--lazy", str(mount)], capture_output=True)
         shutil.rmtree(root, ignore_errors=True)

@@ -61,6 +61,7 @@ from runner.events import AgentEvent, FinalResult, Usage, add_usage
 from runner.handoff import Limits
 from runner.job import EgressBlocked, Outcome, RunEvent, RunFinished, RunRequest, RunStarted
 from runner.network.egress import NetworkAttachment, attach
+from runner.phases import Phases
 from runner.pipelinedir import PipelineDir
 from runner.templating import render
 
@@ -185,6 +186,8 @@ class Attempt:
     token: str | None
     mounts: dict[Path, str] = field(default_factory=dict)
     """The restored setup's directories (host → sandbox), writable for the agent only."""
+    phases: Phases = field(default_factory=Phases)
+    """Where the run's time went before its agent started (logged when it starts)."""
     state: RunState = field(init=False)
 
     def __post_init__(self) -> None:
@@ -365,12 +368,15 @@ class Attempt:
             )  # its proxy starts while the context, the sync bundle and the container are made
             if network.secret:
                 self.protect(network.secret)
+            phases = self.phases
+            phases.mark("network")
             prompt = self.write_context(io)
             branches = workspace_branches(request, self.start)
             if not fresh:
                 gitops.write_sync_bundle(
                     self.mirror, io / "sync.bundle", branches, self.pipeline.known()
                 )
+            phases.mark("context")
             resume = resumed and bool(request.history)
             adapter.session_cost_before = (
                 self.pipeline.session_cost(adapter.name) if resume else 0.0
@@ -380,10 +386,15 @@ class Attempt:
             container = AgentContainer(
                 self.host.client, self.spec(command, io, out, env, network, writable)
             )
+            phases.mark("container")
             network.ready()  # its proxy started while the container was made
+            phases.mark("proxy")
             container.start()
+            phases.mark("start")
             if container.first_line() != READY_LINE:
                 raise WorkspaceBroken
+            phases.mark("sync")
+            log.info("run %s: agent started after %s", request.run_id, phases)
             lines = without_first(container.lines(), READY_LINE)
             exit_info, timed_out = self._follow(container, lines, delivery)
             outcome, reason = self.outcome(exit_info, timed_out)

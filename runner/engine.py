@@ -50,6 +50,7 @@ from runner.handoff import Limits
 from runner.job import Outcome, RunEvent, RunFinished, RunRequest, run_event_adapter
 from runner.keeper import Keeper
 from runner.keptstore import KeptStore
+from runner.phases import Phases
 from runner.pipelinedir import PipelineDir
 from runner.registry import pid_alive
 from runner.replay import Replayer
@@ -187,6 +188,7 @@ class RunEngine:
         protect: Callable[[str], None],
         stop: StopSignal,
     ) -> RunFinished:
+        phases = Phases()
         adapter = get_adapter(request.agent)
         if request.branch == request.base_branch:
             raise TrimoError(
@@ -196,7 +198,9 @@ class RunEngine:
         image_id = dockerclient.require_image(self.client, request.image)
         host = self._host()
         token = request.token.get_secret_value() if request.token else None
+        phases.mark("image")
         mirror = gitops.ensure_mirror(self.config.mirrors_dir, request.repo.clone_url, token)
+        phases.mark("mirror")
         pipeline = PipelineDir.of(self.config.cache_dir, request.repo.clone_url, request.pipeline)
         pipeline.create()
         disk_bytes = self.config.disk_bytes
@@ -205,12 +209,14 @@ class RunEngine:
             disk.mounted(pipeline.path, disk_bytes) as root,
             contextlib.ExitStack() as setup,
         ):
+            phases.mark("disk")
             if self._save_earlier_runs(request, mirror, root, pipeline):
                 gitops.ensure_mirror(self.config.mirrors_dir, request.repo.clone_url, token)
             keeper = self._keeper(request, mirror, root, pipeline, emit, token)
             keeper.restore()
             start = starting_point(mirror, request)
             ledger = self._write_ledger(request, start)
+            phases.mark("kept")
             attempt: Attempt | None = None
             try:
                 try:
@@ -219,13 +225,15 @@ class RunEngine:
                     )
                 except SetupFailed as failed:
                     return setup_failure(request.run_id, failed, emit)
+                phases.mark("setup")
                 for number in (1, 2):
                     fresh = self._prepare_workspace(root, mirror, start, pipeline, request, number)
                     if environment is not None:
                         environment.place(root / "workspace", root / "home")
+                    phases.mark("workspace")
                     attempt = Attempt(
                         host, request, adapter, mirror, root, pipeline, start, emit, protect,
-                        stop, token, environment.mounts if environment else {},
+                        stop, token, environment.mounts if environment else {}, phases,
                     )  # fmt: skip
                     try:
                         finished = _shared(keeper, attempt.run(fresh), attempt.state, start)
