@@ -8,7 +8,12 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 
 from runner.basesettings import TrimoSettings
-from runner.contract import DEFAULT_IMAGE, MAX_ATTEMPTS
+from runner.contract import (
+    ATTEMPTS_KEEP_DAYS_DEFAULT,
+    DEFAULT_IMAGE,
+    MAX_ATTEMPTS,
+    MAX_ATTEMPTS_DEFAULT,
+)
 from runner.errors import TrimoError
 from runner.network.hosts import clean_hosts
 
@@ -52,9 +57,9 @@ class AppSettings(TrimoSettings):
     """Each repository's monthly spend cap: past it, no run starts there until next month."""
     policy_monthly_usd_per_person: float | None = Field(default=None, gt=0)
     """Each person's monthly spend cap, over every repository."""
-    policy_max_attempts: int = Field(default=4, ge=1, le=MAX_ATTEMPTS)
+    policy_max_attempts: int = Field(default=MAX_ATTEMPTS_DEFAULT, ge=1, le=MAX_ATTEMPTS)
     """The most attempts of one prompt (`--attempts`, `--agents`, `attempts:`)."""
-    attempts_keep_days: int = Field(default=7, gt=0)
+    attempts_keep_days: int = Field(default=ATTEMPTS_KEEP_DAYS_DEFAULT, gt=0)
     """How long the attempts' branches stay after one is picked (a later pick can switch)."""
     default_image: str = DEFAULT_IMAGE
     log_retention_days: int = Field(default=14, gt=0)

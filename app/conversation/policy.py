@@ -14,6 +14,7 @@ from runner.contract import (
     DEFAULT_IMAGE,
     DEFAULT_VERIFY_TIMEOUT_SECONDS,
     MAX_ATTEMPTS,
+    MAX_ATTEMPTS_DEFAULT,
     NetworkMode,
 )
 from runner.job import Resources, VerifyCheck
@@ -61,7 +62,7 @@ class ServerPolicy(BaseModel):
     """Each repository's spend cap per calendar month (UTC); None: no cap."""
     monthly_usd_per_person: float | None = Field(default=None, gt=0)
     """Each person's spend cap per calendar month, over every repository; None: no cap."""
-    max_attempts: int = Field(default=4, ge=1, le=MAX_ATTEMPTS)
+    max_attempts: int = Field(default=MAX_ATTEMPTS_DEFAULT, ge=1, le=MAX_ATTEMPTS)
     """The most attempts of one prompt."""
 
     @field_validator("max_memory")
