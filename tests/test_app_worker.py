@@ -124,6 +124,7 @@ class World:
         state: str = "open",
         via_app: bool = False,
         repo: str = REPO,
+        association: str = "COLLABORATOR",
     ) -> dict[str, Any]:
         comment = self.state.add_comment(OWNER, repo, number, body, login)
         payload = self.point(self.corpus("issue_comment.created.1.json"), repo)
@@ -133,7 +134,9 @@ class World:
             payload["issue"]["pull_request"] = {"url": "https://example.invalid/pull"}
         else:
             payload["issue"].pop("pull_request", None)
-        payload["comment"].update(id=comment.id, body=body, user=user)
+        payload["comment"].update(
+            id=comment.id, body=body, user=user, author_association=association
+        )
         payload["comment"]["performed_via_github_app"] = {"id": 1} if via_app else None
         payload["sender"] = user
         return payload
@@ -381,7 +384,7 @@ async def test_a_client_error_is_not_retried_and_is_told(world: World) -> None:
     payload = world.issue_comment(SCRIPT, number=issue.number)
     world.state.fail_next("GET", r"/collaborators/alice/permission$", 422)
     delivery = await world.send("issue_comment", payload)
-    assert world.reactions(payload["comment"]["id"]) == []
+    assert world.reactions(payload["comment"]["id"]) == ["eyes"]  # beside the permission read
     [reply] = world.bot_comments(issue.number)
     assert reply.startswith(f"@{WRITER} ") and "GitHub answered 422" in reply
     assert delivery in reply
@@ -434,11 +437,17 @@ async def test_without_checks_permission_the_run_still_goes(world: World) -> Non
 # --- who may command -------------------------------------------------------------------------
 
 
-async def test_a_reader_is_refused(world: World) -> None:
+@pytest.mark.parametrize(
+    ("association", "reactions"),
+    [("NONE", ["-1"]), ("COLLABORATOR", ["eyes", "-1"])],  # 👀 goes ahead for collaborators
+)
+async def test_a_reader_is_refused(world: World, association: str, reactions: list[str]) -> None:
     issue = world.state.add_issue(OWNER, REPO, TITLE, "details")
-    payload = world.issue_comment(SCRIPT, number=issue.number, login=READER)
+    payload = world.issue_comment(
+        SCRIPT, number=issue.number, login=READER, association=association
+    )
     await world.send("issue_comment", payload)
-    assert world.reactions(payload["comment"]["id"]) == ["-1"]
+    assert world.reactions(payload["comment"]["id"]) == reactions
     [reply] = world.bot_comments(issue.number)
     assert reply.startswith(f"@{READER} ") and "**write**" in reply and "**read**" in reply
     assert world.state.check_runs == {}
@@ -452,7 +461,7 @@ async def test_the_config_can_ask_for_more_than_write(world: World) -> None:
     await world.send("issue_comment", payload)
     [reply] = [c.body for c in world.state.comments_on(issue.number, OWNER, "strict") if c.via_app]
     assert "**admin**" in reply and "**write**" in reply
-    assert world.reactions(payload["comment"]["id"]) == ["-1"]
+    assert world.reactions(payload["comment"]["id"]) == ["eyes", "-1"]
     assert await world.queued() == []
 
     world.state.set_role(OWNER, "strict", WRITER, "admin")

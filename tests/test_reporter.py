@@ -247,29 +247,30 @@ def calls(round_trip: list[str]) -> list[str]:
 async def test_a_run_is_queued_after_one_round_trip_and_shows_in_progress_first(
     world: World,
 ) -> None:
-    """Comment → check run in progress, each GitHub round trip let go by the test: the run is
-    queued after one (the asker's role, the config and the run's token, at once); 👀, the
-    branch lookups and the progress comment go while its runner starts, then the check run
-    on the commit found; the runner's start is shown in progress before 🚀 and the comment."""
+    """Comment → check run in progress, each GitHub round trip let go by the test: 👀 and the
+    queued run come after one (the asker's role, the config, the run's token and 👀 for an
+    owner's comment, at once); the branch lookups and the progress comment go while its
+    runner starts, then the check run on the commit found; the runner's start is shown in
+    progress before 🚀 and the comment."""
     await world.accept("warm up")  # the App's own token, the installation's permissions
     world.state.rounds = rounds = Rounds()
     queue = run_queue("default")
     accepting = asyncio.create_task(world.accept())
     try:
-        assert calls(await rounds.take(3)) == [
+        assert calls(await rounds.take(4)) == [
             "GET /repos/octo-org/widgets/collaborators/alice/permission",
             "GET /repos/octo-org/widgets/contents/.github/trimo.yml",
             "POST /app/installations/N/access_tokens",
+            "POST /repos/octo-org/widgets/issues/comments/N/reactions",
         ]
         deadline = time.monotonic() + 30
         while await world.pool.zcard(queue) < 2:  # queued while the next round is held
             assert time.monotonic() < deadline, f"not queued; held: {rounds.held()}"
             await asyncio.sleep(0.01)
-        assert calls(await rounds.take(4)) == [
+        assert calls(await rounds.take(3)) == [
             "GET /repos/octo-org/widgets/git/ref/heads/main",
             "GET /repos/octo-org/widgets/git/ref/heads/trimo/2-fix-the-login-page",
             "POST /repos/octo-org/widgets/issues/N/comments",
-            "POST /repos/octo-org/widgets/issues/comments/N/reactions",
         ]
         assert calls(await rounds.take(1)) == ["POST /repos/octo-org/widgets/check-runs"]
         _number, run_id = await accepting

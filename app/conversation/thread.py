@@ -55,6 +55,14 @@ class Source:
     user: str
     target: ReactionTarget | None = None
     target_id: int | None = None
+    association: str = ""
+    """The author's association with the repository, as the comment's payload says."""
+
+    @property
+    def likely_writer(self) -> bool:
+        """An owner, member or collaborator: most often allowed to command (a guess for
+        what may go ahead of the permission check, never the check itself)."""
+        return self.association in ("OWNER", "MEMBER", "COLLABORATOR")
 
     @property
     def comment_kind(self) -> CommentKind | None:
@@ -163,21 +171,25 @@ async def asker_role(conv: Conversation) -> str | None:
 
 
 async def config_and_role(
-    conv: Conversation, *, token_ahead: bool = False
+    conv: Conversation, *, run_asked: bool = False
 ) -> tuple[RepoConfig | ConfigError, str | None]:
     """The repository's config and the asker's role: two independent reads, made at once.
 
-    With `token_ahead` (a run is asked for), a token for the repository is minted beside
-    them, so that the run is queued after this one round trip. It stays in the App's
-    memory, given to no runner unless the run is accepted (`Dispatch.prefetch`).
+    When a run is asked for, a token for the repository is minted beside them, so that the
+    run is queued after this one round trip; it stays in the App's memory, given to no
+    runner unless the run is accepted (`Dispatch.prefetch`). A likely writer's comment
+    gets its 👀 beside them too (one who turns out not to be one sees 👀, then 👎).
     """
     thread, dispatch = conv.thread, conv.services.pipelines.dispatch
     config_read, role_read = load_config(conv.api, thread.repo.default_branch), asker_role(conv)
-    if not token_ahead:
+    if not run_asked:
         config, role = await asyncio.gather(config_read, role_read)
         return config, role
-    config, role, _ = await asyncio.gather(
-        config_read, role_read, dispatch.prefetch(thread.installation_id, thread.repo.full_name)
+    config, role, _, _ = await asyncio.gather(
+        config_read,
+        role_read,
+        dispatch.prefetch(thread.installation_id, thread.repo.full_name),
+        conv.react("eyes") if conv.source.likely_writer else asyncio.sleep(0),
     )
     return config, role
 

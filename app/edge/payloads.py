@@ -58,6 +58,9 @@ class Comment(_Model):
     id: int
     body: str | None = None
     user: User = User()
+    author_association: str = ""
+    """GitHub's word for the author (OWNER, MEMBER, COLLABORATOR, CONTRIBUTOR, NONE...): a
+    hint only, never a permission."""
     performed_via_github_app: dict[str, Any] | None = None
 
     @property

@@ -46,7 +46,12 @@ async def issue_comment_created(delivery: Delivery) -> None:
     conv = await open_conversation(
         delivery,
         event,
-        Source(user=comment.user.login, target="issue_comment", target_id=comment.id),
+        Source(
+            user=comment.user.login,
+            target="issue_comment",
+            target_id=comment.id,
+            association=comment.author_association,
+        ),
         number=issue.number,
         is_pull=issue.pull_request is not None,
         state=issue.state,
@@ -67,7 +72,12 @@ async def review_comment_created(delivery: Delivery) -> None:
     conv = await open_conversation(
         delivery,
         event,
-        Source(user=comment.user.login, target="review_comment", target_id=comment.id),
+        Source(
+            user=comment.user.login,
+            target="review_comment",
+            target_id=comment.id,
+            association=comment.author_association,
+        ),
         number=pull.number,
         is_pull=True,
         state=pull.state,
@@ -95,7 +105,7 @@ def command_in(delivery: Delivery, comment: Comment) -> ParseResult | None:
 async def run_command(conv: Conversation, parsed: ParseResult) -> None:
     """Authorise the author, then do what the comment asks."""
     runs = isinstance(parsed, RunCommand | RetryCommand)
-    config, role = await config_and_role(conv, token_ahead=runs)
+    config, role = await config_and_role(conv, run_asked=runs)
     if not await authorise(conv, config, role):
         return
     match parsed:

@@ -64,7 +64,7 @@ async def new_pipeline(delivery: Delivery) -> None:
     )  # fmt: skip
     if conv is None:
         return
-    config, role = await config_and_role(conv, token_ahead=True)
+    config, role = await config_and_role(conv, run_asked=True)
     allowed = await authorise(conv, config, role)
     if allowed and isinstance(config, ConfigError):
         await report_config_error(conv, config)
@@ -122,7 +122,7 @@ async def dashboard_request(delivery: Delivery) -> None:
     )
     if conv is None:
         return
-    config, role = await config_and_role(conv, token_ahead=event.action in ("run", "retry"))
+    config, role = await config_and_role(conv, run_asked=event.action in ("run", "retry"))
     if not await authorise(conv, config, role):
         return
     await _note(conv, event.action, pipeline, ask.prompt, ask.run_id)
