@@ -48,17 +48,26 @@ FIRST: Final = ("tests/test_scale_out.py",)
 beside the rest of the suite rather than alone at its end."""
 
 
+CONTAINERS: Final = frozenset({"test_image", "docker_client"})
+"""Fixtures of the tests that start containers: seconds each, where most tests take
+milliseconds."""
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Long work first, so that no long test starts near the end: the files in FIRST, then
-    the tests of SPREAD, then the other files, those of more tests first. A file's tests keep
-    their order. xdist hands out files in this order (Scheduling)."""
+    the tests of SPREAD, then the other files, those of more tests with containers first,
+    then of more tests. A file's tests keep their order. xdist hands out files in this
+    order (Scheduling)."""
     files = Counter(_file(item.nodeid) for item in items)
+    heavy = Counter(
+        _file(item.nodeid) for item in items if CONTAINERS & set(getattr(item, "fixturenames", ()))
+    )
 
-    def rank(item: pytest.Item) -> tuple[int, int]:
+    def rank(item: pytest.Item) -> tuple[int, int, int]:
         path = _file(item.nodeid)
         if path in FIRST:
-            return 0, FIRST.index(path)
-        return (1, 0) if path in SPREAD else (2, -files[path])
+            return 0, FIRST.index(path), 0
+        return (1, 0, 0) if path in SPREAD else (2, -heavy[path], -files[path])
 
     items.sort(key=rank)
 
