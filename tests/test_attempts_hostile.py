@@ -4,6 +4,7 @@ closing the thread never lose work, hang a table or move a branch unexpectedly."
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import uuid
@@ -296,3 +297,35 @@ def test_attempts_of_different_pipelines_never_share_a_runner_side_pipeline() ->
         assert len(names) == len(ids)
         assert all(is_valid_name(name) and name.endswith(f".a{number}") for name in names)
         assert not names & ids
+
+
+async def test_no_pick_moves_the_branch_an_attempt_of_its_set_has_yet_to_start_from(
+    world: World, tmp_path: Path
+) -> None:
+    pipeline, (first, second) = await attempt_set_of(world)
+    branch = f"{pipeline.branch}-attempt-1"
+    await finish_attempt(world, first, commit_on(world, tmp_path, branch, "main", "one"))
+    assert (await pipeline_of(world, pipeline.number)).find(second).status == "queued"  # type: ignore[union-attr]
+    # Attempt 2 waits for a runner: it starts from the branch as it is then, so a pick now
+    # would have it build on attempt 1 instead of from the same commit.
+    await say(world, pipeline.number, "/trimo pick 1")
+    assert world.gh.fake.branch_sha(OWNER, REPO, pipeline.branch) is None
+    assert any("once it has started" in body for body in world.bot_comments(pipeline.number))
+
+
+async def test_a_branch_too_long_for_its_attempts_names_is_refused_not_a_hang(
+    world: World, tmp_path: Path
+) -> None:
+    head_ref = "feature/" + "x" * 190  # a name Trimo works on: its attempts' would be over 200
+    head = commit_on(world, tmp_path, head_ref, "main", "a person's start")
+    pull = world.state.add_pull(
+        OWNER, REPO, title="Long", body="", user=WRITER, head_ref=head_ref, base_ref="main",
+        head_sha=head, base_sha=world.gh.fake.branch_sha(OWNER, REPO, "main") or "",
+    )  # fmt: skip
+    payload = commented(world, pull.number, "/trimo run --attempts 2 echo hi", title="Long")
+    payload["issue"]["pull_request"] = {"url": "https://example.invalid/pull"}  # type: ignore[index]
+    with contextlib.suppress(Retry):  # whatever went wrong, the pipeline must go on
+        await deliver(world, str(uuid.uuid4()), payload)
+    assert any("too long" in body for body in world.bot_comments(pull.number))
+    found = await world.services.pipelines.get(pipeline_id(FULL, pull.number))
+    assert found is None or found.active_run is None

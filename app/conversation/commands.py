@@ -10,7 +10,12 @@ import re
 from dataclasses import dataclass
 from typing import Literal, TypeAlias
 
-from app.conversation.naming import inline_code, is_agent_name, is_runner_label
+from app.conversation.naming import (
+    MAX_ATTEMPT_NUMBER,
+    inline_code,
+    is_agent_name,
+    is_runner_label,
+)
 from runner.contract import MAX_ATTEMPTS, NETWORK_MODES, NetworkMode, RunMode
 
 MAX_TIMEOUT_MINUTES = 1440
@@ -244,7 +249,7 @@ def _parse_preview(words: list[str]) -> PreviewCommand:
 
 def _parse_pick(words: list[str]) -> PickCommand:
     number = words[0].lstrip("#") if len(words) == 1 else ""
-    if not _TIMEOUT_RE.fullmatch(number) or not 1 <= int(number) <= 10_000:
+    if not _TIMEOUT_RE.fullmatch(number) or not 1 <= int(number) <= MAX_ATTEMPT_NUMBER:
         raise _Problem(
             "bad_pick",
             "`/trimo pick` takes the number of one attempt, as its table shows it "

@@ -140,3 +140,13 @@ def attempt_branch(branch: str, number: int) -> str:
     A sibling, not a child: git cannot hold `trimo/issue-7/attempt-2` while the branch
     `trimo/issue-7` exists (a ref cannot be both a file and a directory)."""
     return f"{branch}-attempt-{number}"
+
+
+MAX_ATTEMPT_NUMBER = 10_000
+"""The highest attempt number a pipeline may reach (and `/trimo pick` may name)."""
+
+
+def attempts_fit(branch: str) -> bool:
+    """Whether every attempt's branch beside `branch` is a name Trimo works on (a long
+    pull request branch leaves no room for `-attempt-N`)."""
+    return is_valid_branch_name(attempt_branch(branch, MAX_ATTEMPT_NUMBER))

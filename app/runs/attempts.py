@@ -20,7 +20,7 @@ from githubkit.exception import RequestFailed
 
 from app import redisio
 from app.conversation.commands import RunCommand
-from app.conversation.naming import attempt_branch
+from app.conversation.naming import attempt_branch, attempts_fit, inline_code
 from app.conversation.policy import RunSettings, attempts_refusal
 from app.conversation.repoconfig import RepoConfig
 from app.conversation.thread import Conversation, fenced
@@ -70,6 +70,14 @@ async def accept_attempts(
     refusal = attempts_refusal(len(agents), conv.services.policy, from_config)
     if refusal is not None:
         await conv.reply("refused_policy.md.j2", message=refusal.message)
+        return
+    if not attempts_fit(seed.branch):
+        await conv.reply(
+            "refused_policy.md.j2",
+            message=f"the branch {inline_code(seed.branch, 80)} is too long to name its "
+            "attempts' branches beside it (`<branch>-attempt-N`, at most 200 characters): "
+            "ask for one run (`--attempts 1`).",
+        )
         return
     settings: dict[str, RunSettings] = {}
     for agent in dict.fromkeys(agents):
@@ -304,6 +312,14 @@ async def _pick(services: Services, api: RepoAPI, pipeline_id: str, number: int,
     if not run.commits or run.head_sha is None:
         return Picked(
             "no_work", f"Attempt #{number} made no commits: there is nothing to keep.", pipeline
+        )
+    if any(r.status in ("waiting", "queued") for r in pipeline.attempts_of(attempt_set)):
+        # It starts from the branch as it is then: from the pick, not the set's commit.
+        return Picked(
+            "running",
+            f"An attempt of this set has yet to start from `{branch}`: pick attempt "
+            f"#{number} once it has started (or been stopped).",
+            pipeline,
         )
     previous = pipeline.attempt_numbered(attempt_set.picked) if attempt_set.picked else None
     current = await api.branch_head(branch)
