@@ -329,3 +329,16 @@ async def test_a_branch_too_long_for_its_attempts_names_is_refused_not_a_hang(
     assert any("too long" in body for body in world.bot_comments(pull.number))
     found = await world.services.pipelines.get(pipeline_id(FULL, pull.number))
     assert found is None or found.active_run is None
+
+
+async def test_closing_the_issue_keeps_nothing_automatically(world: World, tmp_path: Path) -> None:
+    picking_automatically(world, tmp_path)
+    pipeline, (first, _) = await attempt_set_of(world)
+    head = commit_on(world, tmp_path, f"{pipeline.branch}-attempt-1", "main", "one")
+    await finish_attempt(world, first, head, verify=passed(head))
+    await close_issue(world, pipeline.number)  # attempt 2 never started: it is dropped
+    await world.settle()
+    assert world.gh.fake.branch_sha(OWNER, REPO, pipeline.branch) is None
+    assert world.state.pulls_for(pipeline.branch) == []
+    text = table_of(world, pipeline.number)
+    assert "### 🏁 2 attempts ranked" in text and "so none was kept automatically" in text

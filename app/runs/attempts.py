@@ -211,7 +211,13 @@ async def attempt_ended(services: Services, api: RepoAPI, pipeline_id: str, run_
     if pipeline is None or attempt_set is None:
         return
     ended = attemptsview.all_ended(pipeline, attempt_set)
-    if ended and attempt_set.pick == "auto" and attempt_set.picked is None:
+    automatic = ended and attempt_set.pick == "auto" and attempt_set.picked is None
+    if automatic and pipeline.closed:  # closing it said what to keep: nothing
+        note = "It was closed before every attempt had ended, so none was kept automatically."
+        await services.pipelines.change_attempt_set(
+            pipeline.id, attempt_set.id, lambda s: setattr(s, "pick_note", note)
+        )
+    elif automatic:
         ranked = rank([r.result() for r in pipeline.attempts_of(attempt_set)], attempt_set.rank_by)
         top = auto_pick(ranked)
         if top is not None:
