@@ -165,6 +165,20 @@ def split_lines(chunks: Iterable[bytes], max_bytes: int = MAX_LINE_BYTES) -> Ite
         yield _text(pending)
 
 
+class _Ending:
+    """A byte stream, passed on, that remembers whether it ended on a whole line."""
+
+    def __init__(self, chunks: Iterable[bytes]) -> None:
+        self._chunks = chunks
+        self.whole_line = True
+
+    def __iter__(self) -> Iterator[bytes]:
+        for chunk in self._chunks:
+            if chunk:
+                self.whole_line = chunk.endswith(b"\n")
+            yield chunk
+
+
 def without_first(lines: Iterable[str], line: str) -> Iterator[str]:
     """`lines` less the first that equals `line`: the entrypoint's status, wherever Docker put
     it among stderr's lines (a copy the agent prints is the same text, so either may go)."""
@@ -262,9 +276,19 @@ class AgentContainer:
             raise TrimoError(f"Docker could not start the container: {exc.explanation}") from exc
 
     def lines(self) -> Iterator[str]:
-        """Output lines (stdout and stderr) until the container ends."""
+        """Output lines (stdout and stderr) until the container ends.
+
+        Docker's following stream sometimes ends without the last line when that line has
+        no newline (1 run in 10 here, the container's log has it): once the stream ends on
+        a whole line, the log's own end is read, and a last line without a newline that
+        the stream left out is given too."""
         stream = self._container.logs(stream=True, follow=True, stdout=True, stderr=True)
-        return split_lines(stream)
+        ending = _Ending(stream)
+        yield from split_lines(ending)
+        if ending.whole_line:
+            end = b"".join(self.log_end(1, MAX_LINE_BYTES + 1))
+            if end and not end.endswith(b"\n"):
+                yield from split_lines([end])
 
     def log_end(self, lines: int, max_bytes: int) -> Iterator[bytes]:
         """The raw end of its output (stdout and stderr) once it has ended: its last `lines`
