@@ -168,7 +168,7 @@ def test_the_fleet_page_shows_a_runner_coming_online(
         )  # fmt: skip
         dash.redis.set(contract.runner_info(info.id), info.model_dump_json(), ex=60)
         dash.redis.sadd(contract.RUNNERS, info.id)
-        window.wait(lambda: window.find("#runners .runner[data-runner='runner-live']"), 10,
+        window.wait(lambda: window.find("#runners .runner[data-runner='runner-live']"), 30,
                     "the runner's row")  # fmt: skip
         assert same_page(window)
         window.shot("runner-online")

@@ -235,6 +235,22 @@ def test_board_stream_moves_cards_the_viewer_may_see(dash: RunningApp, redis_url
         assert "Live one" in card["html"]
 
 
+def test_a_fleet_page_that_changed_before_its_stream_began_is_told_at_once(
+    dash: RunningApp,
+) -> None:
+    with client_as(dash, "root", role="read") as client:
+        html = client.get("/fleet").text
+        shown = html.split('data-live="/events/fleet?shown=', 1)[1].split('"', 1)[0]
+        info = RunnerInfo(
+            id="runner-early", host="box", labels=["default"], capacity=1, running=[],
+            version="0.1.0", pid=1, started_at=now(), seen_at=now(),
+        )  # fmt: skip
+        dash.redis.set(contract.runner_info(info.id), info.model_dump_json(), ex=60)
+        dash.redis.sadd(contract.RUNNERS, info.id)
+        with client.stream("GET", f"/events/fleet?shown={shown}") as response:
+            assert [e[1] for e in Events(response).next(2)] == ["hello", "changed"]
+
+
 def test_fleet_is_for_admins(dash: RunningApp, redis_url: str) -> None:
     info = RunnerInfo(
         id="runner-1", host="box", labels=["default"], capacity=2, running=["o.r.8-a"],

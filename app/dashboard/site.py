@@ -14,6 +14,7 @@ buttons `#stop`, `#retry`, `#follow-up` and `#new-pipeline`.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import re
@@ -372,8 +373,9 @@ class Dashboard:
             raise HTTPException(403, "The fleet page is for Trimo's admins (TRIMO_ADMINS).")
         fleet = await self._fleet()
         return self._page(
-            request, viewer, "fleet.html.j2", fleet=fleet, now=_now(), app_version=__version__
-        )
+            request, viewer, "fleet.html.j2", fleet=fleet, now=_now(), app_version=__version__,
+            shown=_digest(_fleet_print(fleet)),
+        )  # fmt: skip
 
     async def _fleet(self) -> data.Fleet:
         pipelines = await self._pipelines()
@@ -466,9 +468,13 @@ class Dashboard:
         if not viewer.admin:
             raise HTTPException(403, "The fleet page is for Trimo's admins (TRIMO_ADMINS).")
 
+        shown = request.query_params.get("shown", "")
+
         async def stream() -> AsyncIterator[str]:
             yield sse("hello", "{}")
             seen = _fleet_print(await self._fleet())
+            if shown and shown != _digest(seen):  # it changed before this stream began
+                yield sse("changed", "{}")
             async with self.board_feed.listen() as listener:
                 while True:
                     try:
@@ -747,6 +753,10 @@ def _visible(viewer: Viewer) -> list[str] | None:
 
 def _to_login(request: Request) -> Response:
     return RedirectResponse(f"/login?next={quote(request.url.path)}", status_code=303)
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _fleet_print(fleet: data.Fleet) -> str:
