@@ -342,3 +342,31 @@ async def test_closing_the_issue_keeps_nothing_automatically(world: World, tmp_p
     assert world.state.pulls_for(pipeline.branch) == []
     text = table_of(world, pipeline.number)
     assert "### 🏁 2 attempts ranked" in text and "so none was kept automatically" in text
+
+
+async def test_an_attempt_never_gets_a_branch_someone_made_however_many_they_made(
+    world: World,
+) -> None:
+    issue = world.state.add_issue(OWNER, REPO, "Fix it", "details", WRITER)
+    branch = f"trimo/{issue.number}-fix-it"
+    made = range(1, 10)  # more than the attempts asked for and the spare numbers looked up
+    for number in made:
+        world.branch_from_main(f"{branch}-attempt-{number}")
+    await say(world, issue.number, "/trimo run --attempts 2 echo hi")
+    pipeline = await pipeline_of(world, issue.number)
+    numbers = [run.attempt for run in pipeline.attempts_of(pipeline.attempt_sets[0])]
+    assert len(numbers) == 2 and not set(numbers) & set(made), numbers
+
+
+async def test_too_many_branches_named_like_attempts_are_a_refusal(world: World) -> None:
+    issue = world.state.add_issue(OWNER, REPO, "Fix it", "details", WRITER)
+    branch = f"trimo/{issue.number}-fix-it"
+    bare = world.gh.fake.bare_path(OWNER, REPO)
+    refs = "".join(f"create refs/heads/{branch}-attempt-{n} main\n" for n in range(1, 80))
+    subprocess.run(["git", "-C", str(bare), "update-ref", "--stdin"], input=refs.encode(),
+                   check=True)  # fmt: skip
+    await say(world, issue.number, "/trimo run --attempts 2 echo hi")
+    assert any("none is free" in body for body in world.bot_comments(issue.number))
+    found = await world.services.pipelines.get(pipeline_id(FULL, issue.number))
+    assert found is None or not found.runs
+    assert len(world.state.requests_to("GET", "/git/ref/heads/")) <= 64 + 6

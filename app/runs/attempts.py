@@ -51,6 +51,9 @@ TABLE_LOCK_PREFIX: Final = "trimo:attempts:table-lock:"
 PICK_LOCK_PREFIX: Final = "trimo:attempts:pick-lock:"
 SPARE_NUMBERS: Final = 4
 """Attempt numbers looked up past those a set needs, in case some are taken."""
+MAX_LOOKED_UP: Final = 64
+"""The most attempt numbers whose branches are looked up for one set (someone may have
+made many branches named like its attempts')."""
 CLEAN_FUNCTION: Final = "clean_attempts"
 """The App worker's job that deletes a set's branches once its keep window is over."""
 
@@ -109,6 +112,14 @@ async def accept_attempts(
         rank_by=list(config.rank_by),
     )
     _, taken = await together(conv.react("eyes"), _taken_numbers(services, api, seed, len(runs)))
+    if taken is None:
+        await conv.reply(
+            "refused_policy.md.j2",
+            message=f"so many branches are named like this pipeline's attempts' "
+            f"({inline_code(attempt_branch(seed.branch, 1), 80)} and on) that none is free "
+            "for a new attempt: delete them, or ask for one run (`--attempts 1`).",
+        )
+        return
     pipeline, sha = await together(
         services.pipelines.add_attempts(seed, runs, attempt_set, taken),
         head_sha_for(api, seed, head_sha),
@@ -165,17 +176,24 @@ async def accept_attempts(
 
 async def _taken_numbers(
     services: Services, api: RepoAPI, seed: Pipeline, wanted: int
-) -> frozenset[int]:
+) -> frozenset[int] | None:
     """The next attempt numbers whose branches exist on GitHub already (left by a pipeline
-    whose record was lost, or made by a person): an attempt never continues a branch that
-    is not its own."""
+    whose record was lost, or made by a person), looked up until `wanted` free ones are
+    found: an attempt never continues a branch that is not its own. None when none were
+    free within `MAX_LOOKED_UP` numbers."""
     known = await services.pipelines.get(seed.id) or seed
-    first = known.next_attempt_number()
-    numbers = range(first, first + wanted + SPARE_NUMBERS)
-    heads = await asyncio.gather(
-        *(api.branch_head(attempt_branch(known.branch, n)) for n in numbers)
-    )
-    return frozenset(n for n, head in zip(numbers, heads, strict=True) if head is not None)
+    first = end = known.next_attempt_number()
+    taken: set[int] = set()
+    while end - first - len(taken) < wanted:
+        if end - first >= MAX_LOOKED_UP:
+            return None
+        numbers = range(end, end + wanted + SPARE_NUMBERS)
+        heads = await asyncio.gather(
+            *(api.branch_head(attempt_branch(known.branch, n)) for n in numbers)
+        )
+        taken |= {n for n, head in zip(numbers, heads, strict=True) if head is not None}
+        end = numbers.stop
+    return frozenset(taken)
 
 
 def _set_comment(attempt_set: AttemptSet, comment_id: int) -> None:
