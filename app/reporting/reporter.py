@@ -65,6 +65,7 @@ from app.reporting.channels.steps import (
     OverBudget,
     Steps,
     Target,
+    all_of,
     classify,
     describe,
     off_flag,
@@ -425,13 +426,14 @@ class Reporter:
             await self._start_next(api, pipeline)
             return
         if isinstance(event, RunStarted):
-            await self.services.pipelines.mark_running(
+            running = self.services.pipelines.mark_running(
                 run.run_id, runner=event.runner, started_at=event.at
             )
-            if speak:
+            if not speak:
+                await running
+            else:  # "in progress" waits for no bookkeeping
                 async with self._then_the_others(run_id, event):
-                    await self.check.started(target)
-                    await self._end_again_if_over(target)
+                    await all_of(running, self._in_progress(target))
                 await self._mark_sent(run_id)
         elif speak:
             await self._owe(run_id, *OWES.get(event.type, ()))
@@ -664,6 +666,10 @@ class Reporter:
         target = Target(api, pipeline, run, view)
         await self.check.live(target)
         await self._end_again_if_over(target)
+
+    async def _in_progress(self, t: Target) -> None:
+        await self.check.started(t)
+        await self._end_again_if_over(t)
 
     async def _end_again_if_over(self, t: Target) -> None:
         """After an "in progress" write to the check run: if the run ended meanwhile, say its
