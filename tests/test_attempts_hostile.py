@@ -370,3 +370,24 @@ async def test_too_many_branches_named_like_attempts_are_a_refusal(world: World)
     found = await world.services.pipelines.get(pipeline_id(FULL, issue.number))
     assert found is None or not found.runs
     assert len(world.state.requests_to("GET", "/git/ref/heads/")) <= 64 + 6
+
+
+async def test_a_waiting_attempt_whose_branch_someone_made_meanwhile_never_continues_it(
+    world: World, tmp_path: Path
+) -> None:
+    number, first = await world.accept(command="/trimo run echo first")
+    await world.started(first)
+    await say(world, number, "/trimo run --attempts 2 echo then")
+    pipeline = await pipeline_of(world, number)
+    one, two = pipeline.attempts_of(pipeline.attempt_sets[0])
+    assert two.branch and two.branch in table_of(world, number)  # named on the thread
+    # Someone reads the name and makes the branch, with a commit the attempt would hide.
+    planted = commit_on(world, tmp_path, two.branch, "main", "planted")
+    await world.emit(first, test_reporter.finished(first))
+    await world.settle()
+    after = await pipeline_of(world, number)
+    found_one, found_two = after.find(one.run_id), after.find(two.run_id)
+    assert found_one is not None and found_one.status == "queued"
+    assert found_two is not None and found_two.status == "finished"
+    assert "someone else" in found_two.reason
+    assert world.gh.fake.branch_sha(OWNER, REPO, two.branch) == planted

@@ -160,7 +160,11 @@ async def accept_attempts(
     try:
         await together(
             together(*(check_run(run) for run in made)),
-            together(table(), start_next(services, api, pipeline.id), remember_start()),
+            together(
+                table(),
+                start_next(services, api, pipeline.id, branches_seen=True),
+                remember_start(),
+            ),
         )
     finally:
         for run in made:

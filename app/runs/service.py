@@ -502,12 +502,17 @@ async def head_sha_for(api: RepoAPI, pipeline: Pipeline, known: str | None) -> s
     return branch or base
 
 
-async def start_next(services: Services, api: RepoAPI, pipeline_id: str) -> PipelineRun | None:
+async def start_next(
+    services: Services, api: RepoAPI, pipeline_id: str, *, branches_seen: bool = False
+) -> PipelineRun | None:
     """`start_next_waiting`; a run GitHub will not give a token for ends as an error, said so.
 
     The reporter can call this on a finished event too, with the pipeline's repository API.
+    A set of attempts that waited is checked first (`branches_seen`: it was just now).
     """
     pipelines = services.pipelines
+    if not branches_seen:
+        await _drop_foreign_branches(services, api, pipeline_id)
     try:
         return await pipelines.start_next_waiting(pipeline_id)
     except RequestFailed as exc:
@@ -519,6 +524,22 @@ async def start_next(services: Services, api: RepoAPI, pipeline_id: str) -> Pipe
         if run.status == "waiting":
             await fail_unstarted(services, api, pipeline_id, run.run_id, detail, "not_started")
     return None
+
+
+async def _drop_foreign_branches(services: Services, api: RepoAPI, pipeline_id: str) -> None:
+    """A set of attempts about to start after waiting in line: an attempt whose branch
+    someone made meanwhile (its name was on the thread) ends before it starts, never
+    continuing commits that are not its own."""
+    pipeline = await services.pipelines.get(pipeline_id)
+    line = pipeline.waiting() if pipeline is not None and pipeline.active_run is None else []
+    if not line or not line[0].attempt:
+        return
+    runs = [run for run in line if run.set_id == line[0].set_id and run.branch]
+    heads = await asyncio.gather(*(api.branch_head(run.branch or "") for run in runs))
+    for run, head in zip(runs, heads, strict=True):
+        if head is not None:
+            detail = f"its branch {run.branch} was made by someone else while it waited"
+            await fail_unstarted(services, api, pipeline_id, run.run_id, detail)
 
 
 async def fail_unstarted(
