@@ -12,7 +12,8 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -270,3 +271,25 @@ class Loop:
                 return value
             time.sleep(0.05)
         raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+@contextmanager
+def running_loop(
+    redis_url: str,
+    workdir: Path,
+    corpora: Path,
+    files: dict[str, str] | None = None,
+    env: dict[str, str] | None = None,
+    *,
+    strict: bool = True,
+) -> Iterator[Loop]:
+    """A started loop on a GitHub stand-in of its own, stopped after; `strict`: the stand-in
+    must have seen no request GitHub would refuse as malformed."""
+    with RunningFakeGitHub() as gh:
+        loop = Loop(gh, redis_url, workdir, corpora, files=files, env=env).start()
+        try:
+            yield loop
+        finally:
+            loop.stop()
+            if strict:
+                assert gh.state.violations == [], gh.state.violations

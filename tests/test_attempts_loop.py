@@ -14,8 +14,7 @@ import pytest
 import redis
 
 from app.conversation.naming import issue_branch
-from tests.fakegithub import RunningFakeGitHub
-from tests.loop_harness import CONFIG, Loop
+from tests.loop_harness import CONFIG, Loop, running_loop
 
 pytestmark = [pytest.mark.docker, pytest.mark.redis]
 
@@ -38,19 +37,11 @@ BY_ATTEMPT = (
 def loop(
     redis_server: str, tmp_path_factory: pytest.TempPathFactory, corpora: Path, test_image: str
 ) -> Iterator[Loop]:
-    with RunningFakeGitHub() as gh:
-        harness = Loop(
-            gh,
-            redis_server,
-            tmp_path_factory.mktemp("attempts-loop"),
-            corpora,
-            files={".github/trimo.yml": CONFIG + VERIFY},
-        ).start()
-        try:
-            yield harness
-        finally:
-            harness.stop()
-            assert gh.state.violations == [], gh.state.violations
+    workdir = tmp_path_factory.mktemp("attempts-loop")
+    with running_loop(
+        redis_server, workdir, corpora, {".github/trimo.yml": CONFIG + VERIFY}
+    ) as loop:
+        yield loop
 
 
 def table(loop: Loop, number: int, marker: str, timeout: float = 150) -> str:

@@ -21,8 +21,8 @@ import pytest
 import redis
 
 from app.reporting.failures import FAILED_EVENTS
-from tests.fakegithub import Chaos, RunningFakeGitHub
-from tests.loop_harness import OWNER, REPO, Loop
+from tests.fakegithub import Chaos
+from tests.loop_harness import OWNER, REPO, Loop, running_loop
 
 pytestmark = [pytest.mark.docker, pytest.mark.redis]
 
@@ -35,12 +35,10 @@ COMMIT = "echo {n} > f{n}.txt && git add -A && git commit -qm 'Step {n}'"
 def loop(
     redis_server: str, tmp_path_factory: pytest.TempPathFactory, corpora: Path, test_image: str
 ) -> Iterator[Loop]:
-    with RunningFakeGitHub() as gh:
-        harness = Loop(gh, redis_server, tmp_path_factory.mktemp("chaos"), corpora).start()
-        try:
-            yield harness
-        finally:
-            harness.stop()
+    with running_loop(
+        redis_server, tmp_path_factory.mktemp("chaos"), corpora, strict=False
+    ) as loop:
+        yield loop
 
 
 @dataclass

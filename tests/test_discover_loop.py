@@ -14,8 +14,7 @@ from arq.connections import create_pool
 
 from app.runs.pipelines import Pipelines
 from runner.redisurl import redis_settings
-from tests.fakegithub import RunningFakeGitHub
-from tests.loop_harness import CONFIG, OWNER, REPO, WRITER, Loop
+from tests.loop_harness import CONFIG, OWNER, REPO, WRITER, Loop, running_loop
 from tests.test_end_to_end import branch_of, finished_check
 
 pytestmark = [pytest.mark.docker, pytest.mark.redis]
@@ -33,19 +32,9 @@ def loop(
     redis_server: str, tmp_path_factory: pytest.TempPathFactory, corpora: Path, test_image: str
 ) -> Iterator[Loop]:
     config = CONFIG + "ci_failure: fix\n"
-    with RunningFakeGitHub() as gh:
-        harness = Loop(
-            gh,
-            redis_server,
-            tmp_path_factory.mktemp("discover-loop"),
-            corpora,
-            files={".github/trimo.yml": config},
-        ).start()
-        try:
-            yield harness
-        finally:
-            harness.stop()
-            assert gh.state.violations == [], gh.state.violations
+    workdir = tmp_path_factory.mktemp("discover-loop")
+    with running_loop(redis_server, workdir, corpora, {".github/trimo.yml": config}) as loop:
+        yield loop
 
 
 def label(loop: Loop, number: int, name: str) -> None:

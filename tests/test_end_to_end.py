@@ -14,8 +14,7 @@ import redis
 
 from app.reporting.reporter import RUN_LOCK_PREFIX
 from runner.contract import ACTIVE_RUNS
-from tests.fakegithub import RunningFakeGitHub
-from tests.loop_harness import Loop
+from tests.loop_harness import Loop, running_loop
 
 pytestmark = [pytest.mark.docker, pytest.mark.redis]
 
@@ -24,13 +23,8 @@ pytestmark = [pytest.mark.docker, pytest.mark.redis]
 def loop(
     redis_server: str, tmp_path_factory: pytest.TempPathFactory, corpora: Path, test_image: str
 ) -> Iterator[Loop]:
-    with RunningFakeGitHub() as gh:
-        harness = Loop(gh, redis_server, tmp_path_factory.mktemp("loop"), corpora).start()
-        try:
-            yield harness
-        finally:
-            harness.stop()
-            assert gh.state.violations == [], gh.state.violations
+    with running_loop(redis_server, tmp_path_factory.mktemp("loop"), corpora) as loop:
+        yield loop
 
 
 def finished_check(loop: Loop, number: int, timeout: float = 90) -> str:

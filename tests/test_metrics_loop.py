@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fakegithub import RunningFakeGitHub
-from tests.loop_harness import OWNER, REPO, RUNNER_ID, Loop
+from tests.loop_harness import OWNER, REPO, RUNNER_ID, Loop, running_loop
 from tests.metrics_helpers import Scrape, scrape
 
 pytestmark = [pytest.mark.docker, pytest.mark.redis]
@@ -22,12 +21,9 @@ FULL = f"{OWNER}/{REPO}"
 def loop(
     redis_server: str, tmp_path_factory: pytest.TempPathFactory, corpora: Path, test_image: str
 ) -> Iterator[Loop]:
-    with RunningFakeGitHub() as gh:
-        harness = Loop(gh, redis_server, tmp_path_factory.mktemp("metrics"), corpora).start()
-        try:
-            yield harness
-        finally:
-            harness.stop()
+    workdir = tmp_path_factory.mktemp("metrics")
+    with running_loop(redis_server, workdir, corpora, strict=False) as loop:
+        yield loop
 
 
 def metrics(loop: Loop) -> Scrape:

@@ -18,8 +18,7 @@ from selenium import webdriver
 
 from tests import preview_app
 from tests.conftest import free_port
-from tests.fakegithub import RunningFakeGitHub
-from tests.loop_harness import CONFIG, Loop
+from tests.loop_harness import CONFIG, Loop, running_loop
 
 pytestmark = [pytest.mark.docker, pytest.mark.redis]
 
@@ -43,14 +42,9 @@ def loop(
         "TRIMO_RUNNER_PREVIEW_LISTEN": f"127.0.0.1:{port}",
     }
     files = {**preview_app.files("Main page"), ".github/trimo.yml": PREVIEW_CONFIG}
-    with RunningFakeGitHub() as gh:
-        workdir = tmp_path_factory.mktemp("preview-loop")
-        harness = Loop(gh, redis_server, workdir, corpora, files=files, env=env).start()
-        try:
-            yield harness
-        finally:
-            harness.stop()
-            assert gh.state.violations == [], gh.state.violations
+    workdir = tmp_path_factory.mktemp("preview-loop")
+    with running_loop(redis_server, workdir, corpora, files=files, env=env) as loop:
+        yield loop
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fakegithub import RunningFakeGitHub
-from tests.loop_harness import CONFIG, Loop
+from tests.loop_harness import CONFIG, Loop, running_loop
 from tests.test_end_to_end import branch_of, finished_check
 
 pytestmark = [pytest.mark.docker, pytest.mark.redis]
@@ -34,19 +33,10 @@ verify_fix_attempts: 1
 def loop(
     redis_server: str, tmp_path_factory: pytest.TempPathFactory, corpora: Path, test_image: str
 ) -> Iterator[Loop]:
-    with RunningFakeGitHub() as gh:
-        harness = Loop(
-            gh,
-            redis_server,
-            tmp_path_factory.mktemp("verify-loop"),
-            corpora,
-            files={".github/trimo.yml": CONFIG + VERIFY, ".gitignore": "deps/\n"},
-        ).start()
-        try:
-            yield harness
-        finally:
-            harness.stop()
-            assert gh.state.violations == [], gh.state.violations
+    files = {".github/trimo.yml": CONFIG + VERIFY, ".gitignore": "deps/\n"}
+    workdir = tmp_path_factory.mktemp("verify-loop")
+    with running_loop(redis_server, workdir, corpora, files=files) as loop:
+        yield loop
 
 
 def test_a_comment_ends_in_a_green_check_run_that_lists_the_checks(loop: Loop) -> None:
