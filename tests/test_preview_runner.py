@@ -28,7 +28,7 @@ from runner.previews.job import (
     preview_event_adapter,
 )
 from runner.previews.links import Links
-from runner.previews.manager import Limits, PreviewManager
+from runner.previews.manager import REPLACED_GRACE_SECONDS, Limits, PreviewManager
 from runner.previews.proxy import COOKIE, PreviewProxy
 from runner.previews.routes import Routes
 from tests import preview_app
@@ -246,6 +246,33 @@ async def test_a_new_commit_refreshes_the_preview_behind_the_same_link(
     page = await asyncio.to_thread(fetch, ready[1].url)
     assert "Second version" in page.text
     assert containers(docker_client, first.preview_id) == []
+
+
+async def test_a_replaced_preview_serves_on_until_its_successor_is_up(
+    setup: Setup, docker_client: docker.DockerClient
+) -> None:
+    remote = make_remote(setup.tmp_path, "app", "First version")
+    first = setup.request(remote)
+    assert await setup.start(first) == "ready"
+    commit_page(setup.tmp_path, "app", "Second version")
+    # The App wants a refresh; before this runner takes its job, a sweep comes.
+    second = setup.request(remote)
+    await setup.redis.set(contract.preview_wanted(second.pipeline), second.preview_id)
+    await setup.manager.sweep()
+    assert containers(docker_client, first.preview_id) != [], "the link still works"
+    assert await setup.manager.start(second) == "ready"
+    ready = [e for e in await setup.events() if isinstance(e, PreviewReady)]
+    assert [e.refreshed for e in ready] == [False, True]
+    assert containers(docker_client, first.preview_id) == []
+
+    # Replaced by one that another runner starts: served on for the grace, then stopped.
+    await setup.redis.set(contract.preview_wanted(second.pipeline), "on-another-runner")
+    await setup.manager.sweep()
+    assert containers(docker_client, second.preview_id) != []
+    setup.clock.now += REPLACED_GRACE_SECONDS
+    await setup.manager.sweep()
+    assert containers(docker_client, second.preview_id) == []
+    assert not [e for e in await setup.events() if isinstance(e, PreviewStopped)], "not told"
 
 
 async def test_an_idle_preview_stops_and_its_link_goes_dead(

@@ -47,6 +47,8 @@ from runner.setup.build import SetupFailed
 log = logging.getLogger("trimo.previews")
 
 SWEEP_SECONDS: Final = 1.0
+REPLACED_GRACE_SECONDS: Final = 120.0
+"""How long a preview the App replaced serves on while its successor starts elsewhere."""
 READY_POLL_SECONDS: Final = 0.05
 ALIVE_POLL_SECONDS: Final = 0.5
 _UNKNOWN: Final = object()
@@ -90,6 +92,8 @@ class PreviewManager:
         self.served: dict[str, Served] = {}
         """By pipeline."""
         self._locks: dict[str, asyncio.Lock] = {}
+        self._replaced_since: dict[str, float] = {}
+        """By pipeline: since when the App wants another preview than the one served."""
 
     @property
     def clock(self) -> Callable[[], float]:
@@ -200,6 +204,7 @@ class PreviewManager:
             last_request=now,
         )
         self.served[request.pipeline] = Served(request, launched, route)
+        self._replaced_since.pop(request.pipeline, None)
         self.routes.add(route)
         if earlier is not None:
             await self._take_down(earlier)
@@ -226,6 +231,7 @@ class PreviewManager:
 
     async def stop(self, pipeline: str, reason: StopReason, tell: bool = True) -> None:
         """Stop the preview of `pipeline`; the App is told unless `tell` is False."""
+        self._replaced_since.pop(pipeline, None)
         served = self.served.pop(pipeline, None)
         if served is None:
             return
@@ -257,10 +263,17 @@ class PreviewManager:
                 continue  # a refresh is under way; it decides
             route = served.route
             wanted = await self._wanted_id(pipeline)
+            if wanted == served.request.preview_id:
+                self._replaced_since.pop(pipeline, None)
             if wanted is _UNKNOWN:
                 pass
             elif wanted is not None and wanted != served.request.preview_id:
-                await self.stop(pipeline, "stopped", tell=False)  # replaced elsewhere
+                # Replaced: serve on until the new one is up (its start here takes this
+                # one down as a refresh), or for `REPLACED_GRACE_SECONDS` when it went to
+                # another runner: stopped now, a refresh on a busy machine broke the link.
+                since = self._replaced_since.setdefault(pipeline, now)
+                if now - since >= REPLACED_GRACE_SECONDS:
+                    await self.stop(pipeline, "stopped", tell=False)
             elif wanted is None:
                 await self.stop(pipeline, "stopped")
             elif route.expires_at <= now:
