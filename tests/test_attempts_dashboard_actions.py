@@ -9,6 +9,7 @@ import uuid
 from app.dashboard.data import answers_of, started_pipeline
 from app.ops.worker import SERVICES_KEY, handle_event
 from app.runs.pipelines import Pipeline
+from runner.job import Outcome
 from tests import test_reporter
 from tests.test_dashboard_actions import all_pipelines, ask
 from tests.test_reporter import FULL, OWNER, REPO, WRITER, World, finished
@@ -103,3 +104,17 @@ async def test_someone_who_may_only_read_cannot_pick_from_a_forged_request(world
     assert not any("requested from the dashboard" in b for b in world.bot_comments(number))
     assert not any("attempt #1" in b for b in world.bot_comments(number))
     assert await answers_of(world.pool, pipeline_id) == []
+
+
+async def test_stop_from_the_page_stops_every_attempt_of_the_set(world: World) -> None:
+    delivery = f"dash-{uuid.uuid4().hex}"
+    await ask_new(world, delivery, prompt="Try it twice", attempts="2")
+    (pipeline,) = await branch_pipelines(world)
+    first, _ = pipeline.attempts_of(pipeline.attempt_sets[0])
+    await ask(world, "stop", WRITER, pipeline=pipeline.id, run_id=first.run_id)
+    after = await world.services.pipelines.get(pipeline.id)
+    assert after is not None
+    assert [(r.status, r.outcome) for r in after.attempts_of(after.attempt_sets[0])] == [
+        ("finished", Outcome.CANCELLED), ("finished", Outcome.CANCELLED),
+    ]  # fmt: skip
+    assert after.active_run is None

@@ -132,7 +132,7 @@ async def dashboard_request(delivery: Delivery) -> None:
         await _answer(conv, pipeline, said)
     elif event.action == "stop":
         run = pipeline.find(ask.run_id) if ask.run_id else pipeline.active()
-        await stop_run(conv, pipeline, run)
+        await stop_run(conv, pipeline, run, with_its_set=True)
     elif event.action == "preview_stop":
         await stop_preview(conv, pipeline)
     elif isinstance(config, ConfigError):
