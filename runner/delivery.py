@@ -315,10 +315,14 @@ class Delivery:
         salvaged = None
         if self.state.refused is not None:
             refused = self.state.refused
+            kept = (
+                "are kept with this attempt (as a bundle, not on its branch)"
+                if self.request.from_branch
+                else "are kept for this pipeline, and its next run continues from them"
+            )
             notes.append(
                 f"the repository refused commit {refused.sha[:7]} ({refused.reason}); "
-                "it and the commits after it are kept for this pipeline, and its next run "
-                "continues from them"
+                f"it and the commits after it {kept}"
             )
             outcome = Outcome.FAILURE if outcome is Outcome.SUCCESS else outcome
         elif head is not None and head != tip:
