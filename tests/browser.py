@@ -13,7 +13,8 @@ from __future__ import annotations
 import re
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
@@ -26,7 +27,7 @@ from selenium.webdriver.remote.webelement import WebElement
 
 from app.dashboard.auth import SESSION_COOKIE
 from tests.fakegithub import RunningFakeGitHub
-from tests.loop_harness import Loop
+from tests.loop_harness import OWNER, Loop
 
 SCREENSHOTS = Path(__file__).resolve().parent / "screenshots"
 AXE = Path(__file__).resolve().parent / "axe" / "node_modules" / "axe-core" / "axe.min.js"
@@ -48,6 +49,22 @@ def chromium() -> tuple[str, str]:
             "run scripts/test, or `apt-get install chromium chromium-driver`"
         )
     return browser, driver
+
+
+@contextmanager
+def running_dashboard_loop(redis_url: str, workdir: Path, corpora: Path) -> Iterator[Loop]:
+    """A started `dashboard_loop` on a stand-in of its own, the App installed and announced;
+    stopped after, and the stand-in must have seen no request GitHub would refuse."""
+    with RunningFakeGitHub() as gh:
+        gh.install_app(OWNER)
+        loop = dashboard_loop(gh, redis_url, workdir, corpora)
+        loop.start()
+        loop.announce_installation()
+        try:
+            yield loop
+        finally:
+            loop.stop()
+            assert gh.state.violations == [], gh.state.violations
 
 
 def dashboard_loop(gh: RunningFakeGitHub, redis_url: str, workdir: Path, corpora: Path) -> Loop:

@@ -379,3 +379,24 @@ async def test_each_attempt_is_compared_with_the_commit_the_set_started_from(
     html = render("_attempt_diffs.html.j2", diffs=diffs)
     assert SCRIPT not in html and "&lt;script&gt;" in html
     assert html.count('class="attempt-column"') == 3
+
+
+def test_the_page_of_a_set_going_offers_to_stop_every_attempt(
+    dash: RunningApp, redis_url: str
+) -> None:
+    pipeline = make_pipeline("o/r", 21, "Answer")
+    attempt_set = asyncio.run(seed_attempts(redis_url, pipeline, ["script"] * 2, [], ended=0))
+
+    async def mark_running() -> None:
+        client = aioredis.Redis.from_url(redis_url)
+        try:
+            await Pipelines(client).mark_running(attempt_set.runs[0], runner="r1")  # type: ignore[arg-type]
+        finally:
+            await client.aclose()
+
+    asyncio.run(mark_running())
+    client, _ = client_as(dash, "alice", "write")
+    with client:
+        page = client.get(f"/pipelines/{pipeline.id}")
+    assert page.status_code == 200, page.text[-2000:]
+    assert "Stop every attempt" in page.text and "Stop the active run" not in page.text

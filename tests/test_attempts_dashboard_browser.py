@@ -12,8 +12,7 @@ import pytest
 from selenium.webdriver.common.keys import Keys
 
 from app.conversation.naming import pipeline_id
-from tests.browser import Browser, dashboard_loop
-from tests.fakegithub import RunningFakeGitHub
+from tests.browser import Browser, running_dashboard_loop
 from tests.loop_harness import OWNER, REPO, WRITER, Loop
 
 pytestmark = [pytest.mark.docker, pytest.mark.redis, pytest.mark.slow]
@@ -31,16 +30,9 @@ BY_ATTEMPT = (
 def loop(
     redis_server: str, tmp_path_factory: pytest.TempPathFactory, corpora: Path, test_image: str
 ) -> Iterator[Loop]:
-    with RunningFakeGitHub() as gh:
-        gh.install_app(OWNER)
-        harness = dashboard_loop(gh, redis_server, tmp_path_factory.mktemp("dash-att"), corpora)
-        harness.start()
-        harness.announce_installation()
-        try:
-            yield harness
-        finally:
-            harness.stop()
-            assert gh.state.violations == [], gh.state.violations
+    workdir = tmp_path_factory.mktemp("dash-att")
+    with running_dashboard_loop(redis_server, workdir, corpora) as loop:
+        yield loop
 
 
 def show_attempts(window: Browser) -> None:

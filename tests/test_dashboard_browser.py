@@ -18,8 +18,7 @@ from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import Select
 
 from app.dashboard.auth import SESSION_KEY_PREFIX
-from tests.browser import ADMIN, Browser, dashboard_loop
-from tests.fakegithub import RunningFakeGitHub
+from tests.browser import ADMIN, Browser, running_dashboard_loop
 from tests.loop_harness import OWNER, REPO, RUNNER_ID, WRITER, Loop
 
 OUTSIDER = "mallory"
@@ -32,16 +31,9 @@ pytestmark = [pytest.mark.docker, pytest.mark.redis, pytest.mark.slow]
 def loop(
     redis_server: str, tmp_path_factory: pytest.TempPathFactory, corpora: Path, test_image: str
 ) -> Iterator[Loop]:
-    with RunningFakeGitHub() as gh:
-        gh.install_app(OWNER)
-        harness = dashboard_loop(gh, redis_server, tmp_path_factory.mktemp("dash"), corpora)
-        harness.start()
-        harness.announce_installation()
-        try:
-            yield harness
-        finally:
-            harness.stop()
-            assert gh.state.violations == [], gh.state.violations
+    workdir = tmp_path_factory.mktemp("dash")
+    with running_dashboard_loop(redis_server, workdir, corpora) as loop:
+        yield loop
 
 
 @pytest.fixture
