@@ -102,6 +102,15 @@ def test_three_attempts_are_ranked_picked_switched_and_followed_up(loop: Loop) -
         f"⭐ **Attempt #2 is kept**, picked by @alice. Its commits are on `{pipeline_branch}`, "
         f"in #{pulls[0].number}.",
     )
+    body = loop.wait(
+        lambda: next(
+            (p.body for p in loop.state.pulls_for(pipeline_branch) if "#2 of 3" in (p.body or "")),
+            None,
+        ),
+        30,
+        "the pull request to link the attempts' table",
+    )
+    assert f"/issues/{number}#issuecomment-" in body and "ranked here" in body
 
     loop.comment(number, "/trimo pick 1")
     reply(loop, number, "Attempt #1 is kept")

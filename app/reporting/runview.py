@@ -433,6 +433,7 @@ def pull_body(pipeline: Pipeline, closes: bool) -> str:
             "agent": _code(run.agent),
             "outcome": (run.outcome.value.replace("_", " ") if run.outcome else run.status),
             "commits": len(run.commits),
+            "attempts": _attempts_link(pipeline, run),
         }
         for run in pipeline.runs
         if run.started and (not run.attempt or pipeline.is_picked(run))
@@ -444,6 +445,18 @@ def pull_body(pipeline: Pipeline, closes: bool) -> str:
         branch=_code(pipeline.branch, 100),
         runs=runs,
     )
+
+
+def _attempts_link(pipeline: Pipeline, run: PipelineRun) -> str:
+    """For a kept attempt: `attempt #2 of 3, [ranked here](…)`, linking its set's table."""
+    attempt_set = pipeline.attempt_set(run.set_id) if run.attempt else None
+    if attempt_set is None:
+        return ""
+    text = f"attempt #{run.attempt} of {len(attempt_set.runs)}"
+    if attempt_set.comment_id is None or not run.thread:
+        return text
+    where = f"{html_url(pipeline.clone_url)}/issues/{run.thread}"
+    return f"{text}, [ranked here]({where}#issuecomment-{attempt_set.comment_id})"
 
 
 def html_url(clone_url: str) -> str:
