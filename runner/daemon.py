@@ -582,8 +582,7 @@ class RunnerDaemon:
             await self.previews.close()
             await self.proxy.close()
         for worker in self.workers:
-            with contextlib.suppress(Exception):
-                await worker.close()
+            await stopping.close_worker(worker, stopping.WRAP_UP_SECONDS)
         await self._quietly(registry.withdraw(self.redis, self.settings.runner_id))
         await self.close_network()
         self.run_threads.shutdown(wait=False)

@@ -9,10 +9,14 @@ import io
 import logging
 from collections.abc import Collection
 
+from arq.worker import Worker
+
 log = logging.getLogger("trimo.runner")
 
 AGAIN_SECONDS = 1.0
 GIVE_UP_SECONDS = 30.0
+WRAP_UP_SECONDS = 30.0
+"""How long a job whose run has ended gets for arq's bookkeeping when its worker closes."""
 
 
 async def stop_tasks(
@@ -46,3 +50,23 @@ def _where(task: asyncio.Task[object]) -> str:
     stack = io.StringIO()
     task.print_stack(file=stack)
     return stack.getvalue()
+
+
+async def close_worker(worker: Worker, grace_seconds: float) -> None:
+    """Close an arq worker whose runs have ended. Their job tasks get `grace_seconds` to
+    finish arq's bookkeeping (the result, the job's lock) before arq cancels them; arq's
+    close would then raise that cancellation, which is said here instead."""
+    going = [task for task in worker.tasks.values() if not task.done()]
+    if going:
+        _, late = await asyncio.wait(going, timeout=grace_seconds)
+        if late:
+            log.warning("%d job(s) of %s did not end within %.1f s; cancelling them",
+                        len(late), worker.queue_name, grace_seconds)  # fmt: skip
+    try:
+        await worker.close()
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if current is not None and current.cancelling():
+            raise
+    except Exception as exc:  # shutting down: said, never in the way
+        log.warning("could not close %s cleanly: %s", worker.queue_name, exc)

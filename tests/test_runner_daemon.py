@@ -254,7 +254,7 @@ def test_sigterm_drains_running_jobs_and_takes_no_new_ones(
     late = make_request(origin, "echo late", pipeline="late")
     enqueue(redis_url, late)
 
-    assert runner.proc.wait(60) == 0
+    assert runner.proc.wait(60) == 0, runner.output()[-12000:]
     assert finished_of(events(redis_url, running.run_id)).outcome is Outcome.SUCCESS
     assert git(origin, "show", "trimo/p1:x.txt") == "x"
     assert events(redis_url, late.run_id) == []

@@ -6,8 +6,12 @@ import asyncio
 import logging
 
 import pytest
+from arq import create_pool
+from arq.jobs import JobStatus
+from arq.worker import Worker, func
 
-from runner.stopping import stop_tasks
+from runner.redisurl import redis_settings
+from runner.stopping import close_worker, stop_tasks
 
 
 async def _swallowing(times: int, stopped: list[str]) -> None:
@@ -67,3 +71,63 @@ async def test_a_task_that_never_stops_is_named_and_left_behind(
         never.cancel()
         await asyncio.wait([never], timeout=0.01)
     assert stopped == ["stopped"]
+
+
+async def _slow_job(ctx: dict[str, object]) -> str:
+    await asyncio.sleep(1.0)
+    return "done"
+
+
+@pytest.mark.redis
+async def test_closing_a_worker_whose_job_is_wrapping_up_waits_for_it(redis_url: str) -> None:
+    """arq's close cancels a job task still going and re-raises that cancellation: a runner
+    draining under load, its run ended but the job's bookkeeping not yet written, exited 1."""
+    pool = await create_pool(redis_settings(redis_url))
+    worker = Worker(
+        functions=[func(_slow_job, name="slow")],
+        queue_name="test:closing",
+        redis_settings=redis_settings(redis_url),
+        poll_delay=0.05,
+        handle_signals=False,
+    )
+    job = await pool.enqueue_job("slow", _queue_name="test:closing")
+    assert job is not None
+    main = asyncio.create_task(worker.main())
+    deadline = asyncio.get_running_loop().time() + 10
+    while not worker.tasks:
+        assert asyncio.get_running_loop().time() < deadline, "the worker never took the job"
+        await asyncio.sleep(0.02)
+    await stop_tasks([main])
+
+    await close_worker(worker, grace_seconds=30)
+
+    assert await job.status() is JobStatus.complete
+    assert await job.result(timeout=1) == "done"
+    await pool.aclose()
+
+
+@pytest.mark.redis
+async def test_a_job_past_the_grace_is_cancelled_and_said_not_raised(
+    redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    pool = await create_pool(redis_settings(redis_url))
+    worker = Worker(
+        functions=[func(_slow_job, name="slow")],
+        queue_name="test:closing-late",
+        redis_settings=redis_settings(redis_url),
+        poll_delay=0.05,
+        handle_signals=False,
+    )
+    await pool.enqueue_job("slow", _queue_name="test:closing-late")
+    main = asyncio.create_task(worker.main())
+    deadline = asyncio.get_running_loop().time() + 10
+    while not worker.tasks:
+        assert asyncio.get_running_loop().time() < deadline, "the worker never took the job"
+        await asyncio.sleep(0.02)
+    await stop_tasks([main])
+
+    await close_worker(worker, grace_seconds=0.1)
+
+    assert all(task.done() for task in worker.tasks.values())
+    assert "did not end within 0.1 s" in caplog.text
+    await pool.aclose()
