@@ -93,3 +93,12 @@ def remote_request(
     )
     clone = RepoRef(full_name=f"{owner}/{repo}", clone_url=gh.clone_url(owner, repo))
     return request.model_copy(update={"repo": clone})
+
+
+def has_file_named(root: Path, name: str) -> bool:
+    """Whether a file called `name` is anywhere under `root`, a tree a live run is changing:
+    a directory renamed or removed mid-walk counts as not found yet."""
+    try:
+        return root.exists() and any(root.rglob(name))
+    except FileNotFoundError:
+        return False

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import git
+from tests.engine_helpers import has_file_named
 
 TRIMO = [sys.executable, "-m", "app.ops.cli"]
 
@@ -299,7 +300,7 @@ def wait_for_file(root: Path, name: str, seconds: float = 60) -> None:
 
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        if root.exists() and any(root.rglob(name)):
+        if has_file_named(root, name):
             return
         time.sleep(0.1)
     raise AssertionError(f"{name} never appeared under {root}")

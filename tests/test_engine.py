@@ -11,7 +11,7 @@ import pytest
 from runner.engine import StopSignal
 from runner.job import Outcome
 from tests.conftest import git
-from tests.engine_helpers import make_request, record_of, run
+from tests.engine_helpers import has_file_named, make_request, record_of, run
 
 pytestmark = pytest.mark.docker
 
@@ -101,7 +101,7 @@ def test_stop_mid_run_saves_committed_and_uncommitted_work(sample_repo: Path, ca
 
     def stop_when_ready() -> None:
         for _ in range(200):
-            if (cache / "pipelines").exists() and any((cache / "pipelines").rglob("b.txt")):
+            if has_file_named(cache / "pipelines", "b.txt"):
                 stop.stop("stopped by a test")
                 return
             threading.Event().wait(0.1)
