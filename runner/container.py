@@ -37,6 +37,12 @@ MAX_LINE_BYTES = 256 * 1024
 EXPORT_SECONDS = 300
 TAIL_LINES = 40
 TAIL_CHARS = 6000
+KILLED = 137
+"""The exit code of a container whose process was killed (128 + SIGKILL)."""
+OOM_EVENT_SECONDS = 3.0
+"""How long a killed container's out-of-memory flag is waited for: on a busy machine
+Docker's event of it came after the exit."""
+OOM_ASK_SECONDS = 0.1
 LOG_LIMIT = {"type": "json-file", "config": {"max-size": "256m", "max-file": "2"}}
 """Docker keeps a container's output on the host's disk: at most this much of it. Lines
 written while Docker rotates the file can be lost to a follower, so rotation is rare."""
@@ -253,6 +259,7 @@ class AgentContainer:
     def __init__(self, client: docker.DockerClient, spec: ContainerSpec) -> None:
         self._client = client
         self.spec = spec
+        self._stopped = False
         try:
             self._container: Container = client.containers.create(**create_kwargs(spec))
         except docker.errors.ImageNotFound as exc:
@@ -344,17 +351,27 @@ class AgentContainer:
             pass
         return False
 
-    def wait(self, timeout: float = 60) -> ExitInfo:
+    def wait(self, timeout: float = 60, oom_seconds: float = OOM_EVENT_SECONDS) -> ExitInfo:
+        """How it ended. Docker learns of an out-of-memory kill from an event of its own,
+        which can come after the exit: a container killed (137) that Trimo did not stop is
+        asked again for up to `oom_seconds`."""
         result = self._container.wait(timeout=timeout)
         self._container.reload()
         state = self._container.attrs.get("State", {})
-        return ExitInfo(
-            exit_code=int(result.get("StatusCode", state.get("ExitCode", -1))),
-            oom_killed=bool(state.get("OOMKilled", False)),
-        )
+        exit_code = int(result.get("StatusCode", state.get("ExitCode", -1)))
+        oom_killed = bool(state.get("OOMKilled", False))
+        deadline = time.monotonic() + oom_seconds
+        while exit_code == KILLED and not oom_killed and not self._stopped:
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(OOM_ASK_SECONDS)
+            self._container.reload()
+            oom_killed = bool(self._container.attrs.get("State", {}).get("OOMKilled", False))
+        return ExitInfo(exit_code=exit_code, oom_killed=oom_killed)
 
     def stop(self, grace_seconds: float) -> None:
         """SIGTERM, then SIGKILL after the grace period."""
+        self._stopped = True
         with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
             self._container.stop(timeout=max(0, int(grace_seconds)))
 
