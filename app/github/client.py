@@ -26,6 +26,7 @@ from pydantic import Field, ValidationError
 
 from app.conversation.policy import ROLE_ORDER
 from app.github.tolerant import Tolerant
+from app.github.transport import SharedTransport
 from app.ops import metrics
 from app.redisio import as_text, hmget
 from app.settings import AppSettings
@@ -293,6 +294,7 @@ class GitHubApp:
         self.redis = redis
         self._workflows: dict[int, tuple[float, bool]] = {}
         self._auth = AppAuthStrategy(settings.github_app_id, settings.private_key())
+        self._transport = SharedTransport()
         # Installation tokens stay in this process's memory: runners can read Redis.
         self._app = GitHub(
             self._auth,
@@ -302,6 +304,7 @@ class GitHubApp:
             cache_strategy=MemCacheStrategy(),
             http_cache=False,
             auto_retry=auto_retry,
+            async_transport=self._transport,
             async_event_hooks={
                 "request": [metrics.count_github_request],
                 "response": [metrics.count_github_response],

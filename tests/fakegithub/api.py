@@ -259,4 +259,6 @@ class FakeGitHub:
             "x-ratelimit-resource": "core",
         }
         headers.update({k.lower(): v for k, v in reply.headers.items()})
+        if reply.status == 204:  # no body, as GitHub sends (a "null" broke kept-alive connections)
+            return Response(status_code=204, headers=headers)
         return JSONResponse(reply.data, status_code=reply.status, headers=headers)
