@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import ssl
 import subprocess
@@ -28,30 +27,9 @@ from githubkit import AppAuthStrategy, GitHub
 from pydantic import SecretStr
 
 from app.github.client import GitHubApp
+from tests.fakegithub.counting import CountingGitHub
 from tests.fakegithub.runner import generate_key_pair
 from tests.webhook_helpers import make_settings
-
-APP = json.dumps({"id": 1, "slug": "trimo", "name": "Trimo"}).encode()
-
-
-class Server:
-    def __init__(self) -> None:
-        self.connections = 0
-
-    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.connections += 1
-        try:
-            while True:
-                await reader.readuntil(b"\r\n\r\n")
-                writer.write(
-                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                    b"Content-Length: %d\r\n\r\n%s" % (len(APP), APP)
-                )
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError, ssl.SSLError):
-            writer.close()
-        except asyncio.CancelledError:  # the bench's loop ending with connections kept alive
-            writer.close()
 
 
 def certificate(directory: Path) -> tuple[Path, Path]:
@@ -82,7 +60,7 @@ async def main(calls: int) -> None:
         os.environ["SSL_CERT_FILE"] = str(cert)  # httpx trusts it (trust_env)
         tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         tls.load_cert_chain(cert, key)
-        server = Server()
+        server = CountingGitHub()
         listening = await asyncio.start_server(server.serve, "127.0.0.1", 0, ssl=tls)
         url = f"https://localhost:{listening.sockets[0].getsockname()[1]}"
         pem, _public = generate_key_pair()

@@ -5,7 +5,6 @@ every call."""
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator
 
 import pytest
@@ -13,33 +12,9 @@ import redis.asyncio as aioredis
 from pydantic import SecretStr
 
 from app.github.client import GitHubApp
+from tests.fakegithub.counting import CountingGitHub
 from tests.fakegithub.runner import generate_key_pair
 from tests.webhook_helpers import make_settings
-
-APP = json.dumps({"id": 1, "slug": "trimo", "name": "Trimo"}).encode()
-
-
-class CountingGitHub:
-    """Answers every request with the App's identity over HTTP/1.1 keep-alive, counting
-    the connections it is sent on."""
-
-    def __init__(self) -> None:
-        self.connections = 0
-        self.requests = 0
-
-    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.connections += 1
-        try:
-            while True:
-                await reader.readuntil(b"\r\n\r\n")
-                self.requests += 1
-                writer.write(
-                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                    b"Content-Length: %d\r\n\r\n%s" % (len(APP), APP)
-                )
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            writer.close()
 
 
 @pytest.fixture

@@ -7,7 +7,8 @@ import logging
 
 import pytest
 from arq import create_pool
-from arq.jobs import JobStatus
+from arq.connections import ArqRedis
+from arq.jobs import Job, JobStatus
 from arq.worker import Worker, func
 
 from runner.redisurl import redis_settings
@@ -78,19 +79,16 @@ async def _slow_job(ctx: dict[str, object]) -> str:
     return "done"
 
 
-@pytest.mark.redis
-async def test_closing_a_worker_whose_job_is_wrapping_up_waits_for_it(redis_url: str) -> None:
-    """arq's close cancels a job task still going and re-raises that cancellation: a runner
-    draining under load, its run ended but the job's bookkeeping not yet written, exited 1."""
-    pool = await create_pool(redis_settings(redis_url))
+async def worker_in_a_job(pool: ArqRedis, redis_url: str, queue: str) -> tuple[Worker, Job]:
+    """A worker that took a slow job, its loop stopped as the runner's duties are."""
     worker = Worker(
         functions=[func(_slow_job, name="slow")],
-        queue_name="test:closing",
+        queue_name=queue,
         redis_settings=redis_settings(redis_url),
         poll_delay=0.05,
         handle_signals=False,
     )
-    job = await pool.enqueue_job("slow", _queue_name="test:closing")
+    job = await pool.enqueue_job("slow", _queue_name=queue)
     assert job is not None
     main = asyncio.create_task(worker.main())
     deadline = asyncio.get_running_loop().time() + 10
@@ -98,6 +96,15 @@ async def test_closing_a_worker_whose_job_is_wrapping_up_waits_for_it(redis_url:
         assert asyncio.get_running_loop().time() < deadline, "the worker never took the job"
         await asyncio.sleep(0.02)
     await stop_tasks([main])
+    return worker, job
+
+
+@pytest.mark.redis
+async def test_closing_a_worker_whose_job_is_wrapping_up_waits_for_it(redis_url: str) -> None:
+    """arq's close cancels a job task still going and re-raises that cancellation: a runner
+    draining under load, its run ended but the job's bookkeeping not yet written, exited 1."""
+    pool = await create_pool(redis_settings(redis_url))
+    worker, job = await worker_in_a_job(pool, redis_url, "test:closing")
 
     await close_worker(worker, grace_seconds=30)
 
@@ -111,20 +118,7 @@ async def test_a_job_past_the_grace_is_cancelled_and_said_not_raised(
     redis_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     pool = await create_pool(redis_settings(redis_url))
-    worker = Worker(
-        functions=[func(_slow_job, name="slow")],
-        queue_name="test:closing-late",
-        redis_settings=redis_settings(redis_url),
-        poll_delay=0.05,
-        handle_signals=False,
-    )
-    await pool.enqueue_job("slow", _queue_name="test:closing-late")
-    main = asyncio.create_task(worker.main())
-    deadline = asyncio.get_running_loop().time() + 10
-    while not worker.tasks:
-        assert asyncio.get_running_loop().time() < deadline, "the worker never took the job"
-        await asyncio.sleep(0.02)
-    await stop_tasks([main])
+    worker, _job = await worker_in_a_job(pool, redis_url, "test:closing-late")
 
     await close_worker(worker, grace_seconds=0.1)
 
