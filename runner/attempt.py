@@ -36,6 +36,7 @@ from runner.agents.endpoints import (
 )
 from runner.container import (
     CODEX_HOME_MOUNT,
+    KILLED,
     LABEL_PIPELINE,
     LABEL_RUN,
     LABEL_RUNNER,
@@ -165,6 +166,16 @@ def internal_error(run_id: str) -> str:
     reference = secrets.token_hex(4)
     log.exception("run %s failed inside Trimo (reference %s)", run_id, reference)
     return f"Trimo failed on the runner (reference {reference} in the runner's log)"
+
+
+def exit_reason(exit_code: int, memory: str) -> str:
+    """Why a run whose agent exited `exit_code` (not 0) failed, when its agent said nothing."""
+    if exit_code == KILLED:  # Docker's OOM flag did not come, yet memory is the likely cause
+        return (
+            f"the agent was killed (exit code {KILLED}), most likely out of memory: past its "
+            f"{memory} limit the kernel kills it"
+        )
+    return f"the agent exited with code {exit_code}"
 
 
 @dataclass
@@ -529,7 +540,9 @@ class Attempt:
             )
         if exit_info.exit_code != 0:
             reported = self.adapter.reported_error
-            return Outcome.FAILURE, reported or f"the agent exited with code {exit_info.exit_code}"
+            return Outcome.FAILURE, reported or exit_reason(
+                exit_info.exit_code, request.resources.memory
+            )
         if state.final_result is not None and not state.final_result.success:
             return Outcome.FAILURE, state.final_result.text or "the agent reported failure"
         return Outcome.SUCCESS, ""

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from runner.attempt import exit_reason
 from runner.container import AgentContainer, ContainerSpec
 from runner.job import Resources
 
@@ -78,3 +79,11 @@ def test_a_container_trimo_stopped_is_not_asked_again(tmp_path: Path) -> None:
     ended = container.wait(timeout=5)
     assert double.stopped and double.inspects == 1
     assert not ended.oom_killed
+
+
+def test_a_killed_agent_docker_said_nothing_of_is_told_as_likely_out_of_memory() -> None:
+    assert exit_reason(137, "64m") == (
+        "the agent was killed (exit code 137), most likely out of memory: past its 64m limit "
+        "the kernel kills it"
+    )
+    assert exit_reason(1, "64m") == "the agent exited with code 1"
