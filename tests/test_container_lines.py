@@ -13,6 +13,7 @@ from runner.container import AgentContainer
 pytestmark = pytest.mark.docker
 
 RUNS = 24
+FLOODS = 12
 
 
 def output_of(client: docker.DockerClient, image: str, script: str) -> list[str]:
@@ -44,3 +45,12 @@ def test_a_last_line_with_a_newline_is_given_once(test_image: str) -> None:
     client = docker.from_env()
     assert output_of(client, test_image, "echo one; echo 'I am here'") == ["one", "I am here"]
     assert output_of(client, test_image, "true") == []
+
+
+def test_a_flood_that_ends_at_once_reaches_the_run_whole(test_image: str) -> None:
+    """Docker's following stream ended early for 1 run of `seq 20000` in 20 here."""
+    client = docker.from_env()
+    whole = [str(i) for i in range(1, 20_001)]
+    with ThreadPoolExecutor(4) as pool:
+        counts = list(pool.map(lambda _: output_of(client, test_image, "seq 20000"), range(FLOODS)))
+    assert all(lines == whole for lines in counts), [len(lines) for lines in counts]
