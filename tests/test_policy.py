@@ -114,13 +114,14 @@ def run(prompt: str = "fix it", **options: Any) -> RunCommand:
             ),
         ),
         (
-            "agent: codex\nimage: ghcr.io/o/a:1\nrunner_label: gpu\ntimeout_minutes: 60\n"
+            "agent: codex\nimage: registry.example.com/o/a:1\nrunner_label: gpu\n"
+            "timeout_minutes: 60\n"
             "network: bridge\nresources: {memory: 8g, cpus: 4, pids: 2048}\nmax_cost_usd: 2",
             run(),
             DEFAULT_POLICY,
             RunSettings(
                 agent="codex",
-                image="ghcr.io/o/a:1",
+                image="registry.example.com/o/a:1",
                 label="gpu",
                 timeout_minutes=60,
                 network="bridge",
@@ -155,12 +156,14 @@ def run(prompt: str = "fix it", **options: Any) -> RunCommand:
             ),
         ),
         (
-            "image: ghcr.io/o/a:1",
+            "image: registry.example.com/o/a:1",
             run(agent="codex"),
-            ServerPolicy(allowed_images=["ghcr.io/o/a:1"], allowed_agents=["codex", "claude"]),
+            ServerPolicy(
+                allowed_images=["registry.example.com/o/a:1"], allowed_agents=["codex", "claude"]
+            ),
             RunSettings(
                 agent="codex",
-                image="ghcr.io/o/a:1",
+                image="registry.example.com/o/a:1",
                 label="default",
                 timeout_minutes=30,
                 network="allowlist",
@@ -170,7 +173,7 @@ def run(prompt: str = "fix it", **options: Any) -> RunCommand:
         (
             "network: none",
             run(),
-            ServerPolicy(allowed_images=["ghcr.io/o/a:1"], allowed_networks=["none"]),
+            ServerPolicy(allowed_images=["registry.example.com/o/a:1"], allowed_networks=["none"]),
             RunSettings(
                 agent="claude",
                 image="trimo-agent:latest",
@@ -256,9 +259,10 @@ MAX_60 = ServerPolicy(max_timeout_minutes=60)
         (
             "image: evil.example/miner:latest",
             run(),
-            ServerPolicy(allowed_images=["ghcr.io/o/a:1"]),
+            ServerPolicy(allowed_images=["registry.example.com/o/a:1"]),
             "This server does not allow the image `evil.example/miner:latest` "
-            "(`.github/trimo.yml` asks for it); allowed: `trimo-agent:latest`, `ghcr.io/o/a:1`.",
+            "(`.github/trimo.yml` asks for it); allowed: `trimo-agent:latest`, "
+            "`registry.example.com/o/a:1`.",
         ),
         (
             "resources: {memory: 32g}",

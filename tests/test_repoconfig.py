@@ -43,7 +43,10 @@ def test_empty_gives_defaults(text: str | None) -> None:
     ("text", "expected"),
     [
         ("agent: codex", {"agent": "codex"}),
-        ("image: ghcr.io/org/agent:1.2", {"image": "ghcr.io/org/agent:1.2"}),
+        (
+            "image: registry.example.com/org/agent:1.2",
+            {"image": "registry.example.com/org/agent:1.2"},
+        ),
         ("image: reg.local:5000/a/b@sha256:abc123", {"image": "reg.local:5000/a/b@sha256:abc123"}),
         ("image: null", {"image": None}),
         ("runner_label: gpu-box", {"runner_label": "gpu-box"}),
@@ -59,8 +62,8 @@ def test_empty_gives_defaults(text: str | None) -> None:
             {"allowed_hosts": ["registry.npm.example.net", "*.pkgs.example.net"]},
         ),
         (
-            'allowed_hosts:\n  - "*.crates.io"\n  - static.rust-lang.org\n',
-            {"allowed_hosts": ["*.crates.io", "static.rust-lang.org"]},
+            'allowed_hosts:\n  - "*.crates.example.com"\n  - static.rust.example.com\n',
+            {"allowed_hosts": ["*.crates.example.com", "static.rust.example.com"]},
         ),
         ("allowed_hosts: []", {"allowed_hosts": []}),
         (

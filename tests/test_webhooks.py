@@ -604,14 +604,16 @@ def test_settings_from_environment_and_dotenv(
     monkeypatch.setenv("TRIMO_APP_SLUG", "env-slug")
     monkeypatch.setenv("TRIMO_GITHUB_APP_ID", "12345")
     monkeypatch.setenv("TRIMO_MAX_WEBHOOK_BYTES", "4096")
-    monkeypatch.setenv("TRIMO_POLICY_ALLOWED_IMAGES", " trimo-agent:latest, ghcr.io/x/y:1 ,")
+    monkeypatch.setenv(
+        "TRIMO_POLICY_ALLOWED_IMAGES", " trimo-agent:latest, registry.example.com/x/y:1 ,"
+    )
     settings = AppSettings()
     assert settings.require_webhook_secret() == "from-dotenv"
     assert "from-dotenv" not in repr(settings)
     assert settings.app_slug == "env-slug"
     assert settings.github_app_id == 12345
     assert settings.max_webhook_bytes == 4096
-    assert settings.allowed_images() == {"trimo-agent:latest", "ghcr.io/x/y:1"}
+    assert settings.allowed_images() == {"trimo-agent:latest", "registry.example.com/x/y:1"}
 
 
 @pytest.mark.usefixtures("clean_env")

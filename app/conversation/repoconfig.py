@@ -123,7 +123,9 @@ class PreviewConfig(BaseModel):
     @classmethod
     def _image_ok(cls, value: str | None) -> str | None:
         if value is not None and not _IMAGE_RE.fullmatch(value):
-            raise ValueError("should be a Docker image reference like ghcr.io/org/app:1.2")
+            raise ValueError(
+                "should be a Docker image reference like registry.example.com/org/app:1.2"
+            )
         return value
 
 
@@ -191,7 +193,9 @@ class RepoConfig(BaseModel):
     @classmethod
     def _image_ok(cls, value: str | None) -> str | None:
         if value is not None and not _IMAGE_RE.fullmatch(value):
-            raise ValueError("should be a Docker image reference like ghcr.io/org/agent:1.2")
+            raise ValueError(
+                "should be a Docker image reference like registry.example.com/org/agent:1.2"
+            )
         return value
 
     @field_validator("runner_label")
