@@ -1,7 +1,7 @@
 """Attempts through the whole loop (real processes, Redis, Docker and git; GitHub's
 stand-in): `/trimo run --attempts 3` ranks a passing, a failing and a crashing attempt;
-`/trimo pick` keeps one (and switches); a follow-up continues from the pick; `/trimo stop`
-stops every attempt; the cap is refused by name."""
+`--agents` runs one attempt per agent; `/trimo pick` keeps one (and switches); a follow-up
+continues from the pick; `/trimo stop` stops every attempt; the cap is refused by name."""
 
 from __future__ import annotations
 
@@ -156,6 +156,26 @@ def test_three_attempts_are_ranked_picked_switched_and_followed_up(loop: Loop) -
     )
     loop.comment(number, "/trimo pick 2")
     assert "can no longer be picked" in reply(loop, number, "Attempt #2's branch was deleted")
+
+
+def test_one_attempt_per_agent_from_a_comment_is_ranked_by_agent(loop: Loop) -> None:
+    """`--agents script,claude`: the base image has no claude, so that attempt fails and
+    ranks last; each row and check run names its agent."""
+    number = loop.new_issue("Ask two agents")
+    loop.comment(
+        number,
+        "/trimo run --agents script,claude echo good > answer.txt && git add -A "
+        "&& git commit -qm Good",
+    )
+    ranked = table(loop, number, "attempts ranked")
+    order = rows(ranked)
+    assert [cell.strip() for cell in order[0].split("|")[2:5]] == ["#1", "`script`", "✅ passed"]
+    assert [cell.strip() for cell in order[1].split("|")[2:4]] == ["#2", "`claude`"], ranked
+    assert "passed" not in order[1], ranked
+    names = sorted(
+        c.name for c in loop.check_runs() if f"widgets.{number}-" in (c.external_id or "")
+    )
+    assert names == ["Trimo · attempt 1", "Trimo · attempt 2"], names
 
 
 def test_stop_on_the_thread_stops_every_attempt(loop: Loop) -> None:
