@@ -18,6 +18,7 @@ from pathlib import Path
 import docker
 import docker.errors
 import pytest
+from docker.models.containers import Container
 
 from runner import leftovers
 from runner.agents.endpoints import Endpoint
@@ -229,14 +230,27 @@ def test_the_proxy_never_connects_to_private_or_metadata_addresses(
     finally:
         server.remove(force=True)
     for address, port in (("169.254.169.254", 80), ("10.255.255.53", 53), ("127.0.0.1", 22)):
-        started = time.monotonic()
-        code, output = proxy.container.exec_run(
-            ["bash", "-c", f"timeout 5 bash -c 'echo > /dev/tcp/{address}/{port}'"]
-        )
-        assert code != 0, address
         # refused at once by the proxy's firewall, not a timeout somewhere else
-        assert "Connection refused" in output.decode(), (address, output)
-        assert time.monotonic() - started < 2
+        said = connect_from(proxy.container, address, port)
+        assert "Connection refused" in said and said.endswith("exit 1"), (address, said)
+        assert int(said.split(" ms ")[0]) < 2000, (address, said)
+
+
+def connect_from(container: Container, address: str, port: int) -> str:
+    """What a TCP connection from `container` to `address:port` came to: "<ms> ms <what bash
+    said> exit <code>", timed inside the container (a busy machine's `docker exec` is
+    slow). Docker's exec stream has ended before its output (once in a full run beside
+    other load): an empty answer is asked again."""
+    script = (
+        f"start=$(date +%s%N); said=$(timeout 5 bash -c 'echo > /dev/tcp/{address}/{port}' "
+        '2>&1); code=$?; echo "$(( ($(date +%s%N) - start) / 1000000 )) ms $said exit $code"'
+    )
+    for _ in range(3):
+        _code, output = container.exec_run(["bash", "-c", script])
+        said = bytes(output).decode(errors="replace").strip()
+        if said:
+            return said
+    raise AssertionError(f"no answer from the container about {address}:{port}")
 
 
 def test_the_operators_endpoint_is_reached_on_a_private_address_by_its_run_only(
