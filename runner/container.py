@@ -344,12 +344,18 @@ class AgentContainer:
 
         Docker copies stdout and stderr apart and keeps only the order within each, so on a
         busy machine a line the agent writes to stderr can come before the entrypoint's
-        status in `lines()`: the status is read from stdout, where nothing precedes it."""
-        stream = self._container.logs(stream=True, follow=True, stdout=True, stderr=False)
-        try:
-            return next(split_lines(stream), "")
-        finally:
-            stream.close()
+        status in `lines()`: the status is read from stdout, where nothing precedes it. A
+        following stream that ends with no line (it can end early when the container
+        exits) is followed by a read of the log as it is."""
+        for follow in (True, False):
+            stream = self._container.logs(stream=True, follow=follow, stdout=True, stderr=False)
+            try:
+                line = next(split_lines(stream), None)
+            finally:
+                stream.close()
+            if line is not None:
+                return line
+        return ""
 
     def exec(self, command: list[str], timeout: float = EXPORT_SECONDS + 10) -> bool:
         """Run `command` in the running container as its user, and wait for it to end.

@@ -4,6 +4,7 @@ in test_container_lines)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import docker.errors
@@ -28,7 +29,10 @@ class LogDouble:
         self.reads: list[str] = []
 
     def logs(self, **kwargs: Any) -> Any:
-        assert kwargs["timestamps"] and kwargs["stdout"] and kwargs["stderr"]
+        if not kwargs["stderr"]:  # first_line: stdout alone, unstamped
+            given = self.messages[: self.followed] if kwargs["follow"] else self.messages
+            return Closable(m.partition(b" ")[2] for m in given)
+        assert kwargs["timestamps"] and kwargs["stdout"]
         if kwargs.get("follow"):
             self.reads.append("follow")
             return iter(self.messages[: self.followed])
@@ -41,10 +45,25 @@ class LogDouble:
         return iter(self.messages)
 
 
-def lines_of(double: LogDouble) -> list[str]:
+class Closable(list[bytes]):
+    """A stream docker-py gives: iterable, and closed when done with."""
+
+    def __init__(self, messages: Iterable[bytes]) -> None:
+        super().__init__(messages)
+        self.closed = False
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def box_of(double: LogDouble) -> AgentContainer:
     box = AgentContainer.__new__(AgentContainer)
     box._container = double
-    return list(box.lines())
+    return box
+
+
+def lines_of(double: LogDouble) -> list[str]:
+    return list(box_of(double).lines())
 
 
 def numbers(count: int) -> list[bytes]:
@@ -86,3 +105,15 @@ def test_an_empty_log_gives_nothing() -> None:
 def test_docker_failing_after_the_stream_keeps_what_was_given() -> None:
     double = LogDouble(numbers(10), 4, fail_after=True)
     assert lines_of(double) == ["0", "1", "2", "3"]
+
+
+@pytest.mark.parametrize("followed", [0, 1])
+def test_the_first_line_is_read_even_when_the_stream_ends_before_it(followed: int) -> None:
+    """A workspace was taken for broken when the stream ended before the status line."""
+    assert box_of(LogDouble([b"trimo:workspace-ready\n", b"hi\n"], followed)).first_line() == (
+        "trimo:workspace-ready"
+    )
+
+
+def test_a_container_that_wrote_nothing_has_no_first_line() -> None:
+    assert box_of(LogDouble([], 0)).first_line() == ""
