@@ -24,7 +24,7 @@ from typing import Any
 
 import jwt
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
@@ -36,6 +36,8 @@ from tests.fakegithub.replies import GitHubError, Reply, default_fault_body, not
 from tests.fakegithub.state import FakeState, RecordedRequest, Repo, Token
 
 JWT_MAX_LIFETIME = 600
+CLIENT_GONE = 499
+"""What a request whose client went away before its body was read is answered (nobody reads it)."""
 
 
 class FakeGitHub:
@@ -111,7 +113,10 @@ class FakeGitHub:
 
     async def _dispatch(self, endpoint: Endpoint, request: Request) -> Response:
         await self._wait(request)
-        raw = await request.body()
+        try:
+            raw = await request.body()
+        except ClientDisconnect:  # the App went away mid-request (a process stopped)
+            return Response(status_code=CLIENT_GONE)
         body: Any = None
         try:
             if raw.strip():
