@@ -62,6 +62,7 @@ from runner.previews.job import PreviewReady, PreviewRequest, PreviewStopped
 from runner.redisurl import redis_settings
 from tests.fakegithub import AppCredentials, FakeState, RunningFakeGitHub
 from tests.fakegithub.gitserver import run_git
+from tests.fakegithub.state import Issue
 
 OWNER = "octo-org"
 REPO = "widgets"
@@ -304,11 +305,11 @@ async def test_a_retried_job_repeats_no_side_effect(world: World) -> None:
     assert await world.queued() == [run_id_for(issue.number, delivery)]
 
 
-async def test_a_check_run_made_without_an_answer_is_not_made_twice(
+async def check_run_made_unanswered(
     world: World, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """GitHub may create a check run and its answer never come; the retry finds and uses
-    that one, else it would stay queued on the commit for ever."""
+) -> tuple[Issue, dict[str, Any], str]:
+    """A `/trimo run` delivery whose first try made its check run but got no answer (and
+    so is to be tried again): its issue, payload and delivery id."""
     issue = world.state.add_issue(OWNER, REPO, TITLE, "details")
     payload = world.issue_comment(SCRIPT, number=issue.number)
     real = RepoAPI.create_check_run
@@ -322,6 +323,15 @@ async def test_a_check_run_made_without_an_answer_is_not_made_twice(
     with pytest.raises(Retry):
         await world.send("issue_comment", payload, delivery)
     monkeypatch.setattr(RepoAPI, "create_check_run", real)
+    return issue, payload, delivery
+
+
+async def test_a_check_run_made_without_an_answer_is_not_made_twice(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GitHub may create a check run and its answer never come; the retry finds and uses
+    that one, else it would stay queued on the commit for ever."""
+    issue, payload, delivery = await check_run_made_unanswered(world, monkeypatch)
     world.ctx["job_try"] = 2
     await world.send("issue_comment", payload, delivery)
 
@@ -338,19 +348,7 @@ async def test_the_retry_finds_its_check_run_on_the_commit_the_first_try_chose(
 ) -> None:
     """The run is queued before its check run is made: by the retry, its runner may have
     pushed the pipeline branch, whose head is not where the first try made the check run."""
-    issue = world.state.add_issue(OWNER, REPO, TITLE, "details")
-    payload = world.issue_comment(SCRIPT, number=issue.number)
-    real = RepoAPI.create_check_run
-
-    async def unanswered(self: RepoAPI, **fields: Any) -> int:
-        await real(self, **fields)
-        raise TimeoutError("no answer")
-
-    monkeypatch.setattr(RepoAPI, "create_check_run", unanswered)
-    delivery = str(uuid.uuid4())
-    with pytest.raises(Retry):
-        await world.send("issue_comment", payload, delivery)
-    monkeypatch.setattr(RepoAPI, "create_check_run", real)
+    issue, payload, delivery = await check_run_made_unanswered(world, monkeypatch)
     run_id = run_id_for(issue.number, delivery)
     request = await world.job(run_id)
     assert request is not None
