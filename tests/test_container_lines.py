@@ -1,9 +1,12 @@
 """The agent's last line reaches the run even when it has no newline: Docker's following
-log stream sometimes ends without it (real Docker)."""
+log stream sometimes ends without it, or before the log itself; and a container that exits at
+once still has its status line read (real Docker)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 import docker
 import pytest
@@ -16,15 +19,22 @@ RUNS = 24
 FLOODS = 12
 
 
-def output_of(client: docker.DockerClient, image: str, script: str) -> list[str]:
-    """The lines `AgentContainer.lines` gives for a container running `script`."""
+@contextmanager
+def running(client: docker.DockerClient, image: str, script: str) -> Iterator[AgentContainer]:
+    """A container started running `script`, as the engine holds it; removed after."""
     container = client.containers.run(image, ["bash", "-c", script], detach=True, entrypoint=[])
     try:
         box = AgentContainer.__new__(AgentContainer)
         box._client, box._container = client, container
-        return list(box.lines())
+        yield box
     finally:
         container.remove(force=True)
+
+
+def output_of(client: docker.DockerClient, image: str, script: str) -> list[str]:
+    """The lines `AgentContainer.lines` gives for a container running `script`."""
+    with running(client, image, script) as box:
+        return list(box.lines())
 
 
 def test_a_last_line_without_a_newline_is_never_lost(test_image: str) -> None:
@@ -54,3 +64,17 @@ def test_a_flood_that_ends_at_once_reaches_the_run_whole(test_image: str) -> Non
     with ThreadPoolExecutor(4) as pool:
         counts = list(pool.map(lambda _: output_of(client, test_image, "seq 20000"), range(FLOODS)))
     assert all(lines == whole for lines in counts), [len(lines) for lines in counts]
+
+
+def test_the_status_line_of_a_container_that_exits_at_once_is_read(test_image: str) -> None:
+    """The engine reads the workspace's status from stdout's first line: a container that
+    ends right after writing it must not look like a broken workspace."""
+    client = docker.from_env()
+
+    def status() -> str:
+        with running(client, test_image, "echo ready; echo late >&2") as box:
+            return box.first_line()
+
+    with ThreadPoolExecutor(4) as pool:
+        lines = list(pool.map(lambda _: status(), range(RUNS)))
+    assert lines == ["ready"] * RUNS, lines
