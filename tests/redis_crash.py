@@ -137,12 +137,19 @@ def set_up_mid_run(loop: Loop, url: str, round_: int = 1) -> MidRun:
     try:
         number = loop.new_issue("Outlive Redis", "Keep going while Redis restarts.")
         loop.comment(number, f"/trimo run {SLOW_RUN}")
+        # This issue's run: the last round's may still be active for a moment after its
+        # check run completed (the runner tidies up after its last word).
+        mine = f"widgets.{number}-"
         running = loop.wait(
-            lambda: cast(dict[bytes, bytes], client.hgetall(contract.ACTIVE_RUNS)),
+            lambda: [
+                key.decode()
+                for key in cast(dict[bytes, bytes], client.hgetall(contract.ACTIVE_RUNS))
+                if mine in key.decode()
+            ],
             60,
             "the run to start on the runner",
         )
-        (run_id,) = (key.decode() for key in running)
+        (run_id,) = running
         queued_gpu = client.zcard(contract.run_queue("gpu"))
         loop.comment(number, f"/trimo run {NEXT_RUN}")
         other = loop.new_issue("Needs a GPU", "")
