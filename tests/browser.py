@@ -140,8 +140,17 @@ class Browser:
         self.wait(lambda: self.path == then, 20, f"to come back to {then} signed in as {login}")
 
     def use_session(self, cookie: str) -> None:
-        """Carry the signed session cookie `cookie` (see `dashboard_helpers.sign_in`)."""
-        self.get("/static/dashboard.css")  # a cookie is set on the origin being shown
+        """Carry the signed session cookie `cookie` (see `dashboard_helpers.sign_in`).
+
+        A cookie is set on the origin being shown. On a busy machine Chromium once showed
+        its own error page for the first load (no origin: "invalid cookie domain"), so the
+        page is asked for until it is the dashboard's."""
+
+        def shown() -> bool:
+            self.get("/static/dashboard.css")
+            return str(self.driver.current_url).startswith(self.base_url)
+
+        self.wait(shown, 20, "the dashboard to be shown before its cookie is set")
         self.driver.add_cookie({"name": SESSION_COOKIE, "value": cookie, "path": "/"})
 
     def violations(
