@@ -12,7 +12,7 @@ import io
 import ipaddress
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import docker
@@ -30,6 +30,7 @@ from runner.network.proxyimage import PROXY_IMAGE, ensure_image
 from runner.policy import RunnerPolicy, refusal
 from tests.conftest import build_lock, free_port, side_by_side
 from tests.engine_helpers import make_request, run
+from tests.loop_harness import Loop
 from tests.outside import registry_host, registry_url, suffix_of
 
 CLIENT_IMAGE = "trimo-test-netclient:on"
@@ -236,34 +237,34 @@ def test_the_proxy_never_connects_to_private_or_metadata_addresses(
         assert int(said.split(" ms ")[0]) < 2000, (address, said)
 
 
-def read_until(container: Container, path: str, line: str, timeout: float = 10) -> str:
-    """The file at `path` in `container` once it holds `line`. Docker's exec stream has
-    ended before its output (twice in nine full runs beside other load): the file is read
-    again until then."""
-    deadline = time.monotonic() + timeout
-    while True:
-        text = bytes(container.exec_run(["cat", path])[1]).decode(errors="replace")
-        if line in text:
-            return text
-        assert time.monotonic() < deadline, f"{path} never held {line!r}: {text[-2000:]!r}"
-        time.sleep(0.1)
+def answer(
+    container: Container, command: list[str], until: Callable[[str], bool], what: str
+) -> str:
+    """What `command` prints in `container`, once `until` holds for it (at most 10 s).
+    Docker's exec stream has ended before its output (twice in nine full runs beside other
+    load), so the command is run again until then."""
+
+    def printed() -> str | None:
+        text = bytes(container.exec_run(command)[1]).decode(errors="replace").strip()
+        return text if until(text) else None
+
+    return Loop.wait(printed, 10, what)
+
+
+def read_until(container: Container, path: str, line: str) -> str:
+    """The file at `path` in `container`, once it holds `line`."""
+    return answer(container, ["cat", path], lambda text: line in text, f"{path} to hold {line!r}")
 
 
 def connect_from(container: Container, address: str, port: int) -> str:
     """What a TCP connection from `container` to `address:port` came to: "<ms> ms <what bash
     said> exit <code>", timed inside the container (a busy machine's `docker exec` is
-    slow). Docker's exec stream has ended before its output (once in a full run beside
-    other load, as `read_until` says): an empty answer is asked again."""
+    slow)."""
     script = (
         f"start=$(date +%s%N); said=$(timeout 5 bash -c 'echo > /dev/tcp/{address}/{port}' "
         '2>&1); code=$?; echo "$(( ($(date +%s%N) - start) / 1000000 )) ms $said exit $code"'
     )
-    for _ in range(3):
-        _code, output = container.exec_run(["bash", "-c", script])
-        said = bytes(output).decode(errors="replace").strip()
-        if said:
-            return said
-    raise AssertionError(f"no answer from the container about {address}:{port}")
+    return answer(container, ["bash", "-c", script], bool, f"an answer about {address}:{port}")
 
 
 def test_the_operators_endpoint_is_reached_on_a_private_address_by_its_run_only(
