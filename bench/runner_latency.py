@@ -40,11 +40,13 @@ from arq.connections import ArqRedis
 
 from bench.scratch import empty_repo
 from runner import contract
+from runner.container import LABEL_RUNNER
 from runner.job import RepoRef, Resources, RunRequest
 from runner.network.proxyimage import LABEL_EGRESS
 from runner.network.tenant import LABEL_TENANT
 from runner.phases import steps_of
 from runner.redisurl import redis_settings
+from runner.warm.box import LABEL_WARM
 
 MARK = "agent-says-hello"
 AT_ONCE = (1, 3, 8)
@@ -105,17 +107,20 @@ async def one(pool: ArqRedis, client: aioredis.Redis, repo: Path, n: int) -> flo
 
 
 async def spares_ready() -> float:
-    """Waits until the runner has its networks made ahead again, as after a quiet moment
-    (the ended runs' networks removed, new ones made); the seconds waited."""
+    """Waits until the runner has its networks and sandboxes made ahead again, as after a
+    quiet moment (the ended runs' ones removed, new ones made); the seconds waited."""
     client = docker.from_env()
     labels = [f"{LABEL_EGRESS}={RUNNER}", f"{LABEL_TENANT}=1"]
+    boxes = [f"{LABEL_RUNNER}={RUNNER}", f"{LABEL_WARM}=1"]
     start = time.perf_counter()
     while time.perf_counter() - start < SPARES_SECONDS:
-        if len(client.networks.list(filters={"label": labels})) == CONCURRENCY:
+        networks = len(client.networks.list(filters={"label": labels}))
+        ready = len(client.containers.list(sparse=True, filters={"label": boxes}))
+        if networks == 2 * CONCURRENCY and ready == CONCURRENCY:
             break
         await asyncio.sleep(0.1)
     else:
-        print(f"  (the runner's networks made ahead were not back after {SPARES_SECONDS:g} s)")
+        print(f"  (what the runner makes ahead was not back after {SPARES_SECONDS:g} s)")
     client.close()
     return time.perf_counter() - start
 
@@ -226,7 +231,7 @@ def main() -> None:
         log.close()
         if ids:
             where_the_time_went(log_path, ids)
-        for mount in root.glob("**/pipelines/*/*/root"):
+        for mount in [*root.glob("cache/warm/*"), *root.glob("**/pipelines/*/*/root")]:
             subprocess.run(["umount", "--lazy", str(mount)], capture_output=True)
         shutil.rmtree(root, ignore_errors=True)
 

@@ -24,7 +24,7 @@ import docker
 import docker.errors
 import requests
 
-from runner import gitops
+from runner import gitops, warm
 from runner.agents.base import AgentAdapter
 from runner.agents.endpoints import (
     ANTHROPIC_BASE_URL,
@@ -65,6 +65,7 @@ from runner.network.egress import NetworkAttachment, attach
 from runner.phases import Phases
 from runner.pipelinedir import PipelineDir
 from runner.templating import render
+from runner.warm import WarmBox, WarmContainer
 
 log = logging.getLogger(__name__)
 
@@ -199,6 +200,8 @@ class Attempt:
     """The restored setup's directories (host → sandbox), writable for the agent only."""
     phases: Phases = field(default_factory=Phases)
     """Where the run's time went before its agent started (logged when it starts)."""
+    image_id: str = ""
+    """The id of `request.image` here: a run can start in a box made for it (runner.warm)."""
     state: RunState = field(init=False)
 
     def __post_init__(self) -> None:
@@ -354,6 +357,7 @@ class Attempt:
         request, adapter, state = self.request, self.adapter, self.state
         resumed = not fresh and bool(self.pipeline.known())
         container: AgentContainer | None = None
+        box: WarmBox | None = None
         network: NetworkAttachment | None = None
         exit_info: ExitInfo | None = None
         delivery = Delivery(
@@ -367,6 +371,7 @@ class Attempt:
             if writable:
                 env["CODEX_HOME"] = CODEX_HOME_MOUNT
             endpoints += self.anthropic_endpoint(env)
+            box = None if writable else self._warm_box()
             network = attach(
                 self.host.client,
                 request.network,
@@ -376,7 +381,10 @@ class Attempt:
                 self.host.upstream_proxy,
                 endpoints,
                 wait=False,
+                joined=box.joined if box else None,
             )  # its proxy starts while the context, the sync bundle and the container are made
+            if box is not None and box.joined and network.network == box.joined[1][0].name:
+                box.joined = None  # the run's network now: let go of when the run ends
             if network.secret:
                 self.protect(network.secret)
             phases = self.phases
@@ -394,9 +402,9 @@ class Attempt:
             )
             adapter.max_cost_usd = request.max_cost_usd
             command = adapter.command(prompt, resume=resume, read_only=request.mode == "discover")
-            container = AgentContainer(
-                self.host.client, self.spec(command, io, out, env, network, writable)
-            )
+            spec = self.spec(command, io, out, env, network, writable)
+            container = self._container(spec, box)
+            box = None
             phases.mark("container")
             network.ready()  # its proxy started while the container was made
             phases.mark("proxy")
@@ -412,6 +420,8 @@ class Attempt:
         except WorkspaceBroken:
             raise
         except BaseException as exc:
+            if box is not None:
+                box.discard()
             if container is not None:
                 container.stop(0)
             interrupted = not isinstance(exc, Exception)
@@ -432,6 +442,34 @@ class Attempt:
             if network is not None and (blocked := network.release()):
                 self.emit(EgressBlocked(hosts=blocked))
         return self.finish(delivery, container, outcome, reason, exit_info)
+
+    def _warm_box(self) -> WarmBox | None:
+        """A sandbox started ahead for runs like this one, when one is ready."""
+        request, host = self.request, self.host
+        if request.network not in warm.SERVED or self.mounts or not self.image_id:
+            return None
+        key = warm.BoxKey(
+            image=request.image,
+            image_id=self.image_id,
+            user=host.user,
+            resources=request.resources,
+            network=request.network,
+            runner_id=host.runner_id,
+            upstream_proxy=host.upstream_proxy,
+        )
+        return warm.take(host.client, key)
+
+    def _container(self, spec: ContainerSpec, box: WarmBox | None) -> AgentContainer:
+        """The run's container: `box`, when it was made for exactly `spec`."""
+        if box is not None:
+            misfits = box.misfits(spec)
+            if not misfits:
+                log.info("run %s: in %s, started ahead", self.request.run_id, box.container.name)
+                return WarmContainer(self.host.client, spec, box)
+            log.warning("run %s: the sandbox started ahead differs in %s; starting one anew",
+                        self.request.run_id, ", ".join(misfits))  # fmt: skip
+            box.discard()
+        return AgentContainer(self.host.client, spec)
 
     def _note_session(self) -> None:
         """What the agent's session in this home has cost now, for the next continued run:

@@ -264,12 +264,19 @@ def run_helper(client: docker.DockerClient, spec: ContainerSpec, command: list[s
 class AgentContainer:
     """A started container: its output lines, its exit, stopping and removal."""
 
-    def __init__(self, client: docker.DockerClient, spec: ContainerSpec) -> None:
+    def __init__(
+        self, client: docker.DockerClient, spec: ContainerSpec, made: Container | None = None
+    ) -> None:
+        """Creates the container for `spec`, or takes `made` (created for it)."""
         self._client = client
         self.spec = spec
         self._stopped = False
+        self._container: Container = made if made is not None else self._create()
+
+    def _create(self) -> Container:
+        spec = self.spec
         try:
-            self._container: Container = client.containers.create(**create_kwargs(spec))
+            return self._client.containers.create(**create_kwargs(spec))
         except docker.errors.ImageNotFound as exc:
             raise TrimoError(
                 f"The image {spec.image!r} is not on this machine.",

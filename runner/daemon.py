@@ -40,6 +40,7 @@ from runner import (
     registry,
     sdnotify,
     stopping,
+    warm,
 )
 from runner.disk import parse_size
 from runner.engine import RunEngine, StopSignal
@@ -529,6 +530,12 @@ class RunnerDaemon:
             keep_result=600,
         )
 
+    @property
+    def warm_count(self) -> int:
+        """How many sandboxes this runner keeps started ahead."""
+        count = self.settings.runner_warm
+        return self.settings.runner_concurrency if count is None else count
+
     def request_stop(self) -> None:
         """Begin draining (what SIGTERM does)."""
         self._draining.set()
@@ -541,6 +548,7 @@ class RunnerDaemon:
         await self.clear_leftovers()
         rules = asyncio.get_running_loop().run_in_executor(None, self.put_rules_in_place)
         egress.keep_spare(self.settings.runner_concurrency)  # a network ready for each run
+        warm.keep(self.warm_count, self.settings.cache_dir, self.settings.runner_id)
         await asyncio.get_running_loop().run_in_executor(None, self.recover)
         self.workers = [self.make_worker(label) for label in self.labels]
         if self.settings.runner_preview_url:
@@ -602,6 +610,7 @@ class RunnerDaemon:
         """Remove this runner's egress proxy, networks and host rules (runner.leftovers)."""
         loop = asyncio.get_running_loop()
         try:
+            await loop.run_in_executor(None, warm.close)
             await loop.run_in_executor(None, egress.close)
             await loop.run_in_executor(
                 None, leftovers.close, self.engine.client, self.settings.runner_id

@@ -234,6 +234,7 @@ class RunEngine:
                     attempt = Attempt(
                         host, request, adapter, mirror, root, pipeline, start, emit, protect,
                         stop, token, environment.mounts if environment else {}, phases,
+                        image_id,
                     )  # fmt: skip
                     try:
                         finished = _shared(keeper, attempt.run(fresh), attempt.state, start)

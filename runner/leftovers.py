@@ -1,8 +1,9 @@
 """What a killed runner left on this host, removed when a runner with its id starts again.
 
 A runner killed mid-work (kill -9, a power cut) leaves its containers behind (agents, their
-helpers, previews, and its egress proxy with a tinyproxy for every run that was going), the
-networks they used, pipeline disks still mounted, and its previews' checkouts. At start,
+helpers, previews, sandboxes started ahead, and its egress proxy with a tinyproxy for every
+run that was going), the networks they used, pipeline disks still mounted (and the tmpfs
+its sandboxes started ahead share their directories on), and its previews' checkouts. At start,
 once no live process answers to its id (`registry.live_namesake`), a runner removes every
 container and network that names it in an owner label (its tenants' networks among them),
 unmounts the pipeline disks that no run holds, and deletes its preview checkouts; its host
@@ -29,7 +30,7 @@ from typing import Any, Final
 import docker
 import docker.errors
 
-from runner import disk, gitops
+from runner import disk, gitops, warm
 from runner.container import LABEL_PIPELINE, LABEL_RUNNER
 from runner.errors import TrimoError
 from runner.network import firewall
@@ -83,7 +84,7 @@ def clear(client: docker.DockerClient, runner_id: str, cache_dir: Path) -> Clear
             pass
         except docker.errors.APIError as exc:  # another runner's container is still on it
             log.warning("could not remove network %s: %s", network.name, exc)
-    cleared.unmounted = unmount_idle(cache_dir)
+    cleared.unmounted = int(warm.clear(cache_dir, runner_id)) + unmount_idle(cache_dir)
     mine = checkouts(cache_dir, runner_id)
     if mine.exists():
         cleared.checkouts = sum(1 for _ in mine.iterdir())

@@ -87,6 +87,9 @@ class RunnerSettings(TrimoSettings):
     runner_id: str = Field(default_factory=socket.gethostname)
     runner_labels: str = "default"
     runner_concurrency: int = Field(default=2, ge=1, le=64)
+    runner_warm: int | None = Field(default=None, ge=0, le=64)
+    """How many sandboxes to keep started ahead, so runs begin without waiting for Docker
+    (runner.warm); the concurrency unless set, 0 for none."""
     drain_seconds: float = Field(default=60, ge=0)
     """On SIGTERM, how long running runs may go on before they are stopped and saved."""
     runner_allowed_repos: str = ""

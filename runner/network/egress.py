@@ -18,7 +18,7 @@ Names resolving to private, loopback, link-local or metadata addresses are refus
 by the proxy container's firewall, but for the operator's endpoints (its gateways, by
 name or address), which only their run's tinyproxy may reach. An upstream proxy
 (TRIMO_UPSTREAM_PROXY, or this host's HTTPS_PROXY) is chained to. A runner has networks
-made ahead for its next runs, each handed to one run only (runner.network.spare), so a run
+made ahead for its next runs, each handed to one run only (runner.ahead), so a run
 does not wait for Docker to make one.
 """
 
@@ -45,11 +45,11 @@ from docker.models.containers import Container
 from docker.models.networks import Network
 
 from runner.agents.endpoints import Endpoint
+from runner.ahead import MadeAhead
 from runner.errors import TrimoError
 from runner.network import tenant
 from runner.network.hosts import clean_hosts, tinyproxy_filter
 from runner.network.proxyimage import LABEL_EGRESS, PROXY_IMAGE, ensure_image
-from runner.network.spare import Joined, SpareNetworks
 
 PORT = 3128
 """Each run's tinyproxy listens here, on the proxy's address in the run's own network."""
@@ -154,6 +154,10 @@ def tinyproxy_config(
     return "\n".join(lines)
 
 
+Joined = tuple[Network, str]
+"""A network with the proxy on it and nothing else, and the proxy's address there."""
+
+
 @dataclass
 class NetworkAttachment:
     """How one run's container reaches the network, and how to let go of it afterwards."""
@@ -221,7 +225,9 @@ class EgressProxy:
         self.runner_id = runner_id
         self.upstream = upstream
         self.outward = f"{container.name}-out"
-        self.spares = SpareNetworks(self._joined, self._discard, min(spare, SPARE_MAX))
+        self.spares: MadeAhead[Joined] = MadeAhead(
+            self.new_network, self._discard_joined, min(spare, SPARE_MAX)
+        )
 
     @classmethod
     def ensure(
@@ -261,11 +267,13 @@ class EgressProxy:
         allowed_hosts: Iterable[str],
         operator: Iterable[Endpoint] = (),
         wait: bool = True,
+        joined: Joined | None = None,
     ) -> NetworkAttachment:
         """A network and a tinyproxy for this run only, allowing exactly `allowed_hosts`
         (names) and the operator's endpoints (names or addresses, reached even when private).
         With `wait` false the proxy starts meanwhile: call `ready()` before the run's
-        container starts."""
+        container starts. `joined`: a network of this proxy's that no run has had (a
+        prepared sandbox's), else one made ahead is taken."""
         hosts, errors = clean_hosts(allowed_hosts)
         if errors:
             raise TrimoError("Allowed hosts: " + "; ".join(errors))
@@ -274,7 +282,8 @@ class EgressProxy:
         ports = [e.port for e in operator]
         exempt = " ".join(f"{e.host}:{e.port}" for e in operator if ":" not in e.host)
         password = secrets.token_urlsafe(18)
-        network, address = self.spares.take()
+        joined = joined or self.spares.take()
+        network, address = joined
         conf = tinyproxy_config(
             f"/run/trimo/{run_id}/p", address, "run", password, self.upstream, ports
         )
@@ -300,7 +309,7 @@ class EgressProxy:
             try:
                 start()
             except TrimoError:
-                self.spares.done(network)
+                self.spares.done(joined)
                 raise
         else:
             starting = _starter.submit(start)
@@ -314,7 +323,7 @@ class EgressProxy:
             env=env,
             dns=DEAD_DNS,
             secret=password,
-            _release=lambda: self._stop(run_id, network),
+            _release=lambda: self._stop(run_id, joined),
             _starting=starting,
         )
 
@@ -326,7 +335,7 @@ class EgressProxy:
         with contextlib.suppress(docker.errors.APIError):
             self._client.networks.get(self.outward).remove()
 
-    def _joined(self) -> Joined:
+    def new_network(self) -> Joined:
         """A new network with the proxy on it and nothing else, and the proxy's address there."""
         network = tenant.create(
             self._client, self.runner_id, internal=True, labels={LABEL_EGRESS: self.runner_id}
@@ -343,18 +352,21 @@ class EgressProxy:
         self._discard(network)
         raise TrimoError("The egress proxy is not on the run's network.")
 
+    def _discard_joined(self, joined: Joined) -> None:
+        self._discard(joined[0])
+
     def _discard(self, network: Network) -> None:
         with contextlib.suppress(docker.errors.APIError):
             network.disconnect(self.container, force=True)
         tenant.remove(network)
 
-    def _stop(self, run_id: str, network: Network) -> BlockedHosts:
+    def _stop(self, run_id: str, joined: Joined) -> BlockedHosts:
         try:
             _code, output = self.container.exec_run(["trimo-egress", "stop", run_id])
         except docker.errors.APIError:
             return {}
         finally:
-            self.spares.done(network)
+            self.spares.done(joined)
         return blocked_hosts(output.decode(errors="replace"))
 
 
@@ -367,10 +379,12 @@ def attach(
     upstream_url: str | None = None,
     operator: Iterable[Endpoint] = (),
     wait: bool = True,
+    joined: tuple[EgressProxy, Joined] | None = None,
 ) -> NetworkAttachment:
     """The run's network for `mode`: `none`, `bridge` (a network of its own), or `allowlist`
     (a network of its own with only its proxy on it, which lets the operator's endpoints
-    through even to private addresses; see `EgressProxy.attach` for `wait`)."""
+    through even to private addresses; see `EgressProxy.attach` for `wait`). `joined`: a
+    network made by `proxy_for`'s proxy for this run (taken when that proxy still runs)."""
     if mode == "none":
         return direct(mode)
     if mode == "bridge":
@@ -378,7 +392,13 @@ def attach(
     if mode != "allowlist":
         raise TrimoError(f"Unknown network mode {mode!r}", "use none, allowlist or bridge")
     proxy = _proxies.get(client, runner_id, upstream_url)
-    return proxy.attach(run_id, allowed_hosts, operator, wait)
+    made_for = joined[1] if joined is not None and joined[0] is proxy else None
+    return proxy.attach(run_id, allowed_hosts, operator, wait, made_for)
+
+
+def proxy_for(client: docker.DockerClient, runner_id: str, upstream_url: str | None) -> EgressProxy:
+    """This process's egress proxy for `runner_id`, started when it is not running."""
+    return _proxies.get(client, runner_id, upstream_url)
 
 
 class _ProxyCache:

@@ -1,0 +1,9 @@
+"""Sandboxes started before their runs, so that runs started together do not queue behind
+Docker's container starts (runner.warm.box, runner.warm.pool)."""
+
+from __future__ import annotations
+
+from runner.warm.box import SERVED, BoxKey, WarmBox, WarmContainer
+from runner.warm.pool import clear, close, keep, take
+
+__all__ = ["SERVED", "BoxKey", "WarmBox", "WarmContainer", "clear", "close", "keep", "take"]
