@@ -462,9 +462,10 @@ class Attempt:
     def _container(self, spec: ContainerSpec, box: WarmBox | None) -> AgentContainer:
         """The run's container: `box`, when it was made for exactly `spec`."""
         if box is not None:
-            misfits = box.misfits(spec)
+            misfits = box.misfits(spec, self.image_id)
             if not misfits:
                 log.info("run %s: in %s, started ahead", self.request.run_id, box.container.name)
+                warm.note(self.pipeline.path, box)
                 return WarmContainer(self.host.client, spec, box)
             log.warning("run %s: the sandbox started ahead differs in %s; starting one anew",
                         self.request.run_id, ", ".join(misfits))  # fmt: skip

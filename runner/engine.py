@@ -23,7 +23,7 @@ import docker
 import docker.errors
 from pydantic import BaseModel
 
-from runner import disk, dockerclient, gitops
+from runner import disk, dockerclient, gitops, warm
 from runner.agents import get_adapter
 from runner.attempt import (
     Attempt,
@@ -525,6 +525,7 @@ class RunEngine:
         ):
             with contextlib.suppress(docker.errors.APIError):
                 found.remove(force=True)
+        warm.forget(self.client, pipeline.path)
         if request.mode == "discover":  # read-only: nothing of it is kept
             _discard_workspace(root, pipeline)
             path.unlink(missing_ok=True)

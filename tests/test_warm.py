@@ -7,9 +7,11 @@ Docker, as root)."""
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -19,6 +21,7 @@ import pytest
 
 from runner import disk, leftovers, warm
 from runner.container import ContainerSpec, create_kwargs
+from runner.errors import TrimoError
 from runner.job import Resources
 from runner.warm import mounts
 from runner.warm.box import BoxKey, Slot, WarmBox, go_message, make_box, misfits, template
@@ -28,6 +31,16 @@ from tests.conftest import unique
 pytestmark = pytest.mark.docker
 
 AGENT = "1000:1000"
+
+
+@contextmanager
+def runners_umask() -> Iterator[None]:
+    """As the runner's systemd unit runs it: UMask=0077."""
+    was = os.umask(0o077)
+    try:
+        yield
+    finally:
+        os.umask(was)
 
 
 def eventually(condition: Callable[[], bool], what: str, timeout: float = 60) -> None:
@@ -89,14 +102,15 @@ def run_spec(root: Path) -> ContainerSpec:
 
 def box_for(client: docker.DockerClient, key: BoxKey, shared: Path) -> WarmBox:
     name = f"trimo-warm-test-{uuid.uuid4().hex[:8]}"
-    return make_box(client, key, Slot(shared / name, shared / "stage" / name), name)
+    with runners_umask():
+        return make_box(client, key, Slot(shared / name, shared / "stage" / name), name)
 
 
 def run_in(
     client: docker.DockerClient, box: WarmBox, spec: ContainerSpec, script: str
 ) -> tuple[list[str], int]:
     spec = replace(spec, image=box.key.image, command=["bash", "-c", script])
-    assert box.misfits(spec) == []
+    assert box.misfits(spec, box.key.image_id) == []
     container = warm.WarmContainer(client, spec, box)
     try:
         container.start()
@@ -198,6 +212,7 @@ def test_a_run_that_asks_for_other_limits_or_mounts_does_not_fit(tmp_path: Path)
     key = BoxKey("img", "sha256:1", AGENT, Resources(memory="256m"), "none", "r")
     slot = Slot(tmp_path / "slot", tmp_path / "stage")
     made = create_kwargs(template(key, slot, "box", None))
+    made["entrypoint"] = ["bash", "-c", "the waiter"]
     spec = ContainerSpec(
         image="img",
         command=["agent"],
@@ -212,13 +227,20 @@ def test_a_run_that_asks_for_other_limits_or_mounts_does_not_fit(tmp_path: Path)
         labels={"x": "y"},
         name="trimo-run",
     )
-    assert misfits(made, create_kwargs(spec), spec) == []
+
+    def run(spec: ContainerSpec, image_id: str = "sha256:1") -> dict[str, object]:
+        return {**create_kwargs(spec), "image": image_id}
+
+    assert misfits(made, run(spec), spec) == []
+    assert misfits(made, run(spec, "sha256:2"), spec) == ["image"]
     bigger = replace(spec, resources=Resources(memory="512m"))
-    assert misfits(made, create_kwargs(bigger), bigger) == ["mem_limit", "memswap_limit"]
+    assert misfits(made, run(bigger), bigger) == ["mem_limit", "memswap_limit"]
     extra = replace(spec, writable={tmp_path / "cache": "/home/agent/.cache"})
-    assert misfits(made, create_kwargs(extra), extra) == ["volumes"]
+    assert misfits(made, run(extra), extra) == ["volumes"]
     root = replace(spec, user="0:0")
-    assert misfits(made, create_kwargs(root), root) == ["user"]
+    assert misfits(made, run(root), root) == ["user"]
+    shell = replace(spec, env={"UID": "0"})
+    assert misfits(made, run(shell), shell) == ["environment"]
 
 
 def test_what_the_waiter_reads() -> None:
@@ -227,6 +249,7 @@ def test_what_the_waiter_reads() -> None:
     assert go_message({"A=B": "1"}, ["run"]) is None
     assert go_message({"1A": "1"}, ["run"]) is None
     assert go_message({}, ["a\0b"]) is None
+    assert go_message({"UID": "0"}, ["run"]) is None, "bash will not export it"
 
 
 def test_a_new_kind_of_run_trims_the_boxes_made_for_the_last(
@@ -235,6 +258,12 @@ def test_a_new_kind_of_run_trims_the_boxes_made_for_the_last(
     pool = WarmPool()
     first = key_for(docker_client, test_image)
     pool.keep(1, tmp_path / "cache", first.runner_id)
+    with runners_umask():
+        trim(pool, first, docker_client)
+    assert mounted_below(warm_dir(tmp_path / "cache", first.runner_id)) == []
+
+
+def trim(pool: WarmPool, first: BoxKey, docker_client: docker.DockerClient) -> None:
     try:
         assert pool.take(docker_client, first) is None, "the first run of a kind starts cold"
         eventually(lambda: pool.ready() == 1, "no box was made ahead")
@@ -256,7 +285,6 @@ def test_a_new_kind_of_run_trims_the_boxes_made_for_the_last(
         box.discard()
     finally:
         pool.close()
-    assert mounted_below(warm_dir(tmp_path / "cache", first.runner_id)) == []
 
 
 def test_a_killed_runners_boxes_directories_are_unmounted_at_its_start(
@@ -273,3 +301,85 @@ def test_a_killed_runners_boxes_directories_are_unmounted_at_its_start(
     cleared = leftovers.clear(docker_client, key.runner_id, cache)  # as after a kill -9
     assert cleared.containers == 1 and cleared.unmounted >= 1
     assert mounted_below(where) == []
+
+
+@pytest.fixture
+def shared_host(tmp_path: Path) -> Iterator[Path]:
+    """A host whose mounts are shared, as under systemd: the pipeline's disk is mounted in
+    a shared mount."""
+    where = tmp_path / "host"
+    where.mkdir()
+    subprocess.run(["mount", "--bind", str(where), str(where)], check=True)
+    subprocess.run(["mount", "--make-rshared", str(where)], check=True)
+    yield where
+    subprocess.run(["umount", "-R", "--lazy", str(where)], check=True)
+
+
+def test_a_boxs_mounts_are_linked_to_no_other_copy_of_the_pipelines_disk(
+    docker_client: docker.DockerClient, test_image: str, shared: Path, shared_host: Path
+) -> None:
+    """On a shared host, a bind of the pipeline's disk joined its peer group: the box's
+    /trimo/out showed up on the host's disk, and the host's later mounts in the box."""
+    (shared_host / "pipeline").mkdir()
+    with disk.mounted(shared_host / "pipeline", disk.parse_size("64m")) as root:
+        spec = run_spec(root)
+        before = mounted_below(shared_host)
+        box = box_for(docker_client, key_for(docker_client, test_image), shared)
+        assert box.claim()
+        spec = replace(spec, image=box.key.image, command=["bash", "-c",
+            "while [ ! -e /workspace/go-on ]; do sleep 0.05; done;"
+            "echo later=$(grep -c ' /workspace/later ' /proc/self/mountinfo)"])  # fmt: skip
+        container = warm.WarmContainer(docker_client, spec, box)
+        try:
+            container.start()
+            on_host = mounted_below(shared_host)
+            (root / "workspace" / "later").mkdir()
+            subprocess.run(["mount", "-t", "tmpfs", "later", str(root / "workspace" / "later")],
+                           check=True)  # fmt: skip
+            (root / "workspace" / "go-on").touch()
+            lines = list(container.lines())
+            subprocess.run(["umount", str(root / "workspace" / "later")], check=True)
+        finally:
+            container.remove()
+    assert on_host == before, "the box's mounts appeared on the host"
+    assert lines == ["later=0"], "a mount the host made later reached the box"
+
+
+def test_a_box_that_does_not_read_its_run_holds_no_one(
+    docker_client: docker.DockerClient, test_image: str, shared: Path, run_dirs: ContainerSpec
+) -> None:
+    """A frozen waiter, and a run larger than a pipe holds: the host gives up in time."""
+    box = box_for(docker_client, key_for(docker_client, test_image), shared)
+    try:
+        assert box.claim()
+        box.container.pause()
+        spec = replace(run_dirs, image=box.key.image, env={"BIG": "x" * 200_000})
+        started = time.monotonic()
+        with pytest.raises(TrimoError, match="did not take its run in time"):
+            box.begin(spec, timeout=1)
+        assert time.monotonic() - started < 10
+        box.container.unpause()
+    finally:
+        box.discard()
+    assert mounted_below(shared) == [str(shared), str(shared / "stage")]
+
+
+def test_the_box_of_a_run_a_killed_runner_left_is_found_by_its_pipeline(
+    docker_client: docker.DockerClient, test_image: str, shared: Path, tmp_path: Path
+) -> None:
+    """A box has no label of its run's: a process taking over the run finds it by the note
+    in the pipeline's directory, and removes it before it saves the run's work."""
+    box = box_for(docker_client, key_for(docker_client, test_image), shared)
+    pipeline = tmp_path / "pipelinedir"
+    pipeline.mkdir()
+    try:
+        warm.note(pipeline, box)
+        warm.forget(docker_client, pipeline)
+        with pytest.raises(docker.errors.NotFound):
+            docker_client.containers.get(box.container.id)
+        assert not (pipeline / "warm-box").exists()
+        (pipeline / "warm-box").write_text("../../etc/passwd")
+        warm.forget(docker_client, pipeline)  # not an id: nothing is asked of Docker
+        assert not (pipeline / "warm-box").exists()
+    finally:
+        box.discard()

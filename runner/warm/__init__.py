@@ -3,7 +3,18 @@ Docker's container starts (runner.warm.box, runner.warm.pool)."""
 
 from __future__ import annotations
 
-from runner.warm.box import SERVED, BoxKey, WarmBox, WarmContainer
+from runner.warm.box import SERVED, BoxKey, WarmBox, WarmContainer, forget, note
 from runner.warm.pool import clear, close, keep, take
 
-__all__ = ["SERVED", "BoxKey", "WarmBox", "WarmContainer", "clear", "close", "keep", "take"]
+__all__ = [
+    "SERVED",
+    "BoxKey",
+    "WarmBox",
+    "WarmContainer",
+    "clear",
+    "close",
+    "forget",
+    "keep",
+    "note",
+    "take",
+]

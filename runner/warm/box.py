@@ -35,6 +35,7 @@ from runner.container import (
     HOME_MOUNT,
     LABEL_RUNNER,
     OUT_MOUNT,
+    READY_LINE,
     WORKSPACE_MOUNT,
     AgentContainer,
     ContainerSpec,
@@ -48,6 +49,7 @@ from runner.network.egress import EgressProxy, Joined
 from runner.warm import mounts
 
 LABEL_WARM = "dev.trimo.warm"
+BOX_FILE = "warm-box"
 GO_MOUNT = "/trimo-go"
 HOLD_SECONDS = 30.0
 """How long a box just started may take to wait on its pipe."""
@@ -64,7 +66,7 @@ exec "${{go[@]:n+1}}"
 """The box's process until its run begins: it blocks on the pipe, then exports the run's
 variables and becomes the run's command (no `eval`: values are never read as code)."""
 SERVED: frozenset[NetworkMode] = frozenset({"none", "allowlist"})
-PER_RUN = frozenset({"command", "name", "labels", "environment", "volumes"})
+PER_RUN = frozenset({"command", "name", "labels", "environment", "volumes", "entrypoint"})
 """What a run sets in its box when it takes it; every other setting must be the box's."""
 RUN_MOUNTS = {
     WORKSPACE_MOUNT: "rw",
@@ -73,6 +75,10 @@ RUN_MOUNTS = {
     HOME_MOUNT: "rw",
 }
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+READ_ONLY = frozenset({"BASHOPTS", "BASH_VERSINFO", "EUID", "PPID", "SHELLOPTS", "UID"})
+"""Names bash will not export: the waiter would fail on them."""
+WRITE_SECONDS = 10.0
+"""How long the waiter may take to read its run."""
 
 
 @dataclass(frozen=True)
@@ -81,6 +87,7 @@ class BoxKey:
 
     image: str
     image_id: str
+    """The image's id when the run asked for it: boxes are made from the id, not the tag."""
     user: str
     resources: Resources
     network: NetworkMode
@@ -93,14 +100,16 @@ def go_message(env: Mapping[str, str], command: Sequence[str]) -> bytes | None:
     each ended by a NUL; None when it cannot be said so (a NUL in a value, a name a shell
     cannot export)."""
     items = [f"{name}={value}" for name, value in env.items()]
-    if not all(_NAME.match(name) for name in env) or any("\0" in s for s in [*items, *command]):
+    if any(not _NAME.match(name) or name in READ_ONLY for name in env):
+        return None
+    if any("\0" in s for s in [*items, *command]):
         return None
     return b"".join(f"{part}\0".encode() for part in [str(len(items)), *items, *command])
 
 
 def misfits(box: Mapping[str, Any], run: Mapping[str, Any], spec: ContainerSpec) -> list[str]:
-    """The settings of a run's container (`run`, from `create_kwargs(spec)`) that the box,
-    made with `box`, does not have; empty when the run can take it."""
+    """The settings of a run's container (`run`, from `create_kwargs(spec)`, its image by id)
+    that the box, made with `box`, does not have; empty when the run can take it."""
     found = [
         name
         for name in sorted(box.keys() | run.keys())
@@ -109,6 +118,8 @@ def misfits(box: Mapping[str, Any], run: Mapping[str, Any], spec: ContainerSpec)
     volumes = {v["bind"]: v["mode"] for v in run.get("volumes", {}).values()}
     if volumes != RUN_MOUNTS or spec.home is None or spec.out_dir != spec.context_dir / "out":
         found.append("volumes")
+    if go_message(run.get("environment", {}), spec.command) is None:
+        found.append("environment")
     return found
 
 
@@ -124,9 +135,14 @@ class Slot:
         return self.path / "go"
 
     def make(self) -> None:
+        """Its directories and pipe, with their modes whatever the umask (the runner's unit
+        sets 0077: a pipe only root may read would leave every waiter out)."""
         for name in ("workspace", "context", "home"):
-            (self.path / name).mkdir(parents=True, mode=0o755)
-        os.mkfifo(self.go, 0o644)
+            (self.path / name).mkdir(parents=True)
+            (self.path / name).chmod(0o755)
+        self.path.chmod(0o755)
+        os.mkfifo(self.go)
+        self.go.chmod(0o644)
         self.stage.mkdir(mode=0o700)
 
     def volumes(self) -> dict[str, dict[str, str]]:
@@ -164,8 +180,8 @@ class Slot:
 def template(key: BoxKey, slot: Slot, name: str, network_name: str | None) -> ContainerSpec:
     """The spec a box is made with: a run's, but for its directories, command and labels."""
     return ContainerSpec(
-        image=key.image,
-        command=["bash", "-c", WAITER],
+        image=key.image_id,
+        command=["trimo-waiter"],
         workspace=slot.path / "workspace",
         context_dir=slot.path / "context",
         out_dir=slot.path / "context" / "out",
@@ -198,17 +214,22 @@ class WarmBox:
         """Wait for its waiter to open the pipe, and hold the writing end from then on: the
         box is ready. TrimoError when the waiter did not come."""
         deadline = time.monotonic() + timeout
+        tries = 0
         while True:
             try:
                 self._writer = os.open(self.slot.go, os.O_WRONLY | os.O_NONBLOCK)
-                break
+                return
             except OSError as exc:
                 if exc.errno != errno.ENXIO or time.monotonic() > deadline:
                     raise TrimoError(
                         f"A sandbox started ahead did not wait for a run: {exc}"
                     ) from exc
+            tries += 1
+            if tries % 50 == 0:
+                self.container.reload()
+                if self.container.status != "running":
+                    raise TrimoError("A sandbox started ahead ended before it waited for a run.")
             time.sleep(0.01)
-        os.set_blocking(self._writer, True)
 
     def claim(self) -> bool:
         """Whether its waiter is still there (its pipe has a reader)."""
@@ -218,22 +239,29 @@ class WarmBox:
         poll.register(self._writer, select.POLLOUT)
         return not any(events & (select.POLLERR | select.POLLHUP) for _, events in poll.poll(0))
 
-    def misfits(self, spec: ContainerSpec) -> list[str]:
-        return misfits(self.kwargs, create_kwargs(spec), spec)
+    def misfits(self, spec: ContainerSpec, image_id: str) -> list[str]:
+        """What the run of `spec` (its image `image_id`) asks for that this box has not."""
+        return misfits(self.kwargs, {**create_kwargs(spec), "image": image_id}, spec)
 
-    def begin(self, spec: ContainerSpec) -> None:
+    def begin(self, spec: ContainerSpec, timeout: float = WRITE_SECONDS) -> None:
         """Give the box `spec`'s directories, environment and command: the run begins."""
         run = create_kwargs(spec)
         message = go_message(run["environment"], [*self.entrypoint, *spec.command])
         if message is None or self._writer is None:
-            raise TrimoError("The run's variables cannot be handed to a prepared sandbox.")
+            raise TrimoError("The run's variables cannot be handed to a sandbox started ahead.")
         self.slot.fill(spec)
+        deadline = time.monotonic() + timeout
+        poll = select.poll()
+        poll.register(self._writer, select.POLLOUT)
         try:
             view = memoryview(message)
             while view:
+                left = deadline - time.monotonic()
+                if left <= 0 or not poll.poll(left * 1000):
+                    raise TrimoError("The sandbox started ahead did not take its run in time.")
                 view = view[os.write(self._writer, view) :]
         except OSError as exc:
-            raise TrimoError(f"The prepared sandbox went away before its run began: {exc}") from exc
+            raise TrimoError(f"The sandbox started ahead went away before its run: {exc}") from exc
         finally:
             self._close_writer()
 
@@ -265,6 +293,7 @@ def make_box(client: docker.DockerClient, key: BoxKey, slot: Slot, name: str) ->
         network_name = str(joined[1][0].name) if joined else None
         kwargs = create_kwargs(template(key, slot, name, network_name))
         kwargs["volumes"] = slot.volumes()
+        kwargs["entrypoint"] = ["bash", "-c", WAITER]
         config = client.images.get(key.image_id).attrs.get("Config") or {}
         container = client.containers.create(**kwargs)
     except BaseException:
@@ -282,6 +311,23 @@ def make_box(client: docker.DockerClient, key: BoxKey, slot: Slot, name: str) ->
     return box
 
 
+def note(pipeline: Path, box: WarmBox) -> None:
+    """Say in the pipeline's directory which box its run is in: a box has no label of the
+    run's, and a process that takes over a killed one's runs must find it (`forget`)."""
+    (pipeline / BOX_FILE).write_text(str(box.container.id))
+
+
+def forget(client: docker.DockerClient, pipeline: Path) -> None:
+    """Remove the box noted for the pipeline's last run, if it is still there."""
+    noted = pipeline / BOX_FILE
+    with contextlib.suppress(FileNotFoundError):
+        container_id = noted.read_text().strip()
+        if re.fullmatch(r"[0-9a-f]{12,64}", container_id):
+            with contextlib.suppress(docker.errors.APIError):
+                client.containers.get(container_id).remove(force=True)
+        noted.unlink()
+
+
 class WarmContainer(AgentContainer):
     """A run's container that is a warm box: started by handing the box the run."""
 
@@ -291,6 +337,14 @@ class WarmContainer(AgentContainer):
 
     def start(self) -> None:
         self.box.begin(self.spec)
+
+    def first_line(self) -> str:
+        line = super().first_line()
+        if line != READY_LINE and self.box.container.wait(timeout=10).get("StatusCode") == (
+            WAITER_FAILED
+        ):
+            raise TrimoError("The sandbox started ahead could not begin the run.")
+        return line
 
     def remove(self) -> None:
         super().remove()

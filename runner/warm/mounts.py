@@ -62,9 +62,13 @@ def private_stage(path: Path) -> None:
 
 def place(source: Path, target: Path, stage: Path, read_only: bool) -> None:
     """Bind `source` on `target` (a directory a sandbox shares), nosuid and nodev, and
-    read-only when asked, through the empty directory `stage` on a private mount."""
+    read-only when asked, through the empty directory `stage` on a private mount; linked
+    to no other copy of `source`'s mount."""
     _mount(str(source), stage, None, MS_BIND)
     try:
+        # A bind of a shared mount joins its peer group: mounts made later under the
+        # pipeline's disk would reach the box, and the box's under the disk's other copies.
+        _mount(None, stage, None, MS_PRIVATE)
         flags = MS_REMOUNT | MS_BIND | MS_NOSUID | MS_NODEV | (MS_RDONLY if read_only else 0)
         _mount(None, stage, None, flags)
         _mount(str(stage), target, None, MS_MOVE)

@@ -22,6 +22,7 @@ from pathlib import Path
 import docker
 
 from runner.ahead import MadeAhead
+from runner.errors import TrimoError
 from runner.warm import mounts
 from runner.warm.box import BoxKey, Slot, WarmBox, make_box
 
@@ -47,6 +48,7 @@ class WarmPool:
         self._keep = 0
         self._dir: Path | None = None
         self._mounted = False
+        self._closed = False
         self._boxes: tuple[BoxKey, MadeAhead[WarmBox]] | None = None
 
     def keep(self, count: int, cache_dir: Path, runner_id: str) -> None:
@@ -57,6 +59,7 @@ class WarmPool:
         with self._lock:
             self._keep = count
             self._dir = warm_dir(cache_dir, runner_id)
+            self._closed = False
 
     def take(self, client: docker.DockerClient, key: BoxKey) -> WarmBox | None:
         """A started box for `key` that no run had, or None (and boxes for `key` are made
@@ -66,7 +69,7 @@ class WarmPool:
                 return None
             if self._boxes is None or self._boxes[0] != key:
                 old, self._boxes = self._boxes, (key, self._made_ahead(client, key, self._dir))
-                self._boxes[1].fill()
+                self._boxes[1].take_ready()  # as taken now: made once the runner is quiet
                 if old is not None:
                     threading.Thread(target=old[1].close, name="warm-trim", daemon=True).start()
                 return None
@@ -89,10 +92,12 @@ class WarmPool:
         with self._lock:
             boxes, self._boxes = self._boxes, None
             self._keep = 0
-            mounted, self._mounted = self._mounted, False
+            self._closed = True
             where = self._dir
         if boxes is not None:
-            boxes[1].close()
+            boxes[1].close()  # waits for a box being made
+        with self._lock:
+            mounted, self._mounted = self._mounted, False
         if mounted and where is not None:
             mounts.detach(where)
 
@@ -108,6 +113,8 @@ class WarmPool:
 
     def _mount(self, where: Path) -> None:
         with self._lock:
+            if self._closed:
+                raise TrimoError("this runner is stopping: no more sandboxes are made ahead")
             if self._mounted:
                 return
             mounts.detach(where)
