@@ -31,12 +31,15 @@ import os
 import re
 import secrets
 import socket
+import stat
+import tempfile
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit
 
 import docker
@@ -63,6 +66,12 @@ SLOT_BYTES = LOG_BYTES + 128 * 1024
 """Room for one run's files in the proxy's tmpfs."""
 SPARE_MAX = 8
 """The most networks a runner makes ahead (one for each run it may start at once)."""
+ASK_SECONDS = 120.0
+"""How long a request to the proxy may take (tinyproxy starting on a busy machine)."""
+MAX_ANSWER = 8 << 20
+"""The most of an answer of the proxy's that is read (a stop's report of blocked hosts)."""
+CONTROL_MOUNT = "/run/trimo-control"
+"""Where the proxy container has its control directory (sandbox/proxy/trimo-egress)."""
 DEAD_DNS = ["127.0.0.1"]
 """The agent container's DNS upstream: nothing listens there, so outside names never resolve."""
 NO_PROXY = "localhost,127.0.0.1,::1"
@@ -208,6 +217,31 @@ def _short(runner_id: str) -> str:
     return hashlib.sha256(runner_id.encode()).hexdigest()[:12]
 
 
+def control_socket(runner_id: str) -> Path:
+    """Where `runner_id`'s proxy answers this host (a directory only its user may enter;
+    short, as a socket's path must be)."""
+    if os.geteuid() == 0:
+        base = Path("/run/trimo")
+    else:
+        base = Path(os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()) / (
+            f"trimo-{os.geteuid()}"
+        )
+    return base / f"egress-{_short(runner_id)}" / "egress.sock"
+
+
+def _make_private(directory: Path) -> None:
+    """`directory` and its parent made when missing, this user's only; TrimoError when one
+    is not a directory of this user's (someone else's, or a link)."""
+    for path in (directory.parent, directory):
+        with contextlib.suppress(FileExistsError):
+            path.mkdir(mode=0o700)
+        found = path.lstat()
+        if not stat.S_ISDIR(found.st_mode) or found.st_uid != os.geteuid():
+            raise TrimoError(f"{path} is not a directory of this user's: the egress proxy "
+                             "cannot be asked there")  # fmt: skip
+        path.chmod(0o700)
+
+
 class EgressProxy:
     """This runner's egress proxy container, its outward network, and the networks made
     ahead for its next runs."""
@@ -250,13 +284,17 @@ class EgressProxy:
             upstream = _reachable_upstream(upstream, outward)
         exempt = f"{upstream.host}:{upstream.port}" if upstream else ""
         image_id = client.images.get(image).id
-        config = hashlib.sha256(f"{image_id}\0{exempt}".encode()).hexdigest()[:12]
+        control = control_socket(runner_id)
+        _make_private(control.parent)
+        config = hashlib.sha256(f"{image_id}\0{exempt}\0{control}".encode()).hexdigest()[:12]
         container = _running(client, name)
-        if container is not None and container.labels.get(f"{LABEL_EGRESS}.config") != config:
+        if container is not None and (
+            container.labels.get(f"{LABEL_EGRESS}.config") != config or not control.is_socket()
+        ):
             container.remove(force=True)
             container = None
         if container is None:
-            container = _start(client, name, image, outward, exempt, labels, config)
+            container = _start(client, name, image, outward, exempt, labels, config, control)
         proxy = cls(client, container, runner_id, upstream, spare)
         proxy.spares.fill()
         return proxy
@@ -290,18 +328,11 @@ class EgressProxy:
 
         def start() -> None:
             try:
-                code, output = self.container.exec_run(
-                    ["trimo-egress", "start", run_id],
-                    environment={
-                        "TRIMO_CONF": conf,
-                        "TRIMO_FILTER": allowed,
-                        "TRIMO_OPERATOR": exempt,
-                    },
-                )
-            except docker.errors.APIError as exc:
-                code, output = 1, str(exc).encode()
+                code, output = self.ask("start", run_id, conf, allowed, exempt)
+            except TrimoError as exc:
+                code, output = 1, str(exc)
             if code != 0:
-                text = output.decode(errors="replace").strip()
+                text = output.strip()
                 raise TrimoError(f"The egress proxy could not start for this run: {text[-400:]}")
 
         starting = None
@@ -360,14 +391,39 @@ class EgressProxy:
             network.disconnect(self.container, force=True)
         tenant.remove(network)
 
+    def ask(self, *fields: str, timeout: float = ASK_SECONDS) -> tuple[int, str]:
+        """The proxy's answer to one request (sandbox/proxy/trimo-egress `handle`): its
+        status and output. TrimoError when it does not answer."""
+        if any("\0" in field for field in fields):
+            raise TrimoError("A request to the egress proxy cannot hold a NUL.")
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+                conn.settimeout(timeout)
+                conn.connect(str(control_socket(self.runner_id)))
+                conn.sendall(b"".join(field.encode() + b"\0" for field in fields))
+                conn.shutdown(socket.SHUT_WR)
+                while (chunk := conn.recv(1 << 16)) and size < MAX_ANSWER:
+                    chunks.append(chunk)
+                    size += len(chunk)
+        except OSError as exc:
+            raise TrimoError(f"The egress proxy did not answer: {exc}") from exc
+        text = b"".join(chunks)[:MAX_ANSWER].decode(errors="replace")
+        body, _, last = text.rstrip("\n").rpartition("\n")
+        status = last.removeprefix("trimo-egress-exit ")
+        if last == status or not status.isdigit():
+            return 1, f"{text[-400:]} (the egress proxy's answer was cut short)"
+        return int(status), body
+
     def _stop(self, run_id: str, joined: Joined) -> BlockedHosts:
         try:
-            _code, output = self.container.exec_run(["trimo-egress", "stop", run_id])
-        except docker.errors.APIError:
+            _code, output = self.ask("stop", run_id)
+        except TrimoError:
             return {}
         finally:
             self.spares.done(joined)
-        return blocked_hosts(output.decode(errors="replace"))
+        return blocked_hosts(output)
 
 
 def attach(
@@ -501,6 +557,7 @@ def _start(
     exempt: str,
     labels: Mapping[str, str],
     config: str,
+    control: Path,
 ) -> Container:
     try:
         container: Container = client.containers.run(
@@ -525,6 +582,7 @@ def _start(
             # Each run's files and log live here, each run's log capped (trimo-egress): they
             # fit for every slot at once, and are never on the host's disk.
             tmpfs={"/run/trimo": f"rw,nosuid,nodev,size={SLOTS * SLOT_BYTES},mode=0755"},
+            volumes={str(control.parent): {"bind": CONTROL_MOUNT, "mode": "rw"}},
             log_config={"type": "json-file", "config": {"max-size": "16m", "max-file": "1"}},
             restart_policy={"Name": "unless-stopped"},
         )
