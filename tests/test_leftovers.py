@@ -37,6 +37,7 @@ from runner.previews.job import (
     preview_event_adapter,
 )
 from runner.redisurl import redis_settings
+from runner.warm.pool import warm_dir
 from tests import preview_app
 from tests.conftest import free_port, git
 from tests.engine_helpers import make_request
@@ -322,13 +323,17 @@ def test_a_killed_runner_started_again_removes_its_leftovers_and_no_one_elses(
     try:
         killed.start(redis_url)
         other.start(redis_url)
-        # the run's agent, the preview, the egress proxy; the proxy's way out, the run's and
-        # the preview's networks, and the one the runner makes ahead for its next run
-        wait_until(
-            "the runner made a network ahead",
-            lambda: [len(found) for found in owned(docker_client, killed.runner_id)] == [3, 4],
-            timeout=120,
-        )
+        # the run's agent, the preview, the egress proxy, the sandbox started ahead for the
+        # next run; the proxy's way out, the run's, the preview's and the sandbox's
+        # networks, and the one the runner makes ahead for its next run
+        for runner_id in ids:
+            wait_until(
+                "the runner made a network and a sandbox ahead",
+                lambda owner=runner_id: [len(c) for c in owned(docker_client, owner)] == [4, 5],
+                timeout=120,
+            )
+        warm_tmpfs = warm_dir(cache, killed.runner_id)
+        assert os.path.ismount(warm_tmpfs)
         left_containers, left_networks = owned(docker_client, killed.runner_id)
         theirs = owned(docker_client, other.runner_id)
         assert os.path.ismount(killed.disk_root) and killed.checkout.is_dir()
@@ -353,8 +358,9 @@ def test_a_killed_runner_started_again_removes_its_leftovers_and_no_one_elses(
         assert "runner stopped" in finished.reason
         assert owned(docker_client, killed.runner_id) == ([], [])
         assert not os.path.ismount(killed.disk_root)
+        assert not os.path.ismount(warm_tmpfs)
         assert not killed.checkout.exists()
-        assert "removed what an earlier process left: 3 container(s), 4 network(s)" in (
+        assert "removed what an earlier process left: 4 container(s), 5 network(s)" in (
             again.output()
         )
         # The other runner's run, preview, proxy, networks, disk and checkout are untouched.
@@ -362,7 +368,7 @@ def test_a_killed_runner_started_again_removes_its_leftovers_and_no_one_elses(
         running = {c.name: c.status for c in docker_client.containers.list(
             all=True, filters={"label": f"{LABEL_RUNNER}={other.runner_id}"}
         )}  # fmt: skip
-        assert set(running.values()) == {"running"} and len(running) == 2
+        assert set(running.values()) == {"running"} and len(running) == 3  # with its sandbox
         [proxy] = docker_client.containers.list(
             filters={"label": f"{LABEL_EGRESS}={other.runner_id}"}
         )
