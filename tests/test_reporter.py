@@ -467,6 +467,31 @@ async def test_github_failing_one_run_holds_back_no_other(world: World) -> None:
     assert await world.reporter.parked() == []
 
 
+async def test_a_comment_owed_anew_while_it_is_written_is_written_again_at_once(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The run's end came while its comment was being written: the comment's lane goes again
+    in the same step (it used to wait for the next, up to a second later in the App)."""
+    number, run_id = await world.accept("racing")
+    await world.started(run_id)
+    comment = world.reporter.comment
+    real = comment.catch_up
+    passes = 0
+
+    async def racing(target: Any) -> None:
+        nonlocal passes
+        passes += 1
+        await real(target)
+        if passes == 1:  # the run's end arrives while this write is under way
+            await world.reporter.handle(run_id, finished(run_id))
+
+    monkeypatch.setattr(comment, "catch_up", racing)
+    await world.reporter.step()
+    assert passes == 2
+    assert any("finished after" in body for body in world.bot_comments(number))
+    assert await world.owed() == 0
+
+
 async def test_a_slow_answer_holds_back_only_its_run(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -77,11 +77,11 @@ async def lease(redis: aioredis.Redis, member: str) -> int | None:
     return until if changed else None
 
 
-async def release(redis: aioredis.Redis, member: str, leased: int, again_in: float | None) -> None:
+async def release(redis: aioredis.Redis, member: str, leased: int, again_in: float | None) -> bool:
     """Done with the lane: gone (`again_in` None) or due again in `again_in` seconds, unless
-    the run owed it anew meanwhile (then it stays due as that says)."""
+    the run owed it anew meanwhile (then it stays due as that says, and this is False)."""
     again = "" if again_in is None else str(_ms(again_in))
-    await settle(redis.eval(_SETTLE, 1, OWED, member, str(leased), again))
+    return bool(await settle(redis.eval(_SETTLE, 1, OWED, member, str(leased), again)))
 
 
 async def failed_try(redis: aioredis.Redis, member: str) -> int:

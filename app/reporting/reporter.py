@@ -116,6 +116,9 @@ RUN_LOCK_BUSY_SECONDS: Final = 0.5
 """How long a run another process is reporting waits before this one looks again."""
 MAKING_WAIT_SECONDS: Final = 0.05
 """How long a run whose check run is being made waits before the reporter looks again."""
+LANE_PASSES: Final = 3
+"""A lane owed anew while it ran goes again at once, this many times in all (then it waits
+for the next step, so that a run's stream of events cannot hold a slot for ever)."""
 IDLE_BLOCK_MS: Final = 1000
 """How long a read of the stream waits for new events when no run waits its turn."""
 BUSY_LOOK_SECONDS: Final = 0.05
@@ -544,17 +547,22 @@ class Reporter:
         async with self._slots, self._run_lock(member) as mine:
             if not mine:
                 return  # another process has the lane; it stays owed
-            leased = await owed.lease(self.redis, member)
-            if leased is None:
-                return  # done meanwhile
-            with logs.log_context(run_id=run_id):
-                try:
-                    await self._catch_up(run_id, channel)
-                except Exception as exc:
-                    await self._lane_failed(member, leased, run_id, channel, exc)
+            for _ in range(LANE_PASSES):
+                leased = await owed.lease(self.redis, member)
+                if leased is None:
+                    return  # done meanwhile
+                with logs.log_context(run_id=run_id):
+                    try:
+                        await self._catch_up(run_id, channel)
+                    except Exception as exc:
+                        await self._lane_failed(member, leased, run_id, channel, exc)
+                        return
+                    done = await owed.release(self.redis, member, leased, None)
+                    await owed.forget_tries(self.redis, member)
+                if done:
                     return
-                await owed.release(self.redis, member, leased, None)
-                await owed.forget_tries(self.redis, member)
+                # Owed anew while it ran (the run's next event, say its end): once more now,
+                # not at the next step.
 
     async def _catch_up(self, run_id: str, channel: Channel) -> None:
         located = await self.services.pipelines.get_run(run_id)
