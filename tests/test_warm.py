@@ -87,6 +87,11 @@ def run_spec(root: Path) -> ContainerSpec:
         os.chown(root / name, 1000, 1000)
     (root / "workspace" / "kept.txt").write_text("the agent's earlier work\n")
     (root / "io" / "prompt.md").write_text("do the thing\n")
+    return spec_at(root)
+
+
+def spec_at(root: Path) -> ContainerSpec:
+    """A run's spec, its directories where the engine puts them under the disk's `root`."""
     return ContainerSpec(
         image="",
         command=[],
@@ -213,15 +218,10 @@ def test_a_run_that_asks_for_other_limits_or_mounts_does_not_fit(tmp_path: Path)
     slot = Slot(tmp_path / "slot", tmp_path / "stage")
     made = create_kwargs(template(key, slot, "box", None))
     made["entrypoint"] = ["bash", "-c", "the waiter"]
-    spec = ContainerSpec(
+    spec = replace(
+        spec_at(tmp_path),
         image="img",
         command=["agent"],
-        workspace=tmp_path / "w",
-        context_dir=tmp_path / "io",
-        out_dir=tmp_path / "io" / "out",
-        home=tmp_path / "h",
-        user=AGENT,
-        network="none",
         resources=Resources(memory="256m"),
         env={"A": "1"},
         labels={"x": "y"},
