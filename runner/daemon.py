@@ -323,12 +323,14 @@ class RunnerDaemon:
         return list(allowed) or sorted({contract.DEFAULT_IMAGE, self.settings.image})
 
     async def look_at_images(self) -> None:
-        """What Docker has of this runner's images, for the heartbeat (`trimo doctor`)."""
+        """What Docker has of this runner's images, for the heartbeat (`trimo doctor`); the
+        sandboxes started ahead go when their image was rebuilt."""
         loop = asyncio.get_running_loop()
         try:
             self.images = await loop.run_in_executor(
                 None, images.inventory, self.engine.client, self.agent_images()
             )
+            await loop.run_in_executor(None, warm.trim_stale, self.engine.client)
         except (docker.errors.DockerException, TrimoError) as exc:
             log.warning("could not look at this runner's images: %s", exc)
             self.images = []

@@ -383,3 +383,29 @@ def test_the_box_of_a_run_a_killed_runner_left_is_found_by_its_pipeline(
         assert not (pipeline / "warm-box").exists()
     finally:
         box.discard()
+
+
+def test_the_boxes_go_when_their_image_is_rebuilt(
+    docker_client: docker.DockerClient, test_image: str, tmp_path: Path
+) -> None:
+    tag = f"trimo-warm-test:{uuid.uuid4().hex[:8]}"
+    docker_client.images.get(test_image).tag(tag)
+    key = replace(key_for(docker_client, test_image), image=tag)
+    pool = WarmPool()
+    pool.keep(1, tmp_path / "cache", key.runner_id)
+    try:
+        with runners_umask():
+            assert pool.take(docker_client, key) is None
+            eventually(lambda: pool.ready() == 1, "no box was made ahead")
+        assert not pool.trim_stale(docker_client), "the image is the same"
+        [made] = docker_client.containers.list(
+            sparse=True, filters={"label": f"dev.trimo.runner={key.runner_id}"}
+        )
+        docker_client.images.get("debian:bookworm-slim").tag(tag)  # rebuilt, say
+        assert pool.trim_stale(docker_client)
+        with pytest.raises(docker.errors.NotFound):
+            docker_client.containers.get(made.id)
+        assert pool.ready() == 0
+    finally:
+        pool.close()
+        docker_client.images.remove(tag)

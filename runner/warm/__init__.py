@@ -4,7 +4,7 @@ Docker's container starts (runner.warm.box, runner.warm.pool)."""
 from __future__ import annotations
 
 from runner.warm.box import SERVED, BoxKey, WarmBox, WarmContainer, forget, note
-from runner.warm.pool import clear, close, keep, take
+from runner.warm.pool import clear, close, keep, take, trim_stale
 
 __all__ = [
     "SERVED",
@@ -17,4 +17,5 @@ __all__ = [
     "keep",
     "note",
     "take",
+    "trim_stale",
 ]

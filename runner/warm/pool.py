@@ -20,6 +20,7 @@ import threading
 from pathlib import Path
 
 import docker
+import docker.errors
 
 from runner.ahead import MadeAhead
 from runner.errors import TrimoError
@@ -81,6 +82,26 @@ class WarmPool:
             boxes.done(box)
         return None
 
+    def trim_stale(self, client: docker.DockerClient) -> bool:
+        """Remove the boxes when their image's tag names another image now (rebuilt);
+        whether it did."""
+        with self._lock:
+            boxes = self._boxes
+        if boxes is None:
+            return False
+        key = boxes[0]
+        try:
+            current = client.images.get(key.image).id
+        except docker.errors.ImageNotFound:
+            current = None
+        with self._lock:
+            if current == key.image_id or self._boxes is not boxes:
+                return False
+            self._boxes = None
+        log.info("the image %s changed: the sandboxes started ahead for it are removed", key.image)
+        boxes[1].close()
+        return True
+
     def ready(self) -> int:
         """How many boxes are ready."""
         with self._lock:
@@ -126,4 +147,5 @@ class WarmPool:
 _pool = WarmPool()
 keep = _pool.keep
 take = _pool.take
+trim_stale = _pool.trim_stale
 close = _pool.close
