@@ -136,7 +136,14 @@ def test_a_run_in_a_box_has_its_directories_flags_and_variables(
     box = box_for(docker_client, key_for(docker_client, test_image), shared)
     assert box.claim()
     spec = replace(
-        run_dirs, env={"GREETING": "two words", "TRICK": "$(touch /tmp/ran)`touch /tmp/ran`"}
+        run_dirs,
+        env={
+            "GREETING": "two words",
+            "TRICK": "$(touch /tmp/ran)`touch /tmp/ran`",
+            "n": "5",  # names a waiter could have used for itself
+            "go": "echo forged",
+            "i": "0",
+        },
     )
     lines, code = run_in(
         docker_client, box, spec,
@@ -250,6 +257,7 @@ def test_what_the_waiter_reads() -> None:
     assert go_message({"1A": "1"}, ["run"]) is None
     assert go_message({}, ["a\0b"]) is None
     assert go_message({"UID": "0"}, ["run"]) is None, "bash will not export it"
+    assert go_message({"_trimo_command": "sh"}, ["run"]) is None, "the waiter's own name"
 
 
 def test_a_new_kind_of_run_trims_the_boxes_made_for_the_last(

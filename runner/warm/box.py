@@ -55,16 +55,19 @@ HOLD_SECONDS = 30.0
 """How long a box just started may take to wait on its pipe."""
 WAITER_FAILED = 87
 WAITER = f"""exec 3<{GO_MOUNT} || exit {WAITER_FAILED}
-mapfile -d '' -u 3 go
+mapfile -d '' -u 3 _trimo_go
 exec 3<&-
-n=${{go[0]:-}}
-[[ $n =~ ^[0-9]+$ ]] || exit {WAITER_FAILED}
-for ((i = 1; i <= n; i++)); do export "${{go[i]}}" || exit {WAITER_FAILED}; done
+[[ ${{_trimo_go[0]:-}} =~ ^[0-9]+$ ]] || exit {WAITER_FAILED}
+_trimo_env=("${{_trimo_go[@]:1:_trimo_go[0]}}")
+_trimo_command=("${{_trimo_go[@]:_trimo_go[0]+1}}")
+for _trimo_each in "${{_trimo_env[@]}}"; do export "$_trimo_each" || exit {WAITER_FAILED}; done
 cd {WORKSPACE_MOUNT} || exit {WAITER_FAILED}
-exec "${{go[@]:n+1}}"
+exec "${{_trimo_command[@]}}"
 """
 """The box's process until its run begins: it blocks on the pipe, then exports the run's
-variables and becomes the run's command (no `eval`: values are never read as code)."""
+variables and becomes the run's command (no `eval`: values are never read as code). The
+command is set aside before any variable is exported, and the run's names cannot be its
+own (`_trimo_…`), so no variable of the run's changes what it becomes."""
 SERVED: frozenset[NetworkMode] = frozenset({"none", "allowlist"})
 PER_RUN = frozenset({"command", "name", "labels", "environment", "volumes", "entrypoint"})
 """What a run sets in its box when it takes it; every other setting must be the box's."""
@@ -77,6 +80,8 @@ RUN_MOUNTS = {
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 READ_ONLY = frozenset({"BASHOPTS", "BASH_VERSINFO", "EUID", "PPID", "SHELLOPTS", "UID"})
 """Names bash will not export: the waiter would fail on them."""
+OWN_PREFIX = "_trimo_"
+"""The waiter's own names, which no run's variable may have."""
 WRITE_SECONDS = 10.0
 """How long the waiter may take to read its run."""
 
@@ -100,7 +105,9 @@ def go_message(env: Mapping[str, str], command: Sequence[str]) -> bytes | None:
     each ended by a NUL; None when it cannot be said so (a NUL in a value, a name a shell
     cannot export)."""
     items = [f"{name}={value}" for name, value in env.items()]
-    if any(not _NAME.match(name) or name in READ_ONLY for name in env):
+    if any(
+        not _NAME.match(name) or name in READ_ONLY or name.startswith(OWN_PREFIX) for name in env
+    ):
         return None
     if any("\0" in s for s in [*items, *command]):
         return None
