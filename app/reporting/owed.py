@@ -35,8 +35,14 @@ if score and tonumber(score) == tonumber(ARGV[2]) then
   end
   return 1
 end
+if score and tonumber(score) > tonumber(ARGV[4]) then
+  return 2
+end
 return 0
 """
+SETTLED: Final = 1
+OWED_ANEW: Final = 0
+TAKEN: Final = 2
 
 
 def lane(run_id: str, channel: Channel) -> str:
@@ -77,11 +83,12 @@ async def lease(redis: aioredis.Redis, member: str) -> int | None:
     return until if changed else None
 
 
-async def release(redis: aioredis.Redis, member: str, leased: int, again_in: float | None) -> bool:
-    """Done with the lane: gone (`again_in` None) or due again in `again_in` seconds, unless
-    the run owed it anew meanwhile (then it stays due as that says, and this is False)."""
+async def release(redis: aioredis.Redis, member: str, leased: int, again_in: float | None) -> int:
+    """Done with the lane: gone (`again_in` None) or due again in `again_in` seconds
+    (SETTLED), unless the run owed it anew meanwhile (OWED_ANEW: it stays due as that says)
+    or another process leased it since (TAKEN: that one has it now)."""
     again = "" if again_in is None else str(_ms(again_in))
-    return bool(await settle(redis.eval(_SETTLE, 1, OWED, member, str(leased), again)))
+    return int(await settle(redis.eval(_SETTLE, 1, OWED, member, str(leased), again, str(_ms()))))
 
 
 async def failed_try(redis: aioredis.Redis, member: str) -> int:

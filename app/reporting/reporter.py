@@ -557,9 +557,9 @@ class Reporter:
                     except Exception as exc:
                         await self._lane_failed(member, leased, run_id, channel, exc)
                         return
-                    done = await owed.release(self.redis, member, leased, None)
+                    released = await owed.release(self.redis, member, leased, None)
                     await owed.forget_tries(self.redis, member)
-                if done:
+                if released != owed.OWED_ANEW:
                     return
                 # Owed anew while it ran (the run's next event, say its end): once more now,
                 # not at the next step.
