@@ -32,7 +32,7 @@ import re
 import secrets
 import socket
 import stat
-import tempfile
+import struct
 import threading
 import time
 from collections import Counter
@@ -222,11 +222,20 @@ def control_socket(runner_id: str) -> Path:
     short, as a socket's path must be)."""
     if os.geteuid() == 0:
         base = Path("/run/trimo")
+    elif runtime := os.environ.get("XDG_RUNTIME_DIR"):
+        base = Path(runtime) / "trimo"
     else:
-        base = Path(os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()) / (
-            f"trimo-{os.geteuid()}"
-        )
+        base = Path.home() / ".trimo-run"  # never a shared place such as /tmp
     return base / f"egress-{_short(runner_id)}" / "egress.sock"
+
+
+def _answered_by_docker(conn: socket.socket) -> None:
+    """TrimoError unless the socket's other end is root's or this user's (the proxy's
+    socat, as Docker runs it), and not someone who made the path meanwhile."""
+    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    _pid, uid, _gid = struct.unpack("3i", creds)
+    if uid not in (0, os.geteuid()):
+        raise TrimoError(f"The egress proxy's socket is answered by uid {uid}: not asked.")
 
 
 def _make_private(directory: Path) -> None:
@@ -340,7 +349,7 @@ class EgressProxy:
             try:
                 start()
             except TrimoError:
-                self.spares.done(joined)
+                self._stop(run_id, joined)  # whatever of it started (its slot, its rules)
                 raise
         else:
             starting = _starter.submit(start)
@@ -402,6 +411,7 @@ class EgressProxy:
             with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
                 conn.settimeout(timeout)
                 conn.connect(str(control_socket(self.runner_id)))
+                _answered_by_docker(conn)
                 conn.sendall(b"".join(field.encode() + b"\0" for field in fields))
                 conn.shutdown(socket.SHUT_WR)
                 while (chunk := conn.recv(1 << 16)) and size < MAX_ANSWER:
@@ -489,7 +499,7 @@ class _ProxyCache:
         key = (id(client), runner_id, upstream_url)
         with self._lock:
             known = self._proxies.get(key)
-        if known is not None and _is_running(known.container):  # runs look at once
+        if known is not None and _is_running(known.container) and _answers(runner_id):
             return known
         with self._lock:
             proxy = self._proxies.get(key)
@@ -516,6 +526,11 @@ def close() -> None:
 _proxies = _ProxyCache()
 _starter = ThreadPoolExecutor(max_workers=8, thread_name_prefix="egress-start")
 """Starts runs' proxies while their containers are made."""
+
+
+def _answers(runner_id: str) -> bool:
+    """Whether the proxy's socket is there (a proxy without it is started anew)."""
+    return control_socket(runner_id).is_socket()
 
 
 def _is_running(container: Container) -> bool:
