@@ -9,11 +9,11 @@
 
 Making a run's network or sandbox is Docker's slowest step before the agent starts, and it
 queues behind the container starts of runs going at the same moment. So `keep` of them are
-made while the runner is quiet (nothing taken for `quiet` seconds) and one is taken at once
-when a run starts. Nothing is handed out twice: the next tenant never meets what the last
-one left (a network's addresses, the proxy's connection state, names in Docker's resolver;
-a sandbox's processes). Ended runs' things are discarded in the background, once the runner
-is quiet too.
+made while the runner is quiet (nothing taken for `quiet` seconds, and no run on its way to
+its agent: runner.phases) and one is taken at once when a run starts. Nothing is handed out
+twice: the next tenant never meets what the last one left (a network's addresses, the
+proxy's connection state, names in Docker's resolver; a sandbox's processes). Ended runs'
+things are discarded in the background, once the runner is quiet too.
 """
 
 from __future__ import annotations
@@ -24,10 +24,14 @@ import time
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
+from runner.phases import starting
+
 log = logging.getLogger(__name__)
 
-QUIET_SECONDS = 1.0
-"""Spares are made, and ended runs' ones discarded, once none was taken for this long."""
+QUIET_SECONDS = 0.25
+"""Spares are made, and ended runs' ones discarded, once none was taken for this long and
+no run is starting."""
+STARTING_POLL_SECONDS = 0.05
 CLOSE_SECONDS = 30.0
 """How long `close` waits for one being made to be done."""
 
@@ -132,6 +136,8 @@ class MadeAhead(Generic[T]):
                 self._tending = None
                 return False
             wait = self._taken_at + self._quiet - time.monotonic()
+            if wait <= 0 and starting():
+                wait = STARTING_POLL_SECONDS
             ended = self._ended.pop() if self._ended and wait <= 0 else None
         if wait > 0:
             time.sleep(wait)

@@ -413,6 +413,7 @@ class Attempt:
             if container.first_line() != READY_LINE:
                 raise WorkspaceBroken
             phases.mark("sync")
+            phases.over()
             log.info("run %s: agent started after %s", request.run_id, phases)
             lines = without_first(container.lines(), READY_LINE)
             exit_info, timed_out = self._follow(container, lines, delivery)

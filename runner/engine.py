@@ -169,8 +169,9 @@ class RunEngine:
             on_event(_scrubbed(scrubber, event))
 
         stop = stop or StopSignal()
+        phases = Phases()
         try:
-            finished = self._execute(request, emit, scrubber.add, stop)
+            finished = self._execute(request, emit, scrubber.add, stop, phases)
         except TrimoError as exc:
             finished = RunFinished(run_id=request.run_id, outcome=Outcome.ERROR, reason=str(exc))
         except Saved as saved:
@@ -178,6 +179,8 @@ class RunEngine:
             raise saved.__cause__ or KeyboardInterrupt from None
         except Exception:
             finished = _internal_error(request.run_id)
+        finally:
+            phases.over()
         emit(finished)
         return _scrubbed_finished(scrubber, finished)
 
@@ -187,8 +190,8 @@ class RunEngine:
         emit: EventSink,
         protect: Callable[[str], None],
         stop: StopSignal,
+        phases: Phases,
     ) -> RunFinished:
-        phases = Phases()
         adapter = get_adapter(request.agent)
         if request.branch == request.base_branch:
             raise TrimoError(
