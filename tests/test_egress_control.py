@@ -101,3 +101,30 @@ def test_an_answer_cut_short_is_a_failure(
         path.unlink()
     with pytest.raises(TrimoError, match="did not answer"):
         proxy.ask("stop", "run")
+
+
+def test_many_requests_at_once_are_all_answered(
+    docker_client: docker.DockerClient, runner_id: str
+) -> None:
+    """A runner of concurrency 8 starting and stopping runs, its spares being made: more
+    connections than socat's default backlog of 5 arrive before it accepts them. Each must
+    be answered, never refused (a refused start fails its run; a refused stop would leave
+    the run's tinyproxy running and its slot taken)."""
+    proxy = EgressProxy.ensure(docker_client, runner_id)
+    answers: list[tuple[int, str] | Exception] = []
+    gate = threading.Barrier(48)
+
+    def ask() -> None:
+        gate.wait()
+        try:
+            answers.append(proxy.ask("stop", f"never-started-{uuid.uuid4().hex[:6]}"))
+        except Exception as exc:
+            answers.append(exc)
+
+    askers = [threading.Thread(target=ask) for _ in range(48)]
+    for asker in askers:
+        asker.start()
+    for asker in askers:
+        asker.join(180)
+    assert [a for a in answers if not isinstance(a, tuple) or a[0] != 0] == []
+    assert len(answers) == 48

@@ -27,6 +27,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import hashlib
+import logging
 import os
 import re
 import secrets
@@ -79,6 +80,8 @@ _BLOCKED = re.compile(r'Proxying refused on filtered (?:domain|url) "([^"]+)"')
 
 BlockedHosts = dict[str, int]
 MAX_BLOCKED_HOSTS = 50
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -410,7 +413,7 @@ class EgressProxy:
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
                 conn.settimeout(timeout)
-                conn.connect(str(control_socket(self.runner_id)))
+                _connect(conn, control_socket(self.runner_id), timeout)
                 _answered_by_docker(conn)
                 conn.sendall(b"".join(field.encode() + b"\0" for field in fields))
                 conn.shutdown(socket.SHUT_WR)
@@ -429,11 +432,28 @@ class EgressProxy:
     def _stop(self, run_id: str, joined: Joined) -> BlockedHosts:
         try:
             _code, output = self.ask("stop", run_id)
-        except TrimoError:
+        except TrimoError as exc:
+            log.warning("run %s: its egress proxy was not stopped (%s)", run_id, exc)
             return {}
         finally:
             self.spares.done(joined)
         return blocked_hosts(output)
+
+
+def _connect(conn: socket.socket, path: Path, timeout: float) -> None:
+    """Connect to the proxy's socket; while its queue of connections not yet accepted is
+    full (runs starting together on a busy machine), try again until `timeout`."""
+    deadline = time.monotonic() + timeout
+    pause = 0.005
+    while True:
+        try:
+            conn.connect(str(path))
+            return
+        except BlockingIOError:
+            if time.monotonic() + pause > deadline:
+                raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.1)
 
 
 def attach(

@@ -11,7 +11,7 @@ from runner.errors import TrimoError
 
 PROXY_CONTEXT = Path(__file__).resolve().parent.parent.parent / "sandbox" / "proxy"
 LABEL_EGRESS = "dev.trimo.egress"
-PROXY_VERSION = "9"
+PROXY_VERSION = "10"
 """The `dev.trimo.egress` label of sandbox/proxy/Dockerfile: bumped when the image changes."""
 PROXY_IMAGE = f"trimo-egress:{PROXY_VERSION}"
 """Tagged by version, so runners of two Trimo versions on one engine never rebuild it in turn."""
