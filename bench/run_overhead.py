@@ -1,6 +1,6 @@
 """From `trimo run` to the agent's first output, beside a bare `docker run` of the same image.
 
-    python bench/run_overhead.py [--image trimo-agent:base] [--repeat 10]
+    PYTHONPATH=. python bench/run_overhead.py [--image trimo-agent:base] [--repeat 10]
 
 Prints medians for: a bare docker-py run (create, start, first output line);
 the engine (`RunEngine.execute`, workspace of an existing pipeline); and the

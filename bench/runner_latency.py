@@ -1,7 +1,7 @@
 """Time to agent through a real runner daemon, 1, 3 and 8 at once, and its idle memory.
 
-    python bench/runner_latency.py [--runs 20] [--rounds 5] [--log FILE]
-                                   [--redis redis://127.0.0.1:6379/14]
+    PYTHONPATH=. python bench/runner_latency.py [--runs 20] [--rounds 5] [--log FILE]
+                                               [--redis redis://127.0.0.1:6379/14]
 
 Starts `trimo runner` (concurrency 8) against a local repository, warms its
 mirror and each pipeline's workspace, then measures, from `enqueue_job` to the
@@ -16,7 +16,8 @@ and the daemon's resident memory when idle (the goal: at most 100 MB). Each roun
 waits for its runs to end before the next. The machine's load average is printed
 beside each figure: on a shared machine, compare medians of quiet rounds. Last, where
 the time went: each step's median (the runner's "agent started after" log lines,
-runner.phases) for 1, 3 and 8 at once.
+runner.phases) for 1, 3 and 8 at once, and the CPU the machine used until the last agent
+of a round started: that work divided by the cores is the least time the round can take.
 """
 
 from __future__ import annotations
@@ -125,6 +126,41 @@ async def spares_ready() -> float:
     return time.perf_counter() - start
 
 
+class CpuMeter:
+    """The machine's busy CPU seconds (all cores, /proc/stat), sampled every 10 ms while
+    runs start, to tell how much work starting them was and what two cores allow."""
+
+    def __init__(self) -> None:
+        self.samples: list[tuple[float, float]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    @staticmethod
+    def busy() -> float:
+        with open("/proc/stat") as stat:
+            fields = [int(x) for x in stat.readline().split()[1:9]]
+        user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+        return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+    async def _sample(self) -> None:
+        while True:
+            self.samples.append((time.perf_counter(), self.busy()))
+            await asyncio.sleep(0.01)
+
+    def start(self) -> None:
+        self.samples = [(time.perf_counter(), self.busy())]
+        self._task = asyncio.create_task(self._sample())
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+    def used_within(self, seconds: float) -> float:
+        """CPU seconds used in the first `seconds` after `start`."""
+        began, first = self.samples[0]
+        until = [busy for at, busy in self.samples if at - began <= seconds]
+        return until[-1] - first
+
+
 def pct(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
@@ -146,11 +182,16 @@ async def measure(redis_url: str, repo: Path, runs: int, rounds: int) -> dict[in
     ids: dict[int, list[str]] = {k: [] for k in AT_ONCE}
     medians: dict[int, list[float]] = {k: [] for k in AT_ONCE}
     maxima: dict[int, list[float]] = {k: [] for k in AT_ONCE}
+    cpu: dict[int, list[float]] = {k: [] for k in AT_ONCE}
+    meter = CpuMeter()
     number = 2000
     for r in range(rounds):
         for k in AT_ONCE:
             await spares_ready()
+            meter.start()
             took = await asyncio.gather(*(one(pool, client, repo, number + n) for n in range(k)))
+            meter.stop()
+            cpu[k].append(meter.used_within(max(took)))
             ids[k] += [run_id(number + n) for n in range(k)]
             number += 8
             medians[k].append(statistics.median(took))
@@ -164,6 +205,14 @@ async def measure(redis_url: str, repo: Path, runs: int, rounds: int) -> dict[in
         goal = f", goal {GOAL[k]}x" if k in GOAL else ""
         print(f"  {k} at once: median {median:.3f} s ({median / alone:.2f}x one alone{goal}), "
               f"max {most:.3f} s ({most / alone:.2f}x)")  # fmt: skip
+    cores = os.cpu_count() or 1
+    print(f"CPU the whole machine used until the last agent started (median of the rounds), "
+          f"and what {cores} cores allow at best:")  # fmt: skip
+    for k in AT_ONCE:
+        used = statistics.median(cpu[k])
+        floor = used / cores
+        print(f"  {k} at once: {used:.3f} CPU-s ({used / k:.3f} per run), at least "
+              f"{floor:.3f} s of {cores} cores ({floor / alone:.2f}x one alone)")  # fmt: skip
     alone_was, eight_was = BASELINE["1 at once"], BASELINE["8 at once median"]
     print(f"  issue: 1 alone {alone_was:.3f} s; 8 at once median {eight_was:.3f} s "
           f"({eight_was / alone_was:.1f}x), max {BASELINE['8 at once max']:.2f} s")  # fmt: skip

@@ -1,6 +1,6 @@
 """From the agent's exit to its checks' result, beside the check command's own run time.
 
-    python bench/verify.py [--image trimo-agent:base] [--repeat 5]
+    PYTHONPATH=. python bench/verify.py [--image trimo-agent:base] [--repeat 5]
 
 Each run's script agent commits, prints a mark and exits; its one check of `verify:` is
 `true` (Trimo's cost alone) or `sleep 1` (a check that works). For each, the medians of:
