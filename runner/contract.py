@@ -81,6 +81,11 @@ def run_events(run_id: str) -> str:
     return f"trimo:run:{run_id}:events"
 
 
+def run_taken(run_id: str) -> str:
+    """Which runner took the run (once, for good: a job picked up again is not run again)."""
+    return f"trimo:run:{run_id}:taken"
+
+
 def runner_info(runner_id: str) -> str:
     return f"trimo:runner:{runner_id}"
 

@@ -62,6 +62,9 @@ from runner.settings import RunnerSettings
 log = logging.getLogger("trimo.runner")
 
 REAP_INTERVAL_SECONDS = 10.0
+PICKUPS = 10
+"""How often a run's job may be picked up (again after its runner died holding it; a run
+already taken is not run again: registry.take)."""
 SWEEP_INTERVAL_SECONDS = 3600.0
 CLOSED_POLL_SECONDS = 30.0
 IMAGES_SECONDS = 60.0
@@ -132,6 +135,8 @@ class RunnerDaemon:
         """A thread for each run that may go at once (asyncio's default executor has six on
         two cores, and other duties use it too: a seventh run waited for one to end)."""
         self.running: dict[str, StopSignal] = {}
+        self.held: set[str] = set()
+        """The runs this process took and has not ended: their jobs' holds are renewed."""
         self.started_at = registry.now()
         self.workers: list[Worker] = []
         self._draining = asyncio.Event()
@@ -156,15 +161,28 @@ class RunnerDaemon:
 
     async def _run(self, request: RunRequest, queued_at: datetime | None) -> str:
         # Active from the moment it is taken, not from when its token is renewed or a slot
-        # frees: if this process dies meanwhile, the other runners' reaper reports the run
-        # instead of arq keeping it "in progress" for the job's whole timeout.
-        await self._quietly(
-            registry.mark_active(self.redis, request.run_id, self.settings.runner_id)
-        )
+        # frees: if this process dies meanwhile, the other runners' reaper reports the run.
+        # Killed before this, its hold on the job lapses (registry.HOLD_SECONDS) and another
+        # runner takes the job; one that took it before is never run twice.
+        if not await self._take(request.run_id):
+            log.warning("run %s: a runner took it before; it is not run again", request.run_id)
+            return "taken before"
+        self.held.add(request.run_id)
         try:
             return await self._prepare_and_execute(request, queued_at)
         finally:
+            self.held.discard(request.run_id)
             await self._quietly(registry.mark_done(self.redis, request.run_id))
+
+    async def _take(self, run_id: str) -> bool:
+        """Whether this runner has the run now (with Redis unreachable: run it)."""
+        try:
+            return await registry.take(self.redis, run_id, self.settings.runner_id)
+        except (redis.RedisError, OSError) as exc:
+            log.error(
+                "Redis is unreachable at %s: %s", redisurl.display(self.settings.redis_url), exc
+            )
+            return True
 
     async def _prepare_and_execute(self, request: RunRequest, queued_at: datetime | None) -> str:
         waited = (registry.now() - queued_at).total_seconds() if queued_at else 0.0
@@ -343,6 +361,8 @@ class RunnerDaemon:
     async def heartbeat(self) -> None:
         while True:
             await self._quietly(registry.announce(self.redis, self.info()))
+            if self.held:
+                await self._quietly(registry.renew_holds(self.redis, list(self.held)))
             await asyncio.sleep(registry.HEARTBEAT_SECONDS)
 
     async def hold_heartbeat(self) -> None:
@@ -504,8 +524,8 @@ class RunnerDaemon:
         return recovered
 
     def make_worker(self, label: str) -> Worker:
-        return Worker(
-            functions=[func(execute_run, name=contract.RUN_FUNCTION, max_tries=1)],
+        worker = Worker(
+            functions=[func(execute_run, name=contract.RUN_FUNCTION, max_tries=PICKUPS)],
             queue_name=contract.run_queue(label),
             redis_settings=redisurl.redis_settings(self.settings.redis_url),
             ctx={"daemon": self},
@@ -517,6 +537,9 @@ class RunnerDaemon:
             handle_signals=False,
             keep_result=3600,
         )
+        # arq holds a job for its whole timeout (25 h); the heartbeat renews a shorter hold.
+        worker.in_progress_timeout_s = registry.HOLD_SECONDS
+        return worker
 
     def make_preview_worker(self, label: str) -> Worker:
         return Worker(

@@ -6,11 +6,12 @@ import asyncio
 import json
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
 from typing import Literal, TypeVar, cast
 
 import redis.asyncio as aioredis
+from arq.constants import in_progress_key_prefix
 from pydantic import BaseModel
 
 from runner import contract
@@ -20,6 +21,20 @@ T = TypeVar("T")
 
 HEARTBEAT_SECONDS = 5.0
 HEARTBEAT_TTL_SECONDS = 20
+HOLD_SECONDS = 60
+"""How long a runner's hold on a job it took lasts (arq's in-progress key) unless its
+heartbeat renews it: a runner killed between taking a job and marking its run active leaves
+the job to another runner after this, not after the job's whole timeout."""
+TAKEN_SECONDS = 26 * 3600
+"""How long a run stays marked as taken: longer than any job may last."""
+
+_TAKE = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then
+  redis.call('HSET', KEYS[2], ARGV[3], ARGV[4])
+  return 1
+end
+return 0
+"""
 
 
 class ImageInfo(BaseModel):
@@ -137,8 +152,21 @@ async def runners_with_label(client: aioredis.Redis, label: str) -> list[RunnerI
     return [r for r in await online_runners(client) if label in r.labels]
 
 
-async def mark_active(client: aioredis.Redis, run_id: str, runner_id: str) -> None:
-    await _awaited(client.hset(contract.ACTIVE_RUNS, run_id, json.dumps({"runner": runner_id})))
+async def take(client: aioredis.Redis, run_id: str, runner_id: str) -> bool:
+    """Mark the run active on `runner_id`, unless a runner took it before (a job picked up
+    again after its runner's hold lapsed): whether this runner has it now."""
+    active = json.dumps({"runner": runner_id})
+    keys_and_args = (contract.run_taken(run_id), contract.ACTIVE_RUNS)
+    taken = client.eval(_TAKE, 2, *keys_and_args, runner_id, str(TAKEN_SECONDS), run_id, active)
+    return bool(await _awaited(taken))
+
+
+async def renew_holds(client: aioredis.Redis, job_ids: Iterable[str]) -> None:
+    """Keep this runner's hold on the jobs it has (HOLD_SECONDS more)."""
+    async with client.pipeline(transaction=False) as pipe:
+        for job_id in job_ids:
+            pipe.pexpire(in_progress_key_prefix + job_id, HOLD_SECONDS * 1000)
+        await pipe.execute()
 
 
 async def mark_done(client: aioredis.Redis, run_id: str) -> None:

@@ -9,8 +9,12 @@ from pathlib import Path
 
 import docker
 import pytest
+import redis
+from arq.constants import in_progress_key_prefix, result_key_prefix, retry_key_prefix
 
+from runner import contract
 from runner.job import Outcome
+from runner.registry import HEARTBEAT_SECONDS, HOLD_SECONDS
 from tests.conftest import free_port, git, unique
 from tests.engine_helpers import make_request
 from tests.runner_helpers import RunnerProcess, abort, enqueue, events, finished_of, wait_for
@@ -304,3 +308,62 @@ def test_runner_rides_out_a_redis_outage(
         assert git(origin, "show", "trimo/p1:kept.txt") == "kept"
     finally:
         subprocess.run(["redis-cli", "-p", str(port), "shutdown", "nosave"], capture_output=True)
+
+
+def test_a_job_whose_runner_died_before_marking_its_run_is_run_by_another(
+    origin: Path, tmp_path: Path, redis_url: str, runners: list[RunnerProcess]
+) -> None:
+    """A runner killed between arq's pickup and marking the run active held the job for its
+    whole timeout (25 h), and no reaper knew of the run: it stayed queued, and its pipeline's
+    next runs waited behind it (the scale-out test saw it). Here is that state (the pickup's
+    hold, its try counted); the hold lapses and another runner runs the job."""
+    request = make_request(origin, "echo rescued > r.txt && git add -A && git commit -qm r")
+    enqueue(redis_url, request)
+    client = redis.Redis.from_url(redis_url)
+    client.psetex(in_progress_key_prefix + request.run_id, 2000, b"1")
+    client.incr(retry_key_prefix + request.run_id)
+    start(runners, redis_url, tmp_path, "runner-rescue", "default")
+
+    finished = finished_of(wait_for(redis_url, request.run_id, "finished", timeout=90))
+    assert finished.outcome is Outcome.SUCCESS, finished.reason
+    assert has_file(origin, "trimo/p1", "r.txt")
+
+
+def test_a_run_a_runner_took_is_never_run_again(
+    origin: Path, tmp_path: Path, redis_url: str, runners: list[RunnerProcess]
+) -> None:
+    """A job picked up again after its runner's hold lapsed (the runner killed, or cut off
+    from Redis for a minute) is not run a second time: the first runner took the run."""
+    request = make_request(origin, "echo twice >> t.txt && git add -A && git commit -qm t")
+    enqueue(redis_url, request)
+    client = redis.Redis.from_url(redis_url)
+    client.set(contract.run_taken(request.run_id), "runner-that-took-it")
+    client.incr(retry_key_prefix + request.run_id)
+    runner = start(runners, redis_url, tmp_path, "runner-second", "default")
+
+    deadline = time.monotonic() + 60
+    while not client.exists(result_key_prefix + request.run_id):
+        assert time.monotonic() < deadline, f"the job was never picked up: {runner.output()}"
+        time.sleep(0.1)
+    assert "a runner took it before; it is not run again" in runner.output()
+    assert events(redis_url, request.run_id) == []
+    assert not has_file(origin, "trimo/p1", "t.txt")
+
+
+def test_a_runners_hold_on_its_jobs_is_short_and_renewed(
+    origin: Path, tmp_path: Path, redis_url: str, runners: list[RunnerProcess]
+) -> None:
+    request = make_request(origin, "echo started; sleep 60", timeout_s=120)
+    enqueue(redis_url, request)
+    start(runners, redis_url, tmp_path, "runner-holds", "default")
+    wait_for(redis_url, request.run_id, "started")
+    client = redis.Redis.from_url(redis_url)
+    hold = in_progress_key_prefix + request.run_id
+    first = client.pttl(hold)
+    assert 0 < first <= HOLD_SECONDS * 1000
+    deadline = time.monotonic() + 3 * HEARTBEAT_SECONDS
+    while client.pttl(hold) <= first:
+        assert time.monotonic() < deadline, "the runner's hold on its job was not renewed"
+        time.sleep(0.1)
+    abort(redis_url, request)
+    assert finished_of(wait_for(redis_url, request.run_id, "finished")).outcome is Outcome.CANCELLED
