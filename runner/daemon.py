@@ -16,6 +16,7 @@ import os
 import signal
 import socket
 import time
+from collections.abc import Collection
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
@@ -62,6 +63,8 @@ from runner.settings import RunnerSettings
 log = logging.getLogger("trimo.runner")
 
 REAP_INTERVAL_SECONDS = 10.0
+TAKE_RETRY_SECONDS = 1.0
+TAKE_SAY_SECONDS = 30.0
 PICKUPS = 10
 """How often a run's job may be picked up (again after its runner died holding it; a run
 already taken is not run again: registry.take)."""
@@ -107,6 +110,21 @@ async def ask_for_token(
         return None
     token = answer[1].decode() if isinstance(answer[1], bytes) else str(answer[1])
     return token or None
+
+
+class HoldingWorker(Worker):
+    """arq's worker, holding each job it takes for registry.HOLD_SECONDS (not the job's
+    whole timeout; the heartbeat renews the holds of the runs this process has), and never
+    taking again a job of a run this process still has (its hold lapsed, say while Redis
+    was away): arq would lose track of the first."""
+
+    def __init__(self, held: Collection[str], **options: Any) -> None:
+        super().__init__(**options)
+        self.in_progress_timeout_s = registry.HOLD_SECONDS
+        self._held = held
+
+    async def start_jobs(self, job_ids: list[bytes]) -> None:
+        await super().start_jobs([job for job in job_ids if job.decode() not in self._held])
 
 
 class RunnerDaemon:
@@ -164,10 +182,11 @@ class RunnerDaemon:
         # frees: if this process dies meanwhile, the other runners' reaper reports the run.
         # Killed before this, its hold on the job lapses (registry.HOLD_SECONDS) and another
         # runner takes the job; one that took it before is never run twice.
+        self.held.add(request.run_id)  # its hold renewed from now on
         if not await self._take(request.run_id):
+            self.held.discard(request.run_id)
             log.warning("run %s: a runner took it before; it is not run again", request.run_id)
             return "taken before"
-        self.held.add(request.run_id)
         try:
             return await self._prepare_and_execute(request, queued_at)
         finally:
@@ -175,14 +194,18 @@ class RunnerDaemon:
             await self._quietly(registry.mark_done(self.redis, request.run_id))
 
     async def _take(self, run_id: str) -> bool:
-        """Whether this runner has the run now (with Redis unreachable: run it)."""
-        try:
-            return await registry.take(self.redis, run_id, self.settings.runner_id)
-        except (redis.RedisError, OSError) as exc:
-            log.error(
-                "Redis is unreachable at %s: %s", redisurl.display(self.settings.redis_url), exc
-            )
-            return True
+        """Whether this runner has the run now. While Redis cannot say, the run waits: run
+        without its mark, it could be run again elsewhere once its job's hold lapsed."""
+        said = 0.0
+        while True:
+            try:
+                return await registry.take(self.redis, run_id, self.settings.runner_id)
+            except (redis.RedisError, OSError) as exc:
+                if time.monotonic() - said > TAKE_SAY_SECONDS:
+                    said = time.monotonic()
+                    log.error("Redis is unreachable at %s: %s; run %s waits for it",
+                              redisurl.display(self.settings.redis_url), exc, run_id)  # fmt: skip
+            await asyncio.sleep(TAKE_RETRY_SECONDS)
 
     async def _prepare_and_execute(self, request: RunRequest, queued_at: datetime | None) -> str:
         waited = (registry.now() - queued_at).total_seconds() if queued_at else 0.0
@@ -524,7 +547,8 @@ class RunnerDaemon:
         return recovered
 
     def make_worker(self, label: str) -> Worker:
-        worker = Worker(
+        return HoldingWorker(
+            self.held,
             functions=[func(execute_run, name=contract.RUN_FUNCTION, max_tries=PICKUPS)],
             queue_name=contract.run_queue(label),
             redis_settings=redisurl.redis_settings(self.settings.redis_url),
@@ -537,9 +561,6 @@ class RunnerDaemon:
             handle_signals=False,
             keep_result=3600,
         )
-        # arq holds a job for its whole timeout (25 h); the heartbeat renews a shorter hold.
-        worker.in_progress_timeout_s = registry.HOLD_SECONDS
-        return worker
 
     def make_preview_worker(self, label: str) -> Worker:
         return Worker(

@@ -162,10 +162,11 @@ async def take(client: aioredis.Redis, run_id: str, runner_id: str) -> bool:
 
 
 async def renew_holds(client: aioredis.Redis, job_ids: Iterable[str]) -> None:
-    """Keep this runner's hold on the jobs it has (HOLD_SECONDS more)."""
+    """Keep this runner's hold on the jobs it has (HOLD_SECONDS more), made again where it
+    lapsed (Redis was away longer, or came back from a file without it)."""
     async with client.pipeline(transaction=False) as pipe:
         for job_id in job_ids:
-            pipe.pexpire(in_progress_key_prefix + job_id, HOLD_SECONDS * 1000)
+            pipe.set(in_progress_key_prefix + job_id, b"1", px=HOLD_SECONDS * 1000)
         await pipe.execute()
 
 

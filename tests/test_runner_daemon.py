@@ -359,11 +359,35 @@ def test_a_runners_hold_on_its_jobs_is_short_and_renewed(
     wait_for(redis_url, request.run_id, "started")
     client = redis.Redis.from_url(redis_url)
     hold = in_progress_key_prefix + request.run_id
-    first = client.pttl(hold)
-    assert 0 < first <= HOLD_SECONDS * 1000
+    last = client.pttl(hold)
+    assert 0 < last <= HOLD_SECONDS * 1000
     deadline = time.monotonic() + 3 * HEARTBEAT_SECONDS
-    while client.pttl(hold) <= first:
+    while (now := client.pttl(hold)) <= last:
         assert time.monotonic() < deadline, "the runner's hold on its job was not renewed"
+        last = now
         time.sleep(0.1)
+    abort(redis_url, request)
+    assert finished_of(wait_for(redis_url, request.run_id, "finished")).outcome is Outcome.CANCELLED
+
+
+def test_a_hold_that_lapsed_while_its_runner_goes_on_is_made_again(
+    origin: Path, tmp_path: Path, redis_url: str, runners: list[RunnerProcess]
+) -> None:
+    """Redis back from a file without the hold (or away for over a minute): the job sits in
+    its queue with no hold while its run goes on. Its runner, with a free slot, must not
+    take it again (arq would lose track of the run: a Stop would no longer reach it), and
+    its heartbeat makes the hold again."""
+    request = make_request(origin, "echo started; sleep 60", timeout_s=120)
+    enqueue(redis_url, request)
+    runner = start(runners, redis_url, tmp_path, "runner-lapsed", "default")
+    wait_for(redis_url, request.run_id, "started")
+    client = redis.Redis.from_url(redis_url)
+    hold = in_progress_key_prefix + request.run_id
+    client.delete(hold)
+    deadline = time.monotonic() + 3 * HEARTBEAT_SECONDS
+    while not client.exists(hold):
+        assert time.monotonic() < deadline, "the lapsed hold was not made again"
+        time.sleep(0.1)
+    assert "it is not run again" not in runner.output()
     abort(redis_url, request)
     assert finished_of(wait_for(redis_url, request.run_id, "finished")).outcome is Outcome.CANCELLED

@@ -29,6 +29,7 @@ from runner.contract import (
     preview_queue,
     preview_wanted,
     run_queue,
+    run_taken,
 )
 from runner.job import RepoRef, RunRequest
 from runner.previews.job import PreviewRequest
@@ -153,13 +154,15 @@ class Dispatch:
         """Take `run`'s job back before any runner starts it.
 
         Writing arq's in-progress key in the same transaction defeats a runner that is
-        claiming the job at this moment (it watches that key).
+        claiming the job at this moment (it watches that key). A run a runner took is
+        started even while its hold on the job has lapsed (Redis was away).
         """
         queue = run_queue(run.label)
         in_progress = in_progress_key_prefix + run.run_id
+        taken = run_taken(run.run_id)
         async with self.redis.pipeline(transaction=True) as pipe:
-            await pipe.watch(in_progress)
-            if await pipe.exists(in_progress):
+            await pipe.watch(in_progress, taken)
+            if await pipe.exists(in_progress, taken):
                 return "started"
             if await pipe.zscore(queue, run.run_id) is None:
                 # Never queued (still waiting), or a runner already has it or had it.
