@@ -17,7 +17,7 @@ waits for its runs to end before the next. The machine's load average is printed
 beside each figure: on a shared machine, compare medians of quiet rounds. Last, where
 the time went: each step's median (the runner's "agent started after" log lines,
 runner.phases) for 1, 3 and 8 at once, and the CPU the machine used until the last agent
-of a round started: that work divided by the cores is the least time the round can take.
+of a round started: that work divided by the cores is the least time it could have taken.
 """
 
 from __future__ import annotations
@@ -206,13 +206,14 @@ async def measure(redis_url: str, repo: Path, runs: int, rounds: int) -> dict[in
         print(f"  {k} at once: median {median:.3f} s ({median / alone:.2f}x one alone{goal}), "
               f"max {most:.3f} s ({most / alone:.2f}x)")  # fmt: skip
     cores = os.cpu_count() or 1
-    print(f"CPU the whole machine used until the last agent started (median of the rounds), "
-          f"and what {cores} cores allow at best:")  # fmt: skip
+    print(f"CPU the whole machine used until a round's last agent started (the runs' work and "
+          f"anything else; median of the rounds), and the least time that work takes on "
+          f"{cores} cores:")  # fmt: skip
     for k in AT_ONCE:
         used = statistics.median(cpu[k])
         floor = used / cores
         print(f"  {k} at once: {used:.3f} CPU-s ({used / k:.3f} per run), at least "
-              f"{floor:.3f} s of {cores} cores ({floor / alone:.2f}x one alone)")  # fmt: skip
+              f"{floor:.3f} s ({floor / alone:.2f}x one alone)")  # fmt: skip
     alone_was, eight_was = BASELINE["1 at once"], BASELINE["8 at once median"]
     print(f"  issue: 1 alone {alone_was:.3f} s; 8 at once median {eight_was:.3f} s "
           f"({eight_was / alone_was:.1f}x), max {BASELINE['8 at once max']:.2f} s")  # fmt: skip
